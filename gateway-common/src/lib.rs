@@ -1,0 +1,268 @@
+//! The ABI shared by the XDP programs and the agent: map names, sizes, keys and values.
+//!
+//! Treat every type here as a kernel ABI: `#[repr(C)]`, explicit padding, no `bool`/`Option`/enum
+//! fields, and a compile-time size check. Addresses and ports are stored in network byte order,
+//! exactly as they appear in packets, so the data path never swaps bytes.
+#![no_std]
+
+/// Map names, as the agent finds them in the object and under its pin directory.
+pub mod maps {
+    pub const SERVICES: &str = "SERVICES";
+    pub const BACKENDS: &str = "BACKENDS";
+    pub const MAGLEV: &str = "MAGLEV";
+    pub const CONNTRACK: &str = "CONNTRACK";
+    pub const IFADDRS: &str = "IFADDRS";
+    pub const SERVICE_STATS: &str = "SERVICE_STATS";
+    pub const BACKEND_STATS: &str = "BACKEND_STATS";
+    pub const VERDICTS: &str = "VERDICTS";
+}
+
+/// Name of the XDP program in the object.
+pub const XDP_PROGRAM: &str = "gateway_xdp";
+
+/// Services (VIP, port, protocol) the data plane owns, L4 and L7 alike.
+pub const MAX_SERVICES: u32 = 1024;
+/// Maglev ring size per service: a prime well above the number of backends of one service, so
+/// that each backend's share is within a few percent of its weight (Maglev paper, M >= 100 N
+/// gives < 1%; 4099 keeps 40 backends under 3% while 2048 rings stay at 33 MiB).
+pub const MAGLEV_RING: u32 = 4099;
+/// Ring slots: twice the services, so a new ring is written beside the live one and the service
+/// entry is switched to it in one update (make before break).
+pub const MAX_RINGS: u32 = 2 * MAX_SERVICES;
+/// Backends across all services. Ids are stable across reloads and restarts.
+pub const MAX_BACKENDS: u32 = 65536;
+/// Connection-table entries (two per flow: one per direction).
+pub const CONNTRACK_MAX: u32 = 262144;
+/// Interface index -> IPv4 address, for the SNAT source address of the egress interface.
+pub const MAX_IFADDRS: u32 = 256;
+
+/// SNAT source ports are taken from this range, which lies above Linux's default ephemeral range
+/// (32768-60999) so that they never collide with the node's own connections.
+pub const NAT_PORT_MIN: u16 = 61000;
+pub const NAT_PORT_MAX: u16 = 65535;
+/// Ports tried for a new SNAT flow before the packet is dropped and counted.
+pub const NAT_PORT_TRIES: u32 = 8;
+
+/// A cached next hop older than this is looked up again (nanoseconds), so route and neighbour
+/// changes reach established flows within a second.
+pub const NEXTHOP_TTL_NS: u64 = 1_000_000_000;
+
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Service flags.
+pub mod svc_flags {
+    /// Masquerade clients to the egress interface address (else DNAT only, client kept).
+    pub const SNAT: u32 = 1 << 0;
+    /// Hash the source address only (DestinationRule consistentHash.useSourceIp).
+    pub const HASH_SRC_IP: u32 = 1 << 1;
+    /// An L7 port: hand the packet to the local stack (the agent's listener), counted.
+    pub const LOCAL: u32 = 1 << 2;
+}
+
+/// Connection-table entry flags.
+pub mod ct_flags {
+    /// Entry for the reply direction (backend -> client).
+    pub const REPLY: u32 = 1 << 0;
+}
+
+/// Key of `SERVICES`: what a client packet is addressed to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceKey {
+    /// IPv4 address, network order.
+    pub addr: u32,
+    /// Port, network order.
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+
+/// Value of `SERVICES`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServiceValue {
+    /// Index into `SERVICE_STATS`; stable for the life of the service.
+    pub id: u32,
+    /// Ring slot in `MAGLEV` (0..MAX_RINGS).
+    pub ring: u32,
+    /// `svc_flags`.
+    pub flags: u32,
+    /// Backends in the ring; 0 means no healthy backend (packets dropped and counted).
+    pub backend_count: u32,
+}
+
+/// Value of `BACKENDS` (an array indexed by backend id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backend {
+    /// IPv4 address, network order.
+    pub addr: u32,
+    /// Port, network order.
+    pub port: u16,
+    pub _pad: u16,
+}
+
+/// Key of `CONNTRACK`: the packet's own 5-tuple as it arrives.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FlowKey {
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Value of `CONNTRACK`: how to rewrite a packet of this flow and where to send it. Both
+/// directions of a flow have an entry, so the data path handles them the same way.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CtValue {
+    /// New source and destination (network order).
+    pub saddr: u32,
+    pub daddr: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub service_id: u32,
+    pub backend_id: u32,
+    /// `ct_flags`.
+    pub flags: u32,
+    /// Cached next hop: egress interface and MACs; valid while `nh_ts` is recent.
+    pub nh_ifindex: u32,
+    pub nh_smac: [u8; 6],
+    pub nh_dmac: [u8; 6],
+    /// bpf_ktime_get_ns() of the cached lookup; 0 = none.
+    pub nh_ts: u64,
+}
+
+/// Value of `IFADDRS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IfAddr {
+    pub addr: u32,
+    pub _pad: u32,
+}
+
+/// Packet and byte counters (per CPU in the maps; the agent sums them).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Why the program returned what it did; index into `VERDICTS`.
+pub mod verdict {
+    /// Not addressed to a service: passed to the kernel untouched.
+    pub const PASS_NOT_OURS: u32 = 0;
+    /// Addressed to an L7 service: handed to the local stack.
+    pub const PASS_LOCAL: u32 = 1;
+    /// Not IPv4 TCP/UDP, a fragment or IP options: passed untouched.
+    pub const PASS_UNPARSED: u32 = 2;
+    /// Forwarded, first packet of a new flow.
+    pub const FWD_NEW: u32 = 3;
+    /// Forwarded, packet of a known flow (either direction).
+    pub const FWD_ESTABLISHED: u32 = 4;
+    /// Dropped: service has no backends.
+    pub const DROP_NO_BACKEND: u32 = 5;
+    /// Dropped: no free SNAT port for this backend.
+    pub const DROP_NAT_EXHAUSTED: u32 = 6;
+    /// Passed: the FIB had no route or neighbour for the rewritten packet (the kernel decides).
+    pub const PASS_FIB_MISS: u32 = 7;
+    /// Dropped: truncated or malformed header of a packet to a service.
+    pub const DROP_MALFORMED: u32 = 8;
+    /// Dropped: no IPv4 address known for the egress interface (SNAT).
+    pub const DROP_NO_SNAT_ADDR: u32 = 9;
+    /// Dropped: the connection table refused an insert.
+    pub const DROP_CT_FULL: u32 = 10;
+    /// Dropped: the FIB said forwarding is disabled or the packet is too big.
+    pub const DROP_FIB: u32 = 11;
+    pub const COUNT: u32 = 12;
+    pub const NAMES: [&str; COUNT as usize] = [
+        "pass_not_ours",
+        "pass_local",
+        "pass_unparsed",
+        "fwd_new",
+        "fwd_established",
+        "drop_no_backend",
+        "drop_nat_exhausted",
+        "pass_fib_miss",
+        "drop_malformed",
+        "drop_no_snat_addr",
+        "drop_ct_full",
+        "drop_fib",
+    ];
+}
+
+/// The flow hash both sides use: the XDP program to pick a Maglev slot, the userspace L4 proxy to
+/// make the same choice, and tests to predict it. Inputs are in network order as in the packet.
+/// A 32-bit murmur3-style mix: cheap on BPF (no loops, no tables) and well distributed.
+#[inline(always)]
+pub fn flow_hash(saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8) -> u32 {
+    let mut h: u32 = 0x9747_b28c ^ (proto as u32);
+    h = mix(h, saddr);
+    h = mix(h, daddr);
+    h = mix(h, ((sport as u32) << 16) | dport as u32);
+    fmix(h)
+}
+
+/// The hash for `HASH_SRC_IP` services: only the client address counts.
+#[inline(always)]
+pub fn src_hash(saddr: u32) -> u32 {
+    fmix(mix(0x9747_b28c, saddr))
+}
+
+#[inline(always)]
+fn mix(h: u32, k: u32) -> u32 {
+    let mut k = k.wrapping_mul(0xcc9e_2d51);
+    k = k.rotate_left(15);
+    k = k.wrapping_mul(0x1b87_3593);
+    let h = (h ^ k).rotate_left(13);
+    h.wrapping_mul(5).wrapping_add(0xe654_6b64)
+}
+
+#[inline(always)]
+fn fmix(mut h: u32) -> u32 {
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85eb_ca6b);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xc2b2_ae35);
+    h ^= h >> 16;
+    h
+}
+
+/// SNAT port for attempt `i` of a flow: deterministic, so a retransmitted SYN gets the port its
+/// first copy got.
+#[inline(always)]
+pub fn nat_port(flow_hash: u32, attempt: u32) -> u16 {
+    let range = (NAT_PORT_MAX - NAT_PORT_MIN) as u32 + 1;
+    let h = fmix(flow_hash.wrapping_add(attempt.wrapping_mul(0x9e37_79b9)));
+    NAT_PORT_MIN + (h % range) as u16
+}
+
+// Layout checks: a change here is an ABI change for pinned maps (bump PIN_ABI below).
+const _: () = assert!(core::mem::size_of::<ServiceKey>() == 8);
+const _: () = assert!(core::mem::size_of::<ServiceValue>() == 16);
+const _: () = assert!(core::mem::size_of::<Backend>() == 8);
+const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
+const _: () = assert!(core::mem::size_of::<CtValue>() == 48);
+const _: () = assert!(core::mem::size_of::<IfAddr>() == 8);
+const _: () = assert!(core::mem::size_of::<Counters>() == 16);
+
+/// Version of the pinned-map layout. The agent keeps pins in a directory named after it, so an
+/// agent with another layout never adopts incompatible maps.
+pub const PIN_ABI: u32 = 1;
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    unsafe impl aya::Pod for ServiceKey {}
+    unsafe impl aya::Pod for ServiceValue {}
+    unsafe impl aya::Pod for Backend {}
+    unsafe impl aya::Pod for FlowKey {}
+    unsafe impl aya::Pod for CtValue {}
+    unsafe impl aya::Pod for IfAddr {}
+    unsafe impl aya::Pod for Counters {}
+}

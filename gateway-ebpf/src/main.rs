@@ -1,0 +1,262 @@
+//! The XDP entry point: parse, look up the flow or the service, pick a backend, rewrite, forward.
+//!
+//! Every return goes through `count`, which counts the verdict by reason so an operator can see
+//! why packets were passed or dropped. Nothing here logs per packet.
+#![no_std]
+#![no_main]
+
+mod csum;
+mod maps;
+mod packet;
+
+use aya_ebpf::{
+    bindings::{
+        xdp_action, BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST,
+    },
+    helpers::{bpf_fib_lookup, bpf_ktime_get_ns, bpf_redirect},
+    macros::xdp,
+    programs::XdpContext,
+    EbpfContext,
+};
+use gateway_common::{
+    ct_flags, flow_hash, nat_port, src_hash, svc_flags, verdict, CtValue, FlowKey, ServiceKey,
+    ServiceValue, MAGLEV_RING, NAT_PORT_TRIES, NEXTHOP_TTL_NS, PROTO_TCP,
+};
+
+use crate::{
+    maps::{BACKENDS, BACKEND_STATS, CONNTRACK, IFADDRS, MAGLEV, SERVICES, SERVICE_STATS, VERDICTS},
+    packet::Packet,
+};
+
+#[xdp]
+pub fn gateway_xdp(ctx: XdpContext) -> u32 {
+    let len = (ctx.data_end() - ctx.data()) as u64;
+    let (action, reason) = process(&ctx);
+    maps::count(&VERDICTS, reason, len);
+    action
+}
+
+/// Returns the XDP action and the verdict reason.
+#[inline(always)]
+fn process(ctx: &XdpContext) -> (u32, u32) {
+    let pkt = match Packet::parse(ctx) {
+        Ok(p) => p,
+        Err(reason) => {
+            let action = if reason == verdict::DROP_MALFORMED {
+                xdp_action::XDP_DROP
+            } else {
+                xdp_action::XDP_PASS
+            };
+            return (action, reason);
+        }
+    };
+    let key = pkt.flow_key();
+    let len = (ctx.data_end() - ctx.data()) as u64;
+
+    // A SYN always takes a fresh decision (Katran does the same): a reused 5-tuple must not
+    // inherit a stale entry whose backend may be gone.
+    if !pkt.is_syn() {
+        if let Some(ct) = CONNTRACK.get_ptr_mut(&key) {
+            // Safety: a map value pointer stays valid for the duration of the program.
+            let ct = unsafe { &mut *ct };
+            maps::count(&SERVICE_STATS, ct.service_id, len);
+            maps::count(&BACKEND_STATS, ct.backend_id, len);
+            return forward(ctx, &pkt, ct, verdict::FWD_ESTABLISHED);
+        }
+    }
+
+    let svc_key = ServiceKey {
+        addr: key.daddr,
+        port: key.dport,
+        proto: key.proto,
+        _pad: 0,
+    };
+    let svc = match unsafe { SERVICES.get(&svc_key) } {
+        Some(s) => *s,
+        None => return (xdp_action::XDP_PASS, verdict::PASS_NOT_OURS),
+    };
+    if svc.flags & svc_flags::LOCAL != 0 {
+        maps::count(&SERVICE_STATS, svc.id, len);
+        return (xdp_action::XDP_PASS, verdict::PASS_LOCAL);
+    }
+    new_flow(ctx, &pkt, &key, &svc, len)
+}
+
+/// First packet of a flow: Maglev pick, next hop, SNAT port, then both connection entries.
+#[inline(always)]
+fn new_flow(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, svc: &ServiceValue, len: u64) -> (u32, u32) {
+    if svc.backend_count == 0 {
+        maps::count(&SERVICE_STATS, svc.id, len);
+        return (xdp_action::XDP_DROP, verdict::DROP_NO_BACKEND);
+    }
+    let fhash = flow_hash(key.saddr, key.daddr, key.sport, key.dport, key.proto);
+    let pick = if svc.flags & svc_flags::HASH_SRC_IP != 0 {
+        src_hash(key.saddr)
+    } else {
+        fhash
+    };
+    let slot = svc.ring * MAGLEV_RING + pick % MAGLEV_RING;
+    let backend_id = match MAGLEV.get(slot) {
+        Some(b) => *b,
+        None => return (xdp_action::XDP_DROP, verdict::DROP_NO_BACKEND),
+    };
+    let backend = match BACKENDS.get(backend_id) {
+        Some(b) if b.addr != 0 => *b,
+        _ => return (xdp_action::XDP_DROP, verdict::DROP_NO_BACKEND),
+    };
+
+    let now = unsafe { bpf_ktime_get_ns() };
+    let mut fwd = CtValue {
+        saddr: key.saddr,
+        daddr: backend.addr,
+        sport: key.sport,
+        dport: backend.port,
+        service_id: svc.id,
+        backend_id,
+        flags: 0,
+        nh_ifindex: 0,
+        nh_smac: [0; 6],
+        nh_dmac: [0; 6],
+        nh_ts: 0,
+    };
+    if let Err(reason) = fib(ctx, &mut fwd, now) {
+        return (action_for(reason), reason);
+    }
+
+    // Replies go back the way the client's packet came: its ingress interface, MACs swapped.
+    let rev = CtValue {
+        saddr: key.daddr,
+        daddr: key.saddr,
+        sport: key.dport,
+        dport: key.sport,
+        service_id: svc.id,
+        backend_id,
+        flags: ct_flags::REPLY,
+        nh_ifindex: ctx.ingress_ifindex() as u32,
+        nh_smac: pkt.eth_dst(),
+        nh_dmac: pkt.eth_src(),
+        nh_ts: now,
+    };
+    let mut rkey = FlowKey {
+        saddr: backend.addr,
+        daddr: key.saddr,
+        sport: backend.port,
+        dport: key.sport,
+        proto: key.proto,
+        _pad: [0; 3],
+    };
+
+    if svc.flags & svc_flags::SNAT != 0 {
+        let snat = match unsafe { IFADDRS.get(&fwd.nh_ifindex) } {
+            Some(a) => a.addr,
+            None => return (xdp_action::XDP_DROP, verdict::DROP_NO_SNAT_ADDR),
+        };
+        fwd.saddr = snat;
+        rkey.daddr = snat;
+        let mut found = false;
+        for attempt in 0..NAT_PORT_TRIES {
+            let port = nat_port(fhash, attempt).to_be();
+            rkey.dport = port;
+            if CONNTRACK.insert(&rkey, &rev, BPF_NOEXIST as u64).is_ok() {
+                found = true;
+                break;
+            }
+            // Taken: by this very flow (a retransmitted SYN) is fine, by another is not.
+            if let Some(other) = unsafe { CONNTRACK.get(&rkey) } {
+                if other.daddr == key.saddr && other.dport == key.sport && other.saddr == key.daddr && other.sport == key.dport {
+                    let _ = CONNTRACK.insert(&rkey, &rev, 0);
+                    found = true;
+                    break;
+                }
+            }
+        }
+        if !found {
+            return (xdp_action::XDP_DROP, verdict::DROP_NAT_EXHAUSTED);
+        }
+        fwd.sport = rkey.dport;
+    } else {
+        if CONNTRACK.insert(&rkey, &rev, 0).is_err() {
+            return (xdp_action::XDP_DROP, verdict::DROP_CT_FULL);
+        }
+    }
+    if CONNTRACK.insert(key, &fwd, 0).is_err() {
+        let _ = CONNTRACK.remove(&rkey);
+        return (xdp_action::XDP_DROP, verdict::DROP_CT_FULL);
+    }
+    maps::count(&SERVICE_STATS, svc.id, len);
+    maps::count(&BACKEND_STATS, backend_id, len);
+    forward(ctx, pkt, &mut fwd, verdict::FWD_NEW)
+}
+
+/// Rewrites the packet per `ct` and sends it to the cached (or freshly looked up) next hop.
+#[inline(always)]
+fn forward(ctx: &XdpContext, pkt: &Packet, ct: &mut CtValue, reason: u32) -> (u32, u32) {
+    let now = unsafe { bpf_ktime_get_ns() };
+    if now.wrapping_sub(ct.nh_ts) > NEXTHOP_TTL_NS {
+        // Refresh; if the FIB cannot answer (e.g. forwarding disabled on the ingress device for
+        // a reply entry), keep the next hop learned when the flow started.
+        if let Err(reason) = fib(ctx, ct, now) {
+            if ct.nh_ifindex == 0 {
+                return (action_for(reason), reason);
+            }
+        }
+    }
+    pkt.rewrite(ct.saddr, ct.daddr, ct.sport, ct.dport, &ct.nh_smac, &ct.nh_dmac);
+    if ct.nh_ifindex == ctx.ingress_ifindex() as u32 {
+        return (xdp_action::XDP_TX, reason);
+    }
+    let action = unsafe { bpf_redirect(ct.nh_ifindex, 0) } as u32;
+    (action, reason)
+}
+
+const LOOPBACK_IFINDEX: u32 = 1;
+
+#[inline(always)]
+fn action_for(reason: u32) -> u32 {
+    if reason == verdict::PASS_FIB_MISS {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
+    }
+}
+
+/// Looks up the next hop for `ct.daddr` and caches it in `ct`.
+#[inline(always)]
+fn fib(ctx: &XdpContext, ct: &mut CtValue, now: u64) -> Result<(), u32> {
+    let mut p: aya_ebpf::bindings::bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    p.family = 2; // AF_INET
+    p.l4_protocol = PROTO_TCP;
+    p.ifindex = ctx.ingress_ifindex() as u32;
+    p.__bindgen_anon_3.ipv4_src = ct.saddr;
+    p.__bindgen_anon_4.ipv4_dst = ct.daddr;
+    let size = core::mem::size_of::<aya_ebpf::bindings::bpf_fib_lookup>() as i32;
+    let mut rc = unsafe { bpf_fib_lookup(ctx.as_ptr(), &mut p, size, 0) };
+    if rc == BPF_FIB_LKUP_RET_FWD_DISABLED as i64 {
+        // The helper requires forwarding on the device named in the lookup. A node may keep
+        // kernel forwarding off (only this program forwards); then look up as if from loopback,
+        // whose forwarding flag the agent enables (it forwards nothing received elsewhere).
+        p.ifindex = LOOPBACK_IFINDEX;
+        rc = unsafe { bpf_fib_lookup(ctx.as_ptr(), &mut p, size, 0) };
+    }
+    if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
+        ct.nh_ifindex = p.ifindex;
+        ct.nh_smac = p.smac;
+        ct.nh_dmac = p.dmac;
+        ct.nh_ts = now;
+        Ok(())
+    } else if rc == BPF_FIB_LKUP_RET_FWD_DISABLED as i64 {
+        Err(verdict::DROP_FIB)
+    } else {
+        Err(verdict::PASS_FIB_MISS)
+    }
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,49 @@
+//! The maps, declared once; names and sizes come from gateway-common, which the agent shares.
+//! All are pinned by name so that a restarted agent adopts them and flows keep going.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use gateway_common::{
+    Backend, Counters, CtValue, FlowKey, IfAddr, ServiceKey, ServiceValue, CONNTRACK_MAX,
+    MAGLEV_RING, MAX_BACKENDS, MAX_IFADDRS, MAX_RINGS, MAX_SERVICES,
+};
+
+#[map]
+pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(MAX_SERVICES, 0);
+
+#[map]
+pub static BACKENDS: Array<Backend> = Array::pinned(MAX_BACKENDS, 0);
+
+/// Rings of `MAGLEV_RING` backend ids, `MAX_RINGS` of them back to back.
+#[map]
+pub static MAGLEV: Array<u32> = Array::pinned(MAX_RINGS * MAGLEV_RING, 0);
+
+/// Shared (not per-CPU): a flow's reply may arrive on another CPU than its request.
+#[map]
+pub static CONNTRACK: LruHashMap<FlowKey, CtValue> = LruHashMap::pinned(CONNTRACK_MAX, 0);
+
+#[map]
+pub static IFADDRS: HashMap<u32, IfAddr> = HashMap::pinned(MAX_IFADDRS, 0);
+
+#[map]
+pub static SERVICE_STATS: PerCpuArray<Counters> = PerCpuArray::pinned(MAX_SERVICES, 0);
+
+#[map]
+pub static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::pinned(MAX_BACKENDS, 0);
+
+#[map]
+pub static VERDICTS: PerCpuArray<Counters> =
+    PerCpuArray::pinned(gateway_common::verdict::COUNT, 0);
+
+/// Adds one packet of `len` bytes to counter `index` (per CPU, so no atomics needed).
+#[inline(always)]
+pub fn count(map: &PerCpuArray<Counters>, index: u32, len: u64) {
+    if let Some(c) = map.get_ptr_mut(index) {
+        // Safety: per-CPU value, only this CPU writes it while the program runs.
+        let c = unsafe { &mut *c };
+        c.packets += 1;
+        c.bytes += len;
+    }
+}

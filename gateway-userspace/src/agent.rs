@@ -1,0 +1,307 @@
+//! The composition root of `gateway run`: load config, pick the L4 path (XDP or userspace),
+//! apply, serve admin, watch the config directory, shut down.
+
+use std::{
+    collections::BTreeMap,
+    hash::{Hash, Hasher},
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use arc_swap::ArcSwap;
+use serde::Serialize;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpListener,
+};
+
+use crate::{
+    config::{self, CompileInput},
+    dataplane::{self, Dataplane, Mode},
+    l4proxy::L4Proxy,
+    plan::{NatMode, Plan},
+};
+
+pub struct RunArgs {
+    pub config: PathBuf,
+    pub ifaces: Vec<String>,
+    pub vips: Vec<Ipv4Addr>,
+    pub pin_root: PathBuf,
+    pub xdp_mode: Mode,
+    pub nat_mode: NatMode,
+    pub labels: BTreeMap<String, String>,
+    pub namespace: String,
+    pub admin: SocketAddr,
+    pub cleanup_on_exit: bool,
+    pub reload_interval: Duration,
+}
+
+/// What the admin endpoints show: one immutable snapshot, replaced whole.
+#[derive(Serialize)]
+pub struct Snapshot {
+    pub generation: u64,
+    /// "xdp" or "userspace".
+    pub l4_path: String,
+    pub l4_path_reason: String,
+    pub plan: Plan,
+    pub warnings: Vec<String>,
+    /// Errors of the newest config, if it was rejected (the plan above is the last good one).
+    pub rejected: Vec<String>,
+}
+
+enum L4Path {
+    Xdp(Box<Dataplane>),
+    User(L4Proxy),
+}
+
+impl L4Path {
+    async fn apply(&mut self, plan: &Plan) -> anyhow::Result<()> {
+        match self {
+            L4Path::Xdp(dp) => dp.apply(plan).context("applying plan to BPF maps"),
+            L4Path::User(p) => p
+                .apply(plan)
+                .await
+                .map_err(|e| anyhow::anyhow!("binding L4 listeners: {}", e.join("; "))),
+        }
+    }
+}
+
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let vips = if !args.vips.is_empty() {
+        args.vips.clone()
+    } else if !args.ifaces.is_empty() {
+        let v = dataplane::addrs_of(&args.ifaces);
+        anyhow::ensure!(!v.is_empty(), "no IPv4 address on {:?}: give --vip", args.ifaces);
+        v
+    } else {
+        vec![Ipv4Addr::UNSPECIFIED]
+    };
+    let input = CompileInput {
+        vips,
+        labels: args.labels.clone(),
+        namespace: args.namespace.clone(),
+        default_nat: args.nat_mode,
+    };
+    let (plan, warnings) = match config::load_and_compile(&args.config, &input) {
+        Ok(p) => p,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            anyhow::bail!("{} error(s) in {}; nothing applied", errors.len(), args.config.display());
+        }
+    };
+    for w in &warnings {
+        log::warn!("{w}");
+    }
+
+    let (mut path, name, reason) = if args.ifaces.is_empty() {
+        (L4Path::User(L4Proxy::default()), "userspace", "no --iface given".to_string())
+    } else {
+        match Dataplane::open(&args.pin_root, &args.ifaces, args.xdp_mode) {
+            Ok(dp) => {
+                let why = format!("XDP attached to {} (pins in {})", dp.attached.join(","), dp.pin_dir.display());
+                (L4Path::Xdp(Box::new(dp)), "xdp", why)
+            }
+            Err(e) => {
+                let why = format!("XDP unavailable: {e}");
+                (L4Path::User(L4Proxy::default()), "userspace", why)
+            }
+        }
+    };
+    log::info!("L4 path: {name} ({reason})");
+    path.apply(&plan).await?;
+    log::info!(
+        "applied: {} L4 services, {} local ports",
+        plan.l4.len(),
+        plan.local.len()
+    );
+
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot {
+        generation: 1,
+        l4_path: name.into(),
+        l4_path_reason: reason,
+        plan,
+        warnings: warnings.iter().map(ToString::to_string).collect(),
+        rejected: Vec::new(),
+    }));
+    let path = Arc::new(tokio::sync::Mutex::new(path));
+
+    let admin = TcpListener::bind(args.admin).await.with_context(|| format!("binding admin {}", args.admin))?;
+    log::info!("admin on {}", admin.local_addr()?);
+    tokio::spawn(serve_admin(admin, snapshot.clone(), path.clone()));
+
+    let watcher = tokio::spawn(watch(args.config.clone(), input, args.reload_interval, snapshot.clone(), path.clone()));
+
+    wait_for_signal().await;
+    log::info!("shutting down");
+    watcher.abort();
+    if args.cleanup_on_exit {
+        // Detach: drop our handles, then remove the pins that keep programs and maps alive.
+        drop(path);
+        dataplane::remove_pins(&args.pin_root).context("removing pins")?;
+        log::info!("removed pins under {}", args.pin_root.display());
+    } else {
+        log::info!("pins kept: the XDP path keeps forwarding until the next agent adopts it");
+    }
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// A fingerprint of every file under `dir` (paths, sizes, contents): a change triggers a reload.
+fn fingerprint(dir: &Path) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut stack = vec![dir.to_path_buf()];
+    let mut files = Vec::new();
+    while let Some(d) = stack.pop() {
+        if let Ok(rd) = std::fs::read_dir(&d) {
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    files.push(p);
+                }
+            }
+        }
+    }
+    files.sort();
+    for f in files {
+        f.hash(&mut h);
+        std::fs::read(&f).unwrap_or_default().hash(&mut h);
+    }
+    h.finish()
+}
+
+async fn watch(
+    dir: PathBuf,
+    input: CompileInput,
+    every: Duration,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    path: Arc<tokio::sync::Mutex<L4Path>>,
+) {
+    let mut last = fingerprint(&dir);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        {
+            let mut p = path.lock().await;
+            if let L4Path::Xdp(dp) = &mut *p {
+                if let Err(e) = dp.sync_ifaddrs() {
+                    log::warn!("interface addresses: {e}");
+                }
+            }
+        }
+        let fp = fingerprint(&dir);
+        if fp == last {
+            continue;
+        }
+        last = fp;
+        let cur = snapshot.load();
+        match config::load_and_compile(&dir, &input) {
+            Err(errors) => {
+                for e in &errors {
+                    log::error!("{e}");
+                }
+                log::error!("config rejected ({} errors); still serving generation {}", errors.len(), cur.generation);
+                snapshot.store(Arc::new(Snapshot {
+                    generation: cur.generation,
+                    l4_path: cur.l4_path.clone(),
+                    l4_path_reason: cur.l4_path_reason.clone(),
+                    plan: cur.plan.clone(),
+                    warnings: cur.warnings.clone(),
+                    rejected: errors.iter().map(ToString::to_string).collect(),
+                }));
+            }
+            Ok((plan, warnings)) => {
+                let res = path.lock().await.apply(&plan).await;
+                if let Err(e) = res {
+                    log::error!("{e:#}");
+                    continue;
+                }
+                log::info!("applied generation {}: {} L4 services", cur.generation + 1, plan.l4.len());
+                snapshot.store(Arc::new(Snapshot {
+                    generation: cur.generation + 1,
+                    l4_path: cur.l4_path.clone(),
+                    l4_path_reason: cur.l4_path_reason.clone(),
+                    plan,
+                    warnings: warnings.iter().map(ToString::to_string).collect(),
+                    rejected: Vec::new(),
+                }));
+            }
+        }
+    }
+}
+
+/// A deliberately small HTTP/1.1 admin server: /ready, /config_dump, /stats, /metrics.
+async fn serve_admin(l: TcpListener, snapshot: Arc<ArcSwap<Snapshot>>, path: Arc<tokio::sync::Mutex<L4Path>>) {
+    let stats_lock = Arc::new(Mutex::new(()));
+    loop {
+        let Ok((mut s, _)) = l.accept().await else { continue };
+        let (snapshot, path, _lock) = (snapshot.clone(), path.clone(), stats_lock.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let n = match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+                Ok(Ok(n)) => n,
+                _ => return,
+            };
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let target = req.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let (status, ctype, body) = match target.as_str() {
+                "/ready" | "/healthz/ready" => (200, "text/plain", "ready\n".to_string()),
+                "/config_dump" => (200, "application/json", serde_json::to_string_pretty(&**snapshot.load()).unwrap_or_default()),
+                "/stats" => match &*path.lock().await {
+                    L4Path::Xdp(dp) => match dp.stats() {
+                        Ok(st) => (200, "application/json", serde_json::to_string_pretty(&st).unwrap_or_default()),
+                        Err(e) => (500, "text/plain", format!("{e}\n")),
+                    },
+                    L4Path::User(_) => (200, "application/json", "{}".to_string()),
+                },
+                "/metrics" => match &*path.lock().await {
+                    L4Path::Xdp(dp) => match dp.stats() {
+                        Ok(st) => (200, "text/plain; version=0.0.4", prometheus(&st, snapshot.load().generation)),
+                        Err(e) => (500, "text/plain", format!("{e}\n")),
+                    },
+                    L4Path::User(_) => (200, "text/plain; version=0.0.4", format!("gateway_config_generation {}\n", snapshot.load().generation)),
+                },
+                _ => (404, "text/plain", "not found\n".to_string()),
+            };
+            let resp = format!(
+                "HTTP/1.1 {status} {}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                if status == 200 { "OK" } else { "Error" },
+                body.len()
+            );
+            let _ = s.write_all(resp.as_bytes()).await;
+        });
+    }
+}
+
+fn prometheus(st: &dataplane::Stats, generation: u64) -> String {
+    let mut out = String::new();
+    out.push_str(&format!("# TYPE gateway_config_generation gauge\ngateway_config_generation {generation}\n"));
+    out.push_str("# TYPE gateway_xdp_packets_total counter\n");
+    for (reason, c) in &st.verdicts {
+        out.push_str(&format!("gateway_xdp_packets_total{{verdict=\"{reason}\"}} {}\n", c.packets));
+    }
+    out.push_str("# TYPE gateway_service_packets_total counter\n# TYPE gateway_service_bytes_total counter\n");
+    for (s, c) in &st.services {
+        out.push_str(&format!("gateway_service_packets_total{{service=\"{s}\"}} {}\n", c.packets));
+        out.push_str(&format!("gateway_service_bytes_total{{service=\"{s}\"}} {}\n", c.bytes));
+    }
+    out.push_str("# TYPE gateway_backend_packets_total counter\n# TYPE gateway_backend_bytes_total counter\n");
+    for (b, c) in &st.backends {
+        out.push_str(&format!("gateway_backend_packets_total{{backend=\"{b}\"}} {}\n", c.packets));
+        out.push_str(&format!("gateway_backend_bytes_total{{backend=\"{b}\"}} {}\n", c.bytes));
+    }
+    out
+}

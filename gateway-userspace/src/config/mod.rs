@@ -1,0 +1,1 @@
+//! Manifests: load (files -> resources), validate, compile (resources -> plan).

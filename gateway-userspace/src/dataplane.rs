@@ -1,0 +1,541 @@
+//! The only module that talks to the kernel's BPF side: loads the XDP object with its maps pinned
+//! under the pin root, attaches (or adopts) one pinned link per interface, and applies plans to
+//! the maps by diff, make-before-break.
+//!
+//! Restart story: maps and links live in bpffs, so the program keeps forwarding while no agent
+//! runs. A new agent loads the same maps by pin, rebuilds its id tables from them, replaces the
+//! program behind each pinned link atomically (BPF_LINK_UPDATE) and reconciles the maps to its
+//! plan. Connection-table entries are never touched by an apply.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap as StdHashMap},
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    maps::{Array, HashMap, MapData, PerCpuArray},
+    programs::{links::FdLink, links::PinnedLink, xdp::XdpLink, Xdp, XdpMode},
+    Ebpf, EbpfLoader,
+};
+use gateway_common::{
+    maps as names, svc_flags, Backend as BpfBackend, Counters, IfAddr, ServiceKey, ServiceValue,
+    MAGLEV_RING, MAX_BACKENDS, MAX_RINGS, MAX_SERVICES, PIN_ABI, XDP_PROGRAM,
+};
+
+use crate::{
+    maglev,
+    plan::{HashMode, L4Service, NatMode, Plan},
+};
+
+/// The XDP object, built by build.rs.
+static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gateway.bpf.o"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("bpffs at {path}: {source}")]
+    Bpffs { path: PathBuf, source: std::io::Error },
+    #[error("loading the XDP object (pins under {pins}): {source}")]
+    Load { pins: PathBuf, source: aya::EbpfError },
+    #[error("program {XDP_PROGRAM}: {0}")]
+    Program(#[from] aya::programs::ProgramError),
+    #[error("interface {iface}: {what}")]
+    Attach { iface: String, what: String },
+    #[error("map {map}: {source}")]
+    Map { map: &'static str, source: aya::maps::MapError },
+    #[error("map {0} missing from the object")]
+    MissingMap(&'static str),
+    #[error("{what}: {source}")]
+    Io { what: &'static str, source: std::io::Error },
+    #[error("{what}: limit of {limit} reached")]
+    Full { what: &'static str, limit: u32 },
+}
+
+fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { map, source }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Let the kernel choose (native when the driver supports it).
+    Auto,
+    Native,
+    Generic,
+}
+
+impl Mode {
+    fn xdp(self) -> XdpMode {
+        match self {
+            Mode::Auto => XdpMode::Default,
+            Mode::Native => XdpMode::Driver,
+            Mode::Generic => XdpMode::Skb,
+        }
+    }
+}
+
+/// What the data plane holds for one service, as last applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Applied {
+    value: ServiceValue,
+    /// Backend ids in ring order (empty for local ports and services without backends).
+    ring: Vec<u32>,
+}
+
+pub struct Dataplane {
+    ebpf: Ebpf,
+    services: HashMap<MapData, ServiceKey, ServiceValue>,
+    backends: Array<MapData, BpfBackend>,
+    maglev: Array<MapData, u32>,
+    ifaddrs: HashMap<MapData, u32, IfAddr>,
+    service_stats: PerCpuArray<MapData, Counters>,
+    backend_stats: PerCpuArray<MapData, Counters>,
+    verdicts: PerCpuArray<MapData, Counters>,
+    applied: BTreeMap<ServiceKey, Applied>,
+    backend_ids: BTreeMap<(u32, u16), u32>,
+    /// Keeps pinned links open; dropping them does not detach (the pin holds them).
+    _links: Vec<PinnedLink>,
+    pub attached: Vec<String>,
+    pub pin_dir: PathBuf,
+}
+
+/// Per-service and per-backend counters, summed over CPUs.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Stats {
+    pub services: BTreeMap<String, Counters2>,
+    pub backends: BTreeMap<String, Counters2>,
+    pub verdicts: BTreeMap<&'static str, Counters2>,
+}
+
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, PartialEq, Eq)]
+pub struct Counters2 {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+pub fn ensure_bpffs(root: &Path) -> Result<(), DataplaneError> {
+    let bpffs = Path::new("/sys/fs/bpf");
+    if root.starts_with(bpffs) && !is_bpffs(bpffs) {
+        std::fs::create_dir_all(bpffs).ok();
+        let src = std::ffi::CString::new("bpf").unwrap();
+        let dst = std::ffi::CString::new("/sys/fs/bpf").unwrap();
+        // Safety: plain mount(2) call with valid C strings.
+        let rc = unsafe {
+            libc::mount(src.as_ptr(), dst.as_ptr(), src.as_ptr(), 0, std::ptr::null())
+        };
+        if rc != 0 {
+            return Err(DataplaneError::Bpffs {
+                path: bpffs.into(),
+                source: std::io::Error::last_os_error(),
+            });
+        }
+    }
+    std::fs::create_dir_all(root).map_err(|source| DataplaneError::Bpffs {
+        path: root.into(),
+        source,
+    })
+}
+
+fn is_bpffs(p: &Path) -> bool {
+    let c = std::ffi::CString::new(p.as_os_str().to_string_lossy().as_bytes()).unwrap();
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // BPF_FS_MAGIC
+    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as u64 == 0xcafe_4a11 }
+}
+
+impl Dataplane {
+    /// Loads the object with maps pinned under `pin_root/abi-N`, then attaches to (or adopts the
+    /// pinned links of) every interface.
+    pub fn open(pin_root: &Path, ifaces: &[String], mode: Mode) -> Result<Self, DataplaneError> {
+        enable_lo_forwarding()?;
+        let pin_dir = pin_root.join(format!("abi-{PIN_ABI}"));
+        ensure_bpffs(&pin_dir)?;
+        let links_dir = pin_dir.join("links");
+        std::fs::create_dir_all(&links_dir).map_err(|source| DataplaneError::Bpffs {
+            path: links_dir.clone(),
+            source,
+        })?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(&pin_dir)
+            .load(OBJECT)
+            .map_err(|source| DataplaneError::Load {
+                pins: pin_dir.clone(),
+                source,
+            })?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(XDP_PROGRAM)
+            .ok_or(DataplaneError::MissingMap("program"))?
+            .try_into()?;
+        prog.load()?;
+        let mut links = Vec::new();
+        let mut attached = Vec::new();
+        for iface in ifaces {
+            let link_path = links_dir.join(iface);
+            let id = if link_path.exists() {
+                // Adopt: swap our program into the running link; traffic never stops.
+                let attach = |what: String| DataplaneError::Attach {
+                    iface: iface.clone(),
+                    what,
+                };
+                let fd: FdLink = PinnedLink::from_pin(&link_path)
+                    .map_err(|e| attach(format!("opening pinned link: {e}")))?
+                    .unpin()
+                    .map_err(|e| attach(format!("unpinning link: {e}")))?;
+                let link = XdpLink::try_from(fd).map_err(|e| attach(format!("pinned link: {e}")))?;
+                prog.attach_to_link(link)
+                    .map_err(|e| attach(format!("replacing program in link: {e}")))?
+            } else {
+                prog.attach(iface, mode.xdp()).map_err(|e| DataplaneError::Attach {
+                    iface: iface.clone(),
+                    what: format!("attaching XDP ({mode:?}): {e}"),
+                })?
+            };
+            let link = prog.take_link(id)?;
+            let fd = FdLink::try_from(link).map_err(|e| DataplaneError::Attach {
+                iface: iface.clone(),
+                what: format!("XDP link is not a bpf_link (kernel too old to pin it): {e}"),
+            })?;
+            let pinned = fd.pin(&link_path).map_err(|e| DataplaneError::Attach {
+                iface: iface.clone(),
+                what: format!("pinning link at {}: {e}", link_path.display()),
+            })?;
+            links.push(pinned);
+            attached.push(iface.clone());
+        }
+
+        let take = |ebpf: &mut Ebpf, name: &'static str| {
+            ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name))
+        };
+        let services: HashMap<MapData, ServiceKey, ServiceValue> =
+            HashMap::try_from(take(&mut ebpf, names::SERVICES)?).map_err(map_err(names::SERVICES))?;
+        let backends: Array<MapData, BpfBackend> =
+            Array::try_from(take(&mut ebpf, names::BACKENDS)?).map_err(map_err(names::BACKENDS))?;
+        let maglev = Array::try_from(take(&mut ebpf, names::MAGLEV)?).map_err(map_err(names::MAGLEV))?;
+        let ifaddrs = HashMap::try_from(take(&mut ebpf, names::IFADDRS)?).map_err(map_err(names::IFADDRS))?;
+        let service_stats = PerCpuArray::try_from(take(&mut ebpf, names::SERVICE_STATS)?)
+            .map_err(map_err(names::SERVICE_STATS))?;
+        let backend_stats = PerCpuArray::try_from(take(&mut ebpf, names::BACKEND_STATS)?)
+            .map_err(map_err(names::BACKEND_STATS))?;
+        let verdicts = PerCpuArray::try_from(take(&mut ebpf, names::VERDICTS)?).map_err(map_err(names::VERDICTS))?;
+
+        let mut dp = Dataplane {
+            ebpf,
+            services,
+            backends,
+            maglev,
+            ifaddrs,
+            service_stats,
+            backend_stats,
+            verdicts,
+            applied: BTreeMap::new(),
+            backend_ids: BTreeMap::new(),
+            _links: links,
+            attached,
+            pin_dir,
+        };
+        dp.adopt()?;
+        Ok(dp)
+    }
+
+    /// Rebuilds the id tables from pinned maps left by a previous agent, so ids stay stable.
+    fn adopt(&mut self) -> Result<(), DataplaneError> {
+        for item in self.services.iter() {
+            let (k, v) = item.map_err(map_err(names::SERVICES))?;
+            // The ring content is not read back: it is rewritten once into a spare slot.
+            let ring = if v.backend_count > 0 { vec![u32::MAX] } else { Vec::new() };
+            self.applied.insert(k, Applied { value: v, ring });
+        }
+        for (i, b) in self.backends.iter().enumerate() {
+            let b = b.map_err(map_err(names::BACKENDS))?;
+            if b.addr != 0 {
+                self.backend_ids.insert((b.addr, b.port), i as u32);
+            }
+        }
+        if !self.applied.is_empty() {
+            log::info!(
+                "adopted pinned state: {} services, {} backends",
+                self.applied.len(),
+                self.backend_ids.len()
+            );
+        }
+        Ok(())
+    }
+
+    /// Publishes the IPv4 address of every interface (SNAT source per egress interface).
+    pub fn sync_ifaddrs(&mut self) -> Result<(), DataplaneError> {
+        let want = interface_addrs();
+        let have: Vec<u32> = self.ifaddrs.keys().filter_map(Result::ok).collect();
+        for (idx, addrs) in &want {
+            let v = IfAddr { addr: u32::from(addrs[0]).to_be(), _pad: 0 };
+            if self.ifaddrs.get(idx, 0).ok() != Some(v) {
+                self.ifaddrs.insert(idx, v, 0).map_err(map_err(names::IFADDRS))?;
+            }
+        }
+        for idx in have {
+            if !want.contains_key(&idx) {
+                let _ = self.ifaddrs.remove(&idx);
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `plan` by diff: backends first, new rings beside live ones, then the switch of each
+    /// service entry, deletions last.
+    pub fn apply(&mut self, plan: &Plan) -> Result<(), DataplaneError> {
+        self.sync_ifaddrs()?;
+        prime_neighbours(plan);
+
+        // 1. Backends: keep ids of known (addr, port), allocate the lowest free id for new ones.
+        let wanted: BTreeSet<(u32, u16)> = plan
+            .l4
+            .iter()
+            .flat_map(|s| s.backends.iter())
+            .map(|b| (u32::from(b.addr).to_be(), b.port.to_be()))
+            .collect();
+        let mut used: BTreeSet<u32> = self.backend_ids.values().copied().collect();
+        for key in &wanted {
+            if self.backend_ids.contains_key(key) {
+                continue;
+            }
+            let id = (0..MAX_BACKENDS)
+                .find(|i| !used.contains(i))
+                .ok_or(DataplaneError::Full { what: "backends", limit: MAX_BACKENDS })?;
+            used.insert(id);
+            let v = BpfBackend { addr: key.0, port: key.1, _pad: 0 };
+            self.backends.set(id, v, 0).map_err(map_err(names::BACKENDS))?;
+            reset_counter(&mut self.backend_stats, id)?;
+            self.backend_ids.insert(*key, id);
+        }
+
+        // 2. Services: desired entries with their rings.
+        let mut desired: BTreeMap<ServiceKey, (u32, Vec<u32>)> = BTreeMap::new();
+        for s in &plan.l4 {
+            let ring: Vec<u32> = maglev::build(&s.backends, MAGLEV_RING)
+                .into_iter()
+                .map(|i| {
+                    let b = &s.backends[i as usize];
+                    self.backend_ids[&(u32::from(b.addr).to_be(), b.port.to_be())]
+                })
+                .collect();
+            desired.insert(service_key(s.vip, s.port, s.proto.number()), (l4_flags(s), ring));
+        }
+        for l in &plan.local {
+            desired
+                .entry(service_key(l.vip, l.port, gateway_common::PROTO_TCP))
+                .or_insert((svc_flags::LOCAL, Vec::new()));
+        }
+
+        let mut ids_used: BTreeSet<u32> = self.applied.values().map(|a| a.value.id).collect();
+        let mut rings_used: BTreeSet<u32> = self
+            .applied
+            .values()
+            .filter(|a| !a.ring.is_empty())
+            .map(|a| a.value.ring)
+            .collect();
+        for (key, (flags, ring)) in &desired {
+            let old = self.applied.get(key).cloned();
+            if let Some(o) = &old {
+                if o.value.flags == *flags && &o.ring == ring {
+                    continue;
+                }
+            }
+            let id = match &old {
+                Some(o) => o.value.id,
+                None => {
+                    let id = (0..MAX_SERVICES)
+                        .find(|i| !ids_used.contains(i))
+                        .ok_or(DataplaneError::Full { what: "services", limit: MAX_SERVICES })?;
+                    ids_used.insert(id);
+                    reset_counter(&mut self.service_stats, id)?;
+                    id
+                }
+            };
+            let mut slot = 0;
+            if !ring.is_empty() {
+                slot = (0..MAX_RINGS)
+                    .find(|i| !rings_used.contains(i))
+                    .ok_or(DataplaneError::Full { what: "maglev rings", limit: MAX_RINGS })?;
+                rings_used.insert(slot);
+                for (i, bid) in ring.iter().enumerate() {
+                    self.maglev
+                        .set(slot * MAGLEV_RING + i as u32, bid, 0)
+                        .map_err(map_err(names::MAGLEV))?;
+                }
+            }
+            let value = ServiceValue { id, ring: slot, flags: *flags, backend_count: count_distinct(ring) };
+            // The switch: one map update moves the service to its new ring.
+            self.services.insert(key, value, 0).map_err(map_err(names::SERVICES))?;
+            if let Some(o) = old {
+                if !o.ring.is_empty() {
+                    rings_used.remove(&o.value.ring);
+                }
+            }
+            self.applied.insert(*key, Applied { value, ring: ring.clone() });
+        }
+
+        // 3. Deletions last: services gone from the plan, then backends nothing refers to.
+        let gone: Vec<ServiceKey> = self.applied.keys().filter(|k| !desired.contains_key(k)).copied().collect();
+        for key in gone {
+            let _ = self.services.remove(&key);
+            self.applied.remove(&key);
+        }
+        let stale: Vec<(u32, u16)> = self.backend_ids.keys().filter(|k| !wanted.contains(k)).copied().collect();
+        for key in stale {
+            if let Some(id) = self.backend_ids.remove(&key) {
+                // Established flows carry their own rewrite and keep going.
+                self.backends
+                    .set(id, BpfBackend { addr: 0, port: 0, _pad: 0 }, 0)
+                    .map_err(map_err(names::BACKENDS))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs the attached program once on `packet` through BPF_PROG_TEST_RUN (one call per packet:
+    /// a forwarding program rewrites its input, so repeats would run on the rewritten packet).
+    /// Returns the XDP action, the output packet and the kernel-measured run time.
+    pub fn test_run(&mut self, packet: &[u8]) -> Result<(u32, Vec<u8>, std::time::Duration), DataplaneError> {
+        use aya::programs::{TestRun, TestRunOptions};
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(XDP_PROGRAM)
+            .ok_or(DataplaneError::MissingMap("program"))?
+            .try_into()?;
+        let mut out = vec![0u8; packet.len() + 256];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(packet);
+        opts.data_out = Some(&mut out);
+        let r = prog.test_run(opts)?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out, r.duration))
+    }
+
+    pub fn stats(&self) -> Result<Stats, DataplaneError> {
+        let mut st = Stats::default();
+        for (key, a) in &self.applied {
+            let name = format!(
+                "{}:{}/{}",
+                Ipv4Addr::from(u32::from_be(key.addr)),
+                u16::from_be(key.port),
+                if key.proto == gateway_common::PROTO_UDP { "udp" } else { "tcp" }
+            );
+            st.services.insert(name, sum(&self.service_stats, a.value.id)?);
+        }
+        for ((addr, port), id) in &self.backend_ids {
+            let name = format!("{}:{}", Ipv4Addr::from(u32::from_be(*addr)), u16::from_be(*port));
+            st.backends.insert(name, sum(&self.backend_stats, *id)?);
+        }
+        for (i, name) in gateway_common::verdict::NAMES.iter().enumerate() {
+            st.verdicts.insert(name, sum(&self.verdicts, i as u32)?);
+        }
+        Ok(st)
+    }
+}
+
+/// The XDP program's FIB lookups fall back to the loopback device when forwarding is off on the
+/// ingress device, and the helper requires forwarding on the device it is given. Forwarding on
+/// `lo` lets nothing else through: the kernel checks the flag of the device a packet arrived on.
+fn enable_lo_forwarding() -> Result<(), DataplaneError> {
+    let path = "/proc/sys/net/ipv4/conf/lo/forwarding";
+    let cur = std::fs::read_to_string(path).map_err(|source| DataplaneError::Io { what: "reading lo forwarding", source })?;
+    if cur.trim() != "1" {
+        std::fs::write(path, "1").map_err(|source| DataplaneError::Io { what: "enabling forwarding on lo", source })?;
+        log::info!("enabled net.ipv4.conf.lo.forwarding for bpf_fib_lookup (forwarding on other devices unchanged)");
+    }
+    Ok(())
+}
+
+/// Makes the kernel resolve each backend's neighbour entry, which the XDP program's FIB lookup
+/// needs (it cannot trigger ARP itself): one empty UDP datagram to the discard port.
+pub fn prime_neighbours(plan: &Plan) {
+    let addrs: BTreeSet<Ipv4Addr> = plan.l4.iter().flat_map(|s| s.backends.iter().map(|b| b.addr)).collect();
+    if let Ok(sock) = std::net::UdpSocket::bind("0.0.0.0:0") {
+        for a in addrs {
+            let _ = sock.send_to(&[], (a, 9));
+        }
+    }
+}
+
+/// Removes every pin under `pin_root` (links first, so the programs detach), for `--cleanup`.
+pub fn remove_pins(pin_root: &Path) -> std::io::Result<()> {
+    if pin_root.exists() {
+        std::fs::remove_dir_all(pin_root)?;
+    }
+    Ok(())
+}
+
+fn service_key(vip: Ipv4Addr, port: u16, proto: u8) -> ServiceKey {
+    ServiceKey { addr: u32::from(vip).to_be(), port: port.to_be(), proto, _pad: 0 }
+}
+
+fn l4_flags(s: &L4Service) -> u32 {
+    let mut f = 0;
+    if s.nat == NatMode::Snat {
+        f |= svc_flags::SNAT;
+    }
+    if s.hash == HashMode::SourceIp {
+        f |= svc_flags::HASH_SRC_IP;
+    }
+    f
+}
+
+fn count_distinct(ring: &[u32]) -> u32 {
+    ring.iter().collect::<BTreeSet<_>>().len() as u32
+}
+
+fn reset_counter(map: &mut PerCpuArray<MapData, Counters>, id: u32) -> Result<(), DataplaneError> {
+    let n = aya::util::nr_cpus().map_err(|(_, source)| DataplaneError::Io { what: "reading possible CPUs", source })?;
+    let zeros = aya::maps::PerCpuValues::try_from(vec![Counters::default(); n])
+        .map_err(|source| DataplaneError::Io { what: "per-CPU counter values", source })?;
+    map.set(id, zeros, 0).map_err(map_err("stats"))
+}
+
+fn sum(map: &PerCpuArray<MapData, Counters>, id: u32) -> Result<Counters2, DataplaneError> {
+    let v = map.get(&id, 0).map_err(map_err("stats"))?;
+    Ok(v.iter().fold(Counters2::default(), |a, c| Counters2 {
+        packets: a.packets + c.packets,
+        bytes: a.bytes + c.bytes,
+    }))
+}
+
+/// ifindex -> IPv4 addresses of every interface in this network namespace (primary first).
+pub fn interface_addrs() -> StdHashMap<u32, Vec<Ipv4Addr>> {
+    let mut out = StdHashMap::new();
+    let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
+    // Safety: getifaddrs/freeifaddrs pair; pointers only read while the list is alive.
+    unsafe {
+        if libc::getifaddrs(&mut ifap) != 0 {
+            return out;
+        }
+        let mut cur = ifap;
+        while !cur.is_null() {
+            let ifa = &*cur;
+            if !ifa.ifa_addr.is_null() && (*ifa.ifa_addr).sa_family as i32 == libc::AF_INET {
+                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                let idx = libc::if_nametoindex(ifa.ifa_name);
+                if idx != 0 {
+                    out.entry(idx).or_insert_with(Vec::new).push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+                }
+            }
+            cur = ifa.ifa_next;
+        }
+        libc::freeifaddrs(ifap);
+    }
+    out
+}
+
+/// IPv4 addresses of the named interfaces (the default VIPs).
+pub fn addrs_of(ifaces: &[String]) -> Vec<Ipv4Addr> {
+    let all = interface_addrs();
+    let mut v: Vec<Ipv4Addr> = ifaces
+        .iter()
+        .filter_map(|name| {
+            let c = std::ffi::CString::new(name.as_str()).ok()?;
+            let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
+            all.get(&idx).cloned()
+        })
+        .flatten()
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}

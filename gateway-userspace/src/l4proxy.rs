@@ -1,0 +1,213 @@
+//! The userspace L4 path: the same TCP and UDP services as the XDP program, served from sockets,
+//! for hosts where XDP cannot attach (or is not asked for).
+//!
+//! The backend choice is the data plane's: the same Maglev ring indexed by the same flow hash, so
+//! a flow lands on the same backend whichever path carries it. Userspace always masquerades (the
+//! kernel picks the source address); `preserve-source` needs the XDP path.
+
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use tokio::{
+    net::{TcpListener, TcpStream, UdpSocket},
+    task::JoinHandle,
+};
+
+use crate::{
+    maglev,
+    plan::{Backend, HashMode, L4Service, Plan, Proto},
+};
+
+/// Envoy's default connect timeout.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A UDP flow with no packet for this long is forgotten.
+const UDP_IDLE: Duration = Duration::from_secs(60);
+
+/// Backends of one service and their ring, replaced whole on a config change.
+struct Table {
+    backends: Vec<Backend>,
+    ring: Vec<u32>,
+    hash: HashMode,
+}
+
+impl Table {
+    fn new(s: &L4Service) -> Table {
+        Table {
+            ring: maglev::build(&s.backends, gateway_common::MAGLEV_RING),
+            backends: s.backends.clone(),
+            hash: s.hash,
+        }
+    }
+
+    fn pick(&self, client: SocketAddrV4, vip: SocketAddrV4, proto: Proto) -> Option<SocketAddrV4> {
+        let c = u32::from(*client.ip()).to_be();
+        let h = match self.hash {
+            HashMode::SourceIp => gateway_common::src_hash(c),
+            HashMode::FiveTuple => gateway_common::flow_hash(
+                c,
+                u32::from(*vip.ip()).to_be(),
+                client.port().to_be(),
+                vip.port().to_be(),
+                proto.number(),
+            ),
+        };
+        let b = &self.backends[maglev::pick(&self.ring, h)? as usize];
+        Some(SocketAddrV4::new(b.addr, b.port))
+    }
+}
+
+type Key = (Ipv4Addr, u16, Proto);
+
+struct Listener {
+    table: Arc<ArcSwap<Table>>,
+    task: JoinHandle<()>,
+}
+
+/// Listeners by (vip, port, proto). Removing a listener stops new flows; flows in progress keep
+/// their own tasks and finish normally.
+#[derive(Default)]
+pub struct L4Proxy {
+    listeners: HashMap<Key, Listener>,
+}
+
+impl L4Proxy {
+    /// Binds listeners for new services, swaps tables of existing ones, closes removed ones.
+    /// Bind errors are returned together; the other services are still applied.
+    pub async fn apply(&mut self, plan: &Plan) -> Result<(), Vec<String>> {
+        let mut errors = Vec::new();
+        let wanted: HashMap<Key, &L4Service> = plan.l4.iter().map(|s| ((s.vip, s.port, s.proto), s)).collect();
+        self.listeners.retain(|k, l| {
+            let keep = wanted.contains_key(k);
+            if !keep {
+                l.task.abort();
+            }
+            keep
+        });
+        for (key, svc) in wanted {
+            if let Some(l) = self.listeners.get(&key) {
+                l.table.store(Arc::new(Table::new(svc)));
+                continue;
+            }
+            let table = Arc::new(ArcSwap::from_pointee(Table::new(svc)));
+            let addr = SocketAddrV4::new(svc.vip, svc.port);
+            let task = match svc.proto {
+                Proto::Tcp => match TcpListener::bind(addr).await {
+                    Ok(l) => tokio::spawn(serve_tcp(l, addr, table.clone())),
+                    Err(e) => {
+                        errors.push(format!("tcp {addr}: {e}"));
+                        continue;
+                    }
+                },
+                Proto::Udp => match UdpSocket::bind(addr).await {
+                    Ok(s) => tokio::spawn(serve_udp(Arc::new(s), addr, table.clone())),
+                    Err(e) => {
+                        errors.push(format!("udp {addr}: {e}"));
+                        continue;
+                    }
+                },
+            };
+            self.listeners.insert(key, Listener { table, task });
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
+    match a {
+        SocketAddr::V4(a) => Some(a),
+        SocketAddr::V6(_) => None,
+    }
+}
+
+async fn serve_tcp(listener: TcpListener, vip: SocketAddrV4, table: Arc<ArcSwap<Table>>) {
+    loop {
+        let (mut client, peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                log::warn!("tcp {vip}: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(peer) = v4(peer) else { continue };
+        // A wildcard listener reports the address the client actually used.
+        let local = client.local_addr().ok().and_then(v4).unwrap_or(vip);
+        let Some(backend) = table.load().pick(peer, local, Proto::Tcp) else {
+            // No backend: close, as Envoy's tcp_proxy does.
+            continue;
+        };
+        tokio::spawn(async move {
+            let up = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    log::debug!("tcp {peer} -> {backend}: connect: {e}");
+                    return;
+                }
+                Err(_) => {
+                    log::debug!("tcp {peer} -> {backend}: connect timeout");
+                    return;
+                }
+            };
+            let _ = client.set_nodelay(true);
+            let _ = up.set_nodelay(true);
+            let mut up = up;
+            let _ = tokio::io::copy_bidirectional(&mut client, &mut up).await;
+        });
+    }
+}
+
+async fn serve_udp(sock: Arc<UdpSocket>, vip: SocketAddrV4, table: Arc<ArcSwap<Table>>) {
+    // One connected upstream socket per client address; its reply task forwards back.
+    let flows: Arc<Mutex<HashMap<SocketAddrV4, Arc<UdpSocket>>>> = Arc::default();
+    let mut buf = vec![0u8; 65535];
+    loop {
+        let (n, peer) = match sock.recv_from(&mut buf).await {
+            Ok(r) => r,
+            Err(e) => {
+                log::warn!("udp {vip}: recv: {e}");
+                continue;
+            }
+        };
+        let Some(peer) = v4(peer) else { continue };
+        let existing = flows.lock().unwrap().get(&peer).cloned();
+        let up = match existing {
+            Some(u) => u,
+            None => {
+                let Some(backend) = table.load().pick(peer, vip, Proto::Udp) else { continue };
+                let up = match UdpSocket::bind("0.0.0.0:0").await {
+                    Ok(u) => u,
+                    Err(_) => continue,
+                };
+                if up.connect(backend).await.is_err() {
+                    continue;
+                }
+                let up = Arc::new(up);
+                flows.lock().unwrap().insert(peer, up.clone());
+                let (down, flows, up2) = (sock.clone(), flows.clone(), up.clone());
+                tokio::spawn(async move {
+                    let mut b = vec![0u8; 65535];
+                    loop {
+                        match tokio::time::timeout(UDP_IDLE, up2.recv(&mut b)).await {
+                            Ok(Ok(n)) => {
+                                let _ = down.send_to(&b[..n], peer).await;
+                            }
+                            _ => break,
+                        }
+                    }
+                    flows.lock().unwrap().remove(&peer);
+                });
+                up
+            }
+        };
+        let _ = up.send(&buf[..n]).await;
+    }
+}

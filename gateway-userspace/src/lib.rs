@@ -1,0 +1,15 @@
+//! The gateway agent: parse -> validate -> compile into an immutable plan -> apply.
+//!
+//! - `config`: reads manifests, validates them, compiles them into a `plan::Plan` (pure).
+//! - `maglev`: builds the weighted Maglev ring of a service (pure, shared with `l4proxy`).
+//! - `dataplane`: the only module that talks to the kernel: loads, pins and attaches the XDP
+//!   program and applies plans to its maps by diff.
+//! - `l4proxy`: the userspace TCP/UDP path, used where XDP is not available.
+//! - `agent`: the composition root of `gateway run`.
+
+pub mod config;
+pub mod maglev;
+pub mod plan;
+pub mod agent;
+pub mod dataplane;
+pub mod l4proxy;

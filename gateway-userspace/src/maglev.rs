@@ -1,0 +1,126 @@
+//! Weighted Maglev (Eisenbud et al., NSDI'16): a lookup ring in which each backend owns a share of
+//! slots proportional to its weight, and which changes little when a backend comes or goes.
+//!
+//! Pure and deterministic: the ring depends only on the set of (address, port, weight), never on
+//! ids, insertion order or the process, so two nodes with the same config pick the same backend
+//! for the same flow.
+
+use std::net::Ipv4Addr;
+
+use crate::plan::Backend;
+
+/// Fixed-key hashes of a backend's identity: offset and skip of its permutation.
+fn permutation(addr: Ipv4Addr, port: u16, m: u32) -> (u32, u32) {
+    let a = u32::from(addr).to_be();
+    let p = port.to_be();
+    let h1 = gateway_common::flow_hash(a, 0x5bd1_e995, p, 0, 1);
+    let h2 = gateway_common::flow_hash(a, 0x1b87_3593, p, 0, 2);
+    (h1 % m, h2 % (m - 1) + 1)
+}
+
+/// Builds a ring of `m` slots (`m` prime), each holding an index into `backends`.
+/// Returns an empty ring when there are no backends.
+pub fn build(backends: &[Backend], m: u32) -> Vec<u32> {
+    if backends.is_empty() {
+        return Vec::new();
+    }
+    let perms: Vec<(u32, u32)> = backends.iter().map(|b| permutation(b.addr, b.port, m)).collect();
+    let max_w = backends.iter().map(|b| b.weight.max(1)).max().unwrap_or(1) as u64;
+    let mut next = vec![0u32; backends.len()];
+    let mut credit = vec![0u64; backends.len()];
+    let mut ring = vec![u32::MAX; m as usize];
+    let mut filled = 0u32;
+    // Each round every backend earns its weight in credit and takes one slot per `max_w`
+    // earned, so slot shares follow the weights.
+    while filled < m {
+        for (i, b) in backends.iter().enumerate() {
+            credit[i] += b.weight.max(1) as u64;
+            while credit[i] >= max_w && filled < m {
+                credit[i] -= max_w;
+                let (offset, skip) = perms[i];
+                loop {
+                    let slot = ((offset as u64 + next[i] as u64 * skip as u64) % m as u64) as usize;
+                    next[i] += 1;
+                    if ring[slot] == u32::MAX {
+                        ring[slot] = i as u32;
+                        filled += 1;
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    ring
+}
+
+/// Picks the backend for a flow hash from a ring built by `build`.
+pub fn pick(ring: &[u32], hash: u32) -> Option<u32> {
+    if ring.is_empty() {
+        None
+    } else {
+        Some(ring[(hash % ring.len() as u32) as usize])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn be(n: u8, w: u32) -> Backend {
+        Backend {
+            addr: Ipv4Addr::new(198, 18, 1, n),
+            port: 8080,
+            weight: w,
+        }
+    }
+
+    fn shares(ring: &[u32], n: usize) -> Vec<f64> {
+        let mut c = vec![0usize; n];
+        for &i in ring {
+            c[i as usize] += 1;
+        }
+        c.iter().map(|&x| x as f64 / ring.len() as f64).collect()
+    }
+
+    #[test]
+    fn every_slot_filled_and_shares_follow_weights() {
+        let bs = vec![be(1, 1), be(2, 3), be(3, 6)];
+        let ring = build(&bs, gateway_common::MAGLEV_RING);
+        assert_eq!(ring.len(), gateway_common::MAGLEV_RING as usize);
+        let s = shares(&ring, 3);
+        for (got, want) in s.iter().zip([0.1, 0.3, 0.6]) {
+            assert!((got - want).abs() < 0.01, "share {got} want {want}");
+        }
+    }
+
+    #[test]
+    fn same_backends_same_ring_whatever_the_order() {
+        let a = vec![be(1, 1), be(2, 1), be(3, 1)];
+        let ra = build(&a, 4099);
+        let b = vec![be(1, 1), be(2, 1), be(3, 1)];
+        assert_eq!(ra, build(&b, 4099));
+    }
+
+    #[test]
+    fn removing_a_backend_moves_few_other_slots() {
+        let all: Vec<Backend> = (1..=10).map(|n| be(n, 1)).collect();
+        let before = build(&all, 4099);
+        let fewer: Vec<Backend> = all.iter().filter(|b| b.addr != Ipv4Addr::new(198, 18, 1, 5)).cloned().collect();
+        let after = build(&fewer, 4099);
+        let addr = |bs: &[Backend], i: u32| bs[i as usize].addr;
+        let moved = (0..4099)
+            .filter(|&s| addr(&all, before[s]) != Ipv4Addr::new(198, 18, 1, 5))
+            .filter(|&s| addr(&all, before[s]) != addr(&fewer, after[s]))
+            .count();
+        // Maglev's promise: slots of surviving backends mostly stay put.
+        assert!(moved < 4099 / 10, "{moved} slots of surviving backends moved");
+    }
+
+    #[test]
+    fn empty_and_single() {
+        assert!(build(&[], 4099).is_empty());
+        assert_eq!(pick(&[], 7), None);
+        let r = build(&[be(1, 5)], 4099);
+        assert!(r.iter().all(|&i| i == 0));
+    }
+}

@@ -1,0 +1,145 @@
+//! `gateway`: the agent binary. Thin: parses flags and hands over to the library.
+use std::{collections::BTreeMap, net::{Ipv4Addr, SocketAddr}, path::PathBuf, process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+use gateway::{agent, config, dataplane::Mode, plan::NatMode};
+
+#[derive(Parser)]
+#[command(name = "gateway", version, about = "eBPF-accelerated Istio-compatible gateway data plane")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Nat {
+    Snat,
+    PreserveSource,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Load manifests, attach the XDP program and serve until stopped.
+    Run {
+        /// Directory of Istio / Kubernetes YAML manifests (read recursively, watched for changes).
+        #[arg(long)]
+        config: PathBuf,
+        /// Interface to attach the XDP program to (repeatable). Without it, L4 is served from
+        /// userspace sockets.
+        #[arg(long = "iface")]
+        ifaces: Vec<String>,
+        /// Address the Gateway's servers listen on (repeatable); default: the interfaces' addresses.
+        #[arg(long = "vip")]
+        vips: Vec<Ipv4Addr>,
+        /// bpffs directory for this agent's pinned maps and links; one per agent.
+        #[arg(long, default_value = "/sys/fs/bpf/gateway")]
+        pin_root: PathBuf,
+        #[arg(long, value_enum, default_value = "auto")]
+        xdp_mode: Mode,
+        /// Default NAT mode for L4 services (a Gateway's `gateway.dataplane/nat-mode` annotation overrides it).
+        #[arg(long, value_enum, default_value = "snat")]
+        nat_mode: Nat,
+        /// The agent's own labels, matched by Gateway selectors (repeatable, key=value).
+        #[arg(long = "label", default_value = "istio=ingressgateway")]
+        labels: Vec<String>,
+        /// The agent's namespace (exportTo checks).
+        #[arg(long, default_value = "istio-system")]
+        namespace: String,
+        /// Admin endpoint: /ready, /config_dump, /stats, /metrics.
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: SocketAddr,
+        /// Remove pinned maps and links on exit (stops the XDP path). Without it the data path
+        /// keeps forwarding until a restarted agent adopts it.
+        #[arg(long)]
+        cleanup_on_exit: bool,
+        /// How often the config directory is checked for changes, in milliseconds.
+        #[arg(long, default_value = "1000")]
+        reload_ms: u64,
+    },
+    /// Validate manifests without touching the kernel: exit 0 if valid, else one line per problem.
+    Check {
+        dir: PathBuf,
+    },
+    /// Remove the pins of an agent (detaches its XDP program).
+    Cleanup {
+        #[arg(long, default_value = "/sys/fs/bpf/gateway")]
+        pin_root: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    match Cli::parse().cmd {
+        Cmd::Check { dir } => check(&dir),
+        Cmd::Cleanup { pin_root } => match gateway::dataplane::remove_pins(&pin_root) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("gateway: removing {}: {e}", pin_root.display());
+                ExitCode::FAILURE
+            }
+        },
+        Cmd::Run { config, ifaces, vips, pin_root, xdp_mode, nat_mode, labels, namespace, admin, cleanup_on_exit, reload_ms } => {
+            let mut label_map = BTreeMap::new();
+            for l in labels {
+                match l.split_once('=') {
+                    Some((k, v)) => {
+                        label_map.insert(k.to_string(), v.to_string());
+                    }
+                    None => {
+                        eprintln!("gateway: --label {l}: expected key=value");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            let args = agent::RunArgs {
+                config,
+                ifaces,
+                vips,
+                pin_root,
+                xdp_mode,
+                nat_mode: match nat_mode {
+                    Nat::Snat => NatMode::Snat,
+                    Nat::PreserveSource => NatMode::PreserveSource,
+                },
+                labels: label_map,
+                namespace,
+                admin,
+                cleanup_on_exit,
+                reload_interval: Duration::from_millis(reload_ms),
+            };
+            let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match rt.block_on(agent::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("gateway: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn check(dir: &std::path::Path) -> ExitCode {
+    let m = match config::load_dir(dir) {
+        Ok(m) => m,
+        Err(errors) => {
+            for e in &errors {
+                println!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let (errors, warnings) = config::validate(&m);
+    for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    for e in &errors {
+        println!("{e}");
+    }
+    if errors.is_empty() {
+        println!("{}: valid", dir.display());
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}

@@ -1,0 +1,63 @@
+//! Build, test and demo orchestration: `cargo xtask <command>` (or `./x <command>`, which first
+//! installs what is missing).
+use std::process::Command;
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+mod demo;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build everything, then run every test: unit, BPF program (BPF_PROG_TEST_RUN) and the
+    /// network-namespace integration tests. Needs root.
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Run the gateway on its embedded default: a namespace topology with real backends, the
+    /// example manifests, traffic through it; runs until Ctrl-C, then cleans up. Needs root.
+    Demo,
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().cmd {
+        Cmd::Test { args } => test(&args),
+        Cmd::Demo => demo::run(),
+    }
+}
+
+pub fn cargo(args: &[&str]) -> Result<()> {
+    let st = Command::new(env!("CARGO"))
+        .args(args)
+        .status()
+        .with_context(|| format!("running cargo {}", args.join(" ")))?;
+    if !st.success() {
+        bail!("cargo {} failed ({st})", args.join(" "));
+    }
+    Ok(())
+}
+
+pub fn require_root() -> Result<()> {
+    // Safety: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("this needs root (it loads BPF programs and creates network namespaces): run it with sudo");
+    }
+    Ok(())
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    require_root()?;
+    // The integration tests run the built binaries (gateway, test-backend).
+    cargo(&["build", "--workspace", "--bins"])?;
+    let mut args = vec!["test", "--workspace", "--no-fail-fast"];
+    args.extend(extra.iter().map(String::as_str));
+    cargo(&args)
+}
