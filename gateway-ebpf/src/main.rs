@@ -171,6 +171,9 @@ fn new_flow(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, svc: &ServiceValue, l
             }
         }
         if !found {
+            // Rare (every candidate port of this backend taken): worth a log line, unlike
+            // anything on the per-packet path.
+            aya_log_ebpf::warn!(ctx, "SNAT ports exhausted towards backend id {}", backend_id);
             return (xdp_action::XDP_DROP, verdict::DROP_NAT_EXHAUSTED);
         }
         fwd.sport = rkey.dport;

@@ -102,7 +102,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         (L4Path::User(L4Proxy::default()), "userspace", "no --iface given".to_string())
     } else {
         match Dataplane::open(&args.pin_root, &args.ifaces, args.xdp_mode) {
-            Ok(dp) => {
+            Ok(mut dp) => {
+                if let Some(logger) = dp.take_logger() {
+                    tokio::spawn(forward_bpf_logs(logger));
+                }
                 let why = format!("XDP attached to {} (pins in {})", dp.attached.join(","), dp.pin_dir.display());
                 (L4Path::Xdp(Box::new(dp)), "xdp", why)
             }
@@ -148,6 +151,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         log::info!("pins kept: the XDP path keeps forwarding until the next agent adopts it");
     }
     Ok(())
+}
+
+/// Copies the XDP program's log records (rare events only) into the agent's log.
+async fn forward_bpf_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
+    let Ok(mut fd) = tokio::io::unix::AsyncFd::with_interest(logger, tokio::io::Interest::READABLE) else {
+        return;
+    };
+    loop {
+        let Ok(mut guard) = fd.readable_mut().await else { return };
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
 }
 
 async fn wait_for_signal() {

@@ -83,6 +83,7 @@ struct Applied {
 
 pub struct Dataplane {
     ebpf: Ebpf,
+    logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     services: HashMap<MapData, ServiceKey, ServiceValue>,
     backends: Array<MapData, BpfBackend>,
     maglev: Array<MapData, u32>,
@@ -161,6 +162,10 @@ impl Dataplane {
                 pins: pin_dir.clone(),
                 source,
             })?;
+        // Log records of rare data-path events (aya-log); absent if the object has none.
+        let logger = aya_log::EbpfLogger::init(&mut ebpf)
+            .map_err(|e| log::warn!("BPF logger unavailable: {e}"))
+            .ok();
         let prog: &mut Xdp = ebpf
             .program_mut(XDP_PROGRAM)
             .ok_or(DataplaneError::MissingMap("program"))?
@@ -219,6 +224,7 @@ impl Dataplane {
 
         let mut dp = Dataplane {
             ebpf,
+            logger,
             services,
             backends,
             maglev,
@@ -258,6 +264,11 @@ impl Dataplane {
             );
         }
         Ok(())
+    }
+
+    /// The BPF log reader, for the agent to poll (readable fd -> `flush`).
+    pub fn take_logger(&mut self) -> Option<aya_log::EbpfLogger<&'static dyn log::Log>> {
+        self.logger.take()
     }
 
     /// Publishes the IPv4 address of every interface (SNAT source per egress interface).

@@ -53,7 +53,7 @@ fn env(plan: &Plan) -> Env {
     assert_eq!(unsafe { libc::geteuid() }, 0, "these tests load BPF programs: run them as root");
     // Safety: unshare only affects this test's thread, which owns the namespace until it ends.
     assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare(CLONE_NEWNET)");
-    sh("ip link set lo up && ip link add gwd0 type dummy && ip link set gwd0 address 02:00:00:00:00:01 \
+    sh("ip link set lo up && ip link add gwd0 type veth peer name gwd1 && ip link set gwd1 up && ip link set gwd0 address 02:00:00:00:00:01 \
         && ip addr add 198.18.1.1/24 dev gwd0 && ip link set gwd0 up \
         && ip neigh add 198.18.1.2 lladdr 02:00:00:00:01:02 dev gwd0 nud permanent \
         && ip neigh add 198.18.1.3 lladdr 02:00:00:00:01:03 dev gwd0 nud permanent");
@@ -339,8 +339,8 @@ fn malformed_and_truncated_packets_pass_untouched() {
         cases.push(icmp);
         let n = cases.len() as u64;
         for c in cases {
-            if c.is_empty() {
-                // The kernel refuses an empty XDP test packet itself.
+            if c.len() < 14 {
+                // The kernel refuses an XDP test packet shorter than an Ethernet header itself.
                 assert!(e.dp.test_run(&c).is_err());
                 continue;
             }
@@ -348,7 +348,7 @@ fn malformed_and_truncated_packets_pass_untouched() {
             assert_eq!(action, XDP_PASS, "packet of {} bytes", c.len());
             assert_eq!(out, c);
         }
-        assert_eq!(verdict(&e, "pass_unparsed"), n - 1);
+        assert_eq!(verdict(&e, "pass_unparsed"), n - 2);
         assert_eq!(verdict(&e, "fwd_new"), 0);
     })
     .join()
