@@ -9,7 +9,11 @@ fn main() -> anyhow::Result<()> {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let ebpf_dir = manifest.join("../gateway-ebpf");
     let common_dir = manifest.join("../gateway-common");
-    for p in [ebpf_dir.join("src"), ebpf_dir.join("Cargo.toml"), common_dir.join("src")] {
+    for p in [
+        ebpf_dir.join("src"),
+        ebpf_dir.join("Cargo.toml"),
+        common_dir.join("src"),
+    ] {
         println!("cargo:rerun-if-changed={}", p.display());
     }
     println!("cargo:rerun-if-env-changed=GATEWAY_BPF_CARGO");
@@ -22,22 +26,37 @@ fn main() -> anyhow::Result<()> {
 
     let mut cmd = Command::new(&cargo);
     cmd.current_dir(&ebpf_dir)
-        .args(["build", "--release", "-Z", "build-std=core", "--target", "bpfel-unknown-none"])
+        .args([
+            "build",
+            "--release",
+            "-Z",
+            "build-std=core",
+            "--target",
+            "bpfel-unknown-none",
+        ])
         .arg("--target-dir")
         .arg(&target_dir);
     // The outer build's settings are for the host target; none of them apply here.
     for (k, _) in env::vars() {
-        if k.starts_with("CARGO") || k.starts_with("RUSTC") || k == "RUSTFLAGS" || k == "RUSTDOCFLAGS" {
+        if k.starts_with("CARGO")
+            || k.starts_with("RUSTC")
+            || k == "RUSTFLAGS"
+            || k == "RUSTDOCFLAGS"
+        {
             cmd.env_remove(k);
         }
     }
-    cmd.env("RUSTC", &rustc).env("RUSTC_BOOTSTRAP", "1").env_remove("RUSTUP_TOOLCHAIN");
+    cmd.env("RUSTC", &rustc)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env_remove("RUSTUP_TOOLCHAIN");
     // bpf-linker is installed by `cargo install`, into ~/.cargo/bin.
     if let (Ok(path), Ok(home)) = (env::var("PATH"), env::var("HOME")) {
         cmd.env("PATH", format!("{home}/.cargo/bin:{path}"));
     }
     let status = cmd.status().map_err(|e| {
-        anyhow::anyhow!("cannot run {cargo} to build gateway-ebpf: {e}; run `scripts/setup.sh` first")
+        anyhow::anyhow!(
+            "cannot run {cargo} to build gateway-ebpf: {e}; run `scripts/setup.sh` first"
+        )
     })?;
     if !status.success() {
         anyhow::bail!(

@@ -74,7 +74,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.vips.clone()
     } else if !args.ifaces.is_empty() {
         let v = dataplane::addrs_of(&args.ifaces);
-        anyhow::ensure!(!v.is_empty(), "no IPv4 address on {:?}: give --vip", args.ifaces);
+        anyhow::ensure!(
+            !v.is_empty(),
+            "no IPv4 address on {:?}: give --vip",
+            args.ifaces
+        );
         v
     } else {
         vec![Ipv4Addr::UNSPECIFIED]
@@ -91,7 +95,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             for e in &errors {
                 eprintln!("{e}");
             }
-            anyhow::bail!("{} error(s) in {}; nothing applied", errors.len(), args.config.display());
+            anyhow::bail!(
+                "{} error(s) in {}; nothing applied",
+                errors.len(),
+                args.config.display()
+            );
         }
     };
     for w in &warnings {
@@ -99,14 +107,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 
     let (mut path, name, reason) = if args.ifaces.is_empty() {
-        (L4Path::User(L4Proxy::default()), "userspace", "no --iface given".to_string())
+        (
+            L4Path::User(L4Proxy::default()),
+            "userspace",
+            "no --iface given".to_string(),
+        )
     } else {
         match Dataplane::open(&args.pin_root, &args.ifaces, args.xdp_mode) {
             Ok(mut dp) => {
                 if let Some(logger) = dp.take_logger() {
                     tokio::spawn(forward_bpf_logs(logger));
                 }
-                let why = format!("XDP attached to {} (pins in {})", dp.attached.join(","), dp.pin_dir.display());
+                let why = format!(
+                    "XDP attached to {} (pins in {})",
+                    dp.attached.join(","),
+                    dp.pin_dir.display()
+                );
                 (L4Path::Xdp(Box::new(dp)), "xdp", why)
             }
             Err(e) => {
@@ -133,11 +149,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }));
     let path = Arc::new(tokio::sync::Mutex::new(path));
 
-    let admin = TcpListener::bind(args.admin).await.with_context(|| format!("binding admin {}", args.admin))?;
+    let admin = TcpListener::bind(args.admin)
+        .await
+        .with_context(|| format!("binding admin {}", args.admin))?;
     log::info!("admin on {}", admin.local_addr()?);
     tokio::spawn(serve_admin(admin, snapshot.clone(), path.clone()));
 
-    let watcher = tokio::spawn(watch(args.config.clone(), input, args.reload_interval, snapshot.clone(), path.clone()));
+    let watcher = tokio::spawn(watch(
+        args.config.clone(),
+        input,
+        args.reload_interval,
+        snapshot.clone(),
+        path.clone(),
+    ));
 
     wait_for_signal().await;
     log::info!("shutting down");
@@ -155,18 +179,22 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 
 /// Copies the XDP program's log records (rare events only) into the agent's log.
 async fn forward_bpf_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
-    let Ok(mut fd) = tokio::io::unix::AsyncFd::with_interest(logger, tokio::io::Interest::READABLE) else {
+    // Safety: the AsyncFd owns the logger, which owns the fd, so the fd outlives the registration.
+    let Ok(mut fd) = (unsafe { tokio::io::unix::AsyncFd::register(logger) }) else {
         return;
     };
     loop {
-        let Ok(mut guard) = fd.readable_mut().await else { return };
+        let Ok(mut guard) = fd.readable_mut().await else {
+            return;
+        };
         guard.get_inner_mut().flush();
         guard.clear_ready();
     }
 }
 
 async fn wait_for_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
@@ -228,7 +256,11 @@ async fn watch(
                 for e in &errors {
                     log::error!("{e}");
                 }
-                log::error!("config rejected ({} errors); still serving generation {}", errors.len(), cur.generation);
+                log::error!(
+                    "config rejected ({} errors); still serving generation {}",
+                    errors.len(),
+                    cur.generation
+                );
                 snapshot.store(Arc::new(Snapshot {
                     generation: cur.generation,
                     l4_path: cur.l4_path.clone(),
@@ -244,7 +276,11 @@ async fn watch(
                     log::error!("{e:#}");
                     continue;
                 }
-                log::info!("applied generation {}: {} L4 services", cur.generation + 1, plan.l4.len());
+                log::info!(
+                    "applied generation {}: {} L4 services",
+                    cur.generation + 1,
+                    plan.l4.len()
+                );
                 snapshot.store(Arc::new(Snapshot {
                     generation: cur.generation + 1,
                     l4_path: cur.l4_path.clone(),
@@ -259,10 +295,16 @@ async fn watch(
 }
 
 /// A deliberately small HTTP/1.1 admin server: /ready, /config_dump, /stats, /metrics.
-async fn serve_admin(l: TcpListener, snapshot: Arc<ArcSwap<Snapshot>>, path: Arc<tokio::sync::Mutex<L4Path>>) {
+async fn serve_admin(
+    l: TcpListener,
+    snapshot: Arc<ArcSwap<Snapshot>>,
+    path: Arc<tokio::sync::Mutex<L4Path>>,
+) {
     let stats_lock = Arc::new(Mutex::new(()));
     loop {
-        let Ok((mut s, _)) = l.accept().await else { continue };
+        let Ok((mut s, _)) = l.accept().await else {
+            continue;
+        };
         let (snapshot, path, _lock) = (snapshot.clone(), path.clone(), stats_lock.clone());
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
@@ -274,20 +316,36 @@ async fn serve_admin(l: TcpListener, snapshot: Arc<ArcSwap<Snapshot>>, path: Arc
             let target = req.split_whitespace().nth(1).unwrap_or("/").to_string();
             let (status, ctype, body) = match target.as_str() {
                 "/ready" | "/healthz/ready" => (200, "text/plain", "ready\n".to_string()),
-                "/config_dump" => (200, "application/json", serde_json::to_string_pretty(&**snapshot.load()).unwrap_or_default()),
+                "/config_dump" => (
+                    200,
+                    "application/json",
+                    serde_json::to_string_pretty(&**snapshot.load()).unwrap_or_default(),
+                ),
                 "/stats" => match &*path.lock().await {
                     L4Path::Xdp(dp) => match dp.stats() {
-                        Ok(st) => (200, "application/json", serde_json::to_string_pretty(&st).unwrap_or_default()),
+                        Ok(st) => (
+                            200,
+                            "application/json",
+                            serde_json::to_string_pretty(&st).unwrap_or_default(),
+                        ),
                         Err(e) => (500, "text/plain", format!("{e}\n")),
                     },
                     L4Path::User(_) => (200, "application/json", "{}".to_string()),
                 },
                 "/metrics" => match &*path.lock().await {
                     L4Path::Xdp(dp) => match dp.stats() {
-                        Ok(st) => (200, "text/plain; version=0.0.4", prometheus(&st, snapshot.load().generation)),
+                        Ok(st) => (
+                            200,
+                            "text/plain; version=0.0.4",
+                            prometheus(&st, snapshot.load().generation),
+                        ),
                         Err(e) => (500, "text/plain", format!("{e}\n")),
                     },
-                    L4Path::User(_) => (200, "text/plain; version=0.0.4", format!("gateway_config_generation {}\n", snapshot.load().generation)),
+                    L4Path::User(_) => (
+                        200,
+                        "text/plain; version=0.0.4",
+                        format!("gateway_config_generation {}\n", snapshot.load().generation),
+                    ),
                 },
                 _ => (404, "text/plain", "not found\n".to_string()),
             };
@@ -303,20 +361,37 @@ async fn serve_admin(l: TcpListener, snapshot: Arc<ArcSwap<Snapshot>>, path: Arc
 
 fn prometheus(st: &dataplane::Stats, generation: u64) -> String {
     let mut out = String::new();
-    out.push_str(&format!("# TYPE gateway_config_generation gauge\ngateway_config_generation {generation}\n"));
+    out.push_str(&format!(
+        "# TYPE gateway_config_generation gauge\ngateway_config_generation {generation}\n"
+    ));
     out.push_str("# TYPE gateway_xdp_packets_total counter\n");
     for (reason, c) in &st.verdicts {
-        out.push_str(&format!("gateway_xdp_packets_total{{verdict=\"{reason}\"}} {}\n", c.packets));
+        out.push_str(&format!(
+            "gateway_xdp_packets_total{{verdict=\"{reason}\"}} {}\n",
+            c.packets
+        ));
     }
     out.push_str("# TYPE gateway_service_packets_total counter\n# TYPE gateway_service_bytes_total counter\n");
     for (s, c) in &st.services {
-        out.push_str(&format!("gateway_service_packets_total{{service=\"{s}\"}} {}\n", c.packets));
-        out.push_str(&format!("gateway_service_bytes_total{{service=\"{s}\"}} {}\n", c.bytes));
+        out.push_str(&format!(
+            "gateway_service_packets_total{{service=\"{s}\"}} {}\n",
+            c.packets
+        ));
+        out.push_str(&format!(
+            "gateway_service_bytes_total{{service=\"{s}\"}} {}\n",
+            c.bytes
+        ));
     }
     out.push_str("# TYPE gateway_backend_packets_total counter\n# TYPE gateway_backend_bytes_total counter\n");
     for (b, c) in &st.backends {
-        out.push_str(&format!("gateway_backend_packets_total{{backend=\"{b}\"}} {}\n", c.packets));
-        out.push_str(&format!("gateway_backend_bytes_total{{backend=\"{b}\"}} {}\n", c.bytes));
+        out.push_str(&format!(
+            "gateway_backend_packets_total{{backend=\"{b}\"}} {}\n",
+            c.packets
+        ));
+        out.push_str(&format!(
+            "gateway_backend_bytes_total{{backend=\"{b}\"}} {}\n",
+            c.bytes
+        ));
     }
     out
 }

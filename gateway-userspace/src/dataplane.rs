@@ -34,19 +34,31 @@ static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ga
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     #[error("bpffs at {path}: {source}")]
-    Bpffs { path: PathBuf, source: std::io::Error },
+    Bpffs {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("loading the XDP object (pins under {pins}): {source}")]
-    Load { pins: PathBuf, source: aya::EbpfError },
+    Load {
+        pins: PathBuf,
+        source: aya::EbpfError,
+    },
     #[error("program {XDP_PROGRAM}: {0}")]
     Program(#[from] aya::programs::ProgramError),
     #[error("interface {iface}: {what}")]
     Attach { iface: String, what: String },
     #[error("map {map}: {source}")]
-    Map { map: &'static str, source: aya::maps::MapError },
+    Map {
+        map: &'static str,
+        source: aya::maps::MapError,
+    },
     #[error("map {0} missing from the object")]
     MissingMap(&'static str),
     #[error("{what}: {source}")]
-    Io { what: &'static str, source: std::io::Error },
+    Io {
+        what: &'static str,
+        source: std::io::Error,
+    },
     #[error("{what}: limit of {limit} reached")]
     Full { what: &'static str, limit: u32 },
 }
@@ -121,7 +133,13 @@ pub fn ensure_bpffs(root: &Path) -> Result<(), DataplaneError> {
         let dst = std::ffi::CString::new("/sys/fs/bpf").unwrap();
         // Safety: plain mount(2) call with valid C strings.
         let rc = unsafe {
-            libc::mount(src.as_ptr(), dst.as_ptr(), src.as_ptr(), 0, std::ptr::null())
+            libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                src.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
         };
         if rc != 0 {
             return Err(DataplaneError::Bpffs {
@@ -185,14 +203,16 @@ impl Dataplane {
                     .map_err(|e| attach(format!("opening pinned link: {e}")))?
                     .unpin()
                     .map_err(|e| attach(format!("unpinning link: {e}")))?;
-                let link = XdpLink::try_from(fd).map_err(|e| attach(format!("pinned link: {e}")))?;
+                let link =
+                    XdpLink::try_from(fd).map_err(|e| attach(format!("pinned link: {e}")))?;
                 prog.attach_to_link(link)
                     .map_err(|e| attach(format!("replacing program in link: {e}")))?
             } else {
-                prog.attach(iface, mode.xdp()).map_err(|e| DataplaneError::Attach {
-                    iface: iface.clone(),
-                    what: format!("attaching XDP ({mode:?}): {e}"),
-                })?
+                prog.attach(iface, mode.xdp())
+                    .map_err(|e| DataplaneError::Attach {
+                        iface: iface.clone(),
+                        what: format!("attaching XDP ({mode:?}): {e}"),
+                    })?
             };
             let link = prog.take_link(id)?;
             let fd = FdLink::try_from(link).map_err(|e| DataplaneError::Attach {
@@ -211,16 +231,20 @@ impl Dataplane {
             ebpf.take_map(name).ok_or(DataplaneError::MissingMap(name))
         };
         let services: HashMap<MapData, ServiceKey, ServiceValue> =
-            HashMap::try_from(take(&mut ebpf, names::SERVICES)?).map_err(map_err(names::SERVICES))?;
+            HashMap::try_from(take(&mut ebpf, names::SERVICES)?)
+                .map_err(map_err(names::SERVICES))?;
         let backends: Array<MapData, BpfBackend> =
             Array::try_from(take(&mut ebpf, names::BACKENDS)?).map_err(map_err(names::BACKENDS))?;
-        let maglev = Array::try_from(take(&mut ebpf, names::MAGLEV)?).map_err(map_err(names::MAGLEV))?;
-        let ifaddrs = HashMap::try_from(take(&mut ebpf, names::IFADDRS)?).map_err(map_err(names::IFADDRS))?;
+        let maglev =
+            Array::try_from(take(&mut ebpf, names::MAGLEV)?).map_err(map_err(names::MAGLEV))?;
+        let ifaddrs =
+            HashMap::try_from(take(&mut ebpf, names::IFADDRS)?).map_err(map_err(names::IFADDRS))?;
         let service_stats = PerCpuArray::try_from(take(&mut ebpf, names::SERVICE_STATS)?)
             .map_err(map_err(names::SERVICE_STATS))?;
         let backend_stats = PerCpuArray::try_from(take(&mut ebpf, names::BACKEND_STATS)?)
             .map_err(map_err(names::BACKEND_STATS))?;
-        let verdicts = PerCpuArray::try_from(take(&mut ebpf, names::VERDICTS)?).map_err(map_err(names::VERDICTS))?;
+        let verdicts = PerCpuArray::try_from(take(&mut ebpf, names::VERDICTS)?)
+            .map_err(map_err(names::VERDICTS))?;
 
         let mut dp = Dataplane {
             ebpf,
@@ -247,7 +271,11 @@ impl Dataplane {
         for item in self.services.iter() {
             let (k, v) = item.map_err(map_err(names::SERVICES))?;
             // The ring content is not read back: it is rewritten once into a spare slot.
-            let ring = if v.backend_count > 0 { vec![u32::MAX] } else { Vec::new() };
+            let ring = if v.backend_count > 0 {
+                vec![u32::MAX]
+            } else {
+                Vec::new()
+            };
             self.applied.insert(k, Applied { value: v, ring });
         }
         for (i, b) in self.backends.iter().enumerate() {
@@ -276,9 +304,14 @@ impl Dataplane {
         let want = interface_addrs();
         let have: Vec<u32> = self.ifaddrs.keys().filter_map(Result::ok).collect();
         for (idx, addrs) in &want {
-            let v = IfAddr { addr: u32::from(addrs[0]).to_be(), _pad: 0 };
+            let v = IfAddr {
+                addr: u32::from(addrs[0]).to_be(),
+                _pad: 0,
+            };
             if self.ifaddrs.get(idx, 0).ok() != Some(v) {
-                self.ifaddrs.insert(idx, v, 0).map_err(map_err(names::IFADDRS))?;
+                self.ifaddrs
+                    .insert(idx, v, 0)
+                    .map_err(map_err(names::IFADDRS))?;
             }
         }
         for idx in have {
@@ -309,10 +342,19 @@ impl Dataplane {
             }
             let id = (0..MAX_BACKENDS)
                 .find(|i| !used.contains(i))
-                .ok_or(DataplaneError::Full { what: "backends", limit: MAX_BACKENDS })?;
+                .ok_or(DataplaneError::Full {
+                    what: "backends",
+                    limit: MAX_BACKENDS,
+                })?;
             used.insert(id);
-            let v = BpfBackend { addr: key.0, port: key.1, _pad: 0 };
-            self.backends.set(id, v, 0).map_err(map_err(names::BACKENDS))?;
+            let v = BpfBackend {
+                addr: key.0,
+                port: key.1,
+                _pad: 0,
+            };
+            self.backends
+                .set(id, v, 0)
+                .map_err(map_err(names::BACKENDS))?;
             reset_counter(&mut self.backend_stats, id)?;
             self.backend_ids.insert(*key, id);
         }
@@ -327,7 +369,10 @@ impl Dataplane {
                     self.backend_ids[&(u32::from(b.addr).to_be(), b.port.to_be())]
                 })
                 .collect();
-            desired.insert(service_key(s.vip, s.port, s.proto.number()), (l4_flags(s), ring));
+            desired.insert(
+                service_key(s.vip, s.port, s.proto.number()),
+                (l4_flags(s), ring),
+            );
         }
         for l in &plan.local {
             desired
@@ -352,9 +397,12 @@ impl Dataplane {
             let id = match &old {
                 Some(o) => o.value.id,
                 None => {
-                    let id = (0..MAX_SERVICES)
-                        .find(|i| !ids_used.contains(i))
-                        .ok_or(DataplaneError::Full { what: "services", limit: MAX_SERVICES })?;
+                    let id = (0..MAX_SERVICES).find(|i| !ids_used.contains(i)).ok_or(
+                        DataplaneError::Full {
+                            what: "services",
+                            limit: MAX_SERVICES,
+                        },
+                    )?;
                     ids_used.insert(id);
                     reset_counter(&mut self.service_stats, id)?;
                     id
@@ -362,9 +410,12 @@ impl Dataplane {
             };
             let mut slot = 0;
             if !ring.is_empty() {
-                slot = (0..MAX_RINGS)
-                    .find(|i| !rings_used.contains(i))
-                    .ok_or(DataplaneError::Full { what: "maglev rings", limit: MAX_RINGS })?;
+                slot = (0..MAX_RINGS).find(|i| !rings_used.contains(i)).ok_or(
+                    DataplaneError::Full {
+                        what: "maglev rings",
+                        limit: MAX_RINGS,
+                    },
+                )?;
                 rings_used.insert(slot);
                 for (i, bid) in ring.iter().enumerate() {
                     self.maglev
@@ -372,29 +423,60 @@ impl Dataplane {
                         .map_err(map_err(names::MAGLEV))?;
                 }
             }
-            let value = ServiceValue { id, ring: slot, flags: *flags, backend_count: count_distinct(ring) };
+            let value = ServiceValue {
+                id,
+                ring: slot,
+                flags: *flags,
+                backend_count: count_distinct(ring),
+            };
             // The switch: one map update moves the service to its new ring.
-            self.services.insert(key, value, 0).map_err(map_err(names::SERVICES))?;
+            self.services
+                .insert(key, value, 0)
+                .map_err(map_err(names::SERVICES))?;
             if let Some(o) = old {
                 if !o.ring.is_empty() {
                     rings_used.remove(&o.value.ring);
                 }
             }
-            self.applied.insert(*key, Applied { value, ring: ring.clone() });
+            self.applied.insert(
+                *key,
+                Applied {
+                    value,
+                    ring: ring.clone(),
+                },
+            );
         }
 
         // 3. Deletions last: services gone from the plan, then backends nothing refers to.
-        let gone: Vec<ServiceKey> = self.applied.keys().filter(|k| !desired.contains_key(k)).copied().collect();
+        let gone: Vec<ServiceKey> = self
+            .applied
+            .keys()
+            .filter(|k| !desired.contains_key(k))
+            .copied()
+            .collect();
         for key in gone {
             let _ = self.services.remove(&key);
             self.applied.remove(&key);
         }
-        let stale: Vec<(u32, u16)> = self.backend_ids.keys().filter(|k| !wanted.contains(k)).copied().collect();
+        let stale: Vec<(u32, u16)> = self
+            .backend_ids
+            .keys()
+            .filter(|k| !wanted.contains(k))
+            .copied()
+            .collect();
         for key in stale {
             if let Some(id) = self.backend_ids.remove(&key) {
                 // Established flows carry their own rewrite and keep going.
                 self.backends
-                    .set(id, BpfBackend { addr: 0, port: 0, _pad: 0 }, 0)
+                    .set(
+                        id,
+                        BpfBackend {
+                            addr: 0,
+                            port: 0,
+                            _pad: 0,
+                        },
+                        0,
+                    )
                     .map_err(map_err(names::BACKENDS))?;
             }
         }
@@ -404,7 +486,10 @@ impl Dataplane {
     /// Runs the attached program once on `packet` through BPF_PROG_TEST_RUN (one call per packet:
     /// a forwarding program rewrites its input, so repeats would run on the rewritten packet).
     /// Returns the XDP action, the output packet and the kernel-measured run time.
-    pub fn test_run(&mut self, packet: &[u8]) -> Result<(u32, Vec<u8>, std::time::Duration), DataplaneError> {
+    pub fn test_run(
+        &mut self,
+        packet: &[u8],
+    ) -> Result<(u32, Vec<u8>, std::time::Duration), DataplaneError> {
         use aya::programs::{TestRun, TestRunOptions};
         let prog: &mut Xdp = self
             .ebpf
@@ -427,12 +512,21 @@ impl Dataplane {
                 "{}:{}/{}",
                 Ipv4Addr::from(u32::from_be(key.addr)),
                 u16::from_be(key.port),
-                if key.proto == gateway_common::PROTO_UDP { "udp" } else { "tcp" }
+                if key.proto == gateway_common::PROTO_UDP {
+                    "udp"
+                } else {
+                    "tcp"
+                }
             );
-            st.services.insert(name, sum(&self.service_stats, a.value.id)?);
+            st.services
+                .insert(name, sum(&self.service_stats, a.value.id)?);
         }
         for ((addr, port), id) in &self.backend_ids {
-            let name = format!("{}:{}", Ipv4Addr::from(u32::from_be(*addr)), u16::from_be(*port));
+            let name = format!(
+                "{}:{}",
+                Ipv4Addr::from(u32::from_be(*addr)),
+                u16::from_be(*port)
+            );
             st.backends.insert(name, sum(&self.backend_stats, *id)?);
         }
         for (i, name) in gateway_common::verdict::NAMES.iter().enumerate() {
@@ -447,9 +541,15 @@ impl Dataplane {
 /// `lo` lets nothing else through: the kernel checks the flag of the device a packet arrived on.
 fn enable_lo_forwarding() -> Result<(), DataplaneError> {
     let path = "/proc/sys/net/ipv4/conf/lo/forwarding";
-    let cur = std::fs::read_to_string(path).map_err(|source| DataplaneError::Io { what: "reading lo forwarding", source })?;
+    let cur = std::fs::read_to_string(path).map_err(|source| DataplaneError::Io {
+        what: "reading lo forwarding",
+        source,
+    })?;
     if cur.trim() != "1" {
-        std::fs::write(path, "1").map_err(|source| DataplaneError::Io { what: "enabling forwarding on lo", source })?;
+        std::fs::write(path, "1").map_err(|source| DataplaneError::Io {
+            what: "enabling forwarding on lo",
+            source,
+        })?;
         log::info!("enabled net.ipv4.conf.lo.forwarding for bpf_fib_lookup (forwarding on other devices unchanged)");
     }
     Ok(())
@@ -458,7 +558,11 @@ fn enable_lo_forwarding() -> Result<(), DataplaneError> {
 /// Makes the kernel resolve each backend's neighbour entry, which the XDP program's FIB lookup
 /// needs (it cannot trigger ARP itself): one empty UDP datagram to the discard port.
 pub fn prime_neighbours(plan: &Plan) {
-    let addrs: BTreeSet<Ipv4Addr> = plan.l4.iter().flat_map(|s| s.backends.iter().map(|b| b.addr)).collect();
+    let addrs: BTreeSet<Ipv4Addr> = plan
+        .l4
+        .iter()
+        .flat_map(|s| s.backends.iter().map(|b| b.addr))
+        .collect();
     if let Ok(sock) = std::net::UdpSocket::bind("0.0.0.0:0") {
         for a in addrs {
             let _ = sock.send_to(&[], (a, 9));
@@ -475,7 +579,12 @@ pub fn remove_pins(pin_root: &Path) -> std::io::Result<()> {
 }
 
 fn service_key(vip: Ipv4Addr, port: u16, proto: u8) -> ServiceKey {
-    ServiceKey { addr: u32::from(vip).to_be(), port: port.to_be(), proto, _pad: 0 }
+    ServiceKey {
+        addr: u32::from(vip).to_be(),
+        port: port.to_be(),
+        proto,
+        _pad: 0,
+    }
 }
 
 fn l4_flags(s: &L4Service) -> u32 {
@@ -494,9 +603,17 @@ fn count_distinct(ring: &[u32]) -> u32 {
 }
 
 fn reset_counter(map: &mut PerCpuArray<MapData, Counters>, id: u32) -> Result<(), DataplaneError> {
-    let n = aya::util::nr_cpus().map_err(|(_, source)| DataplaneError::Io { what: "reading possible CPUs", source })?;
-    let zeros = aya::maps::PerCpuValues::try_from(vec![Counters::default(); n])
-        .map_err(|source| DataplaneError::Io { what: "per-CPU counter values", source })?;
+    let n = aya::util::nr_cpus().map_err(|(_, source)| DataplaneError::Io {
+        what: "reading possible CPUs",
+        source,
+    })?;
+    let zeros =
+        aya::maps::PerCpuValues::try_from(vec![Counters::default(); n]).map_err(|source| {
+            DataplaneError::Io {
+                what: "per-CPU counter values",
+                source,
+            }
+        })?;
     map.set(id, zeros, 0).map_err(map_err("stats"))
 }
 
@@ -524,7 +641,9 @@ pub fn interface_addrs() -> StdHashMap<u32, Vec<Ipv4Addr>> {
                 let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
                 let idx = libc::if_nametoindex(ifa.ifa_name);
                 if idx != 0 {
-                    out.entry(idx).or_insert_with(Vec::new).push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
+                    out.entry(idx)
+                        .or_insert_with(Vec::new)
+                        .push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
                 }
             }
             cur = ifa.ifa_next;

@@ -80,7 +80,11 @@ impl L4Proxy {
     /// Bind errors are returned together; the other services are still applied.
     pub async fn apply(&mut self, plan: &Plan) -> Result<(), Vec<String>> {
         let mut errors = Vec::new();
-        let wanted: HashMap<Key, &L4Service> = plan.l4.iter().map(|s| ((s.vip, s.port, s.proto), s)).collect();
+        let wanted: HashMap<Key, &L4Service> = plan
+            .l4
+            .iter()
+            .map(|s| ((s.vip, s.port, s.proto), s))
+            .collect();
         self.listeners.retain(|k, l| {
             let keep = wanted.contains_key(k);
             if !keep {
@@ -146,7 +150,8 @@ async fn serve_tcp(listener: TcpListener, vip: SocketAddrV4, table: Arc<ArcSwap<
             continue;
         };
         tokio::spawn(async move {
-            let up = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend)).await {
+            let up = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(backend)).await
+            {
                 Ok(Ok(s)) => s,
                 Ok(Err(e)) => {
                     log::debug!("tcp {peer} -> {backend}: connect: {e}");
@@ -182,7 +187,9 @@ async fn serve_udp(sock: Arc<UdpSocket>, vip: SocketAddrV4, table: Arc<ArcSwap<T
         let up = match existing {
             Some(u) => u,
             None => {
-                let Some(backend) = table.load().pick(peer, vip, Proto::Udp) else { continue };
+                let Some(backend) = table.load().pick(peer, vip, Proto::Udp) else {
+                    continue;
+                };
                 let up = match UdpSocket::bind("0.0.0.0:0").await {
                     Ok(u) => u,
                     Err(_) => continue,

@@ -7,9 +7,9 @@
 //! - `l4proxy`: the userspace TCP/UDP path, used where XDP is not available.
 //! - `agent`: the composition root of `gateway run`.
 
-pub mod config;
-pub mod maglev;
-pub mod plan;
 pub mod agent;
+pub mod config;
 pub mod dataplane;
 pub mod l4proxy;
+pub mod maglev;
+pub mod plan;

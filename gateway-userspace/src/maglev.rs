@@ -24,7 +24,10 @@ pub fn build(backends: &[Backend], m: u32) -> Vec<u32> {
     if backends.is_empty() {
         return Vec::new();
     }
-    let perms: Vec<(u32, u32)> = backends.iter().map(|b| permutation(b.addr, b.port, m)).collect();
+    let perms: Vec<(u32, u32)> = backends
+        .iter()
+        .map(|b| permutation(b.addr, b.port, m))
+        .collect();
     let max_w = backends.iter().map(|b| b.weight.max(1)).max().unwrap_or(1) as u64;
     let mut next = vec![0u32; backends.len()];
     let mut credit = vec![0u64; backends.len()];
@@ -105,7 +108,11 @@ mod tests {
     fn removing_a_backend_moves_few_other_slots() {
         let all: Vec<Backend> = (1..=10).map(|n| be(n, 1)).collect();
         let before = build(&all, 4099);
-        let fewer: Vec<Backend> = all.iter().filter(|b| b.addr != Ipv4Addr::new(198, 18, 1, 5)).cloned().collect();
+        let fewer: Vec<Backend> = all
+            .iter()
+            .filter(|b| b.addr != Ipv4Addr::new(198, 18, 1, 5))
+            .cloned()
+            .collect();
         let after = build(&fewer, 4099);
         let addr = |bs: &[Backend], i: u32| bs[i as usize].addr;
         let moved = (0..4099)
@@ -113,7 +120,10 @@ mod tests {
             .filter(|&s| addr(&all, before[s]) != addr(&fewer, after[s]))
             .count();
         // Maglev's promise: slots of surviving backends mostly stay put.
-        assert!(moved < 4099 / 10, "{moved} slots of surviving backends moved");
+        assert!(
+            moved < 4099 / 10,
+            "{moved} slots of surviving backends moved"
+        );
     }
 
     #[test]

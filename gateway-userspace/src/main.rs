@@ -1,11 +1,21 @@
 //! `gateway`: the agent binary. Thin: parses flags and hands over to the library.
-use std::{collections::BTreeMap, net::{Ipv4Addr, SocketAddr}, path::PathBuf, process::ExitCode, time::Duration};
+use std::{
+    collections::BTreeMap,
+    net::{Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    process::ExitCode,
+    time::Duration,
+};
 
 use clap::{Parser, Subcommand};
 use gateway::{agent, config, dataplane::Mode, plan::NatMode};
 
 #[derive(Parser)]
-#[command(name = "gateway", version, about = "eBPF-accelerated Istio-compatible gateway data plane")]
+#[command(
+    name = "gateway",
+    version,
+    about = "eBPF-accelerated Istio-compatible gateway data plane"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -57,9 +67,7 @@ enum Cmd {
         reload_ms: u64,
     },
     /// Validate manifests without touching the kernel: exit 0 if valid, else one line per problem.
-    Check {
-        dir: PathBuf,
-    },
+    Check { dir: PathBuf },
     /// Remove the pins of an agent (detaches its XDP program).
     Cleanup {
         #[arg(long, default_value = "/sys/fs/bpf/gateway")]
@@ -78,7 +86,19 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Run { config, ifaces, vips, pin_root, xdp_mode, nat_mode, labels, namespace, admin, cleanup_on_exit, reload_ms } => {
+        Cmd::Run {
+            config,
+            ifaces,
+            vips,
+            pin_root,
+            xdp_mode,
+            nat_mode,
+            labels,
+            namespace,
+            admin,
+            cleanup_on_exit,
+            reload_ms,
+        } => {
             let mut label_map = BTreeMap::new();
             for l in labels {
                 match l.split_once('=') {

@@ -50,9 +50,17 @@ fn sh(args: &str) {
 }
 
 fn env(plan: &Plan) -> Env {
-    assert_eq!(unsafe { libc::geteuid() }, 0, "these tests load BPF programs: run them as root");
+    assert_eq!(
+        unsafe { libc::geteuid() },
+        0,
+        "these tests load BPF programs: run them as root"
+    );
     // Safety: unshare only affects this test's thread, which owns the namespace until it ends.
-    assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare(CLONE_NEWNET)");
+    assert_eq!(
+        unsafe { libc::unshare(libc::CLONE_NEWNET) },
+        0,
+        "unshare(CLONE_NEWNET)"
+    );
     sh("ip link set lo up && ip link add gwd0 type veth peer name gwd1 && ip link set gwd1 up && ip link set gwd0 address 02:00:00:00:00:01 \
         && ip addr add 198.18.1.1/24 dev gwd0 && ip link set gwd0 up \
         && ip neigh add 198.18.1.2 lladdr 02:00:00:00:01:02 dev gwd0 nud permanent \
@@ -76,7 +84,11 @@ fn svc(port: u16, proto: Proto, nat: NatMode, backends: &[([u8; 4], u32)]) -> L4
         hash: HashMode::FiveTuple,
         backends: backends
             .iter()
-            .map(|(a, w)| Backend { addr: Ipv4Addr::from(*a), port: 9000, weight: *w })
+            .map(|(a, w)| Backend {
+                addr: Ipv4Addr::from(*a),
+                port: 9000,
+                weight: *w,
+            })
             .collect(),
         origin: "test".into(),
     }
@@ -90,7 +102,11 @@ fn plan() -> Plan {
             svc(31402, Proto::Tcp, NatMode::Snat, &[]),
             svc(5353, Proto::Udp, NatMode::Snat, &[(B2, 1)]),
         ],
-        local: vec![LocalPort { vip: Ipv4Addr::from(VIP), port: 80, origin: "test".into() }],
+        local: vec![LocalPort {
+            vip: Ipv4Addr::from(VIP),
+            port: 80,
+            origin: "test".into(),
+        }],
     }
 }
 
@@ -99,7 +115,11 @@ fn plan() -> Plan {
 fn csum(data: &[u8], init: u32) -> u16 {
     let mut sum = init;
     for c in data.chunks(2) {
-        let w = if c.len() == 2 { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_be_bytes([c[0], 0]) };
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from_be_bytes([c[0], 0])
+        };
         sum += w as u32;
     }
     while sum >> 16 != 0 {
@@ -117,14 +137,35 @@ fn pseudo(src: &[u8], dst: &[u8], proto: u8, len: usize) -> u32 {
 }
 
 /// Ethernet + IPv4 (no options) + TCP or UDP with correct checksums.
-fn packet(proto: u8, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, tcp_flags: u8, payload: &[u8]) -> Vec<u8> {
+fn packet(
+    proto: u8,
+    src: [u8; 4],
+    sport: u16,
+    dst: [u8; 4],
+    dport: u16,
+    tcp_flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let l4_len = if proto == 6 { 20 } else { 8 } + payload.len();
     let mut p = Vec::new();
     p.extend_from_slice(&NODE_MAC);
     p.extend_from_slice(&CLIENT_MAC);
     p.extend_from_slice(&[0x08, 0x00]);
     let tot = (20 + l4_len) as u16;
-    let mut ip = vec![0x45, 0, (tot >> 8) as u8, tot as u8, 0, 1, 0x40, 0, 64, proto, 0, 0];
+    let mut ip = vec![
+        0x45,
+        0,
+        (tot >> 8) as u8,
+        tot as u8,
+        0,
+        1,
+        0x40,
+        0,
+        64,
+        proto,
+        0,
+        0,
+    ];
     ip.extend_from_slice(&src);
     ip.extend_from_slice(&dst);
     let c = csum(&ip, 0);
@@ -134,7 +175,9 @@ fn packet(proto: u8, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, tcp_fla
     l4.extend_from_slice(&sport.to_be_bytes());
     l4.extend_from_slice(&dport.to_be_bytes());
     if proto == 6 {
-        l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, tcp_flags, 0xff, 0xff, 0, 0, 0, 0]);
+        l4.extend_from_slice(&[
+            0, 0, 0, 1, 0, 0, 0, 0, 0x50, tcp_flags, 0xff, 0xff, 0, 0, 0, 0,
+        ]);
     } else {
         l4.extend_from_slice(&(l4_len as u16).to_be_bytes());
         l4.extend_from_slice(&[0, 0]);
@@ -165,10 +208,17 @@ fn parse(p: &[u8]) -> Parsed {
     assert_eq!(csum(ip, 0), 0, "IPv4 header checksum invalid");
     let proto = ip[9];
     let l4 = &p[34..];
-    let (src, dst): ([u8; 4], [u8; 4]) = (ip[12..16].try_into().unwrap(), ip[16..20].try_into().unwrap());
+    let (src, dst): ([u8; 4], [u8; 4]) = (
+        ip[12..16].try_into().unwrap(),
+        ip[16..20].try_into().unwrap(),
+    );
     let udp_no_csum = proto == 17 && l4[6] == 0 && l4[7] == 0;
     if !udp_no_csum {
-        assert_eq!(csum(l4, pseudo(&src, &dst, proto, l4.len())), 0, "L4 checksum invalid");
+        assert_eq!(
+            csum(l4, pseudo(&src, &dst, proto, l4.len())),
+            0,
+            "L4 checksum invalid"
+        );
     }
     Parsed {
         dmac: p[0..6].try_into().unwrap(),
@@ -211,14 +261,28 @@ fn snat_new_flow_reply_and_established() {
         let mut e = env(&plan());
         let syn = packet(6, CLIENT, 40001, VIP, 31400, SYN, b"");
         let (action, out, _) = e.dp.test_run(&syn).unwrap();
-        assert_eq!(action, XDP_REDIRECT, "new flow goes out of the backend-facing interface");
+        assert_eq!(
+            action, XDP_REDIRECT,
+            "new flow goes out of the backend-facing interface"
+        );
         let o = parse(&out);
         assert!(o.dst == B1 || o.dst == B2, "backend chosen: {:?}", o.dst);
         assert_eq!(o.dport, 9000);
-        assert_eq!(o.src, NODE_B, "snat: source is the egress interface's address");
-        assert!(o.sport >= gateway_common::NAT_PORT_MIN, "snat port {} in range", o.sport);
+        assert_eq!(
+            o.src, NODE_B,
+            "snat: source is the egress interface's address"
+        );
+        assert!(
+            o.sport >= gateway_common::NAT_PORT_MIN,
+            "snat port {} in range",
+            o.sport
+        );
         assert_eq!(o.smac, NODE_MAC);
-        assert_eq!(o.dmac[5], if o.dst == B1 { 2 } else { 3 }, "neighbour MAC of the backend");
+        assert_eq!(
+            o.dmac[5],
+            if o.dst == B1 { 2 } else { 3 },
+            "neighbour MAC of the backend"
+        );
 
         // Same flow again (a retransmitted SYN): same backend, same port.
         let (_, out2, _) = e.dp.test_run(&syn).unwrap();
@@ -239,8 +303,14 @@ fn snat_new_flow_reply_and_established() {
         let (action, out4, _) = e.dp.test_run(&reply).unwrap();
         assert_eq!(action, XDP_TX);
         let r = parse(&out4);
-        assert_eq!((r.src, r.sport, r.dst, r.dport), (VIP, 31400, CLIENT, 40001));
-        assert_eq!(r.dmac, CLIENT_MAC, "reply goes to the MAC the client's packet came from");
+        assert_eq!(
+            (r.src, r.sport, r.dst, r.dport),
+            (VIP, 31400, CLIENT, 40001)
+        );
+        assert_eq!(
+            r.dmac, CLIENT_MAC,
+            "reply goes to the MAC the client's packet came from"
+        );
 
         let st = e.dp.stats().unwrap();
         assert_eq!(st.verdicts["fwd_new"].packets, 2);
@@ -257,7 +327,9 @@ fn snat_new_flow_reply_and_established() {
 fn preserve_source_keeps_client_address() {
     std::thread::spawn(|| {
         let mut e = env(&plan());
-        let (action, out, _) = e.dp.test_run(&packet(6, CLIENT, 40002, VIP, 31401, SYN, b"")).unwrap();
+        let (action, out, _) =
+            e.dp.test_run(&packet(6, CLIENT, 40002, VIP, 31401, SYN, b""))
+                .unwrap();
         assert_eq!(action, XDP_REDIRECT);
         let o = parse(&out);
         assert_eq!((o.src, o.sport, o.dst, o.dport), (CLIENT, 40002, B1, 9000));
@@ -265,7 +337,10 @@ fn preserve_source_keeps_client_address() {
         let (action, out, _) = e.dp.test_run(&reply).unwrap();
         assert_eq!(action, XDP_TX);
         let r = parse(&out);
-        assert_eq!((r.src, r.sport, r.dst, r.dport), (VIP, 31401, CLIENT, 40002));
+        assert_eq!(
+            (r.src, r.sport, r.dst, r.dport),
+            (VIP, 31401, CLIENT, 40002)
+        );
     })
     .join()
     .unwrap();
@@ -300,7 +375,9 @@ fn l7_port_goes_to_local_stack_and_empty_service_drops() {
         let (action, out, _) = e.dp.test_run(&p).unwrap();
         assert_eq!((action, out), (XDP_PASS, p));
         assert_eq!(verdict(&e, "pass_local"), 1);
-        let (action, _, _) = e.dp.test_run(&packet(6, CLIENT, 40004, VIP, 31402, SYN, b"")).unwrap();
+        let (action, _, _) =
+            e.dp.test_run(&packet(6, CLIENT, 40004, VIP, 31402, SYN, b""))
+                .unwrap();
         assert_eq!(action, XDP_DROP);
         assert_eq!(verdict(&e, "drop_no_backend"), 1);
     })
@@ -314,12 +391,12 @@ fn malformed_and_truncated_packets_pass_untouched() {
         let mut e = env(&plan());
         let good = packet(6, CLIENT, 40005, VIP, 31400, SYN, b"");
         let mut cases: Vec<Vec<u8>> = vec![
-            vec![],                 // empty
-            good[..10].to_vec(),    // shorter than Ethernet
-            good[..14].to_vec(),    // Ethernet only
-            good[..30].to_vec(),    // IPv4 header cut
-            good[..40].to_vec(),    // TCP header cut (ports present, flags not)
-            good[..36].to_vec(),    // only source port
+            vec![],              // empty
+            good[..10].to_vec(), // shorter than Ethernet
+            good[..14].to_vec(), // Ethernet only
+            good[..30].to_vec(), // IPv4 header cut
+            good[..40].to_vec(), // TCP header cut (ports present, flags not)
+            good[..36].to_vec(), // only source port
         ];
         let mut arp = good.clone();
         arp[12] = 0x08;
@@ -364,7 +441,9 @@ fn weights_and_consistency_across_flows() {
         let mut b1 = 0;
         let n = 2000;
         for i in 0..n {
-            let (_, out, _) = e.dp.test_run(&packet(6, CLIENT, 20000 + i, VIP, 31400, SYN, b"")).unwrap();
+            let (_, out, _) =
+                e.dp.test_run(&packet(6, CLIENT, 20000 + i, VIP, 31400, SYN, b""))
+                    .unwrap();
             if parse(&out).dst == B1 {
                 b1 += 1;
             }
@@ -384,7 +463,9 @@ fn established_flow_keeps_backend_when_another_is_removed() {
         // Find flows on each backend.
         let mut on = std::collections::HashMap::new();
         for port in 41000..41100u16 {
-            let (_, out, _) = e.dp.test_run(&packet(6, CLIENT, port, VIP, 31400, SYN, b"")).unwrap();
+            let (_, out, _) =
+                e.dp.test_run(&packet(6, CLIENT, port, VIP, 31400, SYN, b""))
+                    .unwrap();
             on.entry(parse(&out).dst).or_insert(port);
         }
         let (p1, p2) = (on[&B1], on[&B2]);
@@ -392,13 +473,19 @@ fn established_flow_keeps_backend_when_another_is_removed() {
         let mut p = plan();
         p.l4[0] = svc(31400, Proto::Tcp, NatMode::Snat, &[(B1, 1)]);
         e.dp.apply(&p).unwrap();
-        let (_, out, _) = e.dp.test_run(&packet(6, CLIENT, p1, VIP, 31400, ACK, b"x")).unwrap();
+        let (_, out, _) =
+            e.dp.test_run(&packet(6, CLIENT, p1, VIP, 31400, ACK, b"x"))
+                .unwrap();
         assert_eq!(parse(&out).dst, B1);
-        let (_, out, _) = e.dp.test_run(&packet(6, CLIENT, p2, VIP, 31400, ACK, b"x")).unwrap();
+        let (_, out, _) =
+            e.dp.test_run(&packet(6, CLIENT, p2, VIP, 31400, ACK, b"x"))
+                .unwrap();
         assert_eq!(parse(&out).dst, B2, "an established flow keeps its backend");
         // New flows only reach B1 now.
         for port in 42000..42050u16 {
-            let (_, out, _) = e.dp.test_run(&packet(6, CLIENT, port, VIP, 31400, SYN, b"")).unwrap();
+            let (_, out, _) =
+                e.dp.test_run(&packet(6, CLIENT, port, VIP, 31400, SYN, b""))
+                    .unwrap();
             assert_eq!(parse(&out).dst, B1);
         }
     })

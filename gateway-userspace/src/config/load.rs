@@ -228,11 +228,9 @@ fn parse_into(file: &Path, text: &str, m: &mut Manifests, errors: &mut Vec<Confi
             api_version,
         };
         let result = match doc_kind {
-            DocKind::Gateway => {
-                typed::<SpecDoc<GatewaySpec>>(de, &ctx, &mut m.warnings).map(|d| {
-                    m.gateways.push(ctx.resource_from(d.metadata, d.spec));
-                })
-            }
+            DocKind::Gateway => typed::<SpecDoc<GatewaySpec>>(de, &ctx, &mut m.warnings).map(|d| {
+                m.gateways.push(ctx.resource_from(d.metadata, d.spec));
+            }),
             DocKind::VirtualService => {
                 typed::<SpecDoc<VirtualServiceSpec>>(de, &ctx, &mut m.warnings).map(|d| {
                     m.virtual_services
@@ -245,17 +243,14 @@ fn parse_into(file: &Path, text: &str, m: &mut Manifests, errors: &mut Vec<Confi
                         .push(ctx.resource_from(d.metadata, d.spec));
                 })
             }
-            DocKind::ServiceEntry => {
-                typed::<SpecDoc<ServiceEntrySpec>>(de, &ctx, &mut m.warnings).map(|d| {
+            DocKind::ServiceEntry => typed::<SpecDoc<ServiceEntrySpec>>(de, &ctx, &mut m.warnings)
+                .map(|d| {
                     m.service_entries
                         .push(ctx.resource_from(d.metadata, d.spec));
-                })
-            }
-            DocKind::Service => {
-                typed::<SpecDoc<ServiceSpec>>(de, &ctx, &mut m.warnings).map(|d| {
-                    m.services.push(ctx.resource_from(d.metadata, d.spec));
-                })
-            }
+                }),
+            DocKind::Service => typed::<SpecDoc<ServiceSpec>>(de, &ctx, &mut m.warnings).map(|d| {
+                m.services.push(ctx.resource_from(d.metadata, d.spec));
+            }),
             DocKind::EndpointSlice => {
                 typed::<EndpointSliceDoc>(de, &ctx, &mut m.warnings).map(|d| {
                     let spec = EndpointSliceSpec {
@@ -326,11 +321,18 @@ fn typed<'de, T: DeserializeOwned>(
         }
         Err(e) => {
             let field = e.path().to_string();
+            let field = if field == "." { String::new() } else { field };
+            // serde_yaml prefixes its message with the same path: keep it once.
+            let message = e.into_inner().to_string();
+            let message = message
+                .strip_prefix(&format!("{field}: "))
+                .map(str::to_string)
+                .unwrap_or(message);
             Err(ConfigError {
                 file: ctx.file.to_path_buf(),
                 resource: ctx.resource.to_string(),
-                field: if field == "." { String::new() } else { field },
-                message: e.into_inner().to_string(),
+                field,
+                message,
             })
         }
     }
@@ -394,11 +396,20 @@ spec:
     #[test]
     fn api_version_aliases() {
         for v in ["v1", "v1beta1", "v1alpha3"] {
-            let yaml = GW.replace("networking.istio.io/v1", &format!("networking.istio.io/{v}"));
+            let yaml = GW.replace(
+                "networking.istio.io/v1",
+                &format!("networking.istio.io/{v}"),
+            );
             let m = load_str("a.yaml", &yaml).unwrap();
             assert_eq!(m.gateways.len(), 1, "{v}");
-            assert_eq!(m.gateways[0].api_version, format!("networking.istio.io/{v}"));
-            assert_eq!(m.gateways[0].spec.servers[0].port.as_ref().unwrap().number, 31400);
+            assert_eq!(
+                m.gateways[0].api_version,
+                format!("networking.istio.io/{v}")
+            );
+            assert_eq!(
+                m.gateways[0].spec.servers[0].port.as_ref().unwrap().number,
+                31400
+            );
         }
     }
 
@@ -416,8 +427,7 @@ spec:
 
     #[test]
     fn unknown_fields_are_warnings_with_paths() {
-        let yaml = GW.replace("    hosts:", "    bogus: 1\n    hosts:")
-            + "status: {}\n";
+        let yaml = GW.replace("    hosts:", "    bogus: 1\n    hosts:") + "status: {}\n";
         let m = load_str("u.yaml", &yaml).unwrap();
         assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
         let w = &m.warnings[0];
@@ -435,7 +445,11 @@ spec:
         let errs = load_str("bad.yaml", yaml).unwrap_err();
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].file, PathBuf::from("bad.yaml"));
-        assert!(errs[0].message.starts_with("YAML syntax error"), "{}", errs[0]);
+        assert!(
+            errs[0].message.starts_with("YAML syntax error"),
+            "{}",
+            errs[0]
+        );
         assert!(errs[0].message.contains("line"), "{}", errs[0]);
     }
 
@@ -446,7 +460,12 @@ spec:
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].resource, "Gateway istio-system/gw");
         assert_eq!(errs[0].field, "spec.servers[0].port.number");
-        assert!(errs[0].message.contains("line 12"), "{}", errs[0]);
+        assert!(
+            errs[0].message.starts_with("invalid type: string \"abc\""),
+            "{}",
+            errs[0]
+        );
+        assert!(errs[0].message.contains("line 11"), "{}", errs[0]);
     }
 
     #[test]
@@ -515,7 +534,11 @@ spec:
         let root = dir.path();
         fs::create_dir_all(root.join("b/sub")).unwrap();
         fs::create_dir_all(root.join("..data")).unwrap();
-        fs::write(root.join("b/sub/z.yml"), GW.replace("name: gw", "name: gw-z")).unwrap();
+        fs::write(
+            root.join("b/sub/z.yml"),
+            GW.replace("name: gw", "name: gw-z"),
+        )
+        .unwrap();
         fs::write(root.join("a.yaml"), GW).unwrap();
         fs::write(root.join("notes.txt"), "not yaml: [").unwrap();
         fs::write(root.join("..data/a.yaml"), GW).unwrap();

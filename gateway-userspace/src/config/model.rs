@@ -33,7 +33,7 @@ pub struct ConfigError {
 
 /// Something accepted but worth telling the operator (unknown field, ignored setting, a route
 /// that leads nowhere). Same shape and display as [`ConfigError`].
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Warning {
     pub file: PathBuf,
     pub resource: String,
@@ -838,7 +838,10 @@ impl Kind for PodInfo {
 // Whole documents, as they appear in YAML (the loader turns them into `Resource`s).
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(
+    rename_all = "camelCase",
+    bound(deserialize = "S: Deserialize<'de> + Default")
+)]
 pub(crate) struct SpecDoc<S> {
     #[serde(default)]
     #[allow(dead_code)] // checked on the untyped value before this parse

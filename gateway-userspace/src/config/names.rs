@@ -65,7 +65,9 @@ fn validate_dns1123_labels(domain: &str) -> Result<(), String> {
             return Ok(());
         }
         if !is_dns1123_label(label) {
-            return Err(format!("domain name {domain:?} invalid (label {label:?} invalid)"));
+            return Err(format!(
+                "domain name {domain:?} invalid (label {label:?} invalid)"
+            ));
         }
     }
     Ok(())
@@ -84,7 +86,9 @@ pub fn validate_wildcard_domain(domain: &str) -> Result<(), String> {
         None => (domain, None),
     };
     if !is_wildcard_dns1123_label(first) {
-        return Err(format!("domain name {domain:?} invalid (label {first:?} invalid)"));
+        return Err(format!(
+            "domain name {domain:?} invalid (label {first:?} invalid)"
+        ));
     }
     match rest {
         Some(rest) => validate_dns1123_labels(rest),
@@ -298,10 +302,7 @@ mod tests {
         assert_eq!(resolve_gateway_name("./gw", "ns"), "ns/gw");
         assert_eq!(resolve_gateway_name("o/gw", "ns"), "o/gw");
         assert_eq!(resolve_gateway_name("mesh", "ns"), "mesh");
-        assert_eq!(
-            resolve_gateway_name("gw.o.svc.cluster.local", "ns"),
-            "o/gw"
-        );
+        assert_eq!(resolve_gateway_name("gw.o.svc.cluster.local", "ns"), "o/gw");
         assert_eq!(resolve_gateway_name("gw.o", "ns"), "o/gw");
     }
 

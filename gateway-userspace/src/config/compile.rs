@@ -1,0 +1,1682 @@
+//! Validated manifests -> [`Plan`], with Istio's gateway semantics:
+//!
+//! * Gateways apply when `selector ⊆` the agent's labels; they (and VirtualServices) are taken in
+//!   creation order (`creationTimestamp`, then name, then namespace). File order is not
+//!   significant.
+//! * Servers are keyed by (vip, port, transport). A server with a `bind` serves only that vip (and
+//!   shadows wildcard servers there, as the more specific listener does). The first server in
+//!   creation order decides the port: HTTP servers merge with HTTP servers and TLS servers with
+//!   TLS servers (one agent-served [`LocalPort`]); a TCP-family or UDP server takes the port alone
+//!   and any later server on it is dropped (Istio `mergeGateways`).
+//! * An L4 server uses the first `tcp` rule of the first bound VirtualService (in creation
+//!   order) whose match passes; no rule means the port is not served (Istio: no listener).
+//!   Matching evaluates `port` and `gateways` like Istio, plus `destinationSubnets` against the
+//!   vip (our extension: Istio's gateway listens on one wildcard address and ignores it; so do
+//!   we for the unspecified vip 0.0.0.0).
+//!   `sourceLabels` is ignored at a gateway, as in Istio.
+//! * Destinations resolve to Kubernetes Services (via EndpointSlices) or STATIC ServiceEntries;
+//!   subsets and the load-balancer hash come from the DestinationRule Istio would pick (§3.20).
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+
+use super::model::*;
+use super::names::*;
+use super::validate::{HTTP_PROTOCOLS, TLS_PROTOCOLS};
+use crate::plan::{Backend, HashMode, L4Service, LocalPort, NatMode, Plan, Proto};
+
+/// Who the agent is: what it serves on and how it matches Gateway selectors.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CompileInput {
+    pub vips: Vec<Ipv4Addr>,
+    /// The agent's own labels (Gateway `selector`s are matched against them).
+    pub labels: BTreeMap<String, String>,
+    /// The agent's namespace: `exportTo` visibility and DestinationRule lookup use it.
+    pub namespace: String,
+    /// For L4 services whose Gateway has no `gateway.dataplane/nat-mode` annotation.
+    pub default_nat: NatMode,
+}
+
+impl Default for CompileInput {
+    fn default() -> Self {
+        CompileInput {
+            vips: Vec::new(),
+            labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
+            namespace: ROOT_NAMESPACE.to_string(),
+            default_nat: NatMode::Snat,
+        }
+    }
+}
+
+/// Compiles manifests that passed `validate` (on others it still terminates, but may skip
+/// whatever is malformed). Returns the plan and what deserves a warning (routes to nowhere,
+/// dropped servers, ...). Deterministic: same manifests in any order give the same plan.
+pub fn compile(m: &Manifests, input: &CompileInput) -> (Plan, Vec<Warning>) {
+    let mut c = Compiler::new(m, input);
+    let plan = c.run();
+    let mut seen = BTreeSet::new();
+    let warnings = c
+        .warnings
+        .into_iter()
+        .filter(|w| seen.insert(w.clone()))
+        .collect();
+    (plan, warnings)
+}
+
+/// Istio's creation order, then the source position so that even invalid duplicates order
+/// deterministically.
+fn creation_order<S>(a: &Resource<S>, b: &Resource<S>) -> Ordering {
+    let ts = |r: &Resource<S>| r.metadata.creation_timestamp.clone().unwrap_or_default();
+    ts(a)
+        .cmp(&ts(b))
+        .then_with(|| a.metadata.name.cmp(&b.metadata.name))
+        .then_with(|| a.metadata.namespace.cmp(&b.metadata.namespace))
+        .then_with(|| a.source.cmp(&b.source))
+}
+
+fn sorted<S>(list: &[Resource<S>]) -> Vec<&Resource<S>> {
+    let mut v: Vec<_> = list.iter().collect();
+    v.sort_by(|a, b| creation_order(a, b));
+    v
+}
+
+/// Visible from `client_ns`? Absent or `*` = everyone; `.` = the owner's namespace; `~` = no one.
+fn exported_to(export_to: &[String], owner_ns: &str, client_ns: &str) -> bool {
+    export_to.is_empty()
+        || export_to
+            .iter()
+            .any(|e| e == "*" || e == client_ns || (e == "." && owner_ns == client_ns))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    Http,
+    Tls,
+    Tcp,
+    Udp,
+}
+
+impl Class {
+    fn of(protocol: &str) -> Class {
+        let p = protocol.to_ascii_uppercase();
+        if HTTP_PROTOCOLS.contains(&p.as_str()) {
+            Class::Http
+        } else if TLS_PROTOCOLS.contains(&p.as_str()) {
+            Class::Tls
+        } else if p == "UDP" {
+            Class::Udp
+        } else {
+            Class::Tcp
+        }
+    }
+
+    /// Which socket family the port lives in: a UDP server never conflicts with TCP ones.
+    fn proto(self) -> Proto {
+        if self == Class::Udp {
+            Proto::Udp
+        } else {
+            Proto::Tcp
+        }
+    }
+}
+
+/// One Gateway server as the compiler sees it.
+struct Srv<'a> {
+    gw: &'a Gateway,
+    index: usize,
+    server: &'a Server,
+    port: u16,
+    class: Class,
+    /// None = all vips.
+    bind: Option<Ipv4Addr>,
+    gw_key: String,
+    /// `Gateway istio-system/gw server tcp-echo:31400`.
+    origin: String,
+}
+
+/// A VirtualService visible to the agent, with names resolved the way Istio does.
+struct Vs<'a> {
+    vs: &'a VirtualService,
+    hosts: Vec<String>,
+    gateways: Vec<String>,
+}
+
+#[derive(Clone, Copy)]
+enum SvcKind<'a> {
+    Kube(&'a Service),
+    Entry(&'a ServiceEntry),
+}
+
+/// A registry service: what a destination host names.
+struct Svc<'a> {
+    kind: SvcKind<'a>,
+    namespace: &'a str,
+}
+
+#[derive(Clone, Debug)]
+struct SvcPort {
+    number: u16,
+    name: String,
+    /// ServiceEntry `targetPort` (0 = unset). Kubernetes ports map through EndpointSlices.
+    target_port: u16,
+}
+
+impl Svc<'_> {
+    fn id(&self) -> String {
+        match self.kind {
+            SvcKind::Kube(s) => s.id(),
+            SvcKind::Entry(s) => s.id(),
+        }
+    }
+
+    fn ports(&self) -> Vec<SvcPort> {
+        match self.kind {
+            SvcKind::Kube(s) => s
+                .spec
+                .ports
+                .iter()
+                .filter_map(|p| {
+                    Some(SvcPort {
+                        number: u16::try_from(p.port).ok()?,
+                        name: p.name.clone(),
+                        target_port: 0,
+                    })
+                })
+                .collect(),
+            SvcKind::Entry(s) => s
+                .spec
+                .ports
+                .iter()
+                .filter_map(|p| {
+                    Some(SvcPort {
+                        number: u16::try_from(p.number).ok()?,
+                        name: p.name.clone(),
+                        target_port: u16::try_from(p.target_port).unwrap_or(0),
+                    })
+                })
+                .collect(),
+        }
+    }
+}
+
+/// An endpoint of a service port.
+struct Ep<'a> {
+    addr: Ipv4Addr,
+    port: u16,
+    weight: u64,
+    labels: Option<&'a Labels>,
+}
+
+/// The DestinationRules that apply to one host, merged as Istio merges them.
+struct MergedDr<'a> {
+    policy: Option<&'a TrafficPolicy>,
+    subsets: Vec<&'a Subset>,
+    ids: Vec<String>,
+}
+
+struct Compiler<'a> {
+    m: &'a Manifests,
+    input: &'a CompileInput,
+    warnings: Vec<Warning>,
+    vss: Vec<Vs<'a>>,
+    registry: BTreeMap<String, Svc<'a>>,
+    pods: BTreeMap<(&'a str, &'a str), &'a Labels>,
+    drs: Vec<&'a DestinationRule>,
+}
+
+impl<'a> Compiler<'a> {
+    fn new(m: &'a Manifests, input: &'a CompileInput) -> Self {
+        let mut c = Compiler {
+            m,
+            input,
+            warnings: Vec::new(),
+            vss: Vec::new(),
+            registry: BTreeMap::new(),
+            pods: BTreeMap::new(),
+            drs: sorted(&m.destination_rules),
+        };
+        c.index_virtual_services();
+        c.index_registry();
+        for p in &m.pods {
+            c.pods.insert((p.namespace(), p.name()), &p.metadata.labels);
+        }
+        c
+    }
+
+    fn warn<S: Kind>(&mut self, r: &Resource<S>, field: impl Into<String>, msg: impl Into<String>) {
+        self.warnings.push(Warning {
+            file: r.source.file.clone(),
+            resource: r.id(),
+            field: field.into(),
+            message: msg.into(),
+        });
+    }
+
+    fn index_virtual_services(&mut self) {
+        let gateway_keys: BTreeSet<String> = self.m.gateways.iter().map(|g| g.key()).collect();
+        for vs in sorted(&self.m.virtual_services) {
+            let ns = vs.namespace();
+            let gateways: Vec<String> = vs
+                .spec
+                .gateways
+                .iter()
+                .map(|g| resolve_gateway_name(g, ns))
+                .collect();
+            for (k, g) in gateways.iter().enumerate() {
+                if g != "mesh" && !gateway_keys.contains(g) {
+                    self.warn(
+                        vs,
+                        format!("spec.gateways[{k}]"),
+                        format!("Gateway {g} not found"),
+                    );
+                }
+            }
+            if !exported_to(&vs.spec.export_to, ns, &self.input.namespace) {
+                continue;
+            }
+            self.vss.push(Vs {
+                vs,
+                hosts: vs
+                    .spec
+                    .hosts
+                    .iter()
+                    .map(|h| resolve_short_name(h, ns))
+                    .collect(),
+                gateways,
+            });
+        }
+    }
+
+    /// Host -> service. Kubernetes Services first, then ServiceEntries in creation order; the
+    /// first claim on a host wins (Istio would merge or pick by namespace: kept simple).
+    fn index_registry(&mut self) {
+        for s in sorted(&self.m.services) {
+            let host = format!("{}.{}.svc.{CLUSTER_DOMAIN}", s.name(), s.namespace());
+            self.registry.entry(host).or_insert(Svc {
+                kind: SvcKind::Kube(s),
+                namespace: s.namespace(),
+            });
+        }
+        for se in sorted(&self.m.service_entries) {
+            if !exported_to(&se.spec.export_to, se.namespace(), &self.input.namespace)
+                || se.spec.export_to.iter().any(|e| e == "~")
+            {
+                continue;
+            }
+            for (j, h) in se.spec.hosts.iter().enumerate() {
+                if let Some(prev) = self.registry.get(h) {
+                    let prev = prev.id();
+                    self.warn(
+                        se,
+                        format!("spec.hosts[{j}]"),
+                        format!("host {h} is already defined by {prev}; ignored here"),
+                    );
+                    continue;
+                }
+                self.registry.insert(
+                    h.clone(),
+                    Svc {
+                        kind: SvcKind::Entry(se),
+                        namespace: se.namespace(),
+                    },
+                );
+            }
+        }
+    }
+
+    fn run(&mut self) -> Plan {
+        let servers = self.servers();
+        let mut vips = self.input.vips.clone();
+        vips.sort();
+        vips.dedup();
+        if vips.is_empty() && !servers.is_empty() {
+            self.warnings.push(Warning {
+                file: Default::default(),
+                resource: String::new(),
+                field: String::new(),
+                message: "no VIPs configured: no Gateway server is served".to_string(),
+            });
+        }
+
+        let mut plan = Plan::default();
+        for &vip in &vips {
+            let keys: BTreeSet<(u16, Proto)> = servers
+                .iter()
+                .filter(|s| s.bind.is_none_or(|b| b == vip))
+                .map(|s| (s.port, s.class.proto()))
+                .collect();
+            for (port, proto) in keys {
+                let on_port = |bind: Option<Ipv4Addr>| -> Vec<&Srv<'a>> {
+                    servers
+                        .iter()
+                        .filter(|s| s.port == port && s.class.proto() == proto && s.bind == bind)
+                        .collect()
+                };
+                // A server bound to this vip is the more specific listener: it shadows the
+                // wildcard servers there.
+                let mut cands = on_port(Some(vip));
+                if cands.is_empty() {
+                    cands = on_port(None);
+                }
+                let first = cands[0];
+                let mut merged = vec![first];
+                for s in &cands[1..] {
+                    if s.class == first.class && matches!(s.class, Class::Http | Class::Tls) {
+                        merged.push(s);
+                    } else {
+                        let msg = format!(
+                            "port {port} on {vip} is already taken by {}; server skipped",
+                            first.origin
+                        );
+                        self.warn(s.gw, format!("spec.servers[{}]", s.index), msg);
+                    }
+                }
+                match first.class {
+                    Class::Http | Class::Tls => plan.local.push(LocalPort {
+                        vip,
+                        port,
+                        origin: merged
+                            .iter()
+                            .map(|s| s.origin.as_str())
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                    }),
+                    Class::Tcp | Class::Udp => {
+                        if let Some(svc) = self.l4_service(first, vip) {
+                            plan.l4.push(svc);
+                        }
+                    }
+                }
+            }
+        }
+        plan.l4.sort_by_key(|s| (s.vip, s.port, s.proto));
+        plan.local.sort();
+        plan
+    }
+
+    /// Servers of the Gateways that select this agent, in creation order.
+    fn servers(&mut self) -> Vec<Srv<'a>> {
+        let mut out = Vec::new();
+        for gw in sorted(&self.m.gateways) {
+            if !labels_subset(&gw.spec.selector, &self.input.labels) {
+                continue;
+            }
+            for (index, server) in gw.spec.servers.iter().enumerate() {
+                let Some(port) = &server.port else { continue };
+                let Ok(number) = u16::try_from(port.number) else {
+                    continue;
+                };
+                if number == 0 {
+                    continue;
+                }
+                let bind = if server.bind.is_empty() {
+                    None
+                } else {
+                    match server.bind.parse::<Ipv4Addr>() {
+                        Ok(ip) if self.input.vips.contains(&ip) => Some(ip),
+                        _ => {
+                            let msg = format!(
+                                "bind {} is not one of this gateway's VIPs; server not served",
+                                server.bind
+                            );
+                            self.warn(gw, format!("spec.servers[{index}].bind"), msg);
+                            continue;
+                        }
+                    }
+                };
+                out.push(Srv {
+                    gw,
+                    index,
+                    server,
+                    port: number,
+                    class: Class::of(&port.protocol),
+                    bind,
+                    gw_key: gw.key(),
+                    origin: format!("Gateway {} server {}:{}", gw.key(), port.name, port.number),
+                });
+            }
+        }
+        out
+    }
+
+    /// Does any server host (as allowed for the VS namespace) overlap any VS host?
+    fn hosts_overlap(srv: &Srv<'_>, vs: &Vs<'_>) -> bool {
+        let vs_ns = vs.vs.namespace();
+        srv.server.hosts.iter().any(|h| {
+            let host = match h.split_once('/') {
+                None => Some(h.as_str()),
+                Some(("*", host)) => Some(host),
+                Some((".", host)) => (srv.gw.namespace() == vs_ns).then_some(host),
+                Some((ns, host)) => (ns == vs_ns).then_some(host),
+            };
+            host.is_some_and(|sh| vs.hosts.iter().any(|vh| host_matches(sh, vh)))
+        })
+    }
+
+    fn match_passes(m: &L4Match, srv: &Srv<'_>, vip: Ipv4Addr, vs_ns: &str) -> bool {
+        let port_ok = m.port == 0 || m.port == i64::from(srv.port);
+        // An unspecified vip (0.0.0.0: listen on every address) has no destination to test, so
+        // the match behaves as in Istio, which ignores destinationSubnets at gateways.
+        let subnet_ok = m.destination_subnets.is_empty()
+            || vip.is_unspecified()
+            || m.destination_subnets
+                .iter()
+                .any(|s| subnet_contains(s, IpAddr::V4(vip)));
+        let gw_ok = m.gateways.is_empty()
+            || m.gateways
+                .iter()
+                .any(|g| resolve_gateway_name(g, vs_ns) == srv.gw_key);
+        port_ok && subnet_ok && gw_ok
+    }
+
+    fn l4_service(&mut self, srv: &Srv<'a>, vip: Ipv4Addr) -> Option<L4Service> {
+        let mut found = None;
+        'vs: for (vi, vs) in self.vss.iter().enumerate() {
+            if !vs.gateways.contains(&srv.gw_key) || !Self::hosts_overlap(srv, vs) {
+                continue;
+            }
+            for (ri, rule) in vs.vs.spec.tcp.iter().enumerate() {
+                if rule.route.is_empty() {
+                    continue;
+                }
+                let ns = vs.vs.namespace();
+                let passes = rule.matches.is_empty()
+                    || rule
+                        .matches
+                        .iter()
+                        .any(|m| Self::match_passes(m, srv, vip, ns));
+                if passes {
+                    found = Some((vi, ri));
+                    break 'vs;
+                }
+            }
+        }
+        let Some((vi, ri)) = found else {
+            let msg = format!(
+                "no VirtualService tcp route matches {} on {vip}; port not served",
+                srv.origin
+            );
+            self.warn(srv.gw, format!("spec.servers[{}]", srv.index), msg);
+            return None;
+        };
+        let vs = self.vss[vi].vs;
+        let rule = &vs.spec.tcp[ri];
+        for (k, m) in rule.matches.iter().enumerate() {
+            if !m.source_labels.is_empty() {
+                self.warn(
+                    vs,
+                    format!("spec.tcp[{ri}].match[{k}].sourceLabels"),
+                    "sourceLabels is not evaluated for tcp routes at a gateway (as in Istio)",
+                );
+            }
+        }
+        let (backends, hash) = self.backends(srv, vs, ri, rule);
+        let nat = match srv
+            .gw
+            .metadata
+            .annotations
+            .get(NAT_MODE_ANNOTATION)
+            .map(String::as_str)
+        {
+            Some("snat") => NatMode::Snat,
+            Some("preserve-source") => NatMode::PreserveSource,
+            _ => self.input.default_nat,
+        };
+        Some(L4Service {
+            vip,
+            port: srv.port,
+            proto: srv.class.proto(),
+            nat,
+            hash,
+            backends,
+            origin: format!("{} -> {} tcp[{ri}]", srv.origin, vs.id()),
+        })
+    }
+
+    /// The backends of one tcp rule: weighted destinations (§3.9) resolved to endpoints.
+    fn backends(
+        &mut self,
+        srv: &Srv<'a>,
+        vs: &'a VirtualService,
+        ri: usize,
+        rule: &'a TcpRoute,
+    ) -> (Vec<Backend>, HashMode) {
+        // One destination takes everything whatever its weight; with several, weight 0 (or
+        // absent) gets nothing.
+        let active: Vec<(usize, &RouteDestination, u64)> = if rule.route.len() == 1 {
+            vec![(0, &rule.route[0], 100)]
+        } else {
+            rule.route
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.weight > 0)
+                .map(|(k, r)| (k, r, r.weight as u64))
+                .collect()
+        };
+        let mut acc: BTreeMap<(Ipv4Addr, u16), u64> = BTreeMap::new();
+        let mut source_ip: Vec<bool> = Vec::new();
+        let several = active.len() > 1;
+        for (k, route, weight) in active {
+            let field = format!("spec.tcp[{ri}].route[{k}].destination");
+            let Some(dest) = &route.destination else {
+                continue;
+            };
+            let lost = if several {
+                "; its share of connections is spread over the other destinations"
+            } else {
+                ""
+            };
+            let host = resolve_short_name(&dest.host, vs.namespace());
+            let Some(svc) = self.registry.get(&host) else {
+                let hint = if !dest.host.contains('.') || host.ends_with(CLUSTER_DOMAIN) {
+                    String::new()
+                } else {
+                    format!(" (names with a dot are not expanded; a Kubernetes Service is {}.svc.{CLUSTER_DOMAIN})", dest.host)
+                };
+                let msg = format!(
+                    "unknown host {host}: no Service or ServiceEntry visible to namespace {}{hint}{lost}",
+                    self.input.namespace
+                );
+                self.warn(vs, format!("{field}.host"), msg);
+                continue;
+            };
+            let svc_id = svc.id();
+            let svc_ns = svc.namespace;
+            let kind = svc.kind;
+            let ports = svc.ports();
+            let sp = match &dest.port {
+                Some(p) => ports.iter().find(|sp| i64::from(sp.number) == p.number),
+                None if ports.len() == 1 => ports.first(),
+                // Istio falls back to the gateway's listener port (§2.2).
+                None => ports.iter().find(|sp| sp.number == srv.port),
+            };
+            let Some(sp) = sp.cloned() else {
+                let wanted = dest.port.as_ref().map_or(i64::from(srv.port), |p| p.number);
+                let msg = format!("{svc_id} has no port {wanted}{lost}");
+                let at = if dest.port.is_some() {
+                    format!("{field}.port.number")
+                } else {
+                    format!("{field}.port")
+                };
+                self.warn(vs, at, msg);
+                continue;
+            };
+            let dr = self.destination_rule(&host, svc_ns);
+            let subset = if dest.subset.is_empty() {
+                None
+            } else {
+                match dr
+                    .as_ref()
+                    .and_then(|d| d.subsets.iter().find(|s| s.name == dest.subset))
+                {
+                    Some(s) => Some(*s),
+                    None => {
+                        let msg = format!(
+                            "unknown subset {} of {host}: no DestinationRule visible here defines it{lost}",
+                            dest.subset
+                        );
+                        self.warn(vs, format!("{field}.subset"), msg);
+                        continue;
+                    }
+                }
+            };
+            source_ip.push(self.uses_source_ip(vs, &field, dr.as_ref(), sp.number, subset));
+
+            let mut eps = self.endpoints(kind, &sp);
+            if let Some(sub) = subset {
+                eps.retain(|e| labels_subset(&sub.labels, e.labels.unwrap_or(&Labels::new())));
+            }
+            if eps.is_empty() {
+                let what = if subset.is_some() {
+                    format!("subset {} of {svc_id} port {}", dest.subset, sp.number)
+                } else {
+                    format!("{svc_id} port {}", sp.number)
+                };
+                self.warn(
+                    vs,
+                    field.clone(),
+                    format!("{what} has no ready endpoints{lost}"),
+                );
+                continue;
+            }
+            let total: u64 = eps.iter().map(|e| e.weight).sum();
+            for e in eps {
+                let num = u128::from(weight) * 1000 * u128::from(e.weight);
+                let den = u128::from(total);
+                let w = ((num + den / 2) / den).max(1);
+                let slot = acc.entry((e.addr, e.port)).or_default();
+                *slot = slot.saturating_add(u64::try_from(w).unwrap_or(u64::MAX));
+            }
+        }
+        let hash = if !source_ip.is_empty() && source_ip.iter().all(|b| *b) {
+            HashMode::SourceIp
+        } else {
+            if source_ip.iter().any(|b| *b) {
+                self.warn(
+                    vs,
+                    format!("spec.tcp[{ri}].route"),
+                    "destinations disagree on consistentHash.useSourceIp; five-tuple hashing used",
+                );
+            }
+            HashMode::FiveTuple
+        };
+        let backends = acc
+            .into_iter()
+            .map(|((addr, port), w)| Backend {
+                addr,
+                port,
+                weight: u32::try_from(w).unwrap_or(u32::MAX),
+            })
+            .collect();
+        (backends, hash)
+    }
+
+    /// Endpoints of a service port (not yet filtered by subset).
+    fn endpoints(&mut self, kind: SvcKind<'a>, sp: &SvcPort) -> Vec<Ep<'a>> {
+        let mut out: Vec<Ep<'a>> = Vec::new();
+        match kind {
+            SvcKind::Kube(svc) => {
+                let mut seen = BTreeSet::new();
+                for es in sorted(&self.m.endpoint_slices) {
+                    if es.namespace() != svc.namespace()
+                        || es.service_name() != Some(svc.name())
+                        || es.spec.address_type != "IPv4"
+                    {
+                        continue;
+                    }
+                    // The slice port carries the Service port's name and the resolved
+                    // targetPort number.
+                    let Some(port) = es
+                        .spec
+                        .ports
+                        .iter()
+                        .find(|p| p.name == sp.name)
+                        .and_then(|p| p.port)
+                        .and_then(|p| u16::try_from(p).ok())
+                    else {
+                        continue;
+                    };
+                    for e in &es.spec.endpoints {
+                        if !e.is_ready() {
+                            continue;
+                        }
+                        // Addresses of one endpoint are fungible; consumers use the first.
+                        let Some(addr) = e.addresses.first().and_then(|a| a.parse().ok()) else {
+                            continue;
+                        };
+                        if !seen.insert((addr, port)) {
+                            continue;
+                        }
+                        let labels = e.target_ref.as_ref().and_then(|r| {
+                            if r.kind != "Pod" {
+                                return None;
+                            }
+                            let ns = if r.namespace.is_empty() {
+                                es.namespace()
+                            } else {
+                                r.namespace.as_str()
+                            };
+                            self.pods.get(&(ns, r.name.as_str())).copied()
+                        });
+                        out.push(Ep {
+                            addr,
+                            port,
+                            weight: 1,
+                            labels,
+                        });
+                    }
+                }
+            }
+            SvcKind::Entry(se) => {
+                if se.spec.resolution() != "STATIC" {
+                    return out; // validation warned: no DNS here
+                }
+                for (i, e) in se.spec.endpoints().iter().enumerate() {
+                    let Ok(addr) = e.address.parse::<Ipv4Addr>() else {
+                        let msg = format!(
+                            "endpoint address {} is not IPv4; not used by this gateway",
+                            e.address
+                        );
+                        self.warn(se, format!("spec.endpoints[{i}].address"), msg);
+                        continue;
+                    };
+                    // Istio: endpoint port by name, else targetPort, else the service port.
+                    let port = e
+                        .ports
+                        .get(&sp.name)
+                        .and_then(|p| u16::try_from(*p).ok())
+                        .or((sp.target_port != 0).then_some(sp.target_port))
+                        .unwrap_or(sp.number);
+                    out.push(Ep {
+                        addr,
+                        port,
+                        weight: if e.weight > 0 { e.weight as u64 } else { 1 },
+                        labels: Some(&e.labels),
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Istio's DestinationRule choice for `host` (§3.20): (1) the agent's namespace (in the root
+    /// namespace only rules with `exportTo: .`), (2) the service's namespace, exported to the
+    /// agent, (3) the root namespace, exported to the agent. Within a step the most specific
+    /// host wins; rules with the same host merge (subsets concatenated, first policy wins).
+    fn destination_rule(&self, host: &str, svc_ns: &str) -> Option<MergedDr<'a>> {
+        let agent_ns = self.input.namespace.as_str();
+        let applies = |dr: &DestinationRule| -> bool {
+            // A workloadSelector restricts the rule to matching workloads (here: this agent).
+            match &dr.spec.workload_selector {
+                None => true,
+                Some(sel) => {
+                    let labels: Labels = sel
+                        .get("matchLabels")
+                        .and_then(|m| serde_yaml::from_value(m.clone()).ok())
+                        .unwrap_or_default();
+                    dr.namespace() == agent_ns && labels_subset(&labels, &self.input.labels)
+                }
+            }
+        };
+        let step1: Vec<&'a DestinationRule> = self
+            .drs
+            .iter()
+            .copied()
+            .filter(|dr| {
+                dr.namespace() == agent_ns
+                    && (agent_ns != ROOT_NAMESPACE || dr.spec.export_to == ["."])
+            })
+            .collect();
+        let exported_from = |ns: &str| -> Vec<&'a DestinationRule> {
+            self.drs
+                .iter()
+                .copied()
+                .filter(|dr| dr.namespace() == ns && exported_to(&dr.spec.export_to, ns, agent_ns))
+                .collect()
+        };
+        for step in [step1, exported_from(svc_ns), exported_from(ROOT_NAMESPACE)] {
+            let step: Vec<_> = step.into_iter().filter(|dr| applies(dr)).collect();
+            if let Some(m) = most_specific(host, &step) {
+                return Some(m);
+            }
+        }
+        None
+    }
+
+    fn uses_source_ip(
+        &mut self,
+        vs: &'a VirtualService,
+        field: &str,
+        dr: Option<&MergedDr<'a>>,
+        port: u16,
+        subset: Option<&'a Subset>,
+    ) -> bool {
+        let Some(dr) = dr else { return false };
+        // Top level, replaced by its port-level entry; then the subset's, replaced by its
+        // port-level entry. A port-level entry without loadBalancer means the default (§3.21).
+        let mut lb = dr.policy.and_then(|tp| match tp.port_level(port) {
+            Some(pl) => pl.load_balancer.as_ref(),
+            None => tp.load_balancer.as_ref(),
+        });
+        if let Some(stp) = subset.and_then(|s| s.traffic_policy.as_ref()) {
+            if let Some(pl) = stp.port_level(port) {
+                lb = pl.load_balancer.as_ref();
+            } else if stp.load_balancer.is_some() {
+                lb = stp.load_balancer.as_ref();
+            }
+        }
+        let Some(ch) = lb.and_then(|lb| lb.consistent_hash.as_ref()) else {
+            return false;
+        };
+        if ch.http_header_name.is_some()
+            || ch.http_cookie.is_some()
+            || ch.http_query_parameter_name.is_some()
+        {
+            let msg = format!(
+                "{}: consistentHash on an HTTP attribute does not apply to L4 traffic; five-tuple hashing used",
+                dr.ids.join(", ")
+            );
+            self.warn(vs, field.to_string(), msg);
+        }
+        ch.use_source_ip == Some(true)
+    }
+}
+
+/// Exact host first, else the longest wildcard covering it; merges rules for that host.
+fn most_specific<'a>(host: &str, drs: &[&'a DestinationRule]) -> Option<MergedDr<'a>> {
+    let resolved = |dr: &DestinationRule| resolve_short_name(&dr.spec.host, dr.namespace());
+    let exact: Vec<&'a DestinationRule> = drs
+        .iter()
+        .copied()
+        .filter(|dr| resolved(dr) == host)
+        .collect();
+    let chosen = if !exact.is_empty() {
+        exact
+    } else {
+        let best = drs
+            .iter()
+            .map(|dr| resolved(dr))
+            .filter(|h| h.starts_with('*') && host_subset_of(host, h))
+            .max_by_key(|h| h.len())?;
+        drs.iter()
+            .copied()
+            .filter(|dr| resolved(dr) == best)
+            .collect()
+    };
+    let mut merged = MergedDr {
+        policy: None,
+        subsets: Vec::new(),
+        ids: Vec::new(),
+    };
+    for dr in chosen {
+        merged.ids.push(dr.id());
+        if merged.policy.is_none() {
+            merged.policy = dr.spec.traffic_policy.as_ref();
+        }
+        for s in &dr.spec.subsets {
+            if !merged.subsets.iter().any(|x| x.name == s.name) {
+                merged.subsets.push(s);
+            }
+        }
+    }
+    Some(merged)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::load::load_str;
+    use super::super::validate::validate;
+    use super::*;
+
+    const VIP1: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const VIP2: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+
+    fn input() -> CompileInput {
+        CompileInput {
+            vips: vec![VIP1],
+            ..CompileInput::default()
+        }
+    }
+
+    fn manifests(yaml: &str) -> Manifests {
+        let m = load_str("t.yaml", yaml).expect("loads");
+        let (errs, _) = validate(&m);
+        assert!(errs.is_empty(), "{errs:#?}");
+        m
+    }
+
+    fn plan_with(yaml: &str, input: &CompileInput) -> (Plan, Vec<Warning>) {
+        compile(&manifests(yaml), input)
+    }
+
+    fn plan(yaml: &str) -> Plan {
+        plan_with(yaml, &input()).0
+    }
+
+    fn b(addr: &str, port: u16, weight: u32) -> Backend {
+        Backend {
+            addr: addr.parse().unwrap(),
+            port,
+            weight,
+        }
+    }
+
+    fn gateway(name: &str, extra_meta: &str, servers: &str) -> String {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: istio-system{extra_meta}}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n{servers}---\n"
+        )
+    }
+
+    fn tcp_gw() -> String {
+        gateway(
+            "gw",
+            "",
+            "  - port: {number: 31400, name: tcp-echo, protocol: TCP}\n    hosts: [\"*\"]\n",
+        )
+    }
+
+    fn vs(name: &str, ns: &str, body: &str) -> String {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n  hosts: [\"*\"]\n{body}---\n"
+        )
+    }
+
+    fn se(name: &str, host: &str, endpoints: &str) -> String {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  hosts: [{host}]\n  resolution: STATIC\n  ports: [{{number: 9000, name: tcp, protocol: TCP}}]\n  endpoints:\n{endpoints}---\n"
+        )
+    }
+
+    const ROUTE_A: &str = "  gateways: [istio-system/gw]\n  tcp:\n  - route:\n    - destination: {host: a.example.com}\n";
+
+    fn se_a() -> String {
+        se("a", "a.example.com", "  - {address: 10.0.0.1}\n")
+    }
+
+    #[test]
+    fn single_destination_origin_and_defaults() {
+        let p = plan(&format!(
+            "{}{}{}",
+            tcp_gw(),
+            vs("echo", "default", ROUTE_A),
+            se_a()
+        ));
+        assert!(p.local.is_empty());
+        assert_eq!(
+            p.l4,
+            [L4Service {
+                vip: VIP1,
+                port: 31400,
+                proto: Proto::Tcp,
+                nat: NatMode::Snat,
+                hash: HashMode::FiveTuple,
+                backends: vec![b("10.0.0.1", 9000, 100_000)],
+                origin: "Gateway istio-system/gw server tcp-echo:31400 -> VirtualService default/echo tcp[0]".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn weighted_split_across_two_service_entries() {
+        let route = "  gateways: [istio-system/gw]\n  tcp:\n  - route:\n    - destination: {host: a.example.com}\n      weight: 80\n    - destination: {host: b.example.com}\n      weight: 20\n";
+        let y = format!(
+            "{}{}{}{}",
+            tcp_gw(),
+            vs("echo", "default", route),
+            se_a(),
+            se(
+                "b",
+                "b.example.com",
+                "  - {address: 10.0.0.2, weight: 1}\n  - {address: 10.0.0.3, weight: 3}\n"
+            )
+        );
+        let p = plan(&y);
+        assert_eq!(
+            p.l4[0].backends,
+            [
+                b("10.0.0.1", 9000, 80_000),
+                b("10.0.0.2", 9000, 5_000),
+                b("10.0.0.3", 9000, 15_000)
+            ]
+        );
+    }
+
+    #[test]
+    fn zero_weight_destination_dropped_and_shared_endpoint_sums() {
+        let route = "  gateways: [istio-system/gw]\n  tcp:\n  - route:\n    - destination: {host: a.example.com}\n    - destination: {host: b.example.com}\n      weight: 50\n    - destination: {host: c.example.com}\n      weight: 50\n";
+        let y = format!(
+            "{}{}{}{}{}",
+            tcp_gw(),
+            vs("echo", "default", route),
+            se_a(),
+            se("b", "b.example.com", "  - {address: 10.0.0.2}\n"),
+            se(
+                "c",
+                "c.example.com",
+                "  - {address: 10.0.0.2}\n  - {address: 10.0.0.4}\n"
+            )
+        );
+        let p = plan(&y);
+        // a has no weight: nothing. 10.0.0.2 gets 50*1000 from b plus 25*1000 from c.
+        assert_eq!(
+            p.l4[0].backends,
+            [b("10.0.0.2", 9000, 75_000), b("10.0.0.4", 9000, 25_000)]
+        );
+    }
+
+    #[test]
+    fn se_endpoint_ports_target_port_and_ipv6() {
+        let y = format!(
+            "{}{}apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: a, namespace: default}}\nspec:\n  hosts: [a.example.com]\n  resolution: STATIC\n  ports: [{{number: 9000, name: tcp, targetPort: 7000}}]\n  endpoints:\n  - {{address: 10.0.0.1, ports: {{tcp: 7001}}}}\n  - {{address: 10.0.0.2}}\n  - {{address: \"2001:db8::1\"}}\n",
+            tcp_gw(),
+            vs("echo", "default", ROUTE_A)
+        );
+        let (p, w) = plan_with(&y, &input());
+        assert_eq!(
+            p.l4[0].backends,
+            [b("10.0.0.1", 7001, 50_000), b("10.0.0.2", 7000, 50_000)]
+        );
+        assert!(
+            w.iter().any(|w| w.field == "spec.endpoints[2].address"),
+            "{w:#?}"
+        );
+    }
+
+    fn dr(name: &str, ns: &str, spec: &str) -> String {
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{name: {name}, namespace: {ns}}}\nspec:\n{spec}---\n"
+        )
+    }
+
+    #[test]
+    fn subsets_by_service_entry_labels() {
+        let route = "  gateways: [istio-system/gw]\n  tcp:\n  - route:\n    - destination: {host: a.example.com, subset: v2}\n";
+        let y = format!(
+            "{}{}{}{}",
+            tcp_gw(),
+            vs("echo", "default", route),
+            se("a", "a.example.com", "  - {address: 10.0.0.1, labels: {version: v1}}\n  - {address: 10.0.0.2, labels: {version: v2, zone: a}}\n"),
+            dr("a", "default", "  host: a.example.com\n  subsets: [{name: v1, labels: {version: v1}}, {name: v2, labels: {version: v2}}]\n")
+        );
+        assert_eq!(plan(&y).l4[0].backends, [b("10.0.0.2", 9000, 100_000)]);
+    }
+
+    fn kube_echo(ready2: &str) -> String {
+        format!(
+            r#"apiVersion: v1
+kind: Service
+metadata: {{name: echo, namespace: apps}}
+spec:
+  selector: {{app: echo}}
+  ports:
+  - {{name: tcp, port: 9000, targetPort: tcp-port}}
+  - {{name: admin, port: 9001, targetPort: 8081}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: echo-x1
+  namespace: apps
+  labels: {{kubernetes.io/service-name: echo}}
+addressType: IPv4
+ports:
+- {{name: tcp, port: 5000, protocol: TCP}}
+- {{name: admin, port: 8081, protocol: TCP}}
+endpoints:
+- addresses: [10.1.0.1]
+  targetRef: {{kind: Pod, name: echo-1, namespace: apps}}
+- addresses: [10.1.0.2]
+  conditions: {{ready: {ready2}}}
+  targetRef: {{kind: Pod, name: echo-2}}
+- addresses: [10.1.0.3]
+  conditions: {{ready: true}}
+  targetRef: {{kind: Pod, name: echo-3}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: echo-1, namespace: apps, labels: {{app: echo, version: v1}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: echo-2, namespace: apps, labels: {{app: echo, version: v2}}}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: echo-3, namespace: apps, labels: {{app: echo, version: v2}}}}
+---
+"#
+        )
+    }
+
+    #[test]
+    fn kube_service_short_name_target_port_and_readiness() {
+        // `echo` in a VS of namespace apps means echo.apps.svc.cluster.local; service port
+        // 9000 maps to the slice port named `tcp` (5000); the not-ready endpoint is left out.
+        let route = "  gateways: [istio-system/gw]\n  tcp:\n  - route:\n    - destination: {host: echo, port: {number: 9000}}\n";
+        let y = format!(
+            "{}{}{}",
+            tcp_gw(),
+            vs("echo", "apps", route),
+            kube_echo("false")
+        );
+        assert_eq!(
+            plan(&y).l4[0].backends,
+            [b("10.1.0.1", 5000, 50_000), b("10.1.0.3", 5000, 50_000)]
+        );
+        // Port by name: 9001 -> admin -> 8081; all ready.
+        let route = route.replace("9000", "9001");
+        let y = format!(
+            "{}{}{}",
+            tcp_gw(),
+            vs("echo", "apps", &route),
+            kube_echo("true")
+        );
+        let backends = &plan(&y).l4[0].backends;
+        assert_eq!(backends.len(), 3);
+        assert!(backends.iter().all(|b| b.port == 8081));
+    }
+
+    #[test]
+    fn short_name_resolves_in_vs_namespace_only() {
+        let route = "  gateways: [istio-system/gw]\n  tcp:\n  - route:\n    - destination: {host: echo, port: {number: 9000}}\n";
+        // From namespace default, `echo` is echo.default...: unknown, empty backends.
+        let y = format!(
+            "{}{}{}",
+            tcp_gw(),
+            vs("echo", "default", route),
+            kube_echo("true")
+        );
+        let (p, w) = plan_with(&y, &input());
+        assert_eq!(p.l4.len(), 1);
+        assert!(p.l4[0].backends.is_empty());
+        assert!(
+            w.iter().any(|w| w.resource == "VirtualService default/echo"
+                && w.field == "spec.tcp[0].route[0].destination.host"
+                && w.message
+                    .contains("unknown host echo.default.svc.cluster.local")),
+            "{w:#?}"
+        );
+        // The FQDN works from anywhere.
+        let route = route.replace("host: echo", "host: echo.apps.svc.cluster.local");
+        let y = format!(
+            "{}{}{}",
+            tcp_gw(),
+            vs("echo", "default", &route),
+            kube_echo("true")
+        );
+        assert_eq!(plan(&y).l4[0].backends.len(), 3);
+    }
+
+    #[test]
+    fn subsets_by_pod_labels_via_target_ref() {
+        let route = "  gateways: [istio-system/gw]\n  tcp:\n  - route:\n    - destination: {host: echo, subset: v2, port: {number: 9000}}\n";
+        let y = format!(
+            "{}{}{}{}",
+            tcp_gw(),
+            vs("echo", "apps", route),
+            kube_echo("true"),
+            dr(
+                "echo",
+                "apps",
+                "  host: echo\n  subsets: [{name: v2, labels: {version: v2}}]\n"
+            )
+        );
+        assert_eq!(
+            plan(&y).l4[0].backends,
+            [b("10.1.0.2", 5000, 50_000), b("10.1.0.3", 5000, 50_000)]
+        );
+    }
+
+    #[test]
+    fn unknown_subset_and_no_endpoints_warn_and_keep_service() {
+        let route = "  gateways: [istio-system/gw]\n  tcp:\n  - route:\n    - destination: {host: a.example.com, subset: nope}\n";
+        let y = format!("{}{}{}", tcp_gw(), vs("echo", "default", route), se_a());
+        let (p, w) = plan_with(&y, &input());
+        assert_eq!(p.l4.len(), 1);
+        assert!(p.l4[0].backends.is_empty());
+        assert!(
+            w.iter()
+                .any(|w| w.field == "spec.tcp[0].route[0].destination.subset"
+                    && w.message.contains("unknown subset nope")),
+            "{w:#?}"
+        );
+    }
+
+    #[test]
+    fn only_the_first_matching_tcp_rule_is_used() {
+        let route = "  gateways: [istio-system/gw]\n  tcp:\n  - match: [{port: 1234}]\n    route: [{destination: {host: b.example.com}}]\n  - match: [{port: 31400}]\n    route: [{destination: {host: a.example.com}}]\n  - route: [{destination: {host: b.example.com}}]\n";
+        let y = format!(
+            "{}{}{}{}",
+            tcp_gw(),
+            vs("echo", "default", route),
+            se_a(),
+            se("b", "b.example.com", "  - {address: 10.0.0.2}\n")
+        );
+        let p = plan(&y);
+        assert_eq!(p.l4[0].backends, [b("10.0.0.1", 9000, 100_000)]);
+        assert!(p.l4[0]
+            .origin
+            .ends_with("VirtualService default/echo tcp[1]"));
+    }
+
+    #[test]
+    fn first_virtual_service_in_creation_order_wins() {
+        let a = vs("v-a", "default", ROUTE_A).replace(
+            "namespace: default}",
+            "namespace: default, creationTimestamp: \"2024-02-01T00:00:00Z\"}",
+        );
+        let b_route = ROUTE_A.replace("a.example.com", "b.example.com");
+        let b_vs = vs("v-b", "default", &b_route).replace(
+            "namespace: default}",
+            "namespace: default, creationTimestamp: \"2024-01-01T00:00:00Z\"}",
+        );
+        let y = format!(
+            "{}{a}{b_vs}{}{}",
+            tcp_gw(),
+            se_a(),
+            se("b", "b.example.com", "  - {address: 10.0.0.2}\n")
+        );
+        let p = plan(&y);
+        assert_eq!(p.l4[0].backends, [b("10.0.0.2", 9000, 100_000)]);
+        assert!(p.l4[0].origin.contains("VirtualService default/v-b"));
+    }
+
+    #[test]
+    fn port_match_selects_per_server() {
+        let gw = gateway(
+            "gw",
+            "",
+            "  - port: {number: 31400, name: a, protocol: TCP}\n    hosts: [\"*\"]\n  - port: {number: 31401, name: b, protocol: TCP}\n    hosts: [\"*\"]\n  - port: {number: 31402, name: c, protocol: TCP}\n    hosts: [\"*\"]\n",
+        );
+        let route = "  gateways: [istio-system/gw]\n  tcp:\n  - match: [{port: 31400}]\n    route: [{destination: {host: a.example.com}}]\n  - match: [{port: 31401}]\n    route: [{destination: {host: b.example.com}}]\n";
+        let y = format!(
+            "{gw}{}{}{}",
+            vs("echo", "default", route),
+            se_a(),
+            se("b", "b.example.com", "  - {address: 10.0.0.2}\n")
+        );
+        let (p, w) = plan_with(&y, &input());
+        let got: Vec<_> =
+            p.l4.iter()
+                .map(|s| (s.port, s.backends[0].addr.to_string()))
+                .collect();
+        assert_eq!(
+            got,
+            [
+                (31400, "10.0.0.1".to_string()),
+                (31401, "10.0.0.2".to_string())
+            ]
+        );
+        // 31402 has no rule: not served, with a warning.
+        assert!(
+            w.iter()
+                .any(|w| w.field == "spec.servers[2]" && w.message.contains("port not served")),
+            "{w:#?}"
+        );
+    }
+
+    #[test]
+    fn destination_subnets_per_vip() {
+        let route = "  gateways: [istio-system/gw]\n  tcp:\n  - match: [{destinationSubnets: [192.0.2.2/32]}]\n    route: [{destination: {host: b.example.com}}]\n  - route: [{destination: {host: a.example.com}}]\n";
+        let y = format!(
+            "{}{}{}{}",
+            tcp_gw(),
+            vs("echo", "default", route),
+            se_a(),
+            se("b", "b.example.com", "  - {address: 10.0.0.2}\n")
+        );
+        let inp = CompileInput {
+            vips: vec![VIP2, VIP1],
+            ..input()
+        };
+        let (p, _) = plan_with(&y, &inp);
+        let got: Vec<_> =
+            p.l4.iter()
+                .map(|s| (s.vip, s.backends[0].addr.to_string()))
+                .collect();
+        assert_eq!(
+            got,
+            [
+                (VIP1, "10.0.0.1".to_string()),
+                (VIP2, "10.0.0.2".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn destination_subnets_ignored_on_unspecified_vip() {
+        let route = "  gateways: [istio-system/gw]\n  tcp:\n  - match: [{destinationSubnets: [192.0.2.2/32]}]\n    route: [{destination: {host: a.example.com}}]\n";
+        let y = format!("{}{}{}", tcp_gw(), vs("echo", "default", route), se_a());
+        let inp = CompileInput {
+            vips: vec![Ipv4Addr::UNSPECIFIED],
+            ..input()
+        };
+        let (p, _) = plan_with(&y, &inp);
+        assert_eq!(p.l4.len(), 1);
+        assert_eq!(p.l4[0].vip, Ipv4Addr::UNSPECIFIED);
+    }
+
+    #[test]
+    fn match_gateways_restricts_the_rule() {
+        let route = "  gateways: [istio-system/gw, other]\n  tcp:\n  - match: [{gateways: [other]}]\n    route: [{destination: {host: b.example.com}}]\n  - route: [{destination: {host: a.example.com}}]\n";
+        let other = gateway(
+            "other",
+            "",
+            "  - port: {number: 1, name: x, protocol: TCP}\n    hosts: [\"*\"]\n",
+        )
+        .replace("namespace: istio-system", "namespace: default")
+        .replace("istio: ingressgateway", "app: none");
+        let y = format!(
+            "{}{other}{}{}{}",
+            tcp_gw(),
+            vs("echo", "default", route),
+            se_a(),
+            se("b", "b.example.com", "  - {address: 10.0.0.2}\n")
+        );
+        assert_eq!(plan(&y).l4[0].backends, [b("10.0.0.1", 9000, 100_000)]);
+    }
+
+    #[test]
+    fn gateway_selector_not_matching_gives_nothing() {
+        let y = format!(
+            "{}{}{}",
+            tcp_gw().replace("istio: ingressgateway", "istio: egressgateway"),
+            vs("echo", "default", ROUTE_A),
+            se_a()
+        );
+        let (p, _) = plan_with(&y, &input());
+        assert_eq!(p, Plan::default());
+        // An empty selector selects every workload.
+        let y = format!(
+            "{}{}{}",
+            tcp_gw().replace("selector: {istio: ingressgateway}", "selector: {}"),
+            vs("echo", "default", ROUTE_A),
+            se_a()
+        );
+        assert_eq!(plan(&y).l4.len(), 1);
+    }
+
+    #[test]
+    fn vs_without_gateways_is_not_bound() {
+        let route = "  tcp:\n  - route:\n    - destination: {host: a.example.com}\n";
+        let y = format!(
+            "{}{}{}",
+            tcp_gw(),
+            vs("echo", "default", route).replace("hosts: [\"*\"]", "hosts: [a.example.com]"),
+            se_a()
+        );
+        let (p, w) = plan_with(&y, &input());
+        assert!(p.l4.is_empty());
+        assert!(w.iter().any(|w| w.message.contains("port not served")));
+    }
+
+    #[test]
+    fn export_to_and_host_namespace_binding() {
+        // exportTo: [.] from namespace default is not visible to istio-system.
+        let y = format!(
+            "{}{}{}",
+            tcp_gw(),
+            vs(
+                "echo",
+                "default",
+                &format!("  exportTo: [\".\"]\n{ROUTE_A}")
+            ),
+            se_a()
+        );
+        assert!(plan(&y).l4.is_empty());
+        // Server host restricted to namespace apps: a VS in default does not bind...
+        let gw = tcp_gw().replace("hosts: [\"*\"]", "hosts: [\"apps/*\"]");
+        let y = format!("{gw}{}{}", vs("echo", "default", ROUTE_A), se_a());
+        assert!(plan(&y).l4.is_empty());
+        // ...one in apps does.
+        let y = format!("{gw}{}{}", vs("echo", "apps", ROUTE_A), se_a());
+        assert_eq!(plan(&y).l4.len(), 1);
+        // VS hosts must overlap the server hosts.
+        let gw = tcp_gw().replace("hosts: [\"*\"]", "hosts: [\"*.example.com\"]");
+        let other =
+            vs("echo", "default", ROUTE_A).replace("hosts: [\"*\"]", "hosts: [x.other.org]");
+        assert!(plan(&format!("{gw}{other}{}", se_a())).l4.is_empty());
+        let ok =
+            vs("echo", "default", ROUTE_A).replace("hosts: [\"*\"]", "hosts: [tcp.example.com]");
+        assert_eq!(plan(&format!("{gw}{ok}{}", se_a())).l4.len(), 1);
+    }
+
+    #[test]
+    fn udp_server_uses_tcp_rules() {
+        let gw = gateway(
+            "gw",
+            "",
+            "  - port: {number: 5353, name: dns, protocol: UDP}\n    hosts: [\"*\"]\n  - port: {number: 5353, name: dns-tcp, protocol: TCP}\n    hosts: [\"*\"]\n",
+        );
+        let y = format!("{gw}{}{}", vs("echo", "default", ROUTE_A), se_a());
+        let p = plan(&y);
+        let got: Vec<_> = p.l4.iter().map(|s| (s.port, s.proto)).collect();
+        assert_eq!(got, [(5353, Proto::Tcp), (5353, Proto::Udp)]);
+        assert_eq!(p.l4[1].backends, [b("10.0.0.1", 9000, 100_000)]);
+    }
+
+    #[test]
+    fn l7_servers_become_local_ports() {
+        let gw = gateway(
+            "gw",
+            "",
+            "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [\"*\"]\n    tls: {mode: SIMPLE, credentialName: c}\n  - port: {number: 443, name: https-2, protocol: HTTPS}\n    hosts: [\"b.example.com\"]\n    tls: {mode: PASSTHROUGH}\n",
+        );
+        let inp = CompileInput {
+            vips: vec![VIP1, VIP2],
+            ..input()
+        };
+        let (p, _) = plan_with(&gw, &inp);
+        assert!(p.l4.is_empty());
+        let got: Vec<_> = p.local.iter().map(|l| (l.vip, l.port)).collect();
+        assert_eq!(got, [(VIP1, 80), (VIP1, 443), (VIP2, 80), (VIP2, 443)]);
+        assert_eq!(
+            p.local[1].origin,
+            "Gateway istio-system/gw server https:443; Gateway istio-system/gw server https-2:443"
+        );
+    }
+
+    #[test]
+    fn later_conflicting_server_is_dropped() {
+        let first = gateway(
+            "a",
+            ", creationTimestamp: \"2024-01-01T00:00:00Z\"",
+            "  - port: {number: 31400, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n",
+        );
+        let second = gateway(
+            "b",
+            ", creationTimestamp: \"2024-02-01T00:00:00Z\"",
+            "  - port: {number: 31400, name: tcp, protocol: TCP}\n    hosts: [\"*\"]\n",
+        );
+        let route = "  gateways: [istio-system/a, istio-system/b]\n  tcp:\n  - route: [{destination: {host: a.example.com}}]\n";
+        let y = format!("{second}{first}{}{}", vs("echo", "default", route), se_a());
+        let (p, w) = plan_with(&y, &input());
+        assert!(p.l4.is_empty());
+        assert_eq!(p.local.len(), 1);
+        assert!(
+            w.iter()
+                .any(|w| w.resource == "Gateway istio-system/b"
+                    && w.message.contains("already taken")),
+            "{w:#?}"
+        );
+    }
+
+    #[test]
+    fn bind_limits_server_to_one_vip() {
+        let gw = gateway(
+            "gw",
+            "",
+            "  - port: {number: 31400, name: tcp, protocol: TCP}\n    hosts: [\"*\"]\n    bind: 192.0.2.2\n  - port: {number: 31401, name: other, protocol: TCP}\n    hosts: [\"*\"]\n    bind: 10.9.9.9\n",
+        );
+        let inp = CompileInput {
+            vips: vec![VIP1, VIP2],
+            ..input()
+        };
+        let (p, w) = plan_with(
+            &format!("{gw}{}{}", vs("echo", "default", ROUTE_A), se_a()),
+            &inp,
+        );
+        let got: Vec<_> = p.l4.iter().map(|s| (s.vip, s.port)).collect();
+        assert_eq!(got, [(VIP2, 31400)]);
+        assert!(
+            w.iter().any(|w| w.field == "spec.servers[1].bind"),
+            "{w:#?}"
+        );
+    }
+
+    #[test]
+    fn use_source_ip_gives_source_ip_hash() {
+        let y = format!(
+            "{}{}{}{}",
+            tcp_gw(),
+            vs("echo", "default", ROUTE_A),
+            se_a(),
+            dr("a", "default", "  host: a.example.com\n  trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true}}}\n")
+        );
+        assert_eq!(plan(&y).l4[0].hash, HashMode::SourceIp);
+        // A subset policy overrides the top-level one.
+        let route = "  gateways: [istio-system/gw]\n  tcp:\n  - route:\n    - destination: {host: a.example.com, subset: s}\n";
+        let y = format!(
+            "{}{}{}{}",
+            tcp_gw(),
+            vs("echo", "default", route),
+            se_a(),
+            dr("a", "default", "  host: a.example.com\n  trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true}}}\n  subsets: [{name: s, trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}}]\n")
+        );
+        assert_eq!(plan(&y).l4[0].hash, HashMode::FiveTuple);
+        // A port-level entry replaces the top-level load balancer for its port.
+        let y = format!(
+            "{}{}{}{}",
+            tcp_gw(),
+            vs("echo", "default", ROUTE_A),
+            se_a(),
+            dr("a", "default", "  host: a.example.com\n  trafficPolicy:\n    loadBalancer: {simple: RANDOM}\n    portLevelSettings: [{port: {number: 9000}, loadBalancer: {consistentHash: {useSourceIp: true}}}]\n")
+        );
+        assert_eq!(plan(&y).l4[0].hash, HashMode::SourceIp);
+    }
+
+    #[test]
+    fn destination_rule_lookup_order() {
+        // A DR in the agent namespace (not the root one) beats the service's namespace.
+        let y = format!(
+            "{}{}{}{}{}",
+            tcp_gw(),
+            vs("echo", "default", ROUTE_A),
+            se_a(),
+            dr("a", "default", "  host: a.example.com\n  trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true}}}\n"),
+            dr("a-local", "gw-ns", "  host: \"*.example.com\"\n  trafficPolicy: {loadBalancer: {simple: RANDOM}}\n")
+        );
+        let inp = CompileInput {
+            namespace: "gw-ns".into(),
+            ..input()
+        };
+        assert_eq!(plan_with(&y, &inp).0.l4[0].hash, HashMode::FiveTuple);
+        // In the root namespace only `exportTo: .` rules come first; others rank after the
+        // service's namespace.
+        let y = format!(
+            "{}{}{}{}{}",
+            tcp_gw(),
+            vs("echo", "default", ROUTE_A),
+            se_a(),
+            dr("a", "default", "  host: a.example.com\n  trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true}}}\n"),
+            dr("a-root", "istio-system", "  host: a.example.com\n  trafficPolicy: {loadBalancer: {simple: RANDOM}}\n")
+        );
+        assert_eq!(plan(&y).l4[0].hash, HashMode::SourceIp);
+        let y = y.replace("  host: a.example.com\n  trafficPolicy: {loadBalancer: {simple: RANDOM}}", "  host: a.example.com\n  exportTo: [\".\"]\n  trafficPolicy: {loadBalancer: {simple: RANDOM}}");
+        assert_eq!(plan(&y).l4[0].hash, HashMode::FiveTuple);
+    }
+
+    #[test]
+    fn disagreeing_hash_policies_fall_back_with_warning() {
+        let route = "  gateways: [istio-system/gw]\n  tcp:\n  - route:\n    - destination: {host: a.example.com}\n      weight: 1\n    - destination: {host: b.example.com}\n      weight: 1\n";
+        let y = format!(
+            "{}{}{}{}{}",
+            tcp_gw(),
+            vs("echo", "default", route),
+            se_a(),
+            se("b", "b.example.com", "  - {address: 10.0.0.2}\n"),
+            dr("a", "default", "  host: a.example.com\n  trafficPolicy: {loadBalancer: {consistentHash: {useSourceIp: true}}}\n")
+        );
+        let (p, w) = plan_with(&y, &input());
+        assert_eq!(p.l4[0].hash, HashMode::FiveTuple);
+        assert!(w.iter().any(|w| w.message.contains("disagree")));
+    }
+
+    #[test]
+    fn nat_annotation_overrides_default() {
+        let gw = gateway(
+            "gw",
+            ", annotations: {gateway.dataplane/nat-mode: preserve-source}",
+            "  - port: {number: 31400, name: tcp-echo, protocol: TCP}\n    hosts: [\"*\"]\n",
+        );
+        let y = format!("{gw}{}{}", vs("echo", "default", ROUTE_A), se_a());
+        assert_eq!(plan(&y).l4[0].nat, NatMode::PreserveSource);
+        let inp = CompileInput {
+            default_nat: NatMode::PreserveSource,
+            ..input()
+        };
+        let gw = gw.replace("preserve-source", "snat");
+        let y = format!("{gw}{}{}", vs("echo", "default", ROUTE_A), se_a());
+        assert_eq!(plan_with(&y, &inp).0.l4[0].nat, NatMode::Snat);
+        let y = format!("{}{}{}", tcp_gw(), vs("echo", "default", ROUTE_A), se_a());
+        assert_eq!(plan_with(&y, &inp).0.l4[0].nat, NatMode::PreserveSource);
+    }
+
+    #[test]
+    fn deterministic_regardless_of_file_order() {
+        let docs = [
+            gateway("gw", "", "  - port: {number: 31400, name: a, protocol: TCP}\n    hosts: [\"*\"]\n  - port: {number: 80, name: h, protocol: HTTP}\n    hosts: [\"*\"]\n  - port: {number: 5000, name: u, protocol: UDP}\n    hosts: [\"*\"]\n"),
+            vs("v1", "default", "  gateways: [istio-system/gw]\n  tcp:\n  - route:\n    - destination: {host: a.example.com}\n      weight: 30\n    - destination: {host: b.example.com}\n      weight: 70\n"),
+            vs("v2", "default", "  gateways: [istio-system/gw]\n  tcp:\n  - route: [{destination: {host: b.example.com}}]\n"),
+            se_a(),
+            se("b", "b.example.com", "  - {address: 10.0.0.9}\n  - {address: 10.0.0.2}\n"),
+        ];
+        let inp = CompileInput {
+            vips: vec![VIP2, VIP1],
+            ..input()
+        };
+        let forward: String = docs.concat();
+        let backward: String = docs.iter().rev().cloned().collect();
+        let (p1, w1) = compile(&manifests(&forward), &inp);
+        let (p2, w2) = compile(&manifests(&backward), &inp);
+        assert_eq!(p1, p2);
+        assert_eq!(w1.len(), w2.len());
+        // Sorted output, and v1 (name order) wins.
+        let keys: Vec<_> = p1.l4.iter().map(|s| (s.vip, s.port, s.proto)).collect();
+        let mut sorted_keys = keys.clone();
+        sorted_keys.sort();
+        assert_eq!(keys, sorted_keys);
+        assert_eq!(keys.len(), 4);
+        assert!(p1
+            .l4
+            .iter()
+            .all(|s| s.origin.contains("VirtualService default/v1")));
+        assert_eq!(
+            p1.l4[0]
+                .backends
+                .iter()
+                .map(|b| b.addr.to_string())
+                .collect::<Vec<_>>(),
+            ["10.0.0.1", "10.0.0.2", "10.0.0.9"]
+        );
+        assert_eq!(p1.local.len(), 2);
+    }
+
+    #[test]
+    fn dns_service_entry_has_no_endpoints() {
+        let y = format!(
+            "{}{}apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: a, namespace: default}}\nspec:\n  hosts: [a.example.com]\n  resolution: DNS\n  ports: [{{number: 9000, name: http, protocol: HTTP}}]\n",
+            tcp_gw(),
+            vs("echo", "default", ROUTE_A)
+        );
+        let (p, w) = plan_with(&y, &input());
+        assert!(p.l4[0].backends.is_empty());
+        assert!(
+            w.iter().any(|w| w.message.contains("no ready endpoints")),
+            "{w:#?}"
+        );
+    }
+
+    #[test]
+    fn dotted_short_name_is_not_expanded() {
+        let route = "  gateways: [istio-system/gw]\n  tcp:\n  - route:\n    - destination: {host: echo.apps, port: {number: 9000}}\n";
+        let y = format!(
+            "{}{}{}",
+            tcp_gw(),
+            vs("echo", "default", route),
+            kube_echo("true")
+        );
+        let (p, w) = plan_with(&y, &input());
+        assert!(p.l4[0].backends.is_empty());
+        assert!(
+            w.iter()
+                .any(|w| w.message.contains("echo.apps.svc.cluster.local")),
+            "{w:#?}"
+        );
+    }
+
+    #[test]
+    fn destination_port_rules() {
+        // No port and several service ports: the server port is used (here: not a service
+        // port, so nothing).
+        let route = "  gateways: [istio-system/gw]\n  tcp:\n  - route:\n    - destination: {host: echo.apps.svc.cluster.local}\n";
+        let y = format!(
+            "{}{}{}",
+            tcp_gw(),
+            vs("echo", "default", route),
+            kube_echo("true")
+        );
+        let (p, w) = plan_with(&y, &input());
+        assert!(p.l4[0].backends.is_empty());
+        assert!(
+            w.iter()
+                .any(|w| w.field == "spec.tcp[0].route[0].destination.port"
+                    && w.message.contains("has no port 31400")),
+            "{w:#?}"
+        );
+        // A single-port service needs no port.
+        let y = format!("{}{}{}", tcp_gw(), vs("echo", "default", ROUTE_A), se_a());
+        assert_eq!(plan(&y).l4[0].backends.len(), 1);
+    }
+}
