@@ -19,6 +19,8 @@ pub mod maps {
 
 /// Name of the XDP program in the object.
 pub const XDP_PROGRAM: &str = "gateway_xdp";
+/// An empty XDP program in the same object, the baseline for per-packet timing.
+pub const XDP_BASELINE_PROGRAM: &str = "gateway_xdp_baseline";
 
 /// Services (VIP, port, protocol) the data plane owns, L4 and L7 alike.
 pub const MAX_SERVICES: u32 = 1024;

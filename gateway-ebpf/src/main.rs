@@ -36,6 +36,13 @@ pub fn gateway_xdp(ctx: XdpContext) -> u32 {
     action
 }
 
+/// An empty program: the baseline that benchmarks subtract from `gateway_xdp`'s run time
+/// (BPF_PROG_TEST_RUN's own cost per call). Never attached.
+#[xdp]
+pub fn gateway_xdp_baseline(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
 /// Returns the XDP action and the verdict reason.
 #[inline(always)]
 fn process(ctx: &XdpContext) -> (u32, u32) {
