@@ -67,3 +67,22 @@ pub fn test_backend_bin() -> anyhow::Result<PathBuf> {
         .cloned()
         .ok_or_else(|| anyhow::anyhow!("test-backend binary not found (looked at {candidates:?}); `cargo build -p gateway-tests --bins`"))
 }
+
+/// Polls `cond` every 50 ms until it returns true; fails after `timeout` or on its first error.
+pub fn wait_until(
+    timeout: std::time::Duration,
+    what: &str,
+    mut cond: impl FnMut() -> anyhow::Result<bool>,
+) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if cond()? {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}

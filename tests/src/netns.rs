@@ -22,7 +22,11 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 /// At most 12 characters, so a 3-character suffix still fits an interface name; tests running in
 /// parallel (and other processes running these tests) never collide.
 pub fn unique_prefix(tag: &str) -> String {
-    let tag: String = tag.chars().filter(char::is_ascii_alphanumeric).take(2).collect();
+    let tag: String = tag
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(2)
+        .collect();
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!("gw{tag}{:x}{:x}", std::process::id(), n % 256)
 }
@@ -34,9 +38,14 @@ pub struct Netns {
 
 impl Netns {
     pub fn new(name: &str) -> anyhow::Result<Self> {
-        anyhow::ensure!(name.len() <= IFNAME_MAX, "netns name {name:?} longer than {IFNAME_MAX}");
+        anyhow::ensure!(
+            name.len() <= IFNAME_MAX,
+            "netns name {name:?} longer than {IFNAME_MAX}"
+        );
         run("ip", &["netns", "add", name])?;
-        Ok(Netns { name: name.to_string() })
+        Ok(Netns {
+            name: name.to_string(),
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -64,9 +73,15 @@ impl Netns {
 
     /// Starts a long-running process inside. `ip netns exec` execs the program in place, so the
     /// guard's PID is the program's own and kill-by-PID reaches it.
-    pub fn spawn(&self, program: &str, args: &[&str], capture_stdout: bool) -> anyhow::Result<ChildGuard> {
+    pub fn spawn(
+        &self,
+        program: &str,
+        args: &[&str],
+        capture_stdout: bool,
+    ) -> anyhow::Result<ChildGuard> {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", self.name.as_str(), program]).args(args);
+        cmd.args(["netns", "exec", self.name.as_str(), program])
+            .args(args);
         ChildGuard::spawn(cmd, capture_stdout)
     }
 
@@ -77,21 +92,39 @@ impl Netns {
         F: FnOnce() -> anyhow::Result<R> + Send + 'static,
         R: Send + 'static,
     {
-        let path = self.path();
-        let h = thread::Builder::new()
-            .name(format!("in-{}", self.name))
+        run_in_path(self.path(), f)
+    }
+}
+
+/// [`Netns::run_in`] by namespace path (for holders that keep only the path).
+pub fn run_in_path<F, R>(path: PathBuf, f: F) -> anyhow::Result<R>
+where
+    F: FnOnce() -> anyhow::Result<R> + Send + 'static,
+    R: Send + 'static,
+{
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let h =
+        thread::Builder::new()
+            .name(format!("in-{name}"))
             .spawn(move || -> anyhow::Result<R> {
-                let f_ns = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+                let f_ns =
+                    File::open(&path).with_context(|| format!("opening {}", path.display()))?;
                 // Safety: setns on a valid fd; affects only this (new, short-lived) thread.
                 if unsafe { libc::setns(f_ns.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    bail!("setns {}: {}", path.display(), std::io::Error::last_os_error());
+                    bail!(
+                        "setns {}: {}",
+                        path.display(),
+                        std::io::Error::last_os_error()
+                    );
                 }
                 f()
             })?;
-        match h.join() {
-            Ok(r) => r,
-            Err(p) => std::panic::resume_unwind(p),
-        }
+    match h.join() {
+        Ok(r) => r,
+        Err(p) => std::panic::resume_unwind(p),
     }
 }
 

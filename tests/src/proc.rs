@@ -37,7 +37,11 @@ pub fn output_timeout(cmd: &mut Command, timeout: Duration) -> anyhow::Result<Ou
         }
         thread::sleep(Duration::from_millis(5));
     };
-    Ok(Output { status, stdout: out.join().unwrap_or_default(), stderr: err.join().unwrap_or_default() })
+    Ok(Output {
+        status,
+        stdout: out.join().unwrap_or_default(),
+        stderr: err.join().unwrap_or_default(),
+    })
 }
 
 fn drain<R: std::io::Read + Send + 'static>(r: Option<R>) -> thread::JoinHandle<Vec<u8>> {
@@ -93,7 +97,11 @@ impl ChildGuard {
             });
             rx
         });
-        Ok(ChildGuard { child: Some(child), what, lines })
+        Ok(ChildGuard {
+            child: Some(child),
+            what,
+            lines,
+        })
     }
 
     pub fn pid(&self) -> Option<u32> {
@@ -109,10 +117,15 @@ impl ChildGuard {
             match rx.recv_timeout(left) {
                 Ok(l) if l.trim() == want => return Ok(()),
                 Ok(_) => continue,
-                Err(mpsc::RecvTimeoutError::Timeout) => bail!("{}: no `{want}` within {timeout:?}", self.what),
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    bail!("{}: no `{want}` within {timeout:?}", self.what)
+                }
                 Err(mpsc::RecvTimeoutError::Disconnected) => {
                     let st = self.try_wait()?;
-                    bail!("{}: stdout closed before `{want}` (exit status {st:?})", self.what)
+                    bail!(
+                        "{}: stdout closed before `{want}` (exit status {st:?})",
+                        self.what
+                    )
                 }
             }
         }

@@ -70,7 +70,9 @@ fn main() -> ExitCode {
         handles.push(thread::spawn(move || {
             let mut buf = vec![0u8; 65536];
             loop {
-                let Ok((n, peer)) = s.recv_from(&mut buf) else { continue };
+                let Ok((n, peer)) = s.recv_from(&mut buf) else {
+                    continue;
+                };
                 let mut reply = format!("{name}:").into_bytes();
                 reply.extend_from_slice(&buf[..n]);
                 let _ = s.send_to(&reply, peer);
@@ -86,7 +88,10 @@ fn main() -> ExitCode {
 }
 
 fn serve_tcp(name: &str, mut s: TcpStream) {
-    let peer = s.peer_addr().map(|a| a.ip().to_string()).unwrap_or_else(|_| "?".into());
+    let peer = s
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_else(|_| "?".into());
     if s.write_all(format!("{name} {peer}\n").as_bytes()).is_err() {
         return;
     }

@@ -1,0 +1,295 @@
+//! The agent under test: the real `gateway` binary, run in the node namespace.
+
+use std::{
+    fs,
+    io::{Read, Write},
+    net::{SocketAddr, TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context as _};
+use serde_json::Value;
+
+use crate::{
+    gateway_bin,
+    netns::run_in_path,
+    proc::{output_timeout, run, ChildGuard, CMD_TIMEOUT},
+    topology::Topology,
+};
+
+/// How long the agent may take to load, attach and answer /ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the agent may take to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct Agent {
+    child: Option<ChildGuard>,
+    bin: PathBuf,
+    /// `/run/netns/<node>`: entered with `nsenter --net`, which (unlike `ip netns exec`) keeps
+    /// the root mount namespace's /sys, so bpffs pins stay where a restarted agent finds them.
+    node_ns: PathBuf,
+    ifaces: Vec<String>,
+    pub pin_root: PathBuf,
+    pub admin: SocketAddr,
+    extra_args: Vec<String>,
+    /// Holds `config/` (watched by the agent), `stage/` (files are written there and renamed in,
+    /// so the agent never reads half a file) and `agent.log`.
+    dir: tempfile::TempDir,
+}
+
+impl Agent {
+    /// Writes `files` (name, YAML) as the config and starts the agent with XDP on every node
+    /// interface; returns once /ready answers and the L4 path is XDP.
+    pub fn start(topo: &Topology, files: &[(&str, String)]) -> anyhow::Result<Agent> {
+        Self::start_with(topo, files, &[])
+    }
+
+    /// Like [`Agent::start`], with extra `gateway run` flags.
+    pub fn start_with(
+        topo: &Topology,
+        files: &[(&str, String)],
+        extra: &[&str],
+    ) -> anyhow::Result<Agent> {
+        let bin = gateway_bin()?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{}-", topo.prefix))
+            .tempdir()?;
+        fs::create_dir(dir.path().join("config"))?;
+        fs::create_dir(dir.path().join("stage"))?;
+        // Each node namespace has its own loopback, so any port free there is ours.
+        let admin = topo
+            .node
+            .run_in(|| Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?))?;
+        let mut agent = Agent {
+            child: None,
+            bin,
+            node_ns: topo.node.path(),
+            ifaces: topo.node_ifaces(),
+            pin_root: PathBuf::from(format!("/sys/fs/bpf/gwtest-{}", topo.prefix)),
+            admin,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            dir,
+        };
+        agent.write_config(files)?;
+        agent.spawn()?;
+        Ok(agent)
+    }
+
+    pub fn config_dir(&self) -> PathBuf {
+        self.dir.path().join("config")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("agent.log")
+    }
+
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Starts the process (same flags, same pin root) and waits until it is ready.
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.child.is_none(), "agent already running");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())?;
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.node_ns.display()))
+            .arg(&self.bin)
+            .arg("run")
+            .arg("--config")
+            .arg(self.config_dir());
+        for i in &self.ifaces {
+            cmd.args(["--iface", i]);
+        }
+        cmd.arg("--pin-root")
+            .arg(&self.pin_root)
+            .args(["--admin", &self.admin.to_string(), "--reload-ms", "200"])
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log));
+        // nsenter without --fork execs the agent in place: the guard's PID is the agent's.
+        self.child = Some(ChildGuard::spawn(cmd, false)?);
+        self.wait_ready()
+    }
+
+    fn wait_ready(&mut self) -> anyhow::Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(st) = self
+                .child
+                .as_mut()
+                .context("agent not running")?
+                .try_wait()?
+            {
+                self.child = None;
+                bail!("agent exited before ready ({st}); log:\n{}", self.log());
+            }
+            if let Ok((200, _)) = self.get("/ready") {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "agent not ready within {READY_TIMEOUT:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // The userspace fallback would also pass the traffic tests; these tests are about XDP.
+        let dump = self.config_dump()?;
+        anyhow::ensure!(
+            dump["l4_path"] == "xdp",
+            "agent runs L4 on {:?}, not XDP: {}",
+            dump["l4_path"],
+            dump["l4_path_reason"]
+        );
+        Ok(())
+    }
+
+    /// `GET path` on the admin endpoint (from inside the node namespace): (status, body).
+    pub fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let (addr, path, path_for_err) = (self.admin, path.to_string(), path.to_string());
+        run_in_path(self.node_ns.clone(), move || {
+            let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+            s.set_read_timeout(Some(Duration::from_secs(5)))?;
+            s.set_write_timeout(Some(Duration::from_secs(5)))?;
+            // One write: the agent's admin server parses whatever its first read() returns.
+            let req = format!("GET {path} HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n");
+            s.write_all(req.as_bytes())?;
+            let mut resp = String::new();
+            s.read_to_string(&mut resp)?;
+            let status = resp
+                .split_whitespace()
+                .nth(1)
+                .and_then(|c| c.parse().ok())
+                .with_context(|| format!("bad HTTP response: {resp:?}"))?;
+            let body = resp
+                .split_once("\r\n\r\n")
+                .map(|(_, b)| b.to_string())
+                .unwrap_or_default();
+            Ok((status, body))
+        })
+        .with_context(|| {
+            format!(
+                "GET {path} on the agent's admin {addr}",
+                path = path_for_err,
+                addr = self.admin
+            )
+        })
+    }
+
+    fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        let (status, body) = self.get(path)?;
+        anyhow::ensure!(status == 200, "GET {path}: HTTP {status}: {body}");
+        serde_json::from_str(&body).with_context(|| format!("GET {path}: not JSON: {body}"))
+    }
+
+    /// `/stats`: `{services: {..}, backends: {"ip:port": {packets, bytes}}, verdicts: {name: {..}}}`.
+    pub fn stats(&self) -> anyhow::Result<Value> {
+        self.get_json("/stats")
+    }
+
+    pub fn config_dump(&self) -> anyhow::Result<Value> {
+        self.get_json("/config_dump")
+    }
+
+    pub fn generation(&self) -> anyhow::Result<u64> {
+        self.config_dump()?["generation"]
+            .as_u64()
+            .context("config_dump without generation")
+    }
+
+    /// Packets counted for a verdict (`pass_not_ours`, `fwd_new`, ...).
+    pub fn verdict_packets(&self, verdict: &str) -> anyhow::Result<u64> {
+        let st = self.stats()?;
+        st["verdicts"][verdict]["packets"]
+            .as_u64()
+            .with_context(|| format!("no verdict {verdict} in /stats: {st}"))
+    }
+
+    /// Waits until the config generation exceeds `than` (a reload was applied).
+    pub fn wait_generation_above(&self, than: u64, timeout: Duration) -> anyhow::Result<u64> {
+        let mut last = 0;
+        crate::wait_until(timeout, "config generation to increase", || {
+            last = self.generation()?;
+            Ok(last > than)
+        })
+        .with_context(|| format!("generation still {last}; log:\n{}", self.log()))?;
+        Ok(last)
+    }
+
+    /// Replaces config files (each written beside the directory, then renamed in).
+    pub fn write_config(&self, files: &[(&str, String)]) -> anyhow::Result<()> {
+        for (name, content) in files {
+            let staged = self.dir.path().join("stage").join(name);
+            fs::write(&staged, content)?;
+            fs::rename(&staged, self.config_dir().join(name))?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM and wait: the agent exits keeping its pins (the XDP path keeps forwarding).
+    pub fn stop(&mut self) -> anyhow::Result<ExitStatus> {
+        let mut child = self.child.take().context("agent not running")?;
+        child.signal(libc::SIGTERM)?;
+        child.wait_timeout(STOP_TIMEOUT)
+    }
+
+    /// Starts the agent again with the same config dir and pin root (stopping it first if needed).
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            self.stop()?;
+        }
+        self.spawn()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill();
+        }
+        // Removing the pins detaches the XDP program and frees the maps.
+        let pin_root = self.pin_root.to_string_lossy().into_owned();
+        let bin = self.bin.to_string_lossy().into_owned();
+        if let Err(e) = run(&bin, &["cleanup", "--pin-root", &pin_root]) {
+            eprintln!("warning: {e:#}");
+        }
+        if self.pin_root.exists() {
+            eprintln!(
+                "warning: {} still exists after `gateway cleanup`; removing it",
+                self.pin_root.display()
+            );
+            let _ = fs::remove_dir_all(&self.pin_root);
+        }
+        // Captured by the test harness: shown only when the test fails.
+        let log = self.log();
+        let tail: Vec<&str> = log.lines().rev().take(80).collect();
+        eprintln!("---- agent log (last {} lines) ----", tail.len());
+        for l in tail.iter().rev() {
+            eprintln!("{l}");
+        }
+    }
+}
+
+/// `gateway check DIR`: (exit status success, stdout, stderr). Touches no kernel state.
+pub fn gateway_check(dir: &Path) -> anyhow::Result<(bool, String, String)> {
+    let out = output_timeout(
+        Command::new(gateway_bin()?).arg("check").arg(dir),
+        CMD_TIMEOUT,
+    )?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
