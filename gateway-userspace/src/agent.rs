@@ -6,7 +6,7 @@ use std::{
     hash::{Hash, Hasher},
     net::{Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 
@@ -300,19 +300,23 @@ async fn serve_admin(
     snapshot: Arc<ArcSwap<Snapshot>>,
     path: Arc<tokio::sync::Mutex<L4Path>>,
 ) {
-    let stats_lock = Arc::new(Mutex::new(()));
     loop {
         let Ok((mut s, _)) = l.accept().await else {
             continue;
         };
-        let (snapshot, path, _lock) = (snapshot.clone(), path.clone(), stats_lock.clone());
+        let (snapshot, path) = (snapshot.clone(), path.clone());
         tokio::spawn(async move {
-            let mut buf = vec![0u8; 4096];
-            let n = match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
-                Ok(Ok(n)) => n,
-                _ => return,
-            };
-            let req = String::from_utf8_lossy(&buf[..n]);
+            // Read until the end of the request head: a request may arrive in several segments.
+            let mut buf = Vec::with_capacity(1024);
+            let mut chunk = [0u8; 1024];
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+            while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16384 {
+                match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
+                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
+                    Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let req = String::from_utf8_lossy(&buf);
             let target = req.split_whitespace().nth(1).unwrap_or("/").to_string();
             let (status, ctype, body) = match target.as_str() {
                 "/ready" | "/healthz/ready" => (200, "text/plain", "ready\n".to_string()),
