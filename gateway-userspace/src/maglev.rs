@@ -134,3 +134,29 @@ mod tests {
         assert!(r.iter().all(|&i| i == 0));
     }
 }
+
+#[cfg(test)]
+mod spread {
+    use super::*;
+
+    /// Sequential client ports (what a Linux client uses) must still spread evenly.
+    #[test]
+    fn sequential_ports_spread() {
+        let bs = vec![
+            Backend { addr: Ipv4Addr::new(198, 18, 11, 2), port: 9000, weight: 1 },
+            Backend { addr: Ipv4Addr::new(198, 18, 12, 2), port: 9000, weight: 1 },
+        ];
+        let ring = build(&bs, gateway_common::MAGLEV_RING);
+        let c = u32::from(Ipv4Addr::new(198, 18, 0, 2)).to_be();
+        let v = u32::from(Ipv4Addr::new(198, 18, 0, 1)).to_be();
+        let mut n0 = 0;
+        for p in (40000u16..50000).step_by(2) {
+            let h = gateway_common::flow_hash(c, v, p.to_be(), 31401u16.to_be(), 6);
+            if pick(&ring, h) == Some(0) {
+                n0 += 1;
+            }
+        }
+        let share = n0 as f64 / 5000.0;
+        assert!((share - 0.5).abs() < 0.03, "share {share}");
+    }
+}
