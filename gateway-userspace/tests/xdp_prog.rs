@@ -107,6 +107,7 @@ fn plan() -> Plan {
             port: 80,
             origin: "test".into(),
         }],
+        ..Default::default()
     }
 }
 
