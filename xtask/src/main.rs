@@ -5,6 +5,7 @@ use std::process::Command;
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod demo;
 
 #[derive(Parser)]
@@ -25,12 +26,19 @@ enum Cmd {
     /// Run the gateway on its embedded default: a namespace topology with real backends, the
     /// example manifests, traffic through it; runs until Ctrl-C, then cleans up. Needs root.
     Demo,
+    /// Measure against the peers (Katran figures, IPVS, iptables, HAProxy, nginx) and write
+    /// docs/benchmarks.md; `--quick` is a CI smoke run writing target/bench-quick.md. Needs root.
+    Bench {
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Test { args } => test(&args),
         Cmd::Demo => demo::run(),
+        Cmd::Bench { quick } => bench::run(quick),
     }
 }
 

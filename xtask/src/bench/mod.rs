@@ -1,0 +1,214 @@
+//! `cargo xtask bench [--quick]`: this project against the alternatives a user would pick, in the
+//! same run on the same machine, written as a table of ratios with the conditions.
+//!
+//! 1. XDP per-packet cost through BPF_PROG_TEST_RUN, net of an empty program (`xdp`).
+//! 2. L4 through network namespaces: connections/s and iperf3 throughput, XDP vs IPVS, iptables
+//!    DNAT and HAProxy (`l4`).
+//! 3. L7: requests/s and latency through the agent vs HAProxy and nginx (`l7`).
+//! 4. Config scale: load + validate + compile + apply time, agent RSS, BPF map memory (`scale`).
+//! 5. Connection-table pressure (`xdp`).
+//!
+//! Full mode writes docs/benchmarks.md; `--quick` (CI smoke: tiny counts, seconds) writes
+//! target/bench-quick.md. Peers are installed from Debian packages when missing; one that cannot
+//! be installed is reported in the table. Every namespace, link, pin and process created is owned
+//! by a guard and removed on exit, on error and on Ctrl-C.
+
+mod baseline;
+mod l4;
+mod l7;
+mod packet;
+mod scale;
+mod util;
+mod xdp;
+
+use std::{fmt::Write as _, path::PathBuf, process::Command, time::Instant};
+
+use anyhow::{Context as _, Result};
+
+pub struct Section {
+    pub title: String,
+    pub body: String,
+}
+
+impl Section {
+    pub fn new(title: &str, body: String) -> Self {
+        Section {
+            title: title.into(),
+            body,
+        }
+    }
+
+    fn failed(title: &str, e: &anyhow::Error) -> Self {
+        Section::new(
+            title,
+            format!("**Not measured: this part failed:** `{}`\n", format!("{e:#}").replace('\n', " ")),
+        )
+    }
+}
+
+pub struct Ctx {
+    pub quick: bool,
+    /// The gateway agent and test-backend binaries (release builds in full mode).
+    pub gateway_bin: PathBuf,
+    pub backend_bin: PathBuf,
+}
+
+fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+pub fn run(quick: bool) -> Result<()> {
+    crate::require_root()?;
+    // Full figures come from optimised code: a debug xtask rebuilds itself (and the agent) in
+    // release and hands over. Quick mode only proves the harness, so it keeps the debug build.
+    if !quick && cfg!(debug_assertions) {
+        crate::cargo(&[
+            "build",
+            "--release",
+            "-p",
+            "xtask",
+            "-p",
+            "gateway-userspace",
+            "-p",
+            "gateway-tests",
+            "--bins",
+        ])?;
+        let exe = target_dir().join("release/xtask");
+        let st = Command::new(&exe)
+            .arg("bench")
+            .status()
+            .with_context(|| format!("running {}", exe.display()))?;
+        anyhow::ensure!(st.success(), "bench failed ({st})");
+        return Ok(());
+    }
+    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    if cfg!(debug_assertions) {
+        crate::cargo(&["build", "-p", "gateway-userspace", "-p", "gateway-tests", "--bins"])?;
+    }
+    let ctx = Ctx {
+        quick,
+        gateway_bin: target_dir().join(profile).join("gateway"),
+        backend_bin: target_dir().join(profile).join("test-backend"),
+    };
+    // The namespace harness finds its binaries through these.
+    std::env::set_var("GATEWAY_BIN", &ctx.gateway_bin);
+    std::env::set_var("TEST_BACKEND_BIN", &ctx.backend_bin);
+    util::install_signal_handlers();
+    let started = Instant::now();
+    let cond = util::conditions();
+
+    let xopts = if quick {
+        xdp::Opts { packets: 200, rounds: 2, fill: false }
+    } else {
+        xdp::Opts { packets: 5000, rounds: 7, fill: true }
+    };
+    let mut sections = Vec::new();
+    let mut headline = Vec::new();
+
+    eprintln!("bench: 1. XDP per-packet cost");
+    match xdp::per_packet(&xopts) {
+        Ok(p) => {
+            headline.extend(p.headline);
+            sections.push(p.section);
+        }
+        Err(e) => sections.push(Section::failed("1. XDP per-packet cost", &e)),
+    }
+    util::check_interrupt()?;
+
+    eprintln!("bench: 2. L4 through network namespaces");
+    match l4::run(&ctx) {
+        Ok((s, h)) => {
+            headline.extend(h);
+            sections.push(s);
+        }
+        Err(e) => sections.push(Section::failed("2. L4 through network namespaces", &e)),
+    }
+    util::check_interrupt()?;
+
+    eprintln!("bench: 3. L7");
+    match l7::run(&ctx) {
+        Ok((s, h)) => {
+            headline.extend(h);
+            sections.push(s);
+        }
+        Err(e) => sections.push(Section::failed("3. L7 (HTTP/1.1 and HTTP/2)", &e)),
+    }
+    util::check_interrupt()?;
+
+    eprintln!("bench: 4. config scale");
+    match scale::run(&ctx) {
+        Ok(s) => sections.push(s),
+        Err(e) => sections.push(Section::failed("4. Config scale", &e)),
+    }
+    util::check_interrupt()?;
+
+    eprintln!("bench: 5. connection-table pressure");
+    match xdp::pressure(&xopts) {
+        Ok(s) => sections.push(s),
+        Err(e) => sections.push(Section::failed("5. Connection-table pressure", &e)),
+    }
+
+    let command = if quick { "cargo xtask bench --quick" } else { "cargo xtask bench" };
+    let doc = render(&cond, command, started.elapsed(), &headline, &sections);
+    let out = if quick {
+        target_dir().join("bench-quick.md")
+    } else {
+        workspace_root().join("docs/benchmarks.md")
+    };
+    std::fs::write(&out, &doc).with_context(|| format!("writing {}", out.display()))?;
+    println!("{doc}");
+    eprintln!("bench: wrote {}", out.display());
+    Ok(())
+}
+
+fn render(
+    c: &util::Conditions,
+    command: &str,
+    took: std::time::Duration,
+    headline: &[String],
+    sections: &[Section],
+) -> String {
+    let mut d = String::new();
+    let _ = writeln!(d, "# Benchmarks\n");
+    let _ = writeln!(
+        d,
+        "Generated by `{command}` (as root; it installs the peers it compares against from Debian \
+         packages). Do not edit by hand: run it again. The harness is `xtask/src/bench/`; each section \
+         below names the exact commands and programs that produced its figures.\n"
+    );
+    let _ = writeln!(d, "| condition | value |\n|---|---|");
+    let _ = writeln!(d, "| kernel (`uname -r`) | {} |", c.kernel);
+    let _ = writeln!(d, "| CPU (/proc/cpuinfo) | {} |", c.cpu);
+    let _ = writeln!(d, "| cores | {} |", c.cores);
+    let _ = writeln!(d, "| date | {} |", c.date);
+    let _ = writeln!(d, "| command | `{command}` |");
+    let _ = writeln!(d, "| run time | {:.0} s |", took.as_secs_f64());
+    let _ = writeln!(
+        d,
+        "\nThe machine is shared and noisy: figures are medians of several runs and are given as \
+         ratios against peers measured in the same run; absolute numbers are shown only to make the \
+         ratios checkable. Network namespaces share the machine's CPUs, so the client, the node and \
+         the backends compete for the same cores.\n"
+    );
+    if !headline.is_empty() {
+        let _ = writeln!(d, "## Headline\n");
+        for h in headline {
+            let _ = writeln!(d, "- {h}");
+        }
+        let _ = writeln!(d);
+    }
+    for s in sections {
+        let _ = writeln!(d, "## {}\n\n{}", s.title, s.body.trim_end());
+        let _ = writeln!(d);
+    }
+    d
+}
