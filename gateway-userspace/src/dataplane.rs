@@ -192,39 +192,30 @@ impl Dataplane {
         let mut links = Vec::new();
         let mut attached = Vec::new();
         for iface in ifaces {
-            let link_path = links_dir.join(iface);
-            let id = if link_path.exists() {
-                // Adopt: swap our program into the running link; traffic never stops.
-                let attach = |what: String| DataplaneError::Attach {
-                    iface: iface.clone(),
-                    what,
-                };
-                let fd: FdLink = PinnedLink::from_pin(&link_path)
-                    .map_err(|e| attach(format!("opening pinned link: {e}")))?
-                    .unpin()
-                    .map_err(|e| attach(format!("unpinning link: {e}")))?;
-                let link =
-                    XdpLink::try_from(fd).map_err(|e| attach(format!("pinned link: {e}")))?;
-                prog.attach_to_link(link)
-                    .map_err(|e| attach(format!("replacing program in link: {e}")))?
-            } else {
-                prog.attach(iface, mode.xdp())
-                    .map_err(|e| DataplaneError::Attach {
-                        iface: iface.clone(),
-                        what: format!("attaching XDP ({mode:?}): {e}"),
-                    })?
-            };
-            let link = prog.take_link(id)?;
-            let fd = FdLink::try_from(link).map_err(|e| DataplaneError::Attach {
-                iface: iface.clone(),
-                what: format!("XDP link is not a bpf_link (kernel too old to pin it): {e}"),
-            })?;
-            let pinned = fd.pin(&link_path).map_err(|e| DataplaneError::Attach {
-                iface: iface.clone(),
-                what: format!("pinning link at {}: {e}", link_path.display()),
-            })?;
-            links.push(pinned);
-            attached.push(iface.clone());
+            match attach_one(prog, iface, &links_dir, mode) {
+                Ok(pinned) => {
+                    links.push(pinned);
+                    attached.push(iface.clone());
+                }
+                Err(e) => {
+                    // All or nothing: detach what this call attached, so a half-attached data
+                    // path never runs beside the userspace fallback.
+                    for l in links {
+                        let _ = l.unpin();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        // Interfaces a previous agent served but this one is not asked to: detach them.
+        if let Ok(rd) = std::fs::read_dir(&links_dir) {
+            for e in rd.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if !ifaces.contains(&name) {
+                    log::info!("detaching XDP from {name}: no longer in --iface");
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
         }
 
         let take = |ebpf: &mut Ebpf, name: &'static str| {
@@ -534,6 +525,47 @@ impl Dataplane {
         }
         Ok(st)
     }
+}
+
+/// Attaches `prog` to `iface` (or swaps it into the link a previous agent pinned there) and pins
+/// the link.
+fn attach_one(
+    prog: &mut Xdp,
+    iface: &String,
+    links_dir: &Path,
+    mode: Mode,
+) -> Result<PinnedLink, DataplaneError> {
+    let link_path = links_dir.join(iface);
+    let id = if link_path.exists() {
+        // Adopt: swap our program into the running link; traffic never stops.
+        let attach = |what: String| DataplaneError::Attach {
+            iface: iface.clone(),
+            what,
+        };
+        let fd: FdLink = PinnedLink::from_pin(&link_path)
+            .map_err(|e| attach(format!("opening pinned link: {e}")))?
+            .unpin()
+            .map_err(|e| attach(format!("unpinning link: {e}")))?;
+        let link = XdpLink::try_from(fd).map_err(|e| attach(format!("pinned link: {e}")))?;
+        prog.attach_to_link(link)
+            .map_err(|e| attach(format!("replacing program in link: {e}")))?
+    } else {
+        prog.attach(iface, mode.xdp())
+            .map_err(|e| DataplaneError::Attach {
+                iface: iface.clone(),
+                what: format!("attaching XDP ({mode:?}): {e}"),
+            })?
+    };
+    let link = prog.take_link(id)?;
+    let fd = FdLink::try_from(link).map_err(|e| DataplaneError::Attach {
+        iface: iface.clone(),
+        what: format!("XDP link is not a bpf_link (kernel too old to pin it): {e}"),
+    })?;
+    let pinned = fd.pin(&link_path).map_err(|e| DataplaneError::Attach {
+        iface: iface.clone(),
+        what: format!("pinning link at {}: {e}", link_path.display()),
+    })?;
+    Ok(pinned)
 }
 
 /// The XDP program's FIB lookups fall back to the loopback device when forwarding is off on the

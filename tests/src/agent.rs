@@ -31,6 +31,8 @@ pub struct Agent {
     /// the root mount namespace's /sys, so bpffs pins stay where a restarted agent finds them.
     node_ns: PathBuf,
     ifaces: Vec<String>,
+    /// The L4 path the agent must report once ready ("xdp" or "userspace").
+    expect_path: &'static str,
     pub pin_root: PathBuf,
     pub admin: SocketAddr,
     extra_args: Vec<String>,
@@ -67,6 +69,41 @@ impl Agent {
             bin,
             node_ns: topo.node.path(),
             ifaces: topo.node_ifaces(),
+            expect_path: "xdp",
+            pin_root: PathBuf::from(format!("/sys/fs/bpf/gwtest-{}", topo.prefix)),
+            admin,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            dir,
+        };
+        agent.write_config(files)?;
+        agent.spawn()?;
+        Ok(agent)
+    }
+
+    /// Starts the agent with the given interfaces (none: userspace L4 path) and expects it to
+    /// report `expect_path` ("xdp" or "userspace") as its L4 path.
+    pub fn start_on(
+        topo: &Topology,
+        files: &[(&str, String)],
+        ifaces: &[&str],
+        extra: &[&str],
+        expect_path: &'static str,
+    ) -> anyhow::Result<Agent> {
+        let bin = gateway_bin()?;
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("{}-", topo.prefix))
+            .tempdir()?;
+        fs::create_dir(dir.path().join("config"))?;
+        fs::create_dir(dir.path().join("stage"))?;
+        let admin = topo
+            .node
+            .run_in(|| Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?))?;
+        let mut agent = Agent {
+            child: None,
+            bin,
+            node_ns: topo.node.path(),
+            ifaces: ifaces.iter().map(|s| s.to_string()).collect(),
+            expect_path,
             pin_root: PathBuf::from(format!("/sys/fs/bpf/gwtest-{}", topo.prefix)),
             admin,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
@@ -140,12 +177,13 @@ impl Agent {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        // The userspace fallback would also pass the traffic tests; these tests are about XDP.
+        // The userspace fallback would also pass the traffic tests: check which path is active.
         let dump = self.config_dump()?;
         anyhow::ensure!(
-            dump["l4_path"] == "xdp",
-            "agent runs L4 on {:?}, not XDP: {}",
+            dump["l4_path"] == self.expect_path,
+            "agent runs L4 on {:?}, not {}: {}",
             dump["l4_path"],
+            self.expect_path,
             dump["l4_path_reason"]
         );
         Ok(())
