@@ -25,6 +25,9 @@ use crate::{
     plan::{NatMode, Plan},
 };
 
+/// How often backends' neighbour entries are refreshed for the XDP path's FIB lookups.
+const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(30);
+
 pub struct RunArgs {
     pub config: PathBuf,
     pub ifaces: Vec<String>,
@@ -234,6 +237,7 @@ async fn watch(
     path: Arc<tokio::sync::Mutex<L4Path>>,
 ) {
     let mut last = fingerprint(&dir);
+    let mut last_prime = std::time::Instant::now();
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
@@ -242,6 +246,11 @@ async fn watch(
             if let L4Path::Xdp(dp) = &mut *p {
                 if let Err(e) = dp.sync_ifaddrs() {
                     log::warn!("interface addresses: {e}");
+                }
+                // Neighbour entries the kernel does not use itself age out; keep backends'.
+                if last_prime.elapsed() >= NEIGHBOUR_REFRESH {
+                    dataplane::prime_neighbours(&snapshot.load().plan);
+                    last_prime = std::time::Instant::now();
                 }
             }
         }
