@@ -31,21 +31,6 @@ if [ ! -d /usr/lib/rustlib/src/rust/library ]; then
   exit 1
 fi
 
-# A rustup toolchain named 'gateway-bpf' that is Debian's LLVM-22 rustc; aya-build runs
-# `rustup run gateway-bpf cargo build --target bpfel-unknown-none -Z build-std=core`.
-if command -v rustup >/dev/null 2>&1; then
-  if ! rustup toolchain list | grep -q '^gateway-bpf'; then
-    log "linking Debian's rustc as rustup toolchain gateway-bpf"
-    # rustup expects bin/rustc and bin/cargo: build a small prefix pointing at the -web binaries.
-    pfx=/opt/gateway-bpf-toolchain
-    mkdir -p "$pfx/bin" "$pfx/lib"
-    ln -sf /usr/bin/rustc "$pfx/bin/rustc"
-    ln -sf /usr/bin/cargo "$pfx/bin/cargo"
-    [ -e "$pfx/lib/rustlib" ] || ln -sf /usr/lib/rustlib "$pfx/lib/rustlib"
-    rustup toolchain link gateway-bpf "$pfx"
-  fi
-fi
-
 if ! command -v bpf-linker >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/bpf-linker" ]; then
   log "building bpf-linker 0.13.0 against LLVM 22 (about a minute)"
   LLVM_PREFIX=/usr/lib/llvm-22 cargo install --locked bpf-linker --version 0.13.0 \
