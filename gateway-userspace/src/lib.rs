@@ -5,11 +5,13 @@
 //! - `dataplane`: the only module that talks to the kernel: loads, pins and attaches the XDP
 //!   program and applies plans to its maps by diff.
 //! - `l4proxy`: the userspace TCP/UDP path, used where XDP is not available.
+//! - `l7`: the HTTP proxy serving the plan's HTTP listeners (route table swapped whole).
 //! - `agent`: the composition root of `gateway run`.
 
 pub mod agent;
 pub mod config;
 pub mod dataplane;
 pub mod l4proxy;
+pub mod l7;
 pub mod maglev;
 pub mod plan;

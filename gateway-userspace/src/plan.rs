@@ -78,10 +78,341 @@ pub struct LocalPort {
     pub origin: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Plan {
     /// Sorted by (vip, port, proto); at most one per key.
     pub l4: Vec<L4Service>,
     /// Sorted by (vip, port).
     pub local: Vec<LocalPort>,
+    /// What the agent's own HTTP listeners serve (see [`http`]).
+    pub http: http::HttpPlan,
+}
+
+pub mod http {
+    //! The L7 part of the plan: HTTP listeners with their route tables, and the clusters the
+    //! routes point at. Plain data (patterns as strings); `l7::router` compiles it into the
+    //! lookup structure once per apply.
+
+    use std::net::Ipv4Addr;
+
+    use serde::Serialize;
+
+    #[derive(Clone, Debug, Default, PartialEq, Serialize)]
+    pub struct HttpPlan {
+        /// Sorted by (bind, port).
+        pub listeners: Vec<Listener>,
+        /// Sorted by name. A route naming a cluster that is not here gets 503 (Envoy NC).
+        pub clusters: Vec<Cluster>,
+    }
+
+    /// One socket: every HTTP-family server on (bind, port) shares its route table.
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct Listener {
+        /// 0.0.0.0 unless the servers set `bind`.
+        pub bind: Ipv4Addr,
+        pub port: u16,
+        /// Exact domains, `*.suffix` wildcards and `*`, lower-cased; at most one per domain.
+        pub vhosts: Vec<VirtualHost>,
+        pub origin: String,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct VirtualHost {
+        pub domain: String,
+        /// `tls.httpsRedirect`: every plain-text request is answered 301 to https.
+        pub require_tls: bool,
+        /// In Istio's order: VirtualServices by creation time, catch-alls moved last.
+        pub routes: Vec<Route>,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct Route {
+        /// `VirtualService default/x http[0].match[1]`.
+        pub origin: String,
+        #[serde(rename = "match")]
+        pub matcher: RouteMatch,
+        pub action: Action,
+        pub request_headers: HeaderOps,
+        pub response_headers: HeaderOps,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub fault: Option<Fault>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub mirrors: Vec<Mirror>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub cors: Option<Cors>,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum StrMatch {
+        Exact(String),
+        Prefix(String),
+        /// RE2 syntax, full match.
+        Regex(String),
+        Present,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum PathMatch {
+        Exact(String),
+        /// Plain string prefix (not segment-aware); a rule without uri match is `Prefix("/")`.
+        Prefix(String),
+        Regex(String),
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct HeaderMatch {
+        /// Lower-cased.
+        pub name: String,
+        pub value: StrMatch,
+        /// `withoutHeaders`: absent, or (for a value matcher) not matching.
+        pub invert: bool,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct QueryMatch {
+        pub name: String,
+        pub value: StrMatch,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct RouteMatch {
+        pub path: PathMatch,
+        /// ASCII case-insensitive exact/prefix path (never regex).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        pub ignore_case: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub method: Option<StrMatch>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub scheme: Option<StrMatch>,
+        /// Against the Host verbatim, port included.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub authority: Option<StrMatch>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub headers: Vec<HeaderMatch>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub query: Vec<QueryMatch>,
+    }
+
+    #[derive(Clone, Debug, Default, PartialEq, Serialize)]
+    pub struct HeaderOps {
+        /// Applied first.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub remove: Vec<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub set: Vec<(String, String)>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub add: Vec<(String, String)>,
+    }
+
+    impl HeaderOps {
+        pub fn is_empty(&self) -> bool {
+            self.remove.is_empty() && self.set.is_empty() && self.add.is_empty()
+        }
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Action {
+        Forward(Forward),
+        Redirect(Redirect),
+        Direct {
+            status: u16,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            body: Option<String>,
+        },
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct WeightedCluster {
+        pub cluster: String,
+        pub weight: u32,
+        pub request_headers: HeaderOps,
+        pub response_headers: HeaderOps,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Rewrite {
+        /// Envoy `prefix_rewrite`: the matched prefix (the whole path for exact/regex
+        /// matches) is replaced.
+        Prefix(String),
+        /// Every match of `pattern` in the path is replaced by `substitution` (`${1}` groups).
+        Regex {
+            pattern: String,
+            substitution: String,
+        },
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct Forward {
+        /// One entry takes everything; several are chosen by weight per request.
+        pub clusters: Vec<WeightedCluster>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub rewrite: Option<Rewrite>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub authority: Option<String>,
+        /// None: no timeout (Istio's default).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub timeout_ms: Option<u64>,
+        /// None: `attempts: 0`, no retries.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub retry: Option<RetryPolicy>,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct RetryPolicy {
+        pub num_retries: u32,
+        /// Envoy conditions (`connect-failure`, `5xx`, ...).
+        pub retry_on: Vec<String>,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub retriable_status_codes: Vec<u16>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub per_try_timeout_ms: Option<u64>,
+        pub backoff_base_ms: u64,
+        /// Avoid already tried endpoints (off with consistent hashing).
+        pub previous_hosts: bool,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct Redirect {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub scheme: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub authority: Option<String>,
+        /// Explicit or derived (listener) port; None keeps the request's.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub port: Option<u16>,
+        /// `derivePort: FROM_PROTOCOL_DEFAULT`: drop any port.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        pub strip_port: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub path: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub prefix_rewrite: Option<String>,
+        pub code: u16,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct Fault {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub delay: Option<FaultDelay>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub abort: Option<FaultAbort>,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct FaultDelay {
+        pub delay_ms: u64,
+        /// Parts per million (percentage × 10,000).
+        pub ppm: u32,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct FaultAbort {
+        /// HTTP status, or None with `grpc_status`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub http_status: Option<u16>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub grpc_status: Option<u32>,
+        pub ppm: u32,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct Mirror {
+        pub cluster: String,
+        pub ppm: u32,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct Cors {
+        pub allow_origins: Vec<StrMatch>,
+        pub allow_methods: String,
+        pub allow_headers: String,
+        pub expose_headers: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub max_age: Option<String>,
+        pub allow_credentials: bool,
+        /// `unmatchedPreflights: IGNORE`: answer disallowed preflights locally.
+        pub ignore_unmatched_preflights: bool,
+    }
+
+    /// `outbound|<port>|<subset>|<host>`: a service port (and subset) with its policy.
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct Cluster {
+        pub name: String,
+        /// HTTP/2 (h2c) upstream: service port protocol HTTP2, GRPC or GRPC-WEB.
+        pub http2: bool,
+        /// Empty: 503 `no healthy upstream`.
+        pub endpoints: Vec<Endpoint>,
+        pub lb: Lb,
+        pub connect_timeout_ms: u64,
+        pub limits: Limits,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub outlier: Option<Outlier>,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+    pub struct Endpoint {
+        pub addr: Ipv4Addr,
+        pub port: u16,
+        pub weight: u32,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Lb {
+        LeastRequest,
+        RoundRobin,
+        Random,
+        HashHeader(String),
+        HashCookie {
+            name: String,
+            path: String,
+            /// Some: a cookie is generated when the request has none.
+            ttl_s: Option<u64>,
+        },
+        HashSourceIp,
+        HashQuery(String),
+    }
+
+    impl Lb {
+        pub fn is_hash(&self) -> bool {
+            !matches!(self, Lb::LeastRequest | Lb::RoundRobin | Lb::Random)
+        }
+    }
+
+    /// Circuit breakers per cluster; `u32::MAX` = unlimited (Istio's default).
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct Limits {
+        pub max_connections: u32,
+        pub max_pending_requests: u32,
+        pub max_requests: u32,
+        pub max_retries: u32,
+        /// 0 = unlimited.
+        pub max_requests_per_connection: u32,
+    }
+
+    impl Default for Limits {
+        fn default() -> Self {
+            Limits {
+                max_connections: u32::MAX,
+                max_pending_requests: u32::MAX,
+                max_requests: u32::MAX,
+                max_retries: u32::MAX,
+                max_requests_per_connection: 0,
+            }
+        }
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct Outlier {
+        /// 0 = disabled.
+        pub consecutive_5xx: u32,
+        pub consecutive_gateway_errors: u32,
+        pub interval_ms: u64,
+        pub base_ejection_ms: u64,
+        pub max_ejection_percent: u32,
+    }
 }

@@ -136,10 +136,10 @@ struct Srv<'a> {
 }
 
 /// A VirtualService visible to the agent, with names resolved the way Istio does.
-struct Vs<'a> {
-    vs: &'a VirtualService,
-    hosts: Vec<String>,
-    gateways: Vec<String>,
+pub(super) struct Vs<'a> {
+    pub vs: &'a VirtualService,
+    pub hosts: Vec<String>,
+    pub gateways: Vec<String>,
 }
 
 #[derive(Clone, Copy)]
@@ -155,11 +155,14 @@ struct Svc<'a> {
 }
 
 #[derive(Clone, Debug)]
-struct SvcPort {
-    number: u16,
+pub(super) struct SvcPort {
+    pub number: u16,
     name: String,
     /// ServiceEntry `targetPort` (0 = unset). Kubernetes ports map through EndpointSlices.
     target_port: u16,
+    /// Upper-cased application protocol (ServiceEntry `protocol`; Kubernetes `appProtocol`, or
+    /// Istio's port-name prefix convention `http2-`, `grpc-`).
+    pub protocol: String,
 }
 
 impl Svc<'_> {
@@ -181,6 +184,7 @@ impl Svc<'_> {
                         number: u16::try_from(p.port).ok()?,
                         name: p.name.clone(),
                         target_port: 0,
+                        protocol: kube_port_protocol(p),
                     })
                 })
                 .collect(),
@@ -193,6 +197,7 @@ impl Svc<'_> {
                         number: u16::try_from(p.number).ok()?,
                         name: p.name.clone(),
                         target_port: u16::try_from(p.target_port).unwrap_or(0),
+                        protocol: p.protocol.to_ascii_uppercase(),
                     })
                 })
                 .collect(),
@@ -201,25 +206,57 @@ impl Svc<'_> {
 }
 
 /// An endpoint of a service port.
-struct Ep<'a> {
-    addr: Ipv4Addr,
-    port: u16,
-    weight: u64,
+pub(super) struct Ep<'a> {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    pub weight: u64,
     labels: Option<&'a Labels>,
 }
 
+/// See [`Compiler::resolve_destination`].
+pub(super) struct Resolved<'a> {
+    pub svc_id: String,
+    pub port: SvcPort,
+    pub dr: Option<MergedDr<'a>>,
+    pub dr_policy: Option<&'a TrafficPolicy>,
+    pub subset: Option<&'a Subset>,
+    pub subset_policy: Option<&'a TrafficPolicy>,
+    pub eps: Vec<Ep<'a>>,
+}
+
+fn http_protocol_of(s: &Srv<'_>) -> String {
+    s.server
+        .port
+        .as_ref()
+        .map(|p| p.protocol.to_ascii_uppercase())
+        .unwrap_or_default()
+}
+
+/// Istio's protocol selection for a Kubernetes Service port: `appProtocol`, else the name
+/// prefix before `-` (`http2-web`, `grpc`).
+fn kube_port_protocol(p: &ServicePort) -> String {
+    if let Some(ap) = p.app_protocol.as_ref().and_then(|v| v.as_str()) {
+        return ap.to_ascii_uppercase();
+    }
+    p.name
+        .split('-')
+        .next()
+        .unwrap_or_default()
+        .to_ascii_uppercase()
+}
+
 /// The DestinationRules that apply to one host, merged as Istio merges them.
-struct MergedDr<'a> {
+pub(super) struct MergedDr<'a> {
     policy: Option<&'a TrafficPolicy>,
     subsets: Vec<&'a Subset>,
     ids: Vec<String>,
 }
 
-struct Compiler<'a> {
+pub(super) struct Compiler<'a> {
     m: &'a Manifests,
-    input: &'a CompileInput,
+    pub(super) input: &'a CompileInput,
     warnings: Vec<Warning>,
-    vss: Vec<Vs<'a>>,
+    pub(super) vss: Vec<Vs<'a>>,
     registry: BTreeMap<String, Svc<'a>>,
     pods: BTreeMap<(&'a str, &'a str), &'a Labels>,
     drs: Vec<&'a DestinationRule>,
@@ -244,7 +281,12 @@ impl<'a> Compiler<'a> {
         c
     }
 
-    fn warn<S: Kind>(&mut self, r: &Resource<S>, field: impl Into<String>, msg: impl Into<String>) {
+    pub(super) fn warn<S: Kind>(
+        &mut self,
+        r: &Resource<S>,
+        field: impl Into<String>,
+        msg: impl Into<String>,
+    ) {
         self.warnings.push(Warning {
             file: r.source.file.clone(),
             resource: r.id(),
@@ -392,7 +434,68 @@ impl<'a> Compiler<'a> {
         }
         plan.l4.sort_by_key(|s| (s.vip, s.port, s.proto));
         plan.local.sort();
+        if !vips.is_empty() {
+            plan.http = self.http_listeners(&servers);
+        }
         plan
+    }
+
+    /// HTTP listeners: per (bind or 0.0.0.0, port) the first server in creation order decides
+    /// the port; later HTTP-family servers there merge into its route table (Istio
+    /// `mergeGateways`). Conflicts were already reported above, per vip.
+    fn http_listeners(&mut self, servers: &[Srv<'a>]) -> crate::plan::http::HttpPlan {
+        let mut keys: Vec<(Ipv4Addr, u16)> = servers
+            .iter()
+            .filter(|s| s.class.proto() == Proto::Tcp)
+            .map(|s| (s.bind.unwrap_or(Ipv4Addr::UNSPECIFIED), s.port))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let mut listeners = Vec::new();
+        for (bind, port) in keys {
+            let on_key: Vec<&Srv<'a>> = servers
+                .iter()
+                .filter(|s| {
+                    s.class.proto() == Proto::Tcp
+                        && s.port == port
+                        && s.bind.unwrap_or(Ipv4Addr::UNSPECIFIED) == bind
+                })
+                .collect();
+            let first = on_key[0];
+            if first.class == Class::Tls {
+                let terminates = first
+                    .server
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| !t.is_passthrough());
+                if terminates && http_protocol_of(first) == "HTTPS" {
+                    let msg = format!(
+                        "{}: TLS termination for HTTPS servers is not supported yet; this port is not served by the HTTP proxy",
+                        first.origin
+                    );
+                    self.warn(
+                        first.gw,
+                        format!("spec.servers[{}].tls.mode", first.index),
+                        msg,
+                    );
+                }
+                continue;
+            }
+            if first.class != Class::Http {
+                continue;
+            }
+            let merged = on_key
+                .iter()
+                .filter(|s| s.class == Class::Http)
+                .map(|s| super::http::HttpServer {
+                    gw: s.gw,
+                    server: s.server,
+                    gw_key: s.gw_key.clone(),
+                })
+                .collect();
+            listeners.push((bind, port, merged));
+        }
+        self.http_plan(listeners)
     }
 
     /// Servers of the Gateways that select this agent, in creation order.
@@ -567,71 +670,19 @@ impl<'a> Compiler<'a> {
             } else {
                 ""
             };
-            let host = resolve_short_name(&dest.host, vs.namespace());
-            let Some(svc) = self.registry.get(&host) else {
-                let hint = if !dest.host.contains('.') || host.ends_with(CLUSTER_DOMAIN) {
-                    String::new()
-                } else {
-                    format!(" (names with a dot are not expanded; a Kubernetes Service is {}.svc.{CLUSTER_DOMAIN})", dest.host)
-                };
-                let msg = format!(
-                    "unknown host {host}: no Service or ServiceEntry visible to namespace {}{hint}{lost}",
-                    self.input.namespace
-                );
-                self.warn(vs, format!("{field}.host"), msg);
+            let Some(r) = self.resolve_destination(vs, &field, dest, srv.port, lost) else {
                 continue;
             };
-            let svc_id = svc.id();
-            let svc_ns = svc.namespace;
-            let kind = svc.kind;
-            let ports = svc.ports();
-            let sp = match &dest.port {
-                Some(p) => ports.iter().find(|sp| i64::from(sp.number) == p.number),
-                None if ports.len() == 1 => ports.first(),
-                // Istio falls back to the gateway's listener port (§2.2).
-                None => ports.iter().find(|sp| sp.number == srv.port),
-            };
-            let Some(sp) = sp.cloned() else {
-                let wanted = dest.port.as_ref().map_or(i64::from(srv.port), |p| p.number);
-                let msg = format!("{svc_id} has no port {wanted}{lost}");
-                let at = if dest.port.is_some() {
-                    format!("{field}.port.number")
-                } else {
-                    format!("{field}.port")
-                };
-                self.warn(vs, at, msg);
-                continue;
-            };
-            let dr = self.destination_rule(&host, svc_ns);
-            let subset = if dest.subset.is_empty() {
-                None
-            } else {
-                match dr
-                    .as_ref()
-                    .and_then(|d| d.subsets.iter().find(|s| s.name == dest.subset))
-                {
-                    Some(s) => Some(*s),
-                    None => {
-                        let msg = format!(
-                            "unknown subset {} of {host}: no DestinationRule visible here defines it{lost}",
-                            dest.subset
-                        );
-                        self.warn(vs, format!("{field}.subset"), msg);
-                        continue;
-                    }
-                }
-            };
-            source_ip.push(self.uses_source_ip(vs, &field, dr.as_ref(), sp.number, subset));
-
-            let mut eps = self.endpoints(kind, &sp);
-            if let Some(sub) = subset {
-                eps.retain(|e| labels_subset(&sub.labels, e.labels.unwrap_or(&Labels::new())));
-            }
+            source_ip.push(self.uses_source_ip(vs, &field, r.dr.as_ref(), r.port.number, r.subset));
+            let eps = r.eps;
             if eps.is_empty() {
-                let what = if subset.is_some() {
-                    format!("subset {} of {svc_id} port {}", dest.subset, sp.number)
+                let what = if r.subset.is_some() {
+                    format!(
+                        "subset {} of {} port {}",
+                        dest.subset, r.svc_id, r.port.number
+                    )
                 } else {
-                    format!("{svc_id} port {}", sp.number)
+                    format!("{} port {}", r.svc_id, r.port.number)
                 };
                 self.warn(
                     vs,
@@ -670,6 +721,90 @@ impl<'a> Compiler<'a> {
             })
             .collect();
         (backends, hash)
+    }
+
+    /// A route destination resolved the way Istio does (short name, registry host, port
+    /// defaulting, DestinationRule and subset), with the endpoints of that subset. `None` (after
+    /// a warning naming `field`) when the host, port or subset does not exist; `lost` is
+    /// appended to those warnings.
+    pub(super) fn resolve_destination(
+        &mut self,
+        vs: &'a VirtualService,
+        field: &str,
+        dest: &Destination,
+        listener_port: u16,
+        lost: &str,
+    ) -> Option<Resolved<'a>> {
+        let host = resolve_short_name(&dest.host, vs.namespace());
+        let Some(svc) = self.registry.get(&host) else {
+            let hint = if !dest.host.contains('.') || host.ends_with(CLUSTER_DOMAIN) {
+                String::new()
+            } else {
+                format!(" (names with a dot are not expanded; a Kubernetes Service is {}.svc.{CLUSTER_DOMAIN})", dest.host)
+            };
+            let msg = format!(
+                "unknown host {host}: no Service or ServiceEntry visible to namespace {}{hint}{lost}",
+                self.input.namespace
+            );
+            self.warn(vs, format!("{field}.host"), msg);
+            return None;
+        };
+        let svc_id = svc.id();
+        let svc_ns = svc.namespace;
+        let kind = svc.kind;
+        let ports = svc.ports();
+        let sp = match &dest.port {
+            Some(p) => ports.iter().find(|sp| i64::from(sp.number) == p.number),
+            None if ports.len() == 1 => ports.first(),
+            // Istio falls back to the gateway's listener port (§2.2).
+            None => ports.iter().find(|sp| sp.number == listener_port),
+        };
+        let Some(sp) = sp.cloned() else {
+            let wanted = dest
+                .port
+                .as_ref()
+                .map_or(i64::from(listener_port), |p| p.number);
+            let msg = format!("{svc_id} has no port {wanted}{lost}");
+            let at = if dest.port.is_some() {
+                format!("{field}.port.number")
+            } else {
+                format!("{field}.port")
+            };
+            self.warn(vs, at, msg);
+            return None;
+        };
+        let dr = self.destination_rule(&host, svc_ns);
+        let subset = if dest.subset.is_empty() {
+            None
+        } else {
+            match dr
+                .as_ref()
+                .and_then(|d| d.subsets.iter().find(|s| s.name == dest.subset))
+            {
+                Some(s) => Some(*s),
+                None => {
+                    let msg = format!(
+                        "unknown subset {} of {host}: no DestinationRule visible here defines it{lost}",
+                        dest.subset
+                    );
+                    self.warn(vs, format!("{field}.subset"), msg);
+                    return None;
+                }
+            }
+        };
+        let mut eps = self.endpoints(kind, &sp);
+        if let Some(sub) = subset {
+            eps.retain(|e| labels_subset(&sub.labels, e.labels.unwrap_or(&Labels::new())));
+        }
+        Some(Resolved {
+            svc_id,
+            port: sp,
+            dr_policy: dr.as_ref().and_then(|d| d.policy),
+            subset_policy: subset.and_then(|s| s.traffic_policy.as_ref()),
+            dr,
+            subset,
+            eps,
+        })
     }
 
     /// Endpoints of a service port (not yet filtered by subset).

@@ -6,6 +6,7 @@
 //! where they are made (`compile` for routing, `names` for host resolution).
 
 mod compile;
+pub mod http;
 mod load;
 mod model;
 mod names;

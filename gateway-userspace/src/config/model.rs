@@ -340,9 +340,9 @@ pub struct VirtualServiceSpec {
     /// Empty means `[mesh]`: the VS binds to no gateway.
     #[serde(default, deserialize_with = "nullable")]
     pub gateways: Vec<String>,
-    /// Untyped for now (HTTP routing is served by the agent, typed in a later change).
+    /// `None` entries are YAML nulls (rejected by validation).
     #[serde(default, deserialize_with = "nullable")]
-    pub http: Vec<Value>,
+    pub http: Vec<Option<super::http::HttpRoute>>,
     #[serde(default, deserialize_with = "nullable")]
     pub tls: Vec<TlsRoute>,
     #[serde(default, deserialize_with = "nullable")]

@@ -542,12 +542,12 @@ fn virtual_service(d: &mut Diag<'_>, vs: &VirtualService) {
             "http, tcp or tls must be provided in virtual service",
         );
     }
-    for (i, h) in s.http.iter().enumerate() {
-        if h.is_null() {
-            d.err(format!("spec.http[{i}]"), "http route may not be null");
-        } else if !h.is_mapping() {
-            d.err(format!("spec.http[{i}]"), "http route must be a mapping");
-        }
+    let f = super::http::validate_http(&s.http, s.hosts.is_empty());
+    for (at, msg) in f.errors {
+        d.err(at, msg);
+    }
+    for (at, msg) in f.warnings {
+        d.warn(at, msg);
     }
     for (i, t) in s.tls.iter().enumerate() {
         let at = format!("spec.tls[{i}]");

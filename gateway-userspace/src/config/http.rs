@@ -1,0 +1,1966 @@
+//! VirtualService `http[]` routes: the typed model, Istio's validation of it, and the compile
+//! step that turns Gateway HTTP servers and bound VirtualServices into `plan::http` (listeners,
+//! virtual hosts, routes in Istio's order, clusters with DestinationRule policy).
+//!
+//! Semantics follow `istio-semantics.md` §3.1–3.26; the places that decide them are named
+//! where they are implemented.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+use super::compile::Compiler;
+use super::model::*;
+use super::names::*;
+use crate::plan::http as p;
+
+// ---------------------------------------------------------------------------------------------
+// Model
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRoute {
+    #[serde(default, deserialize_with = "nullable")]
+    pub name: String,
+    #[serde(rename = "match", default, deserialize_with = "nullable")]
+    pub matches: Vec<HttpMatch>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub route: Vec<HttpRouteDestination>,
+    #[serde(default)]
+    pub redirect: Option<HttpRedirect>,
+    #[serde(default)]
+    pub direct_response: Option<HttpDirectResponse>,
+    #[serde(default)]
+    pub delegate: Option<Delegate>,
+    #[serde(default)]
+    pub rewrite: Option<HttpRewrite>,
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub retries: Option<HttpRetry>,
+    #[serde(default)]
+    pub fault: Option<HttpFault>,
+    #[serde(default)]
+    pub mirror: Option<Destination>,
+    #[serde(default)]
+    pub mirrors: Option<Vec<HttpMirrorPolicy>>,
+    #[serde(default)]
+    pub mirror_percentage: Option<Percent>,
+    /// Deprecated integer form.
+    #[serde(default)]
+    pub mirror_percent: Option<i64>,
+    #[serde(default)]
+    pub cors_policy: Option<CorsPolicy>,
+    #[serde(default)]
+    pub headers: Option<Headers>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StringMatch {
+    #[serde(default)]
+    pub exact: Option<String>,
+    #[serde(default)]
+    pub prefix: Option<String>,
+    #[serde(default)]
+    pub regex: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpMatch {
+    #[serde(default, deserialize_with = "nullable")]
+    pub name: String,
+    #[serde(default)]
+    pub uri: Option<StringMatch>,
+    #[serde(default)]
+    pub scheme: Option<StringMatch>,
+    #[serde(default)]
+    pub method: Option<StringMatch>,
+    #[serde(default)]
+    pub authority: Option<StringMatch>,
+    /// A `null` value is an error ("header match X cannot be null").
+    #[serde(default, deserialize_with = "nullable")]
+    pub headers: BTreeMap<String, Option<StringMatch>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub without_headers: BTreeMap<String, Option<StringMatch>>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub query_params: BTreeMap<String, Option<StringMatch>>,
+    #[serde(default)]
+    pub port: i64,
+    #[serde(default, deserialize_with = "nullable")]
+    pub source_labels: Labels,
+    #[serde(default, deserialize_with = "nullable")]
+    pub gateways: Vec<String>,
+    #[serde(default)]
+    pub ignore_uri_case: bool,
+    #[serde(default, deserialize_with = "nullable")]
+    pub source_namespace: String,
+    #[serde(default)]
+    pub stat_prefix: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteDestination {
+    #[serde(default)]
+    pub destination: Option<Destination>,
+    #[serde(default)]
+    pub weight: i64,
+    #[serde(default)]
+    pub headers: Option<Headers>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Headers {
+    #[serde(default)]
+    pub request: Option<HeaderOperations>,
+    #[serde(default)]
+    pub response: Option<HeaderOperations>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderOperations {
+    #[serde(default, deserialize_with = "nullable")]
+    pub set: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub add: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub remove: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRedirect {
+    #[serde(default)]
+    pub uri: Option<String>,
+    #[serde(default)]
+    pub authority: Option<String>,
+    #[serde(default)]
+    pub port: Option<i64>,
+    #[serde(default)]
+    pub derive_port: Option<String>,
+    #[serde(default)]
+    pub scheme: Option<String>,
+    #[serde(default)]
+    pub redirect_code: i64,
+    #[serde(default)]
+    pub prefix_rewrite: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpDirectResponse {
+    #[serde(default)]
+    pub status: i64,
+    #[serde(default)]
+    pub body: Option<HttpBody>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpBody {
+    #[serde(default)]
+    pub string: Option<String>,
+    /// Base64.
+    #[serde(default)]
+    pub bytes: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Delegate {
+    #[serde(default, deserialize_with = "nullable")]
+    pub name: String,
+    #[serde(default, deserialize_with = "nullable")]
+    pub namespace: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRewrite {
+    #[serde(default)]
+    pub uri: Option<String>,
+    #[serde(default)]
+    pub authority: Option<String>,
+    #[serde(default)]
+    pub uri_regex_rewrite: Option<RegexRewrite>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RegexRewrite {
+    #[serde(rename = "match", default, deserialize_with = "nullable")]
+    pub pattern: String,
+    #[serde(default, deserialize_with = "nullable")]
+    pub rewrite: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRetry {
+    #[serde(default)]
+    pub attempts: i64,
+    #[serde(default)]
+    pub per_try_timeout: Option<String>,
+    #[serde(default)]
+    pub retry_on: Option<String>,
+    #[serde(default)]
+    pub retry_remote_localities: Option<bool>,
+    #[serde(default)]
+    pub retry_ignore_previous_hosts: Option<bool>,
+    #[serde(default)]
+    pub backoff: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Percent {
+    #[serde(default)]
+    pub value: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpFault {
+    #[serde(default)]
+    pub delay: Option<FaultDelay>,
+    #[serde(default)]
+    pub abort: Option<FaultAbort>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultDelay {
+    #[serde(default)]
+    pub fixed_delay: Option<String>,
+    #[serde(default)]
+    pub exponential_delay: Option<String>,
+    #[serde(default)]
+    pub percentage: Option<Percent>,
+    /// Deprecated integer form, used when `percentage` is absent.
+    #[serde(default)]
+    pub percent: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultAbort {
+    #[serde(default)]
+    pub http_status: Option<i64>,
+    #[serde(default)]
+    pub grpc_status: Option<String>,
+    #[serde(default)]
+    pub http2_error: Option<String>,
+    #[serde(default)]
+    pub percentage: Option<Percent>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpMirrorPolicy {
+    #[serde(default)]
+    pub destination: Option<Destination>,
+    #[serde(default)]
+    pub percentage: Option<Percent>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CorsPolicy {
+    #[serde(default, deserialize_with = "nullable")]
+    pub allow_origins: Vec<StringMatch>,
+    /// Deprecated exact list.
+    #[serde(default, deserialize_with = "nullable")]
+    pub allow_origin: Vec<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub allow_methods: Vec<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub allow_headers: Vec<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub expose_headers: Vec<String>,
+    #[serde(default)]
+    pub max_age: Option<String>,
+    #[serde(default)]
+    pub allow_credentials: Option<bool>,
+    #[serde(default)]
+    pub unmatched_preflights: Option<String>,
+}
+
+/// DestinationRule `connectionPool` (parsed from the untyped model value).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectionPool {
+    #[serde(default)]
+    pub tcp: Option<TcpPool>,
+    #[serde(default)]
+    pub http: Option<HttpPool>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TcpPool {
+    #[serde(default)]
+    pub max_connections: Option<i64>,
+    #[serde(default)]
+    pub connect_timeout: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpPool {
+    #[serde(default)]
+    pub http1_max_pending_requests: Option<i64>,
+    #[serde(default)]
+    pub http2_max_requests: Option<i64>,
+    #[serde(default)]
+    pub max_requests_per_connection: Option<i64>,
+    #[serde(default)]
+    pub max_retries: Option<i64>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OutlierDetection {
+    #[serde(default)]
+    pub consecutive5xx_errors: Option<i64>,
+    #[serde(default)]
+    pub consecutive_gateway_errors: Option<i64>,
+    #[serde(default)]
+    pub interval: Option<String>,
+    #[serde(default)]
+    pub base_ejection_time: Option<String>,
+    #[serde(default)]
+    pub max_ejection_percent: Option<i64>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Durations and small helpers
+
+/// Protobuf-JSON style durations as Istio accepts them: `1.5s`, `500ms`, `1m`, `1h`, `10us`.
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    let idx = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (num, unit) = s.split_at(idx);
+    let v: f64 = num.parse().ok()?;
+    let secs = match unit {
+        "h" => v * 3600.0,
+        "m" => v * 60.0,
+        "s" => v,
+        "ms" => v / 1e3,
+        "us" | "µs" => v / 1e6,
+        "ns" => v / 1e9,
+        _ => return None,
+    };
+    (secs.is_finite() && secs >= 0.0).then(|| std::time::Duration::from_secs_f64(secs))
+}
+
+fn duration_ms(s: &Option<String>) -> Option<u64> {
+    s.as_deref()
+        .and_then(parse_duration)
+        .map(|d| d.as_millis() as u64)
+}
+
+/// Istio `ValidateDuration` for route durations: at least 1 ms, at most ms precision.
+fn check_duration(s: &str) -> Result<(), String> {
+    let d = parse_duration(s).ok_or_else(|| format!("invalid duration {s:?}"))?;
+    if d < std::time::Duration::from_millis(1) {
+        return Err("duration must be greater than 1ms".into());
+    }
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        return Err("only durations to ms precision are supported".into());
+    }
+    Ok(())
+}
+
+/// Percentage -> parts per million (Envoy's FractionalPercent resolution).
+fn ppm(p: f64) -> u32 {
+    (p * 10_000.0).round().clamp(0.0, 1_000_000.0) as u32
+}
+
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// The anchored form the router compiles: Envoy's safe_regex matches the whole value.
+pub fn anchored(re: &str) -> String {
+    format!("^(?:{re})$")
+}
+
+const GRPC_CODES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+const RETRY_ON: [&str; 16] = [
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "retriable-headers",
+    "envoy-ratelimited",
+    "http3-post-connect-failure",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
+/// Istio's mesh default `retry_on` (RETRY `DefaultPolicy`).
+pub const DEFAULT_RETRY_ON: &str =
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes";
+
+const STANDARD_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+// ---------------------------------------------------------------------------------------------
+// Validation (Istio `validateHTTPRoute` and friends)
+
+/// Problems found in one VirtualService's `http[]`: (field, message) pairs.
+#[derive(Default)]
+pub(crate) struct Findings {
+    pub errors: Vec<(String, String)>,
+    pub warnings: Vec<(String, String)>,
+}
+
+impl Findings {
+    fn err(&mut self, at: impl Into<String>, msg: impl Into<String>) {
+        self.errors.push((at.into(), msg.into()));
+    }
+    fn warn(&mut self, at: impl Into<String>, msg: impl Into<String>) {
+        self.warnings.push((at.into(), msg.into()));
+    }
+}
+
+pub(crate) fn validate_http(routes: &[Option<HttpRoute>], delegate_vs: bool) -> Findings {
+    let mut f = Findings::default();
+    let mut catch_all_before: Option<usize> = None;
+    for (i, r) in routes.iter().enumerate() {
+        let at = format!("spec.http[{i}]");
+        let Some(r) = r else {
+            f.err(&at, "http route may not be null");
+            continue;
+        };
+        route(&mut f, &at, r, delegate_vs);
+        if let Some(c) = catch_all_before {
+            f.warn(
+                &at,
+                format!("virtualService rule #{i} not used (route without matches defined before, rule #{c})"),
+            );
+        } else if r.matches.is_empty() || r.matches.iter().any(is_catch_all_match) {
+            catch_all_before = Some(i);
+        }
+    }
+    f
+}
+
+/// Istio `IsCatchAllRoute` on the source form of one match block.
+fn is_catch_all_match(m: &HttpMatch) -> bool {
+    let uri_all = match &m.uri {
+        None => true,
+        Some(u) => {
+            u.prefix.as_deref() == Some("/")
+                || matches!(u.regex.as_deref(), Some("*") | Some(".*"))
+                || (u.exact.is_none() && u.prefix.is_none() && u.regex.is_none())
+        }
+    };
+    uri_all
+        && m.headers.is_empty()
+        && m.without_headers.is_empty()
+        && m.query_params.is_empty()
+        && m.method.is_none()
+        && m.scheme.is_none()
+        && m.authority.is_none()
+}
+
+fn route(f: &mut Findings, at: &str, r: &HttpRoute, delegate_vs: bool) {
+    if r.delegate.is_some() {
+        if delegate_vs {
+            f.err(
+                format!("{at}.delegate"),
+                "delegate HTTP route cannot contain delegate",
+            );
+        }
+        if !r.route.is_empty() {
+            f.err(
+                format!("{at}.route"),
+                "root HTTP route must not specify route",
+            );
+        }
+        if r.redirect.is_some() {
+            f.err(
+                format!("{at}.redirect"),
+                "root HTTP route must not specify redirect",
+            );
+        }
+    } else if r.route.is_empty() && r.redirect.is_none() && r.direct_response.is_none() {
+        f.err(at, "HTTP route, redirect or direct_response is required");
+    }
+    let pairs = [
+        (
+            !r.route.is_empty(),
+            r.redirect.is_some(),
+            "route and redirect",
+        ),
+        (
+            r.fault.is_some(),
+            r.redirect.is_some(),
+            "fault and redirect",
+        ),
+        (
+            r.rewrite.is_some(),
+            r.redirect.is_some(),
+            "rewrite and redirect",
+        ),
+        (
+            r.direct_response.is_some(),
+            r.redirect.is_some(),
+            "direct_response and redirect",
+        ),
+        (
+            !r.route.is_empty(),
+            r.direct_response.is_some(),
+            "route and direct_response",
+        ),
+        (
+            r.fault.is_some(),
+            r.direct_response.is_some(),
+            "fault and direct_response",
+        ),
+        (
+            r.rewrite.is_some(),
+            r.direct_response.is_some(),
+            "rewrite and direct_response",
+        ),
+    ];
+    for (a, b, what) in pairs {
+        if a && b {
+            f.err(at, format!("HTTP route cannot contain both {what}"));
+        }
+    }
+    if r.mirror.is_some() && r.mirrors.as_ref().is_some_and(|m| !m.is_empty()) {
+        f.err(at, "HTTP route cannot contain both mirror and mirrors");
+    }
+
+    for (k, m) in r.matches.iter().enumerate() {
+        http_match(f, &format!("{at}.match[{k}]"), m);
+    }
+    // Authority may be set in one place only (rewrite, or request set/add of host).
+    let mut authority_setters =
+        usize::from(r.rewrite.as_ref().is_some_and(|w| w.authority.is_some()));
+    if let Some(h) = &r.headers {
+        authority_setters += headers(f, &format!("{at}.headers"), h);
+    }
+    if authority_setters > 1 {
+        f.err(
+            format!("{at}.headers"),
+            "authority header cannot be set multiple times",
+        );
+    }
+    destinations(f, &format!("{at}.route"), &r.route);
+    if let Some(rd) = &r.redirect {
+        redirect(f, &format!("{at}.redirect"), rd, &r.matches);
+    }
+    if let Some(dr) = &r.direct_response {
+        let dat = format!("{at}.directResponse");
+        if !(200..=599).contains(&dr.status) {
+            f.err(
+                format!("{dat}.status"),
+                format!(
+                    "directResponse.status must be between 200 and 599, got {}",
+                    dr.status
+                ),
+            );
+        }
+        if let Some(b) = &dr.body {
+            let len = match (&b.string, &b.bytes) {
+                (Some(s), None) => Some(s.len()),
+                (None, Some(bs)) => match base64_decode(bs) {
+                    Some(v) => Some(v.len()),
+                    None => {
+                        f.err(
+                            format!("{dat}.body.bytes"),
+                            "body.bytes is not valid base64",
+                        );
+                        None
+                    }
+                },
+                (Some(_), Some(_)) => {
+                    f.err(
+                        format!("{dat}.body"),
+                        "only one of string or bytes may be set",
+                    );
+                    None
+                }
+                (None, None) => None,
+            };
+            if let Some(n) = len {
+                if n > 1 << 20 {
+                    f.err(format!("{dat}.body"), format!("large direct_responses may impact control plane performance, must be less than 1048576 bytes, got {n}"));
+                } else if n > 100 << 10 {
+                    f.warn(format!("{dat}.body"), format!("large direct_responses may impact control plane performance, got {n} bytes"));
+                }
+            }
+        }
+    }
+    if let Some(w) = &r.rewrite {
+        let wat = format!("{at}.rewrite");
+        if w.uri.is_some() && w.uri_regex_rewrite.is_some() {
+            f.err(
+                &wat,
+                "rewrite may only contain one of URI or UriRegexRewrite",
+            );
+        }
+        if w.uri.is_none() && w.uri_regex_rewrite.is_none() && w.authority.is_none() {
+            f.err(
+                &wat,
+                "rewrite must specify at least one of URI, UriRegexRewrite, or authority. Only one of URI or UriRegexRewrite may be specified",
+            );
+        }
+        if let Some(rr) = &w.uri_regex_rewrite {
+            if rr.pattern.is_empty() || rr.rewrite.is_empty() {
+                f.err(
+                    format!("{wat}.uriRegexRewrite"),
+                    "UriRegexRewrite requires both Rewrite and Match fields to be specified",
+                );
+            } else {
+                regex_ok(f, &format!("{wat}.uriRegexRewrite.match"), &rr.pattern);
+            }
+        }
+    }
+    if let Some(t) = &r.timeout {
+        if let Err(e) = check_duration(t) {
+            f.err(format!("{at}.timeout"), e);
+        }
+    }
+    if let Some(rt) = &r.retries {
+        let rat = format!("{at}.retries");
+        if rt.attempts < 0 {
+            f.err(format!("{rat}.attempts"), "attempts cannot be negative");
+        }
+        if rt.attempts == 0
+            && (rt.per_try_timeout.is_some()
+                || rt.retry_on.is_some()
+                || rt.retry_remote_localities.is_some())
+        {
+            f.err(
+                &rat,
+                "http retry policy configured when attempts are set to 0 (disabled)",
+            );
+        }
+        if let Some(t) = &rt.per_try_timeout {
+            if let Err(e) = check_duration(t) {
+                f.err(format!("{rat}.perTryTimeout"), e);
+            }
+        }
+        if let Some(t) = &rt.backoff {
+            if let Err(e) = check_duration(t) {
+                f.err(format!("{rat}.backoff"), e);
+            }
+        }
+        if let Some(on) = &rt.retry_on {
+            for tok in on.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                let code_ok = tok.parse::<u16>().is_ok_and(|c| (100..=599).contains(&c));
+                if !code_ok && !RETRY_ON.contains(&tok) {
+                    f.err(
+                        format!("{rat}.retryOn"),
+                        format!("{tok:?} is not a valid retryOn policy"),
+                    );
+                }
+            }
+        }
+    }
+    if let Some(fa) = &r.fault {
+        fault(f, &format!("{at}.fault"), fa);
+    }
+    if let Some(d) = &r.mirror {
+        destination(f, &format!("{at}.mirror"), d);
+    }
+    if let Some(pct) = &r.mirror_percentage {
+        mirror_pct(f, &format!("{at}.mirrorPercentage"), pct.value);
+    }
+    if r.mirror_percent.is_some() {
+        f.warn(
+            format!("{at}.mirrorPercent"),
+            "using deprecated setting \"mirrorPercent\", use \"mirrorPercentage\" instead",
+        );
+    }
+    for (k, m) in r.mirrors.iter().flatten().enumerate() {
+        let mat = format!("{at}.mirrors[{k}]");
+        match &m.destination {
+            None => f.err(
+                format!("{mat}.destination"),
+                "destination is required for mirrors",
+            ),
+            Some(d) => destination(f, &format!("{mat}.destination"), d),
+        }
+        if let Some(pct) = &m.percentage {
+            mirror_pct(f, &format!("{mat}.percentage"), pct.value);
+        }
+    }
+    if let Some(c) = &r.cors_policy {
+        cors(f, &format!("{at}.corsPolicy"), c);
+    }
+}
+
+fn mirror_pct(f: &mut Findings, at: &str, v: f64) {
+    if v > 100.0 {
+        f.err(at, "mirror_percentage must have a max value of 100");
+    }
+    if v < 0.0 {
+        f.err(at, "mirror_percentage must have a min value of 0");
+    }
+}
+
+fn regex_ok(f: &mut Findings, at: &str, re: &str) {
+    if re.len() > 1024 {
+        f.err(at, "regex is too large, max length allowed is 1024");
+    } else if let Err(e) = regex::Regex::new(&anchored(re)) {
+        f.err(
+            at,
+            format!("{re:?} is not a valid regex, Istio uses RE2 style regex-based match (https://github.com/google/re2/wiki/Syntax): {e}"),
+        );
+    }
+}
+
+/// `what` names the field in Istio's message (`"headers"`, `"scheme"`, ...); uri allows an
+/// empty prefix.
+fn string_match(f: &mut Findings, at: &str, what: &str, m: &StringMatch) {
+    let n = [m.exact.is_some(), m.prefix.is_some(), m.regex.is_some()]
+        .iter()
+        .filter(|b| **b)
+        .count();
+    if n > 1 {
+        f.err(at, "only one of exact, prefix or regex may be set");
+    }
+    if what != "uri" && m.prefix.as_deref() == Some("") {
+        f.err(
+            at,
+            format!("{what:?}: prefix string match should not be empty"),
+        );
+    }
+    if let Some(re) = &m.regex {
+        if re.is_empty() {
+            f.err(
+                at,
+                format!("{what:?}: regex string match should not be empty"),
+            );
+        } else if re != "*" {
+            regex_ok(f, at, re);
+        }
+    }
+}
+
+fn http_match(f: &mut Findings, at: &str, m: &HttpMatch) {
+    if let Some(u) = &m.uri {
+        string_match(f, &format!("{at}.uri"), "uri", u);
+    }
+    for (what, sm) in [
+        ("scheme", &m.scheme),
+        ("method", &m.method),
+        ("authority", &m.authority),
+    ] {
+        if let Some(sm) = sm {
+            string_match(f, &format!("{at}.{what}"), what, sm);
+        }
+    }
+    for (what, map) in [
+        ("headers", &m.headers),
+        ("withoutHeaders", &m.without_headers),
+    ] {
+        for (name, sm) in map {
+            let hat = format!("{at}.{what}.{name}");
+            match sm {
+                None => f.err(&hat, format!("header match {name} cannot be null")),
+                Some(sm) => string_match(f, &hat, "headers", sm),
+            }
+            if !name.starts_with("@request.auth.claims") && !is_token(name) {
+                f.err(
+                    &hat,
+                    format!("header name {name} is not a valid header name"),
+                );
+            }
+            if name.starts_with("@request.auth.claims") {
+                f.err(
+                    &hat,
+                    "JWT claim based routing (@request.auth.claims) is not supported by this gateway",
+                );
+            }
+        }
+    }
+    for (name, sm) in &m.query_params {
+        let qat = format!("{at}.queryParams.{name}");
+        match sm {
+            None => f.err(&qat, format!("query param match {name} cannot be null")),
+            Some(sm) => string_match(f, &qat, "queryParams", sm),
+        }
+    }
+    if m.port != 0 && !(1..=65535).contains(&m.port) {
+        f.err(
+            format!("{at}.port"),
+            format!("port number {} must be in the range 1..65535", m.port),
+        );
+    }
+    for e in validate_labels(&m.source_labels) {
+        f.err(format!("{at}.sourceLabels"), e);
+    }
+    if !m.source_namespace.is_empty() && !is_dns1123_label(&m.source_namespace) {
+        f.err(
+            format!("{at}.sourceNamespace"),
+            format!("sourceNamespace match {} is invalid", m.source_namespace),
+        );
+    }
+}
+
+/// Returns how many times the request ops set the authority (`host`).
+fn headers(f: &mut Findings, at: &str, h: &Headers) -> usize {
+    let mut authority = 0;
+    for (side, ops) in [("request", &h.request), ("response", &h.response)] {
+        let Some(ops) = ops else { continue };
+        let oat = format!("{at}.{side}");
+        for (op, names) in [
+            ("set", ops.set.keys().collect::<Vec<_>>()),
+            ("add", ops.add.keys().collect()),
+            ("remove", ops.remove.iter().collect()),
+        ] {
+            for name in names {
+                let lname = name.to_ascii_lowercase();
+                let nat = format!("{oat}.{op}.{name}");
+                if lname.starts_with(':') {
+                    f.err(
+                        &nat,
+                        format!("invalid header {name:?}: header cannot have \":\" prefix"),
+                    );
+                } else if !is_token(name) {
+                    f.err(
+                        &nat,
+                        format!("header name {name} is not a valid header name"),
+                    );
+                }
+                if lname == "host" && (side == "response" || op == "remove") {
+                    f.err(
+                        &nat,
+                        format!("invalid header {name:?}: cannot set Host header"),
+                    );
+                } else if lname == "host" {
+                    authority += 1;
+                }
+            }
+        }
+        for (op, map) in [("set", &ops.set), ("add", &ops.add)] {
+            for (name, v) in map {
+                if let Err(e) = header_value(v) {
+                    f.err(format!("{oat}.{op}.{name}"), e);
+                }
+            }
+        }
+    }
+    authority
+}
+
+/// Control characters and malformed `%` formatters are rejected (Istio
+/// `ValidateHTTPHeaderValue`).
+fn header_value(v: &str) -> Result<(), String> {
+    if v.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(format!("header value {v:?} contains control characters"));
+    }
+    let mut rest = v;
+    while let Some(i) = rest.find('%') {
+        let after = &rest[i + 1..];
+        if let Some(r) = after.strip_prefix('%') {
+            rest = r;
+            continue;
+        }
+        match after.find('%') {
+            Some(j)
+                if j > 0
+                    && after[..j]
+                        .bytes()
+                        .next()
+                        .is_some_and(|b| b.is_ascii_uppercase()) =>
+            {
+                rest = &after[j + 1..];
+            }
+            _ => {
+                return Err(format!(
+                    "header value {v:?} has an invalid % formatter (write %% for a literal %)"
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+fn destination(f: &mut Findings, at: &str, d: &Destination) {
+    let host_at = format!("{at}.host");
+    if d.host == "*" {
+        f.err(&host_at, "invalid destination host *");
+    } else if let Err(e) = validate_wildcard_domain(&d.host) {
+        f.err(&host_at, e);
+    }
+    if !d.subset.is_empty() && !is_dns1123_label(&d.subset) {
+        f.err(
+            format!("{at}.subset"),
+            format!("subset name is invalid: {}", d.subset),
+        );
+    }
+    if let Some(port) = &d.port {
+        if !(1..=65535).contains(&port.number) {
+            f.err(
+                format!("{at}.port.number"),
+                format!("port number {} must be in the range 1..65535", port.number),
+            );
+        }
+    }
+}
+
+fn destinations(f: &mut Findings, at: &str, routes: &[HttpRouteDestination]) {
+    let mut total = 0i64;
+    for (k, r) in routes.iter().enumerate() {
+        let rat = format!("{at}[{k}]");
+        match &r.destination {
+            None => f.err(format!("{rat}.destination"), "destination is required"),
+            Some(d) => destination(f, &format!("{rat}.destination"), d),
+        }
+        if r.weight < 0 {
+            f.err(format!("{rat}.weight"), format!("weight {} < 0", r.weight));
+        }
+        total = total.saturating_add(r.weight);
+        if let Some(h) = &r.headers {
+            headers(f, &format!("{rat}.headers"), h);
+        }
+    }
+    if routes.len() > 1 && total == 0 {
+        f.err(at, "total destination weight = 0");
+    }
+}
+
+fn redirect(f: &mut Findings, at: &str, r: &HttpRedirect, matches: &[HttpMatch]) {
+    if r.uri.is_some() && r.prefix_rewrite.is_some() {
+        f.err(at, "redirect may only specify one of uri or prefix_rewrite");
+    }
+    if r.prefix_rewrite.is_some()
+        && (matches.is_empty()
+            || matches
+                .iter()
+                .any(|m| m.uri.as_ref().is_none_or(|u| u.prefix.is_none())))
+    {
+        f.err(
+            format!("{at}.prefixRewrite"),
+            "redirect prefix_rewrite requires all URI matches to use prefix match type",
+        );
+    }
+    if r.uri.is_none()
+        && r.authority.is_none()
+        && r.scheme.is_none()
+        && r.port.is_none()
+        && r.derive_port.is_none()
+        && r.prefix_rewrite.is_none()
+    {
+        f.err(at, "redirect must specify URI, authority, scheme, or port");
+    }
+    if r.redirect_code != 0 {
+        if !(300..=399).contains(&r.redirect_code) {
+            f.err(
+                format!("{at}.redirectCode"),
+                format!(
+                    "{} is not a valid redirect code, must be 3xx",
+                    r.redirect_code
+                ),
+            );
+        } else if ![301, 302, 303, 307, 308].contains(&r.redirect_code) {
+            // Istio accepts it, then emits a route without an action (§3.15): refuse it.
+            f.err(
+                format!("{at}.redirectCode"),
+                format!(
+                    "redirect code {} is not supported (Envoy emits only 301, 302, 303, 307, 308)",
+                    r.redirect_code
+                ),
+            );
+        }
+    }
+    if let Some(s) = &r.scheme {
+        if s != "http" && s != "https" {
+            f.err(
+                format!("{at}.scheme"),
+                "invalid redirect scheme, must be \"http\" or \"https\"",
+            );
+        }
+    }
+    if let Some(port) = r.port {
+        if !(1..=65535).contains(&port) {
+            f.err(
+                format!("{at}.port"),
+                format!("port number {port} must be in the range 1..65535"),
+            );
+        }
+    }
+    if let Some(d) = &r.derive_port {
+        if !matches!(d.as_str(), "FROM_PROTOCOL_DEFAULT" | "FROM_REQUEST_PORT") {
+            f.err(
+                format!("{at}.derivePort"),
+                format!("invalid derivePort {d:?}"),
+            );
+        }
+    }
+}
+
+fn fault_pct(f: &mut Findings, at: &str, v: f64) {
+    if !(v == 0.0 || (0.0001..=100.0).contains(&v)) {
+        f.err(
+            at,
+            format!("percentage {v} is neither 0.0, nor in range [0.0001, 100.0]"),
+        );
+    }
+}
+
+fn fault(f: &mut Findings, at: &str, fa: &HttpFault) {
+    if fa.delay.is_none() && fa.abort.is_none() {
+        f.err(at, "HTTP fault injection must have an abort and/or a delay");
+    }
+    if let Some(d) = &fa.delay {
+        let dat = format!("{at}.delay");
+        if let Some(p) = &d.percentage {
+            fault_pct(f, &format!("{dat}.percentage"), p.value);
+        }
+        if let Some(p) = d.percent {
+            if !(0..=100).contains(&p) {
+                f.err(
+                    format!("{dat}.percent"),
+                    format!("percentage {p} is not in range 0..100"),
+                );
+            }
+        }
+        match (&d.fixed_delay, &d.exponential_delay) {
+            (_, Some(_)) => f.err(
+                format!("{dat}.exponentialDelay"),
+                "exponentialDelay not supported yet",
+            ),
+            (Some(fd), None) => {
+                if let Err(e) = check_duration(fd) {
+                    f.err(format!("{dat}.fixedDelay"), e);
+                }
+            }
+            (None, None) => f.err(&dat, "delay fixedDelay is required"),
+        }
+    }
+    if let Some(a) = &fa.abort {
+        let aat = format!("{at}.abort");
+        if let Some(p) = &a.percentage {
+            fault_pct(f, &format!("{aat}.percentage"), p.value);
+        }
+        if a.http2_error.is_some() {
+            f.err(
+                format!("{aat}.http2Error"),
+                "HTTP/2 abort fault injection not supported yet",
+            );
+        }
+        if let Some(s) = a.http_status {
+            if !(200..=600).contains(&s) {
+                f.err(
+                    format!("{aat}.httpStatus"),
+                    format!("HTTP status {s} is not in range 200-599"),
+                );
+            }
+        }
+        if let Some(g) = &a.grpc_status {
+            if !GRPC_CODES.contains(&g.as_str()) {
+                f.err(
+                    format!("{aat}.grpcStatus"),
+                    format!("{g} is not a valid gRPC status code"),
+                );
+            }
+        }
+        if a.http_status.is_none() && a.grpc_status.is_none() && a.http2_error.is_none() {
+            f.warn(&aat, "abort configured, but error type not set");
+        }
+    }
+}
+
+fn cors(f: &mut Findings, at: &str, c: &CorsPolicy) {
+    for (k, o) in c.allow_origins.iter().enumerate() {
+        let oat = format!("{at}.allowOrigins[{k}]");
+        if o.exact.is_none() && o.prefix.is_none() && o.regex.is_none() {
+            f.err(&oat, "'allowOrigins' has an empty string match");
+        } else {
+            string_match(f, &oat, "allowOrigins", o);
+        }
+    }
+    for (k, m) in c.allow_methods.iter().enumerate() {
+        if !STANDARD_METHODS.contains(&m.as_str()) {
+            f.err(
+                format!("{at}.allowMethods[{k}]"),
+                format!("{m} is not a supported HTTP method"),
+            );
+        }
+    }
+    for (what, list) in [
+        ("allowHeaders", &c.allow_headers),
+        ("exposeHeaders", &c.expose_headers),
+    ] {
+        for (k, h) in list.iter().enumerate() {
+            if h != "*" && !is_token(h) {
+                f.err(
+                    format!("{at}.{what}[{k}]"),
+                    format!("header name {h} is not a valid header name"),
+                );
+            }
+        }
+    }
+    if let Some(m) = &c.max_age {
+        match parse_duration(m) {
+            None => f.err(format!("{at}.maxAge"), format!("invalid duration {m:?}")),
+            Some(d) if d.subsec_nanos() != 0 => f.err(
+                format!("{at}.maxAge"),
+                "max_age duration is accurate only to seconds precision",
+            ),
+            Some(_) => {}
+        }
+    }
+    if let Some(u) = &c.unmatched_preflights {
+        if !matches!(u.as_str(), "UNSPECIFIED" | "FORWARD" | "IGNORE") {
+            f.err(
+                format!("{at}.unmatchedPreflights"),
+                format!("invalid unmatchedPreflights {u:?}"),
+            );
+        }
+    }
+}
+
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Compile
+
+/// An HTTP-family Gateway server taking part in one listener.
+pub(crate) struct HttpServer<'a> {
+    pub gw: &'a Gateway,
+    pub server: &'a Server,
+    pub gw_key: String,
+}
+
+fn string_match_plan(m: &StringMatch) -> p::StrMatch {
+    match (&m.exact, &m.prefix, &m.regex) {
+        (Some(e), _, _) => p::StrMatch::Exact(e.clone()),
+        (_, Some(pr), _) => p::StrMatch::Prefix(pr.clone()),
+        // `regex: "*"` is Istio's spelling of "present" (ROUTE `canBeConvertedToPresentMatch`).
+        (_, _, Some(r)) if r == "*" => p::StrMatch::Present,
+        (_, _, Some(r)) => p::StrMatch::Regex(r.clone()),
+        _ => p::StrMatch::Present,
+    }
+}
+
+fn header_ops(ops: &Option<HeaderOperations>) -> p::HeaderOps {
+    let Some(o) = ops else {
+        return p::HeaderOps::default();
+    };
+    p::HeaderOps {
+        remove: o.remove.iter().map(|n| n.to_ascii_lowercase()).collect(),
+        set: o
+            .set
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect(),
+        add: o
+            .add
+            .iter()
+            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+            .collect(),
+    }
+}
+
+/// Istio `IsCatchAllRoute` on a compiled match.
+pub fn is_catch_all(m: &p::RouteMatch) -> bool {
+    let path_all = match &m.path {
+        p::PathMatch::Prefix(s) => s == "/",
+        p::PathMatch::Regex(r) => r == "*" || r == ".*",
+        p::PathMatch::Exact(_) => false,
+    };
+    path_all
+        && m.method.is_none()
+        && m.scheme.is_none()
+        && m.authority.is_none()
+        && m.headers.is_empty()
+        && m.query.is_empty()
+}
+
+fn route_match(m: Option<&HttpMatch>) -> p::RouteMatch {
+    let Some(m) = m else {
+        return p::RouteMatch {
+            path: p::PathMatch::Prefix("/".into()),
+            ignore_case: false,
+            method: None,
+            scheme: None,
+            authority: None,
+            headers: Vec::new(),
+            query: Vec::new(),
+        };
+    };
+    let path = match &m.uri {
+        Some(StringMatch { exact: Some(e), .. }) => p::PathMatch::Exact(e.clone()),
+        Some(StringMatch {
+            prefix: Some(pr), ..
+        }) => p::PathMatch::Prefix(pr.clone()),
+        Some(StringMatch { regex: Some(r), .. }) => p::PathMatch::Regex(r.clone()),
+        _ => p::PathMatch::Prefix("/".into()),
+    };
+    let mut headers = Vec::new();
+    for (name, sm) in &m.headers {
+        let Some(sm) = sm else { continue };
+        headers.push(p::HeaderMatch {
+            name: name.to_ascii_lowercase(),
+            value: string_match_plan(sm),
+            invert: false,
+        });
+    }
+    for (name, sm) in &m.without_headers {
+        let Some(sm) = sm else { continue };
+        headers.push(p::HeaderMatch {
+            name: name.to_ascii_lowercase(),
+            value: string_match_plan(sm),
+            invert: true,
+        });
+    }
+    p::RouteMatch {
+        path,
+        ignore_case: m.ignore_uri_case,
+        method: m.method.as_ref().map(string_match_plan),
+        scheme: m.scheme.as_ref().map(string_match_plan),
+        authority: m.authority.as_ref().map(string_match_plan),
+        headers,
+        query: m
+            .query_params
+            .iter()
+            .filter_map(|(k, v)| {
+                Some(p::QueryMatch {
+                    name: k.clone(),
+                    value: string_match_plan(v.as_ref()?),
+                })
+            })
+            .collect(),
+    }
+}
+
+/// Istio `Names.Intersection`: for each overlapping pair the more specific name.
+fn intersection(server_hosts: &[String], vs_hosts: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for a in server_hosts {
+        for b in vs_hosts {
+            let pick = if host_subset_of(a, b) {
+                Some(a)
+            } else if host_subset_of(b, a) {
+                Some(b)
+            } else {
+                None
+            };
+            if let Some(h) = pick {
+                let h = h.to_ascii_lowercase();
+                if !out.contains(&h) {
+                    out.push(h);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Istio `NamesForNamespace`: server hosts that a VirtualService in `vs_ns` may bind, with the
+/// namespace part stripped (`./h` means the Gateway's namespace).
+fn server_hosts_for(srv: &HttpServer<'_>, vs_ns: &str) -> Vec<String> {
+    srv.server
+        .hosts
+        .iter()
+        .filter_map(|h| match h.split_once('/') {
+            None => Some(h.clone()),
+            Some(("*", host)) => Some(host.to_string()),
+            Some((".", host)) => (srv.gw.namespace() == vs_ns).then(|| host.to_string()),
+            Some((ns, host)) => (ns == vs_ns).then(|| host.to_string()),
+        })
+        .collect()
+}
+
+impl<'a> Compiler<'a> {
+    /// Builds `plan.http`: one listener per (bind, port) whose first server is HTTP-family.
+    pub(crate) fn http_plan(
+        &mut self,
+        listeners: Vec<(Ipv4Addr, u16, Vec<HttpServer<'a>>)>,
+    ) -> p::HttpPlan {
+        let mut clusters: BTreeMap<String, Option<p::Cluster>> = BTreeMap::new();
+        let mut out = Vec::new();
+        for (bind, port, servers) in listeners {
+            let origin = servers
+                .iter()
+                .map(|s| {
+                    let pn = s.server.port.as_ref();
+                    format!(
+                        "Gateway {} server {}:{}",
+                        s.gw_key,
+                        pn.map(|p| p.name.as_str()).unwrap_or(""),
+                        port
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            let vhosts = self.http_vhosts(port, &servers, &mut clusters);
+            out.push(p::Listener {
+                bind,
+                port,
+                vhosts,
+                origin,
+            });
+        }
+        out.sort_by_key(|l| (l.bind, l.port));
+        p::HttpPlan {
+            listeners: out,
+            clusters: clusters.into_values().flatten().collect(),
+        }
+    }
+
+    /// GWBUILD `buildGatewayHTTPRouteConfig`.
+    fn http_vhosts(
+        &mut self,
+        port: u16,
+        servers: &[HttpServer<'a>],
+        clusters: &mut BTreeMap<String, Option<p::Cluster>>,
+    ) -> Vec<p::VirtualHost> {
+        let mut vhosts: Vec<p::VirtualHost> = Vec::new();
+        let n_vs = self.vss.len();
+        for srv in servers {
+            let https_redirect = srv.server.tls.as_ref().is_some_and(|t| t.https_redirect);
+            for vi in 0..n_vs {
+                let (vs, vs_hosts, vs_gateways) = {
+                    let v = &self.vss[vi];
+                    (v.vs, v.hosts.clone(), v.gateways.clone())
+                };
+                if !vs_gateways.contains(&srv.gw_key) || vs.spec.http.is_empty() {
+                    continue;
+                }
+                let domains = intersection(&server_hosts_for(srv, vs.namespace()), &vs_hosts);
+                if domains.is_empty() {
+                    continue;
+                }
+                let routes = self.http_routes(vs, srv, port, clusters);
+                for d in domains {
+                    match vhosts.iter_mut().find(|v| v.domain == d) {
+                        Some(v) => {
+                            v.routes.extend(routes.iter().cloned());
+                            v.require_tls |= https_redirect;
+                        }
+                        None => vhosts.push(p::VirtualHost {
+                            domain: d,
+                            require_tls: https_redirect,
+                            routes: routes.clone(),
+                        }),
+                    }
+                }
+            }
+            if https_redirect {
+                for h in server_hosts_for(srv, "\u{0}") {
+                    let h = h.to_ascii_lowercase();
+                    match vhosts.iter_mut().find(|v| v.domain == h) {
+                        Some(v) => v.require_tls = true,
+                        None => vhosts.push(p::VirtualHost {
+                            domain: h,
+                            require_tls: true,
+                            routes: Vec::new(),
+                        }),
+                    }
+                }
+                // Namespace-qualified server hosts count too for the redirect vhost.
+                for h in &srv.server.hosts {
+                    if let Some((_, host)) = h.split_once('/') {
+                        let host = host.to_ascii_lowercase();
+                        match vhosts.iter_mut().find(|v| v.domain == host) {
+                            Some(v) => v.require_tls = true,
+                            None => vhosts.push(p::VirtualHost {
+                                domain: host,
+                                require_tls: true,
+                                routes: Vec::new(),
+                            }),
+                        }
+                    }
+                }
+            }
+        }
+        // ROUTE `SortVHostRoutes`: catch-alls last, others keep their relative order.
+        for v in &mut vhosts {
+            let (mut specific, catch_all): (Vec<_>, Vec<_>) = std::mem::take(&mut v.routes)
+                .into_iter()
+                .partition(|r| !is_catch_all(&r.matcher));
+            specific.extend(catch_all);
+            v.routes = specific;
+        }
+        vhosts.sort_by(|a, b| a.domain.cmp(&b.domain));
+        vhosts
+    }
+
+    /// ROUTE `BuildHTTPRoutesForVirtualService` for one server (its gateway and port).
+    fn http_routes(
+        &mut self,
+        vs: &'a VirtualService,
+        srv: &HttpServer<'a>,
+        port: u16,
+        clusters: &mut BTreeMap<String, Option<p::Cluster>>,
+    ) -> Vec<p::Route> {
+        let ns = vs.namespace();
+        let mut out = Vec::new();
+        'rules: for (i, rule) in vs.spec.http.iter().enumerate() {
+            let Some(rule) = rule else { continue };
+            let at = format!("spec.http[{i}]");
+            if rule.delegate.is_some() {
+                self.warn(
+                    vs,
+                    format!("{at}.delegate"),
+                    "delegate VirtualServices are not supported yet; this rule is dropped",
+                );
+                continue;
+            }
+            let blocks: Vec<(Option<usize>, Option<&HttpMatch>)> = if rule.matches.is_empty() {
+                vec![(None, None)]
+            } else {
+                rule.matches
+                    .iter()
+                    .enumerate()
+                    .map(|(k, m)| (Some(k), Some(m)))
+                    .collect()
+            };
+            for (k, m) in blocks {
+                if let Some(m) = m {
+                    // Config-time conditions (ROUTE `sourceMatchHTTP`): drop the block.
+                    if m.port != 0 && m.port != i64::from(port) {
+                        continue;
+                    }
+                    if !m.gateways.is_empty() {
+                        if !m
+                            .gateways
+                            .iter()
+                            .any(|g| resolve_gateway_name(g, ns) == srv.gw_key)
+                        {
+                            continue;
+                        }
+                    } else {
+                        if !labels_subset(&m.source_labels, &self.input.labels) {
+                            continue;
+                        }
+                        if !m.source_namespace.is_empty()
+                            && m.source_namespace != self.input.namespace
+                        {
+                            continue;
+                        }
+                    }
+                }
+                let origin = match k {
+                    Some(k) => format!("{} http[{i}].match[{k}]", vs.id()),
+                    None => format!("{} http[{i}]", vs.id()),
+                };
+                let matcher = route_match(m);
+                let catch_all = is_catch_all(&matcher);
+                let r = self.http_route(vs, &at, rule, matcher, origin, port, clusters);
+                out.push(r);
+                if catch_all {
+                    break 'rules;
+                }
+            }
+        }
+        out
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn http_route(
+        &mut self,
+        vs: &'a VirtualService,
+        at: &str,
+        rule: &'a HttpRoute,
+        matcher: p::RouteMatch,
+        origin: String,
+        port: u16,
+        clusters: &mut BTreeMap<String, Option<p::Cluster>>,
+    ) -> p::Route {
+        let mut request_headers = rule
+            .headers
+            .as_ref()
+            .map(|h| header_ops(&h.request))
+            .unwrap_or_default();
+        let response_headers = rule
+            .headers
+            .as_ref()
+            .map(|h| header_ops(&h.response))
+            .unwrap_or_default();
+        // Setting `host` is an authority rewrite (§3.14), not a header operation.
+        let mut authority = rule.rewrite.as_ref().and_then(|w| w.authority.clone());
+        request_headers.set.retain(|(k, v)| {
+            if k == "host" {
+                authority = Some(v.clone());
+                false
+            } else {
+                true
+            }
+        });
+        request_headers.add.retain(|(k, v)| {
+            if k == "host" {
+                authority = Some(v.clone());
+                false
+            } else {
+                true
+            }
+        });
+
+        let action = if let Some(rd) = &rule.redirect {
+            p::Action::Redirect(redirect_plan(rd, port))
+        } else if let Some(dr) = &rule.direct_response {
+            let body = dr.body.as_ref().and_then(|b| match (&b.string, &b.bytes) {
+                (Some(s), _) => Some(s.clone()),
+                (None, Some(bs)) => {
+                    base64_decode(bs).map(|v| String::from_utf8_lossy(&v).into_owned())
+                }
+                _ => None,
+            });
+            p::Action::Direct {
+                status: u16::try_from(dr.status).unwrap_or(200),
+                body,
+            }
+        } else {
+            let several = rule.route.len() > 1;
+            let mut wcs = Vec::new();
+            let mut hash_lb = false;
+            for (k, rd) in rule.route.iter().enumerate() {
+                // §3.9: one destination takes everything; with several, weight 0 is dropped.
+                if several && rd.weight <= 0 {
+                    continue;
+                }
+                let Some(dest) = &rd.destination else {
+                    continue;
+                };
+                let field = format!("{at}.route[{k}].destination");
+                let name = self.http_cluster(vs, &field, dest, port, clusters);
+                if let Some(Some(c)) = clusters.get(&name) {
+                    hash_lb |= c.lb.is_hash();
+                }
+                let (mut rq, rs) = rd
+                    .headers
+                    .as_ref()
+                    .map(|h| (header_ops(&h.request), header_ops(&h.response)))
+                    .unwrap_or_default();
+                // A destination-level authority applies only if the route has none.
+                rq.set.retain(|(k, v)| {
+                    if k == "host" {
+                        if authority.is_none() {
+                            authority = Some(v.clone());
+                        }
+                        false
+                    } else {
+                        true
+                    }
+                });
+                wcs.push(p::WeightedCluster {
+                    cluster: name,
+                    weight: if several {
+                        u32::try_from(rd.weight).unwrap_or(u32::MAX)
+                    } else {
+                        1
+                    },
+                    request_headers: rq,
+                    response_headers: rs,
+                });
+            }
+            let rewrite = rule.rewrite.as_ref().and_then(|w| {
+                if let Some(u) = &w.uri {
+                    Some(p::Rewrite::Prefix(u.clone()))
+                } else {
+                    w.uri_regex_rewrite.as_ref().map(|rr| p::Rewrite::Regex {
+                        pattern: rr.pattern.clone(),
+                        substitution: regex_substitution(&rr.rewrite),
+                    })
+                }
+            });
+            p::Action::Forward(p::Forward {
+                clusters: wcs,
+                rewrite,
+                authority: authority.clone(),
+                timeout_ms: duration_ms(&rule.timeout).filter(|t| *t > 0),
+                retry: retry_plan(rule.retries.as_ref(), hash_lb),
+            })
+        };
+        let fault = rule.fault.as_ref().map(|f| p::Fault {
+            delay: f.delay.as_ref().and_then(|d| {
+                Some(p::FaultDelay {
+                    delay_ms: duration_ms(&d.fixed_delay)?,
+                    ppm: match (&d.percentage, d.percent) {
+                        (Some(pc), _) => ppm(pc.value),
+                        (None, Some(i)) => ppm(i as f64),
+                        (None, None) => 0,
+                    },
+                })
+            }),
+            abort: f.abort.as_ref().and_then(|a| {
+                let grpc = a
+                    .grpc_status
+                    .as_ref()
+                    .and_then(|g| GRPC_CODES.iter().position(|c| c == g))
+                    .map(|c| c as u32);
+                let http = a.http_status.and_then(|s| u16::try_from(s).ok());
+                if http.is_none() && grpc.is_none() {
+                    return None;
+                }
+                Some(p::FaultAbort {
+                    http_status: http,
+                    grpc_status: if http.is_some() { None } else { grpc },
+                    ppm: a.percentage.as_ref().map_or(0, |pc| ppm(pc.value)),
+                })
+            }),
+        });
+        let mut mirrors = Vec::new();
+        let forwards = matches!(action, p::Action::Forward(_));
+        if forwards {
+            if let Some(d) = &rule.mirror {
+                let pct = match (&rule.mirror_percentage, rule.mirror_percent) {
+                    (Some(pc), _) => pc.value,
+                    (None, Some(i)) => i as f64,
+                    (None, None) => 100.0,
+                };
+                let name = self.http_cluster(vs, &format!("{at}.mirror"), d, port, clusters);
+                mirrors.push(p::Mirror {
+                    cluster: name,
+                    ppm: ppm(pct),
+                });
+            }
+            for (k, m) in rule.mirrors.iter().flatten().enumerate() {
+                let Some(d) = &m.destination else { continue };
+                let name = self.http_cluster(
+                    vs,
+                    &format!("{at}.mirrors[{k}].destination"),
+                    d,
+                    port,
+                    clusters,
+                );
+                mirrors.push(p::Mirror {
+                    cluster: name,
+                    ppm: ppm(m.percentage.as_ref().map_or(100.0, |pc| pc.value)),
+                });
+            }
+        }
+        let cors = rule.cors_policy.as_ref().map(|c| {
+            let mut origins: Vec<p::StrMatch> =
+                c.allow_origins.iter().map(string_match_plan).collect();
+            origins.extend(c.allow_origin.iter().map(|o| p::StrMatch::Exact(o.clone())));
+            p::Cors {
+                allow_origins: origins,
+                allow_methods: c.allow_methods.join(","),
+                allow_headers: c.allow_headers.join(","),
+                expose_headers: c.expose_headers.join(","),
+                max_age: c
+                    .max_age
+                    .as_deref()
+                    .and_then(parse_duration)
+                    .map(|d| d.as_secs().to_string()),
+                allow_credentials: c.allow_credentials == Some(true),
+                ignore_unmatched_preflights: c.unmatched_preflights.as_deref() == Some("IGNORE"),
+            }
+        });
+        p::Route {
+            origin,
+            matcher,
+            action,
+            request_headers,
+            response_headers,
+            fault,
+            mirrors,
+            cors,
+        }
+    }
+
+    /// Resolves a destination to its cluster name (`outbound|port|subset|host`) and builds the
+    /// cluster once. Unknown host/port/subset: the name is returned but no cluster exists, so
+    /// requests get 503 (Envoy "cluster not found"), as in Istio.
+    fn http_cluster(
+        &mut self,
+        vs: &'a VirtualService,
+        field: &str,
+        dest: &Destination,
+        listener_port: u16,
+        clusters: &mut BTreeMap<String, Option<p::Cluster>>,
+    ) -> String {
+        let host = resolve_short_name(&dest.host, vs.namespace());
+        let want_port = dest.port.as_ref().map(|p| p.number);
+        let resolved = self.resolve_destination(vs, field, dest, listener_port, "");
+        let Some(r) = resolved else {
+            let port = want_port.unwrap_or(i64::from(listener_port));
+            let name = format!("outbound|{port}|{}|{host}", dest.subset);
+            clusters.entry(name.clone()).or_insert(None);
+            return name;
+        };
+        let name = format!("outbound|{}|{}|{host}", r.port.number, dest.subset);
+        if clusters.contains_key(&name) {
+            return name;
+        }
+        if r.eps.is_empty() {
+            self.warn(
+                vs,
+                field.to_string(),
+                format!("{name} has no endpoints: requests get 503 no healthy upstream"),
+            );
+        }
+        let policy = effective_policy(r.dr_policy, r.subset_policy, r.port.number);
+        let mut endpoints: Vec<p::Endpoint> = r
+            .eps
+            .iter()
+            .map(|e| p::Endpoint {
+                addr: e.addr,
+                port: e.port,
+                weight: u32::try_from(e.weight).unwrap_or(u32::MAX),
+            })
+            .collect();
+        endpoints.sort();
+        endpoints.dedup();
+        let proto = r.port.protocol.to_ascii_uppercase();
+        let cluster = p::Cluster {
+            name: name.clone(),
+            http2: matches!(proto.as_str(), "HTTP2" | "GRPC" | "GRPC-WEB"),
+            endpoints,
+            lb: policy.0,
+            connect_timeout_ms: policy.1,
+            limits: policy.2,
+            outlier: policy.3,
+        };
+        clusters.insert(name.clone(), Some(cluster));
+        name
+    }
+}
+
+/// `\1`..`\9` (RE2/Envoy) -> `${1}` (regex crate); a literal `$` is escaped.
+fn regex_substitution(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut it = s.chars().peekable();
+    while let Some(c) = it.next() {
+        match c {
+            '\\' if it.peek().is_some_and(|d| d.is_ascii_digit()) => {
+                let d = it.next().unwrap_or('0');
+                out.push_str(&format!("${{{d}}}"));
+            }
+            '$' => out.push_str("$$"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn redirect_plan(r: &HttpRedirect, listener_port: u16) -> p::Redirect {
+    let (port, strip_port) = match (r.port, r.derive_port.as_deref()) {
+        (Some(n), _) => (u16::try_from(n).ok(), false),
+        (None, Some("FROM_REQUEST_PORT")) => (Some(listener_port), false),
+        (None, Some("FROM_PROTOCOL_DEFAULT")) => (None, true),
+        _ => (None, false),
+    };
+    p::Redirect {
+        scheme: r.scheme.clone(),
+        authority: r.authority.clone(),
+        port,
+        strip_port,
+        path: r.uri.clone(),
+        prefix_rewrite: r.prefix_rewrite.clone(),
+        code: if r.redirect_code == 0 {
+            301
+        } else {
+            r.redirect_code as u16
+        },
+    }
+}
+
+/// RETRY `ConvertPolicy`: absent = Istio's default; `attempts: 0` = none.
+fn retry_plan(r: Option<&HttpRetry>, hash_lb: bool) -> Option<p::RetryPolicy> {
+    let default_on = || -> Vec<String> { DEFAULT_RETRY_ON.split(',').map(String::from).collect() };
+    let Some(r) = r else {
+        return Some(p::RetryPolicy {
+            num_retries: 2,
+            retry_on: default_on(),
+            // Istio >= 1.24 no longer retries 503 by default (EXCLUDE_UNSAFE_503...).
+            retriable_status_codes: Vec::new(),
+            per_try_timeout_ms: None,
+            backoff_base_ms: 25,
+            previous_hosts: !hash_lb,
+        });
+    };
+    if r.attempts <= 0 {
+        return None;
+    }
+    let mut on = Vec::new();
+    let mut codes = Vec::new();
+    match &r.retry_on {
+        None => on = default_on(),
+        Some(s) => {
+            for t in s.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                if let Ok(c) = t.parse::<u16>() {
+                    codes.push(c);
+                } else {
+                    on.push(t.to_string());
+                }
+            }
+            if !codes.is_empty() && !on.iter().any(|o| o == "retriable-status-codes") {
+                on.push("retriable-status-codes".into());
+            }
+        }
+    }
+    Some(p::RetryPolicy {
+        num_retries: u32::try_from(r.attempts).unwrap_or(u32::MAX),
+        retry_on: on,
+        retriable_status_codes: codes,
+        per_try_timeout_ms: duration_ms(&r.per_try_timeout),
+        backoff_base_ms: duration_ms(&r.backoff).unwrap_or(25),
+        previous_hosts: r.retry_ignore_previous_hosts.unwrap_or(!hash_lb),
+    })
+}
+
+fn lb_plan(lb: Option<&LoadBalancer>) -> p::Lb {
+    let Some(lb) = lb else {
+        return p::Lb::LeastRequest;
+    };
+    if let Some(ch) = &lb.consistent_hash {
+        if let Some(h) = &ch.http_header_name {
+            return p::Lb::HashHeader(h.to_ascii_lowercase());
+        }
+        if let Some(c) = &ch.http_cookie {
+            let get = |k: &str| c.get(k).and_then(Value::as_str).map(String::from);
+            return p::Lb::HashCookie {
+                name: get("name").unwrap_or_default(),
+                path: get("path").unwrap_or_default(),
+                ttl_s: get("ttl")
+                    .as_deref()
+                    .and_then(parse_duration)
+                    .map(|d| d.as_secs()),
+            };
+        }
+        if ch.use_source_ip == Some(true) {
+            return p::Lb::HashSourceIp;
+        }
+        if let Some(q) = &ch.http_query_parameter_name {
+            return p::Lb::HashQuery(q.clone());
+        }
+    }
+    match lb.simple.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        Some("ROUND_ROBIN") => p::Lb::RoundRobin,
+        Some("RANDOM") => p::Lb::Random,
+        _ => p::Lb::LeastRequest,
+    }
+}
+
+fn pool_plan(cp: Option<&Value>) -> (u64, p::Limits) {
+    let mut limits = p::Limits::default();
+    let mut connect_ms = 10_000;
+    let Some(cp) = cp.and_then(|v| serde_yaml::from_value::<ConnectionPool>(v.clone()).ok()) else {
+        return (connect_ms, limits);
+    };
+    let lim = |v: Option<i64>| {
+        v.filter(|n| *n > 0)
+            .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+    };
+    if let Some(t) = &cp.tcp {
+        if let Some(n) = lim(t.max_connections) {
+            limits.max_connections = n;
+        }
+        if let Some(ms) = duration_ms(&t.connect_timeout) {
+            connect_ms = ms;
+        }
+    }
+    if let Some(h) = &cp.http {
+        if let Some(n) = lim(h.http1_max_pending_requests) {
+            limits.max_pending_requests = n;
+        }
+        if let Some(n) = lim(h.http2_max_requests) {
+            limits.max_requests = n;
+        }
+        if let Some(n) = lim(h.max_retries) {
+            limits.max_retries = n;
+        }
+        if let Some(n) = lim(h.max_requests_per_connection) {
+            limits.max_requests_per_connection = n;
+        }
+    }
+    (connect_ms, limits)
+}
+
+fn outlier_plan(od: Option<&Value>) -> Option<p::Outlier> {
+    let od: OutlierDetection = serde_yaml::from_value(od?.clone()).unwrap_or_default();
+    let n = |v: Option<i64>, d: u32| v.map_or(d, |n| u32::try_from(n.max(0)).unwrap_or(u32::MAX));
+    Some(p::Outlier {
+        consecutive_5xx: n(od.consecutive5xx_errors, 5),
+        consecutive_gateway_errors: n(od.consecutive_gateway_errors, 0),
+        interval_ms: duration_ms(&od.interval).unwrap_or(10_000),
+        base_ejection_ms: duration_ms(&od.base_ejection_time).unwrap_or(30_000),
+        max_ejection_percent: n(od.max_ejection_percent, 10),
+    })
+}
+
+/// §3.21: top level, replaced whole by its port-level entry; then each component the subset
+/// sets replaces the inherited one; a subset port-level entry replaces all of them.
+fn effective_policy(
+    top: Option<&TrafficPolicy>,
+    subset: Option<&TrafficPolicy>,
+    port: u16,
+) -> (p::Lb, u64, p::Limits, Option<p::Outlier>) {
+    let mut lb: Option<&LoadBalancer> = None;
+    let mut cp: Option<&Value> = None;
+    let mut od: Option<&Value> = None;
+    if let Some(tp) = top {
+        match tp.port_level(port) {
+            Some(pl) => {
+                lb = pl.load_balancer.as_ref();
+                cp = pl.connection_pool.as_ref();
+                od = pl.outlier_detection.as_ref();
+            }
+            None => {
+                lb = tp.load_balancer.as_ref();
+                cp = tp.connection_pool.as_ref();
+                od = tp.outlier_detection.as_ref();
+            }
+        }
+    }
+    if let Some(stp) = subset {
+        if let Some(pl) = stp.port_level(port) {
+            lb = pl.load_balancer.as_ref();
+            cp = pl.connection_pool.as_ref();
+            od = pl.outlier_detection.as_ref();
+        } else {
+            if stp.load_balancer.is_some() {
+                lb = stp.load_balancer.as_ref();
+            }
+            if stp.connection_pool.is_some() {
+                cp = stp.connection_pool.as_ref();
+            }
+            if stp.outlier_detection.is_some() {
+                od = stp.outlier_detection.as_ref();
+            }
+        }
+    }
+    let (connect_ms, limits) = pool_plan(cp);
+    (lb_plan(lb), connect_ms, limits, outlier_plan(od))
+}

@@ -1,0 +1,608 @@
+//! Pure route selection: `plan::http` compiled once (regexes built, header names parsed,
+//! domains hashed, cluster names resolved to indices) into a [`Table`], then queried per request
+//! without allocation in the common case (a repeated header or a percent-encoded query value
+//! costs one).
+//!
+//! Semantics: vhost by Host without port, case-insensitive, exact > longest `*suffix` > `*`
+//! (§3.5); routes first match wins, blocks already expanded in Istio's order by compile (§3.1);
+//! StringMatch as §3.3; URI as §3.4 (the caller passes the normalised path, query removed).
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+
+use http::header::{HeaderMap, HeaderName};
+use regex::Regex;
+
+use crate::plan::http as p;
+
+/// A precompiled string matcher.
+#[derive(Debug)]
+pub enum Matcher {
+    Exact(String),
+    Prefix(String),
+    Regex(Regex),
+    Present,
+}
+
+impl Matcher {
+    fn new(m: &p::StrMatch) -> Matcher {
+        match m {
+            p::StrMatch::Exact(s) => Matcher::Exact(s.clone()),
+            p::StrMatch::Prefix(s) => Matcher::Prefix(s.clone()),
+            // Validation rejects regexes that do not compile; should one slip through, it
+            // matches nothing rather than everything.
+            p::StrMatch::Regex(r) => Matcher::Regex(compile_regex(r).unwrap_or_else(|_| never())),
+            p::StrMatch::Present => Matcher::Present,
+        }
+    }
+
+    pub fn matches(&self, v: &str) -> bool {
+        match self {
+            Matcher::Exact(s) => v == s,
+            Matcher::Prefix(s) => v.starts_with(s.as_str()),
+            Matcher::Regex(r) => r.is_match(v),
+            Matcher::Present => true,
+        }
+    }
+}
+
+fn never() -> Regex {
+    Regex::new("[^\\s\\S]").expect("static regex")
+}
+
+fn compile_regex(r: &str) -> Result<Regex, regex::Error> {
+    Regex::new(&crate::config::http::anchored(r))
+}
+
+#[derive(Debug)]
+enum PathMatcher {
+    Exact(String),
+    Prefix(String),
+    Regex(Regex),
+}
+
+#[derive(Debug)]
+struct HeaderMatcher {
+    name: HeaderName,
+    value: Matcher,
+    invert: bool,
+}
+
+/// A route ready to be evaluated; `plan` keeps the data the proxy acts on.
+#[derive(Debug)]
+pub struct Route {
+    pub plan: p::Route,
+    path: PathMatcher,
+    ignore_case: bool,
+    method: Option<Matcher>,
+    scheme: Option<Matcher>,
+    authority: Option<Matcher>,
+    headers: Vec<HeaderMatcher>,
+    query: Vec<(String, Matcher)>,
+    /// Per weighted destination: index into [`Table::clusters`] (None: cluster not found).
+    pub clusters: Vec<Option<usize>>,
+    /// Sum of the weights in `plan.action` (Forward).
+    pub total_weight: u64,
+    /// Compiled `uriRegexRewrite`.
+    pub rewrite_regex: Option<Regex>,
+    /// Mirrors resolved to cluster indices; unknown clusters mirror nothing (§3.26).
+    pub mirrors: Vec<(usize, u32)>,
+    /// Compiled CORS origin matchers.
+    pub cors_origins: Vec<Matcher>,
+}
+
+/// What a request is to the router.
+pub struct RequestView<'a> {
+    pub method: &'a str,
+    /// `http` or `https`.
+    pub scheme: &'a str,
+    /// Host / :authority verbatim (port included).
+    pub authority: &'a str,
+    /// Normalised, without the query.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub headers: &'a HeaderMap,
+}
+
+#[derive(Debug)]
+pub enum Decision<'t> {
+    /// No vhost or no route: 404.
+    NoRoute,
+    /// The vhost requires TLS (`httpsRedirect`): 301 to https.
+    HttpsRedirect,
+    Route(&'t Route),
+}
+
+#[derive(Debug, Default)]
+struct VHost {
+    routes: Vec<Route>,
+    require_tls: bool,
+}
+
+/// One listener's vhosts, indexed for lookup.
+#[derive(Debug)]
+pub struct Listener {
+    pub bind: Ipv4Addr,
+    pub port: u16,
+    vhosts: Vec<VHost>,
+    exact: HashMap<String, usize>,
+    /// `*-api.example.com` is stored as `-api.example.com`; lengths longest first.
+    wildcard: HashMap<String, usize>,
+    wildcard_lens: Vec<usize>,
+    star: Option<usize>,
+}
+
+/// The compiled route tables of every listener, plus the clusters they point at.
+#[derive(Debug, Default)]
+pub struct Table {
+    pub listeners: Vec<Listener>,
+    /// Same order as `plan.clusters`.
+    pub clusters: Vec<p::Cluster>,
+}
+
+impl Table {
+    pub fn build(plan: &p::HttpPlan) -> Table {
+        let cluster_idx: HashMap<&str, usize> = plan
+            .clusters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.as_str(), i))
+            .collect();
+        let listeners = plan
+            .listeners
+            .iter()
+            .map(|l| Listener::build(l, &cluster_idx))
+            .collect();
+        Table {
+            listeners,
+            clusters: plan.clusters.clone(),
+        }
+    }
+
+    pub fn listener(&self, bind: Ipv4Addr, port: u16) -> Option<&Listener> {
+        self.listeners
+            .iter()
+            .find(|l| l.bind == bind && l.port == port)
+    }
+}
+
+fn build_route(r: &p::Route, cluster_idx: &HashMap<&str, usize>) -> Route {
+    let path = match &r.matcher.path {
+        p::PathMatch::Exact(s) => PathMatcher::Exact(s.clone()),
+        p::PathMatch::Prefix(s) => PathMatcher::Prefix(s.clone()),
+        p::PathMatch::Regex(re) => {
+            PathMatcher::Regex(compile_regex(re).unwrap_or_else(|_| never()))
+        }
+    };
+    let (clusters, total_weight, rewrite_regex) = match &r.action {
+        p::Action::Forward(f) => (
+            f.clusters
+                .iter()
+                .map(|c| cluster_idx.get(c.cluster.as_str()).copied())
+                .collect(),
+            f.clusters.iter().map(|c| u64::from(c.weight)).sum(),
+            match &f.rewrite {
+                Some(p::Rewrite::Regex { pattern, .. }) => Regex::new(pattern).ok(),
+                _ => None,
+            },
+        ),
+        _ => (Vec::new(), 0, None),
+    };
+    Route {
+        path,
+        ignore_case: r.matcher.ignore_case,
+        method: r.matcher.method.as_ref().map(Matcher::new),
+        scheme: r.matcher.scheme.as_ref().map(Matcher::new),
+        authority: r.matcher.authority.as_ref().map(Matcher::new),
+        headers: r
+            .matcher
+            .headers
+            .iter()
+            .filter_map(|h| {
+                Some(HeaderMatcher {
+                    name: HeaderName::from_bytes(h.name.as_bytes()).ok()?,
+                    value: Matcher::new(&h.value),
+                    invert: h.invert,
+                })
+            })
+            .collect(),
+        query: r
+            .matcher
+            .query
+            .iter()
+            .map(|q| (q.name.clone(), Matcher::new(&q.value)))
+            .collect(),
+        clusters,
+        total_weight,
+        rewrite_regex,
+        mirrors: r
+            .mirrors
+            .iter()
+            .filter_map(|m| Some((*cluster_idx.get(m.cluster.as_str())?, m.ppm)))
+            .collect(),
+        cors_origins: r
+            .cors
+            .as_ref()
+            .map(|c| c.allow_origins.iter().map(Matcher::new).collect())
+            .unwrap_or_default(),
+        plan: r.clone(),
+    }
+}
+
+impl Listener {
+    fn build(l: &p::Listener, cluster_idx: &HashMap<&str, usize>) -> Listener {
+        let mut out = Listener {
+            bind: l.bind,
+            port: l.port,
+            vhosts: Vec::new(),
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            wildcard_lens: Vec::new(),
+            star: None,
+        };
+        for (i, v) in l.vhosts.iter().enumerate() {
+            out.vhosts.push(VHost {
+                routes: v
+                    .routes
+                    .iter()
+                    .map(|r| build_route(r, cluster_idx))
+                    .collect(),
+                require_tls: v.require_tls,
+            });
+            let d = v.domain.to_ascii_lowercase();
+            if d == "*" {
+                out.star = Some(i);
+            } else if let Some(suffix) = d.strip_prefix('*') {
+                out.wildcard_lens.push(suffix.len());
+                out.wildcard.insert(suffix.to_string(), i);
+            } else {
+                out.exact.insert(d, i);
+            }
+        }
+        out.wildcard_lens.sort_unstable_by(|a, b| b.cmp(a));
+        out.wildcard_lens.dedup();
+        out
+    }
+
+    /// §3.5: exact, then the longest suffix wildcard (at least one character before it), then
+    /// `*`. `host` must already be lower-case and without port.
+    fn vhost(&self, host: &str) -> Option<&VHost> {
+        if let Some(&i) = self.exact.get(host) {
+            return Some(&self.vhosts[i]);
+        }
+        for &len in &self.wildcard_lens {
+            if host.len() > len && host.is_char_boundary(host.len() - len) {
+                if let Some(&i) = self.wildcard.get(&host[host.len() - len..]) {
+                    return Some(&self.vhosts[i]);
+                }
+            }
+        }
+        self.star.map(|i| &self.vhosts[i])
+    }
+
+    pub fn select<'t>(&'t self, req: &RequestView<'_>) -> Decision<'t> {
+        let host = strip_port(req.authority);
+        let mut buf = [0u8; 256];
+        let lowered: Cow<str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            if host.len() <= buf.len() {
+                buf[..host.len()].copy_from_slice(host.as_bytes());
+                buf[..host.len()].make_ascii_lowercase();
+                // Lower-casing ASCII keeps UTF-8 valid.
+                Cow::Borrowed(std::str::from_utf8(&buf[..host.len()]).unwrap_or(""))
+            } else {
+                Cow::Owned(host.to_ascii_lowercase())
+            }
+        } else {
+            Cow::Borrowed(host)
+        };
+        let Some(vh) = self.vhost(&lowered) else {
+            return Decision::NoRoute;
+        };
+        if vh.require_tls && req.scheme != "https" {
+            return Decision::HttpsRedirect;
+        }
+        match vh.routes.iter().find(|r| r.matches(req)) {
+            Some(r) => Decision::Route(r),
+            None => Decision::NoRoute,
+        }
+    }
+}
+
+/// `host:port` -> `host`; `[v6]:port` -> `[v6]`.
+pub fn strip_port(authority: &str) -> &str {
+    if authority.starts_with('[') {
+        return match authority.find(']') {
+            Some(i) => &authority[..=i],
+            None => authority,
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => authority,
+    }
+}
+
+/// Header value as matched: repeated headers joined with `,` (Envoy, CVE-2020-25017).
+fn header_value<'h>(headers: &'h HeaderMap, name: &HeaderName) -> Option<Cow<'h, str>> {
+    let mut it = headers.get_all(name).iter();
+    let first = it.next()?;
+    let first_s = std::str::from_utf8(first.as_bytes()).unwrap_or("");
+    match it.next() {
+        None => Some(Cow::Borrowed(first_s)),
+        Some(second) => {
+            let mut s = String::from(first_s);
+            for v in std::iter::once(second).chain(it) {
+                s.push(',');
+                s.push_str(std::str::from_utf8(v.as_bytes()).unwrap_or(""));
+            }
+            Some(Cow::Owned(s))
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> Cow<'_, str> {
+    if !s.contains('%') {
+        return Cow::Borrowed(s);
+    }
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            let hex = |c: u8| (c as char).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The first value of query parameter `name` (`?k` gives `""`), §3.3.
+fn query_value<'q>(query: &'q str, name: &str) -> Option<Cow<'q, str>> {
+    for pair in query.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if percent_decode(k) == name {
+            return Some(percent_decode(v));
+        }
+    }
+    None
+}
+
+impl Route {
+    fn matches(&self, req: &RequestView<'_>) -> bool {
+        let path = req.path;
+        let path_ok = match &self.path {
+            PathMatcher::Exact(s) if self.ignore_case => path.eq_ignore_ascii_case(s),
+            PathMatcher::Exact(s) => path == s,
+            PathMatcher::Prefix(s) if self.ignore_case => {
+                path.len() >= s.len()
+                    && path.as_bytes()[..s.len()].eq_ignore_ascii_case(s.as_bytes())
+            }
+            PathMatcher::Prefix(s) => path.starts_with(s.as_str()),
+            // ignoreUriCase does not apply to regex (Envoy ignores case_sensitive there).
+            PathMatcher::Regex(r) => r.is_match(path),
+        };
+        if !path_ok {
+            return false;
+        }
+        if let Some(m) = &self.method {
+            if !m.matches(req.method) {
+                return false;
+            }
+        }
+        if let Some(m) = &self.scheme {
+            if !m.matches(req.scheme) {
+                return false;
+            }
+        }
+        if let Some(m) = &self.authority {
+            if !m.matches(req.authority) {
+                return false;
+            }
+        }
+        for h in &self.headers {
+            let v = header_value(req.headers, &h.name);
+            let ok = match (&v, h.invert) {
+                (Some(v), false) => h.value.matches(v),
+                (None, false) => false,
+                // withoutHeaders `{}`: the header must be absent.
+                (_, true) if matches!(h.value, Matcher::Present) => v.is_none(),
+                // A missing header counts as the empty value, then the result is inverted.
+                (v, true) => !h.value.matches(v.as_deref().unwrap_or("")),
+            };
+            if !ok {
+                return false;
+            }
+        }
+        for (name, m) in &self.query {
+            match req.query.and_then(|q| query_value(q, name)) {
+                Some(v) if m.matches(&v) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// The matched prefix length for `rewrite.uri` (§3.14): the whole path for exact and regex
+    /// matches, the prefix for prefix matches.
+    pub fn matched_prefix_len(&self, path: &str) -> usize {
+        match &self.path {
+            PathMatcher::Prefix(s) => s.len().min(path.len()),
+            _ => path.len(),
+        }
+    }
+}
+
+/// RFC 3986 dot-segment removal (Envoy `normalize_path`; `%2e` counts as a dot). Slashes are
+/// not merged and `%2F` is kept (§3.4). `None`: not a valid origin-form path (400).
+pub fn normalize_path(path: &str) -> Option<Cow<'_, str>> {
+    if !path.starts_with('/') {
+        return None;
+    }
+    let is_dot = |s: &str| s == "." || s.eq_ignore_ascii_case("%2e");
+    let is_dotdot = |s: &str| {
+        matches!(s.len(), 2 | 4 | 6) && s.to_ascii_lowercase().replace("%2e", ".").eq("..")
+    };
+    // Fast path: nothing to do unless a segment is a (possibly encoded) dot.
+    if !path
+        .split('/')
+        .any(|s| is_dot(s) || s.starts_with('.') || s.starts_with('%'))
+    {
+        return Some(Cow::Borrowed(path));
+    }
+    let segs: Vec<&str> = path[1..].split('/').collect();
+    let mut out: Vec<&str> = Vec::with_capacity(segs.len());
+    let last = segs.len() - 1;
+    for (i, s) in segs.iter().enumerate() {
+        if is_dot(s) {
+            if i == last {
+                out.push("");
+            }
+        } else if is_dotdot(s) {
+            out.pop();
+            if i == last {
+                out.push("");
+            }
+        } else {
+            out.push(s);
+        }
+    }
+    let mut res = String::with_capacity(path.len());
+    for s in &out {
+        res.push('/');
+        res.push_str(s);
+    }
+    if res.is_empty() {
+        res.push('/');
+    }
+    if res == path {
+        Some(Cow::Borrowed(path))
+    } else {
+        Some(Cow::Owned(res))
+    }
+}
+
+/// A synthetic table of `n_routes` prefix/header/regex routes on one vhost, and the mean time
+/// of one lookup that hits near the end of it: the router benchmark (`cargo xtask bench` calls
+/// this). Returns nanoseconds per lookup.
+pub fn bench_router(n_routes: usize, lookups: usize) -> f64 {
+    let mut routes = Vec::with_capacity(n_routes);
+    for i in 0..n_routes {
+        let (path, headers) = match i % 3 {
+            0 => (p::PathMatch::Prefix(format!("/svc{i}/")), Vec::new()),
+            1 => (p::PathMatch::Exact(format!("/exact/{i}")), Vec::new()),
+            _ => (
+                p::PathMatch::Regex(format!("/re{i}/[a-z]+")),
+                vec![p::HeaderMatch {
+                    name: "x-tenant".into(),
+                    value: p::StrMatch::Exact(format!("t{i}")),
+                    invert: false,
+                }],
+            ),
+        };
+        routes.push(p::Route {
+            origin: format!("bench {i}"),
+            matcher: p::RouteMatch {
+                path,
+                ignore_case: false,
+                method: None,
+                scheme: None,
+                authority: None,
+                headers,
+                query: Vec::new(),
+            },
+            action: p::Action::Direct {
+                status: 200,
+                body: None,
+            },
+            request_headers: p::HeaderOps::default(),
+            response_headers: p::HeaderOps::default(),
+            fault: None,
+            mirrors: Vec::new(),
+            cors: None,
+        });
+    }
+    let plan = p::HttpPlan {
+        listeners: vec![p::Listener {
+            bind: Ipv4Addr::UNSPECIFIED,
+            port: 80,
+            vhosts: vec![p::VirtualHost {
+                domain: "bench.example.com".into(),
+                require_tls: false,
+                routes,
+            }],
+            origin: "bench".into(),
+        }],
+        clusters: Vec::new(),
+    };
+    let table = Table::build(&plan);
+    let l = &table.listeners[0];
+    let target = n_routes.saturating_sub(3) / 3 * 3; // a prefix route near the end
+    let path = format!("/svc{target}/x");
+    let headers = HeaderMap::new();
+    let req = RequestView {
+        method: "GET",
+        scheme: "http",
+        authority: "Bench.Example.com:80",
+        path: &path,
+        query: None,
+        headers: &headers,
+    };
+    let start = std::time::Instant::now();
+    let mut hits = 0usize;
+    for _ in 0..lookups {
+        if let Decision::Route(_) = std::hint::black_box(l.select(std::hint::black_box(&req))) {
+            hits += 1;
+        }
+    }
+    let ns = start.elapsed().as_nanos() as f64 / lookups.max(1) as f64;
+    assert_eq!(hits, lookups, "benchmark request must hit a route");
+    ns
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalizes_dot_segments_only() {
+        let n = |p: &str| normalize_path(p).map(|c| c.into_owned());
+        assert_eq!(n("/a/../b").as_deref(), Some("/b"));
+        assert_eq!(n("/a/./b/").as_deref(), Some("/a/b/"));
+        assert_eq!(n("/a/b/..").as_deref(), Some("/a/"));
+        assert_eq!(n("/../../x").as_deref(), Some("/x"));
+        assert_eq!(n("/a/%2e%2E/b").as_deref(), Some("/b"));
+        assert_eq!(n("//a//b").as_deref(), Some("//a//b"));
+        assert_eq!(n("/a%2Fb/..").as_deref(), Some("/"));
+        assert_eq!(n("/.well-known/x").as_deref(), Some("/.well-known/x"));
+        assert_eq!(n("a/b"), None);
+    }
+
+    #[test]
+    fn strips_ports() {
+        assert_eq!(strip_port("a.com:8080"), "a.com");
+        assert_eq!(strip_port("a.com"), "a.com");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn query_values() {
+        assert_eq!(query_value("a=1&b=2&a=3", "a").as_deref(), Some("1"));
+        assert_eq!(query_value("k", "k").as_deref(), Some(""));
+        assert_eq!(query_value("k=", "k").as_deref(), Some(""));
+        assert_eq!(query_value("x=%41b", "x").as_deref(), Some("Ab"));
+        assert_eq!(query_value("x=1", "y"), None);
+    }
+
+    #[test]
+    fn bench_runs() {
+        assert!(bench_router(300, 100) > 0.0);
+    }
+}
