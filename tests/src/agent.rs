@@ -54,30 +54,9 @@ impl Agent {
         files: &[(&str, String)],
         extra: &[&str],
     ) -> anyhow::Result<Agent> {
-        let bin = gateway_bin()?;
-        let dir = tempfile::Builder::new()
-            .prefix(&format!("{}-", topo.prefix))
-            .tempdir()?;
-        fs::create_dir(dir.path().join("config"))?;
-        fs::create_dir(dir.path().join("stage"))?;
-        // Each node namespace has its own loopback, so any port free there is ours.
-        let admin = topo
-            .node
-            .run_in(|| Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?))?;
-        let mut agent = Agent {
-            child: None,
-            bin,
-            node_ns: topo.node.path(),
-            ifaces: topo.node_ifaces(),
-            expect_path: "xdp",
-            pin_root: PathBuf::from(format!("/sys/fs/bpf/gwtest-{}", topo.prefix)),
-            admin,
-            extra_args: extra.iter().map(|s| s.to_string()).collect(),
-            dir,
-        };
-        agent.write_config(files)?;
-        agent.spawn()?;
-        Ok(agent)
+        let ifaces = topo.node_ifaces();
+        let ifaces: Vec<&str> = ifaces.iter().map(String::as_str).collect();
+        Self::start_on(topo, files, &ifaces, extra, "xdp")
     }
 
     /// Starts the agent with the given interfaces (none: userspace L4 path) and expects it to
