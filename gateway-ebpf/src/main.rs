@@ -209,6 +209,8 @@ fn forward(ctx: &XdpContext, pkt: &Packet, ct: &mut CtValue, reason: u32) -> (u3
             if ct.nh_ifindex == 0 {
                 return (action_for(reason), reason);
             }
+            // Keep the learned hop and ask again after the TTL, not on every packet.
+            ct.nh_ts = now;
         }
     }
     pkt.rewrite(ct.saddr, ct.daddr, ct.sport, ct.dport, &ct.nh_smac, &ct.nh_dmac);
