@@ -19,8 +19,8 @@ extern "C" fn on_signal(_: libc::c_int) {
 pub fn install_signal_handlers() {
     // Safety: the handler only stores to an atomic (async-signal-safe).
     unsafe {
-        libc::signal(libc::SIGINT, on_signal as usize);
-        libc::signal(libc::SIGTERM, on_signal as usize);
+        libc::signal(libc::SIGINT, on_signal as extern "C" fn(libc::c_int) as usize);
+        libc::signal(libc::SIGTERM, on_signal as extern "C" fn(libc::c_int) as usize);
     }
 }
 
@@ -104,6 +104,20 @@ pub fn ensure_tool(binary: &str, package: &str) -> Result<String, String> {
         return Ok(p);
     }
     eprintln!("bench: installing Debian package {package} (for {binary})");
+    // Packages like haproxy and nginx start a system service on install; the bench runs its
+    // own instances in its namespaces, so keep the service off (policy-rc.d, while installing).
+    let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
+    let own_policy = !policy.exists()
+        && std::fs::write(policy, "#!/bin/sh\nexit 101\n").is_ok()
+        && Command::new("chmod").args(["+x", "/usr/sbin/policy-rc.d"]).status().is_ok();
+    let r = apt_install(binary, package);
+    if own_policy {
+        let _ = std::fs::remove_file(policy);
+    }
+    r
+}
+
+fn apt_install(binary: &str, package: &str) -> Result<String, String> {
     let st = Command::new("apt-get")
         .args(["install", "-y", "-qq", "--no-install-recommends", package])
         .env("DEBIAN_FRONTEND", "noninteractive")

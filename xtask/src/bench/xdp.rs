@@ -370,6 +370,23 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
     })
 }
 
+/// Times `Dataplane::apply` of the plan `make` returns, in a private namespace: (first apply ms,
+/// the same plan again ms).
+pub fn time_apply(
+    make: impl FnOnce() -> anyhow::Result<Plan> + Send + 'static,
+) -> anyhow::Result<(f64, f64)> {
+    in_private_netns(0, move || {
+        let plan = make()?;
+        let mut d = Dp::open(&Plan::default())?;
+        let t = std::time::Instant::now();
+        d.dp.apply(&plan).context("apply")?;
+        let first = t.elapsed().as_secs_f64() * 1e3;
+        let t = std::time::Instant::now();
+        d.dp.apply(&plan).context("apply (again)")?;
+        Ok((first, t.elapsed().as_secs_f64() * 1e3))
+    })
+}
+
 /// Part 5: the connection table under pressure.
 pub fn pressure(opts: &Opts) -> anyhow::Result<Section> {
     let fill = opts.fill;
