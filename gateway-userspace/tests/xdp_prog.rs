@@ -493,3 +493,24 @@ fn established_flow_keeps_backend_when_another_is_removed() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn learned_reply_hop_survives_a_failed_refresh() {
+    std::thread::spawn(|| {
+        let mut e = env(&plan());
+        let (_, out, _) = e.dp.test_run(&packet(6, CLIENT, 40010, VIP, 31401, SYN, b"")).unwrap();
+        assert_eq!(parse(&out).dst, B1);
+        // After the next-hop TTL the reply entry refreshes through the FIB, which has no route
+        // to the client here: the hop learned from the client's packet must still be used.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+        for _ in 0..2 {
+            let reply = packet(6, B1, 9000, CLIENT, 40010, ACK, b"data");
+            let (action, out, _) = e.dp.test_run(&reply).unwrap();
+            assert_eq!(action, XDP_TX);
+            let r = parse(&out);
+            assert_eq!((r.src, r.dst, r.dmac), (VIP, CLIENT, CLIENT_MAC));
+        }
+    })
+    .join()
+    .unwrap();
+}
