@@ -181,7 +181,10 @@ pub mod verdict {
     pub const DROP_CT_FULL: u32 = 10;
     /// Dropped: the FIB said forwarding is disabled or the packet is too big.
     pub const DROP_FIB: u32 = 11;
-    pub const COUNT: u32 = 12;
+    /// Passed: addressed to a SNAT port of the node with no connection entry (evicted from the
+    /// full table, or from before the agent's time). A rising count is the table-pressure signal.
+    pub const PASS_NAT_MISS: u32 = 12;
+    pub const COUNT: u32 = 13;
     pub const NAMES: [&str; COUNT as usize] = [
         "pass_not_ours",
         "pass_local",
@@ -195,6 +198,7 @@ pub mod verdict {
         "drop_no_snat_addr",
         "drop_ct_full",
         "drop_fib",
+        "pass_nat_miss",
     ];
 }
 
@@ -255,7 +259,7 @@ const _: () = assert!(core::mem::size_of::<Counters>() == 16);
 
 /// Version of the pinned-map layout. The agent keeps pins in a directory named after it, so an
 /// agent with another layout never adopts incompatible maps.
-pub const PIN_ABI: u32 = 1;
+pub const PIN_ABI: u32 = 2;
 
 #[cfg(feature = "user")]
 mod pod {

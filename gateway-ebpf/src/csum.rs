@@ -16,11 +16,7 @@ fn fold(mut sum: u32) -> u16 {
 /// Updates `check` for a 32-bit field changing from `old` to `new`.
 #[inline(always)]
 pub fn replace4(check: u16, old: u32, new: u32) -> u16 {
-    let sum = (!check) as u32
-        + ((!old) >> 16)
-        + ((!old) & 0xffff)
-        + (new >> 16)
-        + (new & 0xffff);
+    let sum = (!check) as u32 + ((!old) >> 16) + ((!old) & 0xffff) + (new >> 16) + (new & 0xffff);
     !fold(sum)
 }
 

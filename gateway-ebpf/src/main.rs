@@ -10,9 +10,7 @@ mod maps;
 mod packet;
 
 use aya_ebpf::{
-    bindings::{
-        xdp_action, BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST,
-    },
+    bindings::{xdp_action, BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST},
     helpers::{bpf_fib_lookup, bpf_ktime_get_ns, bpf_redirect},
     macros::xdp,
     programs::XdpContext,
@@ -20,11 +18,14 @@ use aya_ebpf::{
 };
 use gateway_common::{
     ct_flags, flow_hash, nat_port, src_hash, svc_flags, verdict, CtValue, FlowKey, ServiceKey,
-    ServiceValue, MAGLEV_RING, NAT_PORT_TRIES, NEXTHOP_TTL_NS, PROTO_TCP,
+    ServiceValue, MAGLEV_RING, NAT_PORT_MAX, NAT_PORT_MIN, NAT_PORT_TRIES, NEXTHOP_TTL_NS,
+    PROTO_TCP,
 };
 
 use crate::{
-    maps::{BACKENDS, BACKEND_STATS, CONNTRACK, IFADDRS, MAGLEV, SERVICES, SERVICE_STATS, VERDICTS},
+    maps::{
+        BACKENDS, BACKEND_STATS, CONNTRACK, IFADDRS, MAGLEV, SERVICES, SERVICE_STATS, VERDICTS,
+    },
     packet::Packet,
 };
 
@@ -80,7 +81,18 @@ fn process(ctx: &XdpContext) -> (u32, u32) {
     };
     let svc = match unsafe { SERVICES.get(&svc_key) } {
         Some(s) => *s,
-        None => return (xdp_action::XDP_PASS, verdict::PASS_NOT_OURS),
+        None => {
+            let dport = u16::from_be(key.dport);
+            let nat_range = (NAT_PORT_MIN..=NAT_PORT_MAX).contains(&dport);
+            let ingress = ctx.ingress_ifindex() as u32;
+            let to_node = unsafe { IFADDRS.get(&ingress) }.is_some_and(|a| a.addr == key.daddr);
+            let reason = if nat_range && to_node {
+                verdict::PASS_NAT_MISS
+            } else {
+                verdict::PASS_NOT_OURS
+            };
+            return (xdp_action::XDP_PASS, reason);
+        }
     };
     if svc.flags & svc_flags::LOCAL != 0 {
         maps::count(&SERVICE_STATS, svc.id, len);
@@ -91,7 +103,13 @@ fn process(ctx: &XdpContext) -> (u32, u32) {
 
 /// First packet of a flow: Maglev pick, next hop, SNAT port, then both connection entries.
 #[inline(always)]
-fn new_flow(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, svc: &ServiceValue, len: u64) -> (u32, u32) {
+fn new_flow(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    key: &FlowKey,
+    svc: &ServiceValue,
+    len: u64,
+) -> (u32, u32) {
     if svc.backend_count == 0 {
         maps::count(&SERVICE_STATS, svc.id, len);
         return (xdp_action::XDP_DROP, verdict::DROP_NO_BACKEND);
@@ -170,7 +188,11 @@ fn new_flow(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, svc: &ServiceValue, l
             }
             // Taken: by this very flow (a retransmitted SYN) is fine, by another is not.
             if let Some(other) = unsafe { CONNTRACK.get(&rkey) } {
-                if other.daddr == key.saddr && other.dport == key.sport && other.saddr == key.daddr && other.sport == key.dport {
+                if other.daddr == key.saddr
+                    && other.dport == key.sport
+                    && other.saddr == key.daddr
+                    && other.sport == key.dport
+                {
                     let _ = CONNTRACK.insert(&rkey, &rev, 0);
                     found = true;
                     break;
@@ -180,7 +202,11 @@ fn new_flow(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, svc: &ServiceValue, l
         if !found {
             // Rare (every candidate port of this backend taken): worth a log line, unlike
             // anything on the per-packet path.
-            aya_log_ebpf::warn!(ctx, "SNAT ports exhausted towards backend id {}", backend_id);
+            aya_log_ebpf::warn!(
+                ctx,
+                "SNAT ports exhausted towards backend id {}",
+                backend_id
+            );
             return (xdp_action::XDP_DROP, verdict::DROP_NAT_EXHAUSTED);
         }
         fwd.sport = rkey.dport;
@@ -213,7 +239,14 @@ fn forward(ctx: &XdpContext, pkt: &Packet, ct: &mut CtValue, reason: u32) -> (u3
             ct.nh_ts = now;
         }
     }
-    pkt.rewrite(ct.saddr, ct.daddr, ct.sport, ct.dport, &ct.nh_smac, &ct.nh_dmac);
+    pkt.rewrite(
+        ct.saddr,
+        ct.daddr,
+        ct.sport,
+        ct.dport,
+        &ct.nh_smac,
+        &ct.nh_dmac,
+    );
     if ct.nh_ifindex == ctx.ingress_ifindex() as u32 {
         return (xdp_action::XDP_TX, reason);
     }

@@ -34,8 +34,7 @@ pub static SERVICE_STATS: PerCpuArray<Counters> = PerCpuArray::pinned(MAX_SERVIC
 pub static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::pinned(MAX_BACKENDS, 0);
 
 #[map]
-pub static VERDICTS: PerCpuArray<Counters> =
-    PerCpuArray::pinned(gateway_common::verdict::COUNT, 0);
+pub static VERDICTS: PerCpuArray<Counters> = PerCpuArray::pinned(gateway_common::verdict::COUNT, 0);
 
 /// Adds one packet of `len` bytes to counter `index` (per CPU, so no atomics needed).
 #[inline(always)]

@@ -76,7 +76,11 @@ impl Packet {
             PROTO_UDP => {
                 let check: *mut u16 = ptr_at(ctx, l4 + 6).ok_or(verdict::PASS_UNPARSED)?;
                 // A zero UDP checksum means "none" and must stay zero.
-                let c = if unsafe { *check } == 0 { None } else { Some(check) };
+                let c = if unsafe { *check } == 0 {
+                    None
+                } else {
+                    Some(check)
+                };
                 (c, false)
             }
             _ => return Err(verdict::PASS_UNPARSED),
@@ -127,7 +131,15 @@ impl Packet {
     /// Rewrites addresses and ports (all network order) with incremental checksum updates,
     /// and the Ethernet header for the next hop.
     #[inline(always)]
-    pub fn rewrite(&self, saddr: u32, daddr: u32, sport: u16, dport: u16, smac: &[u8; 6], dmac: &[u8; 6]) {
+    pub fn rewrite(
+        &self,
+        saddr: u32,
+        daddr: u32,
+        sport: u16,
+        dport: u16,
+        smac: &[u8; 6],
+        dmac: &[u8; 6],
+    ) {
         unsafe {
             let ip = &mut *self.ip;
             let ports = &mut *self.ports;

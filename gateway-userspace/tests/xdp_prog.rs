@@ -498,7 +498,9 @@ fn established_flow_keeps_backend_when_another_is_removed() {
 fn learned_reply_hop_survives_a_failed_refresh() {
     std::thread::spawn(|| {
         let mut e = env(&plan());
-        let (_, out, _) = e.dp.test_run(&packet(6, CLIENT, 40010, VIP, 31401, SYN, b"")).unwrap();
+        let (_, out, _) =
+            e.dp.test_run(&packet(6, CLIENT, 40010, VIP, 31401, SYN, b""))
+                .unwrap();
         assert_eq!(parse(&out).dst, B1);
         // After the next-hop TTL the reply entry refreshes through the FIB, which has no route
         // to the client here: the hop learned from the client's packet must still be used.
@@ -510,6 +512,26 @@ fn learned_reply_hop_survives_a_failed_refresh() {
             let r = parse(&out);
             assert_eq!((r.src, r.dst, r.dmac), (VIP, CLIENT, CLIENT_MAC));
         }
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn reply_to_unknown_nat_port_is_counted() {
+    std::thread::spawn(|| {
+        let mut e = env(&plan());
+        // The test's ingress is lo, whose address is 127.0.0.1: a backend's reply to a SNAT port
+        // the table does not know (evicted) passes and is counted as such.
+        let p = packet(6, B1, 9000, [127, 0, 0, 1], 62000, ACK, b"");
+        let (action, out, _) = e.dp.test_run(&p).unwrap();
+        assert_eq!((action, out), (XDP_PASS, p));
+        assert_eq!(verdict(&e, "pass_nat_miss"), 1);
+        // Below the SNAT range it is just not ours.
+        let p = packet(6, B1, 9000, [127, 0, 0, 1], 40000, ACK, b"");
+        e.dp.test_run(&p).unwrap();
+        assert_eq!(verdict(&e, "pass_nat_miss"), 1);
+        assert_eq!(verdict(&e, "pass_not_ours"), 1);
     })
     .join()
     .unwrap();
