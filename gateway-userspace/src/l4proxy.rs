@@ -25,7 +25,7 @@ use crate::{
 
 /// Envoy's default connect timeout.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A UDP flow with no packet for this long is forgotten.
+/// A UDP flow with no datagram either way for this long is forgotten.
 const UDP_IDLE: Duration = Duration::from_secs(60);
 
 /// Backends of one service and their ring, replaced whole on a config change.
@@ -170,9 +170,19 @@ async fn serve_tcp(listener: TcpListener, vip: SocketAddrV4, table: Arc<ArcSwap<
     }
 }
 
+/// One UDP flow of the userspace path: the connected upstream socket and when the flow last
+/// carried a datagram either way (milliseconds since the listener started).
+struct UdpFlow {
+    up: UdpSocket,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
 async fn serve_udp(sock: Arc<UdpSocket>, vip: SocketAddrV4, table: Arc<ArcSwap<Table>>) {
+    use std::sync::atomic::Ordering::Relaxed;
     // One connected upstream socket per client address; its reply task forwards back.
-    let flows: Arc<Mutex<HashMap<SocketAddrV4, Arc<UdpSocket>>>> = Arc::default();
+    let flows: Arc<Mutex<HashMap<SocketAddrV4, Arc<UdpFlow>>>> = Arc::default();
+    let start = tokio::time::Instant::now();
+    let now_ms = move || start.elapsed().as_millis() as u64;
     let mut buf = vec![0u8; 65535];
     loop {
         let (n, peer) = match sock.recv_from(&mut buf).await {
@@ -184,37 +194,49 @@ async fn serve_udp(sock: Arc<UdpSocket>, vip: SocketAddrV4, table: Arc<ArcSwap<T
         };
         let Some(peer) = v4(peer) else { continue };
         let existing = flows.lock().unwrap().get(&peer).cloned();
-        let up = match existing {
-            Some(u) => u,
+        let flow = match existing {
+            Some(f) => f,
             None => {
                 let Some(backend) = table.load().pick(peer, vip, Proto::Udp) else {
                     continue;
                 };
-                let up = match UdpSocket::bind("0.0.0.0:0").await {
-                    Ok(u) => u,
-                    Err(_) => continue,
+                let Ok(up) = UdpSocket::bind("0.0.0.0:0").await else {
+                    continue;
                 };
                 if up.connect(backend).await.is_err() {
                     continue;
                 }
-                let up = Arc::new(up);
-                flows.lock().unwrap().insert(peer, up.clone());
-                let (down, flows, up2) = (sock.clone(), flows.clone(), up.clone());
+                let flow = Arc::new(UdpFlow {
+                    up,
+                    last_ms: now_ms().into(),
+                });
+                flows.lock().unwrap().insert(peer, flow.clone());
+                let (down, flows, f) = (sock.clone(), flows.clone(), flow.clone());
                 tokio::spawn(async move {
                     let mut b = vec![0u8; 65535];
                     loop {
-                        match tokio::time::timeout(UDP_IDLE, up2.recv(&mut b)).await {
+                        match tokio::time::timeout(UDP_IDLE, f.up.recv(&mut b)).await {
                             Ok(Ok(n)) => {
+                                f.last_ms.store(now_ms(), Relaxed);
                                 let _ = down.send_to(&b[..n], peer).await;
                             }
-                            _ => break,
+                            Ok(Err(_)) => break,
+                            // Idle only if neither direction moved for UDP_IDLE.
+                            Err(_)
+                                if now_ms() - f.last_ms.load(Relaxed)
+                                    >= UDP_IDLE.as_millis() as u64 =>
+                            {
+                                break
+                            }
+                            Err(_) => {}
                         }
                     }
                     flows.lock().unwrap().remove(&peer);
                 });
-                up
+                flow
             }
         };
-        let _ = up.send(&buf[..n]).await;
+        flow.last_ms.store(now_ms(), Relaxed);
+        let _ = flow.up.send(&buf[..n]).await;
     }
 }
