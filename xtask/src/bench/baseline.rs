@@ -5,7 +5,10 @@
 //! It is the same two instructions as `gateway_xdp_baseline` in the object; the dataplane does
 //! not expose that program, so it is loaded here with the bpf(2) syscall directly.
 
-use std::{os::fd::{AsRawFd, FromRawFd, OwnedFd}, time::Duration};
+use std::{
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    time::Duration,
+};
 
 use anyhow::bail;
 
@@ -82,11 +85,17 @@ impl Baseline {
             )
         };
         if fd < 0 {
-            bail!("loading the baseline XDP program: {}", std::io::Error::last_os_error());
+            bail!(
+                "loading the baseline XDP program: {}",
+                std::io::Error::last_os_error()
+            );
         }
         // Safety: a new fd the kernel just returned, owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-        Ok(Baseline { fd, out: vec![0; 4096] })
+        Ok(Baseline {
+            fd,
+            out: vec![0; 4096],
+        })
     }
 
     /// One BPF_PROG_TEST_RUN call on `packet` (repeat = 1): (action, kernel-measured duration).
@@ -110,7 +119,10 @@ impl Baseline {
             )
         };
         if rc != 0 {
-            bail!("BPF_PROG_TEST_RUN (baseline): {}", std::io::Error::last_os_error());
+            bail!(
+                "BPF_PROG_TEST_RUN (baseline): {}",
+                std::io::Error::last_os_error()
+            );
         }
         Ok((attr.retval, Duration::from_nanos(attr.duration as u64)))
     }

@@ -95,12 +95,28 @@ impl Running {
 
 pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
     let p = if ctx.quick {
-        Params { conns: 100, threads: 2, runs: 1, iperf_secs: 1 }
+        Params {
+            conns: 100,
+            threads: 2,
+            runs: 1,
+            iperf_secs: 1,
+        }
     } else {
-        Params { conns: 1500, threads: 4, runs: 3, iperf_secs: 3 }
+        Params {
+            conns: 1500,
+            threads: 4,
+            runs: 3,
+            iperf_secs: 3,
+        }
     };
     let iperf = util::ensure_tool("iperf3", "iperf3");
-    let peers = [Peer::XdpSnat, Peer::XdpPreserve, Peer::Ipvs, Peer::Iptables, Peer::Haproxy];
+    let peers = [
+        Peer::XdpSnat,
+        Peer::XdpPreserve,
+        Peer::Ipvs,
+        Peer::Iptables,
+        Peer::Haproxy,
+    ];
     let mut rows: Vec<(Peer, Result<Figures, String>)> = Vec::new();
     for peer in peers {
         check_interrupt()?;
@@ -133,7 +149,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
     );
     let _ = writeln!(
         body,
-        "| path | node forwarding | connections/s | failed conns | machine CPU us/conn | throughput Gbit/s | machine CPU s/GB | peer process CPU s/run |"
+        "| path | node forwarding | connections/s | runs min-max | failed conns | machine CPU us/conn | throughput Gbit/s | machine CPU s/GB | peer process CPU s/run |"
     );
     let _ = writeln!(body, "|---|---|---:|---:|---:|---:|---:|---:|");
     for (peer, r) in &rows {
@@ -145,18 +161,29 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
             Ok(f) => {
                 let _ = writeln!(
                     body,
-                    "| {} | {fwd} | {:.0} | {} | {:.0} | {:.2} | {:.2} | {} |",
+                    "| {} | {fwd} | {:.0} | {:.0}-{:.0} | {} | {:.0} | {:.2} | {:.2} | {} |",
                     peer.label(),
                     median(&f.conn_rate),
+                    f.conn_rate.iter().cloned().fold(f64::INFINITY, f64::min),
+                    f.conn_rate.iter().cloned().fold(0.0, f64::max),
                     f.conn_failed,
                     median(&f.conn_cpu_us),
                     median(&f.gbps),
                     median(&f.gb_cpu_s),
-                    if f.proc_cpu.is_empty() { "-".into() } else { format!("{:.2}", median(&f.proc_cpu)) }
+                    if f.proc_cpu.is_empty() {
+                        "-".into()
+                    } else {
+                        format!("{:.2}", median(&f.proc_cpu))
+                    }
                 );
             }
             Err(e) => {
-                let _ = writeln!(body, "| {} | {fwd} | **not available: {}** | | | | | |", peer.label(), e.replace('|', "/").replace('\n', " "));
+                let _ = writeln!(
+                    body,
+                    "| {} | {fwd} | **not available: {}** | | | | | | |",
+                    peer.label(),
+                    e.replace('|', "/").replace('\n', " ")
+                );
             }
         }
     }
@@ -170,42 +197,111 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
 
     // Ratios of the XDP path (snat, the default) against each peer.
     let mut headline = Vec::new();
-    let ours = rows.iter().find(|(p, _)| *p == Peer::XdpSnat).and_then(|(_, r)| r.as_ref().ok());
-    let _ = writeln!(body, "\nRatios, gateway XDP (snat) / peer (above 1.00: we are faster):\n");
+    let ours = rows
+        .iter()
+        .find(|(p, _)| *p == Peer::XdpSnat)
+        .and_then(|(_, r)| r.as_ref().ok());
+    let _ = writeln!(
+        body,
+        "\nRatios, gateway XDP (snat) / peer (above 1.00: we are faster):\n"
+    );
     let _ = writeln!(body, "| peer | connections/s ratio | throughput ratio | CPU per connection ratio (below 1: we use less) |");
     let _ = writeln!(body, "|---|---:|---:|---:|");
     for (peer, r) in &rows {
         if *peer == Peer::XdpSnat {
             continue;
         }
+        let in_headline = *peer != Peer::XdpPreserve;
         match (ours, r) {
             (Some(o), Ok(f)) => {
                 let cr = median(&o.conn_rate) / median(&f.conn_rate);
                 let tr = median(&o.gbps) / median(&f.gbps);
                 let cpu = median(&o.conn_cpu_us) / median(&f.conn_cpu_us);
                 let _ = writeln!(body, "| {} | {cr:.2} | {tr:.2} | {cpu:.2} |", peer.label());
-                headline.push(format!(
-                    "L4 vs {}: {cr:.2}x connections/s, {tr:.2}x throughput",
-                    peer.label()
-                ));
+                if in_headline {
+                    headline.push(format!(
+                        "L4, gateway XDP (snat) vs {}: {cr:.2}x connections/s, {tr:.2}x throughput, {cpu:.2}x machine CPU per connection",
+                        peer.label()
+                    ));
+                }
             }
             (None, _) => {
                 let _ = writeln!(body, "| {} | ours not measured | | |", peer.label());
             }
             (_, Err(e)) => {
-                let _ = writeln!(body, "| {} | peer not available: {} | | |", peer.label(), e.replace('|', "/").replace('\n', " "));
-                headline.push(format!("L4 vs {}: not available ({})", peer.label(), e.replace('\n', " ")));
+                let _ = writeln!(
+                    body,
+                    "| {} | peer not available: {} | | |",
+                    peer.label(),
+                    e.replace('|', "/").replace('\n', " ")
+                );
+                headline.push(format!(
+                    "L4 vs {}: not available ({})",
+                    peer.label(),
+                    e.replace('\n', " ")
+                ));
             }
         }
     }
-    Ok((Section::new("2. L4 through network namespaces", body), headline))
+    let mut losses = Vec::new();
+    for (peer, r) in &rows {
+        let (Some(o), Ok(f)) = (ours, r) else {
+            continue;
+        };
+        if *peer == Peer::XdpSnat || *peer == Peer::XdpPreserve {
+            continue;
+        }
+        if median(&o.gbps) < median(&f.gbps) {
+            let why = if *peer == Peer::Haproxy {
+                "HAProxy terminates both TCP connections on the node, so the node's stack receives \
+                 GRO-merged segments of up to 64 KiB and sends GSO-sized ones: its per-packet costs are paid \
+                 per 64 KiB, while the XDP program sees and redirects every wire-sized frame and the receiving \
+                 veth builds an skb for each before GRO merges them again"
+            } else {
+                "on veth the kernel's forwarding path moves GRO-merged packets of up to 64 KiB, one routing \
+                 and netfilter pass each, while the XDP program sees and redirects every wire-sized frame and \
+                 the receiving veth builds an skb for each before GRO merges them again"
+            };
+            losses.push(format!(
+                "**Throughput vs {}: we lose ({:.2} vs {:.2} Gbit/s).** The likely reason (not profiled): {why}. \
+                 On a physical NIC XDP runs before any skb exists, which is where it pays off; these namespaces \
+                 cannot show that.",
+                peer.label(),
+                median(&o.gbps),
+                median(&f.gbps)
+            ));
+        }
+        if median(&o.conn_rate) < median(&f.conn_rate) {
+            losses.push(format!(
+                "**Connections/s vs {}: we lose ({:.0} vs {:.0}/s).** A short connection here is mostly the TCP \
+                 stacks of the client and the backend (they share the same 2 cores; see the machine CPU per \
+                 connection), so the node's part is small and runs vary (min-max column). Per new flow the XDP \
+                 program pays a FIB lookup and two connection-table inserts (part 1).",
+                peer.label(),
+                median(&o.conn_rate),
+                median(&f.conn_rate)
+            ));
+        }
+    }
+    if !losses.is_empty() {
+        let _ = writeln!(body, "\n### Where we lose, and why\n");
+        for l in losses {
+            let _ = writeln!(body, "- {l}");
+        }
+    }
+    Ok((
+        Section::new("2. L4 through network namespaces", body),
+        headline,
+    ))
 }
 
 fn measure(ctx: &Ctx, peer: Peer, p: &Params, iperf: &str) -> anyhow::Result<Figures> {
     // Check the peer's tool before building anything.
     let tool = match peer {
         Peer::Ipvs => Some(util::ensure_tool("ipvsadm", "ipvsadm").map_err(anyhow::Error::msg)?),
-        Peer::Iptables => Some(util::ensure_tool("iptables", "iptables").map_err(anyhow::Error::msg)?),
+        Peer::Iptables => {
+            Some(util::ensure_tool("iptables", "iptables").map_err(anyhow::Error::msg)?)
+        }
         Peer::Haproxy => Some(util::ensure_tool("haproxy", "haproxy").map_err(anyhow::Error::msg)?),
         _ => None,
     };
@@ -214,9 +310,13 @@ fn measure(ctx: &Ctx, peer: Peer, p: &Params, iperf: &str) -> anyhow::Result<Fig
         ("net.ipv4.ip_local_port_range", "40000 42999"),
         ("net.ipv4.tcp_tw_reuse", "1"),
     ] {
-        topo.client.exec(&["sysctl", "-q", "-w", &format!("{k}={v}")])?;
+        topo.client
+            .exec(&["sysctl", "-q", "-w", &format!("{k}={v}")])?;
     }
-    let _iperf_srv = topo.backends[0].ns.spawn(iperf, &["-s", "-p", &IPERF_PORT.to_string()], false)?;
+    let _iperf_srv =
+        topo.backends[0]
+            .ns
+            .spawn(iperf, &["-s", "-p", &IPERF_PORT.to_string()], false)?;
     let running = start_peer(ctx, peer, &topo, tool.as_deref())?;
     let echo = SocketAddr::from((VIP, ECHO_PORT));
     // Wait until the service answers (and iperf3 -s listens behind it).
@@ -234,7 +334,8 @@ fn measure(ctx: &Ctx, peer: Peer, p: &Params, iperf: &str) -> anyhow::Result<Fig
         f.conn_rate.push(ok as f64 / took.as_secs_f64());
         f.conn_failed += failed;
         let cores = num_cores() as f64;
-        f.conn_cpu_us.push(busy / 100.0 * cores * took.as_secs_f64() * 1e6 / ok.max(1) as f64);
+        f.conn_cpu_us
+            .push(busy / 100.0 * cores * took.as_secs_f64() * 1e6 / ok.max(1) as f64);
         check_interrupt()?;
         let c0 = util::cpu_sample();
         let t0 = Instant::now();
@@ -244,7 +345,8 @@ fn measure(ctx: &Ctx, peer: Peer, p: &Params, iperf: &str) -> anyhow::Result<Fig
         let (busy, _) = util::cpu_delta(c0, c1);
         f.gbps.push(bps / 1e9);
         let gb = bps / 8.0 * p.iperf_secs as f64 / 1e9;
-        f.gb_cpu_s.push(busy / 100.0 * cores * took.as_secs_f64() / gb.max(1e-9));
+        f.gb_cpu_s
+            .push(busy / 100.0 * cores * took.as_secs_f64() / gb.max(1e-9));
         if let (Some(a), Some(b)) = (pc0, running.pid().and_then(util::proc_cpu)) {
             f.proc_cpu.push((b - a).as_secs_f64());
         }
@@ -268,7 +370,9 @@ fn measure(ctx: &Ctx, peer: Peer, p: &Params, iperf: &str) -> anyhow::Result<Fig
 }
 
 fn num_cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 pub fn manifests(nat: &str, topo: &Topology) -> Vec<(&'static str, String)> {
@@ -327,15 +431,28 @@ spec:
     route: [{{destination: {{host: iperf.bench.local, port: {{number: {IPERF_PORT}}}}}}}]
 "
     );
-    vec![("gateway.yaml", gw), ("services.yaml", se), ("routes.yaml", vs)]
+    vec![
+        ("gateway.yaml", gw),
+        ("services.yaml", se),
+        ("routes.yaml", vs),
+    ]
 }
 
-fn start_peer(_ctx: &Ctx, peer: Peer, topo: &Topology, tool: Option<&str>) -> anyhow::Result<Running> {
+fn start_peer(
+    _ctx: &Ctx,
+    peer: Peer,
+    topo: &Topology,
+    tool: Option<&str>,
+) -> anyhow::Result<Running> {
     let node = &topo.node;
     let (b1, b2) = (topo.backends[0].addr, topo.backends[1].addr);
     match peer {
         Peer::XdpSnat | Peer::XdpPreserve => {
-            let nat = if peer == Peer::XdpSnat { "snat" } else { "preserve-source" };
+            let nat = if peer == Peer::XdpSnat {
+                "snat"
+            } else {
+                "preserve-source"
+            };
             Ok(Running::Agent(Agent::start(topo, &manifests(nat, topo))?))
         }
         Peer::Ipvs => {
@@ -344,18 +461,24 @@ fn start_peer(_ctx: &Ctx, peer: Peer, topo: &Topology, tool: Option<&str>) -> an
             let vip = format!("{VIP}:{ECHO_PORT}");
             let vip_iperf = format!("{VIP}:{IPERF_PORT}");
             if let Err(e) = node.exec(&[ipvsadm, "-A", "-t", &vip, "-s", "rr"]) {
-                let why = if std::path::Path::new("/proc/net/ip_vs").exists() {
-                    String::new()
-                } else {
-                    " (this kernel has no IPVS: /proc/net/ip_vs is absent, CONFIG_IP_VS is not built in and there is no ip_vs module)".into()
-                };
-                bail!("`ipvsadm -A` failed{why}: {e:#}");
+                if !std::path::Path::new("/proc/net/ip_vs").exists() {
+                    bail!("this kernel has no IPVS (CONFIG_IP_VS not built in, no ip_vs module; `ipvsadm -A` fails with `Protocol not available`)");
+                }
+                bail!("`ipvsadm -A` failed: {e:#}");
             }
             for b in [b1, b2] {
                 node.exec(&[ipvsadm, "-a", "-t", &vip, "-r", &format!("{b}:9000"), "-m"])?;
             }
             node.exec(&[ipvsadm, "-A", "-t", &vip_iperf, "-s", "rr"])?;
-            node.exec(&[ipvsadm, "-a", "-t", &vip_iperf, "-r", &format!("{b1}:{IPERF_PORT}"), "-m"])?;
+            node.exec(&[
+                ipvsadm,
+                "-a",
+                "-t",
+                &vip_iperf,
+                "-r",
+                &format!("{b1}:{IPERF_PORT}"),
+                "-m",
+            ])?;
             Ok(Running::Kernel)
         }
         Peer::Iptables => {
@@ -364,26 +487,82 @@ fn start_peer(_ctx: &Ctx, peer: Peer, topo: &Topology, tool: Option<&str>) -> an
             let port = ECHO_PORT.to_string();
             let vip = VIP.to_string();
             node.exec(&[
-                ipt, "-t", "nat", "-A", "PREROUTING", "-d", &vip, "-p", "tcp", "--dport", &port, "-m",
-                "statistic", "--mode", "random", "--probability", "0.5", "-j", "DNAT",
-                "--to-destination", &format!("{b1}:9000"),
+                ipt,
+                "-t",
+                "nat",
+                "-A",
+                "PREROUTING",
+                "-d",
+                &vip,
+                "-p",
+                "tcp",
+                "--dport",
+                &port,
+                "-m",
+                "statistic",
+                "--mode",
+                "random",
+                "--probability",
+                "0.5",
+                "-j",
+                "DNAT",
+                "--to-destination",
+                &format!("{b1}:9000"),
             ])?;
             node.exec(&[
-                ipt, "-t", "nat", "-A", "PREROUTING", "-d", &vip, "-p", "tcp", "--dport", &port, "-j",
-                "DNAT", "--to-destination", &format!("{b2}:9000"),
+                ipt,
+                "-t",
+                "nat",
+                "-A",
+                "PREROUTING",
+                "-d",
+                &vip,
+                "-p",
+                "tcp",
+                "--dport",
+                &port,
+                "-j",
+                "DNAT",
+                "--to-destination",
+                &format!("{b2}:9000"),
             ])?;
             node.exec(&[
-                ipt, "-t", "nat", "-A", "PREROUTING", "-d", &vip, "-p", "tcp", "--dport",
-                &IPERF_PORT.to_string(), "-j", "DNAT", "--to-destination", &format!("{b1}:{IPERF_PORT}"),
+                ipt,
+                "-t",
+                "nat",
+                "-A",
+                "PREROUTING",
+                "-d",
+                &vip,
+                "-p",
+                "tcp",
+                "--dport",
+                &IPERF_PORT.to_string(),
+                "-j",
+                "DNAT",
+                "--to-destination",
+                &format!("{b1}:{IPERF_PORT}"),
             ])?;
             for b in &topo.backends {
-                node.exec(&[ipt, "-t", "nat", "-A", "POSTROUTING", "-o", &b.node_iface, "-j", "MASQUERADE"])?;
+                node.exec(&[
+                    ipt,
+                    "-t",
+                    "nat",
+                    "-A",
+                    "POSTROUTING",
+                    "-o",
+                    &b.node_iface,
+                    "-j",
+                    "MASQUERADE",
+                ])?;
             }
             Ok(Running::Kernel)
         }
         Peer::Haproxy => {
             let haproxy = tool.context("haproxy")?;
-            let dir = tempfile::Builder::new().prefix("gwbench-haproxy-").tempdir()?;
+            let dir = tempfile::Builder::new()
+                .prefix("gwbench-haproxy-")
+                .tempdir()?;
             let cfg = dir.path().join("haproxy.cfg");
             std::fs::write(
                 &cfg,

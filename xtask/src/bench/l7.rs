@@ -58,18 +58,26 @@ fn nginx_conf(dir: &std::path::Path, workers: usize, body: &str) -> String {
 }
 
 fn start_nginx(ns: &Netns, nginx: &str, workers: usize, body: &str) -> anyhow::Result<Graceful> {
-    let dir = tempfile::Builder::new().prefix("gwbench-nginx-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("gwbench-nginx-")
+        .tempdir()?;
     let conf = dir.path().join("nginx.conf");
     std::fs::write(&conf, nginx_conf(dir.path(), workers, body))?;
     let conf = conf.to_str().context("path")?.to_string();
     let prefix = format!("{}/", dir.path().display());
     // `daemon off`: the guard's PID is the master's; SIGTERM makes it stop its workers.
-    let child = ns.spawn(nginx, &["-p", &prefix, "-c", &conf, "-g", "daemon off;"], false)?;
+    let child = ns.spawn(
+        nginx,
+        &["-p", &prefix, "-c", &conf, "-g", "daemon off;"],
+        false,
+    )?;
     Ok(Graceful(Some(child), dir))
 }
 
 fn start_haproxy(ns: &Netns, haproxy: &str, cfg: String) -> anyhow::Result<Graceful> {
-    let dir = tempfile::Builder::new().prefix("gwbench-haproxy-").tempdir()?;
+    let dir = tempfile::Builder::new()
+        .prefix("gwbench-haproxy-")
+        .tempdir()?;
     let path = dir.path().join("haproxy.cfg");
     std::fs::write(&path, cfg)?;
     let path = path.to_str().context("path")?.to_string();
@@ -93,7 +101,11 @@ spec:
     hosts: [\"*\"]
 "
     );
-    let eps: String = topo.backends.iter().map(|b| format!("  - address: {}\n", b.addr)).collect();
+    let eps: String = topo
+        .backends
+        .iter()
+        .map(|b| format!("  - address: {}\n", b.addr))
+        .collect();
     let se = format!(
         "apiVersion: networking.istio.io/v1
 kind: ServiceEntry
@@ -158,7 +170,9 @@ fn nginx_proxy_body(routes: usize, topo: &Topology) -> String {
 }
 
 fn cores() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }
 
 struct Load {
@@ -178,8 +192,20 @@ fn wrk(client: &Netns, wrk: &str, port: u16, route: usize, p: &Params) -> anyhow
     let url = format!("http://{VIP}:{port}/r{route}/x");
     let out = output_timeout(
         Command::new("ip").args([
-            "netns", "exec", client.name(), wrk, "-t", "2", "-c", &p.conns.to_string(), "-d",
-            &format!("{}s", p.secs), "--latency", "-H", &format!("Host: {}", host(route)), &url,
+            "netns",
+            "exec",
+            client.name(),
+            wrk,
+            "-t",
+            "2",
+            "-c",
+            &p.conns.to_string(),
+            "-d",
+            &format!("{}s", p.secs),
+            "--latency",
+            "-H",
+            &format!("Host: {}", host(route)),
+            &url,
         ]),
         Duration::from_secs(p.secs as u64 + 30),
     )?;
@@ -201,7 +227,11 @@ fn wrk(client: &Netns, wrk: &str, port: u16, route: usize, p: &Params) -> anyhow
             .with_context(|| format!("wrk output without {want} latency: {text}"))?;
         parse_wrk_time(l.split_whitespace().nth(1).unwrap_or(""))
     };
-    Ok(Load { rps, p50_ms: pct("50%")?, p99_ms: pct("99%")? })
+    Ok(Load {
+        rps,
+        p50_ms: pct("50%")?,
+        p99_ms: pct("99%")?,
+    })
 }
 
 fn parse_wrk_time(s: &str) -> anyhow::Result<f64> {
@@ -218,14 +248,33 @@ fn parse_wrk_time(s: &str) -> anyhow::Result<f64> {
 
 /// h2load, HTTP/2 cleartext (prior knowledge), 10 streams per connection; latency from its
 /// per-request log.
-fn h2load(client: &Netns, h2load: &str, port: u16, route: usize, p: &Params) -> anyhow::Result<Load> {
+fn h2load(
+    client: &Netns,
+    h2load: &str,
+    port: u16,
+    route: usize,
+    p: &Params,
+) -> anyhow::Result<Load> {
     let log = tempfile::NamedTempFile::new()?;
     let url = format!("http://{VIP}:{port}/r{route}/x");
     let out = output_timeout(
         Command::new("ip").args([
-            "netns", "exec", client.name(), h2load, "-t", "2", "-c", &p.conns.to_string(), "-m", "10",
-            "-D", &p.secs.to_string(), "-H", &format!(":authority: {}", host(route)),
-            &format!("--log-file={}", log.path().display()), &url,
+            "netns",
+            "exec",
+            client.name(),
+            h2load,
+            "-t",
+            "2",
+            "-c",
+            &p.conns.to_string(),
+            "-m",
+            "10",
+            "-D",
+            &p.secs.to_string(),
+            "-H",
+            &format!(":authority: {}", host(route)),
+            &format!("--log-file={}", log.path().display()),
+            &url,
         ]),
         Duration::from_secs(p.secs as u64 + 30),
     )?;
@@ -253,13 +302,20 @@ fn h2load(client: &Netns, h2load: &str, port: u16, route: usize, p: &Params) -> 
     }
     anyhow::ensure!(!lat.is_empty(), "h2load completed no request: {text}");
     anyhow::ensure!(bad == 0, "h2load saw {bad} non-200 responses: {text}");
-    Ok(Load { rps, p50_ms: percentile(&lat, 50.0), p99_ms: percentile(&lat, 99.0) })
+    Ok(Load {
+        rps,
+        p50_ms: percentile(&lat, 50.0),
+        p99_ms: percentile(&lat, 99.0),
+    })
 }
 
 /// Does anything answer HTTP on `addr` for route `route` with a 200? Err says why not.
 fn probe(topo: &Topology, port: u16, route: usize) -> anyhow::Result<()> {
     let addr = SocketAddr::from((VIP, port));
-    let req = format!("GET /r{route}/x HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n", host(route));
+    let req = format!(
+        "GET /r{route}/x HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        host(route)
+    );
     let resp = topo.client_api().run(move || {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(3))
             .with_context(|| format!("connecting to {addr}"))?;
@@ -273,16 +329,28 @@ fn probe(topo: &Topology, port: u16, route: usize) -> anyhow::Result<()> {
     anyhow::ensure!(
         status.starts_with("HTTP/1.1 200"),
         "GET /r{route}/x on {addr} answered {:?}",
-        if status.is_empty() { "nothing (connection closed)" } else { status.as_str() }
+        if status.is_empty() {
+            "nothing (connection closed)"
+        } else {
+            status.as_str()
+        }
     );
     Ok(())
 }
 
 pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
     let p = if ctx.quick {
-        Params { secs: 1, runs: 1, conns: 8 }
+        Params {
+            secs: 1,
+            runs: 1,
+            conns: 8,
+        }
     } else {
-        Params { secs: 3, runs: 3, conns: 32 }
+        Params {
+            secs: 3,
+            runs: 3,
+            conns: 32,
+        }
     };
     let tables: &[usize] = if ctx.quick { &[10] } else { &[10, 1000] };
     let tools = [
@@ -295,7 +363,13 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
         .iter()
         .filter_map(|(n, r)| r.as_ref().err().map(|e| format!("{n}: {e}")))
         .collect();
-    let tool = |n: &str| tools.iter().find(|(k, _)| *k == n).and_then(|(_, r)| r.as_ref().ok()).cloned();
+    let tool = |n: &str| {
+        tools
+            .iter()
+            .find(|(k, _)| *k == n)
+            .and_then(|(_, r)| r.as_ref().ok())
+            .cloned()
+    };
     let mut body = String::new();
     let _ = writeln!(
         body,
@@ -315,9 +389,16 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
         r = p.runs
     );
     if !missing.is_empty() {
-        let _ = writeln!(body, "**Peers/tools not available:** {}\n", missing.join("; "));
+        let _ = writeln!(
+            body,
+            "**Peers/tools not available:** {}\n",
+            missing.join("; ")
+        );
     }
-    let _ = writeln!(body, "| routes | protocol | server | requests/s | p50 ms | p99 ms |");
+    let _ = writeln!(
+        body,
+        "| routes | protocol | server | requests/s | p50 ms | p99 ms |"
+    );
     let _ = writeln!(body, "|---:|---|---|---:|---:|---:|");
     let mut headline = Vec::new();
     let mut agent_reason = None;
@@ -339,22 +420,30 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
         // The agent: measured only if it answers HTTP.
         let agent = Agent::start(&topo, &manifests(routes, &topo));
         let agent_ok = match &agent {
-            Ok(_) => gateway_tests::wait_until(Duration::from_secs(5), "agent HTTP", || {
-                Ok(probe(&topo, AGENT_PORT, last).is_ok())
-            })
-            .and_then(|_| probe(&topo, AGENT_PORT, last)),
+            Ok(_) => {
+                // Wait a little for a listener, then take the last probe's error as the reason.
+                let _ = gateway_tests::wait_until(Duration::from_secs(5), "agent HTTP", || {
+                    Ok(probe(&topo, AGENT_PORT, last).is_ok())
+                });
+                probe(&topo, AGENT_PORT, last)
+            }
             Err(e) => Err(anyhow::anyhow!("agent did not start: {e:#}")),
         };
         if let Err(e) = &agent_ok {
             agent_reason = Some(format!("{e:#}"));
         }
-        let haproxy = tool("haproxy").map(|h| start_haproxy(&topo.node, &h, haproxy_cfg(routes, &topo)));
-        let nginx = tool("nginx").map(|n| start_nginx(&topo.node, &n, cores(), &nginx_proxy_body(routes, &topo)));
+        let haproxy =
+            tool("haproxy").map(|h| start_haproxy(&topo.node, &h, haproxy_cfg(routes, &topo)));
+        let nginx = tool("nginx")
+            .map(|n| start_nginx(&topo.node, &n, cores(), &nginx_proxy_body(routes, &topo)));
         let mut servers: Vec<(&str, u16, u16, Result<(), String>)> = vec![(
             "gateway agent",
             AGENT_PORT,
             AGENT_PORT,
-            agent_ok.as_ref().map(|_| ()).map_err(|e| format!("agent L7 not available: {e:#}")),
+            agent_ok
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| format!("agent L7 not available: {e:#}")),
         )];
         for (name, h1, h2, started) in [
             ("HAProxy", HAPROXY_H1, HAPROXY_H2, &haproxy),
@@ -363,11 +452,12 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
             let st = match started {
                 None => Err(format!("{name} not installed")),
                 Some(Err(e)) => Err(format!("{name} did not start: {e:#}")),
-                Some(Ok(_)) => gateway_tests::wait_until(Duration::from_secs(10), name, || {
-                    Ok(probe(&topo, h1, last).is_ok())
-                })
-                .and_then(|_| probe(&topo, h1, last))
-                .map_err(|e| format!("{e:#}")),
+                Some(Ok(_)) => {
+                    let _ = gateway_tests::wait_until(Duration::from_secs(10), name, || {
+                        Ok(probe(&topo, h1, last).is_ok())
+                    });
+                    probe(&topo, h1, last).map_err(|e| format!("{e:#}"))
+                }
             };
             servers.push((name, h1, h2, st));
         }
@@ -383,9 +473,13 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
                         let mut err = None;
                         for _ in 0..p.runs {
                             let x = if proto == "HTTP/1.1" {
-                                tool("wrk").context("wrk missing").and_then(|w| wrk(&topo.client, &w, port, last, &p))
+                                tool("wrk")
+                                    .context("wrk missing")
+                                    .and_then(|w| wrk(&topo.client, &w, port, last, &p))
                             } else {
-                                tool("h2load").context("h2load missing").and_then(|h| h2load(&topo.client, &h, port, last, &p))
+                                tool("h2load")
+                                    .context("h2load missing")
+                                    .and_then(|h| h2load(&topo.client, &h, port, last, &p))
                             };
                             match x {
                                 Ok(l) => runs.push(l),
@@ -409,7 +503,11 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
         for (name, proto, r) in &res {
             match r {
                 Ok(l) => {
-                    let _ = writeln!(body, "| {routes} | {proto} | {name} | {:.0} | {:.2} | {:.2} |", l.rps, l.p50_ms, l.p99_ms);
+                    let _ = writeln!(
+                        body,
+                        "| {routes} | {proto} | {name} | {:.0} | {:.2} | {:.2} |",
+                        l.rps, l.p50_ms, l.p99_ms
+                    );
                 }
                 Err(e) => {
                     let e = e.replace('|', "/").replace('\n', " ");

@@ -41,7 +41,10 @@ impl Section {
     fn failed(title: &str, e: &anyhow::Error) -> Self {
         Section::new(
             title,
-            format!("**Not measured: this part failed:** `{}`\n", format!("{e:#}").replace('\n', " ")),
+            format!(
+                "**Not measured: this part failed:** `{}`\n",
+                format!("{e:#}").replace('\n', " ")
+            ),
         )
     }
 }
@@ -90,9 +93,20 @@ pub fn run(quick: bool) -> Result<()> {
         anyhow::ensure!(st.success(), "bench failed ({st})");
         return Ok(());
     }
-    let profile = if cfg!(debug_assertions) { "debug" } else { "release" };
+    let profile = if cfg!(debug_assertions) {
+        "debug"
+    } else {
+        "release"
+    };
     if cfg!(debug_assertions) {
-        crate::cargo(&["build", "-p", "gateway-userspace", "-p", "gateway-tests", "--bins"])?;
+        crate::cargo(&[
+            "build",
+            "-p",
+            "gateway-userspace",
+            "-p",
+            "gateway-tests",
+            "--bins",
+        ])?;
     }
     let ctx = Ctx {
         quick,
@@ -107,9 +121,17 @@ pub fn run(quick: bool) -> Result<()> {
     let cond = util::conditions();
 
     let xopts = if quick {
-        xdp::Opts { packets: 200, rounds: 2, fill: false }
+        xdp::Opts {
+            packets: 200,
+            rounds: 2,
+            fill: false,
+        }
     } else {
-        xdp::Opts { packets: 5000, rounds: 7, fill: true }
+        xdp::Opts {
+            packets: 5000,
+            rounds: 7,
+            fill: true,
+        }
     };
     let mut sections = Vec::new();
     let mut headline = Vec::new();
@@ -157,7 +179,11 @@ pub fn run(quick: bool) -> Result<()> {
         Err(e) => sections.push(Section::failed("5. Connection-table pressure", &e)),
     }
 
-    let command = if quick { "cargo xtask bench --quick" } else { "cargo xtask bench" };
+    let command = if quick {
+        "cargo xtask bench --quick"
+    } else {
+        "cargo xtask bench"
+    };
     let doc = render(&cond, command, started.elapsed(), &headline, &sections);
     let out = if quick {
         target_dir().join("bench-quick.md")

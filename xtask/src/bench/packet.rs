@@ -41,7 +41,20 @@ pub fn build(
     p.extend_from_slice(&NODE_MAC);
     p.extend_from_slice(&CLIENT_MAC);
     p.extend_from_slice(&[0x08, 0x00]);
-    let mut ip = vec![0x45, 0, (tot >> 8) as u8, tot as u8, 0, 1, 0x40, 0, 64, proto, 0, 0];
+    let mut ip = vec![
+        0x45,
+        0,
+        (tot >> 8) as u8,
+        tot as u8,
+        0,
+        1,
+        0x40,
+        0,
+        64,
+        proto,
+        0,
+        0,
+    ];
     ip.extend_from_slice(&src);
     ip.extend_from_slice(&dst);
     let c = fold(sum16(&ip, 0));
@@ -51,7 +64,9 @@ pub fn build(
     l4.extend_from_slice(&sport.to_be_bytes());
     l4.extend_from_slice(&dport.to_be_bytes());
     if proto == TCP {
-        l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, tcp_flags, 0xff, 0xff, 0, 0, 0, 0]);
+        l4.extend_from_slice(&[
+            0, 0, 0, 1, 0, 0, 0, 0, 0x50, tcp_flags, 0xff, 0xff, 0, 0, 0, 0,
+        ]);
     } else {
         l4.extend_from_slice(&(l4_len as u16).to_be_bytes());
         l4.extend_from_slice(&[0, 0]);
@@ -69,7 +84,10 @@ pub fn dst_of(p: &[u8]) -> Option<([u8; 4], u16)> {
     if p.len() < 38 {
         return None;
     }
-    Some((p[30..34].try_into().ok()?, u16::from_be_bytes([p[36], p[37]])))
+    Some((
+        p[30..34].try_into().ok()?,
+        u16::from_be_bytes([p[36], p[37]]),
+    ))
 }
 
 /// Source address and port of an output packet.
@@ -77,5 +95,8 @@ pub fn src_of(p: &[u8]) -> Option<([u8; 4], u16)> {
     if p.len() < 38 {
         return None;
     }
-    Some((p[26..30].try_into().ok()?, u16::from_be_bytes([p[34], p[35]])))
+    Some((
+        p[26..30].try_into().ok()?,
+        u16::from_be_bytes([p[34], p[35]]),
+    ))
 }

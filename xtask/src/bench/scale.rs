@@ -89,7 +89,8 @@ fn time_config(dir: &Path, runs: usize) -> anyhow::Result<Timing> {
     let mut out = None;
     for _ in 0..runs {
         let t = Instant::now();
-        let m = config::load_dir(dir).map_err(|e| anyhow::anyhow!("load: {} errors, first: {:?}", e.len(), e.first()))?;
+        let m = config::load_dir(dir)
+            .map_err(|e| anyhow::anyhow!("load: {} errors, first: {:?}", e.len(), e.first()))?;
         l.push(t.elapsed().as_secs_f64() * 1e3);
         let t = Instant::now();
         let (errors, _) = config::validate(&m);
@@ -97,7 +98,17 @@ fn time_config(dir: &Path, runs: usize) -> anyhow::Result<Timing> {
         let t = Instant::now();
         let (plan, _) = config::compile(&m, &input);
         c.push(t.elapsed().as_secs_f64() * 1e3);
-        let routes: usize = plan.http.listeners.iter().map(|x| serde_json::to_value(x).ok().map(|v| count_routes(&v)).unwrap_or(0)).sum();
+        let routes: usize = plan
+            .http
+            .listeners
+            .iter()
+            .map(|x| {
+                serde_json::to_value(x)
+                    .ok()
+                    .map(|v| count_routes(&v))
+                    .unwrap_or(0)
+            })
+            .sum();
         out = Some((plan.l4.len(), routes, errors.len()));
     }
     let (l4, routes, errors) = out.context("no run")?;
@@ -116,7 +127,13 @@ fn count_routes(v: &serde_json::Value) -> usize {
     match v {
         serde_json::Value::Object(m) => m
             .iter()
-            .map(|(k, x)| if k == "routes" { x.as_array().map(|a| a.len()).unwrap_or(0) + count_routes(x) } else { count_routes(x) })
+            .map(|(k, x)| {
+                if k == "routes" {
+                    x.as_array().map(|a| a.len()).unwrap_or(0) + count_routes(x)
+                } else {
+                    count_routes(x)
+                }
+            })
             .sum(),
         serde_json::Value::Array(a) => a.iter().map(count_routes).sum(),
         _ => 0,
@@ -127,8 +144,12 @@ fn count_routes(v: &serde_json::Value) -> usize {
 fn agent_pid(pin_root: &Path) -> Option<u32> {
     let want = pin_root.to_string_lossy().into_owned();
     for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
         let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
         if args.iter().any(|a| *a == b"run") && args.iter().any(|a| *a == want.as_bytes()) {
             return Some(pid);
@@ -139,13 +160,19 @@ fn agent_pid(pin_root: &Path) -> Option<u32> {
 
 pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     let configs: Vec<(String, String)> = if ctx.quick {
-        vec![("100 HTTP routes".into(), http_routes(100)), ("10 services x 10 endpoints".into(), l4_services(10, 10))]
+        vec![
+            ("100 HTTP routes".into(), http_routes(100)),
+            ("10 services x 10 endpoints".into(), l4_services(10, 10)),
+        ]
     } else {
         vec![
             ("100 HTTP routes".into(), http_routes(100)),
             ("1,000 HTTP routes".into(), http_routes(1000)),
             ("10,000 HTTP routes".into(), http_routes(10000)),
-            ("1,000 services x 100 endpoints".into(), l4_services(1000, 100)),
+            (
+                "1,000 services x 100 endpoints".into(),
+                l4_services(1000, 100),
+            ),
             ("650 services x 100 endpoints".into(), l4_services(650, 100)),
         ]
     };
@@ -157,11 +184,12 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
          VirtualServices each with host `svc<i>.bench.local` and one `prefix: /r<i>/` route; *S services \
          x E endpoints* = one Gateway with S TCP servers, S STATIC ServiceEntries of E distinct endpoints \
          each and S VirtualServices with one `tcp` route. Load, validate and compile are timed in-process \
-         (the `gateway` library, release build; median of {runs} runs). Apply is `Dataplane::apply` of the \
+         (the `gateway` library, {} build; median of {runs} runs). Apply is `Dataplane::apply` of the \
          compiled plan to a fresh dataplane in a private network namespace (first apply, then the same \
          plan again, which the diff makes a no-op). RSS is the real agent (`gateway run` with XDP on a \
          veth in a namespace) once `/ready`; BPF map memory is the `memlock` of the agent's map fds \
-         (/proc/PID/fdinfo).\n"
+         (/proc/PID/fdinfo).\n",
+        if cfg!(debug_assertions) { "debug" } else { "release" }
     );
     let _ = writeln!(body, "| config | YAML size | load ms | validate ms | compile ms | L4 services / HTTP routes in plan | apply ms (first) | apply ms (no change) | agent RSS | BPF maps (memlock) |");
     let _ = writeln!(body, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -169,19 +197,28 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
     for (label, yaml) in &configs {
         check_interrupt()?;
         eprintln!("bench:   config scale: {label}");
-        let dir = tempfile::Builder::new().prefix("gwbench-scale-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("gwbench-scale-")
+            .tempdir()?;
         std::fs::write(dir.path().join("config.yaml"), yaml)?;
         let t = match time_config(dir.path(), runs) {
             Ok(t) => t,
             Err(e) => {
-                let _ = writeln!(body, "| {label} | | **failed: {}** | | | | | | | |", cell(&format!("{e:#}")));
+                let _ = writeln!(
+                    body,
+                    "| {label} | | **failed: {}** | | | | | | | |",
+                    cell(&format!("{e:#}"))
+                );
                 continue;
             }
         };
         // Apply, in a private namespace.
         let d = dir.path().to_path_buf();
         let apply = xdp::time_apply(move || {
-            let input = CompileInput { vips: vec![Ipv4Addr::new(198, 18, 0, 1)], ..CompileInput::default() };
+            let input = CompileInput {
+                vips: vec![Ipv4Addr::new(198, 18, 0, 1)],
+                ..CompileInput::default()
+            };
             config::load_and_compile(&d, &input)
                 .map(|(p, _)| p)
                 .map_err(|e| anyhow::anyhow!("{} config errors", e.len()))
@@ -198,7 +235,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
             }
             Err(e) => (format!("**{}**", cell(&format!("{e:#}"))), String::new()),
         };
-        let _ = writeln!(
+        let _ =
+            writeln!(
             body,
             "| {label} | {} | {:.0} | {:.0} | {:.0} | {} / {}{} | {a1} | {a2} | {rss} | {maps} |",
             util::human_bytes(yaml.len() as u64),
@@ -230,7 +268,11 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
 }
 
 fn cell(s: &str) -> String {
-    s.replace('|', "/").replace('\n', " ").chars().take(240).collect()
+    s.replace('|', "/")
+        .replace('\n', " ")
+        .chars()
+        .take(240)
+        .collect()
 }
 
 /// Starts the agent on `yaml` in a one-backend topology; (RSS KiB, map bytes, per-map bytes).
@@ -249,6 +291,10 @@ fn agent_memory(_dir: &Path, yaml: &str) -> anyhow::Result<(u64, u64, Vec<(Strin
     let pid = agent_pid(&agent.pin_root).context("agent PID not found")?;
     let rss = util::rss_kib(pid).context("agent RSS")?;
     let (total, detail) = util::bpf_map_memlock(pid);
-    anyhow::ensure!(rejected == 0, "agent rejected the config: {}", dump["rejected"]);
+    anyhow::ensure!(
+        rejected == 0,
+        "agent rejected the config: {}",
+        dump["rejected"]
+    );
     Ok((rss, total, detail))
 }

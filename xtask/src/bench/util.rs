@@ -19,8 +19,14 @@ extern "C" fn on_signal(_: libc::c_int) {
 pub fn install_signal_handlers() {
     // Safety: the handler only stores to an atomic (async-signal-safe).
     unsafe {
-        libc::signal(libc::SIGINT, on_signal as extern "C" fn(libc::c_int) as usize);
-        libc::signal(libc::SIGTERM, on_signal as extern "C" fn(libc::c_int) as usize);
+        libc::signal(
+            libc::SIGINT,
+            on_signal as extern "C" fn(libc::c_int) as usize,
+        );
+        libc::signal(
+            libc::SIGTERM,
+            on_signal as extern "C" fn(libc::c_int) as usize,
+        );
     }
 }
 
@@ -73,7 +79,10 @@ pub fn conditions() -> Conditions {
         .and_then(|l| l.split_once(':'))
         .map(|(_, v)| v.trim().to_string())
         .unwrap_or_else(|| "?".into());
-    let cores = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
+    let cores = cpuinfo
+        .lines()
+        .filter(|l| l.starts_with("processor"))
+        .count();
     let date = sh_out("date", &["-u", "+%Y-%m-%d %H:%M UTC"]).unwrap_or_else(|_| "?".into());
     Conditions {
         kernel: kernel.trim().into(),
@@ -109,7 +118,10 @@ pub fn ensure_tool(binary: &str, package: &str) -> Result<String, String> {
     let policy = std::path::Path::new("/usr/sbin/policy-rc.d");
     let own_policy = !policy.exists()
         && std::fs::write(policy, "#!/bin/sh\nexit 101\n").is_ok()
-        && Command::new("chmod").args(["+x", "/usr/sbin/policy-rc.d"]).status().is_ok();
+        && Command::new("chmod")
+            .args(["+x", "/usr/sbin/policy-rc.d"])
+            .status()
+            .is_ok();
     let r = apt_install(binary, package);
     if own_policy {
         let _ = std::fs::remove_file(policy);
@@ -137,7 +149,14 @@ fn apt_install(binary: &str, package: &str) -> Result<String, String> {
 }
 
 pub fn which(binary: &str) -> Option<String> {
-    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/bin", "/usr/local/sbin"] {
+    for dir in [
+        "/usr/sbin",
+        "/usr/bin",
+        "/sbin",
+        "/bin",
+        "/usr/local/bin",
+        "/usr/local/sbin",
+    ] {
         let p = format!("{dir}/{binary}");
         if std::path::Path::new(&p).is_file() {
             return Some(p);
@@ -225,21 +244,30 @@ pub fn bpf_map_memlock(pid: u32) -> (u64, Vec<(String, u64)>) {
         return (0, Vec::new());
     };
     for e in dir.flatten() {
-        let Ok(s) = std::fs::read_to_string(e.path()) else { continue };
+        let Ok(s) = std::fs::read_to_string(e.path()) else {
+            continue;
+        };
         let field = |k: &str| {
             s.lines()
                 .find(|l| l.starts_with(k))
                 .and_then(|l| l.split_whitespace().nth(1))
                 .map(str::to_string)
         };
-        let (Some(id), Some(mem)) = (field("map_id:"), field("memlock:")) else { continue };
+        let (Some(id), Some(mem)) = (field("map_id:"), field("memlock:")) else {
+            continue;
+        };
         let mem: u64 = mem.parse().unwrap_or(0);
         seen.insert(id, mem);
     }
     let names = map_names();
     let mut v: Vec<(String, u64)> = seen
         .iter()
-        .map(|(id, m)| (names.get(id).cloned().unwrap_or_else(|| format!("id {id}")), *m))
+        .map(|(id, m)| {
+            (
+                names.get(id).cloned().unwrap_or_else(|| format!("id {id}")),
+                *m,
+            )
+        })
         .collect();
     v.sort_by(|a, b| b.1.cmp(&a.1));
     (seen.values().sum(), v)

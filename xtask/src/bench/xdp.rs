@@ -144,7 +144,10 @@ fn plan(n_backends: u8) -> Plan {
         origin: "bench".into(),
     };
     Plan {
-        l4: vec![svc(SNAT_PORT, NatMode::Snat), svc(PRESERVE_PORT, NatMode::PreserveSource)],
+        l4: vec![
+            svc(SNAT_PORT, NatMode::Snat),
+            svc(PRESERVE_PORT, NatMode::PreserveSource),
+        ],
         local: vec![LocalPort {
             vip: Ipv4Addr::from(VIP),
             port: L7_PORT,
@@ -168,6 +171,7 @@ enum Case {
     Established,
     NewFlow,
     NotOurs,
+    NotOursSyn,
     L7Port,
 }
 
@@ -176,7 +180,8 @@ impl Case {
         match self {
             Case::Established => "established-flow forward (ACK of a primed flow)",
             Case::NewFlow => "new flow (SYN: Maglev pick + 2 conntrack inserts + FIB lookup)",
-            Case::NotOurs => "packet not ours (passes)",
+            Case::NotOurs => "packet not ours (ACK: conntrack miss, then service miss; passes)",
+            Case::NotOursSyn => "packet not ours, SYN (no conntrack lookup; passes)",
             Case::L7Port => "packet to an L7 port (passed to the local stack)",
         }
     }
@@ -184,7 +189,7 @@ impl Case {
         match self {
             Case::Established => "fwd_established",
             Case::NewFlow => "fwd_new",
-            Case::NotOurs => "pass_not_ours",
+            Case::NotOurs | Case::NotOursSyn => "pass_not_ours",
             Case::L7Port => "pass_local",
         }
     }
@@ -199,7 +204,7 @@ impl Case {
             Case::Established => Some(KATRAN_ESTABLISHED_NS),
             Case::NewFlow => Some(KATRAN_NEW_FLOW_NS),
             Case::NotOurs => Some(KATRAN_NOT_OURS_NS),
-            Case::L7Port => None,
+            Case::NotOursSyn | Case::L7Port => None,
         }
     }
 }
@@ -245,6 +250,8 @@ fn time_packets(
 
 pub struct PerPacket {
     pub section: Section,
+    /// (verdict name, NAT mode) -> net ns.
+    pub net: BTreeMap<(&'static str, &'static str), f64>,
     /// (case label, mode, net ns, Katran ns) for the headline.
     pub headline: Vec<String>,
 }
@@ -281,11 +288,16 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
                     .collect();
                 // (c) not ours: a port no service has. (d) an L7 port.
                 let other = packet::build(TCP, CLIENT, 40000, VIP, 22, ACK, b"");
+                let other_syn = packet::build(TCP, CLIENT, 40000, VIP, 22, SYN, b"");
                 let l7 = packet::build(TCP, CLIENT, 40000, VIP, L7_PORT, ACK, b"");
                 let cases = [
                     (Case::Established, est),
                     (Case::NewFlow, syns),
                     (Case::NotOurs, (0..packets).map(|_| other.clone()).collect()),
+                    (
+                        Case::NotOursSyn,
+                        (0..packets).map(|_| other_syn.clone()).collect(),
+                    ),
                     (Case::L7Port, (0..packets).map(|_| l7.clone()).collect()),
                 ];
                 for (case, pkts) in cases {
@@ -299,7 +311,10 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
                             if t.verdict_ok { "ok" } else { "off" }
                         ));
                     }
-                    results.entry((mode, case)).or_default().push((t.prog, t.base));
+                    results
+                        .entry((mode, case))
+                        .or_default()
+                        .push((t.prog, t.base));
                 }
             }
         }
@@ -320,6 +335,7 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
         );
         let _ = writeln!(body, "|---|---|---:|---:|---:|---:|---:|---:|");
         let mut headline = Vec::new();
+        let mut nets_out = BTreeMap::new();
         for ((mode, case), v) in &results {
             let nets: Vec<f64> = v.iter().map(|(p, b)| p - b).collect();
             let net = median(&nets);
@@ -327,6 +343,9 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
             let hi = nets.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let prog = median(&v.iter().map(|x| x.0).collect::<Vec<_>>());
             let bl = median(&v.iter().map(|x| x.1).collect::<Vec<_>>());
+            if *case != Case::NotOursSyn {
+                nets_out.insert((case.verdict(), *mode), net);
+            }
             let (k, ratio) = match case.katran() {
                 Some(k) => (format!("{k}"), format!("{:.2}", net / k)),
                 None => ("n/a".into(), "n/a".into()),
@@ -344,6 +363,54 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
                 ));
             }
         }
+        // Where we lose, and why (the causes are read off the program's code path; it has not been
+        // profiled instruction by instruction).
+        let net_of = |mode: &'static str, case: Case| {
+            results
+                .get(&(mode, case))
+                .map(|v| median(&v.iter().map(|(p, b)| p - b).collect::<Vec<_>>()))
+        };
+        let mut losses = Vec::new();
+        if let Some(est) = net_of("snat", Case::Established).filter(|n| *n > KATRAN_ESTABLISHED_NS)
+        {
+            losses.push(format!(
+                "**Established flow: we lose ({est:.0} ns vs {KATRAN_ESTABLISHED_NS} ns).** Per packet the program \
+                 looks the 5-tuple up in one *shared* LRU hash (Katran uses a per-CPU LRU), bumps three per-CPU \
+                 counters (verdict, service, backend), reads the clock to age the cached next hop, rewrites \
+                 addresses and ports with incremental checksums and redirects. Candidates to win it back: a \
+                 per-CPU LRU (replies may land on another CPU, so it needs care), fewer counters on the fast \
+                 path, a coarser next-hop refresh."
+            ));
+        }
+        if let (Some(no), Some(syn)) = (
+            net_of("snat", Case::NotOurs),
+            net_of("snat", Case::NotOursSyn),
+        ) {
+            if no > KATRAN_NOT_OURS_NS {
+                losses.push(format!(
+                    "**Packet not ours: we lose ({no:.0} ns vs {KATRAN_NOT_OURS_NS} ns).** A non-SYN packet is \
+                     looked up in the connection table *before* the service table; the same packet as a SYN \
+                     (which skips the connection table) costs {syn:.0} ns. Katran looks the VIP up first. \
+                     Checking `SERVICES` (or a VIP set) before `CONNTRACK` would make foreign traffic cheap."
+                ));
+            }
+        }
+        if let Some(new) = net_of("snat", Case::NewFlow).filter(|n| *n > KATRAN_NEW_FLOW_NS) {
+            let pre = net_of("preserve-source", Case::NewFlow).unwrap_or(f64::NAN);
+            losses.push(format!(
+                "**New flow: we lose ({new:.0} ns snat, {pre:.0} ns preserve-source, vs ~{KATRAN_NEW_FLOW_NS} ns).** \
+                 A SYN costs a `bpf_fib_lookup` (Katran sends to a next hop known in advance), two inserts into \
+                 the shared LRU connection table (one per direction, so replies need no route; Katran keeps one \
+                 per-CPU entry and does not NAT), and in SNAT mode an insert-if-absent per SNAT port candidate. \
+                 In exchange we do NAT in both directions, which Katran (DSR with IPIP) does not."
+            ));
+        }
+        if !losses.is_empty() {
+            let _ = writeln!(body, "\n### Where we lose, and why\n");
+            for l in losses {
+                let _ = writeln!(body, "- {l}");
+            }
+        }
         if problems.is_empty() {
             let _ = writeln!(
                 body,
@@ -351,7 +418,10 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
                  (`Dataplane::stats()`) moved by exactly the number of packets of each case."
             );
         } else {
-            let _ = writeln!(body, "\n**Unexpected results (figures above are suspect):**\n");
+            let _ = writeln!(
+                body,
+                "\n**Unexpected results (figures above are suspect):**\n"
+            );
             for p in problems {
                 let _ = writeln!(body, "- {p}");
             }
@@ -364,6 +434,7 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
              entries. Packets are 54-byte TCP frames without payload (SYN or ACK)."
         );
         Ok(PerPacket {
+            net: nets_out,
             section: Section::new("1. XDP per-packet cost (BPF_PROG_TEST_RUN)", body),
             headline,
         })
@@ -437,7 +508,9 @@ pub fn pressure(opts: &Opts) -> anyhow::Result<Section> {
             let v = d.verdicts()?;
             let drops: u64 = v
                 .iter()
-                .filter(|(k, _)| k.starts_with("drop_") && **k != "drop_ct_full" && **k != "drop_nat_exhausted")
+                .filter(|(k, _)| {
+                    k.starts_with("drop_") && **k != "drop_ct_full" && **k != "drop_nat_exhausted"
+                })
                 .map(|(_, n)| n)
                 .sum();
             let _ = writeln!(
@@ -453,10 +526,7 @@ pub fn pressure(opts: &Opts) -> anyhow::Result<Section> {
         // The oldest flows were evicted (LRU) once the table was full; a non-SYN packet of such a
         // flow is decided again: same Maglev ring, same hash, so the same backend.
         let sample = 1000.min(sent / 2);
-        for (label, range) in [
-            ("oldest", 0..sample),
-            ("newest", sent - sample..sent),
-        ] {
+        for (label, range) in [("oldest", 0..sample), ("newest", sent - sample..sent)] {
             let before = d.verdicts()?;
             let mut same = 0;
             for i in range {
