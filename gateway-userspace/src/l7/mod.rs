@@ -1,7 +1,135 @@
 //! The L7 half of the gateway: HTTP listeners serving `plan::http`.
 //!
 //! - `router`: pure route selection over a precompiled table.
-//! - `proxy`: the hyper server and upstream client (balancing, retries, timeouts, faults,
-//!   mirrors, CORS, header operations, local replies, outlier detection, circuit breakers).
+//! - `cluster`: upstream endpoints, load balancing, outlier detection, circuit breakers.
+//! - `proxy`: the request path (local replies, faults, CORS, retries, timeouts, mirrors).
+//!
+//! [`L7::apply`] binds every listener of a plan before it returns (so the agent reports ready
+//! only once they accept), then publishes the new [`proxy::Runtime`] by one atomic swap:
+//! connections in flight keep the generation they loaded; the next request sees the new one.
 
+pub mod cluster;
+pub mod proxy;
 pub mod router;
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::plan::http::HttpPlan;
+use proxy::{ConnInfo, Runtime};
+
+/// Envoy's default request-header limit (60 KiB): beyond it the client gets 431.
+pub const MAX_HEADER_BYTES: usize = 60 * 1024;
+/// A client that has not sent its request head by then is disconnected.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct L7 {
+    state: Arc<ArcSwap<Runtime>>,
+    listeners: BTreeMap<(Ipv4Addr, u16), (SocketAddr, JoinHandle<()>)>,
+}
+
+impl Default for L7 {
+    fn default() -> Self {
+        L7 {
+            state: Arc::new(ArcSwap::from_pointee(Runtime::build(&HttpPlan::default()))),
+            listeners: BTreeMap::new(),
+        }
+    }
+}
+
+impl L7 {
+    /// Binds the plan's new listeners, swaps the route table, then closes listeners the plan no
+    /// longer has (their open connections finish on their own). On a bind error nothing is
+    /// swapped and the listeners bound by this call are closed again.
+    pub async fn apply(&mut self, plan: &HttpPlan) -> Result<(), Vec<String>> {
+        let mut new = Vec::new();
+        let mut errors = Vec::new();
+        for l in &plan.listeners {
+            let key = (l.bind, l.port);
+            if self.listeners.contains_key(&key) {
+                continue;
+            }
+            match TcpListener::bind(SocketAddr::from(key)).await {
+                Ok(sock) => new.push((key, sock)),
+                Err(e) => errors.push(format!("binding HTTP listener {}:{}: {e}", l.bind, l.port)),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        self.state.store(Arc::new(Runtime::build(plan)));
+        for (key, sock) in new {
+            let addr = sock.local_addr().unwrap_or(SocketAddr::from(key));
+            log::info!("HTTP listener on {addr}");
+            let task = tokio::spawn(accept_loop(sock, key, self.state.clone()));
+            self.listeners.insert(key, (addr, task));
+        }
+        let keep: Vec<(Ipv4Addr, u16)> = plan.listeners.iter().map(|l| (l.bind, l.port)).collect();
+        self.listeners.retain(|k, (addr, task)| {
+            let stay = keep.contains(k);
+            if !stay {
+                log::info!("HTTP listener on {addr} closed");
+                task.abort();
+            }
+            stay
+        });
+        Ok(())
+    }
+
+    /// The bound addresses, by (bind, port) of the plan.
+    pub fn bound(&self) -> Vec<SocketAddr> {
+        self.listeners.values().map(|(a, _)| *a).collect()
+    }
+}
+
+impl Drop for L7 {
+    fn drop(&mut self) {
+        for (_, t) in self.listeners.values() {
+            t.abort();
+        }
+    }
+}
+
+async fn accept_loop(sock: TcpListener, key: (Ipv4Addr, u16), state: Arc<ArcSwap<Runtime>>) {
+    loop {
+        let (stream, peer) = match sock.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                log::warn!("HTTP listener {}:{}: accept: {e}", key.0, key.1);
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = ConnInfo {
+            bind: key.0,
+            port: key.1,
+            peer,
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| proxy::handle(state.clone(), conn, req));
+            let mut b = auto::Builder::new(TokioExecutor::new());
+            b.http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .max_buf_size(MAX_HEADER_BYTES.max(8192));
+            b.http2()
+                .timer(TokioTimer::new())
+                .max_header_list_size(MAX_HEADER_BYTES as u32);
+            let _ = b
+                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}

@@ -1,0 +1,924 @@
+//! The request path: downstream hyper connection -> route -> fault / CORS / local action ->
+//! weighted cluster -> attempts with retries and timeouts -> response, as Envoy at an Istio
+//! ingress gateway does it (§3.8–3.18, 3.22–3.26).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use rand::Rng;
+
+use super::cluster::{fnv, try_acquire, Cluster, Outcome};
+use super::router::{normalize_path, Decision, RequestView, Route, Table};
+use crate::plan::http as p;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type Body = BoxBody<Bytes, BoxError>;
+
+/// Request bodies are buffered (so that retries and mirrors can replay them) up to this size;
+/// larger ones get 413.
+pub const MAX_REQUEST_BODY: usize = 16 << 20;
+
+/// One generation of configuration: the route table and the clusters it indexes.
+pub struct Runtime {
+    pub table: Table,
+    pub clusters: Vec<Arc<Cluster>>,
+}
+
+impl Runtime {
+    pub fn build(plan: &p::HttpPlan) -> Runtime {
+        let table = Table::build(plan);
+        let clusters = table
+            .clusters
+            .iter()
+            .map(|c| Arc::new(Cluster::new(c)))
+            .collect();
+        Runtime { table, clusters }
+    }
+}
+
+/// Where a connection came in: the listener key and the peer.
+#[derive(Clone, Copy)]
+pub struct ConnInfo {
+    pub bind: std::net::Ipv4Addr,
+    pub port: u16,
+    pub peer: SocketAddr,
+}
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into())
+        .map_err(|e: Infallible| match e {})
+        .boxed()
+}
+
+/// A local reply as Envoy sends it: `server: istio-envoy`, `date`, text/plain when non-empty.
+pub fn local_reply(status: u16, body: &str) -> Response<Body> {
+    let mut r = Response::new(full(body.to_string()));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let h = r.headers_mut();
+    if !body.is_empty() {
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    h.insert(header::DATE, httpdate_now());
+    h.insert(header::SERVER, HeaderValue::from_static("istio-envoy"));
+    r
+}
+
+fn httpdate_now() -> HeaderValue {
+    // RFC 7231 IMF-fixdate without pulling in a date crate.
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = secs / 86400;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    // Civil from days (Howard Hinnant).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let mo = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(mo <= 2);
+    let mon = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][(mo - 1) as usize];
+    HeaderValue::from_str(&format!("{wd}, {d:02} {mon} {y} {h:02}:{m:02}:{s:02} GMT"))
+        .unwrap_or(HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
+}
+
+fn uuid_v4() -> HeaderValue {
+    let mut b: [u8; 16] = rand::thread_rng().gen();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
+    HeaderValue::from_str(&format!(
+        "{}-{}-{}-{}-{}",
+        h(0..4),
+        h(4..6),
+        h(6..8),
+        h(8..10),
+        h(10..16)
+    ))
+    .expect("hex is a valid header value")
+}
+
+/// Edge requests may not steer Envoy (§3.13): these are removed before routing.
+const EDGE_STRIPPED: [&str; 20] = [
+    "x-envoy-internal",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-retriable-header-names",
+    "x-envoy-retry-on",
+    "x-envoy-retry-grpc-on",
+    "x-envoy-max-retries",
+    "x-envoy-upstream-alt-stat-name",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+    "x-envoy-upstream-rq-timeout-alt-response",
+    "x-envoy-expected-rq-timeout-ms",
+    "x-envoy-force-trace",
+    "x-envoy-ip-tags",
+    "x-envoy-original-url",
+    "x-envoy-hedge-on-per-try-timeout",
+    "x-envoy-decorator-operation",
+    "x-envoy-downstream-service-cluster",
+    "x-envoy-downstream-service-node",
+    "x-envoy-original-path",
+    "x-envoy-original-host",
+];
+
+const HOP_BY_HOP: [&str; 6] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "upgrade",
+    "http2-settings",
+];
+
+/// Removes hop-by-hop headers (and those the Connection header names); `te` is kept only as
+/// `trailers` (gRPC needs it).
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        h.remove(n);
+    }
+    for n in HOP_BY_HOP {
+        h.remove(n);
+    }
+    let te_trailers = h.get_all(header::TE).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|s| s.split(',').any(|t| t.trim() == "trailers"))
+    });
+    h.remove(header::TE);
+    if te_trailers {
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// %DOWNSTREAM_*% and %% formatters in header values (§3.17); others are passed verbatim.
+fn format_value(v: &str, conn: &ConnInfo) -> Option<HeaderValue> {
+    if !v.contains('%') {
+        return HeaderValue::from_str(v).ok();
+    }
+    let out = v
+        .replace("%%", "\u{0}")
+        .replace(
+            "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+            &conn.peer.ip().to_string(),
+        )
+        .replace("%DOWNSTREAM_REMOTE_ADDRESS%", &conn.peer.to_string())
+        .replace(
+            "%DOWNSTREAM_LOCAL_ADDRESS%",
+            &format!("{}:{}", conn.bind, conn.port),
+        )
+        .replace('\u{0}', "%");
+    HeaderValue::from_str(&out).ok()
+}
+
+/// remove, then set, then add (§3.17).
+fn apply_ops(h: &mut HeaderMap, ops: &p::HeaderOps, conn: &ConnInfo) {
+    for n in &ops.remove {
+        h.remove(n.as_str());
+    }
+    for (k, v) in &ops.set {
+        if let (Ok(n), Some(v)) = (HeaderName::from_bytes(k.as_bytes()), format_value(v, conn)) {
+            h.insert(n, v);
+        }
+    }
+    for (k, v) in &ops.add {
+        if let (Ok(n), Some(v)) = (HeaderName::from_bytes(k.as_bytes()), format_value(v, conn)) {
+            h.append(n, v);
+        }
+    }
+}
+
+fn sample(ppm: u32) -> bool {
+    ppm >= 1_000_000 || (ppm > 0 && rand::thread_rng().gen_range(0..1_000_000) < ppm)
+}
+
+fn with_response_ops(mut r: Response<Body>, route: &Route, conn: &ConnInfo) -> Response<Body> {
+    apply_ops(r.headers_mut(), &route.plan.response_headers, conn);
+    r
+}
+
+/// The downstream entry point: never fails (every error becomes a local reply).
+pub async fn handle(
+    state: Arc<ArcSwap<Runtime>>,
+    conn: ConnInfo,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let rt = state.load_full();
+    if req.version() == Version::HTTP_10 || req.version() == Version::HTTP_09 {
+        // Istio gateways refuse HTTP/1.0 unless configured otherwise (§3.8).
+        return Ok(local_reply(426, ""));
+    }
+    let authority = match req.uri().authority() {
+        Some(a) => a.as_str().to_string(),
+        None => match req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+        {
+            Some(h) => h.to_string(),
+            None => return Ok(local_reply(400, "")),
+        },
+    };
+    let raw_path = req.uri().path().to_string();
+    let query = req.uri().query().map(str::to_string);
+    let Some(path) = normalize_path(&raw_path).map(|c| c.into_owned()) else {
+        return Ok(local_reply(400, ""));
+    };
+
+    // Edge hygiene before routing (§3.13).
+    {
+        let h = req.headers_mut();
+        for n in EDGE_STRIPPED {
+            h.remove(n);
+        }
+        h.remove("x-forwarded-client-cert");
+        h.insert("x-request-id", uuid_v4());
+        let peer_ip = conn.peer.ip().to_string();
+        let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.is_empty() => format!("{prev},{peer_ip}"),
+            _ => peer_ip.clone(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            h.insert("x-forwarded-for", v);
+        }
+        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        if let Ok(v) = HeaderValue::from_str(&peer_ip) {
+            h.insert("x-envoy-external-address", v);
+        }
+    }
+
+    let Some(listener) = rt.table.listener(conn.bind, conn.port) else {
+        return Ok(local_reply(404, ""));
+    };
+    let method = req.method().as_str().to_string();
+    let view = RequestView {
+        method: &method,
+        scheme: "http",
+        authority: &authority,
+        path: &path,
+        query: query.as_deref(),
+        headers: req.headers(),
+    };
+    let route = match listener.select(&view) {
+        Decision::NoRoute => return Ok(local_reply(404, "")),
+        Decision::HttpsRedirect => {
+            let host = match authority.strip_suffix(":80") {
+                Some(h) => h,
+                None => authority.as_str(),
+            };
+            let q = query
+                .as_deref()
+                .map(|q| format!("?{q}"))
+                .unwrap_or_default();
+            let mut r = local_reply(301, "");
+            if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{path}{q}")) {
+                r.headers_mut().insert(header::LOCATION, v);
+            }
+            return Ok(r);
+        }
+        Decision::Route(r) => r,
+    };
+
+    // CORS (§3.18): the filter runs before the router; preflights may be answered here.
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .filter(|o| !o.is_empty())
+        .map(str::to_string);
+    let mut cors_allowed = false;
+    if let (Some(cors), Some(origin)) = (&route.plan.cors, &origin) {
+        cors_allowed = route
+            .cors_origins
+            .iter()
+            .any(|m| m.matches(origin) || m.matches("*"));
+        let acrm = req
+            .headers()
+            .get(header::ACCESS_CONTROL_REQUEST_METHOD)
+            .filter(|v| !v.is_empty())
+            .cloned();
+        if req.method() == Method::OPTIONS {
+            if let Some(acrm) = acrm {
+                if cors_allowed || cors.ignore_unmatched_preflights {
+                    let mut r = local_reply(200, "");
+                    let h = r.headers_mut();
+                    if cors_allowed {
+                        if let Ok(v) = HeaderValue::from_str(origin) {
+                            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+                        }
+                    }
+                    if cors.allow_credentials {
+                        h.insert(
+                            header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                            HeaderValue::from_static("true"),
+                        );
+                    }
+                    let methods = if cors.allow_methods == "*" {
+                        Some(acrm)
+                    } else {
+                        HeaderValue::from_str(&cors.allow_methods).ok()
+                    };
+                    if let Some(m) = methods.filter(|m| !m.is_empty()) {
+                        h.insert(header::ACCESS_CONTROL_ALLOW_METHODS, m);
+                    }
+                    let headers = if cors.allow_headers == "*" {
+                        req.headers()
+                            .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+                            .cloned()
+                    } else {
+                        HeaderValue::from_str(&cors.allow_headers).ok()
+                    };
+                    if let Some(v) = headers.filter(|v| !v.is_empty()) {
+                        h.insert(header::ACCESS_CONTROL_ALLOW_HEADERS, v);
+                    }
+                    if let Some(v) = cors
+                        .max_age
+                        .as_deref()
+                        .and_then(|m| HeaderValue::from_str(m).ok())
+                    {
+                        h.insert(header::ACCESS_CONTROL_MAX_AGE, v);
+                    }
+                    return Ok(r);
+                }
+            }
+        }
+    }
+
+    // Fault filter (§3.12): delay first, then abort; aborts skip router, retries, mirrors.
+    if let Some(f) = &route.plan.fault {
+        if let Some(d) = &f.delay {
+            if sample(d.ppm) {
+                tokio::time::sleep(Duration::from_millis(d.delay_ms)).await;
+            }
+        }
+        if let Some(a) = &f.abort {
+            if sample(a.ppm) {
+                return Ok(match (a.http_status, a.grpc_status) {
+                    (Some(s), _) => local_reply(s, "fault filter abort"),
+                    (None, Some(g)) => {
+                        let mut r = local_reply(200, "");
+                        let h = r.headers_mut();
+                        h.insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("application/grpc"),
+                        );
+                        h.insert("grpc-status", HeaderValue::from(g));
+                        h.insert(
+                            "grpc-message",
+                            HeaderValue::from_static("fault filter abort"),
+                        );
+                        r
+                    }
+                    (None, None) => local_reply(500, "fault filter abort"),
+                });
+            }
+        }
+    }
+
+    let fwd = match &route.plan.action {
+        p::Action::Redirect(rd) => {
+            let r = redirect(rd, route, &authority, &path, query.as_deref(), conn.port);
+            return Ok(with_response_ops(r, route, &conn));
+        }
+        p::Action::Direct { status, body } => {
+            let r = local_reply(*status, body.as_deref().unwrap_or(""));
+            return Ok(with_response_ops(r, route, &conn));
+        }
+        p::Action::Forward(f) => f,
+    };
+
+    let mut resp = forward(&rt, route, fwd, conn, req, authority, path, query).await;
+    if cors_allowed {
+        if let (Some(cors), Some(origin)) = (&route.plan.cors, &origin) {
+            let h = resp.headers_mut();
+            if let Ok(v) = HeaderValue::from_str(origin) {
+                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+            }
+            if cors.allow_credentials {
+                h.insert(
+                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                    HeaderValue::from_static("true"),
+                );
+            }
+            if !cors.expose_headers.is_empty() {
+                if let Ok(v) = HeaderValue::from_str(&cors.expose_headers) {
+                    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, v);
+                }
+            }
+        }
+    }
+    Ok(resp)
+}
+
+/// Location per §3.15.
+fn redirect(
+    rd: &p::Redirect,
+    route: &Route,
+    authority: &str,
+    path: &str,
+    query: Option<&str>,
+    _listener_port: u16,
+) -> Response<Body> {
+    let req_scheme = "http";
+    let scheme = rd.scheme.as_deref().unwrap_or(req_scheme);
+    let (req_host, req_port) = match authority.rsplit_once(':') {
+        Some((h, p))
+            if !h.ends_with(']') && p.bytes().all(|b| b.is_ascii_digit()) || h.ends_with(']') =>
+        {
+            (h, Some(p))
+        }
+        _ => (authority, None),
+    };
+    let (mut host, mut port): (String, Option<String>) = match &rd.authority {
+        Some(a) => match a.rsplit_once(':') {
+            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h.into(), Some(p.into())),
+            _ => (a.clone(), None),
+        },
+        None => (req_host.to_string(), req_port.map(String::from)),
+    };
+    if let Some(np) = rd.port {
+        port = Some(np.to_string());
+    } else if rd.strip_port {
+        port = None;
+    } else if scheme != req_scheme && port.as_deref() == Some("80") {
+        // Scheme change drops the original scheme's default port (Envoy processRequestHost).
+        port = None;
+    }
+    if matches!(
+        (scheme, port.as_deref()),
+        ("http", Some("80")) | ("https", Some("443"))
+    ) {
+        port = None;
+    }
+    if let Some(p) = port {
+        host = format!("{host}:{p}");
+    }
+    let (new_path, new_query) = match (&rd.path, &rd.prefix_rewrite) {
+        (Some(u), _) => match u.split_once('?') {
+            Some((p, q)) => (p.to_string(), Some(q.to_string())),
+            None => (u.clone(), query.map(String::from)),
+        },
+        (None, Some(pr)) => {
+            let n = route.matched_prefix_len(path);
+            (format!("{pr}{}", &path[n..]), query.map(String::from))
+        }
+        (None, None) => (path.to_string(), query.map(String::from)),
+    };
+    let new_path = if new_path.starts_with('/') {
+        new_path
+    } else {
+        format!("/{new_path}")
+    };
+    let q = new_query.map(|q| format!("?{q}")).unwrap_or_default();
+    let mut r = local_reply(rd.code, "");
+    if let Ok(v) = HeaderValue::from_str(&format!("{scheme}://{host}{new_path}{q}")) {
+        r.headers_mut().insert(header::LOCATION, v);
+    }
+    r
+}
+
+/// The consistent-hash key of a request, if the cluster hashes and the key is present.
+fn hash_key(
+    c: &Cluster,
+    h: &HeaderMap,
+    query: Option<&str>,
+    conn: &ConnInfo,
+) -> (Option<u64>, Option<String>) {
+    match &c.plan.lb {
+        p::Lb::HashHeader(n) => (h.get(n.as_str()).map(|v| fnv(v.as_bytes())), None),
+        p::Lb::HashSourceIp => (Some(fnv(conn.peer.ip().to_string().as_bytes())), None),
+        p::Lb::HashQuery(n) => (
+            query.and_then(|q| {
+                q.split('&')
+                    .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+                    .find(|(k, _)| k == n)
+                    .map(|(_, v)| fnv(v.as_bytes()))
+            }),
+            None,
+        ),
+        p::Lb::HashCookie { name, path, ttl_s } => {
+            let found = h
+                .get_all(header::COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(';'))
+                .filter_map(|kv| kv.trim().split_once('='))
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| fnv(v.as_bytes()));
+            match (found, ttl_s) {
+                (Some(hh), _) => (Some(hh), None),
+                // Envoy generates the cookie when it is absent and a ttl is configured.
+                (None, Some(ttl)) => {
+                    let v = format!("{:016x}", rand::thread_rng().gen::<u64>());
+                    let mut cookie = format!("{name}=\"{v}\"");
+                    if *ttl > 0 {
+                        cookie.push_str(&format!("; Max-Age={ttl}"));
+                    }
+                    if !path.is_empty() {
+                        cookie.push_str(&format!("; Path={path}"));
+                    }
+                    cookie.push_str("; HttpOnly");
+                    (Some(fnv(format!("\"{v}\"").as_bytes())), Some(cookie))
+                }
+                (None, None) => (None, None),
+            }
+        }
+        _ => (None, None),
+    }
+}
+
+enum AttemptError {
+    Connect,
+    Reset,
+    Timeout,
+}
+
+impl AttemptError {
+    fn reason(&self) -> &'static str {
+        match self {
+            AttemptError::Connect => "connection failure",
+            AttemptError::Reset => "connection termination",
+            AttemptError::Timeout => "timeout",
+        }
+    }
+}
+
+fn retriable_status(policy: &p::RetryPolicy, status: u16) -> bool {
+    policy.retry_on.iter().any(|c| match c.as_str() {
+        "5xx" => status >= 500,
+        "gateway-error" => matches!(status, 502..=504),
+        "retriable-4xx" => status == 409,
+        "retriable-status-codes" => policy.retriable_status_codes.contains(&status),
+        _ => false,
+    })
+}
+
+fn retriable_error(policy: &p::RetryPolicy, e: &AttemptError) -> bool {
+    policy.retry_on.iter().any(|c| match (c.as_str(), e) {
+        ("5xx" | "gateway-error", _) => true,
+        ("connect-failure", AttemptError::Connect) => true,
+        ("reset", AttemptError::Reset | AttemptError::Timeout) => true,
+        ("reset-before-request", AttemptError::Connect) => true,
+        // A refused h2 stream surfaces from hyper as a reset before any response.
+        ("refused-stream", AttemptError::Reset) => false,
+        _ => false,
+    })
+}
+
+/// gRPC status in a trailers-only response (HTTP 200), for the gRPC retry conditions.
+fn grpc_retriable(policy: &p::RetryPolicy, h: &HeaderMap) -> bool {
+    let Some(code) = h
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok()?.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    policy.retry_on.iter().any(|c| {
+        matches!(
+            (c.as_str(), code),
+            ("cancelled", 1)
+                | ("deadline-exceeded", 4)
+                | ("resource-exhausted", 8)
+                | ("internal", 13)
+                | ("unavailable", 14)
+        )
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn forward(
+    rt: &Runtime,
+    route: &Route,
+    fwd: &p::Forward,
+    conn: ConnInfo,
+    mut req: Request<Incoming>,
+    authority: String,
+    path: String,
+    query: Option<String>,
+) -> Response<Body> {
+    // Weighted destination, chosen per request (§3.9).
+    let k = if fwd.clusters.len() <= 1 || route.total_weight == 0 {
+        0
+    } else {
+        let mut x = rand::thread_rng().gen_range(0..route.total_weight);
+        let mut k = 0;
+        for (i, c) in fwd.clusters.iter().enumerate() {
+            if x < u64::from(c.weight) {
+                k = i;
+                break;
+            }
+            x -= u64::from(c.weight);
+        }
+        k
+    };
+    let Some(wc) = fwd.clusters.get(k) else {
+        return with_response_ops(local_reply(503, ""), route, &conn);
+    };
+    let Some(ci) = route.clusters[k] else {
+        // Unknown host, port or subset: Envoy's "cluster not found" (NC).
+        return with_response_ops(local_reply(503, ""), route, &conn);
+    };
+    let cluster = rt.clusters[ci].clone();
+
+    // The upstream request head: hop-by-hop gone, header operations applied.
+    let upgrade = req
+        .headers()
+        .get(header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.eq_ignore_ascii_case("websocket"))
+        .map(str::to_string);
+    let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let mut headers = parts.headers;
+    strip_hop_by_hop(&mut headers);
+    if fwd.clusters.len() > 1 {
+        apply_ops(&mut headers, &wc.request_headers, &conn);
+        apply_ops(&mut headers, &route.plan.request_headers, &conn);
+    } else {
+        apply_ops(&mut headers, &route.plan.request_headers, &conn);
+        apply_ops(&mut headers, &wc.request_headers, &conn);
+    }
+    let up_authority = fwd.authority.clone().unwrap_or(authority);
+    if let Ok(v) = HeaderValue::from_str(&up_authority) {
+        headers.insert(header::HOST, v);
+    }
+    let new_path = match &fwd.rewrite {
+        None => path.clone(),
+        Some(p::Rewrite::Prefix(r)) => {
+            let n = route.matched_prefix_len(&path);
+            format!("{r}{}", &path[n..])
+        }
+        Some(p::Rewrite::Regex { substitution, .. }) => match &route.rewrite_regex {
+            Some(re) => re.replace_all(&path, substitution.as_str()).into_owned(),
+            None => path.clone(),
+        },
+    };
+    if new_path != path {
+        if let Ok(v) = HeaderValue::from_str(&path) {
+            headers.insert("x-envoy-original-path", v);
+        }
+    }
+    let path_and_query = match &query {
+        Some(q) => format!("{new_path}?{q}"),
+        None => new_path,
+    };
+    if let Some(u) = &upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Ok(v) = HeaderValue::from_str(u) {
+            headers.insert(header::UPGRADE, v);
+        }
+    }
+
+    let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(e) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                return local_reply(413, "Payload Too Large");
+            }
+            return local_reply(400, "");
+        }
+    };
+
+    // Mirrors: fire and forget, after rewrite and header operations, never retried (§3.26).
+    for (mi, ppm) in &route.mirrors {
+        if !sample(*ppm) {
+            continue;
+        }
+        let mc = rt.clusters[*mi].clone();
+        let (m, hd, pq, b) = (
+            parts.method.clone(),
+            headers.clone(),
+            path_and_query.clone(),
+            body.clone(),
+        );
+        tokio::spawn(async move {
+            let Some(i) = mc.pick(None, &[]) else { return };
+            if let Ok(r) = build_upstream(&mc, i, &m, &hd, &pq, b, 1) {
+                let _ = mc.client.request(r).await;
+            }
+        });
+    }
+
+    let _active = match try_acquire(
+        &cluster.active_requests,
+        request_limit(&cluster.plan.limits),
+    ) {
+        Some(g) => g,
+        None => return overflow(),
+    };
+    let (hash, set_cookie) = hash_key(&cluster, &headers, query.as_deref(), &conn);
+
+    let policy = fwd.retry.as_ref();
+    let max_attempts = 1 + policy.map_or(0, |p| p.num_retries);
+    let attempts = async {
+        let mut tried: Vec<usize> = Vec::new();
+        let mut last_err: Option<AttemptError> = None;
+        let mut retry_guard = None;
+        for attempt in 1..=max_attempts {
+            if attempt > 1 {
+                let pol = policy.expect("retries imply a policy");
+                match try_acquire(&cluster.active_retries, cluster.plan.limits.max_retries) {
+                    Some(g) => retry_guard = Some(g),
+                    None => return Err(Err(overflow())),
+                }
+                // Fully jittered exponential back-off, capped at 10x base.
+                let base = pol.backoff_base_ms.max(1);
+                let cap = (((1u64 << (attempt - 1).min(20)) - 1) * base)
+                    .min(10 * base)
+                    .max(1);
+                let wait = rand::thread_rng().gen_range(0..cap);
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+            }
+            let avoid: &[usize] = if policy.is_some_and(|p| p.previous_hosts) {
+                &tried
+            } else {
+                &[]
+            };
+            let Some(i) = cluster.pick(hash, avoid) else {
+                return Err(Err(local_reply(503, "no healthy upstream")));
+            };
+            tried.push(i);
+            let ep = &cluster.endpoints[i];
+            ep.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let _ep_guard = super::cluster::Counted(&ep.active);
+            let up = match build_upstream(
+                &cluster,
+                i,
+                &parts.method,
+                &headers,
+                &path_and_query,
+                body.clone(),
+                attempt,
+            ) {
+                Ok(r) => r,
+                Err(_) => return Err(Err(local_reply(400, ""))),
+            };
+            let sent = Instant::now();
+            let fut = cluster.client.request(up);
+            let res = match policy.and_then(|p| p.per_try_timeout_ms) {
+                Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), fut).await {
+                    Ok(r) => r.map_err(classify),
+                    Err(_) => Err(AttemptError::Timeout),
+                },
+                None => fut.await.map_err(classify),
+            };
+            match res {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    cluster.record(i, Outcome::Status(status));
+                    let retry = policy.is_some_and(|p| {
+                        retriable_status(p, status)
+                            || (status == 200 && grpc_retriable(p, resp.headers()))
+                    });
+                    if retry && attempt < max_attempts {
+                        continue;
+                    }
+                    drop(retry_guard);
+                    return Ok((resp, sent.elapsed(), attempt));
+                }
+                Err(e) => {
+                    cluster.record(i, Outcome::LocalFailure);
+                    let retry = policy.is_some_and(|p| retriable_error(p, &e));
+                    last_err = Some(e);
+                    if !retry {
+                        break;
+                    }
+                }
+            }
+        }
+        let e = last_err.unwrap_or(AttemptError::Reset);
+        if matches!(e, AttemptError::Timeout) {
+            return Err(Err(local_reply(504, "upstream request timeout")));
+        }
+        let msg = if tried.len() > 1 {
+            format!("upstream connect error or disconnect/reset before headers. retried and the latest reset reason: {}", e.reason())
+        } else {
+            format!(
+                "upstream connect error or disconnect/reset before headers. reset reason: {}",
+                e.reason()
+            )
+        };
+        Err(Err(local_reply(503, &msg)))
+    };
+    let outcome: Result<_, Result<(), Response<Body>>> = match fwd.timeout_ms {
+        Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), attempts).await {
+            Ok(r) => r,
+            Err(_) => Err(Err(local_reply(504, "upstream request timeout"))),
+        },
+        None => attempts.await,
+    };
+    let (resp, took, _attempts) = match outcome {
+        Ok(x) => x,
+        Err(Err(r)) => return with_response_ops(r, route, &conn),
+        Err(Ok(())) => return with_response_ops(local_reply(503, ""), route, &conn),
+    };
+
+    let mut resp = resp;
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        // WebSocket: splice the two upgraded connections once both sides switched.
+        let up_upgrade = hyper::upgrade::on(&mut resp);
+        if let Some(down) = downstream_upgrade {
+            tokio::spawn(async move {
+                if let (Ok(d), Ok(u)) = (down.await, up_upgrade.await) {
+                    let mut d = hyper_util::rt::TokioIo::new(d);
+                    let mut u = hyper_util::rt::TokioIo::new(u);
+                    let _ = tokio::io::copy_bidirectional(&mut d, &mut u).await;
+                }
+            });
+        }
+        let mut r = Response::new(full(Bytes::new()));
+        *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        *r.headers_mut() = std::mem::take(resp.headers_mut());
+        r.headers_mut()
+            .insert(header::SERVER, HeaderValue::from_static("istio-envoy"));
+        return r;
+    }
+    let (mut rparts, rbody) = resp.into_parts();
+    strip_hop_by_hop(&mut rparts.headers);
+    let h = &mut rparts.headers;
+    h.insert(header::SERVER, HeaderValue::from_static("istio-envoy"));
+    h.insert(
+        "x-envoy-upstream-service-time",
+        HeaderValue::from(took.as_millis() as u64),
+    );
+    if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        h.append(header::SET_COOKIE, c);
+    }
+    let resp = Response::from_parts(rparts, rbody.map_err(|e| Box::new(e) as BoxError).boxed());
+    // Response operations: destination level, then route level.
+    let mut resp = resp;
+    apply_ops(resp.headers_mut(), &wc.response_headers, &conn);
+    with_response_ops(resp, route, &conn)
+}
+
+fn request_limit(l: &p::Limits) -> u32 {
+    // HTTP/1.1 upstreams hold one connection per request in flight: maxConnections plus the
+    // pending queue bound concurrency, as does http2MaxRequests (documented approximation).
+    let h1 = l.max_connections.saturating_add(l.max_pending_requests);
+    h1.min(l.max_requests)
+}
+
+fn overflow() -> Response<Body> {
+    let mut r = local_reply(
+        503,
+        "upstream connect error or disconnect/reset before headers. reset reason: overflow",
+    );
+    r.headers_mut()
+        .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
+    r
+}
+
+fn classify(e: hyper_util::client::legacy::Error) -> AttemptError {
+    if e.is_connect() {
+        AttemptError::Connect
+    } else {
+        AttemptError::Reset
+    }
+}
+
+fn build_upstream(
+    c: &Cluster,
+    i: usize,
+    method: &Method,
+    headers: &HeaderMap,
+    path_and_query: &str,
+    body: Bytes,
+    attempt: u32,
+) -> Result<Request<Full<Bytes>>, http::Error> {
+    let ep = &c.endpoints[i];
+    let mut b = Request::builder()
+        .method(method.clone())
+        .uri(format!("http://{}{path_and_query}", ep.addr));
+    if c.plan.http2 {
+        b = b.version(Version::HTTP_2);
+    }
+    let mut r = b.body(Full::new(body))?;
+    *r.headers_mut() = headers.clone();
+    r.headers_mut()
+        .insert("x-envoy-attempt-count", HeaderValue::from(attempt));
+    Ok(r)
+}
