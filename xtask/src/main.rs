@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod demo;
+mod kernels;
 
 #[derive(Parser)]
 struct Cli {
@@ -32,6 +33,12 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Run the XDP program tests (xdp_prog) on other kernels (Debian 6.1, 6.12) under qemu.
+    Kernels {
+        /// One kernel package, e.g. linux-image-6.1.0-50-cloud-amd64 (default: all of them).
+        #[arg(long)]
+        kernel: Option<String>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -39,6 +46,7 @@ fn main() -> Result<()> {
         Cmd::Test { args } => test(&args),
         Cmd::Demo => demo::run(),
         Cmd::Bench { quick } => bench::run(quick),
+        Cmd::Kernels { kernel } => kernels::run(kernel),
     }
 }
 
