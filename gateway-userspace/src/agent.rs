@@ -22,6 +22,7 @@ use crate::{
     config::{self, CompileInput},
     dataplane::{self, Dataplane, Mode},
     l4proxy::L4Proxy,
+    l7::L7,
     plan::{NatMode, Plan},
 };
 
@@ -136,6 +137,13 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     log::info!("L4 path: {name} ({reason})");
     path.apply(&plan).await?;
+    // --- L7: bind every HTTP listener before admin (and so /ready) is served. ---
+    let mut l7 = L7::default();
+    l7.apply(&plan.http)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding HTTP listeners: {}", e.join("; ")))?;
+    let l7 = Arc::new(tokio::sync::Mutex::new(l7));
+    // --- end L7 ---
     log::info!(
         "applied: {} L4 services, {} local ports",
         plan.l4.len(),
@@ -164,6 +172,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.reload_interval,
         snapshot.clone(),
         path.clone(),
+        l7.clone(),
     ));
 
     wait_for_signal().await;
@@ -235,6 +244,7 @@ async fn watch(
     every: Duration,
     snapshot: Arc<ArcSwap<Snapshot>>,
     path: Arc<tokio::sync::Mutex<L4Path>>,
+    l7: Arc<tokio::sync::Mutex<L7>>,
 ) {
     let mut last = fingerprint(&dir);
     let mut last_prime = std::time::Instant::now();
@@ -283,6 +293,11 @@ async fn watch(
                 let res = path.lock().await.apply(&plan).await;
                 if let Err(e) = res {
                     log::error!("{e:#}");
+                    continue;
+                }
+                // L7: new listeners bound, then the route table swapped atomically.
+                if let Err(e) = l7.lock().await.apply(&plan.http).await {
+                    log::error!("binding HTTP listeners: {}", e.join("; "));
                     continue;
                 }
                 log::info!(

@@ -858,6 +858,8 @@ async fn forward(
         return r;
     }
     let (mut rparts, rbody) = resp.into_parts();
+    // The downstream connection speaks its own version, whatever the upstream used.
+    rparts.version = parts.version;
     strip_hop_by_hop(&mut rparts.headers);
     let h = &mut rparts.headers;
     h.insert(header::SERVER, HeaderValue::from_static("istio-envoy"));
