@@ -75,5 +75,12 @@ fn test(extra: &[String]) -> Result<()> {
     cargo(&["build", "--workspace", "--bins"])?;
     let mut args = vec!["test", "--workspace", "--no-fail-fast"];
     args.extend(extra.iter().map(String::as_str));
-    cargo(&args)
+    let tests = cargo(&args);
+    if !extra.is_empty() {
+        return tests;
+    }
+    // The whole suite: the XDP program's packet tests again on older kernels (qemu).
+    let kernels = kernels::run(None);
+    tests?;
+    kernels
 }
