@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod http;
 pub mod manifests;
 pub mod netns;
 pub mod proc;

@@ -19,6 +19,8 @@ pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 /// Ports every test backend serves.
 pub const BACKEND_TCP_PORT: u16 = 9000;
 pub const BACKEND_UDP_PORT: u16 = 9001;
+/// Port of each backend's HTTP server (with [`Opts::http_backends`]).
+pub const BACKEND_HTTP_PORT: u16 = 8000;
 
 #[derive(Clone, Debug)]
 pub struct Opts {
@@ -32,6 +34,8 @@ pub struct Opts {
     /// default: resolving backends (the XDP FIB lookup needs their neighbour entries) is the
     /// agent's job, and the tests should see it done.
     pub static_neighbours: bool,
+    /// Also serve HTTP/1.1 on [`BACKEND_HTTP_PORT`] in each backend (see `test-backend --http`).
+    pub http_backends: bool,
 }
 
 impl Default for Opts {
@@ -40,6 +44,7 @@ impl Default for Opts {
             backend_routes: true,
             start_backends: true,
             static_neighbours: false,
+            http_backends: false,
         }
     }
 }
@@ -55,6 +60,13 @@ pub struct Backend {
     // Declared before `ns`: the server dies before its namespace is deleted.
     server: Option<ChildGuard>,
     pub ns: Netns,
+}
+
+impl Backend {
+    /// Stops this backend's `test-backend` (connections to its ports are then refused).
+    pub fn stop_server(&mut self) {
+        self.server = None;
+    }
 }
 
 pub struct Topology {
@@ -102,12 +114,14 @@ impl Topology {
             let bin = test_backend_bin()?;
             let bin = bin.to_str().context("non-UTF-8 path")?;
             for b in &mut topo.backends {
-                b.server = Some(start_server(
+                let http = opts.http_backends.then_some(BACKEND_HTTP_PORT);
+                b.server = Some(start_backend(
                     &b.ns,
                     bin,
                     &b.name,
                     BACKEND_TCP_PORT,
                     Some(BACKEND_UDP_PORT),
+                    http,
                 )?);
             }
         }
@@ -172,6 +186,11 @@ impl Topology {
     /// Sockets in the client namespace.
     pub fn client_api(&self) -> Client {
         Client::new(self.client.path())
+    }
+
+    /// HTTP clients (curl) in the client namespace.
+    pub fn http_client(&self) -> crate::http::HttpClient {
+        crate::http::HttpClient::new(self.client.name())
     }
 
     pub fn backend(&self, name: &str) -> &Backend {
@@ -245,11 +264,27 @@ pub fn start_server(
     tcp: u16,
     udp: Option<u16>,
 ) -> anyhow::Result<ChildGuard> {
+    start_backend(ns, bin, name, tcp, udp, None)
+}
+
+/// [`start_server`] with an optional HTTP port as well.
+pub fn start_backend(
+    ns: &Netns,
+    bin: &str,
+    name: &str,
+    tcp: u16,
+    udp: Option<u16>,
+    http: Option<u16>,
+) -> anyhow::Result<ChildGuard> {
     let tcp = tcp.to_string();
     let udp = udp.map(|u| u.to_string());
+    let http = http.map(|u| u.to_string());
     let mut args = vec!["--name", name, "--tcp", tcp.as_str()];
     if let Some(u) = &udp {
         args.extend(["--udp", u.as_str()]);
+    }
+    if let Some(h) = &http {
+        args.extend(["--http", h.as_str()]);
     }
     let mut child = ns.spawn(bin, &args, true)?;
     child.wait_for_line("ready", Duration::from_secs(10))?;
