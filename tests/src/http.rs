@@ -152,9 +152,18 @@ impl HttpClient {
         self.curl(&a)
     }
 
-    /// `n` requests to `url` from one curl process (so over one keep-alive connection, or one
-    /// h2 connection), each reported as (status, `x-backend` or "").
+    /// `n` requests to `url` from one curl process (so over one keep-alive connection), each
+    /// reported as (status, `x-backend` or "").
+    ///
+    /// With `--http2-prior-knowledge` every request gets its own curl: Debian 12's curl 7.88
+    /// fails the second stream on a reused h2c connection with "Error in the HTTP2 framing
+    /// layer" against any server (nginx too).
     pub fn many(&self, url: &str, n: usize, extra: &[&str]) -> anyhow::Result<Vec<(u16, String)>> {
+        if n > 1 && extra.contains(&"--http2-prior-knowledge") {
+            return (0..n)
+                .map(|_| Ok(self.many(url, 1, extra)?.remove(0)))
+                .collect();
+        }
         let mut a: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         a.extend(["-w".into(), "%{http_code} %header{x-backend}\\n".into()]);
         for _ in 0..n {

@@ -119,7 +119,7 @@ impl Topology {
                     &b.ns,
                     bin,
                     &b.name,
-                    BACKEND_TCP_PORT,
+                    Some(BACKEND_TCP_PORT),
                     Some(BACKEND_UDP_PORT),
                     http,
                 )?);
@@ -264,7 +264,7 @@ pub fn start_server(
     tcp: u16,
     udp: Option<u16>,
 ) -> anyhow::Result<ChildGuard> {
-    start_backend(ns, bin, name, tcp, udp, None)
+    start_backend(ns, bin, name, Some(tcp), udp, None)
 }
 
 /// [`start_server`] with an optional HTTP port as well.
@@ -272,14 +272,17 @@ pub fn start_backend(
     ns: &Netns,
     bin: &str,
     name: &str,
-    tcp: u16,
+    tcp: Option<u16>,
     udp: Option<u16>,
     http: Option<u16>,
 ) -> anyhow::Result<ChildGuard> {
-    let tcp = tcp.to_string();
+    let tcp = tcp.map(|u| u.to_string());
     let udp = udp.map(|u| u.to_string());
     let http = http.map(|u| u.to_string());
-    let mut args = vec!["--name", name, "--tcp", tcp.as_str()];
+    let mut args = vec!["--name", name];
+    if let Some(t) = &tcp {
+        args.extend(["--tcp", t.as_str()]);
+    }
     if let Some(u) = &udp {
         args.extend(["--udp", u.as_str()]);
     }
