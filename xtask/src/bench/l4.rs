@@ -151,7 +151,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
         body,
         "| path | node forwarding | connections/s | runs min-max | failed conns | machine CPU us/conn | throughput Gbit/s | machine CPU s/GB | peer process CPU s/run |"
     );
-    let _ = writeln!(body, "|---|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(body, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
     for (peer, r) in &rows {
         let fwd = match peer {
             Peer::Ipvs | Peer::Iptables => "on",
