@@ -114,6 +114,61 @@ pub mod http {
         /// Exact domains, `*.suffix` wildcards and `*`, lower-cased; at most one per domain.
         pub vhosts: Vec<VirtualHost>,
         pub origin: String,
+        /// TLS-terminating HTTPS servers on this port, selected by SNI, each with its own route
+        /// table (§3.7); `vhosts` is then empty. Empty: a plain-text listener.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub tls: Vec<TlsChain>,
+    }
+
+    /// One HTTPS server: a filter chain keyed by SNI.
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct TlsChain {
+        /// Server hosts without namespace, lower-cased; empty when a host is `*` (any SNI, and
+        /// clients without SNI).
+        pub server_names: Vec<String>,
+        pub settings: TlsSettings,
+        pub vhosts: Vec<VirtualHost>,
+        pub origin: String,
+    }
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+    #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+    pub enum TlsMode {
+        Simple,
+        Mutual,
+        OptionalMutual,
+    }
+
+    /// Downstream TLS of one HTTPS server.
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct TlsSettings {
+        pub mode: TlsMode,
+        pub certificate: Pem,
+        pub private_key: Pem,
+        /// Client CA bundle (MUTUAL, OPTIONAL_MUTUAL).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub ca_certificates: Option<Pem>,
+        /// 12 or 13 (rustls has nothing older); defaults 12 and 13.
+        pub min_version: u8,
+        pub max_version: u8,
+    }
+
+    /// PEM material: a file (read when the listener is built, so a rotated file is picked up
+    /// on the next reload) or the data of a `kind: Secret`, never shown in dumps.
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum Pem {
+        File {
+            path: std::path::PathBuf,
+            /// `Gateway default/gw spec.servers[1].tls.serverCertificate`: named in errors.
+            origin: String,
+        },
+        Secret {
+            /// `Secret istio-system/name key tls.crt`.
+            origin: String,
+            #[serde(skip)]
+            data: Vec<u8>,
+        },
     }
 
     #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -253,7 +253,7 @@ pub(super) struct MergedDr<'a> {
 }
 
 pub(super) struct Compiler<'a> {
-    m: &'a Manifests,
+    pub(super) m: &'a Manifests,
     pub(super) input: &'a CompileInput,
     warnings: Vec<Warning>,
     pub(super) vss: Vec<Vs<'a>>,
@@ -452,6 +452,7 @@ impl<'a> Compiler<'a> {
         keys.sort();
         keys.dedup();
         let mut listeners = Vec::new();
+        let mut tls_listeners = Vec::new();
         for (bind, port) in keys {
             let on_key: Vec<&Srv<'a>> = servers
                 .iter()
@@ -462,22 +463,26 @@ impl<'a> Compiler<'a> {
                 })
                 .collect();
             let first = on_key[0];
+            let server = |s: &&Srv<'a>| super::http::HttpServer {
+                gw: s.gw,
+                server: s.server,
+                gw_key: s.gw_key.clone(),
+                index: s.index,
+            };
             if first.class == Class::Tls {
-                let terminates = first
-                    .server
-                    .tls
-                    .as_ref()
-                    .is_some_and(|t| !t.is_passthrough());
-                if terminates && http_protocol_of(first) == "HTTPS" {
-                    let msg = format!(
-                        "{}: TLS termination for HTTPS servers is not supported yet; this port is not served by the HTTP proxy",
-                        first.origin
-                    );
-                    self.warn(
-                        first.gw,
-                        format!("spec.servers[{}].tls.mode", first.index),
-                        msg,
-                    );
+                // TLS-terminating HTTPS servers are served by the HTTP proxy, one SNI chain
+                // each; passthrough and `TLS` servers are not HTTP.
+                let https: Vec<_> = on_key
+                    .iter()
+                    .filter(|s| {
+                        s.class == Class::Tls
+                            && http_protocol_of(s) == "HTTPS"
+                            && s.server.tls.as_ref().is_some_and(|t| !t.is_passthrough())
+                    })
+                    .map(server)
+                    .collect();
+                if !https.is_empty() {
+                    tls_listeners.push((bind, port, https));
                 }
                 continue;
             }
@@ -487,15 +492,11 @@ impl<'a> Compiler<'a> {
             let merged = on_key
                 .iter()
                 .filter(|s| s.class == Class::Http)
-                .map(|s| super::http::HttpServer {
-                    gw: s.gw,
-                    server: s.server,
-                    gw_key: s.gw_key.clone(),
-                })
+                .map(server)
                 .collect();
             listeners.push((bind, port, merged));
         }
-        self.http_plan(listeners)
+        self.http_plan(listeners, tls_listeners)
     }
 
     /// Servers of the Gateways that select this agent, in creation order.

@@ -1167,6 +1167,8 @@ pub(crate) struct HttpServer<'a> {
     pub gw: &'a Gateway,
     pub server: &'a Server,
     pub gw_key: String,
+    /// Position in `spec.servers`, for messages.
+    pub index: usize,
 }
 
 fn string_match_plan(m: &StringMatch) -> p::StrMatch {
@@ -1314,6 +1316,7 @@ impl<'a> Compiler<'a> {
     pub(crate) fn http_plan(
         &mut self,
         listeners: Vec<(Ipv4Addr, u16, Vec<HttpServer<'a>>)>,
+        tls_listeners: Vec<(Ipv4Addr, u16, Vec<HttpServer<'a>>)>,
     ) -> p::HttpPlan {
         let mut clusters: BTreeMap<String, Option<p::Cluster>> = BTreeMap::new();
         let mut out = Vec::new();
@@ -1337,6 +1340,24 @@ impl<'a> Compiler<'a> {
                 port,
                 vhosts,
                 origin,
+                tls: Vec::new(),
+            });
+        }
+        for (bind, port, servers) in tls_listeners {
+            let chains = self.tls_chains(port, &servers, &mut clusters);
+            if chains.is_empty() {
+                continue;
+            }
+            out.push(p::Listener {
+                bind,
+                port,
+                vhosts: Vec::new(),
+                origin: chains
+                    .iter()
+                    .map(|c| c.origin.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                tls: chains,
             });
         }
         out.sort_by_key(|l| (l.bind, l.port));
@@ -1344,6 +1365,71 @@ impl<'a> Compiler<'a> {
             listeners: out,
             clusters: clusters.into_values().flatten().collect(),
         }
+    }
+
+    /// MERGE `mergeGateways` for TLS servers: one filter chain per HTTPS server, keyed by its
+    /// hosts as SNI names, each with a route table of its own; a server repeating a host
+    /// already claimed on the port is skipped (the earlier one wins).
+    fn tls_chains(
+        &mut self,
+        port: u16,
+        servers: &[HttpServer<'a>],
+        clusters: &mut BTreeMap<String, Option<p::Cluster>>,
+    ) -> Vec<p::TlsChain> {
+        let mut chains: Vec<p::TlsChain> = Vec::new();
+        for srv in servers {
+            let hosts: Vec<String> = srv
+                .server
+                .hosts
+                .iter()
+                .map(|h| h.rsplit('/').next().unwrap_or(h).to_ascii_lowercase())
+                .collect();
+            // A `*` host puts no SNI constraint on the chain.
+            let names: Vec<String> = if hosts.iter().any(|h| h == "*") {
+                Vec::new()
+            } else {
+                let mut n = hosts.clone();
+                n.sort();
+                n.dedup();
+                n
+            };
+            let clash = chains.iter().find(|c| {
+                (names.is_empty() && c.server_names.is_empty())
+                    || names.iter().any(|n| c.server_names.contains(n))
+            });
+            if let Some(c) = clash {
+                let msg = format!(
+                    "SNI hosts {hosts:?} on port {port} already served by {}; server skipped",
+                    c.origin
+                );
+                self.warn(srv.gw, format!("spec.servers[{}].hosts", srv.index), msg);
+                continue;
+            }
+            let Some(settings) = self.tls_settings(srv) else {
+                continue;
+            };
+            let origin = format!(
+                "Gateway {} server {}:{port}",
+                srv.gw_key,
+                srv.server
+                    .port
+                    .as_ref()
+                    .map(|p| p.name.as_str())
+                    .unwrap_or("")
+            );
+            let mut vhosts = self.http_vhosts(port, std::slice::from_ref(srv), clusters);
+            // httpsRedirect never applies to requests that came over TLS (SIM "httpsRedirect on https").
+            for v in &mut vhosts {
+                v.require_tls = false;
+            }
+            chains.push(p::TlsChain {
+                server_names: names,
+                settings,
+                vhosts,
+                origin,
+            });
+        }
+        chains
     }
 
     /// GWBUILD `buildGatewayHTTPRouteConfig`.

@@ -32,6 +32,7 @@ enum DocKind {
     Service,
     EndpointSlice,
     Pod,
+    Secret,
 }
 
 fn classify(api_version: &str, kind: &str) -> Option<DocKind> {
@@ -47,6 +48,7 @@ fn classify(api_version: &str, kind: &str) -> Option<DocKind> {
     match (api_version, kind) {
         ("v1", "Service") => Some(DocKind::Service),
         ("v1", "Pod") => Some(DocKind::Pod),
+        ("v1", "Secret") => Some(DocKind::Secret),
         ("discovery.k8s.io/v1", "EndpointSlice") => Some(DocKind::EndpointSlice),
         _ => None,
     }
@@ -270,6 +272,10 @@ fn parse_into(file: &Path, text: &str, m: &mut Manifests, errors: &mut Vec<Confi
                     .map(str::to_string);
                 m.pods
                     .push(ctx.resource_from(d.metadata, PodInfo { pod_ip }));
+            }),
+            DocKind::Secret => typed::<SecretSpec>(de, &ctx, &mut m.warnings).map(|mut d| {
+                let meta = std::mem::take(&mut d.metadata);
+                m.secrets.push(ctx.resource_from(meta, d));
             }),
         };
         if let Err(e) = result {

@@ -10,6 +10,7 @@ pub mod http;
 mod load;
 mod model;
 mod names;
+pub mod tls;
 mod validate;
 
 use std::path::Path;
@@ -33,8 +34,14 @@ pub fn load_and_compile(
     if !errors.is_empty() {
         return Err(errors);
     }
-    let (plan, more) = compile(&manifests, input);
+    let (mut plan, more) = compile(&manifests, input);
     warnings.extend(more);
+    let base = if dir.is_file() {
+        dir.parent().unwrap_or(Path::new("."))
+    } else {
+        dir
+    };
+    tls::resolve_paths(&mut plan.http, base);
     Ok((plan, warnings))
 }
 

@@ -119,6 +119,7 @@ pub type ServiceEntry = Resource<ServiceEntrySpec>;
 pub type Service = Resource<ServiceSpec>;
 pub type EndpointSlice = Resource<EndpointSliceSpec>;
 pub type Pod = Resource<PodInfo>;
+pub type Secret = Resource<SecretSpec>;
 
 /// Everything loaded, per kind, in load order (files sorted by path, documents in file order).
 /// Load order carries no meaning: compile orders by creation time and name, as Istio does.
@@ -131,6 +132,8 @@ pub struct Manifests {
     pub services: Vec<Service>,
     pub endpoint_slices: Vec<EndpointSlice>,
     pub pods: Vec<Pod>,
+    /// `credentialName` material for HTTPS servers.
+    pub secrets: Vec<Secret>,
     /// Found while loading (unknown kinds and fields); `validate` reports them again.
     pub warnings: Vec<Warning>,
 }
@@ -144,6 +147,7 @@ impl Manifests {
         self.services.extend(other.services);
         self.endpoint_slices.extend(other.endpoint_slices);
         self.pods.extend(other.pods);
+        self.secrets.extend(other.secrets);
         self.warnings.extend(other.warnings);
     }
 
@@ -155,6 +159,7 @@ impl Manifests {
             && self.services.is_empty()
             && self.endpoint_slices.is_empty()
             && self.pods.is_empty()
+            && self.secrets.is_empty()
     }
 }
 
@@ -876,6 +881,54 @@ pub(crate) struct EndpointSliceDoc {
     pub endpoints: Vec<SliceEndpoint>,
     #[serde(default, deserialize_with = "nullable")]
     pub ports: Vec<SlicePort>,
+}
+
+/// A Kubernetes `v1/Secret` (top-level fields): `data` values are base64, `stringData` plain.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretSpec {
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub api_version: String,
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub kind: String,
+    #[serde(default, deserialize_with = "nullable")]
+    pub metadata: ObjectMeta,
+    #[serde(default, rename = "type", deserialize_with = "nullable")]
+    pub secret_type: String,
+    #[serde(default, deserialize_with = "nullable")]
+    pub data: BTreeMap<String, String>,
+    #[serde(default, deserialize_with = "nullable")]
+    pub string_data: BTreeMap<String, String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub immutable: Option<bool>,
+}
+
+impl Kind for SecretSpec {
+    const KIND: &'static str = "Secret";
+}
+
+impl Secret {
+    /// The decoded value of `key` (`stringData` wins, as the API server merges it over `data`);
+    /// Err when `data` holds invalid base64.
+    pub fn value(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        use base64::Engine as _;
+        if let Some(v) = self.spec.string_data.get(key) {
+            return Ok(Some(v.as_bytes().to_vec()));
+        }
+        match self.spec.data.get(key) {
+            None => Ok(None),
+            Some(v) => {
+                let compact: String = v.split_whitespace().collect();
+                base64::engine::general_purpose::STANDARD
+                    .decode(compact)
+                    .map(Some)
+                    .map_err(|e| format!("data.{key} is not valid base64: {e}"))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -3,6 +3,7 @@
 //! - `router`: pure route selection over a precompiled table.
 //! - `cluster`: upstream endpoints, load balancing, outlier detection, circuit breakers.
 //! - `proxy`: the request path (local replies, faults, CORS, retries, timeouts, mirrors).
+//! - `tls`: HTTPS termination, the SNI chain per HTTPS server.
 //!
 //! [`L7::apply`] binds every listener of a plan before it returns (so the agent reports ready
 //! only once they accept), then publishes the new [`proxy::Runtime`] by one atomic swap:
@@ -11,6 +12,7 @@
 pub mod cluster;
 pub mod proxy;
 pub mod router;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -63,10 +65,22 @@ impl L7 {
                 Err(e) => errors.push(format!("binding HTTP listener {}:{}: {e}", l.bind, l.port)),
             }
         }
+        // Certificates are read before anything changes: a bad file keeps the old generation.
+        let mut tls = std::collections::HashMap::new();
+        for l in plan.listeners.iter().filter(|l| !l.tls.is_empty()) {
+            match tls::TlsListener::build(l) {
+                Ok(t) => {
+                    tls.insert((l.bind, l.port), Arc::new(t));
+                }
+                Err(e) => errors.extend(e),
+            }
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
-        self.state.store(Arc::new(Runtime::build(plan)));
+        let mut rt = Runtime::build(plan);
+        rt.tls = tls;
+        self.state.store(Arc::new(rt));
         for (key, sock) in new {
             let addr = sock.local_addr().unwrap_or(SocketAddr::from(key));
             log::info!("HTTP listener on {addr}");
@@ -111,25 +125,43 @@ async fn accept_loop(sock: TcpListener, key: (Ipv4Addr, u16), state: Arc<ArcSwap
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn = ConnInfo {
-            bind: key.0,
-            port: key.1,
-            peer,
-        };
         let state = state.clone();
         tokio::spawn(async move {
-            let svc = service_fn(move |req| proxy::handle(state.clone(), conn, req));
-            let mut b = auto::Builder::new(TokioExecutor::new());
-            b.http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .max_buf_size(MAX_HEADER_BYTES.max(8192));
-            b.http2()
-                .timer(TokioTimer::new())
-                .max_header_list_size(MAX_HEADER_BYTES as u32);
-            let _ = b
-                .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                .await;
+            let mut conn = ConnInfo {
+                bind: key.0,
+                port: key.1,
+                peer,
+                chain: None,
+            };
+            // The generation current at accept decides whether this connection is TLS.
+            let tls = state.load().tls.get(&key).cloned();
+            match tls {
+                Some(t) => {
+                    let Some((stream, chain)) = t.accept(stream).await else {
+                        return;
+                    };
+                    conn.chain = Some(chain);
+                    serve(TokioIo::new(stream), conn, state).await;
+                }
+                None => serve(TokioIo::new(stream), conn, state).await,
+            }
         });
     }
+}
+
+/// One downstream connection, HTTP/1.1 or h2 (prior knowledge, or ALPN over TLS).
+async fn serve<I>(io: TokioIo<I>, conn: ConnInfo, state: Arc<ArcSwap<Runtime>>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| proxy::handle(state.clone(), conn, req));
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEADER_BYTES.max(8192));
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEADER_BYTES as u32);
+    let _ = b.serve_connection_with_upgrades(io, svc).await;
 }

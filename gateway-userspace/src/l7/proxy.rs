@@ -30,6 +30,8 @@ pub const MAX_REQUEST_BODY: usize = 16 << 20;
 pub struct Runtime {
     pub table: Table,
     pub clusters: Vec<Arc<Cluster>>,
+    /// HTTPS listeners' certificates and SNI chains, by (bind, port).
+    pub tls: std::collections::HashMap<(std::net::Ipv4Addr, u16), Arc<super::tls::TlsListener>>,
 }
 
 impl Runtime {
@@ -40,7 +42,11 @@ impl Runtime {
             .iter()
             .map(|c| Arc::new(Cluster::new(c)))
             .collect();
-        Runtime { table, clusters }
+        Runtime {
+            table,
+            clusters,
+            tls: Default::default(),
+        }
     }
 }
 
@@ -50,6 +56,19 @@ pub struct ConnInfo {
     pub bind: std::net::Ipv4Addr,
     pub port: u16,
     pub peer: SocketAddr,
+    /// The TLS chain (HTTPS server) the handshake selected; None on plain-text listeners.
+    pub chain: Option<usize>,
+}
+
+impl ConnInfo {
+    /// `:scheme` and `x-forwarded-proto` come from the downstream connection (§3.13).
+    pub fn scheme(&self) -> &'static str {
+        if self.chain.is_some() {
+            "https"
+        } else {
+            "http"
+        }
+    }
 }
 
 fn full(b: impl Into<Bytes>) -> Body {
@@ -263,19 +282,26 @@ pub async fn handle(
         if let Ok(v) = HeaderValue::from_str(&xff) {
             h.insert("x-forwarded-for", v);
         }
-        h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static(conn.scheme()));
         if let Ok(v) = HeaderValue::from_str(&peer_ip) {
             h.insert("x-envoy-external-address", v);
         }
     }
 
-    let Some(listener) = rt.table.listener(conn.bind, conn.port) else {
+    let listener = rt
+        .table
+        .listener(conn.bind, conn.port)
+        .and_then(|l| match conn.chain {
+            Some(c) => l.chains.get(c),
+            None => Some(l),
+        });
+    let Some(listener) = listener else {
         return Ok(local_reply(404, ""));
     };
     let method = req.method().as_str().to_string();
     let view = RequestView {
         method: &method,
-        scheme: "http",
+        scheme: conn.scheme(),
         authority: &authority,
         path: &path,
         query: query.as_deref(),
@@ -399,7 +425,14 @@ pub async fn handle(
 
     let fwd = match &route.plan.action {
         p::Action::Redirect(rd) => {
-            let r = redirect(rd, route, &authority, &path, query.as_deref(), conn.port);
+            let r = redirect(
+                rd,
+                route,
+                conn.scheme(),
+                &authority,
+                &path,
+                query.as_deref(),
+            );
             return Ok(with_response_ops(r, route, &conn));
         }
         p::Action::Direct { status, body } => {
@@ -436,12 +469,11 @@ pub async fn handle(
 fn redirect(
     rd: &p::Redirect,
     route: &Route,
+    req_scheme: &str,
     authority: &str,
     path: &str,
     query: Option<&str>,
-    _listener_port: u16,
 ) -> Response<Body> {
-    let req_scheme = "http";
     let scheme = rd.scheme.as_deref().unwrap_or(req_scheme);
     let (req_host, req_port) = match authority.rsplit_once(':') {
         Some((h, p))
@@ -462,7 +494,9 @@ fn redirect(
         port = Some(np.to_string());
     } else if rd.strip_port {
         port = None;
-    } else if scheme != req_scheme && port.as_deref() == Some("80") {
+    } else if scheme != req_scheme
+        && port.as_deref() == Some(if req_scheme == "https" { "443" } else { "80" })
+    {
         // Scheme change drops the original scheme's default port (Envoy processRequestHost).
         port = None;
     }

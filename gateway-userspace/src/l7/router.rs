@@ -131,6 +131,9 @@ pub struct Listener {
     wildcard: HashMap<String, usize>,
     wildcard_lens: Vec<usize>,
     star: Option<usize>,
+    /// TLS listeners: the route table of each SNI chain, in `plan` order (§3.7: every HTTPS
+    /// server has its own). The listener's own vhosts are then empty.
+    pub chains: Vec<Listener>,
 }
 
 /// The compiled route tables of every listener, plus the clusters they point at.
@@ -232,16 +235,32 @@ fn build_route(r: &p::Route, cluster_idx: &HashMap<&str, usize>) -> Route {
 
 impl Listener {
     fn build(l: &p::Listener, cluster_idx: &HashMap<&str, usize>) -> Listener {
+        let mut out = Self::with_vhosts(l.bind, l.port, &l.vhosts, cluster_idx);
+        out.chains = l
+            .tls
+            .iter()
+            .map(|c| Self::with_vhosts(l.bind, l.port, &c.vhosts, cluster_idx))
+            .collect();
+        out
+    }
+
+    fn with_vhosts(
+        bind: Ipv4Addr,
+        port: u16,
+        vhosts: &[p::VirtualHost],
+        cluster_idx: &HashMap<&str, usize>,
+    ) -> Listener {
         let mut out = Listener {
-            bind: l.bind,
-            port: l.port,
+            bind,
+            port,
             vhosts: Vec::new(),
             exact: HashMap::new(),
             wildcard: HashMap::new(),
             wildcard_lens: Vec::new(),
             star: None,
+            chains: Vec::new(),
         };
-        for (i, v) in l.vhosts.iter().enumerate() {
+        for (i, v) in vhosts.iter().enumerate() {
             out.vhosts.push(VHost {
                 routes: v
                     .routes
@@ -538,6 +557,7 @@ pub fn bench_router(n_routes: usize, lookups: usize) -> f64 {
                 routes,
             }],
             origin: "bench".into(),
+            tls: Vec::new(),
         }],
         clusters: Vec::new(),
     };

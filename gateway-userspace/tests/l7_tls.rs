@@ -1,0 +1,489 @@
+//! HTTPS termination in-process: certificates made with rcgen, real TLS handshakes with a
+//! rustls client over 127.0.0.1, manifests loaded from a directory (relative certificate paths,
+//! `kind: Secret` for credentialName) through `load_and_compile` and `L7::apply`.
+
+use std::convert::Infallible;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use gateway::config::{load_and_compile, CompileInput};
+use gateway::l7::L7;
+use http::{Request, Response, Version};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsConnector;
+
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+impl Ca {
+    fn new(cn: &str) -> Ca {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, cn);
+        let key = KeyPair::generate().unwrap();
+        let cert = p.self_signed(&key).unwrap();
+        Ca { cert, key }
+    }
+
+    /// (certificate PEM, key PEM) for `names`, as a server or a client certificate.
+    fn leaf(&self, names: &[&str], client: bool) -> (String, String) {
+        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap();
+        p.distinguished_name.push(DnType::CommonName, names[0]);
+        p.extended_key_usages = vec![if client {
+            ExtendedKeyUsagePurpose::ClientAuth
+        } else {
+            ExtendedKeyUsagePurpose::ServerAuth
+        }];
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// A backend that names itself and echoes what the gateway sent (`x-forwarded-proto`, host).
+async fn backend(name: &'static str) -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
+                    let h = |n: &str| {
+                        req.headers()
+                            .get(n)
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or("")
+                            .to_string()
+                    };
+                    let body = format!(
+                        "{name} xfp={} host={} path={}",
+                        h("x-forwarded-proto"),
+                        h("host"),
+                        req.uri().path()
+                    );
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+struct Setup {
+    _l7: L7,
+    _dir: tempfile::TempDir,
+    ca: Ca,
+    /// A client certificate from the trusted CA, and one from another CA.
+    client: (String, String),
+    rogue_client: (String, String),
+    https: u16,
+    mtls: u16,
+    optional: u16,
+    http: u16,
+}
+
+/// Ports: `https` has two SIMPLE servers (a.example.com from files with relative paths;
+/// `*.b.example.com` from a Secret, TLS 1.3 only), `mtls` MUTUAL and `optional`
+/// OPTIONAL_MUTUAL (any host), `http` plain text with httpsRedirect for a.example.com.
+async fn setup() -> Setup {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("test CA");
+    let (a_crt, a_key) = ca.leaf(&["a.example.com"], false);
+    let (b_crt, b_key) = ca.leaf(&["*.b.example.com"], false);
+    let (any_crt, any_key) = ca.leaf(&["gateway.example.com", "localhost"], false);
+    let client = ca.leaf(&["client.example.com"], true);
+    let rogue_client = Ca::new("rogue CA").leaf(&["client.example.com"], true);
+    let d = dir.path();
+    std::fs::create_dir(d.join("certs")).unwrap();
+    for (f, c) in [
+        ("certs/a.crt", &a_crt),
+        ("certs/a.key", &a_key),
+        ("certs/any.crt", &any_crt),
+        ("certs/any.key", &any_key),
+        ("certs/ca.crt", &ca.cert.pem()),
+    ] {
+        std::fs::write(d.join(f), c).unwrap();
+    }
+    let be = backend("web").await;
+    let (https, mtls, optional, http) = (free_port(), free_port(), free_port(), free_port());
+    let yaml = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {https}, name: https-a, protocol: HTTPS}}
+    hosts: [a.example.com]
+    tls: {{mode: SIMPLE, serverCertificate: certs/a.crt, privateKey: certs/a.key}}
+  - port: {{number: {https}, name: https-b, protocol: HTTPS}}
+    hosts: ["*.b.example.com"]
+    tls: {{mode: SIMPLE, credentialName: b-cred, minProtocolVersion: TLSV1_3}}
+  - port: {{number: {mtls}, name: mtls, protocol: HTTPS}}
+    hosts: ["*"]
+    tls: {{mode: MUTUAL, serverCertificate: certs/any.crt, privateKey: {}/certs/any.key, caCertificates: certs/ca.crt}}
+  - port: {{number: {optional}, name: optional, protocol: HTTPS}}
+    hosts: ["*"]
+    tls: {{mode: OPTIONAL_MUTUAL, serverCertificate: certs/any.crt, privateKey: certs/any.key, caCertificates: certs/ca.crt}}
+  - port: {{number: {http}, name: http, protocol: HTTP}}
+    hosts: [a.example.com]
+    tls: {{httpsRedirect: true}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: b-cred, namespace: istio-system}}
+type: kubernetes.io/tls
+data:
+  tls.crt: {}
+  tls.key: {}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: web, namespace: default}}
+spec:
+  hosts: [web.internal]
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{http: {be}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: web, namespace: default}}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  http:
+  - match: [{{scheme: {{exact: https}}, uri: {{prefix: /secure}}}}]
+    route: [{{destination: {{host: web.internal}}}}]
+    headers: {{response: {{set: {{x-route: secure}}}}}}
+  - route: [{{destination: {{host: web.internal}}}}]
+"#,
+        d.display(),
+        b64(&b_crt),
+        b64(&b_key),
+    );
+    std::fs::write(d.join("gw.yaml"), yaml).unwrap();
+    let input = CompileInput {
+        vips: vec![Ipv4Addr::UNSPECIFIED],
+        ..CompileInput::default()
+    };
+    let (plan, warnings) = load_and_compile(d, &input).unwrap_or_else(|e| panic!("{e:#?}"));
+    assert!(
+        warnings.iter().all(|w| !w.message.contains("not served")),
+        "{warnings:#?}"
+    );
+    let mut l7 = L7::default();
+    l7.apply(&plan.http).await.expect("binds");
+    Setup {
+        _l7: l7,
+        _dir: dir,
+        ca,
+        client,
+        rogue_client,
+        https,
+        mtls,
+        optional,
+        http,
+    }
+}
+
+static TLS12_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS12];
+
+struct Client<'a> {
+    roots: &'a Ca,
+    cert: Option<&'a (String, String)>,
+    versions: &'static [&'static rustls::SupportedProtocolVersion],
+    alpn: &'static [&'static [u8]],
+}
+
+impl<'a> Client<'a> {
+    fn new(roots: &'a Ca) -> Self {
+        Client {
+            roots,
+            cert: None,
+            versions: rustls::ALL_VERSIONS,
+            alpn: &[b"h2", b"http/1.1"],
+        }
+    }
+
+    /// Handshake with `sni` on `port`, then GET `path` with `host`: (status, version, body,
+    /// x-route) or the error text.
+    async fn get(
+        &self,
+        port: u16,
+        sni: &str,
+        host: &str,
+        path: &str,
+    ) -> Result<(u16, Version, String, String), String> {
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(CertificateDer::from_pem_slice(self.roots.cert.pem().as_bytes()).unwrap())
+            .unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let b = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(self.versions)
+            .unwrap()
+            .with_root_certificates(roots);
+        let mut cfg = match self.cert {
+            Some((c, k)) => b
+                .with_client_auth_cert(
+                    vec![CertificateDer::from_pem_slice(c.as_bytes()).unwrap()],
+                    PrivateKeyDer::from_pem_slice(k.as_bytes()).unwrap(),
+                )
+                .unwrap(),
+            None => b.with_no_client_auth(),
+        };
+        cfg.alpn_protocols = self.alpn.iter().map(|p| p.to_vec()).collect();
+        let tcp = TcpStream::connect(("127.0.0.1", port))
+            .await
+            .map_err(|e| e.to_string())?;
+        let tls = TlsConnector::from(Arc::new(cfg))
+            .connect(ServerName::try_from(sni.to_string()).unwrap(), tcp)
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        let io = TokioIo::new(tls);
+        let req = Request::builder()
+            .uri(format!("https://{host}{path}"))
+            .header("host", host)
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = if h2 {
+            let (mut s, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), io)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            let mut req = req;
+            req.headers_mut().remove("host");
+            s.send_request(req).await.map_err(|e| e.to_string())?
+        } else {
+            let (mut s, conn) = hyper::client::conn::http1::handshake(io)
+                .await
+                .map_err(|e| e.to_string())?;
+            tokio::spawn(conn);
+            s.send_request(req)
+                .await
+                .map_err(|e| format!("request: {e}"))?
+        };
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+        let route = parts
+            .headers
+            .get("x-route")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        Ok((
+            parts.status.as_u16(),
+            parts.version,
+            String::from_utf8_lossy(&body).into_owned(),
+            route,
+        ))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn simple_tls_sni_alpn_scheme_and_route_tables() {
+    let s = setup().await;
+    let c = Client::new(&s.ca);
+    // ALPN h2; x-forwarded-proto https; `scheme: https` matches.
+    let (st, v, body, route) = c
+        .get(s.https, "a.example.com", "a.example.com", "/secure")
+        .await
+        .unwrap();
+    assert_eq!((st, v), (200, Version::HTTP_2), "{body}");
+    assert!(body.contains("xfp=https"), "{body}");
+    assert_eq!(route, "secure");
+    // HTTP/1.1 when the client offers only that.
+    let c11 = Client {
+        alpn: &[b"http/1.1"],
+        ..Client::new(&s.ca)
+    };
+    let (st, v, _, _) = c11
+        .get(s.https, "a.example.com", "a.example.com", "/x")
+        .await
+        .unwrap();
+    assert_eq!((st, v), (200, Version::HTTP_11));
+    // SNI picks the certificate: the Secret's wildcard one for x.b.example.com (the client
+    // verifies the name, so a wrong certificate fails the handshake).
+    let (st, _, body, _) = c
+        .get(s.https, "x.b.example.com", "x.b.example.com", "/")
+        .await
+        .unwrap();
+    assert_eq!(st, 200, "{body}");
+    // Each HTTPS server has its own route table: SNI a + Host x.b gives 404 (§3.7).
+    let (st, ..) = c
+        .get(s.https, "a.example.com", "x.b.example.com", "/")
+        .await
+        .unwrap();
+    assert_eq!(st, 404);
+    // Unknown SNI and no `*` server: the connection is closed during the handshake.
+    let e = c
+        .get(s.https, "c.example.com", "c.example.com", "/")
+        .await
+        .unwrap_err();
+    assert!(e.contains("handshake"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn protocol_versions() {
+    let s = setup().await;
+    let tls12 = Client {
+        versions: TLS12_ONLY,
+        ..Client::new(&s.ca)
+    };
+    // a.example.com: default 1.2..1.3.
+    assert_eq!(
+        tls12
+            .get(s.https, "a.example.com", "a.example.com", "/")
+            .await
+            .unwrap()
+            .0,
+        200
+    );
+    // *.b.example.com: minProtocolVersion TLSV1_3.
+    let e = tls12
+        .get(s.https, "x.b.example.com", "x.b.example.com", "/")
+        .await
+        .unwrap_err();
+    assert!(e.contains("handshake"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mutual_and_optional_mutual() {
+    let s = setup().await;
+    let anon = Client::new(&s.ca);
+    let good = Client {
+        cert: Some(&s.client),
+        ..Client::new(&s.ca)
+    };
+    let rogue = Client {
+        cert: Some(&s.rogue_client),
+        ..Client::new(&s.ca)
+    };
+    // MUTUAL: a client certificate from the CA is required.
+    assert_eq!(
+        good.get(s.mtls, "localhost", "x", "/").await.unwrap().0,
+        200
+    );
+    // (TLS 1.3 reports a missing or rejected client certificate after the handshake, on the
+    // first read, so the failure may surface at the request.)
+    assert!(anon.get(s.mtls, "localhost", "x", "/").await.is_err());
+    assert!(rogue.get(s.mtls, "localhost", "x", "/").await.is_err());
+    // OPTIONAL_MUTUAL: no certificate is fine, a bad one is not.
+    assert_eq!(
+        anon.get(s.optional, "localhost", "x", "/").await.unwrap().0,
+        200
+    );
+    assert_eq!(
+        good.get(s.optional, "localhost", "x", "/").await.unwrap().0,
+        200
+    );
+    assert!(rogue.get(s.optional, "localhost", "x", "/").await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn https_redirect_on_the_http_server() {
+    let s = setup().await;
+    let r = reqwest_like_get(s.http, "a.example.com", "/p?q=1").await;
+    assert_eq!(r.0, 301);
+    assert_eq!(r.1, "https://a.example.com/p?q=1");
+    // Plain-text routes never see scheme https.
+    let r = reqwest_like_get(s.http, "other.example.com", "/secure").await;
+    assert_eq!(r.0, 404, "no vhost for other hosts on this server");
+}
+
+async fn reqwest_like_get(port: u16, host: &str, path: &str) -> (u16, String) {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let (mut s, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let r = s
+        .send_request(
+            Request::builder()
+                .uri(path)
+                .header("host", host)
+                .body(Empty::<Bytes>::new())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let loc = r
+        .headers()
+        .get("location")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    (r.status().as_u16(), loc)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_certificate_file_rejects_the_config_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::write(
+        dir.path().join("gw.yaml"),
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {port}, name: https, protocol: HTTPS}}\n    hosts: [\"*\"]\n    tls: {{mode: SIMPLE, serverCertificate: missing.crt, privateKey: missing.key}}\n"
+        ),
+    )
+    .unwrap();
+    let input = CompileInput {
+        vips: vec![Ipv4Addr::UNSPECIFIED],
+        ..CompileInput::default()
+    };
+    let (plan, _) = load_and_compile(dir.path(), &input).unwrap();
+    let errs = L7::default().apply(&plan.http).await.unwrap_err();
+    let want = format!(
+        "Gateway istio-system/gw spec.servers[0].tls.serverCertificate: reading {}",
+        Path::new(dir.path()).join("missing.crt").display()
+    );
+    assert!(errs.iter().any(|e| e.starts_with(&want)), "{errs:#?}");
+    // A credentialName without its Secret: the server is not served, and the warning says why.
+    std::fs::write(
+        dir.path().join("gw.yaml"),
+        format!(
+            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {port}, name: https, protocol: HTTPS}}\n    hosts: [\"*\"]\n    tls: {{mode: SIMPLE, credentialName: nope}}\n"
+        ),
+    )
+    .unwrap();
+    let (plan, warnings) = load_and_compile(dir.path(), &input).unwrap();
+    assert!(plan.http.listeners.is_empty());
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.field == "spec.servers[0].tls.credentialName"
+                && w.message.contains("Secret istio-system/nope not found")),
+        "{warnings:#?}"
+    );
+}
