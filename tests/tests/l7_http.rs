@@ -776,3 +776,105 @@ fn istio_sample_bookinfo() -> Result<()> {
     }
     Ok(())
 }
+
+/// HTTPS termination through the real agent: a `credentialName` Secret, curl verifying the
+/// certificate with `--cacert`, ALPN h2 and HTTP/1.1, x-forwarded-proto https; the plain-text
+/// server redirects to https.
+#[test]
+fn https_termination_with_curl() -> Result<()> {
+    use base64::Engine as _;
+    let topo = Topology::new("tl", 1, opts())?;
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "gateway test CA");
+    let ca_key = rcgen::KeyPair::generate()?;
+    let ca = ca_params.self_signed(&ca_key)?;
+    let key = rcgen::KeyPair::generate()?;
+    let cert =
+        rcgen::CertificateParams::new(vec![HOST.to_string()])?.signed_by(&key, &ca, &ca_key)?;
+    let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
+    let dir = tempfile::tempdir()?;
+    let ca_file = dir.path().join("ca.pem");
+    fs::write(&ca_file, ca.pem())?;
+
+    let gateway = format!(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 443, name: https, protocol: HTTPS}}
+    hosts: [{HOST}]
+    tls: {{mode: SIMPLE, credentialName: web-cert}}
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: [{HOST}]
+    tls: {{httpsRedirect: true}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: web-cert, namespace: istio-system}}
+type: kubernetes.io/tls
+data:
+  tls.crt: {}
+  tls.key: {}
+",
+        b64(cert.pem()),
+        b64(key.serialize_pem())
+    );
+    let mut cfg = files(
+        &topo,
+        "",
+        &[&vs(
+            "web",
+            &format!("[{HOST}]"),
+            &format!(
+                "  - match: [{{scheme: {{exact: https}}}}]\n    route: [{{destination: {{host: {HOST}}}}}]\n"
+            ),
+        )],
+    );
+    cfg[0].1 = gateway;
+    let agent = Agent::start(&topo, &cfg)?;
+    let c = topo.http_client();
+    let resolve = format!("{HOST}:443:{VIP}");
+    let cacert = ca_file.to_str().context("path")?;
+    let u = format!("https://{HOST}/x?y=1");
+    for (flag, version) in [("--http1.1", "1.1"), ("--http2", "2")] {
+        let r = c.curl(&["--cacert", cacert, "--resolve", &resolve, flag, &u])?;
+        expect(&r, 200, "b1", "https")?;
+        ensure!(r.version == version, "ALPN: HTTP/{} with {flag}", r.version);
+        ensure!(
+            r.upstream_header("x-forwarded-proto") == Some("https"),
+            "{r:#?}"
+        );
+        ensure!(r.upstream_request_line() == "GET /x?y=1", "{r:#?}");
+    }
+    // An SNI no server claims: the handshake is refused (curl error 35).
+    let err = c
+        .curl(&[
+            "--cacert",
+            cacert,
+            "--resolve",
+            "other.example.com:443:198.18.0.1",
+            "https://other.example.com/",
+        ])
+        .unwrap_err();
+    ensure!(
+        err.downcast_ref::<gateway_tests::http::CurlError>()
+            .is_some_and(|e| e.code == 35),
+        "want a TLS handshake failure: {err:#}"
+    );
+    let r = c.get(&format!("http://{VIP}/x?y=1"), &[&format!("Host: {HOST}")])?;
+    expect(&r, 301, "", "httpsRedirect")?;
+    ensure!(
+        r.header("location") == Some(&format!("https://{HOST}/x?y=1")),
+        "{r:#?}"
+    );
+    ensure!(
+        agent.verdict_packets("pass_local")? > 0,
+        "no pass_local verdicts"
+    );
+    Ok(())
+}
