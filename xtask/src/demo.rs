@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use gateway_tests::{Agent, Opts, Topology};
+use gateway_tests::{http::HttpClient, Agent, Opts, Topology};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 
@@ -27,7 +27,14 @@ pub fn run() -> Result<()> {
     .context("installing the Ctrl-C handler")?;
 
     println!("== building the topology");
-    let topo = Topology::new("dm", 3, Opts::default())?;
+    let topo = Topology::new(
+        "dm",
+        3,
+        Opts {
+            http_backends: true,
+            ..Opts::default()
+        },
+    )?;
     println!(
         "   client {} (ns {})  ->  node {VIP} (ns {}, net.ipv4.ip_forward=0)",
         Ipv4Addr::new(198, 18, 0, 2),
@@ -36,7 +43,7 @@ pub fn run() -> Result<()> {
     );
     for b in &topo.backends {
         println!(
-            "   backend {} {} (ns {}): TCP 9000 and UDP 9001 echo",
+            "   backend {} {} (ns {}): TCP 9000 and UDP 9001 echo, HTTP 8000",
             b.name,
             b.addr,
             b.ns.name()
@@ -95,22 +102,36 @@ pub fn run() -> Result<()> {
             .or_default() += 1;
     }
     println!("   UDP {VIP}:5353, 10 requests: {udp:?}");
-    match topo.client.exec(&[
-        "curl",
-        "-s",
-        "-m",
-        "3",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code}",
-        "http://198.18.0.1:8080/",
-    ]) {
-        Ok(code) => {
-            println!("   HTTP {VIP}:8080 (L7 path, handed to the agent by XDP): status {code}")
-        }
-        Err(e) => println!("   HTTP {VIP}:8080 (L7 path): no answer ({e:#})"),
+    println!("== HTTP through the agent's L7 path (XDP hands port 8080 to the local stack)");
+    let http = HttpClient::new(topo.client.name());
+    let url = "http://198.18.0.1:8080";
+    let split = http.many(&format!("{url}/"), 50, &[])?;
+    let mut by: BTreeMap<String, usize> = BTreeMap::new();
+    for (code, b) in &split {
+        *by.entry(format!("{code} {b}")).or_default() += 1;
     }
+    println!(
+        "   GET /, 50 requests on one keep-alive connection (90% v1 / 10% v2, round robin): {by:?}"
+    );
+    let canary = http.get(&format!("{url}/"), &["x-canary: true"])?;
+    println!(
+        "   GET / with x-canary: true -> {} from {}",
+        canary.status,
+        canary.backend()
+    );
+    let v1 = http.curl(&["--http2-prior-knowledge", &format!("{url}/v1/hello")])?;
+    println!(
+        "   GET /v1/hello over h2c -> {} from {}, upstream saw `{}`",
+        v1.status,
+        v1.backend(),
+        v1.upstream_request_line()
+    );
+    let teapot = http.get(&format!("{url}/teapot"), &[])?;
+    println!(
+        "   GET /teapot -> {} (direct response, server: {})",
+        teapot.status,
+        teapot.header("server").unwrap_or("")
+    );
 
     println!("== data-path counters (/stats)");
     let st = agent.stats()?;
