@@ -103,9 +103,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
         }
     } else {
         Params {
-            conns: 1500,
+            conns: 1000,
             threads: 4,
-            runs: 3,
+            runs: 5,
             iperf_secs: 3,
         }
     };
@@ -117,16 +117,41 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
         Peer::Iptables,
         Peer::Haproxy,
     ];
-    let mut rows: Vec<(Peer, Result<Figures, String>)> = Vec::new();
+    // Every peer is set up first and the runs are interleaved (run 1 of each peer, then run 2 ...),
+    // so a noisy moment on this shared machine hits all peers alike instead of one.
+    let mut setups: Vec<(Peer, Result<Setup, String>)> = Vec::new();
     for peer in peers {
         check_interrupt()?;
-        eprintln!("bench:   L4 {}", peer.label());
+        eprintln!("bench:   L4 setting up {}", peer.label());
         let r = match &iperf {
-            Ok(iperf) => measure(ctx, peer, &p, iperf).map_err(|e| format!("{e:#}")),
+            Ok(iperf) => setup(ctx, peer, iperf).map_err(|e| format!("{e:#}")),
             Err(e) => Err(format!("iperf3 missing: {e}")),
         };
-        check_interrupt()?;
-        rows.push((peer, r));
+        setups.push((peer, r));
+    }
+    let mut figures: Vec<Result<Figures, String>> = setups
+        .iter()
+        .map(|(_, s)| s.as_ref().map(|_| Figures::default()).map_err(Clone::clone))
+        .collect();
+    for run in 0..p.runs {
+        eprintln!("bench:   L4 run {}/{}", run + 1, p.runs);
+        for ((_, s), f) in setups.iter().zip(figures.iter_mut()) {
+            check_interrupt()?;
+            if let (Ok(s), Ok(fig)) = (s, &mut *f) {
+                let iperf = iperf.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
+                if let Err(e) = one_run(s, &p, iperf, fig) {
+                    *f = Err(format!("{e:#}"));
+                }
+            }
+        }
+    }
+    let mut rows: Vec<(Peer, Result<Figures, String>)> = Vec::new();
+    for ((peer, s), mut f) in setups.into_iter().zip(figures) {
+        if let (Ok(s), Ok(fig)) = (&s, &mut f) {
+            fig.note = verdict_note(s);
+        }
+        drop(s);
+        rows.push((peer, f));
     }
 
     let mut body = String::new();
@@ -144,7 +169,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
          - **CPU**: /proc/stat busy time of the whole machine during the run (all namespaces share the \
          2 cores: client, node and backends together), per connection and per GB moved; for HAProxy \
          also its own process time.\n\
-         - Medians of {} runs.\n",
+         - Medians of {} runs; all peers are set up at once and their runs interleaved (run 1 of each \
+         peer, then run 2, ...), so noise from other work on the machine spreads over all of them.\n",
         p.conns, p.threads, p.iperf_secs, p.runs
     );
     let _ = writeln!(
@@ -295,7 +321,15 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
     ))
 }
 
-fn measure(ctx: &Ctx, peer: Peer, p: &Params, iperf: &str) -> anyhow::Result<Figures> {
+/// One peer, set up and answering. Field order is drop order: the peer's process, the iperf3
+/// server, then the namespaces.
+struct Setup {
+    running: Running,
+    _iperf_srv: ChildGuard,
+    topo: Topology,
+}
+
+fn setup(ctx: &Ctx, peer: Peer, iperf: &str) -> anyhow::Result<Setup> {
     // Check the peer's tool before building anything.
     let tool = match peer {
         Peer::Ipvs => Some(util::ensure_tool("ipvsadm", "ipvsadm").map_err(anyhow::Error::msg)?),
@@ -313,7 +347,7 @@ fn measure(ctx: &Ctx, peer: Peer, p: &Params, iperf: &str) -> anyhow::Result<Fig
         topo.client
             .exec(&["sysctl", "-q", "-w", &format!("{k}={v}")])?;
     }
-    let _iperf_srv =
+    let iperf_srv =
         topo.backends[0]
             .ns
             .spawn(iperf, &["-s", "-p", &IPERF_PORT.to_string()], false)?;
@@ -323,50 +357,61 @@ fn measure(ctx: &Ctx, peer: Peer, p: &Params, iperf: &str) -> anyhow::Result<Fig
     gateway_tests::wait_until(Duration::from_secs(10), "the service to answer", || {
         Ok(topo.client_api().tcp_hit(echo).is_ok())
     })?;
-    let mut f = Figures::default();
-    for _ in 0..p.runs {
-        check_interrupt()?;
-        let pc0 = running.pid().and_then(util::proc_cpu);
-        let c0 = util::cpu_sample();
-        let (ok, failed, took) = conn_burst(&topo, echo, p.conns, p.threads)?;
-        let c1 = util::cpu_sample();
-        let (busy, _) = util::cpu_delta(c0, c1);
-        f.conn_rate.push(ok as f64 / took.as_secs_f64());
-        f.conn_failed += failed;
-        let cores = num_cores() as f64;
-        f.conn_cpu_us
-            .push(busy / 100.0 * cores * took.as_secs_f64() * 1e6 / ok.max(1) as f64);
-        check_interrupt()?;
-        let c0 = util::cpu_sample();
-        let t0 = Instant::now();
-        let bps = iperf_run(&topo, iperf, p.iperf_secs)?;
-        let took = t0.elapsed();
-        let c1 = util::cpu_sample();
-        let (busy, _) = util::cpu_delta(c0, c1);
-        f.gbps.push(bps / 1e9);
-        let gb = bps / 8.0 * p.iperf_secs as f64 / 1e9;
-        f.gb_cpu_s
-            .push(busy / 100.0 * cores * took.as_secs_f64() / gb.max(1e-9));
-        if let (Some(a), Some(b)) = (pc0, running.pid().and_then(util::proc_cpu)) {
-            f.proc_cpu.push((b - a).as_secs_f64());
-        }
+    Ok(Setup {
+        running,
+        _iperf_srv: iperf_srv,
+        topo,
+    })
+}
+
+/// One run against one peer: a burst of short connections, then one iperf3 run.
+fn one_run(s: &Setup, p: &Params, iperf: &str, f: &mut Figures) -> anyhow::Result<()> {
+    let echo = SocketAddr::from((VIP, ECHO_PORT));
+    let cores = num_cores() as f64;
+    let pc0 = s.running.pid().and_then(util::proc_cpu);
+    let c0 = util::cpu_sample();
+    let (ok, failed, took) = conn_burst(&s.topo, echo, p.conns, p.threads)?;
+    let c1 = util::cpu_sample();
+    let (busy, _) = util::cpu_delta(c0, c1);
+    f.conn_rate.push(ok as f64 / took.as_secs_f64());
+    f.conn_failed += failed;
+    f.conn_cpu_us
+        .push(busy / 100.0 * cores * took.as_secs_f64() * 1e6 / ok.max(1) as f64);
+    check_interrupt()?;
+    let c0 = util::cpu_sample();
+    let t0 = Instant::now();
+    let bps = iperf_run(&s.topo, iperf, p.iperf_secs)?;
+    let took = t0.elapsed();
+    let c1 = util::cpu_sample();
+    let (busy, _) = util::cpu_delta(c0, c1);
+    f.gbps.push(bps / 1e9);
+    let gb = bps / 8.0 * p.iperf_secs as f64 / 1e9;
+    f.gb_cpu_s
+        .push(busy / 100.0 * cores * took.as_secs_f64() / gb.max(1e-9));
+    if let (Some(a), Some(b)) = (pc0, s.running.pid().and_then(util::proc_cpu)) {
+        f.proc_cpu.push((b - a).as_secs_f64());
     }
-    if let Running::Agent(a) = &running {
-        let st = a.stats()?;
-        let v = &st["verdicts"];
-        let get = |k: &str| v[k]["packets"].as_u64().unwrap_or(0);
-        f.note = format!(
-            "XDP verdicts over the whole run: fwd_new {}, fwd_established {}, pass_fib_miss {}, drop_nat_exhausted {}, drop_ct_full {}, pass_not_ours {}.",
-            get("fwd_new"),
-            get("fwd_established"),
-            get("pass_fib_miss"),
-            get("drop_nat_exhausted"),
-            get("drop_ct_full"),
-            get("pass_not_ours")
-        );
-    }
-    drop(running);
-    Ok(f)
+    Ok(())
+}
+
+fn verdict_note(s: &Setup) -> String {
+    let Running::Agent(a) = &s.running else {
+        return String::new();
+    };
+    let Ok(st) = a.stats() else {
+        return String::new();
+    };
+    let v = &st["verdicts"];
+    let get = |k: &str| v[k]["packets"].as_u64().unwrap_or(0);
+    format!(
+        "XDP verdicts over the whole run: fwd_new {}, fwd_established {}, pass_fib_miss {}, drop_nat_exhausted {}, drop_ct_full {}, pass_not_ours {}.",
+        get("fwd_new"),
+        get("fwd_established"),
+        get("pass_fib_miss"),
+        get("drop_nat_exhausted"),
+        get("drop_ct_full"),
+        get("pass_not_ours")
+    )
 }
 
 fn num_cores() -> usize {

@@ -506,7 +506,15 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
             match r {
                 Ok(l) => {
                     if *name == "gateway agent" {
-                        agent_rps.push((routes, if *proto == "HTTP/1.1" { "HTTP/1.1" } else { "HTTP/2" }, l.rps));
+                        agent_rps.push((
+                            routes,
+                            if *proto == "HTTP/1.1" {
+                                "HTTP/1.1"
+                            } else {
+                                "HTTP/2"
+                            },
+                            l.rps,
+                        ));
                     }
                     let _ = writeln!(
                         body,
@@ -535,7 +543,9 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
                         "L7 {proto}, {routes} routes, agent vs {peer}: {rr:.2}x requests/s, {pr:.2}x p99 latency (below 1: ours lower)"
                     ));
                     if rr < 1.0 {
-                        losses.push(format!("{proto}, {routes} routes: {rr:.2}x the requests/s of {peer}"));
+                        losses.push(format!(
+                            "{proto}, {routes} routes: {rr:.2}x the requests/s of {peer}"
+                        ));
                     }
                 }
             }

@@ -89,14 +89,3 @@ pub fn dst_of(p: &[u8]) -> Option<([u8; 4], u16)> {
         u16::from_be_bytes([p[36], p[37]]),
     ))
 }
-
-/// Source address and port of an output packet.
-pub fn src_of(p: &[u8]) -> Option<([u8; 4], u16)> {
-    if p.len() < 38 {
-        return None;
-    }
-    Some((
-        p[26..30].try_into().ok()?,
-        u16::from_be_bytes([p[34], p[35]]),
-    ))
-}

@@ -221,11 +221,6 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     status_field(pid, "VmRSS:")
 }
 
-/// Peak resident set size (VmHWM), in KiB.
-pub fn hwm_kib(pid: u32) -> Option<u64> {
-    status_field(pid, "VmHWM:")
-}
-
 fn status_field(pid: u32, name: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()

@@ -250,8 +250,6 @@ fn time_packets(
 
 pub struct PerPacket {
     pub section: Section,
-    /// (verdict name, NAT mode) -> net ns.
-    pub net: BTreeMap<(&'static str, &'static str), f64>,
     /// (case label, mode, net ns, Katran ns) for the headline.
     pub headline: Vec<String>,
 }
@@ -335,7 +333,6 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
         );
         let _ = writeln!(body, "|---|---|---:|---:|---:|---:|---:|---:|");
         let mut headline = Vec::new();
-        let mut nets_out = BTreeMap::new();
         for ((mode, case), v) in &results {
             let nets: Vec<f64> = v.iter().map(|(p, b)| p - b).collect();
             let net = median(&nets);
@@ -343,9 +340,6 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
             let hi = nets.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
             let prog = median(&v.iter().map(|x| x.0).collect::<Vec<_>>());
             let bl = median(&v.iter().map(|x| x.1).collect::<Vec<_>>());
-            if *case != Case::NotOursSyn {
-                nets_out.insert((case.verdict(), *mode), net);
-            }
             let (k, ratio) = match case.katran() {
                 Some(k) => (format!("{k}"), format!("{:.2}", net / k)),
                 None => ("n/a".into(), "n/a".into()),
@@ -434,7 +428,6 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
              entries. Packets are 54-byte TCP frames without payload (SYN or ACK)."
         );
         Ok(PerPacket {
-            net: nets_out,
             section: Section::new("1. XDP per-packet cost (BPF_PROG_TEST_RUN)", body),
             headline,
         })
