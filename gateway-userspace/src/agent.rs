@@ -41,6 +41,8 @@ pub struct RunArgs {
     pub admin: SocketAddr,
     pub cleanup_on_exit: bool,
     pub reload_interval: Duration,
+    /// Envoy-style access log of the L7 path ("-": standard output).
+    pub access_log: Option<PathBuf>,
 }
 
 /// What the admin endpoints show: one immutable snapshot, replaced whole.
@@ -74,6 +76,10 @@ impl L4Path {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    if let Some(p) = &args.access_log {
+        crate::l7::observe::init_access_log(p)
+            .with_context(|| format!("opening access log {}", p.display()))?;
+    }
     let vips = if !args.vips.is_empty() {
         args.vips.clone()
     } else if !args.ifaces.is_empty() {
@@ -360,21 +366,20 @@ async fn serve_admin(
                     },
                     L4Path::User(_) => (200, "application/json", "{}".to_string()),
                 },
-                "/metrics" => match &*path.lock().await {
-                    L4Path::Xdp(dp) => match dp.stats() {
+                "/metrics" => {
+                    let xdp = match &*path.lock().await {
+                        L4Path::Xdp(dp) => Some(dp.stats()),
+                        L4Path::User(_) => None,
+                    };
+                    match xdp.transpose() {
                         Ok(st) => (
                             200,
                             "text/plain; version=0.0.4",
-                            prometheus(&st, snapshot.load().generation),
+                            prometheus(st.as_ref(), snapshot.load().generation),
                         ),
                         Err(e) => (500, "text/plain", format!("{e}\n")),
-                    },
-                    L4Path::User(_) => (
-                        200,
-                        "text/plain; version=0.0.4",
-                        format!("gateway_config_generation {}\n", snapshot.load().generation),
-                    ),
-                },
+                    }
+                }
                 _ => (404, "text/plain", "not found\n".to_string()),
             };
             let resp = format!(
@@ -387,11 +392,14 @@ async fn serve_admin(
     }
 }
 
-fn prometheus(st: &dataplane::Stats, generation: u64) -> String {
+/// /metrics: config generation, the XDP path's counters (when it is active), the L7 requests.
+fn prometheus(st: Option<&dataplane::Stats>, generation: u64) -> String {
     let mut out = String::new();
     out.push_str(&format!(
         "# TYPE gateway_config_generation gauge\ngateway_config_generation {generation}\n"
     ));
+    out.push_str(&crate::l7::observe::prometheus());
+    let Some(st) = st else { return out };
     out.push_str("# TYPE gateway_xdp_packets_total counter\n");
     for (reason, c) in &st.verdicts {
         out.push_str(&format!(

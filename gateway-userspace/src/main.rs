@@ -65,6 +65,9 @@ enum Cmd {
         /// How often the config directory is checked for changes, in milliseconds.
         #[arg(long, default_value = "1000")]
         reload_ms: u64,
+        /// Envoy-style access log of HTTP requests to this file ("-": standard output).
+        #[arg(long)]
+        access_log: Option<PathBuf>,
     },
     /// Validate manifests without touching the kernel: exit 0 if valid, else one line per problem.
     Check { dir: PathBuf },
@@ -98,6 +101,7 @@ fn main() -> ExitCode {
             admin,
             cleanup_on_exit,
             reload_ms,
+            access_log,
         } => {
             let mut label_map = BTreeMap::new();
             for l in labels {
@@ -126,6 +130,7 @@ fn main() -> ExitCode {
                 admin,
                 cleanup_on_exit,
                 reload_interval: Duration::from_millis(reload_ms),
+                access_log,
             };
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             match rt.block_on(agent::run(args)) {

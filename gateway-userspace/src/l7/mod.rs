@@ -4,12 +4,14 @@
 //! - `cluster`: upstream endpoints, load balancing, outlier detection, circuit breakers.
 //! - `proxy`: the request path (local replies, faults, CORS, retries, timeouts, mirrors).
 //! - `tls`: HTTPS termination, the SNI chain per HTTPS server.
+//! - `observe`: access log and request counters.
 //!
 //! [`L7::apply`] binds every listener of a plan before it returns (so the agent reports ready
 //! only once they accept), then publishes the new [`proxy::Runtime`] by one atomic swap:
 //! connections in flight keep the generation they loaded; the next request sees the new one.
 
 pub mod cluster;
+pub mod observe;
 pub mod proxy;
 pub mod router;
 pub mod tls;
@@ -154,7 +156,16 @@ async fn serve<I>(io: TokioIo<I>, conn: ConnInfo, state: Arc<ArcSwap<Runtime>>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req| proxy::handle(state.clone(), conn, req));
+    let svc = service_fn(move |req| {
+        let state = state.clone();
+        async move {
+            let (start, started) = (std::time::Instant::now(), std::time::SystemTime::now());
+            let info = observe::capture(&req);
+            let resp = proxy::handle(state, conn, req).await?;
+            observe::record(&conn, info, &resp, start.elapsed(), started);
+            Ok::<_, std::convert::Infallible>(resp)
+        }
+    });
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
         .timer(TokioTimer::new())

@@ -327,6 +327,27 @@ pub async fn handle(
         Decision::Route(r) => r,
     };
 
+    let mut resp = routed(&rt, route, conn, req, authority, path, query).await;
+    // For the access log and metrics (never sent on the wire).
+    resp.extensions_mut()
+        .insert(RouteTag(route.plan.origin.clone()));
+    Ok(resp)
+}
+
+/// Which route answered: set on every response that got past route selection.
+#[derive(Clone, Debug)]
+pub struct RouteTag(pub String);
+
+/// Everything after route selection: CORS, faults, the route's action.
+async fn routed(
+    rt: &Runtime,
+    route: &Route,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+    authority: String,
+    path: String,
+    query: Option<String>,
+) -> Response<Body> {
     // CORS (§3.18): the filter runs before the router; preflights may be answered here.
     let origin = req
         .headers()
@@ -386,7 +407,7 @@ pub async fn handle(
                     {
                         h.insert(header::ACCESS_CONTROL_MAX_AGE, v);
                     }
-                    return Ok(r);
+                    return r;
                 }
             }
         }
@@ -401,7 +422,7 @@ pub async fn handle(
         }
         if let Some(a) = &f.abort {
             if sample(a.ppm) {
-                return Ok(match (a.http_status, a.grpc_status) {
+                return match (a.http_status, a.grpc_status) {
                     (Some(s), _) => local_reply(s, "fault filter abort"),
                     (None, Some(g)) => {
                         let mut r = local_reply(200, "");
@@ -418,7 +439,7 @@ pub async fn handle(
                         r
                     }
                     (None, None) => local_reply(500, "fault filter abort"),
-                });
+                };
             }
         }
     }
@@ -433,11 +454,11 @@ pub async fn handle(
                 &path,
                 query.as_deref(),
             );
-            return Ok(with_response_ops(r, route, &conn));
+            return with_response_ops(r, route, &conn);
         }
         p::Action::Direct { status, body } => {
             let r = local_reply(*status, body.as_deref().unwrap_or(""));
-            return Ok(with_response_ops(r, route, &conn));
+            return with_response_ops(r, route, &conn);
         }
         p::Action::Forward(f) => f,
     };
@@ -462,7 +483,7 @@ pub async fn handle(
             }
         }
     }
-    Ok(resp)
+    resp
 }
 
 /// Location per §3.15.
