@@ -143,8 +143,16 @@ mod spread {
     #[test]
     fn sequential_ports_spread() {
         let bs = vec![
-            Backend { addr: Ipv4Addr::new(198, 18, 11, 2), port: 9000, weight: 1 },
-            Backend { addr: Ipv4Addr::new(198, 18, 12, 2), port: 9000, weight: 1 },
+            Backend {
+                addr: Ipv4Addr::new(198, 18, 11, 2),
+                port: 9000,
+                weight: 1,
+            },
+            Backend {
+                addr: Ipv4Addr::new(198, 18, 12, 2),
+                port: 9000,
+                weight: 1,
+            },
         ];
         let ring = build(&bs, gateway_common::MAGLEV_RING);
         let c = u32::from(Ipv4Addr::new(198, 18, 0, 2)).to_be();
