@@ -15,6 +15,8 @@ pub mod maps {
     pub const SERVICE_STATS: &str = "SERVICE_STATS";
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
     pub const VERDICTS: &str = "VERDICTS";
+    pub const ADDRS: &str = "ADDRS";
+    pub const SETTINGS: &str = "SETTINGS";
 }
 
 /// Name of the XDP program in the object.
@@ -38,6 +40,35 @@ pub const CONNTRACK_MAX: u32 = 262144;
 /// Interface index -> IPv4 address, for the SNAT source address of the egress interface.
 pub const MAX_IFADDRS: u32 = 256;
 
+/// Addresses the data plane cares about (VIPs, the node's own, preserve-source backends).
+pub const MAX_ADDRS: u32 = 4096;
+
+/// Flags of an `ADDRS` entry: why packets to or from this address may be ours. One lookup of
+/// the destination tells foreign traffic apart before any larger table is touched.
+pub mod addr_flags {
+    /// A VIP of some service: packets to it may start or continue a flow.
+    pub const VIP: u32 = 1 << 0;
+    /// An address of the node: SNAT replies come back to it.
+    pub const NODE: u32 = 1 << 1;
+    /// A backend of a preserve-source service: its replies are addressed to the client, so they
+    /// are recognised by source.
+    pub const PS_BACKEND: u32 = 1 << 2;
+}
+
+/// `SETTINGS[0]`: data-plane-wide switches the agent sets.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Settings {
+    /// `settings_flags`.
+    pub flags: u32,
+    pub _pad: u32,
+}
+
+pub mod settings_flags {
+    /// Some service uses preserve-source: check packet sources against `ADDRS` too.
+    pub const PRESERVE_SOURCE: u32 = 1 << 0;
+}
+
 /// SNAT source ports are taken from this range, which lies above Linux's default ephemeral range
 /// (32768-60999) so that they never collide with the node's own connections.
 pub const NAT_PORT_MIN: u16 = 61000;
@@ -45,8 +76,8 @@ pub const NAT_PORT_MAX: u16 = 65535;
 /// Ports tried for a new SNAT flow before the packet is dropped and counted.
 pub const NAT_PORT_TRIES: u32 = 8;
 
-/// A cached next hop older than this is looked up again (nanoseconds), so route and neighbour
-/// changes reach established flows within a second.
+/// A cached next hop older than this is looked up again (nanoseconds of the coarse clock), so
+/// route and neighbour changes reach established flows within a second.
 pub const NEXTHOP_TTL_NS: u64 = 1_000_000_000;
 
 pub const PROTO_TCP: u8 = 6;
@@ -256,10 +287,11 @@ const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
 const _: () = assert!(core::mem::size_of::<CtValue>() == 48);
 const _: () = assert!(core::mem::size_of::<IfAddr>() == 8);
 const _: () = assert!(core::mem::size_of::<Counters>() == 16);
+const _: () = assert!(core::mem::size_of::<Settings>() == 8);
 
 /// Version of the pinned-map layout. The agent keeps pins in a directory named after it, so an
 /// agent with another layout never adopts incompatible maps.
-pub const PIN_ABI: u32 = 2;
+pub const PIN_ABI: u32 = 3;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -271,4 +303,5 @@ mod pod {
     unsafe impl aya::Pod for CtValue {}
     unsafe impl aya::Pod for IfAddr {}
     unsafe impl aya::Pod for Counters {}
+    unsafe impl aya::Pod for Settings {}
 }

@@ -11,20 +11,21 @@ mod packet;
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST},
-    helpers::{bpf_fib_lookup, bpf_ktime_get_ns, bpf_redirect},
+    helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect},
     macros::xdp,
     programs::XdpContext,
     EbpfContext,
 };
 use gateway_common::{
-    ct_flags, flow_hash, nat_port, src_hash, svc_flags, verdict, CtValue, FlowKey, ServiceKey,
-    ServiceValue, MAGLEV_RING, NAT_PORT_MAX, NAT_PORT_MIN, NAT_PORT_TRIES, NEXTHOP_TTL_NS,
-    PROTO_TCP,
+    addr_flags, ct_flags, flow_hash, nat_port, settings_flags, src_hash, svc_flags, verdict,
+    CtValue, FlowKey, ServiceKey, ServiceValue, MAGLEV_RING, NAT_PORT_MAX, NAT_PORT_MIN,
+    NAT_PORT_TRIES, NEXTHOP_TTL_NS, PROTO_TCP,
 };
 
 use crate::{
     maps::{
-        BACKENDS, BACKEND_STATS, CONNTRACK, IFADDRS, MAGLEV, SERVICES, SERVICE_STATS, VERDICTS,
+        ADDRS, BACKENDS, BACKEND_STATS, CONNTRACK, IFADDRS, MAGLEV, SERVICES, SERVICE_STATS,
+        SETTINGS, VERDICTS,
     },
     packet::Packet,
 };
@@ -61,6 +62,20 @@ fn process(ctx: &XdpContext) -> (u32, u32) {
     let key = pkt.flow_key();
     let len = (ctx.data_end() - ctx.data()) as u64;
 
+    // Foreign traffic leaves after one small lookup: only packets to a VIP or a node address,
+    // or (with preserve-source services) from such a backend, can be ours.
+    let dflags = unsafe { ADDRS.get(&key.daddr) }.copied().unwrap_or(0);
+    if dflags == 0 {
+        let ps = SETTINGS
+            .get(0)
+            .is_some_and(|s| s.flags & settings_flags::PRESERVE_SOURCE != 0);
+        let from_backend =
+            ps && unsafe { ADDRS.get(&key.saddr) }.is_some_and(|f| f & addr_flags::PS_BACKEND != 0);
+        if !from_backend {
+            return (xdp_action::XDP_PASS, verdict::PASS_NOT_OURS);
+        }
+    }
+
     // A SYN always takes a fresh decision (Katran does the same): a reused 5-tuple must not
     // inherit a stale entry whose backend may be gone.
     if !pkt.is_syn() {
@@ -84,9 +99,7 @@ fn process(ctx: &XdpContext) -> (u32, u32) {
         None => {
             let dport = u16::from_be(key.dport);
             let nat_range = (NAT_PORT_MIN..=NAT_PORT_MAX).contains(&dport);
-            let ingress = ctx.ingress_ifindex() as u32;
-            let to_node = unsafe { IFADDRS.get(&ingress) }.is_some_and(|a| a.addr == key.daddr);
-            let reason = if nat_range && to_node {
+            let reason = if nat_range && dflags & addr_flags::NODE != 0 {
                 verdict::PASS_NAT_MISS
             } else {
                 verdict::PASS_NOT_OURS
@@ -130,7 +143,7 @@ fn new_flow(
         _ => return (xdp_action::XDP_DROP, verdict::DROP_NO_BACKEND),
     };
 
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     let mut fwd = CtValue {
         saddr: key.saddr,
         daddr: backend.addr,
@@ -227,7 +240,7 @@ fn new_flow(
 /// Rewrites the packet per `ct` and sends it to the cached (or freshly looked up) next hop.
 #[inline(always)]
 fn forward(ctx: &XdpContext, pkt: &Packet, ct: &mut CtValue, reason: u32) -> (u32, u32) {
-    let now = unsafe { bpf_ktime_get_ns() };
+    let now = unsafe { bpf_ktime_get_coarse_ns() };
     if now.wrapping_sub(ct.nh_ts) > NEXTHOP_TTL_NS {
         // Refresh; if the FIB cannot answer (e.g. forwarding disabled on the ingress device for
         // a reply entry), keep the next hop learned when the flow started.

@@ -6,9 +6,16 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use gateway_common::{
-    Backend, Counters, CtValue, FlowKey, IfAddr, ServiceKey, ServiceValue, CONNTRACK_MAX,
-    MAGLEV_RING, MAX_BACKENDS, MAX_IFADDRS, MAX_RINGS, MAX_SERVICES,
+    Backend, Counters, CtValue, FlowKey, IfAddr, ServiceKey, ServiceValue, Settings, CONNTRACK_MAX,
+    MAGLEV_RING, MAX_ADDRS, MAX_BACKENDS, MAX_IFADDRS, MAX_RINGS, MAX_SERVICES,
 };
+
+/// Address -> `addr_flags`: the first, cheap filter of every packet.
+#[map]
+pub static ADDRS: HashMap<u32, u32> = HashMap::pinned(MAX_ADDRS, 0);
+
+#[map]
+pub static SETTINGS: Array<Settings> = Array::pinned(1, 0);
 
 #[map]
 pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(MAX_SERVICES, 0);

@@ -19,8 +19,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use gateway_common::{
-    maps as names, svc_flags, Backend as BpfBackend, Counters, IfAddr, ServiceKey, ServiceValue,
-    MAGLEV_RING, MAX_BACKENDS, MAX_RINGS, MAX_SERVICES, PIN_ABI, XDP_PROGRAM,
+    addr_flags, maps as names, settings_flags, svc_flags, Backend as BpfBackend, Counters, IfAddr,
+    ServiceKey, ServiceValue, Settings, MAGLEV_RING, MAX_BACKENDS, MAX_RINGS, MAX_SERVICES,
+    PIN_ABI, XDP_PROGRAM,
 };
 
 use crate::{
@@ -100,6 +101,11 @@ pub struct Dataplane {
     backends: Array<MapData, BpfBackend>,
     maglev: Array<MapData, u32>,
     ifaddrs: HashMap<MapData, u32, IfAddr>,
+    addrs: HashMap<MapData, u32, u32>,
+    settings: Array<MapData, Settings>,
+    /// `ADDRS` entries the plan asks for (VIPs, preserve-source backends); node addresses are
+    /// added from the interfaces at each sync.
+    plan_addrs: BTreeMap<u32, u32>,
     service_stats: PerCpuArray<MapData, Counters>,
     backend_stats: PerCpuArray<MapData, Counters>,
     verdicts: PerCpuArray<MapData, Counters>,
@@ -230,6 +236,10 @@ impl Dataplane {
             Array::try_from(take(&mut ebpf, names::MAGLEV)?).map_err(map_err(names::MAGLEV))?;
         let ifaddrs =
             HashMap::try_from(take(&mut ebpf, names::IFADDRS)?).map_err(map_err(names::IFADDRS))?;
+        let addrs =
+            HashMap::try_from(take(&mut ebpf, names::ADDRS)?).map_err(map_err(names::ADDRS))?;
+        let settings =
+            Array::try_from(take(&mut ebpf, names::SETTINGS)?).map_err(map_err(names::SETTINGS))?;
         let service_stats = PerCpuArray::try_from(take(&mut ebpf, names::SERVICE_STATS)?)
             .map_err(map_err(names::SERVICE_STATS))?;
         let backend_stats = PerCpuArray::try_from(take(&mut ebpf, names::BACKEND_STATS)?)
@@ -244,6 +254,9 @@ impl Dataplane {
             backends,
             maglev,
             ifaddrs,
+            addrs,
+            settings,
+            plan_addrs: BTreeMap::new(),
             service_stats,
             backend_stats,
             verdicts,
@@ -310,12 +323,50 @@ impl Dataplane {
                 let _ = self.ifaddrs.remove(&idx);
             }
         }
+        self.sync_addrs(true)
+    }
+
+    fn set_settings(&mut self, flags: u32) -> Result<(), DataplaneError> {
+        let v = Settings { flags, _pad: 0 };
+        self.settings.set(0, v, 0).map_err(map_err(names::SETTINGS))
+    }
+
+    /// Brings `ADDRS` to the plan's addresses plus the node's own; stale entries are removed
+    /// only when `remove` (after the services that used them are gone).
+    fn sync_addrs(&mut self, remove: bool) -> Result<(), DataplaneError> {
+        let mut want = self.plan_addrs.clone();
+        for a in interface_addrs().values().flatten() {
+            *want.entry(u32::from(*a).to_be()).or_default() |= addr_flags::NODE;
+        }
+        for (a, f) in &want {
+            if self.addrs.get(a, 0).ok() != Some(*f) {
+                self.addrs.insert(a, f, 0).map_err(map_err(names::ADDRS))?;
+            }
+        }
+        if remove {
+            let have: Vec<u32> = self.addrs.keys().filter_map(Result::ok).collect();
+            for a in have {
+                if !want.contains_key(&a) {
+                    let _ = self.addrs.remove(&a);
+                }
+            }
+        }
         Ok(())
     }
 
     /// Applies `plan` by diff: backends first, new rings beside live ones, then the switch of each
     /// service entry, deletions last.
     pub fn apply(&mut self, plan: &Plan) -> Result<(), DataplaneError> {
+        // 0. The address filter learns new VIPs and backends before services use them; the old
+        // ones stay until the deletions at the end (make before break).
+        let want_addrs = plan_addrs(plan);
+        let any_ps = plan.l4.iter().any(|s| s.nat == NatMode::PreserveSource);
+        for (a, f) in &want_addrs {
+            *self.plan_addrs.entry(*a).or_default() |= f;
+        }
+        if any_ps {
+            self.set_settings(settings_flags::PRESERVE_SOURCE)?;
+        }
         self.sync_ifaddrs()?;
         prime_neighbours(plan);
 
@@ -471,6 +522,11 @@ impl Dataplane {
                     .map_err(map_err(names::BACKENDS))?;
             }
         }
+        self.plan_addrs = want_addrs;
+        if !any_ps {
+            self.set_settings(0)?;
+        }
+        self.sync_addrs(true)?;
         Ok(())
     }
 
@@ -608,6 +664,25 @@ pub fn remove_pins(pin_root: &Path) -> std::io::Result<()> {
         std::fs::remove_dir_all(pin_root)?;
     }
     Ok(())
+}
+
+/// `ADDRS` entries a plan needs: its VIPs, and the backends of preserve-source services (their
+/// replies are recognised by source address).
+fn plan_addrs(plan: &Plan) -> BTreeMap<u32, u32> {
+    let mut m: BTreeMap<u32, u32> = BTreeMap::new();
+    let vips = plan
+        .l4
+        .iter()
+        .map(|s| s.vip)
+        .chain(plan.local.iter().map(|l| l.vip));
+    for v in vips {
+        *m.entry(u32::from(v).to_be()).or_default() |= addr_flags::VIP;
+    }
+    let ps = plan.l4.iter().filter(|s| s.nat == NatMode::PreserveSource);
+    for b in ps.flat_map(|s| s.backends.iter()) {
+        *m.entry(u32::from(b.addr).to_be()).or_default() |= addr_flags::PS_BACKEND;
+    }
+    m
 }
 
 fn service_key(vip: Ipv4Addr, port: u16, proto: u8) -> ServiceKey {
