@@ -378,16 +378,17 @@ impl Dataplane {
             .map(|b| (u32::from(b.addr).to_be(), b.port.to_be()))
             .collect();
         let mut used: BTreeSet<u32> = self.backend_ids.values().copied().collect();
+        let mut backend_cursor = 0;
         for key in &wanted {
             if self.backend_ids.contains_key(key) {
                 continue;
             }
-            let id = (0..MAX_BACKENDS)
-                .find(|i| !used.contains(i))
-                .ok_or(DataplaneError::Full {
+            let id = next_free(&used, &mut backend_cursor, MAX_BACKENDS).ok_or(
+                DataplaneError::Full {
                     what: "backends",
                     limit: MAX_BACKENDS,
-                })?;
+                },
+            )?;
             used.insert(id);
             let v = BpfBackend {
                 addr: key.0,
@@ -429,6 +430,7 @@ impl Dataplane {
             .filter(|a| !a.ring.is_empty())
             .map(|a| a.value.ring)
             .collect();
+        let (mut id_cursor, mut ring_cursor) = (0, 0);
         for (key, (flags, ring)) in &desired {
             let old = self.applied.get(key).cloned();
             if let Some(o) = &old {
@@ -439,7 +441,7 @@ impl Dataplane {
             let id = match &old {
                 Some(o) => o.value.id,
                 None => {
-                    let id = (0..MAX_SERVICES).find(|i| !ids_used.contains(i)).ok_or(
+                    let id = next_free(&ids_used, &mut id_cursor, MAX_SERVICES).ok_or(
                         DataplaneError::Full {
                             what: "services",
                             limit: MAX_SERVICES,
@@ -452,7 +454,7 @@ impl Dataplane {
             };
             let mut slot = 0;
             if !ring.is_empty() {
-                slot = (0..MAX_RINGS).find(|i| !rings_used.contains(i)).ok_or(
+                slot = next_free(&rings_used, &mut ring_cursor, MAX_RINGS).ok_or(
                     DataplaneError::Full {
                         what: "maglev rings",
                         limit: MAX_RINGS,
@@ -664,6 +666,20 @@ pub fn remove_pins(pin_root: &Path) -> std::io::Result<()> {
         std::fs::remove_dir_all(pin_root)?;
     }
     Ok(())
+}
+
+/// The lowest id at or above `cursor` not in `used`; the cursor moves past it, so allocating n
+/// ids costs O(n log n), not O(n^2) (ids freed below the cursor are reused by the next apply).
+fn next_free(used: &BTreeSet<u32>, cursor: &mut u32, max: u32) -> Option<u32> {
+    while *cursor < max && used.contains(cursor) {
+        *cursor += 1;
+    }
+    if *cursor >= max {
+        return None;
+    }
+    let id = *cursor;
+    *cursor += 1;
+    Some(id)
 }
 
 /// `ADDRS` entries a plan needs: its VIPs, and the backends of preserve-source services (their
