@@ -79,8 +79,11 @@ fn test(extra: &[String]) -> Result<()> {
     if !extra.is_empty() {
         return tests;
     }
-    // The whole suite: the XDP program's packet tests again on older kernels (qemu).
+    // The whole suite: the XDP program's packet tests again on older kernels (qemu), and the
+    // benchmark harness in its quick mode (proves it works; asserts no timings).
     let kernels = kernels::run(None);
+    let bench = bench::run(true);
     tests?;
-    kernels
+    kernels?;
+    bench
 }
