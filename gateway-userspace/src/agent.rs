@@ -43,6 +43,8 @@ pub struct RunArgs {
     pub reload_interval: Duration,
     /// Envoy-style access log of the L7 path ("-": standard output).
     pub access_log: Option<PathBuf>,
+    /// The Istio release whose version-dependent behaviour to reproduce.
+    pub istio_compat: config::IstioVersion,
 }
 
 /// What the admin endpoints show: one immutable snapshot, replaced whole.
@@ -98,6 +100,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         labels: args.labels.clone(),
         namespace: args.namespace.clone(),
         default_nat: args.nat_mode,
+        compat: args.istio_compat,
     };
     let (plan, warnings) = match config::load_and_compile(&args.config, &input) {
         Ok(p) => p,

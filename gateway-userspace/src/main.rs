@@ -68,6 +68,10 @@ enum Cmd {
         /// Envoy-style access log of HTTP requests to this file ("-": standard output).
         #[arg(long)]
         access_log: Option<PathBuf>,
+        /// Reproduce an older Istio's version-dependent behaviour, e.g. 1.23: the default retry
+        /// policy then retries 503 (before 1.24) and mirrored Hosts get `-shadow` (before 1.28).
+        #[arg(long, default_value = "1.28")]
+        istio_compat: config::IstioVersion,
     },
     /// Validate manifests without touching the kernel: exit 0 if valid, else one line per problem.
     Check { dir: PathBuf },
@@ -102,6 +106,7 @@ fn main() -> ExitCode {
             cleanup_on_exit,
             reload_ms,
             access_log,
+            istio_compat,
         } => {
             let mut label_map = BTreeMap::new();
             for l in labels {
@@ -131,6 +136,7 @@ fn main() -> ExitCode {
                 cleanup_on_exit,
                 reload_interval: Duration::from_millis(reload_ms),
                 access_log,
+                istio_compat,
             };
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             match rt.block_on(agent::run(args)) {

@@ -378,6 +378,9 @@ pub mod http {
     pub struct Mirror {
         pub cluster: String,
         pub ppm: u32,
+        /// Append `-shadow` to the mirrored request's Host (Istio < 1.28 profile).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        pub shadow_host: bool,
     }
 
     #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gateway::config::{compile, load_str, validate, CompileInput};
+use gateway::config::{compile, load_str, validate, CompileInput, IstioVersion};
 use gateway::l7::L7;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
@@ -23,22 +23,27 @@ use tokio::net::TcpListener;
 struct Backend {
     port: u16,
     hits: Arc<AtomicUsize>,
+    /// Host header of every request received.
+    hosts: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 async fn backend(name: &'static str, status: u16) -> Backend {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = l.local_addr().unwrap().port();
     let hits = Arc::new(AtomicUsize::new(0));
-    let h = hits.clone();
+    let hosts: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
+    let (h, hs) = (hits.clone(), hosts.clone());
     tokio::spawn(async move {
         loop {
             let Ok((s, _)) = l.accept().await else { return };
-            let h = h.clone();
+            let (h, hs) = (h.clone(), hs.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let h = h.clone();
+                    let (h, hs) = (h.clone(), hs.clone());
                     async move {
                         h.fetch_add(1, Ordering::SeqCst);
+                        let host = req.headers().get("host").and_then(|v| v.to_str().ok());
+                        hs.lock().unwrap().push(host.unwrap_or("").to_string());
                         let delay = req
                             .headers()
                             .get("x-delay-ms")
@@ -76,7 +81,7 @@ async fn backend(name: &'static str, status: u16) -> Backend {
             });
         }
     });
-    Backend { port, hits }
+    Backend { port, hits, hosts }
 }
 
 fn free_port() -> u16 {
@@ -93,6 +98,11 @@ fn dead_port() -> u16 {
 }
 
 async fn gateway(port: u16, rest: &str) -> L7 {
+    gateway_as(port, rest, IstioVersion::CURRENT).await
+}
+
+/// A gateway reproducing the given Istio release's version-dependent behaviour.
+async fn gateway_as(port: u16, rest: &str, compat: IstioVersion) -> L7 {
     let yaml = format!(
         "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {port}, name: http, protocol: HTTP}}\n    hosts: [\"*\"]\n---\n{rest}"
     );
@@ -101,6 +111,7 @@ async fn gateway(port: u16, rest: &str) -> L7 {
     assert!(errs.is_empty(), "{errs:#?}");
     let input = CompileInput {
         vips: vec![Ipv4Addr::UNSPECIFIED],
+        compat,
         ..CompileInput::default()
     };
     let (plan, _) = compile(&m, &input);
@@ -553,4 +564,57 @@ async fn huge_headers_431_and_http10_426() {
     );
     let r = raw("GET / HTTP/1.1\r\n\r\n".to_string()).await;
     assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+}
+
+/// `--istio-compat 1.23`: the default retry policy retries upstream 503 (before 1.24) and
+/// mirrored requests carry a `-shadow` Host (before 1.28); the current profile does neither.
+#[tokio::test]
+async fn compatibility_profile_for_older_istio() {
+    let bad = backend("bad", 503).await;
+    let good = backend("good", 200).await;
+    let m = backend("m", 200).await;
+    let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a, namespace: default}\nspec:\n  host: a.example.internal\n  trafficPolicy: {loadBalancer: {simple: ROUND_ROBIN}}\n---\n";
+    let rest = format!(
+        "{}{}{dr}{}",
+        se("a", &[(bad.port, "v1"), (good.port, "v1")]),
+        se("m", &[(m.port, "v1")]),
+        vs("  - route: [{destination: {host: a.example.internal}}]\n    mirror: {host: m.example.internal}\n")
+    );
+    let old_port = free_port();
+    let _old = gateway_as(old_port, &rest, "1.23".parse().unwrap()).await;
+    for _ in 0..10 {
+        let r = send(old_port, "GET", "/", &[("host", "shop.example.com:8080")]).await;
+        assert_eq!(
+            (r.status, r.backend().as_str()),
+            (200, "good"),
+            "1.23 retries 503 by default"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = m.hosts.lock().unwrap().clone();
+    assert!(
+        !seen.is_empty() && seen.iter().all(|h| h == "shop.example.com-shadow:8080"),
+        "{seen:?}"
+    );
+
+    let new_port = free_port();
+    let _new = gateway(new_port, &rest).await;
+    m.hosts.lock().unwrap().clear();
+    let codes: Vec<u16> = futures_all(20, || {
+        send(new_port, "GET", "/", &[("host", "shop.example.com")])
+    })
+    .await
+    .iter()
+    .map(|r| r.status)
+    .collect();
+    assert!(
+        codes.contains(&503),
+        "current profile does not retry 503: {codes:?}"
+    );
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let seen = m.hosts.lock().unwrap().clone();
+    assert!(
+        !seen.is_empty() && seen.iter().all(|h| h == "shop.example.com"),
+        "{seen:?}"
+    );
 }

@@ -36,6 +36,52 @@ pub struct CompileInput {
     pub namespace: String,
     /// For L4 services whose Gateway has no `gateway.dataplane/nat-mode` annotation.
     pub default_nat: NatMode,
+    /// Which Istio release's version-dependent behaviour to reproduce (notes §0.2).
+    pub compat: IstioVersion,
+}
+
+/// An Istio release, for the behaviours that changed between releases (default: current).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct IstioVersion {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl IstioVersion {
+    pub const CURRENT: IstioVersion = IstioVersion {
+        major: 1,
+        minor: 28,
+    };
+
+    /// The default retry policy retries upstream 503s (dropped in 1.24).
+    pub fn retries_503_by_default(self) -> bool {
+        self < IstioVersion {
+            major: 1,
+            minor: 24,
+        }
+    }
+
+    /// Mirrored requests get a `-shadow` Host suffix (dropped in 1.28).
+    pub fn shadow_host_suffix(self) -> bool {
+        self < IstioVersion {
+            major: 1,
+            minor: 28,
+        }
+    }
+}
+
+impl std::str::FromStr for IstioVersion {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("{s:?}: expected an Istio release like 1.23");
+        let (a, b) = s.split_once('.').ok_or_else(bad)?;
+        let minor = b.split('.').next().unwrap_or(b);
+        Ok(IstioVersion {
+            major: a.parse().map_err(|_| bad())?,
+            minor: minor.parse().map_err(|_| bad())?,
+        })
+    }
 }
 
 impl Default for CompileInput {
@@ -45,6 +91,7 @@ impl Default for CompileInput {
             labels: BTreeMap::from([("istio".to_string(), "ingressgateway".to_string())]),
             namespace: ROOT_NAMESPACE.to_string(),
             default_nat: NatMode::Snat,
+            compat: IstioVersion::CURRENT,
         }
     }
 }

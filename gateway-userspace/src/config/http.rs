@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use super::compile::Compiler;
+use super::compile::{Compiler, IstioVersion};
 use super::model::*;
 use super::names::*;
 use crate::plan::http as p;
@@ -1694,7 +1694,7 @@ impl<'a> Compiler<'a> {
                 rewrite,
                 authority: authority.clone(),
                 timeout_ms: duration_ms(&rule.timeout).filter(|t| *t > 0),
-                retry: retry_plan(rule.retries.as_ref(), hash_lb),
+                retry: retry_plan(rule.retries.as_ref(), hash_lb, self.input.compat),
             })
         };
         let fault = rule.fault.as_ref().map(|f| p::Fault {
@@ -1738,6 +1738,7 @@ impl<'a> Compiler<'a> {
                 mirrors.push(p::Mirror {
                     cluster: name,
                     ppm: ppm(pct),
+                    shadow_host: self.input.compat.shadow_host_suffix(),
                 });
             }
             for (k, m) in rule.mirrors.iter().flatten().enumerate() {
@@ -1752,6 +1753,7 @@ impl<'a> Compiler<'a> {
                 mirrors.push(p::Mirror {
                     cluster: name,
                     ppm: ppm(m.percentage.as_ref().map_or(100.0, |pc| pc.value)),
+                    shadow_host: self.input.compat.shadow_host_suffix(),
                 });
             }
         }
@@ -1883,14 +1885,22 @@ fn redirect_plan(r: &HttpRedirect, listener_port: u16) -> p::Redirect {
 }
 
 /// RETRY `ConvertPolicy`: absent = Istio's default; `attempts: 0` = none.
-fn retry_plan(r: Option<&HttpRetry>, hash_lb: bool) -> Option<p::RetryPolicy> {
+fn retry_plan(
+    r: Option<&HttpRetry>,
+    hash_lb: bool,
+    compat: IstioVersion,
+) -> Option<p::RetryPolicy> {
     let default_on = || -> Vec<String> { DEFAULT_RETRY_ON.split(',').map(String::from).collect() };
     let Some(r) = r else {
         return Some(p::RetryPolicy {
             num_retries: 2,
             retry_on: default_on(),
             // Istio >= 1.24 no longer retries 503 by default (EXCLUDE_UNSAFE_503...).
-            retriable_status_codes: Vec::new(),
+            retriable_status_codes: if compat.retries_503_by_default() {
+                vec![503]
+            } else {
+                Vec::new()
+            },
             per_try_timeout_ms: None,
             backoff_base_ms: 25,
             previous_hosts: !hash_lb,

@@ -15,7 +15,7 @@ mod validate;
 
 use std::path::Path;
 
-pub use compile::{compile, CompileInput};
+pub use compile::{compile, CompileInput, IstioVersion};
 pub use load::{load_dir, load_str};
 pub use model::*;
 pub use names::{CLUSTER_DOMAIN, ROOT_NAMESPACE};

@@ -759,17 +759,20 @@ async fn forward(
     };
 
     // Mirrors: fire and forget, after rewrite and header operations, never retried (§3.26).
-    for (mi, ppm) in &route.mirrors {
+    for (mi, ppm, shadow) in &route.mirrors {
         if !sample(*ppm) {
             continue;
         }
         let mc = rt.clusters[*mi].clone();
-        let (m, hd, pq, b) = (
+        let (m, mut hd, pq, b) = (
             parts.method.clone(),
             headers.clone(),
             path_and_query.clone(),
             body.clone(),
         );
+        if *shadow {
+            shadow_host(&mut hd);
+        }
         tokio::spawn(async move {
             let Some(i) = mc.pick(None, &[]) else { return };
             if let Ok(r) = build_upstream(&mc, i, &m, &hd, &pq, b, 1) {
@@ -930,6 +933,22 @@ async fn forward(
     let mut resp = resp;
     apply_ops(resp.headers_mut(), &wc.response_headers, &conn);
     with_response_ops(resp, route, &conn)
+}
+
+/// Istio < 1.28: `foo` becomes `foo-shadow`, `foo:8080` becomes `foo-shadow:8080`.
+fn shadow_host(h: &mut HeaderMap) {
+    let Some(host) = h.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let shadowed = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("{name}-shadow:{port}")
+        }
+        _ => format!("{host}-shadow"),
+    };
+    if let Ok(v) = HeaderValue::from_str(&shadowed) {
+        h.insert(header::HOST, v);
+    }
 }
 
 fn request_limit(l: &p::Limits) -> u32 {

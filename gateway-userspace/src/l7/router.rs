@@ -87,7 +87,8 @@ pub struct Route {
     /// Compiled `uriRegexRewrite`.
     pub rewrite_regex: Option<Regex>,
     /// Mirrors resolved to cluster indices; unknown clusters mirror nothing (§3.26).
-    pub mirrors: Vec<(usize, u32)>,
+    /// (cluster index, sampling in parts per million, add the `-shadow` Host suffix).
+    pub mirrors: Vec<(usize, u32, bool)>,
     /// Compiled CORS origin matchers.
     pub cors_origins: Vec<Matcher>,
 }
@@ -222,7 +223,7 @@ fn build_route(r: &p::Route, cluster_idx: &HashMap<&str, usize>) -> Route {
         mirrors: r
             .mirrors
             .iter()
-            .filter_map(|m| Some((*cluster_idx.get(m.cluster.as_str())?, m.ppm)))
+            .filter_map(|m| Some((*cluster_idx.get(m.cluster.as_str())?, m.ppm, m.shadow_host)))
             .collect(),
         cors_origins: r
             .cors
