@@ -40,14 +40,11 @@ pub const CONNTRACK_MAX: u32 = 262144;
 /// Interface index -> IPv4 address, for the SNAT source address of the egress interface.
 pub const MAX_IFADDRS: u32 = 256;
 
-/// Addresses the data plane cares about (VIPs, the node's own, preserve-source backends).
+/// Addresses the data plane checks on its slower paths (the node's own, preserve-source backends).
 pub const MAX_ADDRS: u32 = 4096;
 
-/// Flags of an `ADDRS` entry: why packets to or from this address may be ours. One lookup of
-/// the destination tells foreign traffic apart before any larger table is touched.
+/// Flags of an `ADDRS` entry.
 pub mod addr_flags {
-    /// A VIP of some service: packets to it may start or continue a flow.
-    pub const VIP: u32 = 1 << 0;
     /// An address of the node: SNAT replies come back to it.
     pub const NODE: u32 = 1 << 1;
     /// A backend of a preserve-source service: its replies are addressed to the client, so they

@@ -62,29 +62,13 @@ fn process(ctx: &XdpContext) -> (u32, u32) {
     let key = pkt.flow_key();
     let len = (ctx.data_end() - ctx.data()) as u64;
 
-    // Foreign traffic leaves after one small lookup: only packets to a VIP or a node address,
-    // or (with preserve-source services) from such a backend, can be ours.
-    let dflags = unsafe { ADDRS.get(&key.daddr) }.copied().unwrap_or(0);
-    if dflags == 0 {
-        let ps = SETTINGS
-            .get(0)
-            .is_some_and(|s| s.flags & settings_flags::PRESERVE_SOURCE != 0);
-        let from_backend =
-            ps && unsafe { ADDRS.get(&key.saddr) }.is_some_and(|f| f & addr_flags::PS_BACKEND != 0);
-        if !from_backend {
-            return (xdp_action::XDP_PASS, verdict::PASS_NOT_OURS);
-        }
-    }
-
-    // A SYN always takes a fresh decision (Katran does the same): a reused 5-tuple must not
-    // inherit a stale entry whose backend may be gone.
-    if !pkt.is_syn() {
+    // Lookup order keeps every common case at one or two lookups: foreign traffic (even to a
+    // VIP's other ports) misses `SERVICES` once; a flow's packets to the VIP hit `SERVICES` and
+    // then `CONNTRACK`; SNAT replies (to a port in the SNAT range) go straight to `CONNTRACK`.
+    let nat_range = (NAT_PORT_MIN..=NAT_PORT_MAX).contains(&u16::from_be(key.dport));
+    if nat_range && !pkt.is_syn() {
         if let Some(ct) = CONNTRACK.get_ptr_mut(&key) {
-            // Safety: a map value pointer stays valid for the duration of the program.
-            let ct = unsafe { &mut *ct };
-            maps::count(&SERVICE_STATS, ct.service_id, len);
-            maps::count(&BACKEND_STATS, ct.backend_id, len);
-            return forward(ctx, &pkt, ct, verdict::FWD_ESTABLISHED);
+            return established(ctx, &pkt, ct, len);
         }
     }
 
@@ -94,24 +78,47 @@ fn process(ctx: &XdpContext) -> (u32, u32) {
         proto: key.proto,
         _pad: 0,
     };
-    let svc = match unsafe { SERVICES.get(&svc_key) } {
-        Some(s) => *s,
-        None => {
-            let dport = u16::from_be(key.dport);
-            let nat_range = (NAT_PORT_MIN..=NAT_PORT_MAX).contains(&dport);
-            let reason = if nat_range && dflags & addr_flags::NODE != 0 {
-                verdict::PASS_NAT_MISS
-            } else {
-                verdict::PASS_NOT_OURS
-            };
-            return (xdp_action::XDP_PASS, reason);
+    let Some(svc) = (unsafe { SERVICES.get(&svc_key) }).copied() else {
+        // Preserve-source replies are addressed to the client: recognise them by source.
+        let ps = SETTINGS
+            .get(0)
+            .is_some_and(|s| s.flags & settings_flags::PRESERVE_SOURCE != 0);
+        if ps && unsafe { ADDRS.get(&key.saddr) }.is_some_and(|f| f & addr_flags::PS_BACKEND != 0) {
+            if let Some(ct) = CONNTRACK.get_ptr_mut(&key) {
+                return established(ctx, &pkt, ct, len);
+            }
         }
+        let to_node = nat_range
+            && unsafe { ADDRS.get(&key.daddr) }.is_some_and(|f| f & addr_flags::NODE != 0);
+        let reason = if to_node {
+            verdict::PASS_NAT_MISS
+        } else {
+            verdict::PASS_NOT_OURS
+        };
+        return (xdp_action::XDP_PASS, reason);
     };
     if svc.flags & svc_flags::LOCAL != 0 {
         maps::count(&SERVICE_STATS, svc.id, len);
         return (xdp_action::XDP_PASS, verdict::PASS_LOCAL);
     }
+    // A SYN always takes a fresh decision (Katran does the same): a reused 5-tuple must not
+    // inherit a stale entry whose backend may be gone.
+    if !pkt.is_syn() && !nat_range {
+        if let Some(ct) = CONNTRACK.get_ptr_mut(&key) {
+            return established(ctx, &pkt, ct, len);
+        }
+    }
     new_flow(ctx, &pkt, &key, &svc, len)
+}
+
+/// A packet of a known flow, either direction.
+#[inline(always)]
+fn established(ctx: &XdpContext, pkt: &Packet, ct: *mut CtValue, len: u64) -> (u32, u32) {
+    // Safety: a map value pointer stays valid for the duration of the program.
+    let ct = unsafe { &mut *ct };
+    maps::count(&SERVICE_STATS, ct.service_id, len);
+    maps::count(&BACKEND_STATS, ct.backend_id, len);
+    forward(ctx, pkt, ct, verdict::FWD_ESTABLISHED)
 }
 
 /// First packet of a flow: Maglev pick, next hop, SNAT port, then both connection entries.

@@ -103,8 +103,8 @@ pub struct Dataplane {
     ifaddrs: HashMap<MapData, u32, IfAddr>,
     addrs: HashMap<MapData, u32, u32>,
     settings: Array<MapData, Settings>,
-    /// `ADDRS` entries the plan asks for (VIPs, preserve-source backends); node addresses are
-    /// added from the interfaces at each sync.
+    /// `ADDRS` entries the plan asks for (preserve-source backends); node addresses are added
+    /// from the interfaces at each sync.
     plan_addrs: BTreeMap<u32, u32>,
     service_stats: PerCpuArray<MapData, Counters>,
     backend_stats: PerCpuArray<MapData, Counters>,
@@ -357,8 +357,8 @@ impl Dataplane {
     /// Applies `plan` by diff: backends first, new rings beside live ones, then the switch of each
     /// service entry, deletions last.
     pub fn apply(&mut self, plan: &Plan) -> Result<(), DataplaneError> {
-        // 0. The address filter learns new VIPs and backends before services use them; the old
-        // ones stay until the deletions at the end (make before break).
+        // 0. The address table learns new preserve-source backends before services use them;
+        // the old ones stay until the deletions at the end (make before break).
         let want_addrs = plan_addrs(plan);
         let any_ps = plan.l4.iter().any(|s| s.nat == NatMode::PreserveSource);
         for (a, f) in &want_addrs {
@@ -682,18 +682,10 @@ fn next_free(used: &BTreeSet<u32>, cursor: &mut u32, max: u32) -> Option<u32> {
     Some(id)
 }
 
-/// `ADDRS` entries a plan needs: its VIPs, and the backends of preserve-source services (their
-/// replies are recognised by source address).
+/// `ADDRS` entries a plan needs: the backends of preserve-source services (their replies are
+/// recognised by source address). Node addresses are added from the interfaces.
 fn plan_addrs(plan: &Plan) -> BTreeMap<u32, u32> {
     let mut m: BTreeMap<u32, u32> = BTreeMap::new();
-    let vips = plan
-        .l4
-        .iter()
-        .map(|s| s.vip)
-        .chain(plan.local.iter().map(|l| l.vip));
-    for v in vips {
-        *m.entry(u32::from(v).to_be()).or_default() |= addr_flags::VIP;
-    }
     let ps = plan.l4.iter().filter(|s| s.nat == NatMode::PreserveSource);
     for b in ps.flat_map(|s| s.backends.iter()) {
         *m.entry(u32::from(b.addr).to_be()).or_default() |= addr_flags::PS_BACKEND;

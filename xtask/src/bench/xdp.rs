@@ -180,8 +180,8 @@ impl Case {
         match self {
             Case::Established => "established-flow forward (ACK of a primed flow)",
             Case::NewFlow => "new flow (SYN: Maglev pick + 2 conntrack inserts + FIB lookup)",
-            Case::NotOurs => "packet not ours (ACK: conntrack miss, then service miss; passes)",
-            Case::NotOursSyn => "packet not ours, SYN (no conntrack lookup; passes)",
+            Case::NotOurs => "packet not ours (ACK to the VIP's port 22: one service miss; passes)",
+            Case::NotOursSyn => "packet not ours, SYN (the same, as a SYN; passes)",
             Case::L7Port => "packet to an L7 port (passed to the local stack)",
         }
     }
@@ -369,11 +369,11 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
         {
             losses.push(format!(
                 "**Established flow: we lose ({est:.0} ns vs {KATRAN_ESTABLISHED_NS} ns).** Per packet the program \
-                 looks the 5-tuple up in one *shared* LRU hash (Katran uses a per-CPU LRU), bumps three per-CPU \
-                 counters (verdict, service, backend), reads the clock to age the cached next hop, rewrites \
-                 addresses and ports with incremental checksums and redirects. Candidates to win it back: a \
-                 per-CPU LRU (replies may land on another CPU, so it needs care), fewer counters on the fast \
-                 path, a coarser next-hop refresh."
+                 looks the service up, then the 5-tuple in one *shared* LRU hash (Katran uses a per-CPU LRU), \
+                 bumps three per-CPU counters (verdict, service, backend), reads the coarse clock to age the \
+                 cached next hop, rewrites addresses and ports with incremental checksums and redirects. \
+                 Candidates to win it back: a per-CPU LRU (replies may land on another CPU, so it needs care), \
+                 fewer counters on the fast path."
             ));
         }
         if let (Some(no), Some(syn)) = (
@@ -382,10 +382,10 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
         ) {
             if no > KATRAN_NOT_OURS_NS {
                 losses.push(format!(
-                    "**Packet not ours: we lose ({no:.0} ns vs {KATRAN_NOT_OURS_NS} ns).** A non-SYN packet is \
-                     looked up in the connection table *before* the service table; the same packet as a SYN \
-                     (which skips the connection table) costs {syn:.0} ns. Katran looks the VIP up first. \
-                     Checking `SERVICES` (or a VIP set) before `CONNTRACK` would make foreign traffic cheap."
+                    "**Packet not ours: we lose ({no:.0} ns vs {KATRAN_NOT_OURS_NS} ns; {syn:.0} ns as a SYN).** \
+                     Like Katran's, the path is one hash lookup of (address, port, protocol) that misses; the \
+                     rest is parsing, the per-CPU verdict counter and the difference between our test-run \
+                     baseline and Katran's."
                 ));
             }
         }
