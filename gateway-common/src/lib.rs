@@ -16,6 +16,7 @@ pub mod maps {
     pub const BACKEND_STATS: &str = "BACKEND_STATS";
     pub const VERDICTS: &str = "VERDICTS";
     pub const ADDRS: &str = "ADDRS";
+    pub const PORTS: &str = "PORTS";
     pub const SETTINGS: &str = "SETTINGS";
 }
 
@@ -39,6 +40,16 @@ pub const MAX_BACKENDS: u32 = 65536;
 pub const CONNTRACK_MAX: u32 = 262144;
 /// Interface index -> IPv4 address, for the SNAT source address of the egress interface.
 pub const MAX_IFADDRS: u32 = 256;
+
+/// `PORTS` entries: every TCP port, then every UDP port (index = port, + 65536 for UDP).
+pub const PORTS_LEN: u32 = 2 * 65536;
+
+/// Index into `PORTS` for a port in host order.
+#[inline(always)]
+pub fn port_index(proto: u8, port: u16) -> u32 {
+    let base = if proto == PROTO_UDP { 65536 } else { 0 };
+    base + port as u32
+}
 
 /// Addresses the data plane checks on its slower paths (the node's own, preserve-source backends).
 pub const MAX_ADDRS: u32 = 4096;
@@ -288,7 +299,7 @@ const _: () = assert!(core::mem::size_of::<Settings>() == 8);
 
 /// Version of the pinned-map layout. The agent keeps pins in a directory named after it, so an
 /// agent with another layout never adopts incompatible maps.
-pub const PIN_ABI: u32 = 3;
+pub const PIN_ABI: u32 = 4;
 
 #[cfg(feature = "user")]
 mod pod {

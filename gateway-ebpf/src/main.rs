@@ -17,14 +17,14 @@ use aya_ebpf::{
     EbpfContext,
 };
 use gateway_common::{
-    addr_flags, ct_flags, flow_hash, nat_port, settings_flags, src_hash, svc_flags, verdict,
-    CtValue, FlowKey, ServiceKey, ServiceValue, MAGLEV_RING, NAT_PORT_MAX, NAT_PORT_MIN,
+    addr_flags, ct_flags, flow_hash, nat_port, port_index, settings_flags, src_hash, svc_flags,
+    verdict, CtValue, FlowKey, ServiceKey, ServiceValue, MAGLEV_RING, NAT_PORT_MAX, NAT_PORT_MIN,
     NAT_PORT_TRIES, NEXTHOP_TTL_NS, PROTO_TCP,
 };
 
 use crate::{
     maps::{
-        ADDRS, BACKENDS, BACKEND_STATS, CONNTRACK, IFADDRS, MAGLEV, SERVICES, SERVICE_STATS,
+        ADDRS, BACKENDS, BACKEND_STATS, CONNTRACK, IFADDRS, MAGLEV, PORTS, SERVICES, SERVICE_STATS,
         SETTINGS, VERDICTS,
     },
     packet::Packet,
@@ -62,16 +62,30 @@ fn process(ctx: &XdpContext) -> (u32, u32) {
     let key = pkt.flow_key();
     let len = (ctx.data_end() - ctx.data()) as u64;
 
-    // Lookup order keeps every common case at one or two lookups: foreign traffic (even to a
-    // VIP's other ports) misses `SERVICES` once; a flow's packets to the VIP hit `SERVICES` and
-    // then `CONNTRACK`; SNAT replies (to a port in the SNAT range) go straight to `CONNTRACK`.
-    let nat_range = (NAT_PORT_MIN..=NAT_PORT_MAX).contains(&u16::from_be(key.dport));
-    if nat_range && !pkt.is_syn() {
+    // Lookup order: `PORTS` (an array, so its lookup is inlined and nearly free) says whether
+    // any service listens on this port. Foreign traffic mostly stops there; a flow's packets to
+    // a service port go to `CONNTRACK` first (one hash lookup for an established flow); SNAT
+    // replies come to a port in the SNAT range and go straight to `CONNTRACK`.
+    let dport = u16::from_be(key.dport);
+    let nat_range = (NAT_PORT_MIN..=NAT_PORT_MAX).contains(&dport);
+    let service_port = PORTS
+        .get(port_index(key.proto, dport))
+        .is_some_and(|p| *p != 0);
+    if !service_port {
+        if nat_range {
+            if let Some(ct) = CONNTRACK.get_ptr_mut(&key) {
+                return established(ctx, &pkt, ct, len);
+            }
+        }
+        return not_ours(ctx, &pkt, &key, nat_range, len);
+    }
+    // A SYN always takes a fresh decision (Katran does the same): a reused 5-tuple must not
+    // inherit a stale entry whose backend may be gone.
+    if !pkt.is_syn() {
         if let Some(ct) = CONNTRACK.get_ptr_mut(&key) {
             return established(ctx, &pkt, ct, len);
         }
     }
-
     let svc_key = ServiceKey {
         addr: key.daddr,
         port: key.dport,
@@ -79,36 +93,42 @@ fn process(ctx: &XdpContext) -> (u32, u32) {
         _pad: 0,
     };
     let Some(svc) = (unsafe { SERVICES.get(&svc_key) }).copied() else {
-        // Preserve-source replies are addressed to the client: recognise them by source.
-        let ps = SETTINGS
-            .get(0)
-            .is_some_and(|s| s.flags & settings_flags::PRESERVE_SOURCE != 0);
-        if ps && unsafe { ADDRS.get(&key.saddr) }.is_some_and(|f| f & addr_flags::PS_BACKEND != 0) {
-            if let Some(ct) = CONNTRACK.get_ptr_mut(&key) {
-                return established(ctx, &pkt, ct, len);
-            }
-        }
-        let to_node = nat_range
-            && unsafe { ADDRS.get(&key.daddr) }.is_some_and(|f| f & addr_flags::NODE != 0);
-        let reason = if to_node {
-            verdict::PASS_NAT_MISS
-        } else {
-            verdict::PASS_NOT_OURS
-        };
-        return (xdp_action::XDP_PASS, reason);
+        return not_ours(ctx, &pkt, &key, nat_range, len);
     };
     if svc.flags & svc_flags::LOCAL != 0 {
         maps::count(&SERVICE_STATS, svc.id, len);
         return (xdp_action::XDP_PASS, verdict::PASS_LOCAL);
     }
-    // A SYN always takes a fresh decision (Katran does the same): a reused 5-tuple must not
-    // inherit a stale entry whose backend may be gone.
-    if !pkt.is_syn() && !nat_range {
-        if let Some(ct) = CONNTRACK.get_ptr_mut(&key) {
-            return established(ctx, &pkt, ct, len);
+    new_flow(ctx, &pkt, &key, &svc, len)
+}
+
+/// No service owns the packet. Still ours: a preserve-source reply (addressed to the client,
+/// recognised by its backend source). Otherwise passed, and a miss on a SNAT port of the node is
+/// counted apart (the connection-table pressure signal).
+#[inline(always)]
+fn not_ours(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    key: &FlowKey,
+    nat_range: bool,
+    len: u64,
+) -> (u32, u32) {
+    let ps = SETTINGS
+        .get(0)
+        .is_some_and(|s| s.flags & settings_flags::PRESERVE_SOURCE != 0);
+    if ps && unsafe { ADDRS.get(&key.saddr) }.is_some_and(|f| f & addr_flags::PS_BACKEND != 0) {
+        if let Some(ct) = CONNTRACK.get_ptr_mut(key) {
+            return established(ctx, pkt, ct, len);
         }
     }
-    new_flow(ctx, &pkt, &key, &svc, len)
+    let to_node =
+        nat_range && unsafe { ADDRS.get(&key.daddr) }.is_some_and(|f| f & addr_flags::NODE != 0);
+    let reason = if to_node {
+        verdict::PASS_NAT_MISS
+    } else {
+        verdict::PASS_NOT_OURS
+    };
+    (xdp_action::XDP_PASS, reason)
 }
 
 /// A packet of a known flow, either direction.

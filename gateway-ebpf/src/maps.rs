@@ -10,6 +10,11 @@ use gateway_common::{
     MAGLEV_RING, MAX_ADDRS, MAX_BACKENDS, MAX_IFADDRS, MAX_RINGS, MAX_SERVICES,
 };
 
+/// Index `port_index(proto, port)` -> non-zero if some service (L4 or L7) listens on it: the
+/// first, inlined check of every packet.
+#[map]
+pub static PORTS: Array<u32> = Array::pinned(gateway_common::PORTS_LEN, 0);
+
 /// Address -> `addr_flags`: the first, cheap filter of every packet.
 #[map]
 pub static ADDRS: HashMap<u32, u32> = HashMap::pinned(MAX_ADDRS, 0);

@@ -266,6 +266,9 @@ async fn watch(
                 if let Err(e) = dp.sync_ifaddrs() {
                     log::warn!("interface addresses: {e}");
                 }
+                if let Err(e) = dp.expire_drains() {
+                    log::warn!("closing drained ports: {e}");
+                }
                 // Neighbour entries the kernel does not use itself age out; keep backends'.
                 if last_prime.elapsed() >= NEIGHBOUR_REFRESH {
                     dataplane::prime_neighbours(&snapshot.load().plan);

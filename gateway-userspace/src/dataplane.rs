@@ -102,6 +102,9 @@ pub struct Dataplane {
     maglev: Array<MapData, u32>,
     ifaddrs: HashMap<MapData, u32, IfAddr>,
     addrs: HashMap<MapData, u32, u32>,
+    ports: Array<MapData, u32>,
+    /// Ports of removed services, open until their drain period ends.
+    draining: BTreeMap<u32, std::time::Instant>,
     settings: Array<MapData, Settings>,
     /// `ADDRS` entries the plan asks for (preserve-source backends); node addresses are added
     /// from the interfaces at each sync.
@@ -236,6 +239,8 @@ impl Dataplane {
             Array::try_from(take(&mut ebpf, names::MAGLEV)?).map_err(map_err(names::MAGLEV))?;
         let ifaddrs =
             HashMap::try_from(take(&mut ebpf, names::IFADDRS)?).map_err(map_err(names::IFADDRS))?;
+        let ports =
+            Array::try_from(take(&mut ebpf, names::PORTS)?).map_err(map_err(names::PORTS))?;
         let addrs =
             HashMap::try_from(take(&mut ebpf, names::ADDRS)?).map_err(map_err(names::ADDRS))?;
         let settings =
@@ -255,6 +260,8 @@ impl Dataplane {
             maglev,
             ifaddrs,
             addrs,
+            ports,
+            draining: BTreeMap::new(),
             settings,
             plan_addrs: BTreeMap::new(),
             service_stats,
@@ -281,6 +288,16 @@ impl Dataplane {
                 Vec::new()
             };
             self.applied.insert(k, Applied { value: v, ring });
+        }
+        // Open ports no adopted service uses belong to services removed before the restart:
+        // give them a fresh drain period.
+        let used: BTreeSet<u32> = self.applied.keys().map(port_of).collect();
+        let now = std::time::Instant::now();
+        for (idx, v) in self.ports.iter().enumerate() {
+            let idx = idx as u32;
+            if v.map_err(map_err(names::PORTS))? != 0 && !used.contains(&idx) {
+                self.draining.insert(idx, now);
+            }
         }
         for (i, b) in self.backends.iter().enumerate() {
             let b = b.map_err(map_err(names::BACKENDS))?;
@@ -329,6 +346,21 @@ impl Dataplane {
     fn set_settings(&mut self, flags: u32) -> Result<(), DataplaneError> {
         let v = Settings { flags, _pad: 0 };
         self.settings.set(0, v, 0).map_err(map_err(names::SETTINGS))
+    }
+
+    /// Closes the ports whose drain period is over (called periodically by the agent).
+    pub fn expire_drains(&mut self) -> Result<(), DataplaneError> {
+        let due: Vec<u32> = self
+            .draining
+            .iter()
+            .filter(|(_, since)| since.elapsed() >= DRAIN_PERIOD)
+            .map(|(idx, _)| *idx)
+            .collect();
+        for idx in due {
+            self.ports.set(idx, 0, 0).map_err(map_err(names::PORTS))?;
+            self.draining.remove(&idx);
+        }
+        Ok(())
     }
 
     /// Brings `ADDRS` to the plan's addresses plus the node's own; stale entries are removed
@@ -423,6 +455,14 @@ impl Dataplane {
                 .or_insert((svc_flags::LOCAL, Vec::new()));
         }
 
+        // The port filter opens new service ports before their services exist (make before
+        // break); ports no longer used are closed after a drain period (`expire_drains`).
+        let ports_before: BTreeSet<u32> = self.applied.keys().map(port_of).collect();
+        let ports_after: BTreeSet<u32> = desired.keys().map(port_of).collect();
+        for idx in ports_after.difference(&ports_before) {
+            self.ports.set(*idx, 1, 0).map_err(map_err(names::PORTS))?;
+        }
+
         let mut ids_used: BTreeSet<u32> = self.applied.values().map(|a| a.value.id).collect();
         let mut rings_used: BTreeSet<u32> = self
             .applied
@@ -501,6 +541,15 @@ impl Dataplane {
         for key in gone {
             let _ = self.services.remove(&key);
             self.applied.remove(&key);
+        }
+        // A removed service's port stays open for a drain period, so its established flows keep
+        // reaching the connection table (a config change never drops a connection at once).
+        let now = std::time::Instant::now();
+        for idx in ports_before.difference(&ports_after) {
+            self.draining.insert(*idx, now);
+        }
+        for idx in &ports_after {
+            self.draining.remove(idx);
         }
         let stale: Vec<(u32, u16)> = self
             .backend_ids
@@ -691,6 +740,15 @@ fn plan_addrs(plan: &Plan) -> BTreeMap<u32, u32> {
         *m.entry(u32::from(b.addr).to_be()).or_default() |= addr_flags::PS_BACKEND;
     }
     m
+}
+
+/// How long a removed service's port keeps reaching the connection table (Istio's default
+/// listener drain duration).
+pub const DRAIN_PERIOD: std::time::Duration = std::time::Duration::from_secs(45);
+
+/// A service key's index in `PORTS`.
+fn port_of(k: &ServiceKey) -> u32 {
+    gateway_common::port_index(k.proto, u16::from_be(k.port))
 }
 
 fn service_key(vip: Ipv4Addr, port: u16, proto: u8) -> ServiceKey {

@@ -536,3 +536,35 @@ fn reply_to_unknown_nat_port_is_counted() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn removing_a_service_drains_its_established_flows() {
+    std::thread::spawn(|| {
+        let mut e = env(&plan());
+        let (_, out, _) =
+            e.dp.test_run(&packet(6, CLIENT, 40020, VIP, 31401, SYN, b""))
+                .unwrap();
+        assert_eq!(parse(&out).dst, B1);
+        // The whole service goes away: its established flow keeps going during the drain
+        // period, while new flows to the port are no longer ours.
+        let mut p = plan();
+        p.l4.retain(|s| s.port != 31401);
+        e.dp.apply(&p).unwrap();
+        let (action, out, _) =
+            e.dp.test_run(&packet(6, CLIENT, 40020, VIP, 31401, ACK, b"x"))
+                .unwrap();
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(parse(&out).dst, B1);
+        let syn = packet(6, CLIENT, 40021, VIP, 31401, SYN, b"");
+        let (action, out, _) = e.dp.test_run(&syn).unwrap();
+        assert_eq!((action, out), (XDP_PASS, syn));
+        // Expiry closes nothing before the drain period ends.
+        e.dp.expire_drains().unwrap();
+        let (action, _, _) =
+            e.dp.test_run(&packet(6, CLIENT, 40020, VIP, 31401, ACK, b"y"))
+                .unwrap();
+        assert_eq!(action, XDP_REDIRECT);
+    })
+    .join()
+    .unwrap();
+}

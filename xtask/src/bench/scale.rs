@@ -316,7 +316,12 @@ fn agent_memory(_dir: &Path, yaml: &str) -> anyhow::Result<(u64, u64, Vec<(Strin
             ..Opts::default()
         },
     )?;
-    let agent = Agent::start(&topo, &[("config.yaml", yaml.to_string())])?;
+    // One VIP, as the in-process compile above uses (by default every node address is one).
+    let agent = Agent::start_with(
+        &topo,
+        &[("config.yaml", yaml.to_string())],
+        &["--vip", "198.18.0.1"],
+    )?;
     let dump = agent.config_dump()?;
     let rejected = dump["rejected"].as_array().map(|a| a.len()).unwrap_or(0);
     let pid = agent_pid(&agent.pin_root).context("agent PID not found")?;

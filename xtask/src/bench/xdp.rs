@@ -180,7 +180,7 @@ impl Case {
         match self {
             Case::Established => "established-flow forward (ACK of a primed flow)",
             Case::NewFlow => "new flow (SYN: Maglev pick + 2 conntrack inserts + FIB lookup)",
-            Case::NotOurs => "packet not ours (ACK to the VIP's port 22: one service miss; passes)",
+            Case::NotOurs => "packet not ours (ACK to the VIP's port 22, no service on the port; passes)",
             Case::NotOursSyn => "packet not ours, SYN (the same, as a SYN; passes)",
             Case::L7Port => "packet to an L7 port (passed to the local stack)",
         }
@@ -369,7 +369,7 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
         {
             losses.push(format!(
                 "**Established flow: we lose ({est:.0} ns vs {KATRAN_ESTABLISHED_NS} ns).** Per packet the program \
-                 looks the service up, then the 5-tuple in one *shared* LRU hash (Katran uses a per-CPU LRU), \
+                 checks the port array (inlined), looks the 5-tuple up in one *shared* LRU hash (Katran uses a per-CPU LRU), \
                  bumps three per-CPU counters (verdict, service, backend), reads the coarse clock to age the \
                  cached next hop, rewrites addresses and ports with incremental checksums and redirects. \
                  Candidates to win it back: a per-CPU LRU (replies may land on another CPU, so it needs care), \
@@ -383,9 +383,9 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
             if no > KATRAN_NOT_OURS_NS {
                 losses.push(format!(
                     "**Packet not ours: we lose ({no:.0} ns vs {KATRAN_NOT_OURS_NS} ns; {syn:.0} ns as a SYN).** \
-                     Like Katran's, the path is one hash lookup of (address, port, protocol) that misses; the \
-                     rest is parsing, the per-CPU verdict counter and the difference between our test-run \
-                     baseline and Katran's."
+                     The path is a parse, one inlined array check of the destination port and the per-CPU \
+                     verdict counter; what remains is the difference between our test-run baseline and \
+                     Katran's measurement."
                 ));
             }
         }
