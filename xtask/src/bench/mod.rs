@@ -228,7 +228,10 @@ fn router_lookups(quick: bool) -> Section {
          host selection is one hash lookup whatever the table size.\n",
         if cfg!(debug_assertions) { "debug" } else { "release" }
     );
-    let _ = writeln!(body, "| routes | ns per lookup | ratio to 10 routes |\n|---:|---:|---:|");
+    let _ = writeln!(
+        body,
+        "| routes | ns per lookup | ratio to 10 routes |\n|---:|---:|---:|"
+    );
     for (n, ns) in rows {
         let _ = writeln!(body, "| {n} | {ns:.0} | {:.1} |", ns / base);
     }

@@ -180,7 +180,9 @@ impl Case {
         match self {
             Case::Established => "established-flow forward (ACK of a primed flow)",
             Case::NewFlow => "new flow (SYN: Maglev pick + 2 conntrack inserts + FIB lookup)",
-            Case::NotOurs => "packet not ours (ACK to the VIP's port 22, no service on the port; passes)",
+            Case::NotOurs => {
+                "packet not ours (ACK to the VIP's port 22, no service on the port; passes)"
+            }
             Case::NotOursSyn => "packet not ours, SYN (the same, as a SYN; passes)",
             Case::L7Port => "packet to an L7 port (passed to the local stack)",
         }
