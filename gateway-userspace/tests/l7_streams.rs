@@ -278,3 +278,125 @@ async fn grpc_over_h2_upstream_keeps_trailers() {
         assert_eq!(trailers["x-seen"], "HTTP/2.0 te=trailers /echo.Echo/Say");
     }
 }
+
+/// An h2c server that refuses every stream with REFUSED_STREAM (as an overloaded h2 server
+/// does before processing a request).
+async fn refusing_h2_backend() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let Ok(mut conn) = h2::server::handshake(s).await else {
+                    return;
+                };
+                while let Some(Ok((_req, mut respond))) = conn.accept().await {
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                }
+            });
+        }
+    });
+    port
+}
+
+/// An h2c server answering 200 `ok`.
+async fn ok_h2_backend() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+/// Istio's default retry policy includes `refused-stream`: a stream refused by one h2 endpoint
+/// is retried on the other, so every request succeeds; without retries some fail with 503.
+#[tokio::test]
+async fn refused_stream_is_retried_by_default() {
+    let (bad, good) = (refusing_h2_backend().await, ok_h2_backend().await);
+    let cfg = |retries: &str, port: u16| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: istio-system}}
+spec:
+  servers:
+  - port: {{number: {port}, name: http, protocol: HTTP}}
+    hosts: [\"*\"]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: svc, namespace: default}}
+spec:
+  hosts: [svc.internal]
+  resolution: STATIC
+  ports: [{{number: 80, name: p, protocol: HTTP2}}]
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{p: {bad}}}}}
+  - {{address: 127.0.0.1, ports: {{p: {good}}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: svc, namespace: default}}
+spec:
+  host: svc.internal
+  trafficPolicy: {{loadBalancer: {{simple: ROUND_ROBIN}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: v, namespace: default}}
+spec:
+  hosts: [\"*\"]
+  gateways: [istio-system/gw]
+  http:
+  - route: [{{destination: {{host: svc.internal}}}}]
+{retries}"
+        )
+    };
+    let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =
+        hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let mut statuses = Vec::new();
+    for (retries, port) in [
+        ("", free_port()),
+        ("    retries: {attempts: 0}\n", free_port()),
+    ] {
+        let m = load_str("t.yaml", &cfg(retries, port)).expect("loads");
+        let (errs, _) = validate(&m);
+        assert!(errs.is_empty(), "{errs:#?}");
+        let input = CompileInput {
+            vips: vec![Ipv4Addr::UNSPECIFIED],
+            ..CompileInput::default()
+        };
+        let (plan, _) = compile(&m, &input);
+        let mut l7 = L7::default();
+        l7.apply(&plan.http).await.expect("binds");
+        let mut codes = Vec::new();
+        for _ in 0..10 {
+            let req = Request::builder()
+                .uri(format!("http://127.0.0.1:{port}/"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            codes.push(client.request(req).await.unwrap().status().as_u16());
+        }
+        statuses.push(codes);
+        drop(l7);
+    }
+    assert!(
+        statuses[0].iter().all(|&c| c == 200),
+        "default policy: {:?}",
+        statuses[0]
+    );
+    assert!(statuses[1].contains(&503), "no retries: {:?}", statuses[1]);
+}

@@ -607,6 +607,8 @@ fn hash_key(
 enum AttemptError {
     Connect,
     Reset,
+    /// The h2 upstream reset the stream with REFUSED_STREAM: it never processed the request.
+    RefusedStream,
     Timeout,
 }
 
@@ -615,6 +617,7 @@ impl AttemptError {
         match self {
             AttemptError::Connect => "connection failure",
             AttemptError::Reset => "connection termination",
+            AttemptError::RefusedStream => "remote refused stream reset",
             AttemptError::Timeout => "timeout",
         }
     }
@@ -634,10 +637,11 @@ fn retriable_error(policy: &p::RetryPolicy, e: &AttemptError) -> bool {
     policy.retry_on.iter().any(|c| match (c.as_str(), e) {
         ("5xx" | "gateway-error", _) => true,
         ("connect-failure", AttemptError::Connect) => true,
-        ("reset", AttemptError::Reset | AttemptError::Timeout) => true,
-        ("reset-before-request", AttemptError::Connect) => true,
-        // A refused h2 stream surfaces from hyper as a reset before any response.
-        ("refused-stream", AttemptError::Reset) => false,
+        ("reset", AttemptError::Reset | AttemptError::RefusedStream | AttemptError::Timeout) => {
+            true
+        }
+        ("reset-before-request", AttemptError::Connect | AttemptError::RefusedStream) => true,
+        ("refused-stream", AttemptError::RefusedStream) => true,
         _ => false,
     })
 }
@@ -970,10 +974,19 @@ fn overflow() -> Response<Body> {
 
 fn classify(e: hyper_util::client::legacy::Error) -> AttemptError {
     if e.is_connect() {
-        AttemptError::Connect
-    } else {
-        AttemptError::Reset
+        return AttemptError::Connect;
     }
+    // hyper wraps h2's error: find it in the chain to tell a refused stream from other resets.
+    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+    while let Some(err) = src {
+        if let Some(h2e) = err.downcast_ref::<h2::Error>() {
+            if h2e.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                return AttemptError::RefusedStream;
+            }
+        }
+        src = err.source();
+    }
+    AttemptError::Reset
 }
 
 fn build_upstream(
