@@ -178,6 +178,12 @@ fn serve_http(name: &str, s: TcpStream) {
                 return;
             }
         }
+        // One line per request on stdout, so a test can wait for a request it cannot see
+        // answered (a mirrored one).
+        println!(
+            "request {method} {target} host={}",
+            header("host").unwrap_or("")
+        );
         let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
         let path = target.split('?').next().unwrap_or("");
         let mut status = 200u16;
