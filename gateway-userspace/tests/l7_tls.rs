@@ -69,10 +69,11 @@ async fn backend(name: &'static str) -> u16 {
                             .to_string()
                     };
                     let body = format!(
-                        "{name} xfp={} host={} path={}",
+                        "{name} xfp={} host={} path={} xfcc={}",
                         h("x-forwarded-proto"),
                         h("host"),
-                        req.uri().path()
+                        req.uri().path(),
+                        h("x-forwarded-client-cert")
                     );
                     Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
                 });
@@ -391,18 +392,28 @@ async fn mutual_and_optional_mutual() {
         ..Client::new(&s.ca)
     };
     // MUTUAL: a client certificate from the CA is required.
-    assert_eq!(
-        good.get(s.mtls, "localhost", "x", "/").await.unwrap().0,
-        200
-    );
+    let (status, _, body, _) = good.get(s.mtls, "localhost", "x", "/").await.unwrap();
+    assert_eq!(status, 200);
+    // The upstream learns who the client is from x-forwarded-client-cert (Istio's gateway sets
+    // Hash, Subject, URI and DNS of the verified certificate).
+    let der = CertificateDer::from_pem_slice(s.client.0.as_bytes()).unwrap();
+    let hash: String = ring::digest::digest(&ring::digest::SHA256, der.as_ref())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let want = format!("xfcc=Hash={hash};Subject=\"CN=client.example.com\";DNS=client.example.com");
+    assert!(body.ends_with(&want), "{body} (want {want})");
     // (TLS 1.3 reports a missing or rejected client certificate after the handshake, on the
     // first read, so the failure may surface at the request.)
     assert!(anon.get(s.mtls, "localhost", "x", "/").await.is_err());
     assert!(rogue.get(s.mtls, "localhost", "x", "/").await.is_err());
     // OPTIONAL_MUTUAL: no certificate is fine, a bad one is not.
-    assert_eq!(
-        anon.get(s.optional, "localhost", "x", "/").await.unwrap().0,
-        200
+    let (status, _, body, _) = anon.get(s.optional, "localhost", "x", "/").await.unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        body.ends_with("xfcc="),
+        "no client certificate, no XFCC: {body}"
     );
     assert_eq!(
         good.get(s.optional, "localhost", "x", "/").await.unwrap().0,

@@ -134,6 +134,7 @@ async fn accept_loop(sock: TcpListener, key: (Ipv4Addr, u16), state: Arc<ArcSwap
                 port: key.1,
                 peer,
                 chain: None,
+                xfcc: None,
             };
             // The generation current at accept decides whether this connection is TLS.
             let tls = state.load().tls.get(&key).cloned();
@@ -143,6 +144,12 @@ async fn accept_loop(sock: TcpListener, key: (Ipv4Addr, u16), state: Arc<ArcSwap
                         return;
                     };
                     conn.chain = Some(chain);
+                    conn.xfcc = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| tls::xfcc(c.as_ref()).into());
                     serve(TokioIo::new(stream), conn, state).await;
                 }
                 None => serve(TokioIo::new(stream), conn, state).await,
@@ -157,11 +164,11 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let svc = service_fn(move |req| {
-        let state = state.clone();
+        let (state, conn) = (state.clone(), conn.clone());
         async move {
             let (start, started) = (std::time::Instant::now(), std::time::SystemTime::now());
             let info = observe::capture(&req);
-            let resp = proxy::handle(state, conn, req).await?;
+            let resp = proxy::handle(state, conn.clone(), req).await?;
             observe::record(&conn, info, &resp, start.elapsed(), started);
             Ok::<_, std::convert::Infallible>(resp)
         }

@@ -51,13 +51,15 @@ impl Runtime {
 }
 
 /// Where a connection came in: the listener key and the peer.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct ConnInfo {
     pub bind: std::net::Ipv4Addr,
     pub port: u16,
     pub peer: SocketAddr,
     /// The TLS chain (HTTPS server) the handshake selected; None on plain-text listeners.
     pub chain: Option<usize>,
+    /// `x-forwarded-client-cert` for a verified client certificate (MUTUAL, OPTIONAL_MUTUAL).
+    pub xfcc: Option<std::sync::Arc<str>>,
 }
 
 impl ConnInfo {
@@ -272,7 +274,15 @@ pub async fn handle(
         for n in EDGE_STRIPPED {
             h.remove(n);
         }
+        // Sanitise, then set from the verified client certificate (Istio's gateway default).
         h.remove("x-forwarded-client-cert");
+        if let Some(v) = conn
+            .xfcc
+            .as_deref()
+            .and_then(|x| HeaderValue::from_str(x).ok())
+        {
+            h.insert("x-forwarded-client-cert", v);
+        }
         h.insert("x-request-id", uuid_v4());
         let peer_ip = conn.peer.ip().to_string();
         let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {

@@ -171,3 +171,36 @@ impl TlsListener {
         Some((stream, i))
     }
 }
+
+/// The `x-forwarded-client-cert` value Istio's gateway sets for a verified client certificate
+/// (Envoy SANITIZE_SET with Hash, Subject, URI and DNS; notes §3.13):
+/// `Hash=<hex sha256 of the DER>;Subject="<RFC 2253>";URI=<uri SAN>;DNS=<dns SAN>...`.
+pub fn xfcc(der: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    let mut out = String::from("Hash=");
+    for b in digest.as_ref() {
+        let _ = write!(out, "{b:02x}");
+    }
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return out;
+    };
+    let subject = cert.subject().to_string();
+    if !subject.is_empty() {
+        let _ = write!(out, ";Subject=\"{}\"", subject.replace('"', "\\\""));
+    }
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        use x509_parser::extensions::GeneralName;
+        for n in &san.value.general_names {
+            if let GeneralName::URI(u) = n {
+                let _ = write!(out, ";URI={u}");
+            }
+        }
+        for n in &san.value.general_names {
+            if let GeneralName::DNSName(d) = n {
+                let _ = write!(out, ";DNS={d}");
+            }
+        }
+    }
+    out
+}
