@@ -34,8 +34,9 @@ pub const MAGLEV_RING: u32 = 4099;
 /// Ring slots: twice the services, so a new ring is written beside the live one and the service
 /// entry is switched to it in one update (make before break).
 pub const MAX_RINGS: u32 = 2 * MAX_SERVICES;
-/// Backends across all services. Ids are stable across reloads and restarts.
-pub const MAX_BACKENDS: u32 = 65536;
+/// Backends across all services (1,000 services x 100 endpoints fit). Ids are stable across
+/// reloads and restarts.
+pub const MAX_BACKENDS: u32 = 131072;
 /// Connection-table entries (two per flow: one per direction).
 pub const CONNTRACK_MAX: u32 = 262144;
 /// Interface index -> IPv4 address, for the SNAT source address of the egress interface.
@@ -299,7 +300,7 @@ const _: () = assert!(core::mem::size_of::<Settings>() == 8);
 
 /// Version of the pinned-map layout. The agent keeps pins in a directory named after it, so an
 /// agent with another layout never adopts incompatible maps.
-pub const PIN_ABI: u32 = 4;
+pub const PIN_ABI: u32 = 5;
 
 #[cfg(feature = "user")]
 mod pod {
