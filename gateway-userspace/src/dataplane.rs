@@ -340,7 +340,7 @@ impl Dataplane {
                 let _ = self.ifaddrs.remove(&idx);
             }
         }
-        self.sync_addrs(true)
+        self.sync_addrs(&want)
     }
 
     fn set_settings(&mut self, flags: u32) -> Result<(), DataplaneError> {
@@ -363,11 +363,14 @@ impl Dataplane {
         Ok(())
     }
 
-    /// Brings `ADDRS` to the plan's addresses plus the node's own; stale entries are removed
-    /// only when `remove` (after the services that used them are gone).
-    fn sync_addrs(&mut self, remove: bool) -> Result<(), DataplaneError> {
+    /// Brings `ADDRS` to the plan's addresses plus the node's own (`ifaces`, from
+    /// `interface_addrs`), removing the rest.
+    fn sync_addrs(
+        &mut self,
+        ifaces: &StdHashMap<u32, Vec<Ipv4Addr>>,
+    ) -> Result<(), DataplaneError> {
         let mut want = self.plan_addrs.clone();
-        for a in interface_addrs().values().flatten() {
+        for a in ifaces.values().flatten() {
             *want.entry(u32::from(*a).to_be()).or_default() |= addr_flags::NODE;
         }
         for (a, f) in &want {
@@ -375,12 +378,10 @@ impl Dataplane {
                 self.addrs.insert(a, f, 0).map_err(map_err(names::ADDRS))?;
             }
         }
-        if remove {
-            let have: Vec<u32> = self.addrs.keys().filter_map(Result::ok).collect();
-            for a in have {
-                if !want.contains_key(&a) {
-                    let _ = self.addrs.remove(&a);
-                }
+        let have: Vec<u32> = self.addrs.keys().filter_map(Result::ok).collect();
+        for a in have {
+            if !want.contains_key(&a) {
+                let _ = self.addrs.remove(&a);
             }
         }
         Ok(())
@@ -577,7 +578,7 @@ impl Dataplane {
         if !any_ps {
             self.set_settings(0)?;
         }
-        self.sync_addrs(true)?;
+        self.sync_addrs(&interface_addrs())?;
         Ok(())
     }
 

@@ -58,7 +58,12 @@ spec:
   - route: [{{destination: {{host: svc.internal}}}}]
 "
     );
-    let m = load_str("t.yaml", &yaml).expect("loads");
+    serve(&yaml).await
+}
+
+/// Loads, validates and compiles `yaml`, and binds its HTTP listeners.
+async fn serve(yaml: &str) -> L7 {
+    let m = load_str("t.yaml", yaml).expect("loads");
     let (errs, _) = validate(&m);
     assert!(errs.is_empty(), "{errs:#?}");
     let input = CompileInput {
@@ -372,16 +377,7 @@ spec:
         ("", free_port()),
         ("    retries: {attempts: 0}\n", free_port()),
     ] {
-        let m = load_str("t.yaml", &cfg(retries, port)).expect("loads");
-        let (errs, _) = validate(&m);
-        assert!(errs.is_empty(), "{errs:#?}");
-        let input = CompileInput {
-            vips: vec![Ipv4Addr::UNSPECIFIED],
-            ..CompileInput::default()
-        };
-        let (plan, _) = compile(&m, &input);
-        let mut l7 = L7::default();
-        l7.apply(&plan.http).await.expect("binds");
+        let l7 = serve(&cfg(retries, port)).await;
         let mut codes = Vec::new();
         for _ in 0..10 {
             let req = Request::builder()

@@ -24,10 +24,11 @@ struct Stat {
     seconds: f64,
 }
 
-/// (listener port, route origin or "" for no route, status code).
-type Key = (u16, String, u16);
+/// (listener port, status code) -> route origin ("" for no route) -> counters. The route is the
+/// inner key so that counting an existing series needs no allocation.
+type Stats = BTreeMap<(u16, u16), BTreeMap<String, Stat>>;
 
-static STATS: LazyLock<Mutex<BTreeMap<Key, Stat>>> = LazyLock::new(Default::default);
+static STATS: LazyLock<Mutex<Stats>> = LazyLock::new(Default::default);
 
 /// Sends access log lines to `path` ("-" is standard output). Called once at start-up.
 pub fn init_access_log(path: &Path) -> std::io::Result<()> {
@@ -108,9 +109,12 @@ pub fn record<B>(
     let status = resp.status().as_u16();
     {
         let mut st = STATS.lock().unwrap();
-        let s = st
-            .entry((conn.port, route.unwrap_or("").to_string(), status))
-            .or_default();
+        let routes = st.entry((conn.port, status)).or_default();
+        let r = route.unwrap_or("");
+        let s = match routes.get_mut(r) {
+            Some(s) => s,
+            None => routes.entry(r.to_string()).or_default(),
+        };
         s.requests += 1;
         s.seconds += took.as_secs_f64();
     }
@@ -145,19 +149,21 @@ pub fn prometheus() -> String {
     let mut out = String::from(
         "# TYPE gateway_http_requests_total counter\n# TYPE gateway_http_request_seconds_sum counter\n",
     );
-    for ((port, route, code), s) in st.iter() {
-        let labels = format!(
-            "listener_port=\"{port}\",route=\"{}\",code=\"{code}\"",
-            route.replace('"', "'")
-        );
-        out.push_str(&format!(
-            "gateway_http_requests_total{{{labels}}} {}\n",
-            s.requests
-        ));
-        out.push_str(&format!(
-            "gateway_http_request_seconds_sum{{{labels}}} {:.6}\n",
-            s.seconds
-        ));
+    for ((port, code), routes) in st.iter() {
+        for (route, s) in routes {
+            let labels = format!(
+                "listener_port=\"{port}\",route=\"{}\",code=\"{code}\"",
+                route.replace('"', "'")
+            );
+            out.push_str(&format!(
+                "gateway_http_requests_total{{{labels}}} {}\n",
+                s.requests
+            ));
+            out.push_str(&format!(
+                "gateway_http_request_seconds_sum{{{labels}}} {:.6}\n",
+                s.seconds
+            ));
+        }
     }
     out
 }
