@@ -32,6 +32,10 @@ enum Cmd {
     Bench {
         #[arg(long)]
         quick: bool,
+        /// Run only these sections (comma-separated: xdp,l4,l7,scale,pressure,router); the
+        /// report then goes to target/bench-only.md and docs/benchmarks.md is left alone.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
     /// Run the XDP program tests (xdp_prog) on other kernels (Debian 6.1, 6.12) under qemu.
     Kernels {
@@ -45,7 +49,7 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Test { args } => test(&args),
         Cmd::Demo => demo::run(),
-        Cmd::Bench { quick } => bench::run(quick),
+        Cmd::Bench { quick, only } => bench::run(quick, &only),
         Cmd::Kernels { kernel } => kernels::run(kernel),
     }
 }
@@ -82,7 +86,7 @@ fn test(extra: &[String]) -> Result<()> {
     // The whole suite: the XDP program's packet tests again on older kernels (qemu), and the
     // benchmark harness in its quick mode (proves it works; asserts no timings).
     let kernels = kernels::run(None);
-    let bench = bench::run(true);
+    let bench = bench::run(true, &[]);
     tests?;
     kernels?;
     bench

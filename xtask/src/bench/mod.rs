@@ -69,8 +69,16 @@ fn target_dir() -> PathBuf {
         .unwrap_or_else(|| workspace_root().join("target"))
 }
 
-pub fn run(quick: bool) -> Result<()> {
+pub fn run(quick: bool, only: &[String]) -> Result<()> {
     crate::require_root()?;
+    const SECTIONS: [&str; 6] = ["xdp", "l4", "l7", "scale", "pressure", "router"];
+    if let Some(bad) = only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
+        anyhow::bail!(
+            "--only {bad}: not a section (one of {})",
+            SECTIONS.join(", ")
+        );
+    }
+    let want = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
     // Full figures come from optimised code: a debug xtask rebuilds itself (and the agent) in
     // release and hands over. Quick mode only proves the harness, so it keeps the debug build.
     if !quick && cfg!(debug_assertions) {
@@ -86,8 +94,12 @@ pub fn run(quick: bool) -> Result<()> {
             "--bins",
         ])?;
         let exe = target_dir().join("release/xtask");
-        let st = Command::new(&exe)
-            .arg("bench")
+        let mut cmd = Command::new(&exe);
+        cmd.arg("bench");
+        if !only.is_empty() {
+            cmd.arg(format!("--only={}", only.join(",")));
+        }
+        let st = cmd
             .status()
             .with_context(|| format!("running {}", exe.display()))?;
         anyhow::ensure!(st.success(), "bench failed ({st})");
@@ -136,52 +148,64 @@ pub fn run(quick: bool) -> Result<()> {
     let mut sections = Vec::new();
     let mut headline = Vec::new();
 
-    eprintln!("bench: 1. XDP per-packet cost");
-    match xdp::per_packet(&xopts) {
-        Ok(p) => {
-            headline.extend(p.headline);
-            sections.push(p.section);
+    if want("xdp") {
+        eprintln!("bench: 1. XDP per-packet cost");
+        match xdp::per_packet(&xopts) {
+            Ok(p) => {
+                headline.extend(p.headline);
+                sections.push(p.section);
+            }
+            Err(e) => sections.push(Section::failed("1. XDP per-packet cost", &e)),
         }
-        Err(e) => sections.push(Section::failed("1. XDP per-packet cost", &e)),
+        util::check_interrupt()?;
     }
-    util::check_interrupt()?;
 
-    eprintln!("bench: 2. L4 through network namespaces");
-    match l4::run(&ctx) {
-        Ok((s, h)) => {
-            headline.extend(h);
-            sections.push(s);
+    if want("l4") {
+        eprintln!("bench: 2. L4 through network namespaces");
+        match l4::run(&ctx) {
+            Ok((s, h)) => {
+                headline.extend(h);
+                sections.push(s);
+            }
+            Err(e) => sections.push(Section::failed("2. L4 through network namespaces", &e)),
         }
-        Err(e) => sections.push(Section::failed("2. L4 through network namespaces", &e)),
+        util::check_interrupt()?;
     }
-    util::check_interrupt()?;
 
-    eprintln!("bench: 3. L7");
-    match l7::run(&ctx) {
-        Ok((s, h)) => {
-            headline.extend(h);
-            sections.push(s);
+    if want("l7") {
+        eprintln!("bench: 3. L7");
+        match l7::run(&ctx) {
+            Ok((s, h)) => {
+                headline.extend(h);
+                sections.push(s);
+            }
+            Err(e) => sections.push(Section::failed("3. L7 (HTTP/1.1 and HTTP/2)", &e)),
         }
-        Err(e) => sections.push(Section::failed("3. L7 (HTTP/1.1 and HTTP/2)", &e)),
+        util::check_interrupt()?;
     }
-    util::check_interrupt()?;
 
-    eprintln!("bench: 4. config scale");
-    match scale::run(&ctx) {
-        Ok(s) => sections.push(s),
-        Err(e) => sections.push(Section::failed("4. Config scale", &e)),
+    if want("scale") {
+        eprintln!("bench: 4. config scale");
+        match scale::run(&ctx) {
+            Ok(s) => sections.push(s),
+            Err(e) => sections.push(Section::failed("4. Config scale", &e)),
+        }
+        util::check_interrupt()?;
     }
-    util::check_interrupt()?;
 
-    eprintln!("bench: 5. connection-table pressure");
-    match xdp::pressure(&xopts) {
-        Ok(s) => sections.push(s),
-        Err(e) => sections.push(Section::failed("5. Connection-table pressure", &e)),
+    if want("pressure") {
+        eprintln!("bench: 5. connection-table pressure");
+        match xdp::pressure(&xopts) {
+            Ok(s) => sections.push(s),
+            Err(e) => sections.push(Section::failed("5. Connection-table pressure", &e)),
+        }
+        util::check_interrupt()?;
     }
-    util::check_interrupt()?;
 
-    eprintln!("bench: 6. L7 route selection");
-    sections.push(router_lookups(quick));
+    if want("router") {
+        eprintln!("bench: 6. L7 route selection");
+        sections.push(router_lookups(quick));
+    }
 
     let command = if quick {
         "cargo xtask bench --quick"
@@ -189,7 +213,9 @@ pub fn run(quick: bool) -> Result<()> {
         "cargo xtask bench"
     };
     let doc = render(&cond, command, started.elapsed(), &headline, &sections);
-    let out = if quick {
+    let out = if !only.is_empty() {
+        target_dir().join("bench-only.md")
+    } else if quick {
         target_dir().join("bench-quick.md")
     } else {
         workspace_root().join("docs/benchmarks.md")
