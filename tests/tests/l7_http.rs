@@ -647,23 +647,23 @@ fn which(prog: &str) -> Option<String> {
     .find(|p| Path::new(p).is_file())
 }
 
-/// The sample's manifests as published, plus the cluster state (Services, EndpointSlices).
-fn sample_files(dir: &str) -> Result<Vec<(&'static str, String)>> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../examples/istio-samples")
-        .join(dir);
-    let read = |f: &str| {
-        fs::read_to_string(root.join(f))
-            .with_context(|| format!("reading {}", root.join(f).display()))
-    };
-    let gw = if dir == "httpbin" {
-        "httpbin-gateway.yaml"
-    } else {
-        "bookinfo-gateway.yaml"
+/// A sample's manifest as published (`dir/file` under examples/istio-samples), plus the cluster
+/// state (Services, EndpointSlices) from `cluster_dir/cluster.yaml`.
+fn sample_files(
+    dir: &str,
+    file: &'static str,
+    cluster_dir: &str,
+) -> Result<Vec<(&'static str, String)>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/istio-samples");
+    let read = |p: std::path::PathBuf| {
+        fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))
     };
     Ok(vec![
-        (gw, read(gw)?),
-        ("cluster.yaml", read("cluster.yaml")?),
+        (file, read(root.join(dir).join(file))?),
+        (
+            "cluster.yaml",
+            read(root.join(cluster_dir).join("cluster.yaml"))?,
+        ),
     ])
 }
 
@@ -674,10 +674,39 @@ fn http_server(topo: &Topology, b: &str, name: &str, port: u16) -> Result<ChildG
     start_backend(&topo.backend(b).ns, bin, name, None, None, Some(port))
 }
 
+/// Istio's samples/httpbin/httpbin-gateway.yaml: every host and path on port 80 reaches httpbin.
+#[test]
+fn istio_sample_httpbin() -> Result<()> {
+    let topo = Topology::new(
+        "hs",
+        1,
+        Opts {
+            start_backends: false,
+            ..Opts::default()
+        },
+    )?;
+    let _httpbin = http_server(&topo, "b1", "httpbin", 8080)?;
+    let _agent = Agent::start(
+        &topo,
+        &sample_files("httpbin", "httpbin-gateway.yaml", "httpbin")?,
+    )?;
+    let c = topo.http_client();
+    for (path, host) in [
+        ("/headers", "httpbin.example.com"),
+        ("/anything/x?y=1", "any.example.org"),
+        ("/", "198.18.0.1"),
+    ] {
+        let r = c.get(&url(path), &["-H", &format!("Host: {host}")])?;
+        expect(&r, 200, "httpbin", path)?;
+        ensure!(r.upstream_header("host") == Some(host), "{r:#?}");
+    }
+    Ok(())
+}
+
 /// Istio's ingress task with httpbin: Host httpbin.example.com, /status and /delay exposed,
 /// everything else 404.
 #[test]
-fn istio_sample_httpbin() -> Result<()> {
+fn istio_ingress_task_httpbin() -> Result<()> {
     let topo = Topology::new(
         "hb",
         1,
@@ -688,7 +717,10 @@ fn istio_sample_httpbin() -> Result<()> {
     )?;
     // The pod's container port (Service port 8000 -> targetPort 8080).
     let _httpbin = http_server(&topo, "b1", "httpbin", 8080)?;
-    let _agent = Agent::start(&topo, &sample_files("httpbin")?)?;
+    let _agent = Agent::start(
+        &topo,
+        &sample_files("httpbin-ingress-task", "httpbin-gateway.yaml", "httpbin")?,
+    )?;
     let c = topo.http_client();
     let host = ["-H", "Host: httpbin.example.com"];
     let r = c.get(&url("/status/200"), &host)?;
@@ -744,7 +776,10 @@ fn istio_sample_bookinfo() -> Result<()> {
         },
     )?;
     let _productpage = http_server(&topo, "b1", "productpage", 9080)?;
-    let _agent = Agent::start(&topo, &sample_files("bookinfo")?)?;
+    let _agent = Agent::start(
+        &topo,
+        &sample_files("bookinfo", "bookinfo-gateway.yaml", "bookinfo")?,
+    )?;
     let c = topo.http_client();
     let gw = |p: &str| format!("http://{VIP}:8080{p}");
     for p in [
