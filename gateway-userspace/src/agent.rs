@@ -54,10 +54,38 @@ pub struct Snapshot {
     /// "xdp" or "userspace".
     pub l4_path: String,
     pub l4_path_reason: String,
-    pub plan: Plan,
+    /// Shared, not copied, when a rejected config leaves it serving.
+    pub plan: Arc<Plan>,
     pub warnings: Vec<String>,
-    /// Errors of the newest config, if it was rejected (the plan above is the last good one).
+    /// Errors of the newest config, if it was rejected or failed to apply (the plan above is the
+    /// last good one, still serving).
     pub rejected: Vec<String>,
+}
+
+impl Snapshot {
+    /// The same serving state, with why the newest config did not replace it.
+    fn rejected(&self, errors: Vec<String>) -> Snapshot {
+        Snapshot {
+            generation: self.generation,
+            l4_path: self.l4_path.clone(),
+            l4_path_reason: self.l4_path_reason.clone(),
+            plan: self.plan.clone(),
+            warnings: self.warnings.clone(),
+            rejected: errors,
+        }
+    }
+
+    /// The next generation, serving `plan`.
+    fn applied(&self, plan: Plan, warnings: Vec<String>) -> Snapshot {
+        Snapshot {
+            generation: self.generation + 1,
+            l4_path: self.l4_path.clone(),
+            l4_path_reason: self.l4_path_reason.clone(),
+            plan: Arc::new(plan),
+            warnings,
+            rejected: Vec::new(),
+        }
+    }
 }
 
 enum L4Path {
@@ -163,7 +191,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         generation: 1,
         l4_path: name.into(),
         l4_path_reason: reason,
-        plan,
+        plan: Arc::new(plan),
         warnings: warnings.iter().map(ToString::to_string).collect(),
         rejected: Vec::new(),
     }));
@@ -292,24 +320,26 @@ async fn watch(
                     errors.len(),
                     cur.generation
                 );
-                snapshot.store(Arc::new(Snapshot {
-                    generation: cur.generation,
-                    l4_path: cur.l4_path.clone(),
-                    l4_path_reason: cur.l4_path_reason.clone(),
-                    plan: cur.plan.clone(),
-                    warnings: cur.warnings.clone(),
-                    rejected: errors.iter().map(ToString::to_string).collect(),
-                }));
+                snapshot.store(Arc::new(
+                    cur.rejected(errors.iter().map(ToString::to_string).collect()),
+                ));
             }
             Ok((plan, warnings)) => {
+                // A config that validated but could not be applied (an HTTP port taken, a map
+                // full) is reported like a rejected one, so /config_dump says why. L7 goes
+                // first: binding listeners is what fails in practice, and failing there leaves
+                // both halves on the old config. (New L7 ports work before the XDP update: a
+                // port XDP does not know is passed to the stack.)
+                if let Err(e) = l7.lock().await.apply(&plan.http).await {
+                    let e = format!("binding HTTP listeners: {}", e.join("; "));
+                    log::error!("{e}");
+                    snapshot.store(Arc::new(cur.rejected(vec![e])));
+                    continue;
+                }
                 let res = path.lock().await.apply(&plan).await;
                 if let Err(e) = res {
                     log::error!("{e:#}");
-                    continue;
-                }
-                // L7: new listeners bound, then the route table swapped atomically.
-                if let Err(e) = l7.lock().await.apply(&plan.http).await {
-                    log::error!("binding HTTP listeners: {}", e.join("; "));
+                    snapshot.store(Arc::new(cur.rejected(vec![format!("{e:#}")])));
                     continue;
                 }
                 log::info!(
@@ -317,14 +347,9 @@ async fn watch(
                     cur.generation + 1,
                     plan.l4.len()
                 );
-                snapshot.store(Arc::new(Snapshot {
-                    generation: cur.generation + 1,
-                    l4_path: cur.l4_path.clone(),
-                    l4_path_reason: cur.l4_path_reason.clone(),
-                    plan,
-                    warnings: warnings.iter().map(ToString::to_string).collect(),
-                    rejected: Vec::new(),
-                }));
+                snapshot.store(Arc::new(
+                    cur.applied(plan, warnings.iter().map(ToString::to_string).collect()),
+                ));
             }
         }
     }

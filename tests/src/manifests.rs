@@ -204,3 +204,19 @@ spec:
         ]
     }
 }
+
+/// The embedded demo's manifests (examples/demo), as (file name, content), sorted by name.
+pub fn demo_files() -> anyhow::Result<Vec<(String, String)>> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo");
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(&root)? {
+        let p = e?.path();
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().to_string())
+            .unwrap_or_default();
+        files.push((name, std::fs::read_to_string(&p)?));
+    }
+    files.sort();
+    Ok(files)
+}

@@ -4,21 +4,6 @@
 use anyhow::{ensure, Context as _, Result};
 use gateway_tests::{http::HttpClient, Agent, Opts, Topology};
 
-fn demo_manifests() -> Result<Vec<(String, String)>> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo");
-    let mut files = Vec::new();
-    for e in std::fs::read_dir(&root)? {
-        let p = e?.path();
-        let name = p
-            .file_name()
-            .context("file name")?
-            .to_string_lossy()
-            .to_string();
-        files.push((name, std::fs::read_to_string(&p)?));
-    }
-    Ok(files)
-}
-
 #[test]
 fn access_log_and_metrics() -> Result<()> {
     let topo = Topology::new(
@@ -31,7 +16,7 @@ fn access_log_and_metrics() -> Result<()> {
     )?;
     let log = tempfile::NamedTempFile::new()?;
     let log_path = log.path().to_string_lossy().to_string();
-    let files = demo_manifests()?;
+    let files = gateway_tests::manifests::demo_files()?;
     let files: Vec<(&str, String)> = files.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
     let agent = Agent::start_with(
         &topo,
