@@ -148,7 +148,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     path.apply(&plan).await?;
     // --- L7: bind every HTTP listener before admin (and so /ready) is served. ---
     let mut l7 = L7::default();
-    l7.apply(&plan.http)
+    l7.apply_plan(&plan)
         .await
         .map_err(|e| anyhow::anyhow!("binding HTTP listeners: {}", e.join("; ")))?;
     let l7 = Arc::new(tokio::sync::Mutex::new(l7));
@@ -308,7 +308,7 @@ async fn watch(
                     continue;
                 }
                 // L7: new listeners bound, then the route table swapped atomically.
-                if let Err(e) = l7.lock().await.apply(&plan.http).await {
+                if let Err(e) = l7.lock().await.apply_plan(&plan).await {
                     log::error!("binding HTTP listeners: {}", e.join("; "));
                     continue;
                 }
