@@ -229,10 +229,10 @@ fn serve_http<S: Read + Write>(name: &str, s: S) {
             if std::io::copy(&mut (&mut r).take(n), &mut std::io::sink()).is_err() {
                 return;
             }
-        } else if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-            if skip_chunked(&mut r).is_err() {
-                return;
-            }
+        } else if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+            && skip_chunked(&mut r).is_err()
+        {
+            return;
         }
         // One line per request on stdout, so a test can wait for a request it cannot see
         // answered (a mirrored one).
