@@ -405,6 +405,7 @@ fn prometheus(st: Option<&dataplane::Stats>, generation: u64) -> String {
         "# TYPE gateway_config_generation gauge\ngateway_config_generation {generation}\n"
     ));
     out.push_str(&crate::l7::observe::prometheus());
+    out.push_str(&crate::l7::passthrough::prometheus());
     let Some(st) = st else { return out };
     out.push_str("# TYPE gateway_xdp_packets_total counter\n");
     for (reason, c) in &st.verdicts {

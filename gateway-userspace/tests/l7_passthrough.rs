@@ -211,7 +211,7 @@ spec:
   selector: {{istio: ingressgateway}}
   servers:
   - port: {{number: {mixed}, name: tls-pass, protocol: TLS}}
-    hosts: [a.example.com, b.example.com, "*.w.example.com"]
+    hosts: [a.example.com, b.example.com, "*.w.example.com", big.example.com]
     tls: {{mode: PASSTHROUGH}}
   - port: {{number: {mixed}, name: https-h, protocol: HTTPS}}
     hosts: [h.example.com]
@@ -251,7 +251,7 @@ apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: pass, namespace: default, creationTimestamp: "2024-01-01T00:00:00Z"}}
 spec:
-  hosts: [a.example.com, b.example.com, "*.w.example.com"]
+  hosts: [a.example.com, b.example.com, "*.w.example.com", big.example.com]
   gateways: [istio-system/gw]
   tls:
   - match: [{{sniHosts: [a.example.com]}}]
@@ -262,6 +262,8 @@ spec:
     route: [{{destination: {{host: a.internal}}}}]
   - match: [{{sniHosts: [a.example.com, b.example.com], port: 1}}]
     route: [{{destination: {{host: b.internal}}}}]
+  - match: [{{sniHosts: [big.example.com]}}]
+    route: [{{destination: {{host: plain.internal}}}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -328,6 +330,7 @@ async fn passthrough_by_sni_shares_the_port_with_https() {
             vec!["a.example.com".to_string()],
             vec!["b.example.com".to_string()],
             vec!["*.w.example.com".to_string()],
+            vec!["big.example.com".to_string()],
         ]
     );
     assert!(l.chains[1]
@@ -659,4 +662,61 @@ async fn delegate_routes_answer_through_the_proxy() {
     assert!(r.starts_with("HTTP/1.1 503"), "{r}");
     let r = get("/other", "").await;
     assert!(r.ends_with("root-default"), "{r}");
+}
+
+/// A ClientHello for `sni` carrying a padding extension of `pad` bytes, cut into handshake
+/// records of at most 16 KiB (what a client with large post-quantum key shares sends).
+fn big_client_hello(sni: &str, pad: usize) -> Vec<u8> {
+    let mut sni_ext = Vec::new();
+    let entry_len = 3 + sni.len();
+    sni_ext.extend_from_slice(&(entry_len as u16).to_be_bytes());
+    sni_ext.push(0);
+    sni_ext.extend_from_slice(&(sni.len() as u16).to_be_bytes());
+    sni_ext.extend_from_slice(sni.as_bytes());
+    let mut exts = Vec::new();
+    for (ty, data) in [(0u16, sni_ext), (21u16, vec![0u8; pad])] {
+        exts.extend_from_slice(&ty.to_be_bytes());
+        exts.extend_from_slice(&(data.len() as u16).to_be_bytes());
+        exts.extend_from_slice(&data);
+    }
+    let mut body = vec![3, 3];
+    body.extend_from_slice(&[7u8; 32]);
+    body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+    body.extend_from_slice(&(exts.len() as u16).to_be_bytes());
+    body.extend_from_slice(&exts);
+    let mut hs = vec![1];
+    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    hs.extend_from_slice(&body);
+    let mut out = Vec::new();
+    for chunk in hs.chunks(16384) {
+        out.extend_from_slice(&[22, 3, 1]);
+        out.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+        out.extend_from_slice(chunk);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_client_hello_is_read_whole_and_spliced_untouched() {
+    let s = setup().await;
+    let port = s.mixed;
+    let hello = big_client_hello("big.example.com", 30_000);
+    assert!(hello.len() > 30_000);
+    let sent = hello.clone();
+    let (greeting, echoed) = blocking(move || {
+        let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tcp.write_all(&sent).unwrap();
+        let mut r = BufReader::new(tcp);
+        let mut greeting = String::new();
+        r.read_line(&mut greeting).unwrap();
+        let mut echoed = vec![0u8; sent.len()];
+        r.read_exact(&mut echoed).unwrap();
+        (greeting, echoed)
+    })
+    .await;
+    // The plain backend behind the big.example.com chain greets, then echoes every byte the
+    // client sent, ClientHello included.
+    assert_eq!(greeting, "PLAIN\n");
+    assert!(echoed == hello, "the ClientHello arrived altered");
 }

@@ -265,6 +265,21 @@ fn passthrough_tls_termination_and_delegates_end_to_end() -> Result<()> {
     let r = c.get(&format!("http://{VIP}/else"), &[host])?;
     ensure!(r.status == 200 && r.body == "root", "{r:#?}");
 
+    // /metrics counts stream connections by chain and outcome.
+    let (_, metrics) = agent.get("/metrics")?;
+    let counted = |chain: &str, outcome: &str| {
+        let key = format!(
+            "gateway_tls_stream_connections_total{{listener_port=\"443\",chain=\"{chain}\",outcome=\"{outcome}\"}} "
+        );
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    let a_chain =
+        "Gateway default/gw server tls-pass:443 -> VirtualService default/sni tls[0].match[0]";
+    ensure!(counted(a_chain, "forwarded") == Some(3), "{metrics}");
+    ensure!(counted("", "no_chain") == Some(1), "{metrics}");
     ensure!(
         agent.verdict_packets("pass_local")? > 0,
         "no pass_local verdicts"

@@ -15,12 +15,13 @@
 //! (Envoy `tcp_proxy`: a failure closes the client), `maxConnections` per cluster, outlier
 //! detection fed with connect failures, and Envoy's 1 h idle timeout.
 
+use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -174,7 +175,8 @@ fn client_hello_body(body: &[u8]) -> Option<Hello> {
 /// garbage we cannot wait on, or timed out.
 pub async fn peek_client_hello(s: &TcpStream) -> Option<Hello> {
     let work = async {
-        let mut buf = vec![0u8; MAX_CLIENT_HELLO];
+        // Most ClientHellos fit a few KiB; the buffer grows only for a longer one.
+        let mut buf = vec![0u8; 8192];
         loop {
             s.readable().await.ok()?;
             let r = s.try_io(Interest::READABLE, || {
@@ -197,6 +199,10 @@ pub async fn peek_client_hello(s: &TcpStream) -> Option<Hello> {
                 match parse_client_hello(&buf[..n]) {
                     // Wait for the next segment: "would block" clears the readiness.
                     Parsed::Incomplete if n < buf.len() => Err(io::ErrorKind::WouldBlock.into()),
+                    // The buffer is full of an unfinished ClientHello: room for more.
+                    Parsed::Incomplete if buf.len() < MAX_CLIENT_HELLO => {
+                        Err(io::ErrorKind::OutOfMemory.into())
+                    }
                     Parsed::Incomplete | Parsed::NotTls => Ok(Some(Hello::default())),
                     Parsed::Hello(h) => Ok(Some(h)),
                 }
@@ -204,6 +210,9 @@ pub async fn peek_client_hello(s: &TcpStream) -> Option<Hello> {
             match r {
                 Ok(h) => return h,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) if e.kind() == io::ErrorKind::OutOfMemory => {
+                    buf.resize((buf.len() * 2).min(MAX_CLIENT_HELLO), 0);
+                }
                 Err(_) => return None,
             }
         }
@@ -364,30 +373,61 @@ pub fn clusters(plan: &sp::StreamPlan) -> std::collections::HashMap<String, Arc<
         .collect()
 }
 
+/// Connections by (listener port, chain origin, outcome), for /metrics. Process-global, as the
+/// HTTP counters are, so a config swap does not reset them.
+type Stats = BTreeMap<(u16, String, &'static str), u64>;
+static STATS: LazyLock<Mutex<Stats>> = LazyLock::new(Default::default);
+
+/// Counts one connection's outcome: `forwarded`, `no_chain`, `no_client_hello`,
+/// `handshake_failed`, `no_cluster`, `overflow`, `no_healthy_upstream`, `connect_failed`.
+pub fn count(port: u16, chain: &str, outcome: &'static str) {
+    let mut st = STATS.lock().unwrap_or_else(|e| e.into_inner());
+    *st.entry((port, chain.to_string(), outcome)).or_default() += 1;
+}
+
+/// Prometheus text for /metrics.
+pub fn prometheus() -> String {
+    let st = STATS.lock().unwrap_or_else(|e| e.into_inner());
+    let mut out = String::from("# TYPE gateway_tls_stream_connections_total counter\n");
+    for ((port, chain, outcome), n) in st.iter() {
+        out.push_str(&format!(
+            "gateway_tls_stream_connections_total{{listener_port=\"{port}\",chain=\"{}\",outcome=\"{outcome}\"}} {n}\n",
+            chain.replace('"', "'")
+        ));
+    }
+    out
+}
+
 /// Serves one connection on `chain`: optional TLS termination, destination, upstream
 /// connect, then bytes both ways until both sides are done or the idle timeout.
 pub async fn serve(chain: &Chain, tcp: TcpStream, peer: SocketAddr) {
-    let dest = pick_route(&chain.routes);
-    let Some(cluster) = dest else {
+    let port = tcp.local_addr().map(|a| a.port()).unwrap_or(0);
+    if let Err(outcome) = forward(chain, tcp, peer, port).await {
+        count(port, &chain.origin, outcome);
+    }
+}
+
+/// Err: why the connection was closed without being forwarded.
+async fn forward(
+    chain: &Chain,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    port: u16,
+) -> Result<(), &'static str> {
+    let Some(cluster) = pick_route(&chain.routes) else {
         log::debug!("{}: no cluster for this connection; closed", chain.origin);
-        return;
+        return Err("no_cluster");
     };
-    let Some(_conn) = try_acquire(
-        &cluster.active_requests,
-        cluster.plan.limits.max_connections,
-    ) else {
-        log::debug!(
-            "{}: {} at maxConnections; closed",
-            chain.origin,
-            cluster.plan.name
-        );
-        return;
+    let limit = cluster.plan.limits.max_connections;
+    let Some(_conn) = try_acquire(&cluster.active_requests, limit) else {
+        log::debug!("{}: {} at maxConnections", chain.origin, cluster.plan.name);
+        return Err("overflow");
     };
     match &chain.terminate {
         None => {
-            if let Some((up, _g)) = connect(&cluster, peer).await {
-                splice(tcp, up).await;
-            }
+            let (up, _active) = connect(&cluster, peer).await?;
+            count(port, &chain.origin, "forwarded");
+            splice(tcp, up).await;
         }
         Some(cfg) => {
             let hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
@@ -399,16 +439,16 @@ pub async fn serve(chain: &Chain, tcp: TcpStream, peer: SocketAddr) {
                     .map_err(|e| log::debug!("{}: TLS handshake: {e}", chain.origin))
                     .ok()
             };
-            let Ok(Some(down)) =
-                tokio::time::timeout(super::tls::HANDSHAKE_TIMEOUT, handshake).await
-            else {
-                return;
+            let timed = tokio::time::timeout(super::tls::HANDSHAKE_TIMEOUT, handshake).await;
+            let Ok(Some(down)) = timed else {
+                return Err("handshake_failed");
             };
-            if let Some((up, _g)) = connect(&cluster, peer).await {
-                splice(down, up).await;
-            }
+            let (up, _active) = connect(&cluster, peer).await?;
+            count(port, &chain.origin, "forwarded");
+            splice(down, up).await;
         }
     }
+    Ok(())
 }
 
 fn pick_route(routes: &[(Option<Arc<Cluster>>, u32)]) -> Option<Arc<Cluster>> {
@@ -428,12 +468,15 @@ fn pick_route(routes: &[(Option<Arc<Cluster>>, u32)]) -> Option<Arc<Cluster>> {
 
 /// One connect attempt to an endpoint the cluster's load balancer picks; with the guard of the
 /// endpoint's active-connection count (least-request balancing).
-async fn connect(cluster: &Cluster, peer: SocketAddr) -> Option<(TcpStream, Counted<'_>)> {
+async fn connect(
+    cluster: &Cluster,
+    peer: SocketAddr,
+) -> Result<(TcpStream, Counted<'_>), &'static str> {
     let hash = matches!(cluster.plan.lb, hp::Lb::HashSourceIp)
         .then(|| fnv(peer.ip().to_string().as_bytes()));
     let Some(i) = cluster.pick(hash, &[]) else {
         log::debug!("{}: no healthy upstream; closed", cluster.plan.name);
-        return None;
+        return Err("no_healthy_upstream");
     };
     let ep = &cluster.endpoints[i];
     ep.active.fetch_add(1, Relaxed);
@@ -443,17 +486,17 @@ async fn connect(cluster: &Cluster, peer: SocketAddr) -> Option<(TcpStream, Coun
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
             cluster.record(i, Outcome::Status(200));
-            Some((s, active))
+            Ok((s, active))
         }
         Ok(Err(e)) => {
             log::debug!("{}: connect {}: {e}", cluster.plan.name, ep.addr);
             cluster.record(i, Outcome::LocalFailure);
-            None
+            Err("connect_failed")
         }
         Err(_) => {
             log::debug!("{}: connect {}: timed out", cluster.plan.name, ep.addr);
             cluster.record(i, Outcome::LocalFailure);
-            None
+            Err("connect_failed")
         }
     }
 }

@@ -164,8 +164,12 @@ impl TlsListener {
     /// client sent no ClientHello in time, or it went away; the connection is to be closed.
     pub async fn route(&self, tcp: &TcpStream) -> Option<Route> {
         let streams = self.streams.as_ref()?;
-        let hello = passthrough::peek_client_hello(tcp).await?;
-        let dst = tcp.local_addr().ok()?.ip();
+        let local = tcp.local_addr().ok()?;
+        let Some(hello) = passthrough::peek_client_hello(tcp).await else {
+            passthrough::count(local.port(), "", "no_client_hello");
+            return None;
+        };
+        let dst = local.ip();
         let all: Vec<&passthrough::Match> = self
             .https_match
             .iter()
@@ -173,7 +177,10 @@ impl TlsListener {
             .collect();
         let i = passthrough::select(&all, dst, &hello);
         log::debug!("TLS chain for SNI {:?} to {dst}: {i:?}", hello.sni);
-        let i = i?;
+        let Some(i) = i else {
+            passthrough::count(local.port(), "", "no_chain");
+            return None;
+        };
         Some(if i < self.chains.len() {
             Route::Https(i)
         } else {
