@@ -480,7 +480,7 @@ spec:
         "{warnings:#?}"
     );
     assert!(
-        w("spec.servers[1].tls.mode").contains("AUTO_PASSTHROUGH"),
+        w("spec.servers[1].hosts").contains("no mesh-internal service"),
         "{warnings:#?}"
     );
 }
@@ -667,14 +667,30 @@ async fn delegate_routes_answer_through_the_proxy() {
 /// A ClientHello for `sni` carrying a padding extension of `pad` bytes, cut into handshake
 /// records of at most 16 KiB (what a client with large post-quantum key shares sends).
 fn big_client_hello(sni: &str, pad: usize) -> Vec<u8> {
+    client_hello_with(sni, &[], pad)
+}
+
+/// A hand-made ClientHello (SNI, ALPN, padding); see [`big_client_hello`].
+fn client_hello_with(sni: &str, alpn: &[&str], pad: usize) -> Vec<u8> {
     let mut sni_ext = Vec::new();
     let entry_len = 3 + sni.len();
     sni_ext.extend_from_slice(&(entry_len as u16).to_be_bytes());
     sni_ext.push(0);
     sni_ext.extend_from_slice(&(sni.len() as u16).to_be_bytes());
     sni_ext.extend_from_slice(sni.as_bytes());
+    let mut alpn_list = Vec::new();
+    for a in alpn {
+        alpn_list.push(a.len() as u8);
+        alpn_list.extend_from_slice(a.as_bytes());
+    }
+    let mut alpn_ext = (alpn_list.len() as u16).to_be_bytes().to_vec();
+    alpn_ext.extend_from_slice(&alpn_list);
     let mut exts = Vec::new();
-    for (ty, data) in [(0u16, sni_ext), (21u16, vec![0u8; pad])] {
+    let mut parts = vec![(0u16, sni_ext), (21u16, vec![0u8; pad])];
+    if !alpn.is_empty() {
+        parts.push((16, alpn_ext));
+    }
+    for (ty, data) in parts {
         exts.extend_from_slice(&ty.to_be_bytes());
         exts.extend_from_slice(&(data.len() as u16).to_be_bytes());
         exts.extend_from_slice(&data);
@@ -719,4 +735,96 @@ async fn large_client_hello_is_read_whole_and_spliced_untouched() {
     // client sent, ClientHello included.
     assert_eq!(greeting, "PLAIN\n");
     assert!(echoed == hello, "the ClientHello arrived altered");
+}
+
+/// Sends `hello` to `port` and returns the first line the far side sends ("" when closed).
+fn first_line(port: u16, hello: Vec<u8>) -> String {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    tcp.write_all(&hello).unwrap();
+    let mut line = String::new();
+    let _ = BufReader::new(tcp).read_line(&mut line);
+    line
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_passthrough_by_istio_cluster_sni() {
+    let dir = tempfile::tempdir().unwrap();
+    let (v1, v2) = (plain_backend("V1").await, plain_backend("V2").await);
+    let port = free_port();
+    let yaml = format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: eastwest, namespace: istio-system}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: {port}, name: tls, protocol: TLS}}
+    hosts: ["*.mesh"]
+    tls: {{mode: AUTO_PASSTHROUGH}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: echo, namespace: default}}
+spec:
+  hosts: [echo.mesh]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [{{number: 9000, name: tcp, protocol: TCP}}]
+  endpoints:
+  - {{address: 127.0.0.1, ports: {{tcp: {v1}}}, labels: {{version: v1}}}}
+  - {{address: 127.0.0.1, ports: {{tcp: {v2}}}, labels: {{version: v2}}}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: outside, namespace: default}}
+spec:
+  hosts: [outside.mesh]
+  resolution: STATIC
+  ports: [{{number: 9000, name: tcp, protocol: TCP}}]
+  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {v1}}}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {{name: echo, namespace: default}}
+spec:
+  host: echo.mesh
+  subsets:
+  - {{name: v1, labels: {{version: v1}}}}
+  - {{name: v2, labels: {{version: v2}}}}
+"#
+    );
+    let (plan, warnings) = compile_dir(dir.path(), &yaml);
+    let names: Vec<String> = plan.streams.listeners[0]
+        .chains
+        .iter()
+        .flat_map(|c| c.server_names.clone())
+        .collect();
+    // MESH_EXTERNAL (the ServiceEntry default) services get no chain.
+    assert_eq!(
+        names,
+        [
+            "outbound_.9000_._.echo.mesh",
+            "outbound_.9000_.v1_.echo.mesh",
+            "outbound_.9000_.v2_.echo.mesh"
+        ],
+        "{warnings:#?}"
+    );
+    let mut l7 = L7::default();
+    l7.apply_plan(&plan).await.unwrap();
+    let got = blocking(move || {
+        [
+            (
+                "outbound_.9000_.v1_.echo.mesh",
+                &["istio-peer-exchange", "istio"][..],
+            ),
+            ("outbound_.9000_.v2_.echo.mesh", &["istio-h2"][..]),
+            // Without an Istio mTLS ALPN, or for a service outside the mesh: closed.
+            ("outbound_.9000_.v1_.echo.mesh", &["h2"][..]),
+            ("outbound_.9000_._.outside.mesh", &["istio"][..]),
+        ]
+        .map(|(sni, alpn)| first_line(port, client_hello_with(sni, alpn, 0)))
+    })
+    .await;
+    assert_eq!(got, ["V1\n", "V2\n", "", ""]);
 }

@@ -807,13 +807,60 @@ impl<'a> Compiler<'a> {
         (backends, hash)
     }
 
+    /// Registry services Istio counts as mesh-internal (Kubernetes Services, ServiceEntries
+    /// with `location: MESH_INTERNAL`), by host: (host, namespace, non-UDP port numbers).
+    pub(super) fn mesh_internal_ports(&self) -> Vec<(String, String, Vec<u16>)> {
+        let mut out = Vec::new();
+        for (host, svc) in &self.registry {
+            let ports: Vec<u16> = match svc.kind {
+                SvcKind::Kube(k) => k
+                    .spec
+                    .ports
+                    .iter()
+                    .filter(|p| {
+                        !p.protocol
+                            .as_deref()
+                            .unwrap_or("TCP")
+                            .eq_ignore_ascii_case("UDP")
+                    })
+                    .filter_map(|p| u16::try_from(p.port).ok())
+                    .collect(),
+                SvcKind::Entry(se) => {
+                    let internal = se
+                        .spec
+                        .location
+                        .as_deref()
+                        .is_some_and(|l| l.eq_ignore_ascii_case("MESH_INTERNAL"));
+                    if !internal {
+                        continue;
+                    }
+                    se.spec
+                        .ports
+                        .iter()
+                        .filter(|p| !p.protocol.eq_ignore_ascii_case("UDP"))
+                        .filter_map(|p| u16::try_from(p.number).ok())
+                        .collect()
+                }
+            };
+            out.push((host.clone(), svc.namespace.to_string(), ports));
+        }
+        out
+    }
+
+    /// The subset names of the DestinationRule Istio picks for `host`.
+    pub(super) fn subset_names(&self, host: &str, svc_ns: &str) -> Vec<String> {
+        self.destination_rule(host, svc_ns)
+            .map(|d| d.subsets.iter().map(|s| s.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// A route destination resolved the way Istio does (short name, registry host, port
     /// defaulting, DestinationRule and subset), with the endpoints of that subset. `None` (after
     /// a warning naming `field`) when the host, port or subset does not exist; `lost` is
     /// appended to those warnings.
-    pub(super) fn resolve_destination(
+    pub(super) fn resolve_destination<S: Kind>(
         &mut self,
-        vs: &'a VirtualService,
+        vs: &Resource<S>,
         field: &str,
         dest: &Destination,
         listener_port: u16,

@@ -2092,9 +2092,9 @@ impl<'a> Compiler<'a> {
     /// Resolves a destination to its cluster name (`outbound|port|subset|host`) and builds the
     /// cluster once. Unknown host/port/subset: the name is returned but no cluster exists, so
     /// requests get 503 (Envoy "cluster not found"), as in Istio.
-    pub(super) fn http_cluster(
+    pub(super) fn http_cluster<S: Kind>(
         &mut self,
-        vs: &'a VirtualService,
+        vs: &Resource<S>,
         field: &str,
         dest: &Destination,
         listener_port: u16,

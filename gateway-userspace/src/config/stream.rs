@@ -10,6 +10,9 @@
 //! * `TLS` with SIMPLE, MUTUAL or OPTIONAL_MUTUAL: one chain keyed by the server hosts that
 //!   terminates TLS and forwards by the first `tcp` rule of the first bound VirtualService whose
 //!   match passes (the same single-rule choice as a TCP server).
+//! * AUTO_PASSTHROUGH: a chain per port (and DestinationRule subset) of every mesh-internal
+//!   service the server hosts cover, keyed by `outbound_.<port>_.<subset>_.<host>` and Istio's
+//!   mTLS ALPNs (GWBUILD `builtAutoPassthroughFilterChains`).
 //! * A server that yields no chain serves nothing; a port with no chain at all is not listened
 //!   on (Istio builds no listener: connection refused).
 
@@ -28,6 +31,16 @@ use crate::plan::stream as sp;
 pub(super) type StreamKey<'a> = (Ipv4Addr, u16, Vec<HttpServer<'a>>, Vec<String>);
 
 type Clusters = BTreeMap<String, Option<hp::Cluster>>;
+
+/// The ALPN values Istio's mTLS clients offer; AUTO_PASSTHROUGH chains require one of them so
+/// that only mesh mTLS reaches the services (GWBUILD `allIstioMtlsALPNs`).
+const ISTIO_MTLS_ALPNS: [&str; 5] = [
+    "istio",
+    "istio-peer-exchange",
+    "istio-http/1.0",
+    "istio-http/1.1",
+    "istio-h2",
+];
 
 fn origin_of(srv: &HttpServer<'_>, port: u16) -> String {
     let name = srv.server.port.as_ref().map(|p| p.name.as_str());
@@ -80,11 +93,14 @@ impl<'a> Compiler<'a> {
                             self.warn(srv.gw, format!("spec.servers[{}]", srv.index), msg);
                         }
                     }
-                    "AUTO_PASSTHROUGH" => self.warn(
-                        srv.gw,
-                        format!("spec.servers[{}].tls.mode", srv.index),
-                        "AUTO_PASSTHROUGH routes mesh-internal mTLS traffic by Istio's SNI (multi-network east-west); not supported by this gateway: server not served",
-                    ),
+                    "AUTO_PASSTHROUGH" => {
+                        let before = chains.len();
+                        self.auto_passthrough_chains(srv, port, &mut chains, &mut clusters);
+                        if chains.len() == before {
+                            let msg = "no mesh-internal service (Kubernetes Service, or ServiceEntry with location MESH_INTERNAL) is covered by the server hosts; server not served";
+                            self.warn(srv.gw, format!("spec.servers[{}].hosts", srv.index), msg);
+                        }
+                    }
                     _ => {
                         if let Some(c) = self.terminating_chain(srv, port, &mut clusters) {
                             chains.push(c);
@@ -194,6 +210,53 @@ impl<'a> Compiler<'a> {
                             origin_of(srv, port),
                             vs.id()
                         ),
+                    });
+                }
+            }
+        }
+    }
+
+    /// GWBUILD `builtAutoPassthroughFilterChains`: a chain per port (and per DestinationRule
+    /// subset) of every mesh-internal service whose host the server hosts cover, keyed by
+    /// Istio's cluster SNI `outbound_.<port>_.<subset>_.<host>` and Istio's mTLS ALPNs, straight
+    /// to that cluster; no VirtualService is consulted.
+    fn auto_passthrough_chains(
+        &mut self,
+        srv: &HttpServer<'a>,
+        port: u16,
+        chains: &mut Vec<sp::StreamChain>,
+        clusters: &mut Clusters,
+    ) {
+        let hosts: Vec<String> = srv
+            .server
+            .hosts
+            .iter()
+            .map(|h| h.rsplit('/').next().unwrap_or(h).to_string())
+            .collect();
+        for (host, ns, ports) in self.mesh_internal_ports() {
+            if !hosts.iter().any(|h| host_subset_of(&host, h)) {
+                continue;
+            }
+            let subsets = self.subset_names(&host, &ns);
+            for &number in &ports {
+                for subset in std::iter::once(String::new()).chain(subsets.iter().cloned()) {
+                    let sni = format!("outbound_.{number}_.{subset}_.{host}");
+                    let dest = Destination {
+                        host: host.clone(),
+                        subset,
+                        port: Some(PortSelector {
+                            number: i64::from(number),
+                        }),
+                    };
+                    let field = format!("spec.servers[{}]", srv.index);
+                    let cluster = self.http_cluster(srv.gw, &field, &dest, port, clusters);
+                    chains.push(sp::StreamChain {
+                        server_names: vec![sni.to_ascii_lowercase()],
+                        destination_subnets: Vec::new(),
+                        alpn: ISTIO_MTLS_ALPNS.iter().map(|a| a.to_string()).collect(),
+                        terminate: None,
+                        routes: vec![sp::StreamRoute { cluster, weight: 1 }],
+                        origin: format!("{} -> {sni}", origin_of(srv, port)),
                     });
                 }
             }
