@@ -176,7 +176,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     path.apply(&plan).await?;
     // --- L7: bind every HTTP listener before admin (and so /ready) is served. ---
     let mut l7 = L7::default();
-    l7.apply(&plan.http)
+    l7.apply_plan(&plan)
         .await
         .map_err(|e| anyhow::anyhow!("binding HTTP listeners: {}", e.join("; ")))?;
     let l7 = Arc::new(tokio::sync::Mutex::new(l7));
@@ -330,8 +330,8 @@ async fn watch(
                 // first: binding listeners is what fails in practice, and failing there leaves
                 // both halves on the old config. (New L7 ports work before the XDP update: a
                 // port XDP does not know is passed to the stack.)
-                if let Err(e) = l7.lock().await.apply(&plan.http).await {
-                    let e = format!("binding HTTP listeners: {}", e.join("; "));
+                if let Err(e) = l7.lock().await.apply_plan(&plan).await {
+                    let e = format!("binding L7 listeners: {}", e.join("; "));
                     log::error!("{e}");
                     snapshot.store(Arc::new(cur.rejected(vec![e])));
                     continue;
@@ -430,6 +430,7 @@ fn prometheus(st: Option<&dataplane::Stats>, generation: u64) -> String {
         "# TYPE gateway_config_generation gauge\ngateway_config_generation {generation}\n"
     ));
     out.push_str(&crate::l7::observe::prometheus());
+    out.push_str(&crate::l7::passthrough::prometheus());
     let Some(st) = st else { return out };
     out.push_str("# TYPE gateway_xdp_packets_total counter\n");
     for (reason, c) in &st.verdicts {

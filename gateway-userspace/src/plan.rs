@@ -86,6 +86,75 @@ pub struct Plan {
     pub local: Vec<LocalPort>,
     /// What the agent's own HTTP listeners serve (see [`http`]).
     pub http: http::HttpPlan,
+    /// TLS connections the agent proxies as byte streams (see [`stream`]).
+    #[serde(skip_serializing_if = "stream::StreamPlan::is_empty")]
+    pub streams: stream::StreamPlan,
+}
+
+pub mod stream {
+    //! TLS servers proxied as byte streams by the agent (GWBUILD
+    //! `createGatewayTCPFilterChainOpts`): PASSTHROUGH servers route the raw connection by the
+    //! ClientHello's SNI with the VirtualService `tls` routes; `TLS` servers with SIMPLE, MUTUAL
+    //! or OPTIONAL_MUTUAL terminate TLS and forward the plain stream by the `tcp` routes. They
+    //! share their (bind, port) with any HTTPS servers there: one socket, chains chosen per
+    //! connection as Envoy's filter-chain match does.
+
+    use std::net::Ipv4Addr;
+
+    use serde::Serialize;
+
+    use super::http::{Cluster, TlsSettings};
+
+    #[derive(Clone, Debug, Default, PartialEq, Serialize)]
+    pub struct StreamPlan {
+        /// Sorted by (bind, port).
+        pub listeners: Vec<StreamListener>,
+        /// Sorted by name. A destination naming a cluster that is not here closes the
+        /// connection (Envoy: cluster not found).
+        pub clusters: Vec<Cluster>,
+    }
+
+    impl StreamPlan {
+        pub fn is_empty(&self) -> bool {
+            self.listeners.is_empty()
+        }
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct StreamListener {
+        pub bind: Ipv4Addr,
+        pub port: u16,
+        /// In Istio's order; the first of equally good matches wins.
+        pub chains: Vec<StreamChain>,
+    }
+
+    /// One filter chain: which connections it takes, and where they go.
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct StreamChain {
+        /// Lower-cased exact names and `*.suffix` wildcards; empty: any SNI, and no SNI.
+        pub server_names: Vec<String>,
+        /// `destinationSubnets` of the `tls` match, tested against the address the client
+        /// connected to (as for `tcp` routes); empty: any.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub destination_subnets: Vec<String>,
+        /// ALPN values the client must offer one of (AUTO_PASSTHROUGH); empty: any.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub alpn: Vec<String>,
+        /// Some: terminate TLS with these settings, then forward the plain stream (a `TLS`
+        /// server with `tcp` routes). None: pass the TLS bytes through untouched.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub terminate: Option<TlsSettings>,
+        /// One entry takes every connection; several are chosen by weight per connection.
+        pub routes: Vec<StreamRoute>,
+        /// `Gateway default/gw server tls:443 -> VirtualService default/x tls[0].match[1]`.
+        pub origin: String,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct StreamRoute {
+        pub cluster: String,
+        pub weight: u32,
+    }
 }
 
 pub mod http {

@@ -129,7 +129,7 @@ fn sorted<S>(list: &[Resource<S>]) -> Vec<&Resource<S>> {
 }
 
 /// Visible from `client_ns`? Absent or `*` = everyone; `.` = the owner's namespace; `~` = no one.
-fn exported_to(export_to: &[String], owner_ns: &str, client_ns: &str) -> bool {
+pub(super) fn exported_to(export_to: &[String], owner_ns: &str, client_ns: &str) -> bool {
     export_to.is_empty()
         || export_to
             .iter()
@@ -482,7 +482,7 @@ impl<'a> Compiler<'a> {
         plan.l4.sort_by_key(|s| (s.vip, s.port, s.proto));
         plan.local.sort();
         if !vips.is_empty() {
-            plan.http = self.http_listeners(&servers);
+            (plan.http, plan.streams) = self.http_listeners(&servers);
         }
         plan
     }
@@ -490,7 +490,10 @@ impl<'a> Compiler<'a> {
     /// HTTP listeners: per (bind or 0.0.0.0, port) the first server in creation order decides
     /// the port; later HTTP-family servers there merge into its route table (Istio
     /// `mergeGateways`). Conflicts were already reported above, per vip.
-    fn http_listeners(&mut self, servers: &[Srv<'a>]) -> crate::plan::http::HttpPlan {
+    fn http_listeners(
+        &mut self,
+        servers: &[Srv<'a>],
+    ) -> (crate::plan::http::HttpPlan, crate::plan::stream::StreamPlan) {
         let mut keys: Vec<(Ipv4Addr, u16)> = servers
             .iter()
             .filter(|s| s.class.proto() == Proto::Tcp)
@@ -500,6 +503,7 @@ impl<'a> Compiler<'a> {
         keys.dedup();
         let mut listeners = Vec::new();
         let mut tls_listeners = Vec::new();
+        let mut stream_listeners = Vec::new();
         for (bind, port) in keys {
             let on_key: Vec<&Srv<'a>> = servers
                 .iter()
@@ -517,17 +521,47 @@ impl<'a> Compiler<'a> {
                 index: s.index,
             };
             if first.class == Class::Tls {
+                // TLS servers of every kind share the port as SNI filter chains (MERGE
+                // `mergeGateways`): a server repeating a host already claimed there is skipped.
+                let mut claimed: Vec<(String, String)> = Vec::new();
+                let mut kept: Vec<&Srv<'a>> = Vec::new();
+                for s in on_key.iter().filter(|s| s.class == Class::Tls) {
+                    let hosts: Vec<String> = s
+                        .server
+                        .hosts
+                        .iter()
+                        .map(|h| h.rsplit('/').next().unwrap_or(h).to_ascii_lowercase())
+                        .collect();
+                    if let Some((_, by)) = claimed.iter().find(|(h, _)| hosts.contains(h)) {
+                        let msg = format!(
+                            "SNI hosts {hosts:?} on port {port} already served by {by}; server skipped"
+                        );
+                        self.warn(s.gw, format!("spec.servers[{}].hosts", s.index), msg);
+                        continue;
+                    }
+                    claimed.extend(hosts.into_iter().map(|h| (h, s.origin.clone())));
+                    kept.push(s);
+                }
                 // TLS-terminating HTTPS servers are served by the HTTP proxy, one SNI chain
-                // each; passthrough and `TLS` servers are not HTTP.
-                let https: Vec<_> = on_key
+                // each; passthrough servers and terminating `TLS` servers are byte streams.
+                let terminating_https = |s: &&&Srv<'a>| {
+                    http_protocol_of(s) == "HTTPS"
+                        && s.server.tls.as_ref().is_some_and(|t| !t.is_passthrough())
+                };
+                let https: Vec<_> = kept.iter().filter(terminating_https).map(server).collect();
+                let others: Vec<_> = kept
                     .iter()
-                    .filter(|s| {
-                        s.class == Class::Tls
-                            && http_protocol_of(s) == "HTTPS"
-                            && s.server.tls.as_ref().is_some_and(|t| !t.is_passthrough())
-                    })
+                    .filter(|s| !terminating_https(s))
                     .map(server)
                     .collect();
+                let https_names: Vec<String> = https
+                    .iter()
+                    .flat_map(|s| s.server.hosts.iter())
+                    .map(|h| h.rsplit('/').next().unwrap_or(h).to_ascii_lowercase())
+                    .collect();
+                if !others.is_empty() {
+                    stream_listeners.push((bind, port, others, https_names));
+                }
                 if !https.is_empty() {
                     tls_listeners.push((bind, port, https));
                 }
@@ -543,7 +577,9 @@ impl<'a> Compiler<'a> {
                 .collect();
             listeners.push((bind, port, merged));
         }
-        self.http_plan(listeners, tls_listeners)
+        let http = self.http_plan(listeners, tls_listeners);
+        let streams = self.stream_plan(stream_listeners);
+        (http, streams)
     }
 
     /// Servers of the Gateways that select this agent, in creation order.
@@ -771,13 +807,60 @@ impl<'a> Compiler<'a> {
         (backends, hash)
     }
 
+    /// Registry services Istio counts as mesh-internal (Kubernetes Services, ServiceEntries
+    /// with `location: MESH_INTERNAL`), by host: (host, namespace, non-UDP port numbers).
+    pub(super) fn mesh_internal_ports(&self) -> Vec<(String, String, Vec<u16>)> {
+        let mut out = Vec::new();
+        for (host, svc) in &self.registry {
+            let ports: Vec<u16> = match svc.kind {
+                SvcKind::Kube(k) => k
+                    .spec
+                    .ports
+                    .iter()
+                    .filter(|p| {
+                        !p.protocol
+                            .as_deref()
+                            .unwrap_or("TCP")
+                            .eq_ignore_ascii_case("UDP")
+                    })
+                    .filter_map(|p| u16::try_from(p.port).ok())
+                    .collect(),
+                SvcKind::Entry(se) => {
+                    let internal = se
+                        .spec
+                        .location
+                        .as_deref()
+                        .is_some_and(|l| l.eq_ignore_ascii_case("MESH_INTERNAL"));
+                    if !internal {
+                        continue;
+                    }
+                    se.spec
+                        .ports
+                        .iter()
+                        .filter(|p| !p.protocol.eq_ignore_ascii_case("UDP"))
+                        .filter_map(|p| u16::try_from(p.number).ok())
+                        .collect()
+                }
+            };
+            out.push((host.clone(), svc.namespace.to_string(), ports));
+        }
+        out
+    }
+
+    /// The subset names of the DestinationRule Istio picks for `host`.
+    pub(super) fn subset_names(&self, host: &str, svc_ns: &str) -> Vec<String> {
+        self.destination_rule(host, svc_ns)
+            .map(|d| d.subsets.iter().map(|s| s.name.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// A route destination resolved the way Istio does (short name, registry host, port
     /// defaulting, DestinationRule and subset), with the endpoints of that subset. `None` (after
     /// a warning naming `field`) when the host, port or subset does not exist; `lost` is
     /// appended to those warnings.
-    pub(super) fn resolve_destination(
+    pub(super) fn resolve_destination<S: Kind>(
         &mut self,
-        vs: &'a VirtualService,
+        vs: &Resource<S>,
         field: &str,
         dest: &Destination,
         listener_port: u16,

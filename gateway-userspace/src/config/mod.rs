@@ -10,6 +10,7 @@ pub mod http;
 mod load;
 mod model;
 mod names;
+mod stream;
 pub mod tls;
 mod validate;
 
@@ -41,7 +42,7 @@ pub fn load_and_compile(
     } else {
         dir
     };
-    tls::resolve_paths(&mut plan.http, base);
+    tls::resolve_paths(&mut plan, base);
     Ok((plan, warnings))
 }
 

@@ -195,18 +195,27 @@ impl<'a> Compiler<'a> {
 
 /// Relative certificate paths are relative to the config directory (where `gateway run
 /// --config` points), so a config tree with its certificates can be moved as a whole.
-pub fn resolve_paths(plan: &mut p::HttpPlan, config_dir: &Path) {
-    for l in &mut plan.listeners {
-        for c in &mut l.tls {
-            let s = &mut c.settings;
-            for pem in [&mut s.certificate, &mut s.private_key]
-                .into_iter()
-                .chain(s.ca_certificates.as_mut())
-            {
-                if let p::Pem::File { path, .. } = pem {
-                    if path.is_relative() {
-                        *path = config_dir.join(&*path);
-                    }
+pub fn resolve_paths(plan: &mut crate::plan::Plan, config_dir: &Path) {
+    let https = plan
+        .http
+        .listeners
+        .iter_mut()
+        .flat_map(|l| l.tls.iter_mut());
+    let https = https.map(|c| &mut c.settings);
+    let streams = plan
+        .streams
+        .listeners
+        .iter_mut()
+        .flat_map(|l| l.chains.iter_mut());
+    let streams = streams.filter_map(|c| c.terminate.as_mut());
+    for s in https.chain(streams) {
+        for pem in [&mut s.certificate, &mut s.private_key]
+            .into_iter()
+            .chain(s.ca_certificates.as_mut())
+        {
+            if let p::Pem::File { path, .. } = pem {
+                if path.is_relative() {
+                    *path = config_dir.join(&*path);
                 }
             }
         }

@@ -4,6 +4,8 @@
 //! - `cluster`: upstream endpoints, load balancing, outlier detection, circuit breakers.
 //! - `proxy`: the request path (local replies, faults, CORS, retries, timeouts, mirrors).
 //! - `tls`: HTTPS termination, the SNI chain per HTTPS server.
+//! - `passthrough`: TLS servers proxied as byte streams (SNI passthrough, `TLS` termination
+//!   with `tcp` routes), sharing their port with HTTPS servers.
 //! - `observe`: access log and request counters.
 //!
 //! [`L7::apply`] binds every listener of a plan before it returns (so the agent reports ready
@@ -12,6 +14,7 @@
 
 pub mod cluster;
 pub mod observe;
+pub mod passthrough;
 pub mod proxy;
 pub mod router;
 pub mod tls;
@@ -29,6 +32,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::plan::http::HttpPlan;
+use crate::plan::stream::StreamPlan;
 use proxy::{ConnInfo, Runtime};
 
 /// Envoy's default request-header limit (60 KiB): beyond it the client gets 431.
@@ -55,24 +59,53 @@ impl L7 {
     /// longer has (their open connections finish on their own). On a bind error nothing is
     /// swapped and the listeners bound by this call are closed again.
     pub async fn apply(&mut self, plan: &HttpPlan) -> Result<(), Vec<String>> {
+        self.apply_with_streams(plan, &StreamPlan::default()).await
+    }
+
+    /// [`L7::apply`] for a whole plan: its HTTP listeners and its stream (TLS) listeners.
+    pub async fn apply_plan(&mut self, plan: &crate::plan::Plan) -> Result<(), Vec<String>> {
+        self.apply_with_streams(&plan.http, &plan.streams).await
+    }
+
+    async fn apply_with_streams(
+        &mut self,
+        plan: &HttpPlan,
+        streams: &StreamPlan,
+    ) -> Result<(), Vec<String>> {
         let mut new = Vec::new();
         let mut errors = Vec::new();
-        for l in &plan.listeners {
-            let key = (l.bind, l.port);
+        let mut keys: Vec<(Ipv4Addr, u16)> = plan
+            .listeners
+            .iter()
+            .map(|l| (l.bind, l.port))
+            .chain(streams.listeners.iter().map(|l| (l.bind, l.port)))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        for &key in &keys {
             if self.listeners.contains_key(&key) {
                 continue;
             }
             match TcpListener::bind(SocketAddr::from(key)).await {
                 Ok(sock) => new.push((key, sock)),
-                Err(e) => errors.push(format!("binding HTTP listener {}:{}: {e}", l.bind, l.port)),
+                Err(e) => errors.push(format!("binding HTTP listener {}:{}: {e}", key.0, key.1)),
             }
         }
         // Certificates are read before anything changes: a bad file keeps the old generation.
+        let stream_clusters = passthrough::clusters(streams);
         let mut tls = std::collections::HashMap::new();
-        for l in plan.listeners.iter().filter(|l| !l.tls.is_empty()) {
-            match tls::TlsListener::build(l) {
+        for &key in &keys {
+            let https = plan
+                .listeners
+                .iter()
+                .find(|l| (l.bind, l.port) == key && !l.tls.is_empty());
+            let stream = streams.listeners.iter().find(|l| (l.bind, l.port) == key);
+            if https.is_none() && stream.is_none() {
+                continue;
+            }
+            match tls::TlsListener::build(https, stream, &stream_clusters) {
                 Ok(t) => {
-                    tls.insert((l.bind, l.port), Arc::new(t));
+                    tls.insert(key, Arc::new(t));
                 }
                 Err(e) => errors.extend(e),
             }
@@ -89,9 +122,8 @@ impl L7 {
             let task = tokio::spawn(accept_loop(sock, key, self.state.clone()));
             self.listeners.insert(key, (addr, task));
         }
-        let keep: Vec<(Ipv4Addr, u16)> = plan.listeners.iter().map(|l| (l.bind, l.port)).collect();
         self.listeners.retain(|k, (addr, task)| {
-            let stay = keep.contains(k);
+            let stay = keys.contains(k);
             if !stay {
                 log::info!("HTTP listener on {addr} closed");
                 task.abort();
@@ -140,7 +172,20 @@ async fn accept_loop(sock: TcpListener, key: (Ipv4Addr, u16), state: Arc<ArcSwap
             let tls = state.load().tls.get(&key).cloned();
             match tls {
                 Some(t) => {
-                    let Some((stream, chain)) = t.accept(stream).await else {
+                    // A port with stream chains decides from the peeked ClientHello; an
+                    // HTTPS chain then goes on as on any HTTPS port.
+                    let mut chosen = None;
+                    if let Some(streams) = t.streams() {
+                        match t.route(&stream).await {
+                            None => return,
+                            Some(tls::Route::Stream(i)) => {
+                                passthrough::serve(&streams.chains[i], stream, peer).await;
+                                return;
+                            }
+                            Some(tls::Route::Https(i)) => chosen = Some(i),
+                        }
+                    }
+                    let Some((stream, chain)) = t.accept(stream, chosen).await else {
                         return;
                     };
                     conn.chain = Some(chain);

@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
 
+use super::passthrough;
 use crate::plan::http as p;
 
 /// A client that has not finished its handshake by then is disconnected.
@@ -26,9 +27,21 @@ struct Chain {
     config: Arc<ServerConfig>,
 }
 
-/// The TLS side of one HTTPS listener.
+/// The TLS side of one listener: its HTTPS chains (served by the HTTP proxy) and the chains
+/// proxied as byte streams (passthrough, `TLS` servers), which share the port.
 pub struct TlsListener {
     chains: Vec<Chain>,
+    /// The HTTPS chains' match conditions, for the choice among both kinds.
+    https_match: Vec<passthrough::Match>,
+    streams: Option<passthrough::StreamChains>,
+}
+
+/// Where a connection on a listener with stream chains goes.
+pub enum Route {
+    /// The HTTPS chain at this index (handshake and HTTP by the proxy).
+    Https(usize),
+    /// The stream chain at this index.
+    Stream(usize),
 }
 
 fn read_pem(pem: &p::Pem) -> Result<(Vec<u8>, String), String> {
@@ -57,7 +70,7 @@ fn key(pem: &p::Pem) -> Result<PrivateKeyDer<'static>, String> {
         .map_err(|e| format!("{what}: no usable PEM private key: {e}"))
 }
 
-fn server_config(s: &p::TlsSettings, origin: &str) -> Result<ServerConfig, String> {
+pub(crate) fn server_config(s: &p::TlsSettings, origin: &str) -> Result<ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let versions: Vec<&'static rustls::SupportedProtocolVersion> =
         [(12, &rustls::version::TLS12), (13, &rustls::version::TLS13)]
@@ -99,10 +112,14 @@ fn server_config(s: &p::TlsSettings, origin: &str) -> Result<ServerConfig, Strin
 
 impl TlsListener {
     /// Reads every chain's material; all errors at once.
-    pub fn build(l: &p::Listener) -> Result<TlsListener, Vec<String>> {
+    pub fn build(
+        https: Option<&p::Listener>,
+        streams: Option<&crate::plan::stream::StreamListener>,
+        clusters: &std::collections::HashMap<String, Arc<super::cluster::Cluster>>,
+    ) -> Result<TlsListener, Vec<String>> {
         let mut chains = Vec::new();
         let mut errors = Vec::new();
-        for c in &l.tls {
+        for c in https.map(|l| l.tls.as_slice()).unwrap_or_default() {
             match server_config(&c.settings, &c.origin) {
                 Ok(cfg) => chains.push(Chain {
                     names: c.server_names.clone(),
@@ -111,11 +128,64 @@ impl TlsListener {
                 Err(e) => errors.push(e),
             }
         }
-        if errors.is_empty() {
-            Ok(TlsListener { chains })
-        } else {
-            Err(errors)
+        let streams = match streams.map(|l| passthrough::StreamChains::build(l, clusters)) {
+            None => None,
+            Some(Ok(s)) => Some(s),
+            Some(Err(e)) => {
+                errors.extend(e);
+                None
+            }
+        };
+        if !errors.is_empty() {
+            return Err(errors);
         }
+        let https_match = chains
+            .iter()
+            .map(|c| passthrough::Match {
+                names: c.names.clone(),
+                subnets: Vec::new(),
+                alpn: Vec::new(),
+            })
+            .collect();
+        Ok(TlsListener {
+            chains,
+            https_match,
+            streams,
+        })
+    }
+
+    /// The stream chains, if this port has any.
+    pub fn streams(&self) -> Option<&passthrough::StreamChains> {
+        self.streams.as_ref()
+    }
+
+    /// On a port with stream chains: peeks the ClientHello (nothing is consumed) and picks a
+    /// chain of either kind, as Envoy's filter-chain match does. None: no chain matches, the
+    /// client sent no ClientHello in time, or it went away; the connection is to be closed.
+    pub async fn route(&self, tcp: &TcpStream) -> Option<Route> {
+        let streams = self.streams.as_ref()?;
+        let local = tcp.local_addr().ok()?;
+        let Some(hello) = passthrough::peek_client_hello(tcp).await else {
+            passthrough::count(local.port(), "", "no_client_hello");
+            return None;
+        };
+        let dst = local.ip();
+        let all: Vec<&passthrough::Match> = self
+            .https_match
+            .iter()
+            .chain(streams.chains.iter().map(|c| &c.matcher))
+            .collect();
+        let i = passthrough::select(&all, dst, &hello);
+        log::debug!("TLS chain for SNI {:?} to {dst}: {i:?}", hello.sni);
+        let Some(i) = i else {
+            passthrough::count(local.port(), "", "no_chain");
+            return None;
+        };
+        Some(if i < self.chains.len() {
+            Route::Https(i)
+        } else {
+            Route::Stream(i - self.chains.len())
+        })
     }
 
     /// Envoy's filter-chain match on SNI: exact name, then the longest `*.suffix` (any number
@@ -149,9 +219,14 @@ impl TlsListener {
         self.chains.iter().position(|c| c.names.is_empty())
     }
 
-    /// Reads the ClientHello, picks the chain, completes the handshake: the stream and the
-    /// chain index, or None (no chain for this SNI, handshake failure or timeout).
-    pub async fn accept(&self, tcp: TcpStream) -> Option<(TlsStream<TcpStream>, usize)> {
+    /// Reads the ClientHello, picks the chain (unless `chosen` already did), completes the
+    /// handshake: the stream and the chain index, or None (no chain for this SNI, handshake
+    /// failure or timeout).
+    pub async fn accept(
+        &self,
+        tcp: TcpStream,
+        chosen: Option<usize>,
+    ) -> Option<(TlsStream<TcpStream>, usize)> {
         let hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
         let start = tokio::time::timeout(HANDSHAKE_TIMEOUT, hello)
             .await
@@ -161,7 +236,10 @@ impl TlsListener {
             .client_hello()
             .server_name()
             .map(str::to_ascii_lowercase);
-        let i = self.select(sni.as_deref())?;
+        let i = match chosen {
+            Some(i) => i,
+            None => self.select(sni.as_deref())?,
+        };
         let stream = start.into_stream(self.chains[i].config.clone());
         let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, stream)
             .await

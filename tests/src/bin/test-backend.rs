@@ -1,5 +1,5 @@
-//! `test-backend --name NAME [--tcp PORT] [--udp PORT] [--http PORT]`: the server the integration
-//! tests put behind the gateway.
+//! `test-backend --name NAME [--tcp PORT] [--udp PORT] [--http PORT] [--tls PORT --cert PEM
+//! --key PEM]`: the server the integration tests put behind the gateway.
 //!
 //! - TCP: each connection first receives `NAME PEERIP\n` (so a test learns which backend it hit
 //!   and which source address the backend saw), then every byte sent is echoed back.
@@ -8,6 +8,8 @@
 //!   text/plain` and the body `NAME METHOD PATH\n` followed by the request headers as received
 //!   (`name: value` per line), so a test sees who answered and what the gateway sent upstream.
 //!   `/status/NNN` answers with that status, `/delay/MS` sleeps first.
+//! - TLS (rustls, certificate and key from PEM files): the same HTTP/1.1 server inside TLS, so
+//!   a client that verifies the certificate proves whose TLS it talked to.
 //!
 //! Prints `ready` on stdout once every socket is bound, so the spawner knows when to go on.
 //! Std only, one thread per connection: a handful of connections at a time in tests.
@@ -24,6 +26,9 @@ fn main() -> ExitCode {
     let mut tcp = None;
     let mut udp = None;
     let mut http = None;
+    let mut tls = None;
+    let mut cert = None;
+    let mut key = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let v = args.next();
@@ -32,9 +37,12 @@ fn main() -> ExitCode {
             ("--tcp", Some(v)) => tcp = v.parse::<u16>().ok(),
             ("--udp", Some(v)) => udp = v.parse::<u16>().ok(),
             ("--http", Some(v)) => http = v.parse::<u16>().ok(),
+            ("--tls", Some(v)) => tls = v.parse::<u16>().ok(),
+            ("--cert", Some(v)) => cert = Some(v),
+            ("--key", Some(v)) => key = Some(v),
             _ => {
                 eprintln!(
-                    "usage: test-backend --name NAME [--tcp PORT] [--udp PORT] [--http PORT]"
+                    "usage: test-backend --name NAME [--tcp PORT] [--udp PORT] [--http PORT] [--tls PORT --cert PEM --key PEM]"
                 );
                 return ExitCode::from(2);
             }
@@ -44,8 +52,8 @@ fn main() -> ExitCode {
         eprintln!("test-backend: --name is required");
         return ExitCode::from(2);
     };
-    if tcp.is_none() && udp.is_none() && http.is_none() {
-        eprintln!("test-backend: give --tcp, --udp and/or --http");
+    if tcp.is_none() && udp.is_none() && http.is_none() && tls.is_none() {
+        eprintln!("test-backend: give --tcp, --udp, --http and/or --tls");
         return ExitCode::from(2);
     }
 
@@ -103,6 +111,38 @@ fn main() -> ExitCode {
             }
         }));
     }
+    if let Some(port) = tls {
+        let (Some(cert), Some(key)) = (&cert, &key) else {
+            eprintln!("test-backend {name}: --tls needs --cert and --key");
+            return ExitCode::from(2);
+        };
+        let cfg = match tls_config(cert, key) {
+            Ok(c) => std::sync::Arc::new(c),
+            Err(e) => {
+                eprintln!("test-backend {name}: tls: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let l = match TcpListener::bind(("0.0.0.0", port)) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("test-backend {name}: tls bind {port}: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let name = name.clone();
+        handles.push(thread::spawn(move || {
+            for s in l.incoming().flatten() {
+                let (name, cfg) = (name.clone(), cfg.clone());
+                thread::spawn(move || {
+                    let Ok(conn) = rustls::ServerConnection::new(cfg) else {
+                        return;
+                    };
+                    serve_http(&name, rustls::StreamOwned::new(conn, s));
+                });
+            }
+        }));
+    }
     println!("ready");
     let _ = std::io::stdout().flush();
     for h in handles {
@@ -132,9 +172,25 @@ fn serve_tcp(name: &str, mut s: TcpStream) {
     }
 }
 
+fn tls_config(cert: &str, key: &str) -> Result<rustls::ServerConfig, String> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("{cert}: {e}"))?;
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{key}: {e}"))?;
+    rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| e.to_string())
+}
+
 /// One HTTP/1.1 connection: requests answered in order until the peer closes or asks to.
-fn serve_http(name: &str, s: TcpStream) {
-    let Ok(mut w) = s.try_clone() else { return };
+fn serve_http<S: Read + Write>(name: &str, s: S) {
     let mut r = BufReader::new(s);
     loop {
         let mut line = String::new();
@@ -173,10 +229,10 @@ fn serve_http(name: &str, s: TcpStream) {
             if std::io::copy(&mut (&mut r).take(n), &mut std::io::sink()).is_err() {
                 return;
             }
-        } else if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")) {
-            if skip_chunked(&mut r).is_err() {
-                return;
-            }
+        } else if header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"))
+            && skip_chunked(&mut r).is_err()
+        {
+            return;
         }
         // One line per request on stdout, so a test can wait for a request it cannot see
         // answered (a mirrored one).
@@ -210,7 +266,12 @@ fn serve_http(name: &str, s: TcpStream) {
             body.len(),
             if close { "connection: close\r\n" } else { "" },
         );
-        if w.write_all(resp.as_bytes()).is_err() || close {
+        let w = r.get_mut();
+        if w.write_all(resp.as_bytes())
+            .and_then(|()| w.flush())
+            .is_err()
+            || close
+        {
             return;
         }
     }

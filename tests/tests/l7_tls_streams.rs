@@ -1,0 +1,289 @@
+//! End-to-end: TLS passthrough, a TLS-terminating `TLS` server with `tcp` routes, and delegate
+//! VirtualServices, through the real `gateway` binary in the node namespace (XDP attached,
+//! forwarding off, so every byte reaches the agent because the XDP program passed it to the
+//! local stack), with curl in the client namespace verifying certificates made at test time and
+//! `test-backend --tls` backends (rustls) that name themselves.
+
+use std::fs;
+
+use anyhow::{ensure, Context as _, Result};
+use gateway_tests::{
+    http::{CurlError, Response},
+    test_backend_bin,
+    topology::{Topology, BACKEND_HTTP_PORT, VIP},
+    Agent, ChildGuard, Opts,
+};
+
+/// Port of each backend's TLS server.
+const BACKEND_TLS_PORT: u16 = 8443;
+
+struct Ca {
+    cert: rcgen::Certificate,
+    key: rcgen::KeyPair,
+}
+
+impl Ca {
+    fn new() -> Result<Ca> {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "gateway e2e CA");
+        let key = rcgen::KeyPair::generate()?;
+        let cert = p.self_signed(&key)?;
+        Ok(Ca { cert, key })
+    }
+
+    /// (certificate PEM, key PEM) for `name`.
+    fn leaf(&self, name: &str) -> Result<(String, String)> {
+        let key = rcgen::KeyPair::generate()?;
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])?
+            .signed_by(&key, &self.cert, &self.key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn is_curl_code(e: &anyhow::Error, code: i32) -> bool {
+    e.downcast_ref::<CurlError>()
+        .is_some_and(|c| c.code == code)
+}
+
+/// Gateway `gw`: 443 passthrough (a, b), 9443 `TLS` SIMPLE for t.example.com (credentialName),
+/// 80 HTTP. Services: `a.internal`/`b.internal` are b1's/b2's TLS servers, `web.internal` all
+/// backends' HTTP, `plain.internal` b1's HTTP as an opaque TCP port.
+fn manifests(topo: &Topology, t_cert: &(String, String)) -> Vec<(&'static str, String)> {
+    let (b1, b2) = (topo.backend("b1").addr, topo.backend("b2").addr);
+    let gateway = format!(
+        "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: default}}
+spec:
+  selector: {{istio: ingressgateway}}
+  servers:
+  - port: {{number: 443, name: tls-pass, protocol: TLS}}
+    hosts: [a.example.com, b.example.com]
+    tls: {{mode: PASSTHROUGH}}
+  - port: {{number: 9443, name: tls-term, protocol: TLS}}
+    hosts: [t.example.com]
+    tls: {{mode: SIMPLE, credentialName: t-cert}}
+  - port: {{number: 80, name: http, protocol: HTTP}}
+    hosts: [\"*\"]
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: t-cert, namespace: istio-system}}
+type: kubernetes.io/tls
+data:
+  tls.crt: {}
+  tls.key: {}
+",
+        b64(&t_cert.0),
+        b64(&t_cert.1)
+    );
+    let services = format!(
+        "apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: a, namespace: default}}
+spec:
+  hosts: [a.internal]
+  resolution: STATIC
+  ports: [{{number: 443, name: tls, protocol: TLS, targetPort: {BACKEND_TLS_PORT}}}]
+  endpoints: [{{address: {b1}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: b, namespace: default}}
+spec:
+  hosts: [b.internal]
+  resolution: STATIC
+  ports: [{{number: 443, name: tls, protocol: TLS, targetPort: {BACKEND_TLS_PORT}}}]
+  endpoints: [{{address: {b2}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: plain, namespace: default}}
+spec:
+  hosts: [plain.internal]
+  resolution: STATIC
+  ports: [{{number: 7000, name: tcp, protocol: TCP, targetPort: {BACKEND_HTTP_PORT}}}]
+  endpoints: [{{address: {b1}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {{name: web, namespace: apps}}
+spec:
+  hosts: [web.internal]
+  resolution: STATIC
+  ports: [{{number: 80, name: http, protocol: HTTP, targetPort: {BACKEND_HTTP_PORT}}}]
+  endpoints: [{{address: {b2}}}]
+"
+    );
+    let routes = "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: sni, namespace: default}
+spec:
+  hosts: [a.example.com, b.example.com]
+  gateways: [gw]
+  tls:
+  - match: [{sniHosts: [a.example.com]}]
+    route: [{destination: {host: a.internal}}]
+  - match: [{sniHosts: [b.example.com], port: 443}]
+    route: [{destination: {host: b.internal}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: term, namespace: default}
+spec:
+  hosts: [t.example.com]
+  gateways: [gw]
+  tcp:
+  - route: [{destination: {host: plain.internal}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: root, namespace: default}
+spec:
+  hosts: [d.example.com]
+  gateways: [gw]
+  http:
+  - match: [{uri: {prefix: /api}}]
+    delegate: {name: api, namespace: apps}
+  - directResponse: {status: 200, body: {string: root}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: api, namespace: apps}
+spec:
+  http:
+  - match: [{uri: {prefix: /api/v1}}]
+    route: [{destination: {host: web.internal}}]
+    headers: {request: {set: {x-delegate: api-v1}}}
+  - directResponse: {status: 200, body: {string: api-rest}}
+"
+    .to_string();
+    vec![
+        ("gateway.yaml", gateway),
+        ("services.yaml", services),
+        ("routes.yaml", routes),
+    ]
+}
+
+fn expect(r: &Response, status: u16, backend: &str, what: &str) -> Result<()> {
+    ensure!(
+        r.status == status && r.backend() == backend,
+        "{what}: want {status} from {backend:?}, got {} from {:?}: {r:#?}",
+        r.status,
+        r.backend()
+    );
+    Ok(())
+}
+
+#[test]
+fn passthrough_tls_termination_and_delegates_end_to_end() -> Result<()> {
+    let topo = Topology::new(
+        "tp",
+        2,
+        Opts {
+            http_backends: true,
+            ..Opts::default()
+        },
+    )?;
+    let ca = Ca::new()?;
+    let dir = tempfile::tempdir()?;
+    let ca_file = dir.path().join("ca.pem");
+    fs::write(&ca_file, ca.cert.pem())?;
+    // Each backend terminates TLS itself with its own certificate.
+    let bin = test_backend_bin()?;
+    let bin = bin.to_str().context("non-UTF-8 path")?;
+    let mut tls_servers: Vec<ChildGuard> = Vec::new();
+    for (b, host) in [("b1", "a.example.com"), ("b2", "b.example.com")] {
+        let (cert, key) = ca.leaf(host)?;
+        let (cf, kf) = (
+            dir.path().join(format!("{b}.crt")),
+            dir.path().join(format!("{b}.key")),
+        );
+        fs::write(&cf, cert)?;
+        fs::write(&kf, key)?;
+        let port = BACKEND_TLS_PORT.to_string();
+        let args = [
+            "--name",
+            b,
+            "--tls",
+            &port,
+            "--cert",
+            cf.to_str().context("path")?,
+            "--key",
+            kf.to_str().context("path")?,
+        ];
+        let mut child = topo.backend(b).ns.spawn(bin, &args, true)?;
+        child.wait_for_line("ready", std::time::Duration::from_secs(10))?;
+        tls_servers.push(child);
+    }
+    let t_cert = ca.leaf("t.example.com")?;
+    let agent = Agent::start(&topo, &manifests(&topo, &t_cert))?;
+    let c = topo.http_client();
+    let cacert = ca_file.to_str().context("path")?;
+    let https = |host: &str, port: u16, path: &str| {
+        let resolve = format!("{host}:{port}:{VIP}");
+        let url = format!("https://{host}:{port}{path}");
+        c.curl(&["--http1.1", "--cacert", cacert, "--resolve", &resolve, &url])
+    };
+
+    // Passthrough: SNI picks the backend, and curl verified that backend's own certificate
+    // (the gateway holds no key for a or b).
+    for (host, want) in [("a.example.com", "b1"), ("b.example.com", "b2")] {
+        for _ in 0..3 {
+            let r = https(host, 443, "/p")?;
+            expect(&r, 200, want, host)?;
+            ensure!(r.upstream_request_line() == "GET /p", "{r:#?}");
+        }
+    }
+    // An SNI no tls route names: the gateway closes the connection (curl: TLS connect error).
+    let e = https("c.example.com", 443, "/").unwrap_err();
+    ensure!(is_curl_code(&e, 35), "want a TLS handshake failure: {e:#}");
+
+    // `TLS` server, SIMPLE: the gateway's certificate for t.example.com, then the decrypted
+    // bytes as plain TCP to b1's HTTP server.
+    let r = https("t.example.com", 9443, "/t")?;
+    expect(&r, 200, "b1", "tls termination")?;
+    ensure!(r.upstream_request_line() == "GET /t", "{r:#?}");
+    let e = https("c.example.com", 9443, "/").unwrap_err();
+    ensure!(is_curl_code(&e, 35), "want a TLS handshake failure: {e:#}");
+
+    // Delegate: /api/v1 from the delegate (in another namespace), the rest of /api from its
+    // catch-all, everything else from the root.
+    let host = "Host: d.example.com";
+    let r = c.get(&format!("http://{VIP}/api/v1/x"), &[host])?;
+    expect(&r, 200, "b2", "delegate route")?;
+    ensure!(r.upstream_header("x-delegate") == Some("api-v1"), "{r:#?}");
+    let r = c.get(&format!("http://{VIP}/api/other"), &[host])?;
+    ensure!(r.status == 200 && r.body == "api-rest", "{r:#?}");
+    let r = c.get(&format!("http://{VIP}/else"), &[host])?;
+    ensure!(r.status == 200 && r.body == "root", "{r:#?}");
+
+    // /metrics counts stream connections by chain and outcome.
+    let (_, metrics) = agent.get("/metrics")?;
+    let counted = |chain: &str, outcome: &str| {
+        let key = format!(
+            "gateway_tls_stream_connections_total{{listener_port=\"443\",chain=\"{chain}\",outcome=\"{outcome}\"}} "
+        );
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&key))
+            .and_then(|n| n.parse::<u64>().ok())
+    };
+    let a_chain =
+        "Gateway default/gw server tls-pass:443 -> VirtualService default/sni tls[0].match[0]";
+    ensure!(counted(a_chain, "forwarded") == Some(3), "{metrics}");
+    ensure!(counted("", "no_chain") == Some(1), "{metrics}");
+    ensure!(
+        agent.verdict_packets("pass_local")? > 0,
+        "no pass_local verdicts"
+    );
+    drop(tls_servers);
+    Ok(())
+}
