@@ -828,3 +828,57 @@ spec:
     .await;
     assert_eq!(got, ["V1\n", "V2\n", "", ""]);
 }
+
+#[test]
+fn passthrough_binding_follows_istio() {
+    // Server hosts `apps/*` admit only VirtualServices from `apps`; `sniHosts: ["*"]` is a
+    // chain without SNI names (it also takes clients without SNI); a VirtualService whose
+    // hosts do not overlap the server's contributes nothing.
+    let yaml = r#"apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 8443, name: tls, protocol: HTTPS}
+    hosts: ["apps/*"]
+    tls: {mode: PASSTHROUGH}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: any, namespace: apps}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/gw]
+  tls:
+  - match: [{sniHosts: ["*"]}]
+    route: [{destination: {host: a.internal}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: elsewhere, namespace: default}
+spec:
+  hosts: [x.example.com]
+  gateways: [istio-system/gw]
+  tls:
+  - match: [{sniHosts: [x.example.com]}]
+    route: [{destination: {host: a.internal}}]
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let (plan, warnings) = compile_dir(dir.path(), yaml);
+    let chains = &plan.streams.listeners[0].chains;
+    assert_eq!(chains.len(), 1, "{chains:#?}");
+    assert!(chains[0].server_names.is_empty());
+    assert!(chains[0]
+        .origin
+        .ends_with("VirtualService apps/any tls[0].match[0]"));
+    // The unknown destination host is named, and the chain closes its connections.
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.resource == "VirtualService apps/any"
+                && w.field == "spec.tls[0].route[0].destination.host"),
+        "{warnings:#?}"
+    );
+    assert!(plan.streams.clusters.is_empty());
+}

@@ -284,6 +284,39 @@ fn passthrough_tls_termination_and_delegates_end_to_end() -> Result<()> {
         agent.verdict_packets("pass_local")? > 0,
         "no pass_local verdicts"
     );
+
+    // A reload re-routes new connections: a.example.com now to b.internal (b2, whose
+    // certificate is for b.example.com only, so curl must refuse it: the bytes really went
+    // there untouched), and c.example.com appears.
+    let mut files = manifests(&topo, &t_cert);
+    files[2].1 = files[2]
+        .1
+        .replace(
+            "  - match: [{sniHosts: [a.example.com]}]\n    route: [{destination: {host: a.internal}}]",
+            "  - match: [{sniHosts: [a.example.com]}]\n    route: [{destination: {host: b.internal}}]",
+        )
+        .replace("hosts: [a.example.com, b.example.com]\n  gateways", "hosts: [a.example.com, b.example.com, c.example.com]\n  gateways")
+        .replace(
+            "  - match: [{sniHosts: [b.example.com], port: 443}]",
+            "  - match: [{sniHosts: [c.example.com]}]\n    route: [{destination: {host: a.internal}}]\n  - match: [{sniHosts: [b.example.com], port: 443}]",
+        );
+    files[0].1 = files[0].1.replace(
+        "hosts: [a.example.com, b.example.com]",
+        "hosts: [a.example.com, b.example.com, c.example.com]",
+    );
+    let generation = agent.generation()?;
+    agent.write_config(&files)?;
+    agent.wait_generation_above(generation, std::time::Duration::from_secs(10))?;
+    let e = https("a.example.com", 443, "/").unwrap_err();
+    ensure!(
+        is_curl_code(&e, 60),
+        "want b2's certificate refused for a.example.com: {e:#}"
+    );
+    // c.example.com reaches b1, whose certificate is for a.example.com: refused likewise,
+    // while `-k` shows the connection itself went through to b1.
+    let resolve = format!("c.example.com:443:{VIP}");
+    let r = c.curl(&["-k", "--resolve", &resolve, "https://c.example.com/"])?;
+    expect(&r, 200, "b1", "c.example.com after reload")?;
     drop(tls_servers);
     Ok(())
 }

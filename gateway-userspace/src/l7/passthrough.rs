@@ -319,12 +319,9 @@ impl StreamChains {
             let terminate = match &c.terminate {
                 None => None,
                 Some(s) => match super::tls::server_config(s, &c.origin) {
-                    Ok(mut cfg) => {
-                        // Istio offers h2/http1.1 on HTTPS servers only; a `TLS` server
-                        // carries an opaque stream.
-                        cfg.alpn_protocols.clear();
-                        Some(Arc::new(cfg))
-                    }
+                    // Istio offers h2 and http/1.1 here too (LSN `BuildListenerTLSContext`
+                    // uses the HTTP ALPNs for every terminating server but ISTIO_MUTUAL TCP).
+                    Ok(cfg) => Some(Arc::new(cfg)),
                     Err(e) => {
                         errors.push(e);
                         continue;
