@@ -34,6 +34,9 @@ pub struct RouteIndex {
     unindexed: Vec<u32>,
     /// Matches when any regex of `unindexed` does; None when it could not be built.
     gate: Option<RegexSet>,
+    routes: usize,
+    /// Routes that are candidates for any path (`prefix: /`, unindexed regexes).
+    broad: usize,
 }
 
 impl RouteIndex {
@@ -43,8 +46,13 @@ impl RouteIndex {
         let mut folded = TrieBuilder::default();
         let mut unindexed = Vec::new();
         let mut unindexed_res = Vec::new();
+        let (mut routes, mut broad) = (0, 0);
         for (id, (path, ignore_case)) in paths.into_iter().enumerate() {
             let id = u32::try_from(id).expect("routes per vhost fit u32");
+            routes += 1;
+            if matches!(path, p::PathMatch::Prefix(s) if s.is_empty() || s == "/") {
+                broad += 1;
+            }
             match path {
                 p::PathMatch::Exact(s) if ignore_case => {
                     folded.insert(&s.to_ascii_lowercase().into_bytes(), id, true)
@@ -64,6 +72,7 @@ impl RouteIndex {
                             }
                         }
                         None => {
+                            broad += 1;
                             unindexed.push(id);
                             unindexed_res.push(anchored);
                         }
@@ -83,7 +92,15 @@ impl RouteIndex {
             folded: folded.finish(),
             unindexed,
             gate,
+            routes,
+            broad,
         }
+    }
+
+    /// Whether the index leaves out enough routes to beat the linear scan: walking it and then
+    /// scanning candidates nearly all routes costs more than scanning them all.
+    pub fn narrows(&self) -> bool {
+        self.broad * 5 < self.routes * 4
     }
 
     /// The lowest route id for which `matches` holds, among the routes whose URI condition can
@@ -340,6 +357,7 @@ mod tests {
             (p::PathMatch::Prefix("/".into()), false),
         ];
         let idx = RouteIndex::build(routes.iter().map(|(p, i)| (p, *i)));
+        assert!(idx.narrows());
         // The single unindexed regex (5) has no gate: a candidate whatever the path; the one
         // that matches nothing (6) never is.
         assert_eq!(ids(&idx, "/a/b"), vec![0, 1, 2, 5, 7]);
@@ -373,6 +391,7 @@ mod tests {
         ];
         let idx = RouteIndex::build(routes.iter().map(|(p, i)| (p, *i)));
         assert!(idx.gate.is_some());
+        assert!(!idx.narrows());
         assert_eq!(ids(&idx, "/x/a"), vec![0, 1]);
         assert_eq!(ids(&idx, "/x/c"), Vec::<usize>::new());
     }

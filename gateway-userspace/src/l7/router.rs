@@ -125,14 +125,15 @@ struct VHost {
     index: RouteIndex,
 }
 
-/// Below this many routes a vhost is scanned linearly: the index walk costs more than trying
-/// every route (`cargo xtask bench --only router`).
+/// Below this many routes a vhost is scanned linearly: the index walk costs about what trying
+/// every route does (`cargo xtask bench --only router`).
 pub const INDEX_MIN_ROUTES: usize = 16;
 
 /// How [`Listener::select_with`] finds the route; every strategy gives the same decision.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Strategy {
-    /// The index from [`INDEX_MIN_ROUTES`] routes on, the linear scan below.
+    /// The index from [`INDEX_MIN_ROUTES`] routes on when it leaves out routes, else the
+    /// linear scan.
     Auto,
     Indexed,
     /// Every route in order, as Envoy does: the reference the index is tested against.
@@ -142,7 +143,7 @@ pub enum Strategy {
 impl VHost {
     fn route(&self, req: &RequestView<'_>, strategy: Strategy) -> Option<&Route> {
         let indexed = match strategy {
-            Strategy::Auto => self.routes.len() >= INDEX_MIN_ROUTES,
+            Strategy::Auto => self.routes.len() >= INDEX_MIN_ROUTES && self.index.narrows(),
             Strategy::Indexed => true,
             Strategy::Linear => false,
         };
@@ -563,6 +564,9 @@ pub enum BenchTable {
     /// Every route `prefix: /` plus its own `x-tenant` header; the request hits the last one.
     /// The URI index cannot tell these routes apart.
     HeaderOnly,
+    /// Every route a regex with no literal prefix (`.*/u{i}/[a-z]+`); the request hits the last
+    /// one. The index's `RegexSet` gate matches, then every route's regex is tried.
+    UnprefixedRegex,
 }
 
 /// A synthetic table of `n_routes` routes (`kind`) and the mean time of one lookup that hits
@@ -580,6 +584,9 @@ pub fn bench_router(n_routes: usize, lookups: usize, kind: BenchTable, strategy:
     for i in 0..n_routes {
         let (path, headers) = match (kind, i % 3) {
             (BenchTable::HeaderOnly, _) => (p::PathMatch::Prefix("/".into()), tenant(i)),
+            (BenchTable::UnprefixedRegex, _) => {
+                (p::PathMatch::Regex(format!(".*/u{i}/[a-z]+")), Vec::new())
+            }
             (_, 0) => (p::PathMatch::Prefix(format!("/svc{i}/")), Vec::new()),
             (_, 1) => (p::PathMatch::Exact(format!("/exact/{i}")), Vec::new()),
             _ => (p::PathMatch::Regex(format!("/re{i}/[a-z]+")), tenant(i)),
@@ -636,6 +643,7 @@ pub fn bench_router(n_routes: usize, lookups: usize, kind: BenchTable, strategy:
             );
             "/x".to_string()
         }
+        BenchTable::UnprefixedRegex => format!("/x/u{}/abc", n_routes.saturating_sub(1)),
     };
     let req = RequestView {
         method: "GET",
@@ -695,7 +703,11 @@ mod tests {
 
     #[test]
     fn bench_runs() {
-        for table in [BenchTable::Mixed, BenchTable::HeaderOnly] {
+        for table in [
+            BenchTable::Mixed,
+            BenchTable::HeaderOnly,
+            BenchTable::UnprefixedRegex,
+        ] {
             for strategy in [Strategy::Indexed, Strategy::Linear] {
                 assert!(bench_router(300, 100, table, strategy) > 0.0);
             }
