@@ -1,6 +1,6 @@
 //! The L7 half of the gateway: HTTP listeners serving `plan::http`.
 //!
-//! - `router`: pure route selection over a precompiled table.
+//! - `router`: pure route selection over a precompiled table (`route_index`: its per-vhost index).
 //! - `cluster`: upstream endpoints, load balancing, outlier detection, circuit breakers.
 //! - `proxy`: the request path (local replies, faults, CORS, retries, timeouts, mirrors).
 //! - `tls`: HTTPS termination, the SNI chain per HTTPS server.
@@ -16,6 +16,7 @@ pub mod cluster;
 pub mod observe;
 pub mod passthrough;
 pub mod proxy;
+mod route_index;
 pub mod router;
 pub mod tls;
 
