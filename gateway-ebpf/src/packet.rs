@@ -16,7 +16,7 @@ const TCP_ACK: u8 = 0x10;
 
 /// Returns a pointer to a `T` at `off`, or None if the packet is too short.
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
+pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + off + core::mem::size_of::<T>() > end {
