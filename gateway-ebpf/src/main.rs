@@ -217,14 +217,13 @@ fn new_flow(
         nh_dmac: pkt.eth_src(),
         nh_ts: now,
     };
-    let mut rkey = FlowKey {
-        saddr: backend.addr,
-        daddr: key.saddr,
-        sport: backend.port,
-        dport: key.sport,
-        proto: key.proto,
-        _pad: [0; 3],
-    };
+    let mut rkey = packet::flow_key(
+        backend.addr,
+        key.saddr,
+        backend.port,
+        key.sport,
+        key.proto,
+    );
 
     if svc.flags & svc_flags::SNAT != 0 {
         let snat = if backend.nh_ifindex != 0 && backend.snat_addr != 0 {

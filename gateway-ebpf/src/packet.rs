@@ -25,6 +25,21 @@ pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
     Some((start + off) as *mut T)
 }
 
+/// A `FlowKey` built from four words: a struct literal zeroes the 3-byte padding with a call to
+/// a byte-by-byte `memset` subprogram, on every packet.
+#[inline(always)]
+pub fn flow_key(saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8) -> FlowKey {
+    // Little-endian (bpfel): the low half of a word is the field at the lower address.
+    let words = [
+        saddr,
+        daddr,
+        sport as u32 | (dport as u32) << 16,
+        proto as u32,
+    ];
+    // Safety: FlowKey is #[repr(C)], 16 bytes, any bit pattern valid.
+    unsafe { core::mem::transmute::<[u32; 4], FlowKey>(words) }
+}
+
 pub struct Packet {
     eth: *mut [u8; 12],
     ip: *mut IpHdr,
@@ -99,14 +114,13 @@ impl Packet {
     #[inline(always)]
     pub fn flow_key(&self) -> FlowKey {
         unsafe {
-            FlowKey {
-                saddr: (*self.ip).saddr,
-                daddr: (*self.ip).daddr,
-                sport: (*self.ports)[0],
-                dport: (*self.ports)[1],
-                proto: self.proto,
-                _pad: [0; 3],
-            }
+            flow_key(
+                (*self.ip).saddr,
+                (*self.ip).daddr,
+                (*self.ports)[0],
+                (*self.ports)[1],
+                self.proto,
+            )
         }
     }
 
