@@ -106,6 +106,10 @@ pub mod svc_flags {
 pub mod ct_flags {
     /// Entry for the reply direction (backend -> client).
     pub const REPLY: u32 = 1 << 0;
+    /// This direction sent a TCP FIN.
+    pub const FIN: u32 = 1 << 1;
+    /// This direction sent a TCP RST.
+    pub const RST: u32 = 1 << 2;
 }
 
 /// Key of `SERVICES`: what a client packet is addressed to.

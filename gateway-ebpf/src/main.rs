@@ -131,6 +131,12 @@ fn established(ctx: &XdpContext, pkt: &Packet, ct: *mut CtValue, len: u64) -> (u
     let ct = unsafe { &mut *ct };
     maps::count(&SERVICE_STATS, ct.service_id, len);
     maps::count(&BACKEND_STATS, ct.backend_id, len);
+    // FIN/RST mark the entry so a closed flow's SNAT port can be taken by a new flow (only
+    // these rare packets write to the entry).
+    let close = pkt.close_flags();
+    if close != 0 {
+        ct.flags |= close;
+    }
     if ct.flags & ct_flags::REPLY == 0 {
         // Towards the backend: its next hop, resolved in advance, unless the backend is gone
         // (its id free or reused by another address) or not resolved yet.
@@ -149,6 +155,29 @@ fn established(ctx: &XdpContext, pkt: &Packet, ct: *mut CtValue, len: u64) -> (u
         }
     }
     forward(ctx, pkt, ct, verdict::FWD_ESTABLISHED)
+}
+
+/// The forward key of the flow owning the reply entry `rev` if that flow is over, so its SNAT
+/// port may be reused: a RST either way, a FIN both ways, or its forward entry already gone
+/// (evicted). A half-closed flow (FIN one way only) may still carry data and keeps its port.
+/// Reusing right after the close is what the kernel's conntrack does for a new SYN on a
+/// TIME_WAIT tuple; a backend that closed first and still holds TIME_WAIT answers the new
+/// SYN by its own rules (RFC 6191 timestamps, or a challenge ACK and a client retry).
+#[inline(always)]
+fn closed_flow(rev: &CtValue, proto: u8) -> Option<FlowKey> {
+    if proto != PROTO_TCP {
+        return None;
+    }
+    let fwd_key = crate::packet::flow_key(rev.daddr, rev.saddr, rev.dport, rev.sport, proto);
+    if rev.flags & ct_flags::RST != 0 {
+        return Some(fwd_key);
+    }
+    match unsafe { CONNTRACK.get(&fwd_key) } {
+        None => Some(fwd_key),
+        Some(f) if f.flags & ct_flags::RST != 0 => Some(fwd_key),
+        Some(f) if f.flags & rev.flags & ct_flags::FIN != 0 => Some(fwd_key),
+        Some(_) => None,
+    }
 }
 
 /// First packet of a flow: Maglev pick, next hop, SNAT port, then both connection entries.
@@ -244,13 +273,22 @@ fn new_flow(
                 found = true;
                 break;
             }
-            // Taken: by this very flow (a retransmitted SYN) is fine, by another is not.
+            // Taken: by this very flow (a retransmitted SYN) is fine, by another is not,
+            // unless that flow has closed.
             if let Some(other) = unsafe { CONNTRACK.get(&rkey) } {
                 if other.daddr == key.saddr
                     && other.dport == key.sport
                     && other.saddr == key.daddr
                     && other.sport == key.dport
                 {
+                    let _ = CONNTRACK.insert(&rkey, &rev, 0);
+                    found = true;
+                    break;
+                }
+                if let Some(old_fwd) = closed_flow(other, key.proto) {
+                    // Its forward entry goes too: a late packet of the old flow must not be
+                    // translated into the new flow's tuple.
+                    let _ = CONNTRACK.remove(&old_fwd);
                     let _ = CONNTRACK.insert(&rkey, &rev, 0);
                     found = true;
                     break;

@@ -11,6 +11,8 @@ use crate::csum;
 const ETH_LEN: usize = 14;
 const IP_LEN: usize = 20;
 const ETH_P_IP: u16 = 0x0800;
+const TCP_FIN: u8 = 0x01;
+const TCP_RST: u8 = 0x04;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
 
@@ -48,7 +50,8 @@ pub struct Packet {
     /// L4 checksum field; None for UDP without a checksum.
     l4_check: Option<*mut u16>,
     proto: u8,
-    syn: bool,
+    /// TCP flags byte (0 for UDP).
+    tcp_flags: u8,
 }
 
 #[repr(C)]
@@ -80,13 +83,13 @@ impl Packet {
             return Err(verdict::PASS_UNPARSED);
         }
         let l4 = ETH_LEN + IP_LEN;
-        let (l4_check, syn) = match proto {
+        let (l4_check, tcp_flags) = match proto {
             PROTO_TCP => {
                 // Flags at 13, checksum at 16: require the whole 20-byte header.
                 let hdr: *mut [u8; 20] = ptr_at(ctx, l4).ok_or(verdict::PASS_UNPARSED)?;
                 let flags = unsafe { (*hdr)[13] };
                 let check: *mut u16 = ptr_at(ctx, l4 + 16).ok_or(verdict::PASS_UNPARSED)?;
-                (Some(check), flags & (TCP_SYN | TCP_ACK) == TCP_SYN)
+                (Some(check), flags)
             }
             PROTO_UDP => {
                 let check: *mut u16 = ptr_at(ctx, l4 + 6).ok_or(verdict::PASS_UNPARSED)?;
@@ -96,7 +99,7 @@ impl Packet {
                 } else {
                     Some(check)
                 };
-                (c, false)
+                (c, 0)
             }
             _ => return Err(verdict::PASS_UNPARSED),
         };
@@ -107,7 +110,7 @@ impl Packet {
             ports,
             l4_check,
             proto,
-            syn,
+            tcp_flags,
         })
     }
 
@@ -127,7 +130,20 @@ impl Packet {
     /// A TCP SYN without ACK: the start of a new connection.
     #[inline(always)]
     pub fn is_syn(&self) -> bool {
-        self.syn
+        self.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+    }
+
+    /// The `ct_flags` a TCP FIN or RST sets on its direction's connection entry (0: neither).
+    #[inline(always)]
+    pub fn close_flags(&self) -> u32 {
+        let mut f = 0;
+        if self.tcp_flags & TCP_FIN != 0 {
+            f |= gateway_common::ct_flags::FIN;
+        }
+        if self.tcp_flags & TCP_RST != 0 {
+            f |= gateway_common::ct_flags::RST;
+        }
+        f
     }
 
     #[inline(always)]

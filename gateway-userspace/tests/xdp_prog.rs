@@ -676,3 +676,73 @@ fn a_reused_backend_id_does_not_steer_an_older_flow() {
     .join()
     .unwrap();
 }
+
+/// SNAT ports of closed TCP flows are reused: more flows than the range holds reach one
+/// backend when each closes (FIN both ways, or RST), while half-closed flows keep their ports
+/// and new flows are refused once the range is full.
+#[test]
+fn snat_ports_of_closed_flows_are_reused() {
+    const FIN: u8 = 0x01;
+    const RST: u8 = 0x04;
+    let range = (gateway_common::NAT_PORT_MAX - gateway_common::NAT_PORT_MIN) as usize + 1;
+    let flows = range + range / 2;
+    // How each flow ends: both FINs, the backend's RST, or only the client's FIN.
+    #[derive(Clone, Copy, Debug)]
+    enum End {
+        Fins,
+        Rst,
+        HalfClose,
+    }
+    for end in [End::Fins, End::Rst, End::HalfClose] {
+        std::thread::spawn(move || {
+            let p = Plan {
+                l4: vec![svc(31403, Proto::Tcp, NatMode::Snat, &[(B1, 1)])],
+                ..Default::default()
+            };
+            let mut e = env(&p);
+            let mut refused = 0;
+            for i in 0..flows {
+                let (addr, port) = (
+                    [198, 18, 2 + (i / 50_000) as u8, 2],
+                    1024 + (i % 50_000) as u16,
+                );
+                let syn = packet(6, addr, port, VIP, 31403, SYN, b"");
+                let (action, out, _) = e.dp.test_run(&syn).unwrap();
+                if action != XDP_REDIRECT {
+                    refused += 1;
+                    continue;
+                }
+                let nat = parse(&out).sport;
+                let client_fin = packet(6, addr, port, VIP, 31403, FIN | ACK, b"");
+                let backend_fin = packet(6, B1, 9000, NODE_B, nat, FIN | ACK, b"");
+                let backend_rst = packet(6, B1, 9000, NODE_B, nat, RST, b"");
+                let closing: &[&Vec<u8>] = match end {
+                    End::Fins => &[&client_fin, &backend_fin],
+                    End::Rst => &[&backend_rst],
+                    End::HalfClose => &[&client_fin],
+                };
+                for pkt in closing {
+                    let (action, _, _) = e.dp.test_run(pkt).unwrap();
+                    assert_ne!(
+                        action, XDP_PASS,
+                        "{end:?}: flow {i} close packet not translated"
+                    );
+                }
+            }
+            match end {
+                End::Fins | End::Rst => assert_eq!(
+                    refused, 0,
+                    "{end:?}: {refused} of {flows} flows refused although every earlier flow closed"
+                ),
+                End::HalfClose => {
+                    assert!(
+                        refused > 0 && verdict(&e, "drop_nat_exhausted") == refused as u64,
+                        "{end:?}: half-closed flows must keep their ports: {refused} refused"
+                    );
+                }
+            }
+        })
+        .join()
+        .unwrap();
+    }
+}
