@@ -17,13 +17,17 @@ pub mod maps {
     pub const VERDICTS: &str = "VERDICTS";
     pub const ADDRS: &str = "ADDRS";
     pub const PORTS: &str = "PORTS";
-    pub const SETTINGS: &str = "SETTINGS";
 }
 
 /// Name of the XDP program in the object.
 pub const XDP_PROGRAM: &str = "gateway_xdp";
 /// An empty XDP program in the same object, the baseline for per-packet timing.
 pub const XDP_BASELINE_PROGRAM: &str = "gateway_xdp_baseline";
+/// The next-hop resolver: never attached, run by the agent through BPF_PROG_TEST_RUN on a
+/// `ResolveBatch` (repeat = `RESOLVE_BATCH`) to fill backends' next hops with the kernel's FIB.
+pub const XDP_RESOLVE_PROGRAM: &str = "gateway_resolve";
+/// Backends resolved per resolver call (one bit each in `ResolveBatch::unresolved`).
+pub const RESOLVE_BATCH: u32 = 64;
 
 /// Services (VIP, port, protocol) the data plane owns, L4 and L7 alike.
 pub const MAX_SERVICES: u32 = 1024;
@@ -43,7 +47,20 @@ pub const CONNTRACK_MAX: u32 = 262144;
 pub const MAX_IFADDRS: u32 = 256;
 
 /// `PORTS` entries: every TCP port, then every UDP port (index = port, + 65536 for UDP).
+/// Values are `port_flags`.
 pub const PORTS_LEN: u32 = 2 * 65536;
+
+/// Flags of a `PORTS` entry.
+pub mod port_flags {
+    /// Destination port of an L4 service (or of one removed and still draining): packets to it
+    /// may belong to a flow in `CONNTRACK`.
+    pub const L4: u32 = 1 << 0;
+    /// Destination port of an L7 service (handed to the local stack).
+    pub const LOCAL: u32 = 1 << 1;
+    /// Source port of a preserve-source backend: its replies are addressed to the client, so they
+    /// are recognised by their source port, then by their `CONNTRACK` entry.
+    pub const PS_SRC: u32 = 1 << 2;
+}
 
 /// Index into `PORTS` for a port in host order.
 #[inline(always)]
@@ -52,30 +69,13 @@ pub fn port_index(proto: u8, port: u16) -> u32 {
     base + port as u32
 }
 
-/// Addresses the data plane checks on its slower paths (the node's own, preserve-source backends).
+/// Addresses the data plane checks on its slower paths (the node's own).
 pub const MAX_ADDRS: u32 = 4096;
 
 /// Flags of an `ADDRS` entry.
 pub mod addr_flags {
     /// An address of the node: SNAT replies come back to it.
     pub const NODE: u32 = 1 << 1;
-    /// A backend of a preserve-source service: its replies are addressed to the client, so they
-    /// are recognised by source.
-    pub const PS_BACKEND: u32 = 1 << 2;
-}
-
-/// `SETTINGS[0]`: data-plane-wide switches the agent sets.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Settings {
-    /// `settings_flags`.
-    pub flags: u32,
-    pub _pad: u32,
-}
-
-pub mod settings_flags {
-    /// Some service uses preserve-source: check packet sources against `ADDRS` too.
-    pub const PRESERVE_SOURCE: u32 = 1 << 0;
 }
 
 /// SNAT source ports are taken from this range, which lies above Linux's default ephemeral range
@@ -106,6 +106,10 @@ pub mod svc_flags {
 pub mod ct_flags {
     /// Entry for the reply direction (backend -> client).
     pub const REPLY: u32 = 1 << 0;
+    /// This direction sent a TCP FIN.
+    pub const FIN: u32 = 1 << 1;
+    /// This direction sent a TCP RST.
+    pub const RST: u32 = 1 << 2;
 }
 
 /// Key of `SERVICES`: what a client packet is addressed to.
@@ -136,13 +140,52 @@ pub struct ServiceValue {
 
 /// Value of `BACKENDS` (an array indexed by backend id).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Backend {
     /// IPv4 address, network order.
     pub addr: u32,
     /// Port, network order.
     pub port: u16,
     pub _pad: u16,
+    /// Next hop towards `addr`, resolved in advance by the agent (the resolver program, about
+    /// once a second): egress interface (0 = not resolved: the data path asks the FIB itself),
+    /// its IPv4 address (the SNAT source; 0 = none), and the MACs.
+    pub nh_ifindex: u32,
+    pub snat_addr: u32,
+    pub nh_smac: [u8; 6],
+    pub nh_dmac: [u8; 6],
+    pub _pad2: u32,
+}
+
+impl Backend {
+    /// An entry for `addr:port` whose next hop is not resolved yet.
+    pub const fn new(addr: u32, port: u16) -> Backend {
+        Backend {
+            addr,
+            port,
+            _pad: 0,
+            nh_ifindex: 0,
+            snat_addr: 0,
+            nh_smac: [0; 6],
+            nh_dmac: [0; 6],
+            _pad2: 0,
+        }
+    }
+}
+
+/// The packet the agent hands the resolver program: an Ethernet-sized head (BPF_PROG_TEST_RUN
+/// needs one; ignored), the batch, and the result.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ResolveBatch {
+    pub _eth: [u8; 16],
+    /// First backend id of the batch; `RESOLVE_BATCH` ids from it are resolved.
+    pub first: u32,
+    /// Ids of the batch done so far (the resolver runs once per id, on the same packet).
+    pub done: u32,
+    /// Out: bit i set = backend `first + i` exists but its next hop could not be resolved (no
+    /// route or no neighbour entry yet).
+    pub unresolved: u64,
 }
 
 /// Key of `CONNTRACK`: the packet's own 5-tuple as it arrives.
@@ -171,7 +214,8 @@ pub struct CtValue {
     pub backend_id: u32,
     /// `ct_flags`.
     pub flags: u32,
-    /// Cached next hop: egress interface and MACs; valid while `nh_ts` is recent.
+    /// Next hop used when the backend's own (`Backend::nh_*`) is not resolved, and always for a
+    /// reply entry: egress interface and MACs; looked up again once `nh_ts` is a second old.
     pub nh_ifindex: u32,
     pub nh_smac: [u8; 6],
     pub nh_dmac: [u8; 6],
@@ -291,16 +335,16 @@ pub fn nat_port(flow_hash: u32, attempt: u32) -> u16 {
 // Layout checks: a change here is an ABI change for pinned maps (bump PIN_ABI below).
 const _: () = assert!(core::mem::size_of::<ServiceKey>() == 8);
 const _: () = assert!(core::mem::size_of::<ServiceValue>() == 16);
-const _: () = assert!(core::mem::size_of::<Backend>() == 8);
+const _: () = assert!(core::mem::size_of::<Backend>() == 32);
+const _: () = assert!(core::mem::size_of::<ResolveBatch>() == 32);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
 const _: () = assert!(core::mem::size_of::<CtValue>() == 48);
 const _: () = assert!(core::mem::size_of::<IfAddr>() == 8);
 const _: () = assert!(core::mem::size_of::<Counters>() == 16);
-const _: () = assert!(core::mem::size_of::<Settings>() == 8);
 
 /// Version of the pinned-map layout. The agent keeps pins in a directory named after it, so an
 /// agent with another layout never adopts incompatible maps.
-pub const PIN_ABI: u32 = 5;
+pub const PIN_ABI: u32 = 6;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -312,5 +356,5 @@ mod pod {
     unsafe impl aya::Pod for CtValue {}
     unsafe impl aya::Pod for IfAddr {}
     unsafe impl aya::Pod for Counters {}
-    unsafe impl aya::Pod for Settings {}
+    unsafe impl aya::Pod for ResolveBatch {}
 }

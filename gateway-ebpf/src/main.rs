@@ -17,15 +17,15 @@ use aya_ebpf::{
     EbpfContext,
 };
 use gateway_common::{
-    addr_flags, ct_flags, flow_hash, nat_port, port_index, settings_flags, src_hash, svc_flags,
-    verdict, CtValue, FlowKey, ServiceKey, ServiceValue, MAGLEV_RING, NAT_PORT_MAX, NAT_PORT_MIN,
-    NAT_PORT_TRIES, NEXTHOP_TTL_NS, PROTO_TCP,
+    addr_flags, ct_flags, flow_hash, nat_port, port_flags, port_index, src_hash, svc_flags,
+    verdict, CtValue, FlowKey, ResolveBatch, ServiceKey, ServiceValue, MAGLEV_RING, NAT_PORT_MAX,
+    NAT_PORT_MIN, NAT_PORT_TRIES, NEXTHOP_TTL_NS, PROTO_TCP, RESOLVE_BATCH,
 };
 
 use crate::{
     maps::{
         ADDRS, BACKENDS, BACKEND_STATS, CONNTRACK, IFADDRS, MAGLEV, PORTS, SERVICES, SERVICE_STATS,
-        SETTINGS, VERDICTS,
+        VERDICTS,
     },
     packet::Packet,
 };
@@ -62,29 +62,24 @@ fn process(ctx: &XdpContext) -> (u32, u32) {
     let key = pkt.flow_key();
     let len = (ctx.data_end() - ctx.data()) as u64;
 
-    // Lookup order: `PORTS` (an array, so its lookup is inlined and nearly free) says whether
-    // any service listens on this port. Foreign traffic mostly stops there; a flow's packets to
-    // a service port go to `CONNTRACK` first (one hash lookup for an established flow); SNAT
-    // replies come to a port in the SNAT range and go straight to `CONNTRACK`.
-    let dport = u16::from_be(key.dport);
-    let nat_range = (NAT_PORT_MIN..=NAT_PORT_MAX).contains(&dport);
-    let service_port = PORTS
-        .get(port_index(key.proto, dport))
-        .is_some_and(|p| *p != 0);
-    if !service_port {
-        if nat_range {
+    // Lookup order: `PORTS` (an array, so its lookup is inlined and nearly free) says what
+    // listens on this port. Foreign traffic mostly stops there; a flow's packets to an L4 port
+    // go to `CONNTRACK` first (one hash lookup for an established flow); an L7-only port goes
+    // straight to `SERVICES`.
+    let ports = PORTS
+        .get(port_index(key.proto, u16::from_be(key.dport)))
+        .copied()
+        .unwrap_or(0);
+    if ports & port_flags::L4 != 0 {
+        // A SYN always takes a fresh decision (Katran does the same): a reused 5-tuple must not
+        // inherit a stale entry whose backend may be gone.
+        if !pkt.is_syn() {
             if let Some(ct) = CONNTRACK.get_ptr_mut(&key) {
                 return established(ctx, &pkt, ct, len);
             }
         }
-        return not_ours(ctx, &pkt, &key, nat_range, len);
-    }
-    // A SYN always takes a fresh decision (Katran does the same): a reused 5-tuple must not
-    // inherit a stale entry whose backend may be gone.
-    if !pkt.is_syn() {
-        if let Some(ct) = CONNTRACK.get_ptr_mut(&key) {
-            return established(ctx, &pkt, ct, len);
-        }
+    } else if ports & port_flags::LOCAL == 0 {
+        return not_ours(ctx, &pkt, &key, len);
     }
     let svc_key = ServiceKey {
         addr: key.daddr,
@@ -92,31 +87,29 @@ fn process(ctx: &XdpContext) -> (u32, u32) {
         proto: key.proto,
         _pad: 0,
     };
-    let Some(svc) = (unsafe { SERVICES.get(&svc_key) }).copied() else {
-        return not_ours(ctx, &pkt, &key, nat_range, len);
+    let Some(svc) = (unsafe { SERVICES.get(&svc_key) }) else {
+        return not_ours(ctx, &pkt, &key, len);
     };
     if svc.flags & svc_flags::LOCAL != 0 {
         maps::count(&SERVICE_STATS, svc.id, len);
         return (xdp_action::XDP_PASS, verdict::PASS_LOCAL);
     }
-    new_flow(ctx, &pkt, &key, &svc, len)
+    new_flow(ctx, &pkt, &key, svc, len)
 }
 
-/// No service owns the packet. Still ours: a preserve-source reply (addressed to the client,
-/// recognised by its backend source). Otherwise passed, and a miss on a SNAT port of the node is
-/// counted apart (the connection-table pressure signal).
+/// No service owns the packet. Still ours: a SNAT reply (to a port in the SNAT range) or a
+/// preserve-source reply (addressed to the client, from a backend's source port), if the
+/// connection table knows it. Otherwise passed, and a miss on a SNAT port of the node is counted
+/// apart (the connection-table pressure signal).
 #[inline(always)]
-fn not_ours(
-    ctx: &XdpContext,
-    pkt: &Packet,
-    key: &FlowKey,
-    nat_range: bool,
-    len: u64,
-) -> (u32, u32) {
-    let ps = SETTINGS
-        .get(0)
-        .is_some_and(|s| s.flags & settings_flags::PRESERVE_SOURCE != 0);
-    if ps && unsafe { ADDRS.get(&key.saddr) }.is_some_and(|f| f & addr_flags::PS_BACKEND != 0) {
+fn not_ours(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, len: u64) -> (u32, u32) {
+    let nat_range = (NAT_PORT_MIN..=NAT_PORT_MAX).contains(&u16::from_be(key.dport));
+    let ps_reply = || {
+        PORTS
+            .get(port_index(key.proto, u16::from_be(key.sport)))
+            .is_some_and(|f| f & port_flags::PS_SRC != 0)
+    };
+    if nat_range || ps_reply() {
         if let Some(ct) = CONNTRACK.get_ptr_mut(key) {
             return established(ctx, pkt, ct, len);
         }
@@ -138,7 +131,53 @@ fn established(ctx: &XdpContext, pkt: &Packet, ct: *mut CtValue, len: u64) -> (u
     let ct = unsafe { &mut *ct };
     maps::count(&SERVICE_STATS, ct.service_id, len);
     maps::count(&BACKEND_STATS, ct.backend_id, len);
+    // FIN/RST mark the entry so a closed flow's SNAT port can be taken by a new flow (only
+    // these rare packets write to the entry).
+    let close = pkt.close_flags();
+    if close != 0 {
+        ct.flags |= close;
+    }
+    if ct.flags & ct_flags::REPLY == 0 {
+        // Towards the backend: its next hop, resolved in advance, unless the backend is gone
+        // (its id free or reused by another address) or not resolved yet.
+        if let Some(b) = BACKENDS.get(ct.backend_id) {
+            if b.nh_ifindex != 0 && b.addr == ct.daddr {
+                return send(
+                    ctx,
+                    pkt,
+                    ct,
+                    b.nh_ifindex,
+                    &b.nh_smac,
+                    &b.nh_dmac,
+                    verdict::FWD_ESTABLISHED,
+                );
+            }
+        }
+    }
     forward(ctx, pkt, ct, verdict::FWD_ESTABLISHED)
+}
+
+/// The forward key of the flow owning the reply entry `rev` if that flow is over, so its SNAT
+/// port may be reused: a RST either way, a FIN both ways, or its forward entry already gone
+/// (evicted). A half-closed flow (FIN one way only) may still carry data and keeps its port.
+/// Reusing right after the close is what the kernel's conntrack does for a new SYN on a
+/// TIME_WAIT tuple; a backend that closed first and still holds TIME_WAIT answers the new
+/// SYN by its own rules (RFC 6191 timestamps, or a challenge ACK and a client retry).
+#[inline(always)]
+fn closed_flow(rev: &CtValue, proto: u8) -> Option<FlowKey> {
+    if proto != PROTO_TCP {
+        return None;
+    }
+    let fwd_key = crate::packet::flow_key(rev.daddr, rev.saddr, rev.dport, rev.sport, proto);
+    if rev.flags & ct_flags::RST != 0 {
+        return Some(fwd_key);
+    }
+    match unsafe { CONNTRACK.get(&fwd_key) } {
+        None => Some(fwd_key),
+        Some(f) if f.flags & ct_flags::RST != 0 => Some(fwd_key),
+        Some(f) if f.flags & rev.flags & ct_flags::FIN != 0 => Some(fwd_key),
+        Some(_) => None,
+    }
 }
 
 /// First packet of a flow: Maglev pick, next hop, SNAT port, then both connection entries.
@@ -166,11 +205,13 @@ fn new_flow(
         None => return (xdp_action::XDP_DROP, verdict::DROP_NO_BACKEND),
     };
     let backend = match BACKENDS.get(backend_id) {
-        Some(b) if b.addr != 0 => *b,
+        Some(b) if b.addr != 0 => b,
         _ => return (xdp_action::XDP_DROP, verdict::DROP_NO_BACKEND),
     };
 
     let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // The backend's next hop, copied into the entry too: it serves the flow if the backend
+    // leaves the config while the flow lives.
     let mut fwd = CtValue {
         saddr: key.saddr,
         daddr: backend.addr,
@@ -179,13 +220,16 @@ fn new_flow(
         service_id: svc.id,
         backend_id,
         flags: 0,
-        nh_ifindex: 0,
-        nh_smac: [0; 6],
-        nh_dmac: [0; 6],
-        nh_ts: 0,
+        nh_ifindex: backend.nh_ifindex,
+        nh_smac: backend.nh_smac,
+        nh_dmac: backend.nh_dmac,
+        nh_ts: now,
     };
-    if let Err(reason) = fib(ctx, &mut fwd, now) {
-        return (action_for(reason), reason);
+    if backend.nh_ifindex == 0 {
+        // Not resolved yet (a backend added a moment ago): ask the FIB for this flow.
+        if let Err(reason) = fib(ctx, &mut fwd, now) {
+            return (action_for(reason), reason);
+        }
     }
 
     // Replies go back the way the client's packet came: its ingress interface, MACs swapped.
@@ -202,19 +246,22 @@ fn new_flow(
         nh_dmac: pkt.eth_src(),
         nh_ts: now,
     };
-    let mut rkey = FlowKey {
-        saddr: backend.addr,
-        daddr: key.saddr,
-        sport: backend.port,
-        dport: key.sport,
-        proto: key.proto,
-        _pad: [0; 3],
-    };
+    let mut rkey = packet::flow_key(
+        backend.addr,
+        key.saddr,
+        backend.port,
+        key.sport,
+        key.proto,
+    );
 
     if svc.flags & svc_flags::SNAT != 0 {
-        let snat = match unsafe { IFADDRS.get(&fwd.nh_ifindex) } {
-            Some(a) => a.addr,
-            None => return (xdp_action::XDP_DROP, verdict::DROP_NO_SNAT_ADDR),
+        let snat = if backend.nh_ifindex != 0 && backend.snat_addr != 0 {
+            backend.snat_addr
+        } else {
+            match unsafe { IFADDRS.get(&fwd.nh_ifindex) } {
+                Some(a) => a.addr,
+                None => return (xdp_action::XDP_DROP, verdict::DROP_NO_SNAT_ADDR),
+            }
         };
         fwd.saddr = snat;
         rkey.daddr = snat;
@@ -226,13 +273,22 @@ fn new_flow(
                 found = true;
                 break;
             }
-            // Taken: by this very flow (a retransmitted SYN) is fine, by another is not.
+            // Taken: by this very flow (a retransmitted SYN) is fine, by another is not,
+            // unless that flow has closed.
             if let Some(other) = unsafe { CONNTRACK.get(&rkey) } {
                 if other.daddr == key.saddr
                     && other.dport == key.sport
                     && other.saddr == key.daddr
                     && other.sport == key.dport
                 {
+                    let _ = CONNTRACK.insert(&rkey, &rev, 0);
+                    found = true;
+                    break;
+                }
+                if let Some(old_fwd) = closed_flow(other, key.proto) {
+                    // Its forward entry goes too: a late packet of the old flow must not be
+                    // translated into the new flow's tuple.
+                    let _ = CONNTRACK.remove(&old_fwd);
                     let _ = CONNTRACK.insert(&rkey, &rev, 0);
                     found = true;
                     break;
@@ -261,10 +317,18 @@ fn new_flow(
     }
     maps::count(&SERVICE_STATS, svc.id, len);
     maps::count(&BACKEND_STATS, backend_id, len);
-    forward(ctx, pkt, &mut fwd, verdict::FWD_NEW)
+    send(
+        ctx,
+        pkt,
+        &fwd,
+        fwd.nh_ifindex,
+        &fwd.nh_smac,
+        &fwd.nh_dmac,
+        verdict::FWD_NEW,
+    )
 }
 
-/// Rewrites the packet per `ct` and sends it to the cached (or freshly looked up) next hop.
+/// Sends a packet per `ct`'s own next hop, looked up again once it is a second old.
 #[inline(always)]
 fn forward(ctx: &XdpContext, pkt: &Packet, ct: &mut CtValue, reason: u32) -> (u32, u32) {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
@@ -279,19 +343,81 @@ fn forward(ctx: &XdpContext, pkt: &Packet, ct: &mut CtValue, reason: u32) -> (u3
             ct.nh_ts = now;
         }
     }
-    pkt.rewrite(
-        ct.saddr,
-        ct.daddr,
-        ct.sport,
-        ct.dport,
+    send(
+        ctx,
+        pkt,
+        ct,
+        ct.nh_ifindex,
         &ct.nh_smac,
         &ct.nh_dmac,
-    );
-    if ct.nh_ifindex == ctx.ingress_ifindex() as u32 {
+        reason,
+    )
+}
+
+/// Rewrites the packet per `ct` and sends it out of `ifindex` to `dmac`.
+#[inline(always)]
+fn send(
+    ctx: &XdpContext,
+    pkt: &Packet,
+    ct: &CtValue,
+    ifindex: u32,
+    smac: &[u8; 6],
+    dmac: &[u8; 6],
+    reason: u32,
+) -> (u32, u32) {
+    pkt.rewrite(ct.saddr, ct.daddr, ct.sport, ct.dport, smac, dmac);
+    if ifindex == ctx.ingress_ifindex() as u32 {
         return (xdp_action::XDP_TX, reason);
     }
-    let action = unsafe { bpf_redirect(ct.nh_ifindex, 0) } as u32;
+    let action = unsafe { bpf_redirect(ifindex, 0) } as u32;
     (action, reason)
+}
+
+/// Resolves the next hop of one backend into its `BACKENDS` entry, with the same FIB the data
+/// path would ask (as if from `lo`, like the data path's fallback: no ingress device is known in
+/// advance). The agent runs it through BPF_PROG_TEST_RUN with repeat = `RESOLVE_BATCH`: each
+/// run takes the next id of the batch from the packet, which persists across repeats, so one
+/// call resolves a batch while the verifier sees no loop. Run after each apply and about once a
+/// second, so route and neighbour changes reach established flows within a second and no
+/// packet pays for a FIB lookup.
+#[xdp]
+pub fn gateway_resolve(ctx: XdpContext) -> u32 {
+    let Some(batch) = packet::ptr_at::<ResolveBatch>(&ctx, 0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    // Safety: bounds checked by ptr_at; nothing else holds the test packet.
+    let batch = unsafe { &mut *batch };
+    let i = batch.done;
+    if i >= RESOLVE_BATCH {
+        return xdp_action::XDP_PASS;
+    }
+    batch.done = i + 1;
+    let Some(b) = BACKENDS.get_ptr_mut(batch.first.wrapping_add(i)) else {
+        return xdp_action::XDP_PASS;
+    };
+    // Safety: a map value pointer stays valid for the duration of the program.
+    let b = unsafe { &mut *b };
+    if b.addr == 0 {
+        b.nh_ifindex = 0;
+        return xdp_action::XDP_PASS;
+    }
+    let mut p: aya_ebpf::bindings::bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    p.family = 2; // AF_INET
+    p.l4_protocol = PROTO_TCP;
+    p.ifindex = LOOPBACK_IFINDEX;
+    p.__bindgen_anon_4.ipv4_dst = b.addr;
+    let size = core::mem::size_of::<aya_ebpf::bindings::bpf_fib_lookup>() as i32;
+    let rc = unsafe { bpf_fib_lookup(ctx.as_ptr(), &mut p, size, 0) };
+    if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
+        b.snat_addr = unsafe { IFADDRS.get(&p.ifindex) }.map_or(0, |a| a.addr);
+        b.nh_smac = p.smac;
+        b.nh_dmac = p.dmac;
+        b.nh_ifindex = p.ifindex;
+    } else {
+        b.nh_ifindex = 0;
+        batch.unresolved |= 1u64 << (i & 63);
+    }
+    xdp_action::XDP_PASS
 }
 
 const LOOPBACK_IFINDEX: u32 = 1;

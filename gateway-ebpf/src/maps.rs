@@ -6,21 +6,18 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use gateway_common::{
-    Backend, Counters, CtValue, FlowKey, IfAddr, ServiceKey, ServiceValue, Settings, CONNTRACK_MAX,
+    Backend, Counters, CtValue, FlowKey, IfAddr, ServiceKey, ServiceValue, CONNTRACK_MAX,
     MAGLEV_RING, MAX_ADDRS, MAX_BACKENDS, MAX_IFADDRS, MAX_RINGS, MAX_SERVICES,
 };
 
-/// Index `port_index(proto, port)` -> non-zero if some service (L4 or L7) listens on it: the
-/// first, inlined check of every packet.
+/// Index `port_index(proto, port)` -> `port_flags` (what uses the port): the first, inlined
+/// check of every packet.
 #[map]
 pub static PORTS: Array<u32> = Array::pinned(gateway_common::PORTS_LEN, 0);
 
-/// Address -> `addr_flags`: the first, cheap filter of every packet.
+/// Address -> `addr_flags` (the node's own addresses).
 #[map]
 pub static ADDRS: HashMap<u32, u32> = HashMap::pinned(MAX_ADDRS, 0);
-
-#[map]
-pub static SETTINGS: Array<Settings> = Array::pinned(1, 0);
 
 #[map]
 pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(MAX_SERVICES, 0);

@@ -11,18 +11,35 @@ use crate::csum;
 const ETH_LEN: usize = 14;
 const IP_LEN: usize = 20;
 const ETH_P_IP: u16 = 0x0800;
+const TCP_FIN: u8 = 0x01;
+const TCP_RST: u8 = 0x04;
 const TCP_SYN: u8 = 0x02;
 const TCP_ACK: u8 = 0x10;
 
 /// Returns a pointer to a `T` at `off`, or None if the packet is too short.
 #[inline(always)]
-fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
+pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + off + core::mem::size_of::<T>() > end {
         return None;
     }
     Some((start + off) as *mut T)
+}
+
+/// A `FlowKey` built from four words: a struct literal zeroes the 3-byte padding with a call to
+/// a byte-by-byte `memset` subprogram, on every packet.
+#[inline(always)]
+pub fn flow_key(saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8) -> FlowKey {
+    // Little-endian (bpfel): the low half of a word is the field at the lower address.
+    let words = [
+        saddr,
+        daddr,
+        sport as u32 | (dport as u32) << 16,
+        proto as u32,
+    ];
+    // Safety: FlowKey is #[repr(C)], 16 bytes, any bit pattern valid.
+    unsafe { core::mem::transmute::<[u32; 4], FlowKey>(words) }
 }
 
 pub struct Packet {
@@ -33,7 +50,8 @@ pub struct Packet {
     /// L4 checksum field; None for UDP without a checksum.
     l4_check: Option<*mut u16>,
     proto: u8,
-    syn: bool,
+    /// TCP flags byte (0 for UDP).
+    tcp_flags: u8,
 }
 
 #[repr(C)]
@@ -65,13 +83,13 @@ impl Packet {
             return Err(verdict::PASS_UNPARSED);
         }
         let l4 = ETH_LEN + IP_LEN;
-        let (l4_check, syn) = match proto {
+        let (l4_check, tcp_flags) = match proto {
             PROTO_TCP => {
                 // Flags at 13, checksum at 16: require the whole 20-byte header.
                 let hdr: *mut [u8; 20] = ptr_at(ctx, l4).ok_or(verdict::PASS_UNPARSED)?;
                 let flags = unsafe { (*hdr)[13] };
                 let check: *mut u16 = ptr_at(ctx, l4 + 16).ok_or(verdict::PASS_UNPARSED)?;
-                (Some(check), flags & (TCP_SYN | TCP_ACK) == TCP_SYN)
+                (Some(check), flags)
             }
             PROTO_UDP => {
                 let check: *mut u16 = ptr_at(ctx, l4 + 6).ok_or(verdict::PASS_UNPARSED)?;
@@ -81,7 +99,7 @@ impl Packet {
                 } else {
                     Some(check)
                 };
-                (c, false)
+                (c, 0)
             }
             _ => return Err(verdict::PASS_UNPARSED),
         };
@@ -92,28 +110,40 @@ impl Packet {
             ports,
             l4_check,
             proto,
-            syn,
+            tcp_flags,
         })
     }
 
     #[inline(always)]
     pub fn flow_key(&self) -> FlowKey {
         unsafe {
-            FlowKey {
-                saddr: (*self.ip).saddr,
-                daddr: (*self.ip).daddr,
-                sport: (*self.ports)[0],
-                dport: (*self.ports)[1],
-                proto: self.proto,
-                _pad: [0; 3],
-            }
+            flow_key(
+                (*self.ip).saddr,
+                (*self.ip).daddr,
+                (*self.ports)[0],
+                (*self.ports)[1],
+                self.proto,
+            )
         }
     }
 
     /// A TCP SYN without ACK: the start of a new connection.
     #[inline(always)]
     pub fn is_syn(&self) -> bool {
-        self.syn
+        self.tcp_flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+    }
+
+    /// The `ct_flags` a TCP FIN or RST sets on its direction's connection entry (0: neither).
+    #[inline(always)]
+    pub fn close_flags(&self) -> u32 {
+        let mut f = 0;
+        if self.tcp_flags & TCP_FIN != 0 {
+            f |= gateway_common::ct_flags::FIN;
+        }
+        if self.tcp_flags & TCP_RST != 0 {
+            f |= gateway_common::ct_flags::RST;
+        }
+        f
     }
 
     #[inline(always)]

@@ -28,6 +28,9 @@ use crate::{
 
 /// How often backends' neighbour entries are refreshed for the XDP path's FIB lookups.
 const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(30);
+/// How often backends' next hops are resolved again (route and neighbour changes reach flows
+/// within this time).
+const NEXTHOP_REFRESH: Duration = Duration::from_secs(1);
 
 pub struct RunArgs {
     pub config: PathBuf,
@@ -285,7 +288,9 @@ async fn watch(
 ) {
     let mut last = fingerprint(&dir);
     let mut last_prime = std::time::Instant::now();
-    let mut tick = tokio::time::interval(every);
+    let mut last_check = std::time::Instant::now();
+    // Backends' next hops are refreshed at least once a second, whatever the config interval.
+    let mut tick = tokio::time::interval(every.min(NEXTHOP_REFRESH));
     loop {
         tick.tick().await;
         {
@@ -293,6 +298,10 @@ async fn watch(
             if let L4Path::Xdp(dp) = &mut *p {
                 if let Err(e) = dp.sync_ifaddrs() {
                     log::warn!("interface addresses: {e}");
+                }
+                match dp.refresh_next_hops() {
+                    Ok(unresolved) => dataplane::prime_addrs(unresolved),
+                    Err(e) => log::warn!("resolving backends' next hops: {e}"),
                 }
                 if let Err(e) = dp.expire_drains() {
                     log::warn!("closing drained ports: {e}");
@@ -304,6 +313,10 @@ async fn watch(
                 }
             }
         }
+        if last_check.elapsed() < every {
+            continue;
+        }
+        last_check = std::time::Instant::now();
         let fp = fingerprint(&dir);
         if fp == last {
             continue;

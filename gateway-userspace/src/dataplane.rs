@@ -19,9 +19,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use gateway_common::{
-    addr_flags, maps as names, settings_flags, svc_flags, Backend as BpfBackend, Counters, IfAddr,
-    ServiceKey, ServiceValue, Settings, MAGLEV_RING, MAX_BACKENDS, MAX_RINGS, MAX_SERVICES,
-    PIN_ABI, XDP_PROGRAM,
+    addr_flags, maps as names, port_flags, svc_flags, Backend as BpfBackend, Counters, IfAddr,
+    ResolveBatch, ServiceKey, ServiceValue, MAGLEV_RING, MAX_BACKENDS, MAX_RINGS, MAX_SERVICES,
+    PIN_ABI, RESOLVE_BATCH, XDP_PROGRAM, XDP_RESOLVE_PROGRAM,
 };
 
 use crate::{
@@ -60,6 +60,8 @@ pub enum DataplaneError {
         what: &'static str,
         source: std::io::Error,
     },
+    #[error("next-hop resolver: {0}")]
+    Resolver(String),
     #[error("{what}: limit of {limit} reached")]
     Full { what: &'static str, limit: u32 },
 }
@@ -103,12 +105,10 @@ pub struct Dataplane {
     ifaddrs: HashMap<MapData, u32, IfAddr>,
     addrs: HashMap<MapData, u32, u32>,
     ports: Array<MapData, u32>,
-    /// Ports of removed services, open until their drain period ends.
+    /// Non-zero `PORTS` entries as last written (`port_flags`).
+    port_values: BTreeMap<u32, u32>,
+    /// L4 ports of removed services, open until their drain period ends.
     draining: BTreeMap<u32, std::time::Instant>,
-    settings: Array<MapData, Settings>,
-    /// `ADDRS` entries the plan asks for (preserve-source backends); node addresses are added
-    /// from the interfaces at each sync.
-    plan_addrs: BTreeMap<u32, u32>,
     service_stats: PerCpuArray<MapData, Counters>,
     backend_stats: PerCpuArray<MapData, Counters>,
     verdicts: PerCpuArray<MapData, Counters>,
@@ -198,6 +198,15 @@ impl Dataplane {
             .ok_or(DataplaneError::MissingMap("program"))?
             .try_into()?;
         prog.load()?;
+        let resolver: &mut Xdp = ebpf
+            .program_mut(XDP_RESOLVE_PROGRAM)
+            .ok_or(DataplaneError::MissingMap("resolver program"))?
+            .try_into()?;
+        resolver.load()?;
+        let prog: &mut Xdp = ebpf
+            .program_mut(XDP_PROGRAM)
+            .ok_or(DataplaneError::MissingMap("program"))?
+            .try_into()?;
         let mut links = Vec::new();
         let mut attached = Vec::new();
         for iface in ifaces {
@@ -243,8 +252,6 @@ impl Dataplane {
             Array::try_from(take(&mut ebpf, names::PORTS)?).map_err(map_err(names::PORTS))?;
         let addrs =
             HashMap::try_from(take(&mut ebpf, names::ADDRS)?).map_err(map_err(names::ADDRS))?;
-        let settings =
-            Array::try_from(take(&mut ebpf, names::SETTINGS)?).map_err(map_err(names::SETTINGS))?;
         let service_stats = PerCpuArray::try_from(take(&mut ebpf, names::SERVICE_STATS)?)
             .map_err(map_err(names::SERVICE_STATS))?;
         let backend_stats = PerCpuArray::try_from(take(&mut ebpf, names::BACKEND_STATS)?)
@@ -261,9 +268,8 @@ impl Dataplane {
             ifaddrs,
             addrs,
             ports,
+            port_values: BTreeMap::new(),
             draining: BTreeMap::new(),
-            settings,
-            plan_addrs: BTreeMap::new(),
             service_stats,
             backend_stats,
             verdicts,
@@ -289,13 +295,22 @@ impl Dataplane {
             };
             self.applied.insert(k, Applied { value: v, ring });
         }
-        // Open ports no adopted service uses belong to services removed before the restart:
-        // give them a fresh drain period.
-        let used: BTreeSet<u32> = self.applied.keys().map(port_of).collect();
+        // Open L4 ports no adopted L4 service uses belong to services removed before the
+        // restart: give them a fresh drain period.
+        let used: BTreeSet<u32> = self
+            .applied
+            .iter()
+            .filter(|(_, a)| a.value.flags & svc_flags::LOCAL == 0)
+            .map(|(k, _)| port_of(k))
+            .collect();
         let now = std::time::Instant::now();
         for (idx, v) in self.ports.iter().enumerate() {
             let idx = idx as u32;
-            if v.map_err(map_err(names::PORTS))? != 0 && !used.contains(&idx) {
+            let v = v.map_err(map_err(names::PORTS))?;
+            if v != 0 {
+                self.port_values.insert(idx, v);
+            }
+            if v & port_flags::L4 != 0 && !used.contains(&idx) {
                 self.draining.insert(idx, now);
             }
         }
@@ -343,11 +358,6 @@ impl Dataplane {
         self.sync_addrs(&want)
     }
 
-    fn set_settings(&mut self, flags: u32) -> Result<(), DataplaneError> {
-        let v = Settings { flags, _pad: 0 };
-        self.settings.set(0, v, 0).map_err(map_err(names::SETTINGS))
-    }
-
     /// Closes the ports whose drain period is over (called periodically by the agent).
     pub fn expire_drains(&mut self) -> Result<(), DataplaneError> {
         let due: Vec<u32> = self
@@ -356,20 +366,103 @@ impl Dataplane {
             .filter(|(_, since)| since.elapsed() >= DRAIN_PERIOD)
             .map(|(idx, _)| *idx)
             .collect();
+        let mut want = self.port_values.clone();
         for idx in due {
-            self.ports.set(idx, 0, 0).map_err(map_err(names::PORTS))?;
             self.draining.remove(&idx);
+            if let Some(v) = want.get_mut(&idx) {
+                *v &= !port_flags::L4;
+            }
+        }
+        self.write_ports(&want)
+    }
+
+    /// Brings `PORTS` to `want` (absent = 0), writing only the entries that change.
+    fn write_ports(&mut self, want: &BTreeMap<u32, u32>) -> Result<(), DataplaneError> {
+        let idxs: BTreeSet<u32> = want
+            .keys()
+            .chain(self.port_values.keys())
+            .copied()
+            .collect();
+        for idx in idxs {
+            let (old, new) = (
+                self.port_values.get(&idx).copied().unwrap_or(0),
+                want.get(&idx).copied().unwrap_or(0),
+            );
+            if old != new {
+                self.ports.set(idx, new, 0).map_err(map_err(names::PORTS))?;
+            }
+            if new == 0 {
+                self.port_values.remove(&idx);
+            } else {
+                self.port_values.insert(idx, new);
+            }
         }
         Ok(())
     }
 
-    /// Brings `ADDRS` to the plan's addresses plus the node's own (`ifaces`, from
-    /// `interface_addrs`), removing the rest.
+    /// Resolves every backend's next hop (egress interface, MACs, SNAT address) into `BACKENDS`
+    /// with the kernel's FIB, through the resolver program, so that no packet pays for a FIB
+    /// lookup. Called after each apply and about once a second. Returns the backends that could
+    /// not be resolved (no route or no neighbour entry yet): the caller primes their neighbours,
+    /// and the data path asks the FIB per flow for them meanwhile.
+    pub fn refresh_next_hops(&mut self) -> Result<Vec<Ipv4Addr>, DataplaneError> {
+        use aya::programs::{TestRun, TestRunOptions};
+        let Some(max) = self.backend_ids.values().max().copied() else {
+            return Ok(Vec::new());
+        };
+        let by_id: BTreeMap<u32, u32> = self
+            .backend_ids
+            .iter()
+            .map(|((addr, _), id)| (*id, *addr))
+            .collect();
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(XDP_RESOLVE_PROGRAM)
+            .ok_or(DataplaneError::MissingMap("resolver program"))?
+            .try_into()?;
+        let mut unresolved = BTreeSet::new();
+        let mut first = 0;
+        while first <= max {
+            let batch = ResolveBatch {
+                first,
+                ..Default::default()
+            };
+            // Safety: ResolveBatch is plain #[repr(C)] data without padding holes.
+            let input: [u8; 32] = unsafe { std::mem::transmute(batch) };
+            let mut out = [0u8; 32 + 256];
+            let mut opts = TestRunOptions::new();
+            opts.data_in = Some(&input);
+            opts.data_out = Some(&mut out);
+            // One run per id: the program advances `done` in the packet, which repeats keep.
+            opts.repeat = RESOLVE_BATCH;
+            prog.test_run(opts)?;
+            let done = u32::from_ne_bytes(out[20..24].try_into().expect("4 bytes"));
+            if done != RESOLVE_BATCH {
+                return Err(DataplaneError::Resolver(format!(
+                    "resolved {done} of {RESOLVE_BATCH} backends per call (the kernel must keep \
+                     the test packet across repeats)"
+                )));
+            }
+            let bits = u64::from_ne_bytes(out[24..32].try_into().expect("8 bytes"));
+            for i in 0..RESOLVE_BATCH {
+                if bits & (1 << i) != 0 {
+                    if let Some(a) = by_id.get(&(first + i)) {
+                        unresolved.insert(Ipv4Addr::from(u32::from_be(*a)));
+                    }
+                }
+            }
+            first += RESOLVE_BATCH;
+        }
+        Ok(unresolved.into_iter().collect())
+    }
+
+    /// Brings `ADDRS` to the node's own addresses (`ifaces`, from `interface_addrs`), removing
+    /// the rest.
     fn sync_addrs(
         &mut self,
         ifaces: &StdHashMap<u32, Vec<Ipv4Addr>>,
     ) -> Result<(), DataplaneError> {
-        let mut want = self.plan_addrs.clone();
+        let mut want: BTreeMap<u32, u32> = BTreeMap::new();
         for a in ifaces.values().flatten() {
             *want.entry(u32::from(*a).to_be()).or_default() |= addr_flags::NODE;
         }
@@ -390,16 +483,6 @@ impl Dataplane {
     /// Applies `plan` by diff: backends first, new rings beside live ones, then the switch of each
     /// service entry, deletions last.
     pub fn apply(&mut self, plan: &Plan) -> Result<(), DataplaneError> {
-        // 0. The address table learns new preserve-source backends before services use them;
-        // the old ones stay until the deletions at the end (make before break).
-        let want_addrs = plan_addrs(plan);
-        let any_ps = plan.l4.iter().any(|s| s.nat == NatMode::PreserveSource);
-        for (a, f) in &want_addrs {
-            *self.plan_addrs.entry(*a).or_default() |= f;
-        }
-        if any_ps {
-            self.set_settings(settings_flags::PRESERVE_SOURCE)?;
-        }
         self.sync_ifaddrs()?;
         prime_neighbours(plan);
 
@@ -423,13 +506,8 @@ impl Dataplane {
                 },
             )?;
             used.insert(id);
-            let v = BpfBackend {
-                addr: key.0,
-                port: key.1,
-                _pad: 0,
-            };
             self.backends
-                .set(id, v, 0)
+                .set(id, BpfBackend::new(key.0, key.1), 0)
                 .map_err(map_err(names::BACKENDS))?;
             reset_counter(&mut self.backend_stats, id)?;
             self.backend_ids.insert(*key, id);
@@ -456,13 +534,25 @@ impl Dataplane {
                 .or_insert((svc_flags::LOCAL, Vec::new()));
         }
 
-        // The port filter opens new service ports before their services exist (make before
-        // break); ports no longer used are closed after a drain period (`expire_drains`).
-        let ports_before: BTreeSet<u32> = self.applied.keys().map(port_of).collect();
-        let ports_after: BTreeSet<u32> = desired.keys().map(port_of).collect();
-        for idx in ports_after.difference(&ports_before) {
-            self.ports.set(*idx, 1, 0).map_err(map_err(names::PORTS))?;
+        // New backends get their next hop before any service points at them. Those not
+        // resolved yet are looked up per flow until the next refresh.
+        self.refresh_next_hops()?;
+
+        // The port filter opens new ports before their services exist (make before break);
+        // L4 ports no longer used are closed after a drain period (`expire_drains`).
+        let l4_ports = |m: &mut dyn Iterator<Item = (&ServiceKey, u32)>| -> BTreeSet<u32> {
+            m.filter(|(_, f)| f & svc_flags::LOCAL == 0)
+                .map(|(k, _)| port_of(k))
+                .collect()
+        };
+        let ports_before = l4_ports(&mut self.applied.iter().map(|(k, a)| (k, a.value.flags)));
+        let ports_after = l4_ports(&mut desired.iter().map(|(k, (f, _))| (k, *f)));
+        let mut want_ports = plan_ports(plan, &desired);
+        let mut opening = self.port_values.clone();
+        for (idx, f) in &want_ports {
+            *opening.entry(*idx).or_default() |= f;
         }
+        self.write_ports(&opening)?;
 
         let mut ids_used: BTreeSet<u32> = self.applied.values().map(|a| a.value.id).collect();
         let mut rings_used: BTreeSet<u32> = self
@@ -552,6 +642,10 @@ impl Dataplane {
         for idx in &ports_after {
             self.draining.remove(idx);
         }
+        for idx in self.draining.keys() {
+            *want_ports.entry(*idx).or_default() |= port_flags::L4;
+        }
+        self.write_ports(&want_ports)?;
         let stale: Vec<(u32, u16)> = self
             .backend_ids
             .keys()
@@ -562,21 +656,9 @@ impl Dataplane {
             if let Some(id) = self.backend_ids.remove(&key) {
                 // Established flows carry their own rewrite and keep going.
                 self.backends
-                    .set(
-                        id,
-                        BpfBackend {
-                            addr: 0,
-                            port: 0,
-                            _pad: 0,
-                        },
-                        0,
-                    )
+                    .set(id, BpfBackend::default(), 0)
                     .map_err(map_err(names::BACKENDS))?;
             }
-        }
-        self.plan_addrs = want_addrs;
-        if !any_ps {
-            self.set_settings(0)?;
         }
         self.sync_addrs(&interface_addrs())?;
         Ok(())
@@ -703,6 +785,11 @@ pub fn prime_neighbours(plan: &Plan) {
         .iter()
         .flat_map(|s| s.backends.iter().map(|b| b.addr))
         .collect();
+    prime_addrs(addrs);
+}
+
+/// `prime_neighbours` for the given addresses (e.g. backends whose next hop did not resolve).
+pub fn prime_addrs(addrs: impl IntoIterator<Item = Ipv4Addr>) {
     if let Ok(sock) = std::net::UdpSocket::bind("0.0.0.0:0") {
         for a in addrs {
             let _ = sock.send_to(&[], (a, 9));
@@ -732,13 +819,24 @@ fn next_free(used: &BTreeSet<u32>, cursor: &mut u32, max: u32) -> Option<u32> {
     Some(id)
 }
 
-/// `ADDRS` entries a plan needs: the backends of preserve-source services (their replies are
-/// recognised by source address). Node addresses are added from the interfaces.
-fn plan_addrs(plan: &Plan) -> BTreeMap<u32, u32> {
+/// `PORTS` entries a plan needs: its services' ports (L4 or L7), and the ports of
+/// preserve-source backends, whose replies are recognised by source port.
+fn plan_ports(plan: &Plan, desired: &BTreeMap<ServiceKey, (u32, Vec<u32>)>) -> BTreeMap<u32, u32> {
     let mut m: BTreeMap<u32, u32> = BTreeMap::new();
+    for (k, (flags, _)) in desired {
+        let f = if flags & svc_flags::LOCAL != 0 {
+            port_flags::LOCAL
+        } else {
+            port_flags::L4
+        };
+        *m.entry(port_of(k)).or_default() |= f;
+    }
     let ps = plan.l4.iter().filter(|s| s.nat == NatMode::PreserveSource);
-    for b in ps.flat_map(|s| s.backends.iter()) {
-        *m.entry(u32::from(b.addr).to_be()).or_default() |= addr_flags::PS_BACKEND;
+    for s in ps {
+        for b in &s.backends {
+            let idx = gateway_common::port_index(s.proto.number(), b.port);
+            *m.entry(idx).or_default() |= port_flags::PS_SRC;
+        }
     }
     m
 }

@@ -179,7 +179,9 @@ impl Case {
     fn label(self) -> &'static str {
         match self {
             Case::Established => "established-flow forward (ACK of a primed flow)",
-            Case::NewFlow => "new flow (SYN: Maglev pick + 2 conntrack inserts + FIB lookup)",
+            Case::NewFlow => {
+                "new flow (SYN: Maglev pick + 2 conntrack inserts, next hop resolved in advance)"
+            }
             Case::NotOurs => {
                 "packet not ours (ACK to the VIP's port 22, no service on the port; passes)"
             }
@@ -372,10 +374,10 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
             losses.push(format!(
                 "**Established flow: we lose ({est:.0} ns vs {KATRAN_ESTABLISHED_NS} ns).** Per packet the program \
                  checks the port array (inlined), looks the 5-tuple up in one *shared* LRU hash (Katran uses a per-CPU LRU), \
-                 bumps three per-CPU counters (verdict, service, backend), reads the coarse clock to age the \
-                 cached next hop, rewrites addresses and ports with incremental checksums and redirects. \
-                 Candidates to win it back: a per-CPU LRU (replies may land on another CPU, so it needs care), \
-                 fewer counters on the fast path."
+                 bumps three per-CPU counters (verdict, service, backend), reads the backend's next hop resolved in \
+                 advance (an inlined array lookup), rewrites addresses and ports with incremental checksums and \
+                 redirects. Candidates to win it back: a per-CPU LRU (replies may land on another CPU, so it needs \
+                 care), fewer counters on the fast path."
             ));
         }
         if let (Some(no), Some(syn)) = (
@@ -385,7 +387,7 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
             if no > KATRAN_NOT_OURS_NS {
                 losses.push(format!(
                     "**Packet not ours: we lose ({no:.0} ns vs {KATRAN_NOT_OURS_NS} ns; {syn:.0} ns as a SYN).** \
-                     The path is a parse, one inlined array check of the destination port and the per-CPU \
+                     The path is a parse, inlined array checks of the destination and source ports and the per-CPU \
                      verdict counter; what remains is the difference between our test-run baseline and \
                      Katran's measurement."
                 ));
@@ -395,7 +397,7 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
             let pre = net_of("preserve-source", Case::NewFlow).unwrap_or(f64::NAN);
             losses.push(format!(
                 "**New flow: we lose ({new:.0} ns snat, {pre:.0} ns preserve-source, vs ~{KATRAN_NEW_FLOW_NS} ns).** \
-                 A SYN costs a `bpf_fib_lookup` (Katran sends to a next hop known in advance), two inserts into \
+                 A SYN costs two inserts into \
                  the shared LRU connection table (one per direction, so replies need no route; Katran keeps one \
                  per-CPU entry and does not NAT), and in SNAT mode an insert-if-absent per SNAT port candidate. \
                  In exchange we do NAT in both directions, which Katran (DSR with IPIP) does not."
