@@ -140,8 +140,11 @@ pub fn run_with(ctx: &Ctx, p: &Params) -> anyhow::Result<(Section, Vec<String>)>
         .collect();
     for run in 0..p.runs {
         eprintln!("bench:   L4 run {}/{}", run + 1, p.runs);
-        for ((_, s), f) in setups.iter().zip(figures.iter_mut()) {
+        // Each run starts with the next peer, so none is always measured first after set-up.
+        let n = setups.len();
+        for i in (0..n).map(|k| (k + run) % n) {
             check_interrupt()?;
+            let (s, f) = (&setups[i].1, &mut figures[i]);
             if let (Ok(s), Ok(fig)) = (s, &mut *f) {
                 let iperf = iperf.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
                 if let Err(e) = one_run(s, p, iperf, fig) {
@@ -175,7 +178,8 @@ pub fn run_with(ctx: &Ctx, p: &Params) -> anyhow::Result<(Section, Vec<String>)>
          2 cores: client, node and backends together), per connection and per GB moved; for HAProxy \
          also its own process time.\n\
          - Medians of {} runs; all peers are set up at once and their runs interleaved (run 1 of each \
-         peer, then run 2, ...), so noise from other work on the machine spreads over all of them.\n",
+         peer, then run 2, ..., each run starting with the next peer), so noise from other work on the \
+         machine spreads over all of them.\n",
         p.conns, p.threads, p.iperf_secs, p.runs
     );
     let _ = writeln!(
