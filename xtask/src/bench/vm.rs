@@ -127,13 +127,13 @@ pub fn run(ctx: &Ctx) -> Result<(Section, Vec<String>)> {
             "the guest did not finish within {} s (log {}); its last lines:\n{}",
             boot_timeout(ctx.quick).as_secs(),
             log.display(),
-            qemu::log_tail(&text, 30)
+            qemu::log_tail(&text, 12)
         ),
         (None, false) => bail!(
             "the guest printed no report (exit {}; log {}); its last lines:\n{}",
             exit.as_deref().unwrap_or("?"),
             log.display(),
-            qemu::log_tail(&text, 30)
+            qemu::log_tail(&text, 12)
         ),
     };
     let headline: Vec<String> = text
