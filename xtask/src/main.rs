@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod demo;
 mod kernels;
+mod qemu;
 
 #[derive(Parser)]
 struct Cli {
@@ -32,10 +33,16 @@ enum Cmd {
     Bench {
         #[arg(long)]
         quick: bool,
-        /// Run only these sections (comma-separated: xdp,l4,l7,scale,pressure,router); the
+        /// Run only these sections (comma-separated: xdp,l4,l4vm,l7,scale,pressure,router); the
         /// report then goes to target/bench-only.md and docs/benchmarks.md is left alone.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+    },
+    /// Inside the `bench` part 2b guest only: run part 2 there and print it for the host.
+    #[command(name = "l4-guest", hide = true)]
+    L4Guest {
+        #[arg(long)]
+        quick: bool,
     },
     /// Run the XDP program tests (xdp_prog) on other kernels (Debian 6.1, 6.12) under qemu.
     Kernels {
@@ -50,6 +57,7 @@ fn main() -> Result<()> {
         Cmd::Test { args } => test(&args),
         Cmd::Demo => demo::run(),
         Cmd::Bench { quick, only } => bench::run(quick, &only),
+        Cmd::L4Guest { quick } => bench::vm::guest(quick),
         Cmd::Kernels { kernel } => kernels::run(kernel),
     }
 }

@@ -37,11 +37,11 @@ use super::{
 pub const ECHO_PORT: u16 = 31400;
 pub const IPERF_PORT: u16 = 5201;
 
-struct Params {
-    conns: usize,
-    threads: usize,
-    runs: usize,
-    iperf_secs: u32,
+pub struct Params {
+    pub conns: usize,
+    pub threads: usize,
+    pub runs: usize,
+    pub iperf_secs: u32,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -109,6 +109,11 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
             iperf_secs: 3,
         }
     };
+    run_with(ctx, &p)
+}
+
+/// [`run`] with the given counts (part 2b runs it in a guest, with smaller ones).
+pub fn run_with(ctx: &Ctx, p: &Params) -> anyhow::Result<(Section, Vec<String>)> {
     let iperf = util::ensure_tool("iperf3", "iperf3");
     let peers = [
         Peer::XdpSnat,
@@ -135,11 +140,14 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
         .collect();
     for run in 0..p.runs {
         eprintln!("bench:   L4 run {}/{}", run + 1, p.runs);
-        for ((_, s), f) in setups.iter().zip(figures.iter_mut()) {
+        // Each run starts with the next peer, so none is always measured first after set-up.
+        let n = setups.len();
+        for i in (0..n).map(|k| (k + run) % n) {
             check_interrupt()?;
+            let (s, f) = (&setups[i].1, &mut figures[i]);
             if let (Ok(s), Ok(fig)) = (s, &mut *f) {
                 let iperf = iperf.as_ref().map_err(|e| anyhow::anyhow!("{e}"))?;
-                if let Err(e) = one_run(s, &p, iperf, fig) {
+                if let Err(e) = one_run(s, p, iperf, fig) {
                     *f = Err(format!("{e:#}"));
                 }
             }
@@ -170,7 +178,8 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
          2 cores: client, node and backends together), per connection and per GB moved; for HAProxy \
          also its own process time.\n\
          - Medians of {} runs; all peers are set up at once and their runs interleaved (run 1 of each \
-         peer, then run 2, ...), so noise from other work on the machine spreads over all of them.\n",
+         peer, then run 2, ..., each run starting with the next peer), so noise from other work on the \
+         machine spreads over all of them.\n",
         p.conns, p.threads, p.iperf_secs, p.runs
     );
     let _ = writeln!(
@@ -353,10 +362,21 @@ fn setup(ctx: &Ctx, peer: Peer, iperf: &str) -> anyhow::Result<Setup> {
             .spawn(iperf, &["-s", "-p", &IPERF_PORT.to_string()], false)?;
     let running = start_peer(ctx, peer, &topo, tool.as_deref())?;
     let echo = SocketAddr::from((VIP, ECHO_PORT));
-    // Wait until the service answers (and iperf3 -s listens behind it).
-    gateway_tests::wait_until(Duration::from_secs(10), "the service to answer", || {
-        Ok(topo.client_api().tcp_hit(echo).is_ok())
-    })?;
+    // Wait until the service answers (and iperf3 -s listens behind it). Generous, since under
+    // emulation (part 2b) a peer can take several seconds to come up on a loaded machine.
+    let mut last = String::new();
+    gateway_tests::wait_until(
+        Duration::from_secs(30),
+        "the service to answer",
+        || match topo.client_api().tcp_hit(echo) {
+            Ok(_) => Ok(true),
+            Err(e) => {
+                last = format!("{e:#}");
+                Ok(false)
+            }
+        },
+    )
+    .with_context(|| format!("last attempt: {last}"))?;
     Ok(Setup {
         running,
         _iperf_srv: iperf_srv,

@@ -3,7 +3,7 @@
 //!
 //! 1. XDP per-packet cost through BPF_PROG_TEST_RUN, net of an empty program (`xdp`).
 //! 2. L4 through network namespaces: connections/s and iperf3 throughput, XDP vs IPVS, iptables
-//!    DNAT and HAProxy (`l4`).
+//!    DNAT and HAProxy (`l4`); 2b. the same in a qemu guest whose kernel has IPVS (`l4vm`).
 //! 3. L7: requests/s and latency through the agent vs HAProxy and nginx (`l7`).
 //! 4. Config scale: load + validate + compile + apply time, agent RSS, BPF map memory (`scale`).
 //! 5. Connection-table pressure (`xdp`).
@@ -20,6 +20,7 @@ mod l7;
 mod packet;
 mod scale;
 mod util;
+pub mod vm;
 mod xdp;
 
 use std::{fmt::Write as _, path::PathBuf, process::Command, time::Instant};
@@ -72,7 +73,7 @@ fn target_dir() -> PathBuf {
 
 pub fn run(quick: bool, only: &[String]) -> Result<()> {
     crate::require_root()?;
-    const SECTIONS: [&str; 6] = ["xdp", "l4", "l7", "scale", "pressure", "router"];
+    const SECTIONS: [&str; 7] = ["xdp", "l4", "l4vm", "l7", "scale", "pressure", "router"];
     if let Some(bad) = only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
         anyhow::bail!(
             "--only {bad}: not a section (one of {})",
@@ -169,6 +170,18 @@ pub fn run(quick: bool, only: &[String]) -> Result<()> {
                 sections.push(s);
             }
             Err(e) => sections.push(Section::failed("2. L4 through network namespaces", &e)),
+        }
+        util::check_interrupt()?;
+    }
+
+    if want("l4vm") {
+        eprintln!("bench: {}", vm::TITLE);
+        match vm::run(&ctx) {
+            Ok((s, h)) => {
+                headline.extend(h);
+                sections.push(s);
+            }
+            Err(e) => sections.push(Section::failed(vm::TITLE, &e)),
         }
         util::check_interrupt()?;
     }
