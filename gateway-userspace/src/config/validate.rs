@@ -399,17 +399,22 @@ fn tls_options(d: &mut Diag<'_>, at: &str, t: &ServerTls) {
         );
     }
     let terminating = matches!(mode.as_str(), "SIMPLE" | "MUTUAL" | "OPTIONAL_MUTUAL");
-    if terminating && (!t.credential_name.is_empty() || !t.credential_names.is_empty()) {
-        // Credentials come from a Secret: no file fields required (and Istio stops here).
-        return;
+    // Credentials from a Secret: no file fields required.
+    let from_secret = !t.credential_name.is_empty() || !t.credential_names.is_empty();
+    if terminating && from_secret && t.credential_names.len() > 2 {
+        d.warn(
+            format!("{at}.credentialNames"),
+            "at most 2 credential names (RSA and ECDSA) are supported",
+        );
     }
-    if terminating {
+    if terminating && !from_secret {
         let prefix = if mode == "SIMPLE" {
             "SIMPLE TLS"
         } else {
             "MUTUAL TLS"
         };
-        if mode != "SIMPLE" && t.ca_certificates.is_empty() {
+        if mode != "SIMPLE" && t.ca_certificates.is_empty() && t.ca_cert_credential_name.is_empty()
+        {
             d.err(
                 format!("{at}.caCertificates"),
                 format!("{prefix} requires a client CA bundle"),
