@@ -264,8 +264,8 @@ fn refused(r: Result<(u16, Vec<u8>), String>, alert: &str) {
 }
 
 struct Setup {
-    _l7: L7,
-    _dir: tempfile::TempDir,
+    l7: L7,
+    dir: tempfile::TempDir,
     ca: Ca,
     /// SAN spiffe://example.com/good and good.client.example.com; serial 10.
     good: Leaf,
@@ -434,8 +434,8 @@ spec:
     let mut l7 = L7::default();
     l7.apply(&plan.http).await.expect("binds");
     Setup {
-        _l7: l7,
-        _dir: dir,
+        l7,
+        dir,
         ca,
         good,
         other,
@@ -542,4 +542,52 @@ async fn several_certificates_by_the_clients_signature_schemes() {
         "UnknownCA",
     );
     assert!(get(&s.ca, s.ports.secrets, None, None).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_pin_or_crl_keeps_the_last_good_config() {
+    let mut s = setup().await;
+    let path = s.dir.path().join("gw.yaml");
+    let good_yaml = std::fs::read_to_string(&path).unwrap();
+    let input = CompileInput {
+        vips: vec![Ipv4Addr::UNSPECIFIED],
+        ..CompileInput::default()
+    };
+    // A pin that is not a SHA-256, then a CRL file that is not there: each rejects the config
+    // with the Gateway field (and file) named.
+    let pin = spki_pin(&s.good.der);
+    let cases = [
+        (
+            good_yaml.replace(&pin, "bm90IGEgZGlnZXN0"),
+            "Gateway istio-system/gw spec.servers[1].tls.verifyCertificateSpki[0]: \"bm90IGEgZGlnZXN0\" is not a base64 SHA-256 digest".to_string(),
+        ),
+        (
+            good_yaml.replace("caCrl: ca.crl", "caCrl: gone.crl"),
+            format!(
+                "Gateway istio-system/gw spec.servers[4].tls.caCrl: reading {}",
+                s.dir.path().join("gone.crl").display()
+            ),
+        ),
+    ];
+    for (yaml, want) in cases {
+        std::fs::write(&path, yaml).unwrap();
+        let (plan, _) = load_and_compile(s.dir.path(), &input).unwrap();
+        let errs = s.l7.apply(&plan.http).await.unwrap_err();
+        assert!(errs.iter().any(|e| e.starts_with(&want)), "{errs:#?}");
+        // The previous generation still serves, pins and CRL included.
+        assert_eq!(
+            get(&s.ca, s.ports.spki, Some(&s.good), None)
+                .await
+                .map(|r| r.0),
+            Ok(200)
+        );
+        refused(
+            get(&s.ca, s.ports.spki, Some(&s.other), None).await,
+            "BadCertificate",
+        );
+        refused(
+            get(&s.ca, s.ports.crl, Some(&s.revoked), None).await,
+            "CertificateRevoked",
+        );
+    }
 }
