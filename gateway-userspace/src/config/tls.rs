@@ -64,6 +64,14 @@ impl<'a> Compiler<'a> {
         } else {
             pins
         };
+        if t.insecure_skip_verify == Some(true) && needs_ca {
+            // Stricter than asked: the client certificate is still verified.
+            self.warn(
+                srv.gw,
+                format!("{at}.insecureSkipVerify"),
+                "insecureSkipVerify is not implemented; client certificates are verified",
+            );
+        }
         if !t.cipher_suites.is_empty() {
             self.warn(
                 srv.gw,
@@ -145,8 +153,18 @@ impl<'a> Compiler<'a> {
             Some((ca, crl)) if needs_ca => (Some(ca), crl),
             _ => (None, None),
         };
+        let from_secret = !t.credential_name.is_empty() || !t.credential_names.is_empty();
         if !t.ca_crl.is_empty() && needs_ca {
-            ca_crl = Some(file(&t.ca_crl, "caCrl"));
+            if from_secret {
+                // istiod's SDS path never reads the file: the CRL comes with the credential.
+                self.warn(
+                    srv.gw,
+                    format!("{at}.caCrl"),
+                    "caCrl is ignored with credentialName(s); put ca.crl in the CA Secret",
+                );
+            } else {
+                ca_crl = Some(file(&t.ca_crl, "caCrl"));
+            }
         }
         if needs_ca && ca_certificates.is_none() {
             self.warn(
@@ -417,6 +435,23 @@ mod tests {
         assert_eq!(s.pins.spki, ["abc"]);
         assert_eq!(s.pins.hash, ["AB:CD"]);
         assert_eq!(s.pins.origin, "Gateway istio-system/gw spec.servers[0].tls");
+    }
+
+    #[test]
+    fn ca_crl_file_is_ignored_with_a_credential() {
+        let extra = secret("srv", &["tls.crt", "tls.key", "ca.crt", "ca.crl"]);
+        let (s, w) = settings(
+            "mode: MUTUAL, credentialName: srv, caCrl: other.crl, insecureSkipVerify: true",
+            &extra,
+        );
+        assert_eq!(
+            origin(s.unwrap().ca_crl.as_ref().unwrap()),
+            "Secret istio-system/srv key ca.crl"
+        );
+        for field in ["caCrl", "insecureSkipVerify"] {
+            let f = format!("spec.servers[0].tls.{field}");
+            assert!(w.iter().any(|w| w.field == f), "{field}: {w:#?}");
+        }
     }
 
     #[test]
