@@ -175,10 +175,15 @@ impl Pins {
             let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|_| "unparsable")?;
             let san = cert.subject_alternative_name().ok().flatten();
             let names = san.iter().flat_map(|s| s.value.general_names.iter());
+            // A DNS SAN may be a wildcard (Envoy's `dnsNameMatch`): `*.b.c` covers `a.b.c`.
+            if names.clone().any(|n| match n {
+                GeneralName::DNSName(pattern) => self.sans.iter().any(|s| dns_match(s, pattern)),
+                _ => false,
+            }) {
+                return Ok(());
+            }
             let found = names.filter_map(|n| match n {
-                GeneralName::DNSName(v) | GeneralName::URI(v) | GeneralName::RFC822Name(v) => {
-                    Some(v.to_string())
-                }
+                GeneralName::URI(v) | GeneralName::RFC822Name(v) => Some(v.to_string()),
                 GeneralName::IPAddress(b) => match b.len() {
                     4 => Some(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).ok()?).to_string()),
                     16 => {
@@ -193,6 +198,19 @@ impl Pins {
             }
         }
         Ok(())
+    }
+}
+
+/// Envoy's `dnsNameMatch`: equal, or the certificate's `*.suffix` covers exactly one label.
+fn dns_match(name: &str, pattern: &str) -> bool {
+    if name == pattern {
+        return true;
+    }
+    match pattern.strip_prefix('*') {
+        Some(suffix) if suffix.starts_with('.') => name
+            .strip_suffix(suffix)
+            .is_some_and(|label| !label.is_empty() && !label.contains('.')),
+        _ => false,
     }
 }
 
@@ -562,10 +580,15 @@ mod tests {
         for good in ["a.example.com", "spiffe://td/ns/x", "192.0.2.7"] {
             assert_eq!(sans(&["other", good]).check(&der), Ok(()), "{good}");
         }
-        // Exact: no wildcard or case folding.
+        // Exact: no wildcard on our side, no case folding, no prefix.
         for bad in ["*.example.com", "A.example.com", "spiffe://td/ns"] {
             assert!(sans(&[bad]).check(&der).is_err(), "{bad}");
         }
+        // A wildcard DNS SAN in the certificate covers one label (Envoy's dnsNameMatch).
+        assert!(dns_match("a.w.example.com", "*.w.example.com"));
+        assert!(!dns_match("a.b.w.example.com", "*.w.example.com"));
+        assert!(!dns_match("w.example.com", "*.w.example.com"));
+        assert!(!dns_match(".w.example.com", "*.w.example.com"));
         let digest = |d: &[u8]| -> [u8; 32] {
             ring::digest::digest(&ring::digest::SHA256, d)
                 .as_ref()
