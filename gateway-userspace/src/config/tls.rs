@@ -1,6 +1,7 @@
 //! Downstream TLS of HTTPS Gateway servers (§2.1 `tls.*`, §3.7, §4 TLS notes): where the
-//! certificate, key and client CA come from (file paths or a `kind: Secret` named by
-//! `credentialName` in the agent's namespace), and the protocol versions. Pure: files are only
+//! certificates, keys, client CA and CRL come from (file paths, or `kind: Secret`s named by
+//! `credentialName(s)` / `caCertCredentialName` in the agent's namespace), the client-certificate
+//! pins, and the protocol versions. Pure: files are only
 //! named here; `l7::tls` reads them when it builds the listener.
 
 use std::path::{Path, PathBuf};

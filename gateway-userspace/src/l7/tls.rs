@@ -1,8 +1,11 @@
 //! HTTPS termination (§3.7): one rustls `ServerConfig` per TLS chain (HTTPS server), chosen by
 //! the ClientHello's SNI before the handshake goes on, as Envoy's filter-chain match does.
 //!
-//! Certificate files are read here, when a plan is applied: a bad file rejects the whole
-//! config (the last good one keeps serving) with an error naming the Gateway field and path.
+//! Certificate files are read here, when a plan is applied: a bad file (or CRL, or pin) rejects
+//! the whole config (the last good one keeps serving) with an error naming the Gateway field and
+//! path. Client certificates are verified as Envoy's `CertificateValidationContext` does: chain
+//! and CRL (WebPKI), then SAN and SPKI/hash pins; several server certificates are chosen by the
+//! client's signature schemes.
 
 use std::sync::Arc;
 use std::time::Duration;
