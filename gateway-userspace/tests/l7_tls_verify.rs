@@ -1,7 +1,7 @@
 //! Client-certificate checks and several server certificates on HTTPS servers, in-process:
 //! CAs, certificates and a CRL made with rcgen (RSA keys by `openssl genpkey`, as ring cannot
 //! generate them), real handshakes with a rustls client over 127.0.0.1, manifests through
-//! `load_and_compile` and `L7::apply`.
+//! `load_and_compile` and `L7::apply_plan`.
 
 use std::convert::Infallible;
 use std::net::Ipv4Addr;
@@ -286,6 +286,8 @@ struct Ports {
     crl: u16,
     files: u16,
     secrets: u16,
+    /// A `TLS` server (terminated, then `tcp` routes) with subjectAltNames.
+    stream: u16,
 }
 
 fn server(port: u16, name: &str, tls: &str) -> String {
@@ -326,6 +328,7 @@ async fn setup() -> Setup {
         crl: free_port(),
         files: free_port(),
         secrets: free_port(),
+        stream: free_port(),
     };
     let mtls =
         "mode: MUTUAL, serverCertificate: ecdsa.crt, privateKey: ecdsa.key, caCertificates: ca.crt";
@@ -371,6 +374,10 @@ async fn setup() -> Setup {
         ports.secrets,
         "secrets",
         "mode: MUTUAL, credentialNames: [rsa-cred, ecdsa-cred], caCertCredentialName: client-ca",
+    );
+    servers += &format!(
+        "  - port: {{number: {}, name: tls-term, protocol: TLS}}\n    hosts: [\"*\"]\n    tls: {{{mtls}, subjectAltNames: [other.client.example.com]}}\n",
+        ports.stream
     );
     let be = backend().await;
     let secret = |name: &str, data: &[(&str, &str)]| {
@@ -419,6 +426,8 @@ spec:
   gateways: [istio-system/gw]
   http:
   - route: [{{destination: {{host: web.internal}}}}]
+  tcp:
+  - route: [{{destination: {{host: web.internal, port: {{number: 80}}}}}}]
 "#
     );
     std::fs::write(d.join("gw.yaml"), yaml).unwrap();
@@ -432,7 +441,7 @@ spec:
         "{warnings:#?}"
     );
     let mut l7 = L7::default();
-    l7.apply(&plan.http).await.expect("binds");
+    l7.apply_plan(&plan).await.expect("binds");
     Setup {
         l7,
         dir,
@@ -459,6 +468,18 @@ async fn subject_alt_names_pick_the_client() {
     );
     // No certificate at all on MUTUAL: refused.
     assert!(get(&s.ca, s.ports.san, None, None).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_servers_with_tcp_routes_check_the_client_too() {
+    let s = setup().await;
+    // The bytes after termination reach the HTTP backend unchanged.
+    let r = get(&s.ca, s.ports.stream, Some(&s.other), None).await;
+    assert_eq!(r.map(|r| r.0), Ok(200));
+    refused(
+        get(&s.ca, s.ports.stream, Some(&s.good), None).await,
+        "BadCertificate",
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -572,7 +593,7 @@ async fn malformed_pin_or_crl_keeps_the_last_good_config() {
     for (yaml, want) in cases {
         std::fs::write(&path, yaml).unwrap();
         let (plan, _) = load_and_compile(s.dir.path(), &input).unwrap();
-        let errs = s.l7.apply(&plan.http).await.unwrap_err();
+        let errs = s.l7.apply_plan(&plan).await.unwrap_err();
         assert!(errs.iter().any(|e| e.starts_with(&want)), "{errs:#?}");
         // The previous generation still serves, pins and CRL included.
         assert_eq!(
