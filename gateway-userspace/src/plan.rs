@@ -212,14 +212,44 @@ pub mod http {
     #[derive(Clone, Debug, PartialEq, Serialize)]
     pub struct TlsSettings {
         pub mode: TlsMode,
-        pub certificate: Pem,
-        pub private_key: Pem,
+        /// One, or several (`credentialNames`, `tlsCertificates`: RSA and ECDSA) picked by
+        /// the client's signature schemes.
+        pub certificates: Vec<ServerCertificate>,
         /// Client CA bundle (MUTUAL, OPTIONAL_MUTUAL).
         #[serde(skip_serializing_if = "Option::is_none")]
         pub ca_certificates: Option<Pem>,
+        /// `caCrl` (or the credential's `ca.crl`): revoked client certificates are refused.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub ca_crl: Option<Pem>,
+        /// Checks on a verified client certificate beyond its chain (MUTUAL, OPTIONAL_MUTUAL).
+        #[serde(skip_serializing_if = "ClientPins::is_empty")]
+        pub pins: ClientPins,
         /// 12 or 13 (rustls has nothing older); defaults 12 and 13.
         pub min_version: u8,
         pub max_version: u8,
+    }
+
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct ServerCertificate {
+        pub certificate: Pem,
+        pub private_key: Pem,
+    }
+
+    /// `subjectAltNames`, `verifyCertificateSpki`, `verifyCertificateHash` as written; parsed
+    /// when the listener is built, so a malformed pin rejects the config like a bad file.
+    #[derive(Clone, Debug, Default, PartialEq, Serialize)]
+    pub struct ClientPins {
+        pub subject_alt_names: Vec<String>,
+        pub spki: Vec<String>,
+        pub hash: Vec<String>,
+        /// `Gateway istio-system/gw spec.servers[1].tls`: named in errors.
+        pub origin: String,
+    }
+
+    impl ClientPins {
+        pub fn is_empty(&self) -> bool {
+            self.subject_alt_names.is_empty() && self.spki.is_empty() && self.hash.is_empty()
+        }
     }
 
     /// PEM material: a file (read when the listener is built, so a rotated file is picked up

@@ -399,8 +399,16 @@ fn tls_options(d: &mut Diag<'_>, at: &str, t: &ServerTls) {
         );
     }
     let terminating = matches!(mode.as_str(), "SIMPLE" | "MUTUAL" | "OPTIONAL_MUTUAL");
-    if terminating && (!t.credential_name.is_empty() || !t.credential_names.is_empty()) {
-        // Credentials come from a Secret: no file fields required (and Istio stops here).
+    // Credentials from a Secret: no file fields required.
+    let from_secret = !t.credential_name.is_empty() || !t.credential_names.is_empty();
+    if terminating && from_secret {
+        if t.credential_names.len() > 2 {
+            d.warn(
+                format!("{at}.credentialNames"),
+                "at most 2 credential names (RSA and ECDSA) are supported",
+            );
+        }
+        // Istio stops here: no file fields required (and caCrl is not checked).
         return;
     }
     if terminating {
@@ -409,7 +417,8 @@ fn tls_options(d: &mut Diag<'_>, at: &str, t: &ServerTls) {
         } else {
             "MUTUAL TLS"
         };
-        if mode != "SIMPLE" && t.ca_certificates.is_empty() {
+        if mode != "SIMPLE" && t.ca_certificates.is_empty() && t.ca_cert_credential_name.is_empty()
+        {
             d.err(
                 format!("{at}.caCertificates"),
                 format!("{prefix} requires a client CA bundle"),
@@ -1624,6 +1633,20 @@ mod tests {
             GWR,
             "spec.servers[0].tls.caCrl",
             "CRL is not supported with SIMPLE TLS",
+        );
+        // caCertCredentialName stands in for caCertificates.
+        assert!(errors_of(&https(
+            "    tls: {mode: MUTUAL, serverCertificate: c, privateKey: k, caCertCredentialName: ca}\n"
+        ))
+        .is_empty());
+        // Secrets: no file fields needed, caCrl not checked (as Istio); a third credential warns.
+        let w = warnings_of(&https(
+            "    tls: {mode: MUTUAL, credentialNames: [a, b, c], caCrl: x}\n",
+        ));
+        assert!(
+            w.iter()
+                .any(|w| w.field == "spec.servers[0].tls.credentialNames"),
+            "{w:#?}"
         );
         one_error(
             &https("    tls: {mode: BOGUS}\n"),

@@ -1,16 +1,25 @@
 //! HTTPS termination (§3.7): one rustls `ServerConfig` per TLS chain (HTTPS server), chosen by
 //! the ClientHello's SNI before the handshake goes on, as Envoy's filter-chain match does.
 //!
-//! Certificate files are read here, when a plan is applied: a bad file rejects the whole
-//! config (the last good one keeps serving) with an error naming the Gateway field and path.
+//! Certificate files are read here, when a plan is applied: a bad file (or CRL, or pin) rejects
+//! the whole config (the last good one keeps serving) with an error naming the Gateway field and
+//! path. Client certificates are verified as Envoy's `CertificateValidationContext` does: chain
+//! and CRL (WebPKI), then SAN and SPKI/hash pins; several server certificates are chosen by the
+//! client's signature schemes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
+use rustls::sign::CertifiedKey;
+use rustls::{
+    DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig, SignatureAlgorithm,
+    SignatureScheme,
+};
 use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::LazyConfigAcceptor;
@@ -70,6 +79,225 @@ fn key(pem: &p::Pem) -> Result<PrivateKeyDer<'static>, String> {
         .map_err(|e| format!("{what}: no usable PEM private key: {e}"))
 }
 
+fn crls(pem: &p::Pem) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let (data, what) = read_pem(pem)?;
+    let crls = CertificateRevocationListDer::pem_slice_iter(&data)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{what}: bad PEM CRL: {e}"))?;
+    if crls.is_empty() {
+        return Err(format!("{what}: no PEM X509 CRL found"));
+    }
+    Ok(crls)
+}
+
+/// The client-certificate pins of a MUTUAL server, parsed (Envoy's
+/// `CertificateValidationContext`: `match_typed_subject_alt_names` exact,
+/// `verify_certificate_spki`, `verify_certificate_hash`).
+#[derive(Debug, Default)]
+pub(crate) struct Pins {
+    sans: Vec<String>,
+    spki: Vec<[u8; 32]>,
+    hash: Vec<[u8; 32]>,
+}
+
+/// `verifyCertificateSpki`: base64 of a SHA-256.
+fn parse_spki(s: &str) -> Option<[u8; 32]> {
+    use base64::Engine as _;
+    let raw = base64::engine::general_purpose::STANDARD.decode(s).ok()?;
+    raw.try_into().ok()
+}
+
+/// `verifyCertificateHash`: hex of a SHA-256, any case, colons between bytes allowed.
+fn parse_hash(s: &str) -> Option<[u8; 32]> {
+    let hex: Vec<u8> = s.bytes().filter(|b| *b != b':').collect();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        out[i] = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl Pins {
+    /// Errors name the Gateway field and the bad entry.
+    pub(crate) fn parse(c: &p::ClientPins) -> Result<Pins, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut parse =
+            |list: &[String], field: &str, what: &str, f: fn(&str) -> Option<[u8; 32]>| {
+                let mut out = Vec::new();
+                for (i, v) in list.iter().enumerate() {
+                    match f(v.trim()) {
+                        Some(d) => out.push(d),
+                        None => errors.push(format!(
+                            "{}.{field}[{i}]: {v:?} is not a {what} SHA-256 digest",
+                            c.origin
+                        )),
+                    }
+                }
+                out
+            };
+        let spki = parse(&c.spki, "verifyCertificateSpki", "base64", parse_spki);
+        let hash = parse(&c.hash, "verifyCertificateHash", "hex", parse_hash);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        Ok(Pins {
+            sans: c.subject_alt_names.clone(),
+            spki,
+            hash,
+        })
+    }
+
+    fn is_empty(&self) -> bool {
+        self.sans.is_empty() && self.spki.is_empty() && self.hash.is_empty()
+    }
+
+    /// Whether a (chain-verified) leaf passes: one SAN (DNS, URI, email or IP) exactly equal
+    /// to a listed name, and, if pins are listed, its SPKI or its hash pinned (either list).
+    pub(crate) fn check(&self, der: &[u8]) -> Result<(), &'static str> {
+        if !self.spki.is_empty() || !self.hash.is_empty() {
+            let digest = |d: &[u8]| -> [u8; 32] {
+                let h = ring::digest::digest(&ring::digest::SHA256, d);
+                h.as_ref().try_into().expect("SHA-256 is 32 bytes")
+            };
+            let by_hash = self.hash.contains(&digest(der));
+            let by_spki = !by_hash && !self.spki.is_empty() && {
+                let (_, cert) =
+                    x509_parser::parse_x509_certificate(der).map_err(|_| "unparsable")?;
+                self.spki
+                    .contains(&digest(cert.tbs_certificate.subject_pki.raw))
+            };
+            if !by_hash && !by_spki {
+                return Err("certificate hash and SPKI are not pinned");
+            }
+        }
+        if !self.sans.is_empty() {
+            use x509_parser::extensions::GeneralName;
+            let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|_| "unparsable")?;
+            let san = cert.subject_alternative_name().ok().flatten();
+            let names = san.iter().flat_map(|s| s.value.general_names.iter());
+            // A DNS SAN may be a wildcard (Envoy's `dnsNameMatch`): `*.b.c` covers `a.b.c`.
+            if names.clone().any(|n| match n {
+                GeneralName::DNSName(pattern) => self.sans.iter().any(|s| dns_match(s, pattern)),
+                _ => false,
+            }) {
+                return Ok(());
+            }
+            let found = names.filter_map(|n| match n {
+                GeneralName::URI(v) | GeneralName::RFC822Name(v) => Some(v.to_string()),
+                GeneralName::IPAddress(b) => match b.len() {
+                    4 => Some(std::net::Ipv4Addr::from(<[u8; 4]>::try_from(*b).ok()?).to_string()),
+                    16 => {
+                        Some(std::net::Ipv6Addr::from(<[u8; 16]>::try_from(*b).ok()?).to_string())
+                    }
+                    _ => None,
+                },
+                _ => None,
+            });
+            if !found.into_iter().any(|n| self.sans.contains(&n)) {
+                return Err("no subject alternative name matches");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Envoy's `dnsNameMatch`: equal, or the certificate's `*.suffix` covers exactly one label.
+fn dns_match(name: &str, pattern: &str) -> bool {
+    if name == pattern {
+        return true;
+    }
+    match pattern.strip_prefix('*') {
+        Some(suffix) if suffix.starts_with('.') => name
+            .strip_suffix(suffix)
+            .is_some_and(|label| !label.is_empty() && !label.contains('.')),
+        _ => false,
+    }
+}
+
+/// WebPKI chain validation first, then the pins on the leaf; a mismatch fails the handshake
+/// with a bad_certificate alert, as Envoy's does.
+#[derive(Debug)]
+struct PinnedVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    pins: Pins,
+}
+
+impl ClientCertVerifier for PinnedVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let ok = self
+            .inner
+            .verify_client_cert(end_entity, intermediates, now)?;
+        self.pins.check(end_entity.as_ref()).map_err(|why| {
+            log::debug!("client certificate refused: {why}");
+            rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName)
+        })?;
+        Ok(ok)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// Several certificates for one server (`credentialNames`, `tlsCertificates`): as Envoy picks
+/// among them, an ECDSA one when the client can verify it, else the first the client's
+/// signature schemes allow (RSA), else the first.
+#[derive(Debug)]
+struct ByKeyType(Vec<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for ByKeyType {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let schemes = hello.signature_schemes();
+        let usable = |k: &&Arc<CertifiedKey>| k.key.choose_scheme(schemes).is_some();
+        let ecdsa = |k: &&Arc<CertifiedKey>| k.key.algorithm() == SignatureAlgorithm::ECDSA;
+        self.0
+            .iter()
+            .filter(usable)
+            .find(ecdsa)
+            .or_else(|| self.0.iter().find(usable))
+            .or_else(|| self.0.first())
+            .cloned()
+    }
+}
+
 pub(crate) fn server_config(s: &p::TlsSettings, origin: &str) -> Result<ServerConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let versions: Vec<&'static rustls::SupportedProtocolVersion> =
@@ -90,21 +318,39 @@ pub(crate) fn server_config(s: &p::TlsSettings, origin: &str) -> Result<ServerCo
                     .add(c)
                     .map_err(|e| format!("{origin}: client CA certificate: {e}"))?;
             }
-            let mut v = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
+            let mut v =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone());
             // OPTIONAL_MUTUAL asks for a certificate; one that is sent must still verify.
             if mode == p::TlsMode::OptionalMutual {
                 v = v.allow_unauthenticated();
             }
+            if let Some(crl) = &s.ca_crl {
+                // Envoy: with a CRL, every certificate of the chain needs a verdict from one;
+                // rustls' default (whole chain, unknown status refused) is the same.
+                v = v.with_crls(crls(crl)?);
+            }
             let v = v
                 .build()
                 .map_err(|e| format!("{origin}: client certificate verifier: {e}"))?;
-            builder.with_client_cert_verifier(v)
+            let pins = Pins::parse(&s.pins).map_err(|e| e.join("; "))?;
+            if pins.is_empty() {
+                builder.with_client_cert_verifier(v)
+            } else {
+                builder.with_client_cert_verifier(Arc::new(PinnedVerifier { inner: v, pins }))
+            }
         }
         (_, None) => return Err(format!("{origin}: MUTUAL TLS requires a client CA bundle")),
     };
-    let mut cfg = builder
-        .with_single_cert(certs(&s.certificate)?, key(&s.private_key)?)
-        .map_err(|e| format!("{origin}: certificate and private key: {e}"))?;
+    let mut keys = Vec::new();
+    for c in &s.certificates {
+        let k = CertifiedKey::from_der(certs(&c.certificate)?, key(&c.private_key)?, &provider)
+            .map_err(|e| format!("{origin}: certificate and private key: {e}"))?;
+        keys.push(Arc::new(k));
+    }
+    if keys.is_empty() {
+        return Err(format!("{origin}: no server certificate"));
+    }
+    let mut cfg = builder.with_cert_resolver(Arc::new(ByKeyType(keys)));
     // Istio's HTTPS servers offer both (§3.7); hyper's auto codec serves either.
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(cfg)
@@ -281,4 +527,94 @@ pub fn xfcc(der: &[u8]) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pins(spki: &[&str], hash: &[&str]) -> p::ClientPins {
+        p::ClientPins {
+            subject_alt_names: Vec::new(),
+            spki: spki.iter().map(|s| s.to_string()).collect(),
+            hash: hash.iter().map(|s| s.to_string()).collect(),
+            origin: "Gateway ns/gw spec.servers[2].tls".into(),
+        }
+    }
+
+    #[test]
+    fn pin_formats() {
+        let hex = "AB:".repeat(31) + "CD";
+        let ok = Pins::parse(&pins(
+            &["IQnLhNPH/LTI1HLbPBtX3TxAQgdTLkjYQpp8WkxQseE="],
+            &[&hex, &"ef".repeat(32)],
+        ))
+        .unwrap();
+        assert_eq!(ok.hash[0][0], 0xab);
+        assert_eq!(ok.hash[0][31], 0xcd);
+        assert_eq!(ok.hash[1], [0xef; 32]);
+        assert_eq!(ok.spki[0][0], 0x21);
+        let errs = Pins::parse(&pins(&["c2hvcnQ="], &["AB:CD", &"zz".repeat(32)])).unwrap_err();
+        assert_eq!(
+            errs,
+            [
+                "Gateway ns/gw spec.servers[2].tls.verifyCertificateSpki[0]: \"c2hvcnQ=\" is not a base64 SHA-256 digest",
+                "Gateway ns/gw spec.servers[2].tls.verifyCertificateHash[0]: \"AB:CD\" is not a hex SHA-256 digest",
+                &format!("Gateway ns/gw spec.servers[2].tls.verifyCertificateHash[1]: \"{}\" is not a hex SHA-256 digest", "zz".repeat(32)),
+            ]
+        );
+    }
+
+    #[test]
+    fn pins_check_the_leaf() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["a.example.com".into()]).unwrap();
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::URI("spiffe://td/ns/x".try_into().unwrap()));
+        params
+            .subject_alt_names
+            .push(rcgen::SanType::IpAddress("192.0.2.7".parse().unwrap()));
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        let sans = |names: &[&str]| Pins {
+            sans: names.iter().map(|s| s.to_string()).collect(),
+            ..Pins::default()
+        };
+        for good in ["a.example.com", "spiffe://td/ns/x", "192.0.2.7"] {
+            assert_eq!(sans(&["other", good]).check(&der), Ok(()), "{good}");
+        }
+        // Exact: no wildcard on our side, no case folding, no prefix.
+        for bad in ["*.example.com", "A.example.com", "spiffe://td/ns"] {
+            assert!(sans(&[bad]).check(&der).is_err(), "{bad}");
+        }
+        // A wildcard DNS SAN in the certificate covers one label (Envoy's dnsNameMatch).
+        assert!(dns_match("a.w.example.com", "*.w.example.com"));
+        assert!(!dns_match("a.b.w.example.com", "*.w.example.com"));
+        assert!(!dns_match("w.example.com", "*.w.example.com"));
+        assert!(!dns_match(".w.example.com", "*.w.example.com"));
+        let digest = |d: &[u8]| -> [u8; 32] {
+            ring::digest::digest(&ring::digest::SHA256, d)
+                .as_ref()
+                .try_into()
+                .unwrap()
+        };
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let spki = digest(cert.tbs_certificate.subject_pki.raw);
+        let hash = digest(&der);
+        let by = |spki: Vec<[u8; 32]>, hash: Vec<[u8; 32]>| Pins {
+            spki,
+            hash,
+            ..Pins::default()
+        };
+        assert_eq!(by(vec![spki], vec![]).check(&der), Ok(()));
+        assert_eq!(by(vec![], vec![hash]).check(&der), Ok(()));
+        // Either list may match.
+        assert_eq!(by(vec![[0; 32]], vec![hash]).check(&der), Ok(()));
+        assert_eq!(by(vec![spki], vec![[0; 32]]).check(&der), Ok(()));
+        assert!(by(vec![hash], vec![spki]).check(&der).is_err());
+        // SAN and pin must both hold.
+        let mut both = by(vec![spki], vec![]);
+        both.sans = vec!["nope".into()];
+        assert!(both.check(&der).is_err());
+    }
 }
