@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
+use super::body::UpBody;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use rand::Rng;
@@ -43,7 +42,7 @@ pub struct Cluster {
     /// Ring hash: (point, endpoint), sorted by point.
     ring: Vec<(u64, usize)>,
     /// One pooled client per L7 worker: a worker reuses only connections its own runtime drives.
-    clients: Vec<Client<HttpConnector, Full<Bytes>>>,
+    clients: Vec<Client<HttpConnector, UpBody>>,
     pub active_requests: AtomicU32,
     pub active_retries: AtomicU32,
 }
@@ -148,7 +147,7 @@ impl Cluster {
     }
 
     /// The upstream client of the worker running this request.
-    pub fn client(&self) -> &Client<HttpConnector, Full<Bytes>> {
+    pub fn client(&self) -> &Client<HttpConnector, UpBody> {
         &self.clients[super::worker_index() % self.clients.len()]
     }
 

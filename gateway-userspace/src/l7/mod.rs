@@ -1,6 +1,8 @@
 //! The L7 half of the gateway: HTTP listeners serving `plan::http`.
 //!
 //! - `router`: pure route selection over a precompiled table.
+//! - `body`: request bodies streamed upstream (with a bounded copy for retries and mirrors), and
+//!   the route timeout over response bodies.
 //! - `cluster`: upstream endpoints, load balancing, outlier detection, circuit breakers.
 //! - `proxy`: the request path (local replies, faults, CORS, retries, timeouts, mirrors).
 //! - `tls`: HTTPS termination, the SNI chain per HTTPS server.
@@ -15,6 +17,7 @@
 //! connection pools (Envoy's worker model, and HAProxy's threads): a request stays on the thread
 //! that accepted its connection, with no work stealing and no cross-thread wake-ups.
 
+pub mod body;
 pub mod cluster;
 pub mod observe;
 pub mod proxy;
@@ -45,9 +48,11 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct L7 {
     state: Arc<ArcSwap<Runtime>>,
-    /// Per listener: its bound address and one accept loop per worker.
-    listeners: BTreeMap<(Ipv4Addr, u16), (SocketAddr, Vec<JoinHandle<()>>)>,
+    listeners: BTreeMap<(Ipv4Addr, u16), Bound>,
 }
+
+/// A listener's bound address and its accept loops, one per worker.
+type Bound = (SocketAddr, Vec<JoinHandle<()>>);
 
 thread_local! {
     /// The index of the L7 worker running on this thread (0 elsewhere).

@@ -13,20 +13,17 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::{Body as _, Incoming};
 use rand::Rng;
 
+use super::body::{Deadline, Source, UpBody};
 use super::cluster::{fnv, try_acquire, Cluster, Outcome};
 use super::router::{normalize_path, Decision, RequestView, Route, Table};
 use crate::plan::http as p;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
-
-/// Request bodies are buffered (so that retries and mirrors can replay them) up to this size;
-/// larger ones get 413.
-pub const MAX_REQUEST_BODY: usize = 16 << 20;
 
 /// One generation of configuration: the route table and the clusters it indexes.
 pub struct Runtime {
@@ -822,40 +819,46 @@ async fn forward(
         headers.insert(header::UPGRADE, u);
     }
 
-    let body = if body.is_end_stream() {
-        Bytes::new()
-    } else {
-        match Limited::new(body, MAX_REQUEST_BODY).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    return local_reply(413, "Payload Too Large");
-                }
-                return local_reply(400, "");
-            }
+    // Mirrors (§3.26) are chosen now; they get the body once it is complete, so the request
+    // body keeps a copy while they or a retry may need it.
+    let mut mirrored = 0u64;
+    for (k, (_, ppm, _)) in route.mirrors.iter().enumerate().take(64) {
+        if sample(*ppm) {
+            mirrored |= 1 << k;
         }
-    };
+    }
+    let policy = fwd.retry.as_ref();
+    let max_attempts = 1 + policy.map_or(0, |p| p.num_retries);
+    // The request body streams upstream as it arrives (Envoy's router does not buffer it).
+    let src = (!body.is_end_stream()).then(|| Source::new(body, max_attempts > 1 || mirrored != 0));
+    let _hold = src.as_ref().map(Source::hold);
 
     // Mirrors: fire and forget, after rewrite and header operations, never retried (§3.26).
-    for (mi, ppm, shadow) in &route.mirrors {
-        if !sample(*ppm) {
+    for (k, (mi, _, shadow)) in route.mirrors.iter().enumerate().take(64) {
+        if mirrored & (1 << k) == 0 {
             continue;
         }
         let mc = rt.clusters[*mi].clone();
-        let (m, mut hd, pq, b) = (
+        let (m, mut hd, pq) = (
             parts.method.clone(),
             headers.clone(),
             path_and_query.clone(),
-            body.clone(),
         );
         if *shadow {
             shadow_host(&mut hd);
         }
+        let complete = src.as_ref().map(Source::complete);
         tokio::spawn(async move {
+            let body = match complete {
+                None => UpBody::Empty,
+                // A body beyond the retry buffer gives the mirror up, as Envoy does.
+                Some(c) => match c.await {
+                    Some(b) => UpBody::Full(Some(b)),
+                    None => return,
+                },
+            };
             let Some(i) = mc.pick(None, &[]) else { return };
-            if let Ok(r) = build_upstream(&mc, i, &m, hd, &pq, b, 1) {
+            if let Ok(r) = build_upstream(&mc, i, &m, hd, &pq, body, 1) {
                 let _ = mc.client().request(r).await;
             }
         });
@@ -870,8 +873,6 @@ async fn forward(
     };
     let (hash, set_cookie) = hash_key(cluster, &headers, head.query, conn);
 
-    let policy = fwd.retry.as_ref();
-    let max_attempts = 1 + policy.map_or(0, |p| p.num_retries);
     let attempts = async {
         let mut tried = Tried::default();
         let mut last_err: Option<AttemptError> = None;
@@ -890,6 +891,13 @@ async fn forward(
                     .max(1);
                 let wait = rand::thread_rng().gen_range(0..cap);
                 tokio::time::sleep(Duration::from_millis(wait)).await;
+                // The body outgrew the retry buffer during the back-off (Envoy: 507).
+                if src.as_ref().is_some_and(|s| !s.replayable()) {
+                    return Err(Err(local_reply(
+                        507,
+                        "exceeded request buffer limit while retrying upstream",
+                    )));
+                }
             }
             let avoid: &[usize] = if policy.is_some_and(|p| p.previous_hosts) {
                 tried.as_slice()
@@ -915,7 +923,10 @@ async fn forward(
                 &parts.method,
                 hd,
                 &path_and_query,
-                body.clone(),
+                match &src {
+                    Some(s) => s.body(attempt),
+                    None => UpBody::Empty,
+                },
                 attempt,
             ) {
                 Ok(r) => r,
@@ -937,7 +948,7 @@ async fn forward(
                     let retry = policy.is_some_and(|p| {
                         retriable_status(p, status)
                             || (status == 200 && grpc_retriable(p, resp.headers()))
-                    });
+                    }) && replayable(&src);
                     if retry && attempt < max_attempts {
                         continue;
                     }
@@ -946,7 +957,7 @@ async fn forward(
                 }
                 Err(e) => {
                     cluster.record(i, Outcome::LocalFailure);
-                    let retry = policy.is_some_and(|p| retriable_error(p, &e));
+                    let retry = policy.is_some_and(|p| retriable_error(p, &e)) && replayable(&src);
                     last_err = Some(e);
                     if !retry {
                         break;
@@ -968,13 +979,33 @@ async fn forward(
         };
         Err(Err(local_reply(503, &msg)))
     };
+    // The route timeout starts once the downstream request is complete and covers the whole
+    // response, body included (§3.11).
+    let t0 = tokio::time::Instant::now();
     let outcome: Result<_, Result<(), Response<Body>>> = match fwd.timeout_ms {
-        Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), attempts).await {
-            Ok(r) => r,
-            Err(_) => Err(Err(local_reply(504, "upstream request timeout"))),
-        },
+        Some(ms) => {
+            let timer = async {
+                if let Some(s) = &src {
+                    s.finished().await;
+                }
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            };
+            tokio::select! {
+                r = attempts => r,
+                () = timer => Err(Err(local_reply(504, "upstream request timeout"))),
+            }
+        }
         None => attempts.await,
     };
+    // The same timer then bounds the response body; if the headers came before the request was
+    // complete, it counts from now.
+    let deadline = fwd.timeout_ms.map(|ms| {
+        let start = match &src {
+            None => t0,
+            Some(s) => s.finished_at().unwrap_or_else(tokio::time::Instant::now),
+        };
+        start + Duration::from_millis(ms)
+    });
     let (resp, took, _attempts) = match outcome {
         Ok(x) => x,
         Err(Err(r)) => return with_response_ops(r, route, conn),
@@ -1014,11 +1045,20 @@ async fn forward(
     if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         h.append(header::SET_COOKIE, c);
     }
-    let resp = Response::from_parts(rparts, rbody.map_err(|e| Box::new(e) as BoxError).boxed());
+    let rbody = match deadline {
+        Some(at) => Deadline::new(rbody, at).boxed(),
+        None => rbody.map_err(|e| Box::new(e) as BoxError).boxed(),
+    };
+    let resp = Response::from_parts(rparts, rbody);
     // Response operations: destination level, then route level.
     let mut resp = resp;
     apply_ops(resp.headers_mut(), &wc.response_headers, conn);
     with_response_ops(resp, route, conn)
+}
+
+/// Whether another attempt can carry the request body (none, or a copy within the limit).
+fn replayable(src: &Option<Arc<Source>>) -> bool {
+    src.as_ref().is_none_or(|s| s.replayable())
 }
 
 /// Istio < 1.28: `foo` becomes `foo-shadow`, `foo:8080` becomes `foo-shadow:8080`.
@@ -1077,15 +1117,15 @@ fn build_upstream(
     method: &Method,
     headers: HeaderMap,
     path_and_query: &PathAndQuery,
-    body: Bytes,
+    body: UpBody,
     attempt: u32,
-) -> Result<Request<Full<Bytes>>, http::Error> {
+) -> Result<Request<UpBody>, http::Error> {
     let ep = &c.endpoints[i];
     let mut uri = http::uri::Parts::default();
     uri.scheme = Some(http::uri::Scheme::HTTP);
     uri.authority = Some(ep.authority.clone());
     uri.path_and_query = Some(path_and_query.clone());
-    let mut r = Request::new(Full::new(body));
+    let mut r = Request::new(body);
     *r.method_mut() = method.clone();
     *r.uri_mut() = Uri::from_parts(uri)?;
     if c.plan.http2 {
