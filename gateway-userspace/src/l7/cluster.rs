@@ -7,8 +7,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
+use super::body::UpBody;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use rand::Rng;
@@ -23,6 +22,8 @@ pub fn now_ms() -> u64 {
 
 pub struct Endpoint {
     pub addr: SocketAddr,
+    /// `addr` as a URI authority, built once (cloning it per request shares the bytes).
+    pub authority: http::uri::Authority,
     pub weight: u32,
     pub active: AtomicU32,
     consecutive_5xx: AtomicU32,
@@ -40,7 +41,8 @@ pub struct Cluster {
     rr: AtomicUsize,
     /// Ring hash: (point, endpoint), sorted by point.
     ring: Vec<(u64, usize)>,
-    pub client: Client<HttpConnector, Full<Bytes>>,
+    /// One pooled client per L7 worker: a worker reuses only connections its own runtime drives.
+    clients: Vec<Client<HttpConnector, UpBody>>,
     pub active_requests: AtomicU32,
     pub active_retries: AtomicU32,
 }
@@ -75,6 +77,10 @@ impl Cluster {
             .iter()
             .map(|e| Endpoint {
                 addr: SocketAddr::from((e.addr, e.port)),
+                authority: SocketAddr::from((e.addr, e.port))
+                    .to_string()
+                    .parse()
+                    .expect("a socket address is a valid authority"),
                 weight: e.weight.max(1),
                 active: AtomicU32::new(0),
                 consecutive_5xx: AtomicU32::new(0),
@@ -125,17 +131,24 @@ impl Cluster {
         if plan.http2 {
             b.http2_only(true);
         }
-        let client = b.build(conn);
+        let clients = (0..super::worker_count())
+            .map(|_| b.build(conn.clone()))
+            .collect();
         Cluster {
             plan: plan.clone(),
             endpoints,
             schedule,
             rr: AtomicUsize::new(rand::thread_rng().gen()),
             ring,
-            client,
+            clients,
             active_requests: AtomicU32::new(0),
             active_retries: AtomicU32::new(0),
         }
+    }
+
+    /// The upstream client of the worker running this request.
+    pub fn client(&self) -> &Client<HttpConnector, UpBody> {
+        &self.clients[super::worker_index() % self.clients.len()]
     }
 
     fn eligible(&self, i: usize, now: u64) -> bool {

@@ -1,6 +1,8 @@
 //! The L7 half of the gateway: HTTP listeners serving `plan::http`.
 //!
 //! - `router`: pure route selection over a precompiled table (`route_index`: its per-vhost index).
+//! - `body`: request bodies streamed upstream (with a bounded copy for retries and mirrors), and
+//!   the route timeout over response bodies.
 //! - `cluster`: upstream endpoints, load balancing, outlier detection, circuit breakers.
 //! - `proxy`: the request path (local replies, faults, CORS, retries, timeouts, mirrors).
 //! - `tls`: HTTPS termination, the SNI chain per HTTPS server.
@@ -11,7 +13,13 @@
 //! [`L7::apply`] binds every listener of a plan before it returns (so the agent reports ready
 //! only once they accept), then publishes the new [`proxy::Runtime`] by one atomic swap:
 //! connections in flight keep the generation they loaded; the next request sees the new one.
+//!
+//! Requests run on L7 workers, one thread per core with its own single-threaded runtime, each
+//! accepting on its own `SO_REUSEPORT` socket of every listener and holding its own upstream
+//! connection pools (Envoy's worker model, and HAProxy's threads): a request stays on the thread
+//! that accepted its connection, with no work stealing and no cross-thread wake-ups.
 
+pub mod body;
 pub mod cluster;
 pub mod observe;
 pub mod passthrough;
@@ -20,16 +28,18 @@ mod route_index;
 pub mod router;
 pub mod tls;
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 
 use crate::plan::http::HttpPlan;
@@ -43,7 +53,70 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct L7 {
     state: Arc<ArcSwap<Runtime>>,
-    listeners: BTreeMap<(Ipv4Addr, u16), (SocketAddr, JoinHandle<()>)>,
+    listeners: BTreeMap<(Ipv4Addr, u16), Bound>,
+}
+
+/// A listener's bound address and its accept loops, one per worker.
+type Bound = (SocketAddr, Vec<JoinHandle<()>>);
+
+thread_local! {
+    /// The index of the L7 worker running on this thread (0 elsewhere).
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// How many L7 workers there are: one per core.
+pub fn worker_count() -> usize {
+    static N: OnceLock<usize> = OnceLock::new();
+    *N.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+}
+
+/// The L7 worker this thread is (0 off the workers); it picks the worker's upstream pools.
+pub fn worker_index() -> usize {
+    WORKER.with(Cell::get)
+}
+
+/// The workers' runtimes, started on first use; they live as long as the process.
+fn workers() -> &'static [Handle] {
+    static W: OnceLock<Vec<Handle>> = OnceLock::new();
+    W.get_or_init(|| {
+        (0..worker_count())
+            .map(|i| {
+                let (tx, rx) = std::sync::mpsc::channel();
+                std::thread::Builder::new()
+                    .name(format!("l7-worker-{i}"))
+                    .spawn(move || {
+                        WORKER.with(|w| w.set(i));
+                        let rt = tokio::runtime::Builder::new_current_thread()
+                            .enable_all()
+                            .build()
+                            .expect("L7 worker runtime");
+                        let _ = tx.send(rt.handle().clone());
+                        rt.block_on(std::future::pending::<()>());
+                    })
+                    .expect("L7 worker thread");
+                rx.recv().expect("L7 worker started")
+            })
+            .collect()
+    })
+}
+
+/// One listening socket per worker on `addr`, all sharing the port (`SO_REUSEPORT`: the kernel
+/// spreads connections over them); each is registered with its worker's runtime.
+fn bind_workers(addr: SocketAddr) -> std::io::Result<(SocketAddr, Vec<TcpListener>)> {
+    let mut bound = addr;
+    let mut out = Vec::new();
+    for h in workers() {
+        let _ctx = h.enter();
+        let s = TcpSocket::new_v4()?;
+        s.set_reuseaddr(true)?;
+        s.set_reuseport(true)?;
+        // Port 0: the first socket picks the port, the others join it.
+        s.bind(bound)?;
+        let l = s.listen(1024)?;
+        bound = l.local_addr()?;
+        out.push(l);
+    }
+    Ok((bound, out))
 }
 
 impl Default for L7 {
@@ -87,8 +160,8 @@ impl L7 {
             if self.listeners.contains_key(&key) {
                 continue;
             }
-            match TcpListener::bind(SocketAddr::from(key)).await {
-                Ok(sock) => new.push((key, sock)),
+            match bind_workers(SocketAddr::from(key)) {
+                Ok(socks) => new.push((key, socks)),
                 Err(e) => errors.push(format!("binding HTTP listener {}:{}: {e}", key.0, key.1)),
             }
         }
@@ -117,17 +190,20 @@ impl L7 {
         let mut rt = Runtime::build(plan);
         rt.tls = tls;
         self.state.store(Arc::new(rt));
-        for (key, sock) in new {
-            let addr = sock.local_addr().unwrap_or(SocketAddr::from(key));
+        for (key, (addr, socks)) in new {
             log::info!("HTTP listener on {addr}");
-            let task = tokio::spawn(accept_loop(sock, key, self.state.clone()));
-            self.listeners.insert(key, (addr, task));
+            let tasks = socks
+                .into_iter()
+                .zip(workers())
+                .map(|(sock, h)| h.spawn(accept_loop(sock, key, self.state.clone())))
+                .collect();
+            self.listeners.insert(key, (addr, tasks));
         }
-        self.listeners.retain(|k, (addr, task)| {
+        self.listeners.retain(|k, (addr, tasks)| {
             let stay = keys.contains(k);
             if !stay {
                 log::info!("HTTP listener on {addr} closed");
-                task.abort();
+                tasks.iter().for_each(JoinHandle::abort);
             }
             stay
         });
@@ -142,8 +218,8 @@ impl L7 {
 
 impl Drop for L7 {
     fn drop(&mut self) {
-        for (_, t) in self.listeners.values() {
-            t.abort();
+        for (_, tasks) in self.listeners.values() {
+            tasks.iter().for_each(JoinHandle::abort);
         }
     }
 }
@@ -162,13 +238,7 @@ async fn accept_loop(sock: TcpListener, key: (Ipv4Addr, u16), state: Arc<ArcSwap
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         tokio::spawn(async move {
-            let mut conn = ConnInfo {
-                bind: key.0,
-                port: key.1,
-                peer,
-                chain: None,
-                xfcc: None,
-            };
+            let mut conn = ConnInfo::new(key.0, key.1, peer);
             // The generation current at accept decides whether this connection is TLS.
             let tls = state.load().tls.get(&key).cloned();
             match tls {
@@ -209,13 +279,17 @@ async fn serve<I>(io: TokioIo<I>, conn: ConnInfo, state: Arc<ArcSwap<Runtime>>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    // One shared context per connection: a request clones one Arc, not the connection's fields.
+    let ctx = Arc::new((state, conn));
     let svc = service_fn(move |req| {
-        let (state, conn) = (state.clone(), conn.clone());
+        let ctx = ctx.clone();
         async move {
+            let (state, conn) = &*ctx;
             let (start, started) = (std::time::Instant::now(), std::time::SystemTime::now());
             let info = observe::capture(&req);
-            let resp = proxy::handle(state, conn.clone(), req).await?;
-            observe::record(&conn, info, &resp, start.elapsed(), started);
+            let (resp, route) = proxy::handle(state, conn, req).await;
+            let route = route.as_ref().map(|r| &*r.0);
+            observe::record(conn, info, &resp, route, start.elapsed(), started);
             Ok::<_, std::convert::Infallible>(resp)
         }
     });

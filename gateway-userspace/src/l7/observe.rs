@@ -8,13 +8,13 @@ use std::{
     collections::BTreeMap,
     io::Write,
     path::Path,
-    sync::{LazyLock, Mutex, OnceLock},
+    sync::{Arc, LazyLock, Mutex, OnceLock},
     time::{Duration, SystemTime},
 };
 
 use hyper::{Request, Response};
 
-use super::proxy::{ConnInfo, RouteTag};
+use super::proxy::ConnInfo;
 
 static ACCESS_LOG: OnceLock<Mutex<Box<dyn Write + Send>>> = OnceLock::new();
 
@@ -28,7 +28,17 @@ struct Stat {
 /// inner key so that counting an existing series needs no allocation.
 type Stats = BTreeMap<(u16, u16), BTreeMap<String, Stat>>;
 
-static STATS: LazyLock<Mutex<Stats>> = LazyLock::new(Default::default);
+/// One shard per thread that served requests: counting locks only the thread's own shard (never
+/// contended but by a scrape); /metrics sums them.
+static SHARDS: LazyLock<Mutex<Vec<Arc<Mutex<Stats>>>>> = LazyLock::new(Default::default);
+
+thread_local! {
+    static SHARD: Arc<Mutex<Stats>> = {
+        let s: Arc<Mutex<Stats>> = Arc::default();
+        SHARDS.lock().unwrap().push(s.clone());
+        s
+    };
+}
 
 /// Sends access log lines to `path` ("-" is standard output). Called once at start-up.
 pub fn init_access_log(path: &Path) -> std::io::Result<()> {
@@ -98,17 +108,18 @@ fn flags<B>(resp: &Response<B>, routed: bool) -> &'static str {
 }
 
 /// Counts the request and writes its access log line. `took` is the time to response headers.
+/// `route` is the origin of the route that answered, None when none did.
 pub fn record<B>(
     conn: &ConnInfo,
     info: Option<RequestInfo>,
     resp: &Response<B>,
+    route: Option<&str>,
     took: Duration,
     started: SystemTime,
 ) {
-    let route = resp.extensions().get::<RouteTag>().map(|r| r.0.as_str());
     let status = resp.status().as_u16();
-    {
-        let mut st = STATS.lock().unwrap();
+    SHARD.with(|shard| {
+        let mut st = shard.lock().unwrap();
         let routes = st.entry((conn.port, status)).or_default();
         let r = route.unwrap_or("");
         let s = match routes.get_mut(r) {
@@ -117,7 +128,7 @@ pub fn record<B>(
         };
         s.requests += 1;
         s.seconds += took.as_secs_f64();
-    }
+    });
     let (Some(info), Some(log)) = (info, ACCESS_LOG.get()) else {
         return;
     };
@@ -145,7 +156,17 @@ pub fn record<B>(
 
 /// Prometheus text for /metrics.
 pub fn prometheus() -> String {
-    let st = STATS.lock().unwrap();
+    let mut st = Stats::new();
+    for shard in SHARDS.lock().unwrap().iter() {
+        for (k, routes) in shard.lock().unwrap().iter() {
+            let into = st.entry(*k).or_default();
+            for (route, s) in routes {
+                let t = into.entry(route.clone()).or_default();
+                t.requests += s.requests;
+                t.seconds += s.seconds;
+            }
+        }
+    }
     let mut out = String::from(
         "# TYPE gateway_http_requests_total counter\n# TYPE gateway_http_request_seconds_sum counter\n",
     );

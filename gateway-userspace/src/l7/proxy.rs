@@ -2,29 +2,28 @@
 //! weighted cluster -> attempts with retries and timeouts -> response, as Envoy at an Istio
 //! ingress gateway does it (§3.8–3.18, 3.22–3.26).
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
-use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
-use hyper::body::Incoming;
+use http::uri::PathAndQuery;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use hyper::body::{Body as _, Incoming};
 use rand::Rng;
 
+use super::body::{Deadline, Source, UpBody};
 use super::cluster::{fnv, try_acquire, Cluster, Outcome};
 use super::router::{normalize_path, Decision, RequestView, Route, Table};
 use crate::plan::http as p;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type Body = BoxBody<Bytes, BoxError>;
-
-/// Request bodies are buffered (so that retries and mirrors can replay them) up to this size;
-/// larger ones get 413.
-pub const MAX_REQUEST_BODY: usize = 16 << 20;
 
 /// One generation of configuration: the route table and the clusters it indexes.
 pub struct Runtime {
@@ -60,9 +59,25 @@ pub struct ConnInfo {
     pub chain: Option<usize>,
     /// `x-forwarded-client-cert` for a verified client certificate (MUTUAL, OPTIONAL_MUTUAL).
     pub xfcc: Option<std::sync::Arc<str>>,
+    /// The peer's address without port (`x-forwarded-for`, `x-envoy-external-address`),
+    /// formatted once per connection.
+    pub peer_ip: HeaderValue,
 }
 
 impl ConnInfo {
+    /// A plain-text connection from `peer` to the listener (bind, port).
+    pub fn new(bind: std::net::Ipv4Addr, port: u16, peer: SocketAddr) -> ConnInfo {
+        ConnInfo {
+            bind,
+            port,
+            peer,
+            chain: None,
+            xfcc: None,
+            peer_ip: HeaderValue::from_str(&peer.ip().to_string())
+                .expect("an IP address is a valid header value"),
+        }
+    }
+
     /// `:scheme` and `x-forwarded-proto` come from the downstream connection (§3.13).
     pub fn scheme(&self) -> &'static str {
         if self.chain.is_some() {
@@ -119,21 +134,35 @@ fn httpdate_now() -> HeaderValue {
         .unwrap_or(HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
 }
 
-fn uuid_v4() -> HeaderValue {
+/// `x-request-id`: a random UUID v4 in its canonical 8-4-4-4-12 lower-case hex form.
+fn request_id() -> HeaderValue {
     let mut b: [u8; 16] = rand::thread_rng().gen();
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = |r: std::ops::Range<usize>| b[r].iter().map(|x| format!("{x:02x}")).collect::<String>();
-    HeaderValue::from_str(&format!(
-        "{}-{}-{}-{}-{}",
-        h(0..4),
-        h(4..6),
-        h(6..8),
-        h(8..10),
-        h(10..16)
-    ))
-    .expect("hex is a valid header value")
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 36];
+    let mut o = 0;
+    for (i, x) in b.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out[o] = b'-';
+            o += 1;
+        }
+        out[o] = HEX[usize::from(x >> 4)];
+        out[o + 1] = HEX[usize::from(x & 0xf)];
+        o += 2;
+    }
+    HeaderValue::from_bytes(&out).expect("hex is a valid header value")
 }
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
+const X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
+const X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
+const X_ENVOY_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
+const X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
+    HeaderName::from_static("x-envoy-upstream-service-time");
 
 /// Edge requests may not steer Envoy (§3.13): these are removed before routing.
 const EDGE_STRIPPED: [&str; 20] = [
@@ -159,18 +188,38 @@ const EDGE_STRIPPED: [&str; 20] = [
     "x-envoy-original-host",
 ];
 
-const HOP_BY_HOP: [&str; 6] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "transfer-encoding",
-    "upgrade",
-    "http2-settings",
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// Removes hop-by-hop headers (and those the Connection header names); `te` is kept only as
 /// `trailers` (gRPC needs it).
 fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if h.contains_key(header::CONNECTION) {
+        strip_connection_named(h);
+    }
+    for n in &HOP_BY_HOP {
+        h.remove(n);
+    }
+    if h.contains_key(header::TE) {
+        let te_trailers = h.get_all(header::TE).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|s| s.split(',').any(|t| t.trim() == "trailers"))
+        });
+        h.remove(header::TE);
+        if te_trailers {
+            h.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
+    }
+}
+
+/// Removes the headers the Connection header names.
+fn strip_connection_named(h: &mut HeaderMap) {
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -180,17 +229,6 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
         .collect();
     for n in named {
         h.remove(n);
-    }
-    for n in HOP_BY_HOP {
-        h.remove(n);
-    }
-    let te_trailers = h.get_all(header::TE).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|s| s.split(',').any(|t| t.trim() == "trailers"))
-    });
-    h.remove(header::TE);
-    if te_trailers {
-        h.insert(header::TE, HeaderValue::from_static("trailers"));
     }
 }
 
@@ -240,62 +278,87 @@ fn with_response_ops(mut r: Response<Body>, route: &Route, conn: &ConnInfo) -> R
     r
 }
 
-/// The downstream entry point: never fails (every error becomes a local reply).
+/// What routing and forwarding read of the request line, borrowed from the request's own
+/// (reference-counted) URI and Host so that nothing is copied per request.
+pub(crate) struct Head<'a> {
+    /// Host / :authority verbatim (port included).
+    authority: &'a str,
+    /// Normalised path, without the query; borrowed unless dot segments were removed.
+    path: Cow<'a, str>,
+    query: Option<&'a str>,
+    /// The request's path and query as received, reused upstream when nothing rewrote them.
+    original: Option<&'a PathAndQuery>,
+}
+
+/// The downstream entry point: never fails (every error becomes a local reply). The route that
+/// answered, if any, is returned beside the response for the access log and metrics.
 pub async fn handle(
-    state: Arc<ArcSwap<Runtime>>,
-    conn: ConnInfo,
+    state: &ArcSwap<Runtime>,
+    conn: &ConnInfo,
     mut req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+) -> (Response<Body>, Option<RouteTag>) {
     let rt = state.load_full();
     if req.version() == Version::HTTP_10 || req.version() == Version::HTTP_09 {
         // Istio gateways refuse HTTP/1.0 unless configured otherwise (§3.8).
-        return Ok(local_reply(426, ""));
+        return (local_reply(426, ""), None);
     }
-    let authority = match req.uri().authority() {
-        Some(a) => a.as_str().to_string(),
-        None => match req
-            .headers()
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-        {
-            Some(h) => h.to_string(),
-            None => return Ok(local_reply(400, "")),
-        },
+    // Cheap clones (shared buffers): they outlive `req`, which the body forwarding consumes.
+    let uri = req.uri().clone();
+    let host_header;
+    let authority = match uri.authority() {
+        Some(a) => a.as_str(),
+        None => {
+            host_header = req.headers().get(header::HOST).cloned();
+            match host_header.as_ref().and_then(|h| h.to_str().ok()) {
+                Some(h) => h,
+                None => return (local_reply(400, ""), None),
+            }
+        }
     };
-    let raw_path = req.uri().path().to_string();
-    let query = req.uri().query().map(str::to_string);
-    let Some(path) = normalize_path(&raw_path).map(|c| c.into_owned()) else {
-        return Ok(local_reply(400, ""));
+    let Some(path) = normalize_path(uri.path()) else {
+        return (local_reply(400, ""), None);
+    };
+    let head = Head {
+        authority,
+        path,
+        query: uri.query(),
+        original: uri.path_and_query(),
     };
 
     // Edge hygiene before routing (§3.13).
     {
         let h = req.headers_mut();
-        for n in EDGE_STRIPPED {
-            h.remove(n);
+        // One scan instead of twenty removals for the usual request that has none of them.
+        if h.keys().any(|k| k.as_str().starts_with("x-envoy-")) {
+            for n in EDGE_STRIPPED {
+                h.remove(n);
+            }
         }
         // Sanitise, then set from the verified client certificate (Istio's gateway default).
-        h.remove("x-forwarded-client-cert");
+        h.remove(X_FORWARDED_CLIENT_CERT);
         if let Some(v) = conn
             .xfcc
             .as_deref()
             .and_then(|x| HeaderValue::from_str(x).ok())
         {
-            h.insert("x-forwarded-client-cert", v);
+            h.insert(X_FORWARDED_CLIENT_CERT, v);
         }
-        h.insert("x-request-id", uuid_v4());
-        let peer_ip = conn.peer.ip().to_string();
-        let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prev) if !prev.is_empty() => format!("{prev},{peer_ip}"),
-            _ => peer_ip.clone(),
+        h.insert(X_REQUEST_ID, request_id());
+        let xff = match h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+            Some(prev) if !prev.is_empty() => {
+                let mut v = Vec::with_capacity(prev.len() + 1 + conn.peer_ip.len());
+                v.extend_from_slice(prev.as_bytes());
+                v.push(b',');
+                v.extend_from_slice(conn.peer_ip.as_bytes());
+                HeaderValue::from_bytes(&v).ok()
+            }
+            _ => Some(conn.peer_ip.clone()),
         };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            h.insert("x-forwarded-for", v);
+        if let Some(v) = xff {
+            h.insert(X_FORWARDED_FOR, v);
         }
-        h.insert("x-forwarded-proto", HeaderValue::from_static(conn.scheme()));
-        if let Ok(v) = HeaderValue::from_str(&peer_ip) {
-            h.insert("x-envoy-external-address", v);
-        }
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(conn.scheme()));
+        h.insert(X_ENVOY_EXTERNAL_ADDRESS, conn.peer_ip.clone());
     }
 
     let listener = rt
@@ -306,67 +369,58 @@ pub async fn handle(
             None => Some(l),
         });
     let Some(listener) = listener else {
-        return Ok(local_reply(404, ""));
+        return (local_reply(404, ""), None);
     };
-    let method = req.method().as_str().to_string();
     let view = RequestView {
-        method: &method,
+        method: req.method().as_str(),
         scheme: conn.scheme(),
-        authority: &authority,
-        path: &path,
-        query: query.as_deref(),
+        authority: head.authority,
+        path: &head.path,
+        query: head.query,
         headers: req.headers(),
     };
     let route = match listener.select(&view) {
-        Decision::NoRoute => return Ok(local_reply(404, "")),
+        Decision::NoRoute => return (local_reply(404, ""), None),
         Decision::HttpsRedirect => {
-            let host = match authority.strip_suffix(":80") {
+            let host = match head.authority.strip_suffix(":80") {
                 Some(h) => h,
-                None => authority.as_str(),
+                None => head.authority,
             };
-            let q = query
-                .as_deref()
-                .map(|q| format!("?{q}"))
-                .unwrap_or_default();
+            let q = head.query.map(|q| format!("?{q}")).unwrap_or_default();
             let mut r = local_reply(301, "");
-            if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{path}{q}")) {
+            if let Ok(v) = HeaderValue::from_str(&format!("https://{host}{}{q}", head.path)) {
                 r.headers_mut().insert(header::LOCATION, v);
             }
-            return Ok(r);
+            return (r, None);
         }
         Decision::Route(r) => r,
     };
 
-    let mut resp = routed(&rt, route, conn, req, authority, path, query).await;
-    // For the access log and metrics (never sent on the wire).
-    resp.extensions_mut()
-        .insert(RouteTag(route.plan.origin.clone()));
-    Ok(resp)
+    let resp = routed(&rt, route, conn, req, &head).await;
+    (resp, Some(RouteTag(route.origin.clone())))
 }
 
-/// Which route answered: set on every response that got past route selection.
+/// Which route answered (its origin), for the access log and metrics; never sent on the wire.
 #[derive(Clone, Debug)]
-pub struct RouteTag(pub String);
+pub struct RouteTag(pub Arc<str>);
 
 /// Everything after route selection: CORS, faults, the route's action.
 async fn routed(
     rt: &Runtime,
     route: &Route,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     req: Request<Incoming>,
-    authority: String,
-    path: String,
-    query: Option<String>,
+    head: &Head<'_>,
 ) -> Response<Body> {
     // CORS (§3.18): the filter runs before the router; preflights may be answered here.
-    let origin = req
+    let origin_value = req
         .headers()
         .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .filter(|o| !o.is_empty())
-        .map(str::to_string);
+        .filter(|v| !v.is_empty() && v.to_str().is_ok())
+        .cloned();
+    let origin = origin_value.as_ref().and_then(|v| v.to_str().ok());
     let mut cors_allowed = false;
-    if let (Some(cors), Some(origin)) = (&route.plan.cors, &origin) {
+    if let (Some(cors), Some(origin)) = (&route.plan.cors, origin) {
         cors_allowed = route
             .cors_origins
             .iter()
@@ -381,10 +435,8 @@ async fn routed(
                 if cors_allowed || cors.ignore_unmatched_preflights {
                     let mut r = local_reply(200, "");
                     let h = r.headers_mut();
-                    if cors_allowed {
-                        if let Ok(v) = HeaderValue::from_str(origin) {
-                            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-                        }
+                    if let (true, Some(v)) = (cors_allowed, &origin_value) {
+                        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v.clone());
                     }
                     if cors.allow_credentials {
                         h.insert(
@@ -460,26 +512,24 @@ async fn routed(
                 rd,
                 route,
                 conn.scheme(),
-                &authority,
-                &path,
-                query.as_deref(),
+                head.authority,
+                &head.path,
+                head.query,
             );
-            return with_response_ops(r, route, &conn);
+            return with_response_ops(r, route, conn);
         }
         p::Action::Direct { status, body } => {
             let r = local_reply(*status, body.as_deref().unwrap_or(""));
-            return with_response_ops(r, route, &conn);
+            return with_response_ops(r, route, conn);
         }
         p::Action::Forward(f) => f,
     };
 
-    let mut resp = forward(&rt, route, fwd, conn, req, authority, path, query).await;
+    let mut resp = forward(rt, route, fwd, conn, req, head).await;
     if cors_allowed {
-        if let (Some(cors), Some(origin)) = (&route.plan.cors, &origin) {
+        if let (Some(cors), Some(origin)) = (&route.plan.cors, origin_value) {
             let h = resp.headers_mut();
-            if let Ok(v) = HeaderValue::from_str(origin) {
-                h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
-            }
+            h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
             if cors.allow_credentials {
                 h.insert(
                     header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
@@ -676,16 +726,13 @@ fn grpc_retriable(policy: &p::RetryPolicy, h: &HeaderMap) -> bool {
     })
 }
 
-#[allow(clippy::too_many_arguments)]
 async fn forward(
     rt: &Runtime,
     route: &Route,
     fwd: &p::Forward,
-    conn: ConnInfo,
+    conn: &ConnInfo,
     mut req: Request<Incoming>,
-    authority: String,
-    path: String,
-    query: Option<String>,
+    head: &Head<'_>,
 ) -> Response<Body> {
     // Weighted destination, chosen per request (§3.9).
     let k = if fwd.clusters.len() <= 1 || route.total_weight == 0 {
@@ -703,94 +750,116 @@ async fn forward(
         k
     };
     let Some(wc) = fwd.clusters.get(k) else {
-        return with_response_ops(local_reply(503, ""), route, &conn);
+        return with_response_ops(local_reply(503, ""), route, conn);
     };
     let Some(ci) = route.clusters[k] else {
         // Unknown host, port or subset: Envoy's "cluster not found" (NC).
-        return with_response_ops(local_reply(503, ""), route, &conn);
+        return with_response_ops(local_reply(503, ""), route, conn);
     };
-    let cluster = rt.clusters[ci].clone();
+    let cluster = &*rt.clusters[ci];
 
     // The upstream request head: hop-by-hop gone, header operations applied.
     let upgrade = req
         .headers()
         .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| v.eq_ignore_ascii_case("websocket"))
-        .map(str::to_string);
+        .filter(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        .cloned();
     let downstream_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (parts, body) = req.into_parts();
     let mut headers = parts.headers;
     strip_hop_by_hop(&mut headers);
     if fwd.clusters.len() > 1 {
-        apply_ops(&mut headers, &wc.request_headers, &conn);
-        apply_ops(&mut headers, &route.plan.request_headers, &conn);
+        apply_ops(&mut headers, &wc.request_headers, conn);
+        apply_ops(&mut headers, &route.plan.request_headers, conn);
     } else {
-        apply_ops(&mut headers, &route.plan.request_headers, &conn);
-        apply_ops(&mut headers, &wc.request_headers, &conn);
+        apply_ops(&mut headers, &route.plan.request_headers, conn);
+        apply_ops(&mut headers, &wc.request_headers, conn);
     }
-    let up_authority = fwd.authority.clone().unwrap_or(authority);
-    if let Ok(v) = HeaderValue::from_str(&up_authority) {
-        headers.insert(header::HOST, v);
+    let up_authority = fwd.authority.as_deref().unwrap_or(head.authority);
+    // An HTTP/1.1 request usually carries the right Host already.
+    if headers.get(header::HOST).map(HeaderValue::as_bytes) != Some(up_authority.as_bytes()) {
+        if let Ok(v) = HeaderValue::from_str(up_authority) {
+            headers.insert(header::HOST, v);
+        }
     }
-    let new_path = match &fwd.rewrite {
-        None => path.clone(),
+    let path: &str = &head.path;
+    let rewritten: Option<String> = match &fwd.rewrite {
+        None => None,
         Some(p::Rewrite::Prefix(r)) => {
-            let n = route.matched_prefix_len(&path);
-            format!("{r}{}", &path[n..])
+            let n = route.matched_prefix_len(path);
+            Some(format!("{r}{}", &path[n..]))
         }
-        Some(p::Rewrite::Regex { substitution, .. }) => match &route.rewrite_regex {
-            Some(re) => re.replace_all(&path, substitution.as_str()).into_owned(),
-            None => path.clone(),
-        },
+        Some(p::Rewrite::Regex { substitution, .. }) => route
+            .rewrite_regex
+            .as_ref()
+            .map(|re| re.replace_all(path, substitution.as_str()).into_owned()),
     };
-    if new_path != path {
-        if let Ok(v) = HeaderValue::from_str(&path) {
-            headers.insert("x-envoy-original-path", v);
+    if rewritten.as_deref().is_some_and(|n| n != path) {
+        if let Ok(v) = HeaderValue::from_str(path) {
+            headers.insert(X_ENVOY_ORIGINAL_PATH, v);
         }
     }
-    let path_and_query = match &query {
-        Some(q) => format!("{new_path}?{q}"),
-        None => new_path,
-    };
-    if let Some(u) = &upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        if let Ok(v) = HeaderValue::from_str(u) {
-            headers.insert(header::UPGRADE, v);
+    // The received path and query go upstream as they are unless normalised or rewritten.
+    let path_and_query = match (&rewritten, &head.path, head.original) {
+        (None, Cow::Borrowed(_), Some(pq)) => pq.clone(),
+        _ => {
+            let new_path = rewritten.as_deref().unwrap_or(path);
+            let s = match head.query {
+                Some(q) => format!("{new_path}?{q}"),
+                None => new_path.to_string(),
+            };
+            match PathAndQuery::from_maybe_shared(Bytes::from(s)) {
+                Ok(pq) => pq,
+                Err(_) => return local_reply(400, ""),
+            }
         }
+    };
+    if let Some(u) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, u);
     }
 
-    let body = match Limited::new(body, MAX_REQUEST_BODY).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) => {
-            if e.downcast_ref::<http_body_util::LengthLimitError>()
-                .is_some()
-            {
-                return local_reply(413, "Payload Too Large");
-            }
-            return local_reply(400, "");
+    // Mirrors (§3.26) are chosen now; they get the body once it is complete, so the request
+    // body keeps a copy while they or a retry may need it.
+    let mut mirrored = 0u64;
+    for (k, (_, ppm, _)) in route.mirrors.iter().enumerate().take(64) {
+        if sample(*ppm) {
+            mirrored |= 1 << k;
         }
-    };
+    }
+    let policy = fwd.retry.as_ref();
+    let max_attempts = 1 + policy.map_or(0, |p| p.num_retries);
+    // The request body streams upstream as it arrives (Envoy's router does not buffer it).
+    let src = (!body.is_end_stream()).then(|| Source::new(body, max_attempts > 1 || mirrored != 0));
+    let _hold = src.as_ref().map(Source::hold);
 
     // Mirrors: fire and forget, after rewrite and header operations, never retried (§3.26).
-    for (mi, ppm, shadow) in &route.mirrors {
-        if !sample(*ppm) {
+    for (k, (mi, _, shadow)) in route.mirrors.iter().enumerate().take(64) {
+        if mirrored & (1 << k) == 0 {
             continue;
         }
         let mc = rt.clusters[*mi].clone();
-        let (m, mut hd, pq, b) = (
+        let (m, mut hd, pq) = (
             parts.method.clone(),
             headers.clone(),
             path_and_query.clone(),
-            body.clone(),
         );
         if *shadow {
             shadow_host(&mut hd);
         }
+        let complete = src.as_ref().map(Source::complete);
         tokio::spawn(async move {
+            let body = match complete {
+                None => UpBody::Empty,
+                // A body beyond the retry buffer gives the mirror up, as Envoy does.
+                Some(c) => match c.await {
+                    Some(b) => UpBody::Full(Some(b)),
+                    None => return,
+                },
+            };
             let Some(i) = mc.pick(None, &[]) else { return };
-            if let Ok(r) = build_upstream(&mc, i, &m, &hd, &pq, b, 1) {
-                let _ = mc.client.request(r).await;
+            if let Ok(r) = build_upstream(&mc, i, &m, hd, &pq, body, 1) {
+                let _ = mc.client().request(r).await;
             }
         });
     }
@@ -802,12 +871,10 @@ async fn forward(
         Some(g) => g,
         None => return overflow(),
     };
-    let (hash, set_cookie) = hash_key(&cluster, &headers, query.as_deref(), &conn);
+    let (hash, set_cookie) = hash_key(cluster, &headers, head.query, conn);
 
-    let policy = fwd.retry.as_ref();
-    let max_attempts = 1 + policy.map_or(0, |p| p.num_retries);
     let attempts = async {
-        let mut tried: Vec<usize> = Vec::new();
+        let mut tried = Tried::default();
         let mut last_err: Option<AttemptError> = None;
         let mut retry_guard = None;
         for attempt in 1..=max_attempts {
@@ -824,9 +891,16 @@ async fn forward(
                     .max(1);
                 let wait = rand::thread_rng().gen_range(0..cap);
                 tokio::time::sleep(Duration::from_millis(wait)).await;
+                // The body outgrew the retry buffer during the back-off (Envoy: 507).
+                if src.as_ref().is_some_and(|s| !s.replayable()) {
+                    return Err(Err(local_reply(
+                        507,
+                        "exceeded request buffer limit while retrying upstream",
+                    )));
+                }
             }
             let avoid: &[usize] = if policy.is_some_and(|p| p.previous_hosts) {
-                &tried
+                tried.as_slice()
             } else {
                 &[]
             };
@@ -837,20 +911,29 @@ async fn forward(
             let ep = &cluster.endpoints[i];
             ep.active.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let _ep_guard = super::cluster::Counted(&ep.active);
+            // The last possible attempt takes the headers; earlier ones copy them for a retry.
+            let hd = if attempt == max_attempts {
+                std::mem::take(&mut headers)
+            } else {
+                headers.clone()
+            };
             let up = match build_upstream(
-                &cluster,
+                cluster,
                 i,
                 &parts.method,
-                &headers,
+                hd,
                 &path_and_query,
-                body.clone(),
+                match &src {
+                    Some(s) => s.body(attempt),
+                    None => UpBody::Empty,
+                },
                 attempt,
             ) {
                 Ok(r) => r,
                 Err(_) => return Err(Err(local_reply(400, ""))),
             };
             let sent = Instant::now();
-            let fut = cluster.client.request(up);
+            let fut = cluster.client().request(up);
             let res = match policy.and_then(|p| p.per_try_timeout_ms) {
                 Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), fut).await {
                     Ok(r) => r.map_err(classify),
@@ -865,7 +948,7 @@ async fn forward(
                     let retry = policy.is_some_and(|p| {
                         retriable_status(p, status)
                             || (status == 200 && grpc_retriable(p, resp.headers()))
-                    });
+                    }) && replayable(&src);
                     if retry && attempt < max_attempts {
                         continue;
                     }
@@ -874,7 +957,7 @@ async fn forward(
                 }
                 Err(e) => {
                     cluster.record(i, Outcome::LocalFailure);
-                    let retry = policy.is_some_and(|p| retriable_error(p, &e));
+                    let retry = policy.is_some_and(|p| retriable_error(p, &e)) && replayable(&src);
                     last_err = Some(e);
                     if !retry {
                         break;
@@ -886,7 +969,7 @@ async fn forward(
         if matches!(e, AttemptError::Timeout) {
             return Err(Err(local_reply(504, "upstream request timeout")));
         }
-        let msg = if tried.len() > 1 {
+        let msg = if tried.count > 1 {
             format!("upstream connect error or disconnect/reset before headers. retried and the latest reset reason: {}", e.reason())
         } else {
             format!(
@@ -896,17 +979,37 @@ async fn forward(
         };
         Err(Err(local_reply(503, &msg)))
     };
+    // The route timeout starts once the downstream request is complete and covers the whole
+    // response, body included (§3.11).
+    let t0 = tokio::time::Instant::now();
     let outcome: Result<_, Result<(), Response<Body>>> = match fwd.timeout_ms {
-        Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), attempts).await {
-            Ok(r) => r,
-            Err(_) => Err(Err(local_reply(504, "upstream request timeout"))),
-        },
+        Some(ms) => {
+            let timer = async {
+                if let Some(s) = &src {
+                    s.finished().await;
+                }
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            };
+            tokio::select! {
+                r = attempts => r,
+                () = timer => Err(Err(local_reply(504, "upstream request timeout"))),
+            }
+        }
         None => attempts.await,
     };
+    // The same timer then bounds the response body; if the headers came before the request was
+    // complete, it counts from now.
+    let deadline = fwd.timeout_ms.map(|ms| {
+        let start = match &src {
+            None => t0,
+            Some(s) => s.finished_at().unwrap_or_else(tokio::time::Instant::now),
+        };
+        start + Duration::from_millis(ms)
+    });
     let (resp, took, _attempts) = match outcome {
         Ok(x) => x,
-        Err(Err(r)) => return with_response_ops(r, route, &conn),
-        Err(Ok(())) => return with_response_ops(local_reply(503, ""), route, &conn),
+        Err(Err(r)) => return with_response_ops(r, route, conn),
+        Err(Ok(())) => return with_response_ops(local_reply(503, ""), route, conn),
     };
 
     let mut resp = resp;
@@ -936,17 +1039,26 @@ async fn forward(
     let h = &mut rparts.headers;
     h.insert(header::SERVER, HeaderValue::from_static("istio-envoy"));
     h.insert(
-        "x-envoy-upstream-service-time",
-        HeaderValue::from(took.as_millis() as u64),
+        X_ENVOY_UPSTREAM_SERVICE_TIME,
+        small_number(took.as_millis() as u64),
     );
     if let Some(c) = set_cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
         h.append(header::SET_COOKIE, c);
     }
-    let resp = Response::from_parts(rparts, rbody.map_err(|e| Box::new(e) as BoxError).boxed());
+    let rbody = match deadline {
+        Some(at) => Deadline::new(rbody, at).boxed(),
+        None => rbody.map_err(|e| Box::new(e) as BoxError).boxed(),
+    };
+    let resp = Response::from_parts(rparts, rbody);
     // Response operations: destination level, then route level.
     let mut resp = resp;
-    apply_ops(resp.headers_mut(), &wc.response_headers, &conn);
-    with_response_ops(resp, route, &conn)
+    apply_ops(resp.headers_mut(), &wc.response_headers, conn);
+    with_response_ops(resp, route, conn)
+}
+
+/// Whether another attempt can carry the request body (none, or a copy within the limit).
+fn replayable(src: &Option<Arc<Source>>) -> bool {
+    src.as_ref().is_none_or(|s| s.replayable())
 }
 
 /// Istio < 1.28: `foo` becomes `foo-shadow`, `foo:8080` becomes `foo-shadow:8080`.
@@ -1003,21 +1115,69 @@ fn build_upstream(
     c: &Cluster,
     i: usize,
     method: &Method,
-    headers: &HeaderMap,
-    path_and_query: &str,
-    body: Bytes,
+    headers: HeaderMap,
+    path_and_query: &PathAndQuery,
+    body: UpBody,
     attempt: u32,
-) -> Result<Request<Full<Bytes>>, http::Error> {
+) -> Result<Request<UpBody>, http::Error> {
     let ep = &c.endpoints[i];
-    let mut b = Request::builder()
-        .method(method.clone())
-        .uri(format!("http://{}{path_and_query}", ep.addr));
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.authority = Some(ep.authority.clone());
+    uri.path_and_query = Some(path_and_query.clone());
+    let mut r = Request::new(body);
+    *r.method_mut() = method.clone();
+    *r.uri_mut() = Uri::from_parts(uri)?;
     if c.plan.http2 {
-        b = b.version(Version::HTTP_2);
+        *r.version_mut() = Version::HTTP_2;
     }
-    let mut r = b.body(Full::new(body))?;
-    *r.headers_mut() = headers.clone();
+    *r.headers_mut() = headers;
     r.headers_mut()
-        .insert("x-envoy-attempt-count", HeaderValue::from(attempt));
+        .insert(X_ENVOY_ATTEMPT_COUNT, small_number(u64::from(attempt)));
     Ok(r)
+}
+
+/// Endpoints already tried by this request (Envoy `previous_hosts`), without a heap allocation
+/// for the first few.
+#[derive(Default)]
+struct Tried {
+    inline: [usize; 4],
+    more: Vec<usize>,
+    count: usize,
+}
+
+impl Tried {
+    fn push(&mut self, i: usize) {
+        if self.count < self.inline.len() {
+            self.inline[self.count] = i;
+        } else {
+            if self.more.is_empty() {
+                self.more.extend_from_slice(&self.inline);
+            }
+            self.more.push(i);
+        }
+        self.count += 1;
+    }
+
+    fn as_slice(&self) -> &[usize] {
+        if self.count <= self.inline.len() {
+            &self.inline[..self.count]
+        } else {
+            &self.more
+        }
+    }
+}
+
+/// A decimal header value without an allocation for the values that matter per request
+/// (attempt counts, upstream milliseconds below 1000).
+fn small_number(n: u64) -> HeaderValue {
+    static SMALL: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
+        (0..1000u64)
+            .map(|n| HeaderValue::from_static(Box::leak(n.to_string().into_boxed_str())))
+            .collect()
+    });
+    match SMALL.get(n as usize) {
+        Some(v) => v.clone(),
+        None => HeaderValue::from(n),
+    }
 }

@@ -76,6 +76,8 @@ struct HeaderMatcher {
 #[derive(Debug)]
 pub struct Route {
     pub plan: p::Route,
+    /// `plan.origin`, shared: the access log and metrics take it per request without copying.
+    pub origin: std::sync::Arc<str>,
     path: PathMatcher,
     ignore_case: bool,
     method: Option<Matcher>,
@@ -268,6 +270,7 @@ fn build_route(r: &p::Route, cluster_idx: &HashMap<&str, usize>) -> Route {
             .as_ref()
             .map(|c| c.allow_origins.iter().map(Matcher::new).collect())
             .unwrap_or_default(),
+        origin: r.origin.as_str().into(),
         plan: r.clone(),
     }
 }
