@@ -559,8 +559,15 @@ pub fn pressure(opts: &Opts) -> anyhow::Result<Section> {
             gateway_common::NAT_PORT_MAX,
             gateway_common::NAT_PORT_TRIES
         );
-        let _ = writeln!(body, "| flows sent | flows per backend port range | fwd_new | drop_nat_exhausted | new-flow net ns |");
-        let _ = writeln!(body, "|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            body,
+            "The same flows are sent twice, each time to a fresh table: left open (SYN only), and \
+             closed right after their SYN (the client's FIN, then the backend's FIN through its SNAT \
+             port), whose SNAT ports new flows may then take over.\n"
+        );
+        let _ = writeln!(body, "| flows sent | flows per backend port range | open: fwd_new | open: drop_nat_exhausted | closed: fwd_new | closed: drop_nat_exhausted | new-flow net ns (open) |");
+        let _ = writeln!(body, "|---:|---:|---:|---:|---:|---:|---:|");
+        let mut closed = Dp::open(&plan(2))?;
         let per_step = snat_total / steps;
         let mut sent = 0usize;
         for _ in 0..steps {
@@ -575,26 +582,45 @@ pub fn pressure(opts: &Opts) -> anyhow::Result<Section> {
                 if sent % 8 == 0 {
                     bl.push(base.run(&syn)?.1.as_nanos() as f64);
                 }
+                // The closed run: SYN, client FIN, backend FIN to the SNAT port it was given.
+                let (action, out, _) = closed.dp.test_run(&syn)?;
+                if action == XDP_REDIRECT && out.len() >= 38 {
+                    let fin = 0x01 | 0x10;
+                    let snat: [u8; 4] = out[26..30].try_into()?;
+                    let backend: [u8; 4] = out[30..34].try_into()?;
+                    let nat_port = u16::from_be_bytes([out[34], out[35]]);
+                    let bport = u16::from_be_bytes([out[36], out[37]]);
+                    closed
+                        .dp
+                        .test_run(&packet::build(TCP, src, sport, VIP, SNAT_PORT, fin, b""))?;
+                    closed.dp.test_run(&packet::build(
+                        TCP, backend, bport, snat, nat_port, fin, b"",
+                    ))?;
+                }
                 sent += 1;
             }
             let v = d.verdicts()?;
+            let c = closed.verdicts()?;
             let _ = writeln!(
                 body,
-                "| {sent} | {:.0}% | {} | {} | {:.0} |",
+                "| {sent} | {:.0}% | {} | {} | {} | {} | {:.0} |",
                 100.0 * sent as f64 / (2 * ports) as f64,
                 v["fwd_new"],
                 v["drop_nat_exhausted"],
+                c["fwd_new"],
+                c["drop_nat_exhausted"],
                 median(&prog) - median(&bl)
             );
         }
         let _ = writeln!(
             body,
             "\nNo silent cliff: every refused flow is counted (`drop_ct_full`, `drop_nat_exhausted` in \
-             `/stats` and `/metrics`) and SNAT exhaustion also logs a warning. But note the limits: entries \
-             expire by LRU only (no FIN/RST tracking), so in SNAT mode the port range of a backend fills \
-             with closed connections and new flows to that backend start to be dropped at a few thousand \
-             flows per backend, long before the table is full; a bigger SNAT address pool or connection \
-             close tracking is needed to lift it. In preserve-source mode a full table evicts the least \
+             `/stats` and `/metrics`) and SNAT exhaustion also logs a warning. A TCP flow that closed (FIN \
+             both ways, or a RST) gives its SNAT port to the next flow that wants it, so short connections \
+             do not exhaust a backend's range (the `closed` columns); flows left open, half-closed flows and \
+             UDP flows keep their ports until LRU eviction, so a backend with more than its port range of \
+             open flows from one SNAT address refuses the excess (the `open` columns): a bigger SNAT \
+             address pool would lift that. In preserve-source mode a full table evicts the least \
              recently used flows, and their next packet is decided again (same backend while the \
              backend set is unchanged)."
         );
