@@ -441,19 +441,36 @@ async fn circuit_breaker_overflow_and_outlier_ejection() {
     let dr = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: a, namespace: default}\nspec:\n  host: a.example.internal\n  trafficPolicy:\n    connectionPool: {tcp: {maxConnections: 1}, http: {http1MaxPendingRequests: 1}}\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: s, namespace: default}\nspec:\n  host: s.example.internal\n  trafficPolicy:\n    loadBalancer: {simple: ROUND_ROBIN}\n    outlierDetection: {consecutive5xxErrors: 2, interval: 100ms, baseEjectionTime: 500ms, maxEjectionPercent: 50}\n---\n";
     let _gw = gateway(port, &format!("{}{}{dr}{}", se("a", &[(a.port, "v1")]), se("s", &[(a.port, "v1"), (sick.port, "v1")]), vs(
         "  - match: [{uri: {prefix: /s}}]\n    retries: {attempts: 0}\n    route: [{destination: {host: s.example.internal}}]\n  - route: [{destination: {host: a.example.internal}}]\n"))).await;
+    // maxConnections 1 + one pending: of 5 concurrent slow requests one is served, one waits
+    // for its connection (so it ends after both delays, never alongside), three overflow.
+    let t0 = std::time::Instant::now();
     let slow: Vec<_> = (0..5)
-        .map(|_| tokio::spawn(send(port, "GET", "/", &[("x-delay-ms", "500")])))
+        .map(|_| {
+            tokio::spawn(async move {
+                let r = send(port, "GET", "/", &[("x-delay-ms", "500")]).await;
+                (r, t0.elapsed())
+            })
+        })
         .collect();
     let mut overflowed = 0;
+    let mut served = Vec::new();
     for h in slow {
-        let r = h.await.unwrap();
+        let (r, took) = h.await.unwrap();
         if r.status == 503 {
             assert_eq!(r.headers["x-envoy-overloaded"], "true");
             assert!(r.body.ends_with("reset reason: overflow"));
             overflowed += 1;
+        } else {
+            assert_eq!(r.status, 200);
+            served.push(took);
         }
     }
-    assert!(overflowed >= 2, "{overflowed}");
+    assert_eq!(overflowed, 3, "served after {served:?}");
+    let last = served.iter().max().unwrap();
+    assert!(
+        *last >= Duration::from_millis(950),
+        "the pending request ran alongside the first (done after {last:?}), not after it"
+    );
     // Outlier: after 2 consecutive 500s the sick host is ejected; then every request succeeds.
     let mut errors = 0;
     for _ in 0..10 {

@@ -111,6 +111,8 @@ fn check_kernel(dir: &Path, pkg: &str, version: &str, test_bin: &Path) -> Result
         log: &log,
         mem_mib: 1024,
         cpus: 2,
+        // Correctness runs: no MTTCG code-patching races.
+        mttcg: false,
         timeout: BOOT_TIMEOUT,
         append: "",
     })?;

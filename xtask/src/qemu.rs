@@ -428,6 +428,10 @@ pub struct Boot<'a> {
     pub log: &'a Path,
     pub mem_mib: u32,
     pub cpus: u32,
+    /// One host thread per vCPU (MTTCG). Faster, but the guest can trip on its own live code
+    /// patching: MTTCG may run a stale translation of text the kernel just patched (an
+    /// `int3` oops in `bpf_dispatcher_xdp_func` when an XDP program is attached under traffic).
+    pub mttcg: bool,
     pub timeout: Duration,
     /// Extra kernel command line.
     pub append: &'a str,
@@ -437,8 +441,14 @@ pub struct Boot<'a> {
 /// whether it timed out (then qemu, our child, is killed).
 pub fn boot(b: &Boot) -> Result<bool> {
     let mut child = Command::new("qemu-system-x86_64")
-        // Several vCPUs run on several host threads (MTTCG).
-        .args(["-accel", "tcg,thread=multi"])
+        .args([
+            "-accel",
+            if b.mttcg {
+                "tcg,thread=multi"
+            } else {
+                "tcg,thread=single"
+            },
+        ])
         .args(["-m", &b.mem_mib.to_string()])
         .args(["-smp", &b.cpus.to_string()])
         .args(["-nographic", "-nic", "none", "-no-reboot"])

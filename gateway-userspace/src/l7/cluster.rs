@@ -45,6 +45,10 @@ pub struct Cluster {
     clients: Vec<Client<HttpConnector, UpBody>>,
     pub active_requests: AtomicU32,
     pub active_retries: AtomicU32,
+    /// HTTP/1.1 upstream connections in use, one per request in flight (`maxConnections`).
+    pub conn_slots: tokio::sync::Semaphore,
+    /// Requests waiting for one of those slots (`http1MaxPendingRequests`).
+    pub pending: AtomicU32,
 }
 
 /// What an attempt came to, for outlier detection.
@@ -143,6 +147,10 @@ impl Cluster {
             clients,
             active_requests: AtomicU32::new(0),
             active_retries: AtomicU32::new(0),
+            conn_slots: tokio::sync::Semaphore::new(
+                (plan.limits.max_connections as usize).min(tokio::sync::Semaphore::MAX_PERMITS),
+            ),
+            pending: AtomicU32::new(0),
         }
     }
 

@@ -864,16 +864,38 @@ async fn forward(
         });
     }
 
-    let _active = match try_acquire(
-        &cluster.active_requests,
-        request_limit(&cluster.plan.limits),
-    ) {
+    // Envoy's circuit breakers, per cluster and shared by the workers: maxRequests bounds the
+    // requests in flight whatever the protocol.
+    let _active = match try_acquire(&cluster.active_requests, cluster.plan.limits.max_requests) {
         Some(g) => g,
         None => return overflow(),
     };
     let (hash, set_cookie) = hash_key(cluster, &headers, head.query, conn);
 
     let attempts = async {
+        // On an HTTP/1.1 upstream each request in flight holds a connection: beyond
+        // maxConnections a request waits in the pending queue (http1MaxPendingRequests) for one,
+        // and beyond that overflows, as in Envoy's HTTP/1.1 pool. Waiting counts against the
+        // route timeout. (The slot is given back with the response headers; Envoy keeps the
+        // connection until the body is done.)
+        let _conn = if cluster.plan.http2 {
+            None
+        } else {
+            match cluster.conn_slots.try_acquire() {
+                Ok(slot) => Some(slot),
+                Err(_) => {
+                    let Some(_pending) =
+                        try_acquire(&cluster.pending, cluster.plan.limits.max_pending_requests)
+                    else {
+                        return Err(Err(overflow()));
+                    };
+                    match cluster.conn_slots.acquire().await {
+                        Ok(slot) => Some(slot),
+                        Err(_) => return Err(Err(overflow())),
+                    }
+                }
+            }
+        };
         let mut tried = Tried::default();
         let mut last_err: Option<AttemptError> = None;
         let mut retry_guard = None;
@@ -1075,13 +1097,6 @@ fn shadow_host(h: &mut HeaderMap) {
     if let Ok(v) = HeaderValue::from_str(&shadowed) {
         h.insert(header::HOST, v);
     }
-}
-
-fn request_limit(l: &p::Limits) -> u32 {
-    // HTTP/1.1 upstreams hold one connection per request in flight: maxConnections plus the
-    // pending queue bound concurrency, as does http2MaxRequests (documented approximation).
-    let h1 = l.max_connections.saturating_add(l.max_pending_requests);
-    h1.min(l.max_requests)
 }
 
 fn overflow() -> Response<Body> {
