@@ -24,7 +24,8 @@ pub const XDP_PROGRAM: &str = "gateway_xdp";
 /// An empty XDP program in the same object, the baseline for per-packet timing.
 pub const XDP_BASELINE_PROGRAM: &str = "gateway_xdp_baseline";
 /// The next-hop resolver: never attached, run by the agent through BPF_PROG_TEST_RUN on a
-/// `ResolveBatch` (repeat = `RESOLVE_BATCH`) to fill backends' next hops with the kernel's FIB.
+/// `ResolveBatch`, once per backend with repeat = 1 (a repeat > 1 would patch the kernel's XDP
+/// dispatcher on every call), to fill backends' next hops with the kernel's FIB.
 pub const XDP_RESOLVE_PROGRAM: &str = "gateway_resolve";
 /// Backends resolved per resolver call (one bit each in `ResolveBatch::unresolved`).
 pub const RESOLVE_BATCH: u32 = 64;

@@ -21,7 +21,7 @@ use aya::{
 use gateway_common::{
     addr_flags, maps as names, port_flags, svc_flags, Backend as BpfBackend, Counters, IfAddr,
     ResolveBatch, ServiceKey, ServiceValue, MAGLEV_RING, MAX_BACKENDS, MAX_RINGS, MAX_SERVICES,
-    PIN_ABI, RESOLVE_BATCH, XDP_PROGRAM, XDP_RESOLVE_PROGRAM,
+    PIN_ABI, XDP_PROGRAM, XDP_RESOLVE_PROGRAM,
 };
 
 use crate::{
@@ -407,9 +407,6 @@ impl Dataplane {
     /// and the data path asks the FIB per flow for them meanwhile.
     pub fn refresh_next_hops(&mut self) -> Result<Vec<Ipv4Addr>, DataplaneError> {
         use aya::programs::{TestRun, TestRunOptions};
-        let Some(max) = self.backend_ids.values().max().copied() else {
-            return Ok(Vec::new());
-        };
         let by_id: BTreeMap<u32, u32> = self
             .backend_ids
             .iter()
@@ -421,10 +418,12 @@ impl Dataplane {
             .ok_or(DataplaneError::MissingMap("resolver program"))?
             .try_into()?;
         let mut unresolved = BTreeSet::new();
-        let mut first = 0;
-        while first <= max {
+        // One run per backend, repeat = 1: a run with repeat > 1 swaps the program in and out
+        // of the kernel's XDP dispatcher (two live text patches and RCU grace periods per call),
+        // which made a refresh of 100,000 backends take tens of seconds.
+        for (id, addr) in &by_id {
             let batch = ResolveBatch {
-                first,
+                first: *id,
                 ..Default::default()
             };
             // Safety: ResolveBatch is plain #[repr(C)] data without padding holes.
@@ -433,25 +432,18 @@ impl Dataplane {
             let mut opts = TestRunOptions::new();
             opts.data_in = Some(&input);
             opts.data_out = Some(&mut out);
-            // One run per id: the program advances `done` in the packet, which repeats keep.
-            opts.repeat = RESOLVE_BATCH;
+            opts.repeat = 1;
             prog.test_run(opts)?;
             let done = u32::from_ne_bytes(out[20..24].try_into().expect("4 bytes"));
-            if done != RESOLVE_BATCH {
+            if done != 1 {
                 return Err(DataplaneError::Resolver(format!(
-                    "resolved {done} of {RESOLVE_BATCH} backends per call (the kernel must keep \
-                     the test packet across repeats)"
+                    "backend id {id}: the resolver ran {done} times, not once"
                 )));
             }
             let bits = u64::from_ne_bytes(out[24..32].try_into().expect("8 bytes"));
-            for i in 0..RESOLVE_BATCH {
-                if bits & (1 << i) != 0 {
-                    if let Some(a) = by_id.get(&(first + i)) {
-                        unresolved.insert(Ipv4Addr::from(u32::from_be(*a)));
-                    }
-                }
+            if bits & 1 != 0 {
+                unresolved.insert(Ipv4Addr::from(u32::from_be(*addr)));
             }
-            first += RESOLVE_BATCH;
         }
         Ok(unresolved.into_iter().collect())
     }
