@@ -311,7 +311,7 @@ pub fn run_with(ctx: &Ctx, p: &Params) -> anyhow::Result<(Section, Vec<String>)>
                 "**Connections/s vs {}: we lose ({:.0} vs {:.0}/s).** A short connection here is mostly the TCP \
                  stacks of the client and the backend (they share the same 2 cores; see the machine CPU per \
                  connection), so the node's part is small and runs vary (min-max column). Per new flow the XDP \
-                 program pays a FIB lookup and two connection-table inserts (part 1).",
+                 program pays a Maglev pick, a SNAT port claim and two connection-table inserts (part 1).",
                 peer.label(),
                 median(&o.conn_rate),
                 median(&f.conn_rate)
