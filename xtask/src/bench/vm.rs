@@ -15,7 +15,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{bail, Result};
 
 use super::{l4, util, Ctx, Section};
 use crate::qemu::{self, Initramfs};
@@ -229,7 +229,9 @@ fn build_initramfs(
     out: &Path,
 ) -> Result<(Vec<String>, &'static str)> {
     let mut img = Initramfs::new()?;
-    let xtask = std::env::current_exe().context("locating this xtask binary")?;
+    // /proc/self/exe, not current_exe(): `cargo test --workspace` may have rebuilt and replaced
+    // target/*/xtask while this one runs, and only the link still reaches the running file.
+    let xtask = PathBuf::from("/proc/self/exe");
     for (exe, name) in [
         (xtask.as_path(), "xtask"),
         (ctx.gateway_bin.as_path(), "gateway"),
