@@ -878,7 +878,8 @@ async fn forward(
         // and beyond that overflows, as in Envoy's HTTP/1.1 pool. Waiting counts against the
         // route timeout. (The slot is given back with the response headers; Envoy keeps the
         // connection until the body is done.)
-        let _conn = if cluster.plan.http2 {
+        // Unlimited (no DestinationRule) skips the shared counter altogether.
+        let _conn = if cluster.plan.http2 || cluster.plan.limits.max_connections == u32::MAX {
             None
         } else {
             match cluster.conn_slots.try_acquire() {
