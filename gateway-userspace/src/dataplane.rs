@@ -406,12 +406,21 @@ impl Dataplane {
     /// not be resolved (no route or no neighbour entry yet): the caller primes their neighbours,
     /// and the data path asks the FIB per flow for them meanwhile.
     pub fn refresh_next_hops(&mut self) -> Result<Vec<Ipv4Addr>, DataplaneError> {
-        use aya::programs::{TestRun, TestRunOptions};
-        let by_id: BTreeMap<u32, u32> = self
+        let all: BTreeMap<u32, u32> = self
             .backend_ids
             .iter()
             .map(|((addr, _), id)| (*id, *addr))
             .collect();
+        self.resolve_next_hops(&all)
+    }
+
+    /// Resolves the next hops of the backends `by_id` (id -> address, network order); returns
+    /// the addresses that could not be resolved.
+    fn resolve_next_hops(
+        &mut self,
+        by_id: &BTreeMap<u32, u32>,
+    ) -> Result<Vec<Ipv4Addr>, DataplaneError> {
+        use aya::programs::{TestRun, TestRunOptions};
         let prog: &mut Xdp = self
             .ebpf
             .program_mut(XDP_RESOLVE_PROGRAM)
@@ -421,7 +430,7 @@ impl Dataplane {
         // One run per backend, repeat = 1: a run with repeat > 1 swaps the program in and out
         // of the kernel's XDP dispatcher (two live text patches and RCU grace periods per call),
         // which made a refresh of 100,000 backends take tens of seconds.
-        for (id, addr) in &by_id {
+        for (id, addr) in by_id {
             let batch = ResolveBatch {
                 first: *id,
                 ..Default::default()
@@ -487,6 +496,7 @@ impl Dataplane {
             .collect();
         let mut used: BTreeSet<u32> = self.backend_ids.values().copied().collect();
         let mut backend_cursor = 0;
+        let mut new_backends: BTreeMap<u32, u32> = BTreeMap::new();
         for key in &wanted {
             if self.backend_ids.contains_key(key) {
                 continue;
@@ -503,6 +513,7 @@ impl Dataplane {
                 .map_err(map_err(names::BACKENDS))?;
             reset_counter(&mut self.backend_stats, id)?;
             self.backend_ids.insert(*key, id);
+            new_backends.insert(id, key.0);
         }
 
         // 2. Services: desired entries with their rings.
@@ -526,9 +537,10 @@ impl Dataplane {
                 .or_insert((svc_flags::LOCAL, Vec::new()));
         }
 
-        // New backends get their next hop before any service points at them. Those not
-        // resolved yet are looked up per flow until the next refresh.
-        self.refresh_next_hops()?;
+        // New backends get their next hop before any service points at them (known ones are
+        // kept fresh by the agent's periodic refresh). Those not resolved yet are looked up per
+        // flow until then.
+        self.resolve_next_hops(&new_backends)?;
 
         // The port filter opens new ports before their services exist (make before break);
         // L4 ports no longer used are closed after a drain period (`expire_drains`).
