@@ -76,7 +76,7 @@ pub fn cargo(args: &[&str]) -> Result<()> {
 pub fn require_root() -> Result<()> {
     // Safety: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("this needs root (it loads BPF programs and creates network namespaces): run it with sudo");
+        bail!("this needs root (it loads BPF programs and creates network namespaces): run it as root (`su -` first; or sudo where it is installed)");
     }
     Ok(())
 }

@@ -14,6 +14,7 @@ use serde_yaml::Value;
 use super::compile::{Compiler, IstioVersion};
 use super::model::*;
 use super::names::*;
+pub use super::syntax::{anchored, parse_duration};
 use crate::plan::http as p;
 
 // ---------------------------------------------------------------------------------------------
@@ -341,24 +342,6 @@ pub struct OutlierDetection {
 // ---------------------------------------------------------------------------------------------
 // Durations and small helpers
 
-/// Protobuf-JSON style durations as Istio accepts them: `1.5s`, `500ms`, `1m`, `1h`, `10us`.
-pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
-    let s = s.trim();
-    let idx = s.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (num, unit) = s.split_at(idx);
-    let v: f64 = num.parse().ok()?;
-    let secs = match unit {
-        "h" => v * 3600.0,
-        "m" => v * 60.0,
-        "s" => v,
-        "ms" => v / 1e3,
-        "us" | "µs" => v / 1e6,
-        "ns" => v / 1e9,
-        _ => return None,
-    };
-    (secs.is_finite() && secs >= 0.0).then(|| std::time::Duration::from_secs_f64(secs))
-}
-
 fn duration_ms(s: &Option<String>) -> Option<u64> {
     s.as_deref()
         .and_then(parse_duration)
@@ -388,10 +371,6 @@ fn is_token(s: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
-/// The anchored form the router compiles: Envoy's safe_regex matches the whole value.
-pub fn anchored(re: &str) -> String {
-    format!("^(?:{re})$")
-}
 
 const GRPC_CODES: [&str; 17] = [
     "OK",

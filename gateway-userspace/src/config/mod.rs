@@ -11,6 +11,7 @@ mod load;
 mod model;
 mod names;
 mod stream;
+pub mod syntax;
 pub mod tls;
 mod validate;
 

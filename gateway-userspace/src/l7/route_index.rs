@@ -64,7 +64,7 @@ impl RouteIndex {
                 p::PathMatch::Prefix(s) => cased.insert(s.as_bytes(), id, false),
                 // ignoreUriCase does not apply to regex (as in the router).
                 p::PathMatch::Regex(re) => {
-                    let anchored = crate::config::http::anchored(re);
+                    let anchored = crate::config::syntax::anchored(re);
                     match regex_prefixes(&anchored) {
                         Some(prefixes) => {
                             for lit in prefixes {

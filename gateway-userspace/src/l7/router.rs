@@ -55,7 +55,7 @@ fn never() -> Regex {
 }
 
 fn compile_regex(r: &str) -> Result<Regex, regex::Error> {
-    Regex::new(&crate::config::http::anchored(r))
+    Regex::new(&crate::config::syntax::anchored(r))
 }
 
 #[derive(Debug)]
