@@ -4,7 +4,6 @@
 //! that is still streaming (Envoy's router, istio-semantics.md §3.8, §3.10, §3.11).
 
 use std::convert::Infallible;
-use std::net::Ipv4Addr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,53 +11,37 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gateway::config::{compile, load_str, validate, CompileInput};
 use gateway::l7::body::RETRY_BUFFER_LIMIT;
 use gateway::l7::L7;
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use hyper_util::rt::TokioExecutor;
 use tokio::sync::{mpsc, oneshot};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod support;
+use support::net::free_port;
+use support::yaml;
 
 /// A gateway on `port` routing every host to `svc.internal` (endpoints on 127.0.0.1 at
 /// `backends`) by one route with the extra fields `route`; `mirror` adds the service
 /// `mirror.internal` on that port.
 async fn gateway(port: u16, backends: &[u16], mirror: Option<u16>, route: &str) -> L7 {
-    let eps: String = backends
-        .iter()
-        .map(|p| format!("  - {{address: 127.0.0.1, ports: {{http: {p}}}}}\n"))
-        .collect();
+    let eps: String = backends.iter().map(|p| yaml::endpoint(*p, "")).collect();
     let mirror_se = match mirror {
-        Some(p) => format!(
-            "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: mirror, namespace: default}}\nspec:\n  hosts: [mirror.internal]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints: [{{address: 127.0.0.1, ports: {{http: {p}}}}}]\n"
-        ),
+        Some(p) => yaml::service_entry("mirror", "mirror.internal", "HTTP", &yaml::endpoint(p, "")),
         None => String::new(),
     };
     let yaml = format!(
-        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {port}, name: http, protocol: HTTP}}\n    hosts: [\"*\"]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: svc, namespace: default}}\nspec:\n  hosts: [svc.internal]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints:\n{eps}{mirror_se}---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: v, namespace: default}}\nspec:\n  hosts: [\"*\"]\n  gateways: [istio-system/gw]\n  http:\n  - route: [{{destination: {{host: svc.internal}}}}]\n{route}"
+        "{}{}{mirror_se}{}",
+        yaml::http_gateway(port),
+        yaml::service_entry("svc", "svc.internal", "HTTP", &eps),
+        yaml::virtual_service(&format!(
+            "  - route: [{{destination: {{host: svc.internal}}}}]\n{route}"
+        )),
     );
-    let m = load_str("t.yaml", &yaml).expect("loads");
-    let (errs, _) = validate(&m);
-    assert!(errs.is_empty(), "{errs:#?}");
-    let input = CompileInput {
-        vips: vec![Ipv4Addr::UNSPECIFIED],
-        ..CompileInput::default()
-    };
-    let (plan, _) = compile(&m, &input);
-    let mut l7 = L7::default();
-    l7.apply(&plan.http).await.expect("binds");
-    l7
+    support::gateway::serve(&yaml).await
 }
 
 /// What a backend saw of one request body.
@@ -89,60 +72,48 @@ struct Backend {
 }
 
 async fn backend(fail_first: usize, first_bytes: Option<mpsc::UnboundedSender<()>>) -> Backend {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
     let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
     let hits = Arc::new(AtomicUsize::new(0));
     let (s2, h2) = (seen.clone(), hits.clone());
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else { return };
-            let (seen, hits, first) = (s2.clone(), h2.clone(), first_bytes.clone());
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let (seen, hits, first) = (seen.clone(), hits.clone(), first.clone());
-                    async move {
-                        let n = hits.fetch_add(1, Ordering::SeqCst);
-                        let attempt = req
-                            .headers()
-                            .get("x-envoy-attempt-count")
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_string();
-                        let mut body = req.into_body();
-                        let mut got = Seen {
-                            hash: FNV0,
-                            attempt,
-                            ..Seen::default()
-                        };
-                        while let Some(f) = body.frame().await {
-                            let Ok(f) = f else { break };
-                            if let Some(d) = f.data_ref() {
-                                if got.len == 0 && !d.is_empty() {
-                                    if let Some(tx) = &first {
-                                        let _ = tx.send(());
-                                    }
-                                }
-                                got.len += d.len();
-                                fnv(&mut got.hash, d);
-                            }
+    let port = support::backend::http(move |req: Request<Incoming>| {
+        let (seen, hits, first) = (s2.clone(), h2.clone(), first_bytes.clone());
+        async move {
+            let n = hits.fetch_add(1, Ordering::SeqCst);
+            let attempt = req
+                .headers()
+                .get("x-envoy-attempt-count")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            let mut body = req.into_body();
+            let mut got = Seen {
+                hash: FNV0,
+                attempt,
+                ..Seen::default()
+            };
+            while let Some(f) = body.frame().await {
+                let Ok(f) = f else { break };
+                if let Some(d) = f.data_ref() {
+                    if got.len == 0 && !d.is_empty() {
+                        if let Some(tx) = &first {
+                            let _ = tx.send(());
                         }
-                        seen.lock().unwrap().push(got.clone());
-                        if n < fail_first {
-                            let mut r = Response::new(Full::new(Bytes::from_static(b"no")));
-                            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-                            return Ok::<_, Infallible>(r);
-                        }
-                        let text = format!("{} {:x}", got.len, got.hash);
-                        Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(text))))
                     }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
+                    got.len += d.len();
+                    fnv(&mut got.hash, d);
+                }
+            }
+            seen.lock().unwrap().push(got.clone());
+            if n < fail_first {
+                let mut r = Response::new(Full::new(Bytes::from_static(b"no")));
+                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                return r;
+            }
+            let text = format!("{} {:x}", got.len, got.hash);
+            Response::new(Full::new(Bytes::from(text)))
         }
-    });
+    })
+    .await;
     Backend { port, seen, hits }
 }
 
@@ -309,28 +280,16 @@ async fn a_body_beyond_the_retry_buffer_gives_up_retry_and_mirror() {
 
 /// A backend answering headers and a first chunk at once, then the rest after `pause`.
 async fn slow_body_backend(pause: Duration) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else { return };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |_req: Request<Incoming>| async move {
-                    let (tx, rx) = mpsc::channel::<Bytes>(2);
-                    tokio::spawn(async move {
-                        let _ = tx.send(Bytes::from_static(b"first ")).await;
-                        tokio::time::sleep(pause).await;
-                        let _ = tx.send(Bytes::from_static(b"last")).await;
-                    });
-                    Ok::<_, Infallible>(Response::new(ChanBody(rx)))
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    port
+    support::backend::http(move |_req: Request<Incoming>| async move {
+        let (tx, rx) = mpsc::channel::<Bytes>(2);
+        tokio::spawn(async move {
+            let _ = tx.send(Bytes::from_static(b"first ")).await;
+            tokio::time::sleep(pause).await;
+            let _ = tx.send(Bytes::from_static(b"last")).await;
+        });
+        Response::new(ChanBody(rx))
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]

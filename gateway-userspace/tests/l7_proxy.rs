@@ -2,21 +2,23 @@
 //! real hyper backends on 127.0.0.1 ephemeral ports, real HTTP clients. No root needed.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use gateway::config::{compile, load_str, validate, CompileInput, IstioVersion};
+use gateway::config::{compile, load_str, IstioVersion};
 use gateway::l7::L7;
 use http::{Request, Response};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::TcpListener;
+use hyper_util::rt::TokioExecutor;
+
+mod support;
+use support::net::{dead_port, free_port};
+use support::yaml;
 
 /// A backend that answers with a JSON description of what it received; `x-delay-ms` and
 /// `x-status` request headers (or the fixed `status`) shape the answer.
@@ -28,73 +30,48 @@ struct Backend {
 }
 
 async fn backend(name: &'static str, status: u16) -> Backend {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
     let hits = Arc::new(AtomicUsize::new(0));
     let hosts: Arc<std::sync::Mutex<Vec<String>>> = Arc::default();
     let (h, hs) = (hits.clone(), hosts.clone());
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else { return };
-            let (h, hs) = (h.clone(), hs.clone());
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                    let (h, hs) = (h.clone(), hs.clone());
-                    async move {
-                        h.fetch_add(1, Ordering::SeqCst);
-                        let host = req.headers().get("host").and_then(|v| v.to_str().ok());
-                        hs.lock().unwrap().push(host.unwrap_or("").to_string());
-                        let delay = req
-                            .headers()
-                            .get("x-delay-ms")
-                            .and_then(|v| v.to_str().ok()?.parse().ok())
-                            .unwrap_or(0u64);
-                        let st = req
-                            .headers()
-                            .get("x-status")
-                            .and_then(|v| v.to_str().ok()?.parse().ok())
-                            .unwrap_or(status);
-                        let mut headers = BTreeMap::new();
-                        for (k, v) in req.headers() {
-                            headers
-                                .entry(k.to_string())
-                                .or_insert_with(Vec::new)
-                                .push(v.to_str().unwrap_or("").to_string());
-                        }
-                        let body = serde_json::json!({
-                            "backend": name,
-                            "method": req.method().as_str(),
-                            "path": req.uri().path_and_query().map(|p| p.to_string()),
-                            "headers": headers,
-                        });
-                        tokio::time::sleep(Duration::from_millis(delay)).await;
-                        let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
-                        *r.status_mut() = http::StatusCode::from_u16(st).unwrap();
-                        r.headers_mut().insert("server", "backend".parse().unwrap());
-                        r.headers_mut().insert("x-backend", name.parse().unwrap());
-                        Ok::<_, Infallible>(r)
-                    }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
+    let port = support::backend::http(move |req: Request<Incoming>| {
+        let (h, hs) = (h.clone(), hs.clone());
+        async move {
+            h.fetch_add(1, Ordering::SeqCst);
+            let host = req.headers().get("host").and_then(|v| v.to_str().ok());
+            hs.lock().unwrap().push(host.unwrap_or("").to_string());
+            let delay = req
+                .headers()
+                .get("x-delay-ms")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(0u64);
+            let st = req
+                .headers()
+                .get("x-status")
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .unwrap_or(status);
+            let mut headers = BTreeMap::new();
+            for (k, v) in req.headers() {
+                headers
+                    .entry(k.to_string())
+                    .or_insert_with(Vec::new)
+                    .push(v.to_str().unwrap_or("").to_string());
+            }
+            let body = serde_json::json!({
+                "backend": name,
+                "method": req.method().as_str(),
+                "path": req.uri().path_and_query().map(|p| p.to_string()),
+                "headers": headers,
             });
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+            *r.status_mut() = http::StatusCode::from_u16(st).unwrap();
+            r.headers_mut().insert("server", "backend".parse().unwrap());
+            r.headers_mut().insert("x-backend", name.parse().unwrap());
+            r
         }
-    });
+    })
+    .await;
     Backend { port, hits, hosts }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A closed port: connections are refused.
-fn dead_port() -> u16 {
-    free_port()
 }
 
 async fn gateway(port: u16, rest: &str) -> L7 {
@@ -103,35 +80,20 @@ async fn gateway(port: u16, rest: &str) -> L7 {
 
 /// A gateway reproducing the given Istio release's version-dependent behaviour.
 async fn gateway_as(port: u16, rest: &str, compat: IstioVersion) -> L7 {
-    let yaml = format!(
-        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {port}, name: http, protocol: HTTP}}\n    hosts: [\"*\"]\n---\n{rest}"
-    );
-    let m = load_str("t.yaml", &yaml).expect("loads");
-    let (errs, _) = validate(&m);
-    assert!(errs.is_empty(), "{errs:#?}");
-    let input = CompileInput {
-        vips: vec![Ipv4Addr::UNSPECIFIED],
-        compat,
-        ..CompileInput::default()
-    };
-    let (plan, _) = compile(&m, &input);
-    let mut l7 = L7::default();
-    l7.apply(&plan.http).await.expect("binds");
-    l7
+    let yaml = format!("{}{rest}", yaml::http_gateway(port));
+    support::gateway::serve_as(&yaml, compat).await
 }
 
 fn se(name: &str, endpoints: &[(u16, &str)]) -> String {
     let eps: String = endpoints
         .iter()
-        .map(|(p, v)| {
-            format!("  - {{address: 127.0.0.1, ports: {{http: {p}}}, labels: {{version: {v}}}}}\n")
-        })
+        .map(|(p, v)| yaml::endpoint(*p, &format!(", labels: {{version: {v}}}")))
         .collect();
-    format!("apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  hosts: [{name}.example.internal]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: HTTP}}]\n  endpoints:\n{eps}---\n")
+    yaml::service_entry(name, &format!("{name}.example.internal"), "HTTP", &eps)
 }
 
 fn vs(http: &str) -> String {
-    format!("apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: v, namespace: default}}\nspec:\n  hosts: [\"*\"]\n  gateways: [istio-system/gw]\n  http:\n{http}---\n")
+    yaml::virtual_service(http)
 }
 
 struct Got {
@@ -518,15 +480,14 @@ async fn config_swap_keeps_the_listener_and_h2c_works() {
     };
     let r = c.request(req()).await.unwrap();
     assert_eq!(r.headers()["x-backend"], "a");
-    let yaml = format!("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: istio-system}}\nspec:\n  servers:\n  - port: {{number: {port}, name: http, protocol: HTTP}}\n    hosts: [\"*\"]\n---\n{}{}", se("b", &[(b.port, "v1")]), vs("  - route: [{destination: {host: b.example.internal}}]\n"));
-    let m = load_str("t.yaml", &yaml).unwrap();
-    let (plan, _) = compile(
-        &m,
-        &CompileInput {
-            vips: vec![Ipv4Addr::UNSPECIFIED],
-            ..CompileInput::default()
-        },
+    let yaml = format!(
+        "{}{}{}",
+        yaml::http_gateway(port),
+        se("b", &[(b.port, "v1")]),
+        vs("  - route: [{destination: {host: b.example.internal}}]\n")
     );
+    let m = load_str("t.yaml", &yaml).unwrap();
+    let (plan, _) = compile(&m, &support::gateway::input());
     gw.apply(&plan.http).await.unwrap();
     let r = c.request(req()).await.unwrap();
     assert_eq!(r.headers()["x-backend"], "b");

@@ -3,134 +3,89 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::net::Ipv4Addr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use gateway::config::{compile, load_str, validate, CompileInput};
 use gateway::l7::L7;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+mod support;
+use support::gateway::serve;
+use support::net::free_port;
+use support::yaml;
 
 /// Gateway on `port` routing everything to `svc.internal` (port protocol `protocol`) at
 /// 127.0.0.1:`backend`.
 async fn gateway(port: u16, backend: u16, protocol: &str) -> L7 {
     let yaml = format!(
-        "apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: {port}, name: http, protocol: HTTP}}
-    hosts: [\"*\"]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: svc, namespace: default}}
-spec:
-  hosts: [svc.internal]
-  resolution: STATIC
-  ports: [{{number: 80, name: p, protocol: {protocol}}}]
-  endpoints: [{{address: 127.0.0.1, ports: {{p: {backend}}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: v, namespace: default}}
-spec:
-  hosts: [\"*\"]
-  gateways: [istio-system/gw]
-  http:
-  - route: [{{destination: {{host: svc.internal}}}}]
-"
+        "{}{}{}",
+        yaml::http_gateway(port),
+        yaml::service_entry(
+            "svc",
+            "svc.internal",
+            protocol,
+            &yaml::endpoint(backend, "")
+        ),
+        yaml::virtual_service("  - route: [{destination: {host: svc.internal}}]\n"),
     );
     serve(&yaml).await
-}
-
-/// Loads, validates and compiles `yaml`, and binds its HTTP listeners.
-async fn serve(yaml: &str) -> L7 {
-    let m = load_str("t.yaml", yaml).expect("loads");
-    let (errs, _) = validate(&m);
-    assert!(errs.is_empty(), "{errs:#?}");
-    let input = CompileInput {
-        vips: vec![Ipv4Addr::UNSPECIFIED],
-        ..CompileInput::default()
-    };
-    let (plan, _) = compile(&m, &input);
-    let mut l7 = L7::default();
-    l7.apply(&plan.http).await.expect("binds");
-    l7
 }
 
 /// An HTTP/1.1 server that accepts WebSocket upgrades and then echoes every byte, upper-cased
 /// (so an echo can only have come through the backend, not a short circuit in the proxy).
 async fn websocket_backend() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else { return };
+    support::backend::accept(|s| async move {
+        let svc = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
+            let is_ws = req
+                .headers()
+                .get("upgrade")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+            let mut r = Response::new(Full::new(Bytes::new()));
+            if !is_ws {
+                *r.status_mut() = StatusCode::BAD_REQUEST;
+                return Ok::<_, Infallible>(r);
+            }
+            let up = hyper::upgrade::on(&mut req);
             tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|mut req: Request<Incoming>| async move {
-                    let is_ws = req
-                        .headers()
-                        .get("upgrade")
-                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
-                    let mut r = Response::new(Full::new(Bytes::new()));
-                    if !is_ws {
-                        *r.status_mut() = StatusCode::BAD_REQUEST;
-                        return Ok::<_, Infallible>(r);
-                    }
-                    let up = hyper::upgrade::on(&mut req);
-                    tokio::spawn(async move {
-                        let Ok(up) = up.await else { return };
-                        let mut io = TokioIo::new(up);
-                        let mut buf = [0u8; 1024];
-                        loop {
-                            match io.read(&mut buf).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => {
-                                    buf[..n].make_ascii_uppercase();
-                                    if io.write_all(&buf[..n]).await.is_err() {
-                                        return;
-                                    }
-                                }
+                let Ok(up) = up.await else { return };
+                let mut io = TokioIo::new(up);
+                let mut buf = [0u8; 1024];
+                loop {
+                    match io.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            buf[..n].make_ascii_uppercase();
+                            if io.write_all(&buf[..n]).await.is_err() {
+                                return;
                             }
                         }
-                    });
-                    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-                    let h = r.headers_mut();
-                    h.insert("upgrade", HeaderValue::from_static("websocket"));
-                    h.insert("connection", HeaderValue::from_static("Upgrade"));
-                    // The accept value of RFC 6455's sample key.
-                    h.insert(
-                        "sec-websocket-accept",
-                        HeaderValue::from_static("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
-                    );
-                    Ok(r)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(s), svc)
-                    .with_upgrades()
-                    .await;
+                    }
+                }
             });
-        }
-    });
-    port
+            *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let h = r.headers_mut();
+            h.insert("upgrade", HeaderValue::from_static("websocket"));
+            h.insert("connection", HeaderValue::from_static("Upgrade"));
+            // The accept value of RFC 6455's sample key.
+            h.insert(
+                "sec-websocket-accept",
+                HeaderValue::from_static("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            );
+            Ok(r)
+        });
+        let _ = hyper::server::conn::http1::Builder::new()
+            .serve_connection(TokioIo::new(s), svc)
+            .with_upgrades()
+            .await;
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -184,42 +139,29 @@ async fn websocket_upgrade_is_spliced() {
 /// An h2c-only gRPC-style server: echoes the request message and ends with trailers, telling in
 /// them what protocol and `te` it received.
 async fn grpc_backend() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else { return };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|req: Request<Incoming>| async move {
-                    let version = format!("{:?}", req.version());
-                    let te = req
-                        .headers()
-                        .get("te")
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_string();
-                    let path = req.uri().path().to_string();
-                    let msg = req.into_body().collect().await.unwrap().to_bytes();
-                    let mut trailers = HeaderMap::new();
-                    trailers.insert("grpc-status", HeaderValue::from_static("0"));
-                    trailers.insert("grpc-message", HeaderValue::from_static("ok"));
-                    trailers.insert(
-                        "x-seen",
-                        HeaderValue::from_str(&format!("{version} te={te} {path}")).unwrap(),
-                    );
-                    let mut r =
-                        Response::new(Frames([Frame::data(msg), Frame::trailers(trailers)].into()));
-                    r.headers_mut()
-                        .insert("content-type", HeaderValue::from_static("application/grpc"));
-                    Ok::<_, Infallible>(r)
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    port
+    support::backend::h2c(|req: Request<Incoming>| async move {
+        let version = format!("{:?}", req.version());
+        let te = req
+            .headers()
+            .get("te")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let path = req.uri().path().to_string();
+        let msg = req.into_body().collect().await.unwrap().to_bytes();
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from_static("0"));
+        trailers.insert("grpc-message", HeaderValue::from_static("ok"));
+        trailers.insert(
+            "x-seen",
+            HeaderValue::from_str(&format!("{version} te={te} {path}")).unwrap(),
+        );
+        let mut r = Response::new(Frames([Frame::data(msg), Frame::trailers(trailers)].into()));
+        r.headers_mut()
+            .insert("content-type", HeaderValue::from_static("application/grpc"));
+        r
+    })
+    .await
 }
 
 /// A response body of given frames: data, then trailers, as a gRPC server sends them.
@@ -287,42 +229,20 @@ async fn grpc_over_h2_upstream_keeps_trailers() {
 /// An h2c server that refuses every stream with REFUSED_STREAM (as an overloaded h2 server
 /// does before processing a request).
 async fn refusing_h2_backend() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else { return };
-            tokio::spawn(async move {
-                let Ok(mut conn) = h2::server::handshake(s).await else {
-                    return;
-                };
-                while let Some(Ok((_req, mut respond))) = conn.accept().await {
-                    respond.send_reset(h2::Reason::REFUSED_STREAM);
-                }
-            });
+    support::backend::accept(|s| async move {
+        let Ok(mut conn) = h2::server::handshake(s).await else {
+            return;
+        };
+        while let Some(Ok((_req, mut respond))) = conn.accept().await {
+            respond.send_reset(h2::Reason::REFUSED_STREAM);
         }
-    });
-    port
+    })
+    .await
 }
 
 /// An h2c server answering 200 `ok`.
 async fn ok_h2_backend() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else { return };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
-                });
-                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    port
+    support::backend::h2c(|_req: Request<Incoming>| async { support::backend::ok_response() }).await
 }
 
 /// Istio's default retry policy includes `refused-stream`: a stream refused by one h2 endpoint
@@ -331,42 +251,21 @@ async fn ok_h2_backend() -> u16 {
 async fn refused_stream_is_retried_by_default() {
     let (bad, good) = (refusing_h2_backend().await, ok_h2_backend().await);
     let cfg = |retries: &str, port: u16| {
+        let eps = yaml::endpoint(bad, "") + &yaml::endpoint(good, "");
         format!(
-            "apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: istio-system}}
-spec:
-  servers:
-  - port: {{number: {port}, name: http, protocol: HTTP}}
-    hosts: [\"*\"]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: svc, namespace: default}}
-spec:
-  hosts: [svc.internal]
-  resolution: STATIC
-  ports: [{{number: 80, name: p, protocol: HTTP2}}]
-  endpoints:
-  - {{address: 127.0.0.1, ports: {{p: {bad}}}}}
-  - {{address: 127.0.0.1, ports: {{p: {good}}}}}
----
-apiVersion: networking.istio.io/v1
+            "{}{}apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {{name: svc, namespace: default}}
 spec:
   host: svc.internal
   trafficPolicy: {{loadBalancer: {{simple: ROUND_ROBIN}}}}
 ---
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: v, namespace: default}}
-spec:
-  hosts: [\"*\"]
-  gateways: [istio-system/gw]
-  http:
-  - route: [{{destination: {{host: svc.internal}}}}]
-{retries}"
+{}",
+            yaml::http_gateway(port),
+            yaml::service_entry("svc", "svc.internal", "HTTP2", &eps),
+            yaml::virtual_service(&format!(
+                "  - route: [{{destination: {{host: svc.internal}}}}]\n{retries}"
+            )),
         )
     };
     let client: hyper_util::client::legacy::Client<_, Full<Bytes>> =

@@ -1,0 +1,130 @@
+//! Backends on 127.0.0.1 for the gateway to forward to: an accept loop, HTTP servers (HTTP/1.1
+//! and h2c, or h2c only) around a handler, and TCP/TLS servers that name themselves and echo.
+
+use std::convert::Infallible;
+use std::future::Future;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::tls::{self, Leaf};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// `handler` as a hyper service that never fails.
+macro_rules! service {
+    ($handler:expr) => {{
+        let handler = $handler;
+        hyper::service::service_fn(move |req| {
+            let fut = handler(req);
+            async move { Ok::<_, Infallible>(fut.await) }
+        })
+    }};
+}
+
+/// Listens on a free port of 127.0.0.1 and runs `on_conn` in a task of its own for every
+/// connection accepted; returns the port.
+pub async fn accept<F, Fut>(on_conn: F) -> u16
+where
+    F: Fn(TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((s, _)) = l.accept().await else { return };
+            tokio::spawn(on_conn(s));
+        }
+    });
+    port
+}
+
+/// An HTTP server (HTTP/1.1 or h2c, as the client speaks) answering every request with
+/// `handler`; returns its port.
+pub async fn http<H, Fut, B>(handler: H) -> u16
+where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    accept(move |s| {
+        let svc = service!(handler.clone());
+        async move {
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(s), svc)
+                .await;
+        }
+    })
+    .await
+}
+
+/// An h2c-only server answering every request with `handler`; returns its port.
+pub async fn h2c<H, Fut, B>(handler: H) -> u16
+where
+    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<B>> + Send + 'static,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    accept(move |s| {
+        let svc = service!(handler.clone());
+        async move {
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(s), svc)
+                .await;
+        }
+    })
+    .await
+}
+
+/// A `200 ok` response.
+pub fn ok_response() -> Response<Full<Bytes>> {
+    Response::new(Full::new(Bytes::from_static(b"ok")))
+}
+
+/// A TLS server presenting `leaf`: after the handshake it sends `NAME\n`, then echoes.
+pub async fn tls_echo(name: &'static str, leaf: &Leaf) -> u16 {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(leaf));
+    accept(move |s| {
+        let acceptor = acceptor.clone();
+        async move {
+            let Ok(mut s) = acceptor.accept(s).await else {
+                return;
+            };
+            echo(name, &mut s).await;
+        }
+    })
+    .await
+}
+
+/// A plain TCP server with the same greeting and echo as [`tls_echo`].
+pub async fn plain_echo(name: &'static str) -> u16 {
+    accept(move |mut s| async move { echo(name, &mut s).await }).await
+}
+
+/// Sends `NAME\n`, then echoes every byte until the peer closes.
+async fn echo<S: AsyncRead + AsyncWrite + Unpin>(name: &str, s: &mut S) {
+    if s.write_all(format!("{name}\n").as_bytes()).await.is_err() {
+        return;
+    }
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if s.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}

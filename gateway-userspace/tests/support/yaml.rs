@@ -1,0 +1,39 @@
+//! Istio manifests for the tests, one document each, ending in `---`.
+
+/// Gateway `istio-system/gw` (selector istio=ingressgateway) with these `servers` entries.
+pub fn gateway(servers: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n{servers}---\n"
+    )
+}
+
+/// A `servers` entry: plain HTTP on `port` for every host.
+pub fn http_server(port: u16) -> String {
+    format!("  - port: {{number: {port}, name: http, protocol: HTTP}}\n    hosts: [\"*\"]\n")
+}
+
+/// Gateway `gw` serving plain HTTP on `port` for every host.
+pub fn http_gateway(port: u16) -> String {
+    gateway(&http_server(port))
+}
+
+/// ServiceEntry `default/NAME` for `host` (resolution STATIC) with one port `{number: 80,
+/// name: http, protocol: PROTOCOL}` and these `endpoints` entries (see [`endpoint`]).
+pub fn service_entry(name: &str, host: &str, protocol: &str, endpoints: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  hosts: [{host}]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: {protocol}}}]\n  endpoints:\n{endpoints}---\n"
+    )
+}
+
+/// An `endpoints` entry: 127.0.0.1 with its `http` port at `port`, and these extra fields.
+pub fn endpoint(port: u16, extra: &str) -> String {
+    format!("  - {{address: 127.0.0.1, ports: {{http: {port}}}{extra}}}\n")
+}
+
+/// VirtualService `default/v` for every host, bound to `istio-system/gw`, with these `http`
+/// rules.
+pub fn virtual_service(http: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: v, namespace: default}}\nspec:\n  hosts: [\"*\"]\n  gateways: [istio-system/gw]\n  http:\n{http}---\n"
+    )
+}
