@@ -4,138 +4,20 @@
 //! got.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, TcpStream};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gateway::config::{load_and_compile, CompileInput, Warning};
+use gateway::config::Warning;
 use gateway::l7::L7;
 use gateway::plan::Plan;
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls_pki_types::pem::PemObject;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::pki_types::ServerName;
 
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-impl Ca {
-    fn new() -> Ca {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name
-            .push(DnType::CommonName, "passthrough test CA");
-        let key = KeyPair::generate().unwrap();
-        let cert = p.self_signed(&key).unwrap();
-        Ca { cert, key }
-    }
-
-    fn leaf(&self, names: &[&str]) -> (String, String) {
-        let p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .unwrap();
-        let key = KeyPair::generate().unwrap();
-        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-
-    fn client_config(&self) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(self.cert.pem().as_bytes()).unwrap())
-            .unwrap();
-        Arc::new(
-            rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth(),
-        )
-    }
-}
-
-/// A TLS backend: after the handshake it sends `NAME\n`, then echoes.
-async fn tls_backend(name: &'static str, (cert, key): (String, String)) -> u16 {
-    let cfg = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(
-        vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
-        PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
-    )
-    .unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else { return };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(mut s) = acceptor.accept(s).await else {
-                    return;
-                };
-                echo(name, &mut s).await;
-            });
-        }
-    });
-    port
-}
-
-/// A plain TCP backend with the same greeting and echo.
-async fn plain_backend(name: &'static str) -> u16 {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = l.accept().await else {
-                return;
-            };
-            tokio::spawn(async move { echo(name, &mut s).await });
-        }
-    });
-    port
-}
-
-async fn echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(name: &str, s: &mut S) {
-    if s.write_all(format!("{name}\n").as_bytes()).await.is_err() {
-        return;
-    }
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => {
-                if s.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn compile_dir(dir: &std::path::Path, yaml: &str) -> (Plan, Vec<Warning>) {
-    std::fs::write(dir.join("config.yaml"), yaml).unwrap();
-    let input = CompileInput {
-        vips: vec![Ipv4Addr::UNSPECIFIED],
-        ..CompileInput::default()
-    };
-    load_and_compile(dir, &input).unwrap_or_else(|e| panic!("{e:#?}"))
-}
+mod support;
+use support::backend::{plain_echo, tls_echo};
+use support::gateway::compile_dir;
+use support::net::free_port;
+use support::tls::Ca;
 
 /// TLS client (blocking, verifying the certificate for `sni`): the greeting line, and the echo
 /// of a probe; or the error.
@@ -187,20 +69,20 @@ struct Setup {
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = Arc::new(Ca::new());
-    let a = tls_backend(
+    let ca = Arc::new(Ca::new("passthrough test CA"));
+    let a = tls_echo(
         "A",
-        ca.leaf(&["a.example.com", "*.w.example.com", "*.z.w.example.com"]),
+        &ca.server(&["a.example.com", "*.w.example.com", "*.z.w.example.com"]),
     )
     .await;
-    let b = tls_backend("B", ca.leaf(&["b.example.com"])).await;
-    let plain = plain_backend("PLAIN").await;
-    for (f, (c, k)) in [
-        ("h", ca.leaf(&["h.example.com"])),
-        ("t", ca.leaf(&["t.example.com"])),
+    let b = tls_echo("B", &ca.server(&["b.example.com"])).await;
+    let plain = plain_echo("PLAIN").await;
+    for (f, leaf) in [
+        ("h", ca.server(&["h.example.com"])),
+        ("t", ca.server(&["t.example.com"])),
     ] {
-        std::fs::write(d.join(format!("{f}.crt")), c).unwrap();
-        std::fs::write(d.join(format!("{f}.key")), k).unwrap();
+        std::fs::write(d.join(format!("{f}.crt")), leaf.pem).unwrap();
+        std::fs::write(d.join(format!("{f}.key")), leaf.key).unwrap();
     }
     let (mixed, term) = (free_port(), free_port());
     let yaml = format!(
@@ -296,7 +178,7 @@ spec:
   - route: [{{destination: {{host: plain.internal}}}}]
 "#
     );
-    let (plan, warnings) = compile_dir(d, &yaml);
+    let (plan, warnings) = compile_dir(d, "config.yaml", &yaml);
     let mut l7 = L7::default();
     l7.apply_plan(&plan).await.expect("binds");
     Setup {
@@ -466,7 +348,7 @@ spec:
     hosts: ["*.local"]
     tls: {mode: AUTO_PASSTHROUGH}
 "#;
-    let (plan, warnings) = compile_dir(dir.path(), yaml);
+    let (plan, warnings) = compile_dir(dir.path(), "config.yaml", yaml);
     assert!(plan.streams.listeners.is_empty(), "{:#?}", plan.streams);
     let w = |field: &str| {
         warnings
@@ -542,7 +424,7 @@ spec:
 #[test]
 fn delegate_routes_merge_as_istio_does() {
     let dir = tempfile::tempdir().unwrap();
-    let (plan, warnings) = compile_dir(dir.path(), &delegate_yaml(8080, ""));
+    let (plan, warnings) = compile_dir(dir.path(), "config.yaml", &delegate_yaml(8080, ""));
     let vh = &plan.http.listeners[0].vhosts;
     let routes: Vec<&str> = vh
         .iter()
@@ -599,7 +481,7 @@ fn delegate_routes_merge_as_istio_does() {
         ("  hosts: [api.example.com]\n", "is a root VirtualService"),
     ] {
         let dir = tempfile::tempdir().unwrap();
-        let (plan, warnings) = compile_dir(dir.path(), &delegate_yaml(8080, extra));
+        let (plan, warnings) = compile_dir(dir.path(), "config.yaml", &delegate_yaml(8080, extra));
         let n = plan.http.listeners[0]
             .vhosts
             .iter()
@@ -632,7 +514,7 @@ fn find_in(warnings: &[Warning], res: &str, field: &str) -> String {
 async fn delegate_routes_answer_through_the_proxy() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let (plan, _) = compile_dir(dir.path(), &delegate_yaml(port, ""));
+    let (plan, _) = compile_dir(dir.path(), "config.yaml", &delegate_yaml(port, ""));
     let mut l7 = L7::default();
     l7.apply_plan(&plan).await.unwrap();
     let get = |path: &'static str, extra: &'static str| {
@@ -750,7 +632,7 @@ fn first_line(port: u16, hello: Vec<u8>) -> String {
 #[tokio::test(flavor = "multi_thread")]
 async fn auto_passthrough_by_istio_cluster_sni() {
     let dir = tempfile::tempdir().unwrap();
-    let (v1, v2) = (plain_backend("V1").await, plain_backend("V2").await);
+    let (v1, v2) = (plain_echo("V1").await, plain_echo("V2").await);
     let port = free_port();
     let yaml = format!(
         r#"apiVersion: networking.istio.io/v1
@@ -794,7 +676,7 @@ spec:
   - {{name: v2, labels: {{version: v2}}}}
 "#
     );
-    let (plan, warnings) = compile_dir(dir.path(), &yaml);
+    let (plan, warnings) = compile_dir(dir.path(), "config.yaml", &yaml);
     let names: Vec<String> = plan.streams.listeners[0]
         .chains
         .iter()
@@ -865,7 +747,7 @@ spec:
     route: [{destination: {host: a.internal}}]
 "#;
     let dir = tempfile::tempdir().unwrap();
-    let (plan, warnings) = compile_dir(dir.path(), yaml);
+    let (plan, warnings) = compile_dir(dir.path(), "config.yaml", yaml);
     let chains = &plan.streams.listeners[0].chains;
     assert_eq!(chains.len(), 1, "{chains:#?}");
     assert!(chains[0].server_names.is_empty());

@@ -2,101 +2,46 @@
 //! rustls client over 127.0.0.1, manifests loaded from a directory (relative certificate paths,
 //! `kind: Secret` for credentialName) through `load_and_compile` and `L7::apply`.
 
-use std::convert::Infallible;
-use std::net::Ipv4Addr;
 use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use gateway::config::{load_and_compile, CompileInput};
 use gateway::l7::L7;
 use http::{Request, Response, Version};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::RootCertStore;
+use rustls::pki_types::{CertificateDer, ServerName};
 use rustls_pki_types::pem::PemObject;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-impl Ca {
-    fn new(cn: &str) -> Ca {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, cn);
-        let key = KeyPair::generate().unwrap();
-        let cert = p.self_signed(&key).unwrap();
-        Ca { cert, key }
-    }
-
-    /// (certificate PEM, key PEM) for `names`, as a server or a client certificate.
-    fn leaf(&self, names: &[&str], client: bool) -> (String, String) {
-        let mut p = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-            .unwrap();
-        p.distinguished_name.push(DnType::CommonName, names[0]);
-        p.extended_key_usages = vec![if client {
-            ExtendedKeyUsagePurpose::ClientAuth
-        } else {
-            ExtendedKeyUsagePurpose::ServerAuth
-        }];
-        let key = KeyPair::generate().unwrap();
-        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
-        (cert.pem(), key.serialize_pem())
-    }
-}
+mod support;
+use support::gateway::{assert_all_served, compile_dir};
+use support::net::free_port;
+use support::tls::{b64, client_config, Ca, Leaf};
+use support::yaml;
 
 /// A backend that names itself and echoes what the gateway sent (`x-forwarded-proto`, host).
 async fn backend(name: &'static str) -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else { return };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req: Request<Incoming>| async move {
-                    let h = |n: &str| {
-                        req.headers()
-                            .get(n)
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or("")
-                            .to_string()
-                    };
-                    let body = format!(
-                        "{name} xfp={} host={} path={} xfcc={}",
-                        h("x-forwarded-proto"),
-                        h("host"),
-                        req.uri().path(),
-                        h("x-forwarded-client-cert")
-                    );
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    port
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn b64(s: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(s)
+    support::backend::http(move |req: Request<Incoming>| async move {
+        let h = |n: &str| {
+            req.headers()
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let body = format!(
+            "{name} xfp={} host={} path={} xfcc={}",
+            h("x-forwarded-proto"),
+            h("host"),
+            req.uri().path(),
+            h("x-forwarded-client-cert")
+        );
+        Response::new(Full::new(Bytes::from(body)))
+    })
+    .await
 }
 
 struct Setup {
@@ -104,8 +49,8 @@ struct Setup {
     _dir: tempfile::TempDir,
     ca: Ca,
     /// A client certificate from the trusted CA, and one from another CA.
-    client: (String, String),
-    rogue_client: (String, String),
+    client: Leaf,
+    rogue_client: Leaf,
     https: u16,
     mtls: u16,
     optional: u16,
@@ -118,19 +63,19 @@ struct Setup {
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::new("test CA");
-    let (a_crt, a_key) = ca.leaf(&["a.example.com"], false);
-    let (b_crt, b_key) = ca.leaf(&["*.b.example.com"], false);
-    let (any_crt, any_key) = ca.leaf(&["gateway.example.com", "localhost"], false);
-    let client = ca.leaf(&["client.example.com"], true);
-    let rogue_client = Ca::new("rogue CA").leaf(&["client.example.com"], true);
+    let a = ca.server(&["a.example.com"]);
+    let b = ca.server(&["*.b.example.com"]);
+    let any = ca.server(&["gateway.example.com", "localhost"]);
+    let client = ca.client(&["client.example.com"]);
+    let rogue_client = Ca::new("rogue CA").client(&["client.example.com"]);
     let d = dir.path();
     std::fs::create_dir(d.join("certs")).unwrap();
     for (f, c) in [
-        ("certs/a.crt", &a_crt),
-        ("certs/a.key", &a_key),
-        ("certs/any.crt", &any_crt),
-        ("certs/any.key", &any_key),
-        ("certs/ca.crt", &ca.cert.pem()),
+        ("certs/a.crt", &a.pem),
+        ("certs/a.key", &a.key),
+        ("certs/any.crt", &any.pem),
+        ("certs/any.key", &any.key),
+        ("certs/ca.crt", &ca.pem()),
     ] {
         std::fs::write(d.join(f), c).unwrap();
     }
@@ -189,19 +134,11 @@ spec:
   - route: [{{destination: {{host: web.internal}}}}]
 "#,
         d.display(),
-        b64(&b_crt),
-        b64(&b_key),
+        b64(&b.pem),
+        b64(&b.key),
     );
-    std::fs::write(d.join("gw.yaml"), yaml).unwrap();
-    let input = CompileInput {
-        vips: vec![Ipv4Addr::UNSPECIFIED],
-        ..CompileInput::default()
-    };
-    let (plan, warnings) = load_and_compile(d, &input).unwrap_or_else(|e| panic!("{e:#?}"));
-    assert!(
-        warnings.iter().all(|w| !w.message.contains("not served")),
-        "{warnings:#?}"
-    );
+    let (plan, warnings) = compile_dir(d, "gw.yaml", &yaml);
+    assert_all_served(&warnings);
     let mut l7 = L7::default();
     l7.apply(&plan.http).await.expect("binds");
     Setup {
@@ -221,7 +158,7 @@ static TLS12_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TL
 
 struct Client<'a> {
     roots: &'a Ca,
-    cert: Option<&'a (String, String)>,
+    cert: Option<&'a Leaf>,
     versions: &'static [&'static rustls::SupportedProtocolVersion],
     alpn: &'static [&'static [u8]],
 }
@@ -245,25 +182,13 @@ impl<'a> Client<'a> {
         host: &str,
         path: &str,
     ) -> Result<(u16, Version, String, String), String> {
-        let mut roots = RootCertStore::empty();
-        roots
-            .add(CertificateDer::from_pem_slice(self.roots.cert.pem().as_bytes()).unwrap())
-            .unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let b = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(self.versions)
-            .unwrap()
-            .with_root_certificates(roots);
-        let mut cfg = match self.cert {
-            Some((c, k)) => b
-                .with_client_auth_cert(
-                    vec![CertificateDer::from_pem_slice(c.as_bytes()).unwrap()],
-                    PrivateKeyDer::from_pem_slice(k.as_bytes()).unwrap(),
-                )
-                .unwrap(),
-            None => b.with_no_client_auth(),
-        };
-        cfg.alpn_protocols = self.alpn.iter().map(|p| p.to_vec()).collect();
+        let cfg = client_config(
+            self.roots,
+            rustls::crypto::ring::default_provider(),
+            self.versions,
+            self.cert,
+            self.alpn,
+        );
         let tcp = TcpStream::connect(("127.0.0.1", port))
             .await
             .map_err(|e| e.to_string())?;
@@ -396,7 +321,7 @@ async fn mutual_and_optional_mutual() {
     assert_eq!(status, 200);
     // The upstream learns who the client is from x-forwarded-client-cert (Istio's gateway sets
     // Hash, Subject, URI and DNS of the verified certificate).
-    let der = CertificateDer::from_pem_slice(s.client.0.as_bytes()).unwrap();
+    let der = CertificateDer::from_pem_slice(s.client.pem.as_bytes()).unwrap();
     let hash: String = ring::digest::digest(&ring::digest::SHA256, der.as_ref())
         .as_ref()
         .iter()
@@ -462,18 +387,16 @@ async fn reqwest_like_get(port: u16, host: &str, path: &str) -> (u16, String) {
 async fn bad_certificate_file_rejects_the_config_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    std::fs::write(
-        dir.path().join("gw.yaml"),
-        format!(
-            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {port}, name: https, protocol: HTTPS}}\n    hosts: [\"*\"]\n    tls: {{mode: SIMPLE, serverCertificate: missing.crt, privateKey: missing.key}}\n"
-        ),
-    )
-    .unwrap();
-    let input = CompileInput {
-        vips: vec![Ipv4Addr::UNSPECIFIED],
-        ..CompileInput::default()
+    let https = |tls: &str| {
+        yaml::gateway(&format!(
+            "  - port: {{number: {port}, name: https, protocol: HTTPS}}\n    hosts: [\"*\"]\n    tls: {{{tls}}}\n"
+        ))
     };
-    let (plan, _) = load_and_compile(dir.path(), &input).unwrap();
+    let (plan, _) = compile_dir(
+        dir.path(),
+        "gw.yaml",
+        &https("mode: SIMPLE, serverCertificate: missing.crt, privateKey: missing.key"),
+    );
     let errs = L7::default().apply(&plan.http).await.unwrap_err();
     let want = format!(
         "Gateway istio-system/gw spec.servers[0].tls.serverCertificate: reading {}",
@@ -481,14 +404,11 @@ async fn bad_certificate_file_rejects_the_config_naming_the_field() {
     );
     assert!(errs.iter().any(|e| e.starts_with(&want)), "{errs:#?}");
     // A credentialName without its Secret: the server is not served, and the warning says why.
-    std::fs::write(
-        dir.path().join("gw.yaml"),
-        format!(
-            "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n  - port: {{number: {port}, name: https, protocol: HTTPS}}\n    hosts: [\"*\"]\n    tls: {{mode: SIMPLE, credentialName: nope}}\n"
-        ),
-    )
-    .unwrap();
-    let (plan, warnings) = load_and_compile(dir.path(), &input).unwrap();
+    let (plan, warnings) = compile_dir(
+        dir.path(),
+        "gw.yaml",
+        &https("mode: SIMPLE, credentialName: nope"),
+    );
     assert!(plan.http.listeners.is_empty());
     assert!(
         warnings
