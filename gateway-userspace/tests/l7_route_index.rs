@@ -2,8 +2,6 @@
 //! request over many random route tables (seeded, so a failure reproduces), and no allocation
 //! per lookup (a counting global allocator).
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::Ipv4Addr;
 
 use gateway::l7::router::{Decision, Listener, RequestView, Strategy, Table};
@@ -12,41 +10,11 @@ use http::{HeaderMap, HeaderValue};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-/// Counts allocations per thread, so tests running in parallel do not see each other's.
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn count() {
-    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        count();
-        System.alloc(l)
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        count();
-        System.alloc_zeroed(l)
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        count();
-        System.realloc(ptr, l, new)
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, l: Layout) {
-        System.dealloc(ptr, l)
-    }
-}
+mod support;
+use support::alloc::{allocs, Counting};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-fn allocs() -> u64 {
-    ALLOCS.with(|c| c.get())
-}
 
 const SEGS: [&str; 9] = ["a", "b", "A", "B", "ab", "api", "v1", "x1", "Ab"];
 

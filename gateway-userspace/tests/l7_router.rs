@@ -3,10 +3,13 @@
 
 use std::net::Ipv4Addr;
 
-use gateway::config::{compile, load_str, validate, CompileInput};
+use gateway::config::{load_str, validate};
 use gateway::l7::router::{Decision, RequestView, Table};
 use gateway::plan::http::{Action, HttpPlan, Lb, Rewrite};
 use http::HeaderMap;
+
+mod support;
+use support::gateway::{compile_valid, input};
 
 const GW: &str = r#"
 apiVersion: networking.istio.io/v1
@@ -160,14 +163,7 @@ spec:
 "#;
 
 fn plan_of(yaml: &str) -> (HttpPlan, Vec<String>) {
-    let m = load_str("t.yaml", yaml).expect("loads");
-    let (errs, _) = validate(&m);
-    assert!(errs.is_empty(), "{errs:#?}");
-    let input = CompileInput {
-        vips: vec![Ipv4Addr::UNSPECIFIED],
-        ..CompileInput::default()
-    };
-    let (plan, warnings) = compile(&m, &input);
+    let (plan, warnings) = compile_valid(yaml, &input());
     (plan.http, warnings.iter().map(|w| w.to_string()).collect())
 }
 

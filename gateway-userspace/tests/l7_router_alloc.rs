@@ -2,61 +2,17 @@
 //! `normalize_path` + vhost lookup + first-match route selection (exact, prefix, regex and
 //! header routes, wildcard and upper-case hosts with ports) on the test's own thread.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::Ipv4Addr;
 
-use gateway::config::{compile, load_str, validate, CompileInput};
 use gateway::l7::router::{normalize_path, Decision, RequestView, Table};
 use http::{HeaderMap, HeaderValue};
 
-/// Counts allocations made by the current thread while `COUNTING` is set on it; other test
-/// threads of this binary are not counted.
-struct Counting;
-
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-    static ALLOCS: Cell<usize> = const { Cell::new(0) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        note();
-        System.alloc(l)
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        note();
-        System.alloc_zeroed(l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        note();
-        System.realloc(p, l, n)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l)
-    }
-}
-
-fn note() {
-    // try_with: the allocator may run while thread-locals are being torn down.
-    let _ = COUNTING.try_with(|c| {
-        if c.get() {
-            let _ = ALLOCS.try_with(|a| a.set(a.get() + 1));
-        }
-    });
-}
+mod support;
+use support::alloc::{allocations, Counting};
+use support::gateway::{compile_valid, input};
 
 #[global_allocator]
 static A: Counting = Counting;
-
-/// Allocations made by `f` on this thread.
-fn allocations<R>(f: impl FnOnce() -> R) -> (usize, R) {
-    ALLOCS.with(|a| a.set(0));
-    COUNTING.with(|c| c.set(true));
-    let r = f();
-    COUNTING.with(|c| c.set(false));
-    (ALLOCS.with(Cell::get), r)
-}
 
 const YAML: &str = r#"
 apiVersion: networking.istio.io/v1
@@ -105,14 +61,7 @@ spec:
 "#;
 
 fn table() -> Table {
-    let m = load_str("t.yaml", YAML).expect("loads");
-    let (errs, _) = validate(&m);
-    assert!(errs.is_empty(), "{errs:#?}");
-    let input = CompileInput {
-        vips: vec![Ipv4Addr::UNSPECIFIED],
-        ..CompileInput::default()
-    };
-    Table::build(&compile(&m, &input).0.http)
+    Table::build(&compile_valid(YAML, &input()).0.http)
 }
 
 #[test]

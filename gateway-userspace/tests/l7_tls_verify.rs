@@ -3,156 +3,25 @@
 //! generate them), real handshakes with a rustls client over 127.0.0.1, manifests through
 //! `load_and_compile` and `L7::apply_plan`.
 
-use std::convert::Infallible;
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use gateway::config::{load_and_compile, CompileInput};
 use gateway::l7::L7;
-use http::{Request, Response};
-use http_body_util::Full;
+use http::Request;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertificateRevocationListParams, DnType,
-    ExtendedKeyUsagePurpose, IsCa, KeyIdMethod, KeyPair, KeyUsagePurpose, RevokedCertParams,
-    SanType, SerialNumber,
-};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::{RootCertStore, SignatureScheme};
-use rustls_pki_types::pem::PemObject;
-use tokio::net::{TcpListener, TcpStream};
+use rustls::pki_types::ServerName;
+use rustls::SignatureScheme;
+use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-struct Ca {
-    cert: rcgen::Certificate,
-    key: KeyPair,
-}
-
-/// A certificate and key in PEM, and the certificate's DER.
-struct Leaf {
-    pem: String,
-    key: String,
-    der: Vec<u8>,
-}
-
-impl Ca {
-    fn new(cn: &str) -> Ca {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        p.distinguished_name.push(DnType::CommonName, cn);
-        let key = KeyPair::generate().unwrap();
-        let cert = p.self_signed(&key).unwrap();
-        Ca { cert, key }
-    }
-
-    /// A leaf for `names` with this serial, ECDSA P-256 unless `key` is given.
-    fn leaf(&self, names: &[&str], client: bool, serial: u64, key: Option<KeyPair>) -> Leaf {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        for n in names {
-            let v = n.to_string().try_into().unwrap();
-            p.subject_alt_names.push(if n.contains("://") {
-                SanType::URI(v)
-            } else {
-                SanType::DnsName(v)
-            });
-        }
-        p.distinguished_name.push(DnType::CommonName, names[0]);
-        p.serial_number = Some(SerialNumber::from(serial));
-        p.extended_key_usages = vec![if client {
-            ExtendedKeyUsagePurpose::ClientAuth
-        } else {
-            ExtendedKeyUsagePurpose::ServerAuth
-        }];
-        let key = key.unwrap_or_else(|| KeyPair::generate().unwrap());
-        let cert = p.signed_by(&key, &self.cert, &self.key).unwrap();
-        Leaf {
-            pem: cert.pem(),
-            key: key.serialize_pem(),
-            der: cert.der().to_vec(),
-        }
-    }
-
-    /// A CRL revoking these serials.
-    fn crl(&self, revoked: &[u64]) -> String {
-        // Fixed dates: the CRL is current (rustls does not enforce nextUpdate by default).
-        CertificateRevocationListParams {
-            this_update: rcgen::date_time_ymd(2020, 1, 1),
-            next_update: rcgen::date_time_ymd(2099, 1, 1),
-            crl_number: SerialNumber::from(1u64),
-            issuing_distribution_point: None,
-            revoked_certs: revoked
-                .iter()
-                .map(|s| RevokedCertParams {
-                    serial_number: SerialNumber::from(*s),
-                    revocation_time: rcgen::date_time_ymd(2020, 1, 1),
-                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
-                    invalidity_date: None,
-                })
-                .collect(),
-            key_identifier_method: KeyIdMethod::Sha256,
-        }
-        .signed_by(&self.cert, &self.key)
-        .unwrap()
-        .pem()
-        .unwrap()
-    }
-}
-
-/// An RSA 2048 key pair (ring signs with RSA but cannot generate keys).
-fn rsa_key() -> KeyPair {
-    let out = std::process::Command::new("openssl")
-        .args([
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-        ])
-        .output()
-        .expect("openssl genpkey");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let pem = String::from_utf8(out.stdout).unwrap();
-    KeyPair::from_pem_and_sign_algo(&pem, &rcgen::PKCS_RSA_SHA256).unwrap()
-}
+mod support;
+use support::gateway::{assert_all_served, compile_dir};
+use support::net::free_port;
+use support::tls::{b64, client_config, rsa_key, Ca, Leaf, Usage};
 
 async fn backend() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let port = l.local_addr().unwrap().port();
-    tokio::spawn(async move {
-        loop {
-            let Ok((s, _)) = l.accept().await else { return };
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(|_req: Request<Incoming>| async move {
-                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("ok"))))
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(s), svc)
-                    .await;
-            });
-        }
-    });
-    port
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn b64(s: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(s)
+    support::backend::http(|_req: Request<Incoming>| async { support::backend::ok_response() })
+        .await
 }
 
 fn sha256(d: &[u8]) -> Vec<u8> {
@@ -209,25 +78,13 @@ async fn get(
     cert: Option<&Leaf>,
     provider: Option<CryptoProvider>,
 ) -> Result<(u16, Vec<u8>), String> {
-    let mut roots = RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_slice(ca.cert.pem().as_bytes()).unwrap())
-        .unwrap();
-    let provider = Arc::new(provider.unwrap_or_else(rustls::crypto::ring::default_provider));
-    let b = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
-    let mut cfg = match cert {
-        Some(l) => b
-            .with_client_auth_cert(
-                vec![CertificateDer::from(l.der.clone())],
-                PrivateKeyDer::from_pem_slice(l.key.as_bytes()).unwrap(),
-            )
-            .unwrap(),
-        None => b.with_no_client_auth(),
-    };
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let cfg = client_config(
+        ca,
+        provider.unwrap_or_else(rustls::crypto::ring::default_provider),
+        rustls::DEFAULT_VERSIONS,
+        cert,
+        &[b"http/1.1"],
+    );
     let tcp = TcpStream::connect(("127.0.0.1", port))
         .await
         .map_err(|e| e.to_string())?;
@@ -302,14 +159,14 @@ async fn setup() -> Setup {
     let ca = Ca::new("test CA");
     let good = ca.leaf(
         &["spiffe://example.com/good", "good.client.example.com"],
-        true,
-        10,
+        Usage::Client,
+        Some(10),
         None,
     );
-    let other = ca.leaf(&["other.client.example.com"], true, 11, None);
-    let revoked = ca.leaf(&["good.client.example.com"], true, 12, None);
-    let ecdsa_server = ca.leaf(&["localhost"], false, 20, None);
-    let rsa_server = ca.leaf(&["localhost"], false, 21, Some(rsa_key()));
+    let other = ca.leaf(&["other.client.example.com"], Usage::Client, Some(11), None);
+    let revoked = ca.leaf(&["good.client.example.com"], Usage::Client, Some(12), None);
+    let ecdsa_server = ca.leaf(&["localhost"], Usage::Server, Some(20), None);
+    let rsa_server = ca.leaf(&["localhost"], Usage::Server, Some(21), Some(rsa_key()));
     for (f, c) in [
         ("rsa.crt", &rsa_server.pem),
         ("rsa.key", &rsa_server.key),
@@ -430,16 +287,8 @@ spec:
   - route: [{{destination: {{host: web.internal, port: {{number: 80}}}}}}]
 "#
     );
-    std::fs::write(d.join("gw.yaml"), yaml).unwrap();
-    let input = CompileInput {
-        vips: vec![Ipv4Addr::UNSPECIFIED],
-        ..CompileInput::default()
-    };
-    let (plan, warnings) = load_and_compile(d, &input).unwrap_or_else(|e| panic!("{e:#?}"));
-    assert!(
-        warnings.iter().all(|w| !w.message.contains("not served")),
-        "{warnings:#?}"
-    );
+    let (plan, warnings) = compile_dir(d, "gw.yaml", &yaml);
+    assert_all_served(&warnings);
     let mut l7 = L7::default();
     l7.apply_plan(&plan).await.expect("binds");
     Setup {
@@ -557,7 +406,7 @@ async fn several_certificates_by_the_clients_signature_schemes() {
         get(&s.ca, s.ports.secrets, Some(&s.other), None).await,
         "CertificateRevoked",
     );
-    let rogue = Ca::new("rogue").leaf(&["good.client.example.com"], true, 10, None);
+    let rogue = Ca::new("rogue").leaf(&["good.client.example.com"], Usage::Client, Some(10), None);
     refused(
         get(&s.ca, s.ports.secrets, Some(&rogue), None).await,
         "UnknownCA",
@@ -570,10 +419,6 @@ async fn malformed_pin_or_crl_keeps_the_last_good_config() {
     let mut s = setup().await;
     let path = s.dir.path().join("gw.yaml");
     let good_yaml = std::fs::read_to_string(&path).unwrap();
-    let input = CompileInput {
-        vips: vec![Ipv4Addr::UNSPECIFIED],
-        ..CompileInput::default()
-    };
     // A pin that is not a SHA-256, then a CRL file that is not there: each rejects the config
     // with the Gateway field (and file) named.
     let pin = spki_pin(&s.good.der);
@@ -591,8 +436,7 @@ async fn malformed_pin_or_crl_keeps_the_last_good_config() {
         ),
     ];
     for (yaml, want) in cases {
-        std::fs::write(&path, yaml).unwrap();
-        let (plan, _) = load_and_compile(s.dir.path(), &input).unwrap();
+        let (plan, _) = compile_dir(s.dir.path(), "gw.yaml", &yaml);
         let errs = s.l7.apply_plan(&plan).await.unwrap_err();
         assert!(errs.iter().any(|e| e.starts_with(&want)), "{errs:#?}");
         // The previous generation still serves, pins and CRL included.

@@ -1,5 +1,5 @@
 //! Fixtures shared by the integration tests of `gateway-userspace`: free ports (`net`),
-//! certificates and rustls configs (`tls`), small HTTP/TLS/TCP backends (`backend`), manifests
+//! a counting allocator (`alloc`), certificates and rustls configs (`tls`), small HTTP/TLS/TCP backends (`backend`), manifests
 //! (`yaml`) and gateways compiled from them (`gateway`).
 //!
 //! Each file under `tests/` is its own crate and declares `mod support;`, so every test binary
@@ -9,6 +9,7 @@
     reason = "each test binary uses a different part of the shared fixtures"
 )]
 
+pub mod alloc;
 pub mod backend;
 pub mod gateway;
 pub mod net;
