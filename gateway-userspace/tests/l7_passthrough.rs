@@ -18,6 +18,7 @@ use support::backend::{plain_echo, tls_echo};
 use support::gateway::compile_dir;
 use support::net::free_port;
 use support::tls::Ca;
+use support::yaml;
 
 /// TLS client (blocking, verifying the certificate for `sni`): the greeting line, and the echo
 /// of a probe; or the error.
@@ -85,6 +86,9 @@ async fn setup() -> Setup {
         std::fs::write(d.join(format!("{f}.key")), leaf.key).unwrap();
     }
     let (mixed, term) = (free_port(), free_port());
+    let yaml_backends = yaml::local_service("backends", "a.internal", (443, "tls", "TLS"), a);
+    let yaml_b = yaml::local_service("b", "b.internal", (443, "tls", "TLS"), b);
+    let yaml_plain = yaml::local_service("plain", "plain.internal", (9000, "tcp", "TCP"), plain);
     let yaml = format!(
         r#"apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -102,34 +106,7 @@ spec:
     hosts: [t.example.com]
     tls: {{mode: SIMPLE, serverCertificate: t.crt, privateKey: t.key}}
 ---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: backends, namespace: default}}
-spec:
-  hosts: [a.internal]
-  resolution: STATIC
-  ports: [{{number: 443, name: tls, protocol: TLS}}]
-  endpoints: [{{address: 127.0.0.1, ports: {{tls: {a}}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: b, namespace: default}}
-spec:
-  hosts: [b.internal]
-  resolution: STATIC
-  ports: [{{number: 443, name: tls, protocol: TLS}}]
-  endpoints: [{{address: 127.0.0.1, ports: {{tls: {b}}}}}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: plain, namespace: default}}
-spec:
-  hosts: [plain.internal]
-  resolution: STATIC
-  ports: [{{number: 9000, name: tcp, protocol: TCP}}]
-  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {plain}}}}}]
----
-apiVersion: networking.istio.io/v1
+{yaml_backends}{yaml_b}{yaml_plain}apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: pass, namespace: default, creationTimestamp: "2024-01-01T00:00:00Z"}}
 spec:
@@ -634,6 +611,7 @@ async fn auto_passthrough_by_istio_cluster_sni() {
     let dir = tempfile::tempdir().unwrap();
     let (v1, v2) = (plain_echo("V1").await, plain_echo("V2").await);
     let port = free_port();
+    let yaml_outside = yaml::local_service("outside", "outside.mesh", (9000, "tcp", "TCP"), v1);
     let yaml = format!(
         r#"apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -657,16 +635,7 @@ spec:
   - {{address: 127.0.0.1, ports: {{tcp: {v1}}}, labels: {{version: v1}}}}
   - {{address: 127.0.0.1, ports: {{tcp: {v2}}}, labels: {{version: v2}}}}
 ---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: outside, namespace: default}}
-spec:
-  hosts: [outside.mesh]
-  resolution: STATIC
-  ports: [{{number: 9000, name: tcp, protocol: TCP}}]
-  endpoints: [{{address: 127.0.0.1, ports: {{tcp: {v1}}}}}]
----
-apiVersion: networking.istio.io/v1
+{yaml_outside}apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {{name: echo, namespace: default}}
 spec:

@@ -81,6 +81,7 @@ async fn setup() -> Setup {
     }
     let be = backend("web").await;
     let (https, mtls, optional, http) = (free_port(), free_port(), free_port(), free_port());
+    let yaml_web = yaml::local_service("web", "web.internal", (80, "http", "HTTP"), be);
     let yaml = format!(
         r#"apiVersion: networking.istio.io/v1
 kind: Gateway
@@ -112,16 +113,7 @@ data:
   tls.crt: {}
   tls.key: {}
 ---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: web, namespace: default}}
-spec:
-  hosts: [web.internal]
-  resolution: STATIC
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {be}}}}}]
----
-apiVersion: networking.istio.io/v1
+{yaml_web}apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: web, namespace: default}}
 spec:

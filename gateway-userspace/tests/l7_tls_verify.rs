@@ -18,6 +18,7 @@ mod support;
 use support::gateway::{assert_all_served, compile_dir};
 use support::net::free_port;
 use support::tls::{b64, client_config, rsa_key, Ca, Leaf, Usage};
+use support::yaml;
 
 async fn backend() -> u16 {
     support::backend::http(|_req: Request<Incoming>| async { support::backend::ok_response() })
@@ -264,18 +265,10 @@ async fn setup() -> Setup {
         "client-ca",
         &[("ca.crt", &ca.cert.pem()), ("ca.crl", &ca.crl(&[11]))],
     );
+    let yaml_web = yaml::local_service("web", "web.internal", (80, "http", "HTTP"), be);
     yaml += &format!(
         r#"---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: web, namespace: default}}
-spec:
-  hosts: [web.internal]
-  resolution: STATIC
-  ports: [{{number: 80, name: http, protocol: HTTP}}]
-  endpoints: [{{address: 127.0.0.1, ports: {{http: {be}}}}}]
----
-apiVersion: networking.istio.io/v1
+{yaml_web}apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: web, namespace: default}}
 spec:

@@ -16,17 +16,6 @@ use super::tls::{self, Leaf};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// `handler` as a hyper service that never fails.
-macro_rules! service {
-    ($handler:expr) => {{
-        let handler = $handler;
-        hyper::service::service_fn(move |req| {
-            let fut = handler(req);
-            async move { Ok::<_, Infallible>(fut.await) }
-        })
-    }};
-}
-
 /// Listens on a free port of 127.0.0.1 and runs `on_conn` in a task of its own for every
 /// connection accepted; returns the port.
 pub async fn accept<F, Fut>(on_conn: F) -> u16
@@ -45,42 +34,55 @@ where
     port
 }
 
-/// An HTTP server (HTTP/1.1 or h2c, as the client speaks) answering every request with
-/// `handler`; returns its port.
-pub async fn http<H, Fut, B>(handler: H) -> u16
+/// What answers the requests of [`http`] and [`h2c`]: an async function of the request.
+pub trait Handler: Clone + Send + Sync + 'static {
+    type Body: hyper::body::Body<Data: Send, Error: Into<BoxError>> + Send + 'static;
+    type Fut: Future<Output = Response<Self::Body>> + Send + 'static;
+    fn call(&self, req: Request<Incoming>) -> Self::Fut;
+}
+
+impl<H, Fut, B> Handler for H
 where
     H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<B>> + Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
+    B: hyper::body::Body<Data: Send, Error: Into<BoxError>> + Send + 'static,
 {
-    accept(move |s| {
-        let svc = service!(handler.clone());
-        async move {
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(s), svc)
-                .await;
-        }
-    })
-    .await
+    type Body = B;
+    type Fut = Fut;
+    fn call(&self, req: Request<Incoming>) -> Fut {
+        self(req)
+    }
+}
+
+/// An HTTP server (HTTP/1.1 or h2c, as the client speaks) answering every request with
+/// `handler`; returns its port.
+pub async fn http(handler: impl Handler) -> u16 {
+    serve(handler, false).await
 }
 
 /// An h2c-only server answering every request with `handler`; returns its port.
-pub async fn h2c<H, Fut, B>(handler: H) -> u16
-where
-    H: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
-    Fut: Future<Output = Response<B>> + Send + 'static,
-    B: hyper::body::Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<BoxError>,
-{
+pub async fn h2c(handler: impl Handler) -> u16 {
+    serve(handler, true).await
+}
+
+async fn serve(handler: impl Handler, h2_only: bool) -> u16 {
     accept(move |s| {
-        let svc = service!(handler.clone());
+        let handler = handler.clone();
+        let svc = hyper::service::service_fn(move |req| {
+            let fut = handler.call(req);
+            async move { Ok::<_, Infallible>(fut.await) }
+        });
         async move {
-            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(s), svc)
-                .await;
+            let io = TokioIo::new(s);
+            if h2_only {
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                    .serve_connection(io, svc)
+                    .await;
+            } else {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(io, svc)
+                    .await;
+            }
         }
     })
     .await

@@ -20,14 +20,35 @@ pub fn http_gateway(port: u16) -> String {
 /// ServiceEntry `default/NAME` for `host` (resolution STATIC) with one port `{number: 80,
 /// name: http, protocol: PROTOCOL}` and these `endpoints` entries (see [`endpoint`]).
 pub fn service_entry(name: &str, host: &str, protocol: &str, endpoints: &str) -> String {
+    service_entry_on(name, host, (80, "http", protocol), endpoints)
+}
+
+/// ServiceEntry `default/NAME` for `host` (resolution STATIC) with one port `(number, name,
+/// protocol)` and these `endpoints` entries.
+pub fn service_entry_on(
+    name: &str,
+    host: &str,
+    (number, port_name, protocol): (u16, &str, &str),
+    endpoints: &str,
+) -> String {
     format!(
-        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  hosts: [{host}]\n  resolution: STATIC\n  ports: [{{number: 80, name: http, protocol: {protocol}}}]\n  endpoints:\n{endpoints}---\n"
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  hosts: [{host}]\n  resolution: STATIC\n  ports: [{{number: {number}, name: {port_name}, protocol: {protocol}}}]\n  endpoints:\n{endpoints}---\n"
     )
+}
+
+/// [`service_entry_on`] with one endpoint: 127.0.0.1, its port at `port`.
+pub fn local_service(name: &str, host: &str, svc_port: (u16, &str, &str), port: u16) -> String {
+    service_entry_on(name, host, svc_port, &endpoint_on(svc_port.1, port, ""))
 }
 
 /// An `endpoints` entry: 127.0.0.1 with its `http` port at `port`, and these extra fields.
 pub fn endpoint(port: u16, extra: &str) -> String {
-    format!("  - {{address: 127.0.0.1, ports: {{http: {port}}}{extra}}}\n")
+    endpoint_on("http", port, extra)
+}
+
+/// An `endpoints` entry: 127.0.0.1 with its port `port_name` at `port`, and these extra fields.
+pub fn endpoint_on(port_name: &str, port: u16, extra: &str) -> String {
+    format!("  - {{address: 127.0.0.1, ports: {{{port_name}: {port}}}{extra}}}\n")
 }
 
 /// VirtualService `default/v` for every host, bound to `istio-system/gw`, with these `http`
