@@ -199,19 +199,26 @@ async fn large_upload_streams_to_the_backend_before_the_client_finishes() {
     assert_eq!((seen[0].len, seen[0].hash), (total, expect));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn small_bodies_are_retried_whole_and_mirrored() {
-    // The first attempt gets 503 after reading the body; the retry must carry it whole again.
+/// A gateway on a free port whose route tries twice on 5xx and mirrors; its backend fails the
+/// first request. (backend, mirror, gateway port, gateway)
+async fn retried_and_mirrored() -> (Backend, Backend, u16, L7) {
     let b = backend(1, None).await;
     let m = backend(0, None).await;
     let port = free_port();
-    let _gw = gateway(
+    let gw = gateway(
         port,
         &[b.port],
         Some(m.port),
         "    retries: {attempts: 2, retryOn: 5xx}\n    mirror: {host: mirror.internal}\n",
     )
     .await;
+    (b, m, port, gw)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn small_bodies_are_retried_whole_and_mirrored() {
+    // The first attempt gets 503 after reading the body; the retry must carry it whole again.
+    let (b, m, port, _gw) = retried_and_mirrored().await;
     let total = 200 * 1024;
     let data = pattern(total, 3);
     let mut expect = FNV0;
@@ -245,16 +252,7 @@ async fn small_bodies_are_retried_whole_and_mirrored() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_body_beyond_the_retry_buffer_gives_up_retry_and_mirror() {
-    let b = backend(1, None).await;
-    let m = backend(0, None).await;
-    let port = free_port();
-    let _gw = gateway(
-        port,
-        &[b.port],
-        Some(m.port),
-        "    retries: {attempts: 2, retryOn: 5xx}\n    mirror: {host: mirror.internal}\n",
-    )
-    .await;
+    let (b, m, port, _gw) = retried_and_mirrored().await;
     let total = 3 * RETRY_BUFFER_LIMIT;
     let data = pattern(total, 5);
     let (tx, task) = upload(port, "/big", total);

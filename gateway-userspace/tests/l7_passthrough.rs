@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use gateway::config::Warning;
 use gateway::l7::L7;
+use gateway::plan::stream::StreamListener;
 use gateway::plan::Plan;
 use rustls::pki_types::ServerName;
 
@@ -18,7 +19,7 @@ use support::backend::{plain_echo, tls_echo};
 use support::gateway::compile_dir;
 use support::net::free_port;
 use support::tls::Ca;
-use support::yaml;
+use support::yaml::{self, GATEWAY};
 
 /// TLS client (blocking, verifying the certificate for `sni`): the greeting line, and the echo
 /// of a probe; or the error.
@@ -67,6 +68,18 @@ struct Setup {
     term: u16,
 }
 
+impl Setup {
+    /// The compiled stream listener on `port`.
+    fn listener(&self, port: u16) -> &StreamListener {
+        self.plan
+            .streams
+            .listeners
+            .iter()
+            .find(|l| l.port == port)
+            .expect("stream listener")
+    }
+}
+
 async fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
@@ -90,13 +103,7 @@ async fn setup() -> Setup {
     let yaml_b = yaml::local_service("b", "b.internal", (443, "tls", "TLS"), b);
     let yaml_plain = yaml::local_service("plain", "plain.internal", (9000, "tcp", "TCP"), plain);
     let yaml = format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: {mixed}, name: tls-pass, protocol: TLS}}
+        r#"{GATEWAY}  - port: {{number: {mixed}, name: tls-pass, protocol: TLS}}
     hosts: [a.example.com, b.example.com, "*.w.example.com", big.example.com]
     tls: {{mode: PASSTHROUGH}}
   - port: {{number: {mixed}, name: https-h, protocol: HTTPS}}
@@ -175,13 +182,7 @@ async fn passthrough_by_sni_shares_the_port_with_https() {
     // Compiled as Istio would: one chain per passing match block in order; the later
     // VirtualService's duplicate SNI is skipped with a warning naming it; port-mismatched
     // blocks contribute nothing; both ports are agent-served local ports (XDP passes them).
-    let l = s
-        .plan
-        .streams
-        .listeners
-        .iter()
-        .find(|l| l.port == s.mixed)
-        .expect("stream listener");
+    let l = s.listener(s.mixed);
     let names: Vec<Vec<String>> = l.chains.iter().map(|c| c.server_names.clone()).collect();
     assert_eq!(
         names,
@@ -283,13 +284,7 @@ async fn client_hello_in_two_segments_and_silent_client() {
 #[tokio::test(flavor = "multi_thread")]
 async fn tls_server_terminates_and_forwards_by_tcp_routes() {
     let s = setup().await;
-    let l = s
-        .plan
-        .streams
-        .listeners
-        .iter()
-        .find(|l| l.port == s.term)
-        .expect("stream listener");
+    let l = s.listener(s.term);
     assert_eq!(l.chains.len(), 1);
     assert!(l.chains[0].terminate.is_some());
     // The first tcp rule whose match passes (port 1 does not): plain.internal.
@@ -312,20 +307,15 @@ async fn tls_server_terminates_and_forwards_by_tcp_routes() {
 #[test]
 fn passthrough_without_route_is_not_listened_on() {
     let dir = tempfile::tempdir().unwrap();
-    let yaml = r#"apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: istio-system}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: 8443, name: tls, protocol: TLS}
-    hosts: [a.example.com]
-    tls: {mode: PASSTHROUGH}
-  - port: {number: 9443, name: auto, protocol: TLS}
-    hosts: ["*.local"]
-    tls: {mode: AUTO_PASSTHROUGH}
-"#;
-    let (plan, warnings) = compile_dir(dir.path(), "config.yaml", yaml);
+    let yaml = yaml::gateway(concat!(
+        "  - port: {number: 8443, name: tls, protocol: TLS}\n",
+        "    hosts: [a.example.com]\n",
+        "    tls: {mode: PASSTHROUGH}\n",
+        "  - port: {number: 9443, name: auto, protocol: TLS}\n",
+        "    hosts: [\"*.local\"]\n",
+        "    tls: {mode: AUTO_PASSTHROUGH}\n",
+    ));
+    let (plan, warnings) = compile_dir(dir.path(), "config.yaml", &yaml);
     assert!(plan.streams.listeners.is_empty(), "{:#?}", plan.streams);
     let w = |field: &str| {
         warnings
@@ -351,13 +341,7 @@ spec:
 /// `apps/api`; `spec_extra` goes into the delegate's spec.
 fn delegate_yaml(port: u16, spec_extra: &str) -> String {
     format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: {port}, name: http, protocol: HTTP}}
+        r#"{GATEWAY}  - port: {{number: {port}, name: http, protocol: HTTP}}
     hosts: ["*"]
 ---
 apiVersion: v1
@@ -685,17 +669,11 @@ fn passthrough_binding_follows_istio() {
     // Server hosts `apps/*` admit only VirtualServices from `apps`; `sniHosts: ["*"]` is a
     // chain without SNI names (it also takes clients without SNI); a VirtualService whose
     // hosts do not overlap the server's contributes nothing.
-    let yaml = r#"apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: istio-system}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: 8443, name: tls, protocol: HTTPS}
-    hosts: ["apps/*"]
-    tls: {mode: PASSTHROUGH}
----
-apiVersion: networking.istio.io/v1
+    let yaml = yaml::gateway(concat!(
+        "  - port: {number: 8443, name: tls, protocol: HTTPS}\n",
+        "    hosts: [\"apps/*\"]\n",
+        "    tls: {mode: PASSTHROUGH}\n",
+    )) + r#"apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {name: any, namespace: apps}
 spec:
@@ -716,7 +694,7 @@ spec:
     route: [{destination: {host: a.internal}}]
 "#;
     let dir = tempfile::tempdir().unwrap();
-    let (plan, warnings) = compile_dir(dir.path(), "config.yaml", yaml);
+    let (plan, warnings) = compile_dir(dir.path(), "config.yaml", &yaml);
     let chains = &plan.streams.listeners[0].chains;
     assert_eq!(chains.len(), 1, "{chains:#?}");
     assert!(chains[0].server_names.is_empty());

@@ -92,6 +92,17 @@ fn se(name: &str, endpoints: &[(u16, &str)]) -> String {
     yaml::service_entry(name, &format!("{name}.example.internal"), "HTTP", &eps)
 }
 
+/// Service `NAME.example.internal` at 127.0.0.1:`port` (v1), and every request routed to it.
+fn all_to(name: &str, port: u16) -> String {
+    format!(
+        "{}{}",
+        se(name, &[(port, "v1")]),
+        vs(&format!(
+            "  - route: [{{destination: {{host: {name}.example.internal}}}}]\n"
+        ))
+    )
+}
+
 fn vs(http: &str) -> String {
     yaml::virtual_service(http)
 }
@@ -459,15 +470,7 @@ async fn config_swap_keeps_the_listener_and_h2c_works() {
     let a = backend("a", 200).await;
     let b = backend("b", 200).await;
     let port = free_port();
-    let mut gw = gateway(
-        port,
-        &format!(
-            "{}{}",
-            se("a", &[(a.port, "v1")]),
-            vs("  - route: [{destination: {host: a.example.internal}}]\n")
-        ),
-    )
-    .await;
+    let mut gw = gateway(port, &all_to("a", a.port)).await;
     assert_eq!(get(port, "/").await.backend(), "a");
     // A keep-alive connection open across the swap keeps working and sees the new table.
     let c = client();
@@ -480,12 +483,7 @@ async fn config_swap_keeps_the_listener_and_h2c_works() {
     };
     let r = c.request(req()).await.unwrap();
     assert_eq!(r.headers()["x-backend"], "a");
-    let yaml = format!(
-        "{}{}{}",
-        yaml::http_gateway(port),
-        se("b", &[(b.port, "v1")]),
-        vs("  - route: [{destination: {host: b.example.internal}}]\n")
-    );
+    let yaml = format!("{}{}", yaml::http_gateway(port), all_to("b", b.port));
     let m = load_str("t.yaml", &yaml).unwrap();
     let (plan, _) = compile(&m, &support::gateway::input());
     gw.apply(&plan.http).await.unwrap();
@@ -511,15 +509,7 @@ async fn huge_headers_431_and_http10_426() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let a = backend("a", 200).await;
     let port = free_port();
-    let _gw = gateway(
-        port,
-        &format!(
-            "{}{}",
-            se("a", &[(a.port, "v1")]),
-            vs("  - route: [{destination: {host: a.example.internal}}]\n")
-        ),
-    )
-    .await;
+    let _gw = gateway(port, &all_to("a", a.port)).await;
     let raw = |req: String| async move {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
             .await

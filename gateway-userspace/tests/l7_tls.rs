@@ -20,7 +20,7 @@ mod support;
 use support::gateway::{assert_all_served, compile_dir};
 use support::net::free_port;
 use support::tls::{b64, client_config, Ca, Leaf};
-use support::yaml;
+use support::yaml::{self, GATEWAY};
 
 /// A backend that names itself and echoes what the gateway sent (`x-forwarded-proto`, host).
 async fn backend(name: &'static str) -> u16 {
@@ -82,14 +82,17 @@ async fn setup() -> Setup {
     let be = backend("web").await;
     let (https, mtls, optional, http) = (free_port(), free_port(), free_port(), free_port());
     let yaml_web = yaml::local_service("web", "web.internal", (80, "http", "HTTP"), be);
+    let vs_web = yaml::virtual_service_for(
+        "web",
+        r#"  http:
+  - match: [{scheme: {exact: https}, uri: {prefix: /secure}}]
+    route: [{destination: {host: web.internal}}]
+    headers: {response: {set: {x-route: secure}}}
+  - route: [{destination: {host: web.internal}}]
+"#,
+    );
     let yaml = format!(
-        r#"apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: istio-system}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: {https}, name: https-a, protocol: HTTPS}}
+        r#"{GATEWAY}  - port: {{number: {https}, name: https-a, protocol: HTTPS}}
     hosts: [a.example.com]
     tls: {{mode: SIMPLE, serverCertificate: certs/a.crt, privateKey: certs/a.key}}
   - port: {{number: {https}, name: https-b, protocol: HTTPS}}
@@ -113,18 +116,7 @@ data:
   tls.crt: {}
   tls.key: {}
 ---
-{yaml_web}apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: web, namespace: default}}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/gw]
-  http:
-  - match: [{{scheme: {{exact: https}}, uri: {{prefix: /secure}}}}]
-    route: [{{destination: {{host: web.internal}}}}]
-    headers: {{response: {{set: {{x-route: secure}}}}}}
-  - route: [{{destination: {{host: web.internal}}}}]
-"#,
+{yaml_web}{vs_web}"#,
         d.display(),
         b64(&b.pem),
         b64(&b.key),

@@ -18,7 +18,7 @@ mod support;
 use support::gateway::{assert_all_served, compile_dir};
 use support::net::free_port;
 use support::tls::{b64, client_config, rsa_key, Ca, Leaf, Usage};
-use support::yaml;
+use support::yaml::{self, GATEWAY};
 
 async fn backend() -> u16 {
     support::backend::http(|_req: Request<Incoming>| async { support::backend::ok_response() })
@@ -111,6 +111,12 @@ async fn get(
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| format!("bad response {resp:?}"))?;
     Ok((status, server_cert))
+}
+
+/// The request was answered 200.
+#[track_caller]
+fn served(r: Result<(u16, Vec<u8>), String>) {
+    assert_eq!(r.map(|r| r.0), Ok(200));
 }
 
 /// The handshake was refused with this alert.
@@ -247,9 +253,7 @@ async fn setup() -> Setup {
         }
         s
     };
-    let mut yaml = format!(
-        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n{servers}"
-    );
+    let mut yaml = format!("{GATEWAY}{servers}");
     yaml += &secret(
         "rsa-cred",
         &[("tls.crt", &rsa_server.pem), ("tls.key", &rsa_server.key)],
@@ -265,20 +269,15 @@ async fn setup() -> Setup {
         "client-ca",
         &[("ca.crt", &ca.cert.pem()), ("ca.crl", &ca.crl(&[11]))],
     );
-    let yaml_web = yaml::local_service("web", "web.internal", (80, "http", "HTTP"), be);
-    yaml += &format!(
-        r#"---
-{yaml_web}apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {{name: web, namespace: default}}
-spec:
-  hosts: ["*"]
-  gateways: [istio-system/gw]
-  http:
-  - route: [{{destination: {{host: web.internal}}}}]
+    yaml += "---\n";
+    yaml += &yaml::local_service("web", "web.internal", (80, "http", "HTTP"), be);
+    yaml += &yaml::virtual_service_for(
+        "web",
+        r#"  http:
+  - route: [{destination: {host: web.internal}}]
   tcp:
-  - route: [{{destination: {{host: web.internal, port: {{number: 80}}}}}}]
-"#
+  - route: [{destination: {host: web.internal, port: {number: 80}}}]
+"#,
     );
     let (plan, warnings) = compile_dir(d, "gw.yaml", &yaml);
     assert_all_served(&warnings);
@@ -327,22 +326,12 @@ async fn tls_servers_with_tcp_routes_check_the_client_too() {
 #[tokio::test(flavor = "multi_thread")]
 async fn spki_and_hash_pins() {
     let s = setup().await;
-    assert_eq!(
-        get(&s.ca, s.ports.spki, Some(&s.good), None)
-            .await
-            .map(|r| r.0),
-        Ok(200)
-    );
+    served(get(&s.ca, s.ports.spki, Some(&s.good), None).await);
     refused(
         get(&s.ca, s.ports.spki, Some(&s.other), None).await,
         "BadCertificate",
     );
-    assert_eq!(
-        get(&s.ca, s.ports.hash, Some(&s.other), None)
-            .await
-            .map(|r| r.0),
-        Ok(200)
-    );
+    served(get(&s.ca, s.ports.hash, Some(&s.other), None).await);
     refused(
         get(&s.ca, s.ports.hash, Some(&s.good), None).await,
         "BadCertificate",
@@ -350,10 +339,7 @@ async fn spki_and_hash_pins() {
     // Both lists: either pin is enough (good by SPKI, other by hash); the revoked-serial
     // certificate has the good SAN but neither pin.
     for c in [&s.good, &s.other] {
-        assert_eq!(
-            get(&s.ca, s.ports.both, Some(c), None).await.map(|r| r.0),
-            Ok(200)
-        );
+        served(get(&s.ca, s.ports.both, Some(c), None).await);
     }
     refused(
         get(&s.ca, s.ports.both, Some(&s.revoked), None).await,
@@ -364,12 +350,7 @@ async fn spki_and_hash_pins() {
 #[tokio::test(flavor = "multi_thread")]
 async fn crl_refuses_a_revoked_client() {
     let s = setup().await;
-    assert_eq!(
-        get(&s.ca, s.ports.crl, Some(&s.good), None)
-            .await
-            .map(|r| r.0),
-        Ok(200)
-    );
+    served(get(&s.ca, s.ports.crl, Some(&s.good), None).await);
     refused(
         get(&s.ca, s.ports.crl, Some(&s.revoked), None).await,
         "CertificateRevoked",
@@ -433,12 +414,7 @@ async fn malformed_pin_or_crl_keeps_the_last_good_config() {
         let errs = s.l7.apply_plan(&plan).await.unwrap_err();
         assert!(errs.iter().any(|e| e.starts_with(&want)), "{errs:#?}");
         // The previous generation still serves, pins and CRL included.
-        assert_eq!(
-            get(&s.ca, s.ports.spki, Some(&s.good), None)
-                .await
-                .map(|r| r.0),
-            Ok(200)
-        );
+        served(get(&s.ca, s.ports.spki, Some(&s.good), None).await);
         refused(
             get(&s.ca, s.ports.spki, Some(&s.other), None).await,
             "BadCertificate",

@@ -1,10 +1,11 @@
 //! Istio manifests for the tests, one document each, ending in `---`.
 
+/// The head of Gateway `istio-system/gw` (selector istio=ingressgateway), up to `servers:`.
+pub const GATEWAY: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n";
+
 /// Gateway `istio-system/gw` (selector istio=ingressgateway) with these `servers` entries.
 pub fn gateway(servers: &str) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: istio-system}}\nspec:\n  selector: {{istio: ingressgateway}}\n  servers:\n{servers}---\n"
-    )
+    format!("{GATEWAY}{servers}---\n")
 }
 
 /// A `servers` entry: plain HTTP on `port` for every host.
@@ -51,10 +52,16 @@ pub fn endpoint_on(port_name: &str, port: u16, extra: &str) -> String {
     format!("  - {{address: 127.0.0.1, ports: {{{port_name}: {port}}}{extra}}}\n")
 }
 
+/// VirtualService `default/NAME` for every host, bound to `istio-system/gw`, with these route
+/// sections (`  http:` and its rules, `  tcp:` ...).
+pub fn virtual_service_for(name: &str, routes: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  hosts: [\"*\"]\n  gateways: [istio-system/gw]\n{routes}---\n"
+    )
+}
+
 /// VirtualService `default/v` for every host, bound to `istio-system/gw`, with these `http`
 /// rules.
 pub fn virtual_service(http: &str) -> String {
-    format!(
-        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: v, namespace: default}}\nspec:\n  hosts: [\"*\"]\n  gateways: [istio-system/gw]\n  http:\n{http}---\n"
-    )
+    virtual_service_for("v", &format!("  http:\n{http}"))
 }
