@@ -14,51 +14,9 @@ use support::gateway::{compile_valid, input};
 #[global_allocator]
 static A: Counting = Counting;
 
-const YAML: &str = r#"
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: istio-system}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: 80, name: http, protocol: HTTP}
-    hosts: ["*"]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {name: web, namespace: default}
-spec:
-  hosts: [web.internal]
-  resolution: STATIC
-  ports: [{number: 80, name: http, protocol: HTTP}]
-  endpoints: [{address: 10.0.0.1}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: shop, namespace: default}
-spec:
-  hosts: [shop.example.com]
-  gateways: [istio-system/gw]
-  http:
-  - match: [{uri: {exact: /health}}]
-    route: [{destination: {host: web.internal}}]
-  - match: [{uri: {regex: "/api/v[0-9]+/items/.*"}, headers: {x-tenant: {prefix: gold}}}]
-    route: [{destination: {host: web.internal}}]
-  - match: [{uri: {prefix: /cart}, method: {exact: POST}}]
-    route: [{destination: {host: web.internal}}]
-  - match: [{uri: {prefix: /}}]
-    route: [{destination: {host: web.internal}}]
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: {name: wild, namespace: default}
-spec:
-  hosts: ["*.api.example.com"]
-  gateways: [istio-system/gw]
-  http:
-  - match: [{uri: {prefix: /v1/}}]
-    route: [{destination: {host: web.internal}}]
-"#;
+/// One HTTP Gateway on 80, a `web.internal` service, and exact, regex, header, method and
+/// wildcard-host routes.
+const YAML: &str = include_str!("manifests/router_alloc.yaml");
 
 fn table() -> Table {
     Table::build(&compile_valid(YAML, &input()).0.http)
