@@ -21,6 +21,7 @@ use hyper_util::rt::TokioExecutor;
 use tokio::sync::{mpsc, oneshot};
 
 mod support;
+use support::backend::header;
 use support::net::free_port;
 use support::yaml;
 
@@ -79,12 +80,7 @@ async fn backend(fail_first: usize, first_bytes: Option<mpsc::UnboundedSender<()
         let (seen, hits, first) = (s2.clone(), h2.clone(), first_bytes.clone());
         async move {
             let n = hits.fetch_add(1, Ordering::SeqCst);
-            let attempt = req
-                .headers()
-                .get("x-envoy-attempt-count")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string();
+            let attempt = header(req.headers(), "x-envoy-attempt-count");
             let mut body = req.into_body();
             let mut got = Seen {
                 hash: FNV0,
@@ -290,6 +286,14 @@ async fn slow_body_backend(pause: Duration) -> u16 {
     .await
 }
 
+/// GET /timed for app.example.com through the gateway on `port`.
+fn timed(port: u16) -> Request<Full<Bytes>> {
+    Request::get(format!("http://127.0.0.1:{port}/timed"))
+        .header("host", "app.example.com")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn route_timeout_cuts_a_streaming_response_body() {
     let slow = slow_body_backend(Duration::from_secs(3)).await;
@@ -299,12 +303,7 @@ async fn route_timeout_cuts_a_streaming_response_body() {
         Client::builder(TokioExecutor::new()).build(HttpConnector::new());
     let t = Instant::now();
     let r = client
-        .request(
-            Request::get(format!("http://127.0.0.1:{port}/timed"))
-                .header("host", "app.example.com")
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
+        .request(timed(port))
         .await
         .expect("response headers arrive before the timeout");
     assert_eq!(r.status(), 200);
@@ -329,15 +328,7 @@ async fn route_timeout_cuts_a_streaming_response_body() {
     let fast = slow_body_backend(Duration::from_millis(50)).await;
     let port = free_port();
     let _gw2 = gateway(port, &[fast], None, "    timeout: 400ms\n").await;
-    let r = client
-        .request(
-            Request::get(format!("http://127.0.0.1:{port}/timed"))
-                .header("host", "app.example.com")
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let r = client.request(timed(port)).await.unwrap();
     let body = r.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"first last");
 }

@@ -17,6 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 mod support;
+use support::backend::header;
 use support::gateway::serve;
 use support::net::free_port;
 use support::yaml;
@@ -141,12 +142,7 @@ async fn websocket_upgrade_is_spliced() {
 async fn grpc_backend() -> u16 {
     support::backend::h2c(|req: Request<Incoming>| async move {
         let version = format!("{:?}", req.version());
-        let te = req
-            .headers()
-            .get("te")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
+        let te = header(req.headers(), "te");
         let path = req.uri().path().to_string();
         let msg = req.into_body().collect().await.unwrap().to_bytes();
         let mut trailers = HeaderMap::new();

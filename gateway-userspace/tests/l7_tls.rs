@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 mod support;
+use support::backend::header;
 use support::gateway::{assert_all_served, compile_dir};
 use support::net::free_port;
 use support::tls::{b64, client_config, Ca, Leaf};
@@ -25,13 +26,7 @@ use support::yaml::{self, GATEWAY};
 /// A backend that names itself and echoes what the gateway sent (`x-forwarded-proto`, host).
 async fn backend(name: &'static str) -> u16 {
     support::backend::http(move |req: Request<Incoming>| async move {
-        let h = |n: &str| {
-            req.headers()
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_string()
-        };
+        let h = |n: &str| header(req.headers(), n);
         let body = format!(
             "{name} xfp={} host={} path={} xfcc={}",
             h("x-forwarded-proto"),
@@ -358,12 +353,7 @@ async fn reqwest_like_get(port: u16, host: &str, path: &str) -> (u16, String) {
         )
         .await
         .unwrap();
-    let loc = r
-        .headers()
-        .get("location")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_string();
+    let loc = header(r.headers(), "location");
     (r.status().as_u16(), loc)
 }
 

@@ -88,6 +88,15 @@ async fn serve(handler: impl Handler, h2_only: bool) -> u16 {
     .await
 }
 
+/// The value of header `name` as text, or "" when it is absent or not text.
+pub fn header(headers: &http::HeaderMap, name: &str) -> String {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string()
+}
+
 /// A `200 ok` response.
 pub fn ok_response() -> Response<Full<Bytes>> {
     Response::new(Full::new(Bytes::from_static(b"ok")))
