@@ -54,6 +54,18 @@ impl Response {
     }
 }
 
+/// `r` has this status and came from this backend (`""`: from the gateway itself); `what` names
+/// the request in the error.
+pub fn expect(r: &Response, status: u16, backend: &str, what: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        r.status == status && r.backend() == backend,
+        "{what}: want {status} from {backend:?}, got {} from {:?}: {r:#?}",
+        r.status,
+        r.backend()
+    );
+    Ok(())
+}
+
 /// Parses `curl -i` output: the (last) header block, then the body. Interim 1xx blocks that
 /// curl also prints (e.g. `100 Continue`) are skipped.
 pub fn parse_response(raw: &[u8]) -> anyhow::Result<Response> {

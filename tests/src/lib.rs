@@ -11,6 +11,7 @@ pub mod http;
 pub mod manifests;
 pub mod netns;
 pub mod proc;
+pub mod tls;
 pub mod topology;
 
 pub use agent::Agent;

@@ -7,6 +7,9 @@ use std::net::Ipv4Addr;
 
 use crate::topology::{Topology, BACKEND_TCP_PORT, BACKEND_UDP_PORT};
 
+/// The head of Gateway `default/gw` (selector istio=ingressgateway), up to `servers:`.
+pub const GATEWAY_HEAD: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n";
+
 pub const TCP_PORT: u16 = 31400;
 pub const UDP_PORT: u16 = 5353;
 pub const HOST: &str = "echo.example.com";

@@ -49,6 +49,32 @@ impl Default for Opts {
     }
 }
 
+impl Opts {
+    /// The defaults, and HTTP servers in the backends too.
+    pub fn http_backends() -> Self {
+        Opts {
+            http_backends: true,
+            ..Opts::default()
+        }
+    }
+
+    /// The defaults, but no `test-backend` started (the test starts its own servers).
+    pub fn no_backends() -> Self {
+        Opts {
+            start_backends: false,
+            ..Opts::default()
+        }
+    }
+
+    /// The defaults, but backends reach only their own /24 (replies prove SNAT).
+    pub fn no_backend_routes() -> Self {
+        Opts {
+            backend_routes: false,
+            ..Opts::default()
+        }
+    }
+}
+
 pub struct Backend {
     /// `b1`, `b2`, ...: also what the backend says in its greeting.
     pub name: String,

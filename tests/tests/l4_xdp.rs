@@ -161,14 +161,7 @@ fn flow_stickiness() -> Result<()> {
 /// address on their link as the source.
 #[test]
 fn snat() -> Result<()> {
-    let topo = Topology::new(
-        "sn",
-        2,
-        Opts {
-            backend_routes: false,
-            ..Opts::default()
-        },
-    )?;
+    let topo = Topology::new("sn", 2, Opts::no_backend_routes())?;
     let cfg = L4Config::for_topology(&topo);
     let _agent = Agent::start(&topo, &cfg.files())?;
 

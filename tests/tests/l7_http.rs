@@ -16,8 +16,10 @@ use std::{
 
 use anyhow::{ensure, Context as _, Result};
 use gateway_tests::{
-    http::Response,
+    http::{expect, Response},
+    manifests::GATEWAY_HEAD,
     test_backend_bin,
+    tls::{b64, Ca},
     topology::{start_backend, Topology, BACKEND_HTTP_PORT, CLIENT_ADDR, VIP},
     wait_until, Agent, ChildGuard, Opts,
 };
@@ -25,10 +27,7 @@ use gateway_tests::{
 const HOST: &str = "web.example.com";
 
 fn opts() -> Opts {
-    Opts {
-        http_backends: true,
-        ..Opts::default()
-    }
+    Opts::http_backends()
 }
 
 fn url(path: &str) -> String {
@@ -39,16 +38,9 @@ fn url(path: &str) -> String {
 /// (`bN` labelled `version: vN`, `app: web`), the given DestinationRule subsets/policies
 /// and VirtualServices.
 fn files(topo: &Topology, dr_extra: &str, vs: &[&str]) -> Vec<(&'static str, String)> {
-    let gateway = "apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {name: gw, namespace: default}
-spec:
-  selector: {istio: ingressgateway}
-  servers:
-  - port: {number: 80, name: http, protocol: HTTP}
-    hosts: [\"*\"]
-"
-    .to_string();
+    let gateway = format!(
+        "{GATEWAY_HEAD}  - port: {{number: 80, name: http, protocol: HTTP}}\n    hosts: [\"*\"]\n"
+    );
     let mut eps = String::new();
     let mut subsets = String::new();
     for b in &topo.backends {
@@ -112,16 +104,6 @@ fn count(hits: &[(u16, String)]) -> BTreeMap<String, usize> {
         *m.entry(format!("{st} {b}")).or_insert(0) += 1;
     }
     m
-}
-
-fn expect(r: &Response, status: u16, backend: &str, what: &str) -> Result<()> {
-    ensure!(
-        r.status == status && r.backend() == backend,
-        "{what}: want {status} from {backend:?}, got {} from {:?}: {r:#?}",
-        r.status,
-        r.backend()
-    );
-    Ok(())
 }
 
 /// Routing by path, header, method and host, over HTTP/1.1 and h2c; 404 when nothing matches;
@@ -565,13 +547,7 @@ http {{
     })?;
 
     let cfg = format!(
-        "apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: default}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: 80, name: http, protocol: HTTP}}
+        "{GATEWAY_HEAD}  - port: {{number: 80, name: http, protocol: HTTP}}
     hosts: [nginx.example.com]
 ---
 apiVersion: networking.istio.io/v1
@@ -677,14 +653,7 @@ fn http_server(topo: &Topology, b: &str, name: &str, port: u16) -> Result<ChildG
 /// Istio's samples/httpbin/httpbin-gateway.yaml: every host and path on port 80 reaches httpbin.
 #[test]
 fn istio_sample_httpbin() -> Result<()> {
-    let topo = Topology::new(
-        "hs",
-        1,
-        Opts {
-            start_backends: false,
-            ..Opts::default()
-        },
-    )?;
+    let topo = Topology::new("hs", 1, Opts::no_backends())?;
     let _httpbin = http_server(&topo, "b1", "httpbin", 8080)?;
     let _agent = Agent::start(
         &topo,
@@ -707,14 +676,7 @@ fn istio_sample_httpbin() -> Result<()> {
 /// everything else 404.
 #[test]
 fn istio_ingress_task_httpbin() -> Result<()> {
-    let topo = Topology::new(
-        "hb",
-        1,
-        Opts {
-            start_backends: false,
-            ..Opts::default()
-        },
-    )?;
+    let topo = Topology::new("hb", 1, Opts::no_backends())?;
     // The pod's container port (Service port 8000 -> targetPort 8080).
     let _httpbin = http_server(&topo, "b1", "httpbin", 8080)?;
     let _agent = Agent::start(
@@ -767,14 +729,7 @@ fn istio_ingress_task_httpbin() -> Result<()> {
 /// Istio's bookinfo gateway: the five documented paths reach productpage, nothing else does.
 #[test]
 fn istio_sample_bookinfo() -> Result<()> {
-    let topo = Topology::new(
-        "bi",
-        1,
-        Opts {
-            start_backends: false,
-            ..Opts::default()
-        },
-    )?;
+    let topo = Topology::new("bi", 1, Opts::no_backends())?;
     let _productpage = http_server(&topo, "b1", "productpage", 9080)?;
     let _agent = Agent::start(
         &topo,
@@ -817,31 +772,15 @@ fn istio_sample_bookinfo() -> Result<()> {
 /// server redirects to https.
 #[test]
 fn https_termination_with_curl() -> Result<()> {
-    use base64::Engine as _;
     let topo = Topology::new("tl", 1, opts())?;
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new())?;
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "gateway test CA");
-    let ca_key = rcgen::KeyPair::generate()?;
-    let ca = ca_params.self_signed(&ca_key)?;
-    let key = rcgen::KeyPair::generate()?;
-    let cert =
-        rcgen::CertificateParams::new(vec![HOST.to_string()])?.signed_by(&key, &ca, &ca_key)?;
-    let b64 = |s: String| base64::engine::general_purpose::STANDARD.encode(s);
+    let ca = Ca::new("gateway test CA")?;
+    let (cert, key) = ca.leaf(HOST)?;
     let dir = tempfile::tempdir()?;
     let ca_file = dir.path().join("ca.pem");
-    fs::write(&ca_file, ca.pem())?;
+    fs::write(&ca_file, ca.cert.pem())?;
 
     let gateway = format!(
-        "apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: default}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: 443, name: https, protocol: HTTPS}}
+        "{GATEWAY_HEAD}  - port: {{number: 443, name: https, protocol: HTTPS}}
     hosts: [{HOST}]
     tls: {{mode: SIMPLE, credentialName: web-cert}}
   - port: {{number: 80, name: http, protocol: HTTP}}
@@ -856,8 +795,8 @@ data:
   tls.crt: {}
   tls.key: {}
 ",
-        b64(cert.pem()),
-        b64(key.serialize_pem())
+        b64(&cert),
+        b64(&key)
     );
     let mut cfg = files(
         &topo,

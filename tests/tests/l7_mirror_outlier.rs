@@ -5,16 +5,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
 use gateway_tests::{
+    manifests::GATEWAY_HEAD,
     test_backend_bin,
     topology::{start_backend, Topology, BACKEND_HTTP_PORT, VIP},
     Agent, Opts,
 };
 
 fn opts() -> Opts {
-    Opts {
-        http_backends: true,
-        ..Opts::default()
-    }
+    Opts::http_backends()
 }
 
 /// Gateway on port 80, ServiceEntry `web.example.com` with b1 (v1) and b2 (v2), the given
@@ -24,13 +22,7 @@ fn files(topo: &Topology, dr: &str, http: &str) -> Vec<(&'static str, String)> {
     vec![(
         "all.yaml",
         format!(
-            "apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: default}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: 80, name: http, protocol: HTTP}}
+            "{GATEWAY_HEAD}  - port: {{number: 80, name: http, protocol: HTTP}}
     hosts: [\"*\"]
 ---
 apiVersion: networking.istio.io/v1

@@ -8,44 +8,16 @@ use std::fs;
 
 use anyhow::{ensure, Context as _, Result};
 use gateway_tests::{
-    http::{CurlError, Response},
+    http::{expect, CurlError},
+    manifests::GATEWAY_HEAD,
     test_backend_bin,
+    tls::{b64, Ca},
     topology::{Topology, BACKEND_HTTP_PORT, VIP},
     Agent, ChildGuard, Opts,
 };
 
 /// Port of each backend's TLS server.
 const BACKEND_TLS_PORT: u16 = 8443;
-
-struct Ca {
-    cert: rcgen::Certificate,
-    key: rcgen::KeyPair,
-}
-
-impl Ca {
-    fn new() -> Result<Ca> {
-        let mut p = rcgen::CertificateParams::new(Vec::<String>::new())?;
-        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        p.distinguished_name
-            .push(rcgen::DnType::CommonName, "gateway e2e CA");
-        let key = rcgen::KeyPair::generate()?;
-        let cert = p.self_signed(&key)?;
-        Ok(Ca { cert, key })
-    }
-
-    /// (certificate PEM, key PEM) for `name`.
-    fn leaf(&self, name: &str) -> Result<(String, String)> {
-        let key = rcgen::KeyPair::generate()?;
-        let cert = rcgen::CertificateParams::new(vec![name.to_string()])?
-            .signed_by(&key, &self.cert, &self.key)?;
-        Ok((cert.pem(), key.serialize_pem()))
-    }
-}
-
-fn b64(s: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(s)
-}
 
 fn is_curl_code(e: &anyhow::Error, code: i32) -> bool {
     e.downcast_ref::<CurlError>()
@@ -58,13 +30,7 @@ fn is_curl_code(e: &anyhow::Error, code: i32) -> bool {
 fn manifests(topo: &Topology, t_cert: &(String, String)) -> Vec<(&'static str, String)> {
     let (b1, b2) = (topo.backend("b1").addr, topo.backend("b2").addr);
     let gateway = format!(
-        "apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: {{name: gw, namespace: default}}
-spec:
-  selector: {{istio: ingressgateway}}
-  servers:
-  - port: {{number: 443, name: tls-pass, protocol: TLS}}
+        "{GATEWAY_HEAD}  - port: {{number: 443, name: tls-pass, protocol: TLS}}
     hosts: [a.example.com, b.example.com]
     tls: {{mode: PASSTHROUGH}}
   - port: {{number: 9443, name: tls-term, protocol: TLS}}
@@ -172,27 +138,10 @@ spec:
     ]
 }
 
-fn expect(r: &Response, status: u16, backend: &str, what: &str) -> Result<()> {
-    ensure!(
-        r.status == status && r.backend() == backend,
-        "{what}: want {status} from {backend:?}, got {} from {:?}: {r:#?}",
-        r.status,
-        r.backend()
-    );
-    Ok(())
-}
-
 #[test]
 fn passthrough_tls_termination_and_delegates_end_to_end() -> Result<()> {
-    let topo = Topology::new(
-        "tp",
-        2,
-        Opts {
-            http_backends: true,
-            ..Opts::default()
-        },
-    )?;
-    let ca = Ca::new()?;
+    let topo = Topology::new("tp", 2, Opts::http_backends())?;
+    let ca = Ca::new("gateway e2e CA")?;
     let dir = tempfile::tempdir()?;
     let ca_file = dir.path().join("ca.pem");
     fs::write(&ca_file, ca.cert.pem())?;

@@ -12,14 +12,7 @@ const TAKEN_PORT: u16 = 8089;
 
 #[test]
 fn unappliable_config_keeps_last_good() -> Result<()> {
-    let topo = Topology::new(
-        "ra",
-        3,
-        Opts {
-            http_backends: true,
-            ..Opts::default()
-        },
-    )?;
+    let topo = Topology::new("ra", 3, Opts::http_backends())?;
     let files = gateway_tests::manifests::demo_files()?;
     let borrowed: Vec<(&str, String)> =
         files.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();

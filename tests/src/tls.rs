@@ -1,0 +1,35 @@
+//! Certificates made at test time (rcgen) for the TLS tests, and base64 for Secrets.
+
+use anyhow::Result;
+
+/// A certificate authority: a self-signed certificate that signs the leaf certificates.
+pub struct Ca {
+    pub cert: rcgen::Certificate,
+    pub key: rcgen::KeyPair,
+}
+
+impl Ca {
+    /// A CA with this common name.
+    pub fn new(cn: &str) -> Result<Ca> {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate()?;
+        let cert = p.self_signed(&key)?;
+        Ok(Ca { cert, key })
+    }
+
+    /// (certificate PEM, key PEM) for `name`.
+    pub fn leaf(&self, name: &str) -> Result<(String, String)> {
+        let key = rcgen::KeyPair::generate()?;
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])?
+            .signed_by(&key, &self.cert, &self.key)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+/// Standard base64, as Kubernetes Secrets carry data.
+pub fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
