@@ -10,6 +10,22 @@ use crate::topology::{Topology, BACKEND_TCP_PORT, BACKEND_UDP_PORT};
 /// The head of Gateway `default/gw` (selector istio=ingressgateway), up to `servers:`.
 pub const GATEWAY_HEAD: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: default}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n";
 
+/// ServiceEntry `NAMESPACE/NAME` for `host` (resolution STATIC) with one port (a YAML flow
+/// mapping, `{number: 80, name: http, protocol: HTTP}`) and these endpoints (flow mappings,
+/// `{address: 198.18.1.2}`); ends with a newline, without `---`.
+pub fn service_entry(
+    name: &str,
+    namespace: &str,
+    host: &str,
+    port: &str,
+    endpoints: &[String],
+) -> String {
+    let eps: String = endpoints.iter().map(|e| format!("  - {e}\n")).collect();
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  hosts: [{host}]\n  resolution: STATIC\n  ports: [{port}]\n  endpoints:\n{eps}"
+    )
+}
+
 pub const TCP_PORT: u16 = 31400;
 pub const UDP_PORT: u16 = 5353;
 pub const HOST: &str = "echo.example.com";

@@ -17,7 +17,7 @@ use std::{
 use anyhow::{ensure, Context as _, Result};
 use gateway_tests::{
     http::{expect, Response},
-    manifests::GATEWAY_HEAD,
+    manifests::{self, GATEWAY_HEAD},
     test_backend_bin,
     tls::{b64, Ca},
     topology::{start_backend, Topology, BACKEND_HTTP_PORT, CLIENT_ADDR, VIP},
@@ -546,19 +546,18 @@ http {{
         })
     })?;
 
+    let se = manifests::service_entry(
+        "nginx",
+        "default",
+        "nginx.internal",
+        "{number: 8080, name: http, protocol: HTTP}",
+        &[format!("{{address: {}}}", b1.addr)],
+    );
     let cfg = format!(
         "{GATEWAY_HEAD}  - port: {{number: 80, name: http, protocol: HTTP}}
     hosts: [nginx.example.com]
 ---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: nginx, namespace: default}}
-spec:
-  hosts: [nginx.internal]
-  resolution: STATIC
-  ports: [{{number: 8080, name: http, protocol: HTTP}}]
-  endpoints: [{{address: {}}}]
----
+{se}---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
 metadata: {{name: nginx, namespace: default}}
@@ -569,8 +568,7 @@ spec:
   - match: [{{uri: {{prefix: /api}}}}]
     rewrite: {{uri: /v2/api}}
     route: [{{destination: {{host: nginx.internal}}}}]
-",
-        b1.addr
+"
     );
     let _agent = Agent::start(&topo, &[("nginx.yaml", cfg)])?;
     let c = topo.http_client();

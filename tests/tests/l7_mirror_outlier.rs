@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Result};
 use gateway_tests::{
-    manifests::GATEWAY_HEAD,
+    manifests::{self, GATEWAY_HEAD},
     test_backend_bin,
     topology::{start_backend, Topology, BACKEND_HTTP_PORT, VIP},
     Agent, Opts,
@@ -19,23 +19,23 @@ fn opts() -> Opts {
 /// DestinationRule body and VirtualService http rules.
 fn files(topo: &Topology, dr: &str, http: &str) -> Vec<(&'static str, String)> {
     let (b1, b2) = (topo.backend("b1").addr, topo.backend("b2").addr);
+    let se = manifests::service_entry(
+        "web",
+        "default",
+        "web.example.com",
+        &format!("{{number: {BACKEND_HTTP_PORT}, name: http, protocol: HTTP}}"),
+        &[
+            format!("{{address: {b1}, labels: {{version: v1}}}}"),
+            format!("{{address: {b2}, labels: {{version: v2}}}}"),
+        ],
+    );
     vec![(
         "all.yaml",
         format!(
             "{GATEWAY_HEAD}  - port: {{number: 80, name: http, protocol: HTTP}}
     hosts: [\"*\"]
 ---
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: web, namespace: default}}
-spec:
-  hosts: [web.example.com]
-  resolution: STATIC
-  ports: [{{number: {BACKEND_HTTP_PORT}, name: http, protocol: HTTP}}]
-  endpoints:
-  - {{address: {b1}, labels: {{version: v1}}}}
-  - {{address: {b2}, labels: {{version: v2}}}}
----
+{se}---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
 metadata: {{name: web, namespace: default}}

@@ -9,7 +9,7 @@ use std::fs;
 use anyhow::{ensure, Context as _, Result};
 use gateway_tests::{
     http::{expect, CurlError},
-    manifests::GATEWAY_HEAD,
+    manifests::{self, GATEWAY_HEAD},
     test_backend_bin,
     tls::{b64, Ca},
     topology::{Topology, BACKEND_HTTP_PORT, VIP},
@@ -50,43 +50,59 @@ data:
         b64(&t_cert.0),
         b64(&t_cert.1)
     );
+    // ServiceEntry NAME in NAMESPACE for HOST: port (number, name, protocol) to the backend's
+    // `target` port at `addr`.
+    let se = |name: &str,
+              ns: &str,
+              host: &str,
+              (number, port, proto): (u16, &str, &str),
+              target: u16,
+              addr| {
+        manifests::service_entry(
+            name,
+            ns,
+            host,
+            &format!("{{number: {number}, name: {port}, protocol: {proto}, targetPort: {target}}}"),
+            &[format!("{{address: {addr}}}")],
+        )
+    };
+    let se_a = se(
+        "a",
+        "default",
+        "a.internal",
+        (443, "tls", "TLS"),
+        BACKEND_TLS_PORT,
+        b1,
+    );
+    let se_b = se(
+        "b",
+        "default",
+        "b.internal",
+        (443, "tls", "TLS"),
+        BACKEND_TLS_PORT,
+        b2,
+    );
+    let se_plain = se(
+        "plain",
+        "default",
+        "plain.internal",
+        (7000, "tcp", "TCP"),
+        BACKEND_HTTP_PORT,
+        b1,
+    );
+    let se_web = se(
+        "web",
+        "apps",
+        "web.internal",
+        (80, "http", "HTTP"),
+        BACKEND_HTTP_PORT,
+        b2,
+    );
     let services = format!(
-        "apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: a, namespace: default}}
-spec:
-  hosts: [a.internal]
-  resolution: STATIC
-  ports: [{{number: 443, name: tls, protocol: TLS, targetPort: {BACKEND_TLS_PORT}}}]
-  endpoints: [{{address: {b1}}}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: b, namespace: default}}
-spec:
-  hosts: [b.internal]
-  resolution: STATIC
-  ports: [{{number: 443, name: tls, protocol: TLS, targetPort: {BACKEND_TLS_PORT}}}]
-  endpoints: [{{address: {b2}}}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: plain, namespace: default}}
-spec:
-  hosts: [plain.internal]
-  resolution: STATIC
-  ports: [{{number: 7000, name: tcp, protocol: TCP, targetPort: {BACKEND_HTTP_PORT}}}]
-  endpoints: [{{address: {b1}}}]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: {{name: web, namespace: apps}}
-spec:
-  hosts: [web.internal]
-  resolution: STATIC
-  ports: [{{number: 80, name: http, protocol: HTTP, targetPort: {BACKEND_HTTP_PORT}}}]
-  endpoints: [{{address: {b2}}}]
-"
+        "{se_a}---
+{se_b}---
+{se_plain}---
+{se_web}"
     );
     let routes = "apiVersion: networking.istio.io/v1
 kind: VirtualService
