@@ -17,7 +17,7 @@ use http::HeaderMap;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use super::proxy::BoxError;
+use super::conn::BoxError;
 
 /// The copy of a request body kept for retries and mirrors is bounded by Envoy's default
 /// per-connection buffer limit (1 MiB; Istio leaves the gateway listener's limit at Envoy's

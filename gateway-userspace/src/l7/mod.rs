@@ -21,6 +21,7 @@
 
 pub mod body;
 pub mod cluster;
+pub mod conn;
 pub mod observe;
 pub mod passthrough;
 pub mod proxy;
@@ -44,7 +45,8 @@ use tokio::task::JoinHandle;
 
 use crate::plan::http::HttpPlan;
 use crate::plan::stream::StreamPlan;
-use proxy::{ConnInfo, Runtime};
+use conn::ConnInfo;
+use proxy::Runtime;
 
 /// Envoy's default request-header limit (60 KiB): beyond it the client gets 431.
 pub const MAX_HEADER_BYTES: usize = 60 * 1024;
