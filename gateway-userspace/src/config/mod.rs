@@ -14,6 +14,7 @@ mod stream;
 pub mod syntax;
 pub mod tls;
 mod validate;
+mod validate_http;
 
 use std::path::Path;
 

@@ -23,3 +23,9 @@ pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
 pub fn anchored(re: &str) -> String {
     format!("^(?:{re})$")
 }
+
+/// Standard base64 (certificates and keys given inline in manifests).
+pub fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.decode(s).ok()
+}

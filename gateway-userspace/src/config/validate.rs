@@ -551,7 +551,7 @@ fn virtual_service(d: &mut Diag<'_>, vs: &VirtualService) {
             "http, tcp or tls must be provided in virtual service",
         );
     }
-    let f = super::http::validate_http(&s.http, s.hosts.is_empty());
+    let f = super::validate_http::validate_http(&s.http, s.hosts.is_empty());
     for (at, msg) in f.errors {
         d.err(at, msg);
     }
