@@ -83,6 +83,10 @@ pub fn require_root() -> Result<()> {
 
 fn test(extra: &[String]) -> Result<()> {
     require_root()?;
+    // Lints first: they take seconds on a warm tree, and a warning fails the suite.
+    if extra.is_empty() {
+        cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    }
     // The integration tests run the built binaries (gateway, test-backend).
     cargo(&["build", "--workspace", "--bins"])?;
     let mut args = vec!["test", "--workspace", "--no-fail-fast"];

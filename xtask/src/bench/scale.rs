@@ -151,7 +151,7 @@ fn agent_pid(pin_root: &Path) -> Option<u32> {
             continue;
         };
         let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-        if args.iter().any(|a| *a == b"run") && args.iter().any(|a| *a == want.as_bytes()) {
+        if args.iter().any(|a| *a == b"run") && args.contains(&want.as_bytes()) {
             return Some(pid);
         }
     }
@@ -304,8 +304,11 @@ fn cell(s: &str) -> String {
         .collect()
 }
 
-/// Starts the agent on `yaml` in a one-backend topology; (RSS KiB, map bytes, per-map bytes).
-fn agent_memory(_dir: &Path, yaml: &str) -> anyhow::Result<(u64, u64, Vec<(String, u64)>)> {
+/// What `agent_memory` measures: RSS KiB, BPF map bytes, and bytes per map.
+type Memory = (u64, u64, Vec<(String, u64)>);
+
+/// Starts the agent on `yaml` in a one-backend topology and measures its memory.
+fn agent_memory(_dir: &Path, yaml: &str) -> anyhow::Result<Memory> {
     let topo = Topology::new(
         "bs",
         1,

@@ -264,7 +264,7 @@ pub fn bpf_map_memlock(pid: u32) -> (u64, Vec<(String, u64)>) {
             )
         })
         .collect();
-    v.sort_by(|a, b| b.1.cmp(&a.1));
+    v.sort_by_key(|b| std::cmp::Reverse(b.1));
     (seen.values().sum(), v)
 }
 

@@ -497,7 +497,7 @@ pub fn pressure(opts: &Opts) -> anyhow::Result<Section> {
                     [0; 4]
                 });
                 prog.push(dur.as_nanos() as f64);
-                if sent % 16 == 0 {
+                if sent.is_multiple_of(16) {
                     bl.push(base.run(&syn)?.1.as_nanos() as f64);
                 }
                 sent += 1;
@@ -579,7 +579,7 @@ pub fn pressure(opts: &Opts) -> anyhow::Result<Section> {
                 let syn = packet::build(TCP, src, sport, VIP, SNAT_PORT, SYN, b"");
                 let (_, _, dur) = d.dp.test_run(&syn)?;
                 prog.push(dur.as_nanos() as f64);
-                if sent % 8 == 0 {
+                if sent.is_multiple_of(8) {
                     bl.push(base.run(&syn)?.1.as_nanos() as f64);
                 }
                 // The closed run: SYN, client FIN, backend FIN to the SNAT port it was given.
