@@ -36,6 +36,9 @@ pub struct Agent {
     pub pin_root: PathBuf,
     pub admin: SocketAddr,
     extra_args: Vec<String>,
+    /// Run as this non-root uid/gid with only these capabilities (the DaemonSet's privilege
+    /// set), instead of as root.
+    unprivileged: Option<Unprivileged>,
     /// Holds `config/` (watched by the agent), `stage/` (files are written there and renamed in,
     /// so the agent never reads half a file) and `agent.log`.
     dir: tempfile::TempDir,
@@ -68,6 +71,19 @@ impl Agent {
         extra: &[&str],
         expect_path: &'static str,
     ) -> anyhow::Result<Agent> {
+        let mut agent = Self::prepare(topo, files, ifaces, extra, expect_path)?;
+        agent.spawn()?;
+        Ok(agent)
+    }
+
+    /// Writes the config; does not start the process.
+    fn prepare(
+        topo: &Topology,
+        files: &[(&str, String)],
+        ifaces: &[&str],
+        extra: &[&str],
+        expect_path: &'static str,
+    ) -> anyhow::Result<Agent> {
         let bin = gateway_bin()?;
         let dir = tempfile::Builder::new()
             .prefix(&format!("{}-", topo.prefix))
@@ -77,7 +93,7 @@ impl Agent {
         let admin = topo
             .node
             .run_in(|| Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?))?;
-        let mut agent = Agent {
+        let agent = Agent {
             child: None,
             bin,
             node_ns: topo.node.path(),
@@ -86,9 +102,35 @@ impl Agent {
             pin_root: PathBuf::from(format!("/sys/fs/bpf/gwtest-{}", topo.prefix)),
             admin,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            unprivileged: None,
             dir,
         };
         agent.write_config(files)?;
+        Ok(agent)
+    }
+
+    /// Like [`Agent::start_with`], but the agent runs as `who` (a non-root uid with only the
+    /// listed capabilities, as the DaemonSet runs it), not as root.
+    pub fn start_unprivileged(
+        topo: &Topology,
+        files: &[(&str, String)],
+        extra: &[&str],
+        who: Unprivileged,
+    ) -> anyhow::Result<Agent> {
+        let ifaces = topo.node_ifaces();
+        let ifaces: Vec<&str> = ifaces.iter().map(String::as_str).collect();
+        // Don't spawn yet: the config directory must first be readable by that uid.
+        let mut agent = Self::prepare(topo, files, &ifaces, extra, "xdp")?;
+        agent.unprivileged = Some(who);
+        // tempfile makes 0700 directories; the agent's user reads the config (as it would a
+        // ConfigMap volume) but owns nothing of it.
+        use std::os::unix::fs::PermissionsExt as _;
+        for d in [agent.dir.path().to_path_buf(), agent.config_dir()] {
+            fs::set_permissions(&d, fs::Permissions::from_mode(0o755))?;
+        }
+        for e in fs::read_dir(agent.config_dir())? {
+            fs::set_permissions(e?.path(), fs::Permissions::from_mode(0o644))?;
+        }
         agent.spawn()?;
         Ok(agent)
     }
@@ -113,8 +155,23 @@ impl Agent {
             .append(true)
             .open(self.log_path())?;
         let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net={}", self.node_ns.display()))
-            .arg(&self.bin)
+        cmd.arg(format!("--net={}", self.node_ns.display()));
+        if let Some(who) = &self.unprivileged {
+            // setpriv drops to the uid and keeps exactly `caps` (ambient, so they survive the
+            // exec; in the image the binary carries them as file capabilities instead).
+            let caps = who.caps.iter().map(|c| format!("+{c}")).collect::<Vec<_>>().join(",");
+            cmd.args([
+                "setpriv",
+                &format!("--reuid={}", who.uid),
+                &format!("--regid={}", who.uid),
+                "--clear-groups",
+                &format!("--inh-caps=-all,{caps}"),
+                &format!("--ambient-caps=-all,{caps}"),
+                &format!("--bounding-set=-all,{caps}"),
+                "--",
+            ]);
+        }
+        cmd.arg(&self.bin)
             .arg("run")
             .arg("--config")
             .arg(self.config_dir());
@@ -265,8 +322,31 @@ impl Agent {
         self.spawn()
     }
 
+    /// The agent's PID (nsenter and setpriv exec it in place).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(ChildGuard::pid)
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+/// A non-root identity for the agent: uid (used as gid too) and capability names as setpriv
+/// spells them (`bpf`, `net_admin`, ...).
+#[derive(Clone, Debug)]
+pub struct Unprivileged {
+    pub uid: u32,
+    pub caps: Vec<&'static str>,
+}
+
+impl Unprivileged {
+    /// `nobody` with the capabilities deploy/ grants the DaemonSet.
+    pub fn daemonset() -> Self {
+        Unprivileged {
+            uid: 65534,
+            caps: vec!["bpf", "net_admin", "perfmon", "net_bind_service"],
+        }
     }
 }
 
