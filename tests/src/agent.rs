@@ -121,6 +121,13 @@ impl Agent {
         let ifaces: Vec<&str> = ifaces.iter().map(String::as_str).collect();
         // Don't spawn yet: the config directory must first be readable by that uid.
         let mut agent = Self::prepare(topo, files, &ifaces, extra, "xdp")?;
+        // The image's binary carries the capabilities as file capabilities (`setcap ... +ep`,
+        // deploy/Dockerfile): a copy here gets the same, so the test runs what the pod runs.
+        let bin = agent.dir.path().join("gateway");
+        fs::copy(&agent.bin, &bin)?;
+        let caps = who.caps.iter().map(|c| format!("cap_{c}")).collect::<Vec<_>>().join(",");
+        run("setcap", &[&format!("{caps}+ep"), &bin.to_string_lossy()])?;
+        agent.bin = bin;
         agent.unprivileged = Some(who);
         // tempfile makes 0700 directories; the agent's user reads the config (as it would a
         // ConfigMap volume) but owns nothing of it.
@@ -157,16 +164,15 @@ impl Agent {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", self.node_ns.display()));
         if let Some(who) = &self.unprivileged {
-            // setpriv drops to the uid and keeps exactly `caps` (ambient, so they survive the
-            // exec; in the image the binary carries them as file capabilities instead).
+            // As in the image: a non-root uid whose bounding set holds only `caps`, running a
+            // binary that carries them as file capabilities (see start_unprivileged).
             let caps = who.caps.iter().map(|c| format!("+{c}")).collect::<Vec<_>>().join(",");
             cmd.args([
                 "setpriv",
                 &format!("--reuid={}", who.uid),
                 &format!("--regid={}", who.uid),
                 "--clear-groups",
-                &format!("--inh-caps=-all,{caps}"),
-                &format!("--ambient-caps=-all,{caps}"),
+                "--inh-caps=-all",
                 &format!("--bounding-set=-all,{caps}"),
                 "--",
             ]);
