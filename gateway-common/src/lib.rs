@@ -350,12 +350,28 @@ pub const PIN_ABI: u32 = 6;
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
+    // SAFETY: ServiceKey is #[repr(C)], holds only integers, has no padding (size asserted above)
+    // and every bit pattern is a valid value, which is what aya::Pod requires.
     unsafe impl aya::Pod for ServiceKey {}
+    // SAFETY: ServiceValue is #[repr(C)], holds only integers, has no padding (size asserted above)
+    // and every bit pattern is a valid value, which is what aya::Pod requires.
     unsafe impl aya::Pod for ServiceValue {}
+    // SAFETY: Backend is #[repr(C)], holds only integers, has no padding (size asserted above)
+    // and every bit pattern is a valid value, which is what aya::Pod requires.
     unsafe impl aya::Pod for Backend {}
+    // SAFETY: FlowKey is #[repr(C)], holds only integers, has no padding (size asserted above)
+    // and every bit pattern is a valid value, which is what aya::Pod requires.
     unsafe impl aya::Pod for FlowKey {}
+    // SAFETY: CtValue is #[repr(C)], holds only integers, has no padding (size asserted above)
+    // and every bit pattern is a valid value, which is what aya::Pod requires.
     unsafe impl aya::Pod for CtValue {}
+    // SAFETY: IfAddr is #[repr(C)], holds only integers, has no padding (size asserted above)
+    // and every bit pattern is a valid value, which is what aya::Pod requires.
     unsafe impl aya::Pod for IfAddr {}
+    // SAFETY: Counters is #[repr(C)], holds only integers, has no padding (size asserted above)
+    // and every bit pattern is a valid value, which is what aya::Pod requires.
     unsafe impl aya::Pod for Counters {}
+    // SAFETY: ResolveBatch is #[repr(C)], holds only integers, has no padding (size asserted above)
+    // and every bit pattern is a valid value, which is what aya::Pod requires.
     unsafe impl aya::Pod for ResolveBatch {}
 }

@@ -42,7 +42,8 @@ pub enum DataplaneError {
     #[error("loading the XDP object (pins under {pins}): {source}")]
     Load {
         pins: PathBuf,
-        source: aya::EbpfError,
+        // Boxed: EbpfError is large and every Result in this module would carry its size.
+        source: Box<aya::EbpfError>,
     },
     #[error("program {XDP_PROGRAM}: {0}")]
     Program(#[from] aya::programs::ProgramError),
@@ -165,8 +166,10 @@ pub fn ensure_bpffs(root: &Path) -> Result<(), DataplaneError> {
 
 fn is_bpffs(p: &Path) -> bool {
     let c = std::ffi::CString::new(p.as_os_str().to_string_lossy().as_bytes()).unwrap();
+    // SAFETY: statfs is plain old data; all-zero is a valid value to be overwritten.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // BPF_FS_MAGIC
+    // SAFETY: c is a NUL-terminated path that outlives the call; st is a valid out pointer.
+    // 0xcafe4a11 is BPF_FS_MAGIC.
     unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as u64 == 0xcafe_4a11 }
 }
 
@@ -187,7 +190,7 @@ impl Dataplane {
             .load(OBJECT)
             .map_err(|source| DataplaneError::Load {
                 pins: pin_dir.clone(),
-                source,
+                source: Box::new(source),
             })?;
         // Log records of rare data-path events (aya-log); absent if the object has none.
         let logger = aya_log::EbpfLogger::init(&mut ebpf)
@@ -936,6 +939,7 @@ pub fn addrs_of(ifaces: &[String]) -> Vec<Ipv4Addr> {
         .iter()
         .filter_map(|name| {
             let c = std::ffi::CString::new(name.as_str()).ok()?;
+            // SAFETY: c is a NUL-terminated name that outlives the call.
             let idx = unsafe { libc::if_nametoindex(c.as_ptr()) };
             all.get(&idx).cloned()
         })

@@ -50,14 +50,17 @@ fn sh(args: &str) {
 }
 
 fn env(plan: &Plan) -> Env {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
     assert_eq!(
-        unsafe { libc::geteuid() },
+        euid,
         0,
         "these tests load BPF programs: run them as root"
     );
-    // Safety: unshare only affects this test's thread, which owns the namespace until it ends.
+    // SAFETY: unshare only affects this test's thread, which owns the namespace until it ends.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
     assert_eq!(
-        unsafe { libc::unshare(libc::CLONE_NEWNET) },
+        rc,
         0,
         "unshare(CLONE_NEWNET)"
     );

@@ -607,15 +607,21 @@ fn retriable_status(policy: &p::RetryPolicy, status: u16) -> bool {
 }
 
 fn retriable_error(policy: &p::RetryPolicy, e: &AttemptError) -> bool {
-    policy.retry_on.iter().any(|c| match (c.as_str(), e) {
-        ("5xx" | "gateway-error", _) => true,
-        ("connect-failure", AttemptError::Connect) => true,
-        ("reset", AttemptError::Reset | AttemptError::RefusedStream | AttemptError::Timeout) => {
-            true
-        }
-        ("reset-before-request", AttemptError::Connect | AttemptError::RefusedStream) => true,
-        ("refused-stream", AttemptError::RefusedStream) => true,
-        _ => false,
+    policy.retry_on.iter().any(|c| {
+        matches!(
+            (c.as_str(), e),
+            ("5xx" | "gateway-error", _)
+                | ("connect-failure", AttemptError::Connect)
+                | (
+                    "reset",
+                    AttemptError::Reset | AttemptError::RefusedStream | AttemptError::Timeout
+                )
+                | (
+                    "reset-before-request",
+                    AttemptError::Connect | AttemptError::RefusedStream
+                )
+                | ("refused-stream", AttemptError::RefusedStream)
+        )
     })
 }
 
