@@ -52,18 +52,10 @@ fn sh(args: &str) {
 fn env(plan: &Plan) -> Env {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
-    assert_eq!(
-        euid,
-        0,
-        "these tests load BPF programs: run them as root"
-    );
+    assert_eq!(euid, 0, "these tests load BPF programs: run them as root");
     // SAFETY: unshare only affects this test's thread, which owns the namespace until it ends.
     let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(
-        rc,
-        0,
-        "unshare(CLONE_NEWNET)"
-    );
+    assert_eq!(rc, 0, "unshare(CLONE_NEWNET)");
     sh("ip link set lo up && ip link add gwd0 type veth peer name gwd1 && ip link set gwd1 up && ip link set gwd0 address 02:00:00:00:00:01 \
         && ip addr add 198.18.1.1/24 dev gwd0 && ip link set gwd0 up \
         && ip neigh add 198.18.1.2 lladdr 02:00:00:00:01:02 dev gwd0 nud permanent \

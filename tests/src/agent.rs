@@ -125,7 +125,12 @@ impl Agent {
         // deploy/Dockerfile): a copy here gets the same, so the test runs what the pod runs.
         let bin = agent.dir.path().join("gateway");
         fs::copy(&agent.bin, &bin)?;
-        let caps = who.caps.iter().map(|c| format!("cap_{c}")).collect::<Vec<_>>().join(",");
+        let caps = who
+            .caps
+            .iter()
+            .map(|c| format!("cap_{c}"))
+            .collect::<Vec<_>>()
+            .join(",");
         run("setcap", &[&format!("{caps}+ep"), &bin.to_string_lossy()])?;
         agent.bin = bin;
         agent.unprivileged = Some(who);
@@ -166,7 +171,12 @@ impl Agent {
         if let Some(who) = &self.unprivileged {
             // As in the image: a non-root uid whose bounding set holds only `caps`, running a
             // binary that carries them as file capabilities (see start_unprivileged).
-            let caps = who.caps.iter().map(|c| format!("+{c}")).collect::<Vec<_>>().join(",");
+            let caps = who
+                .caps
+                .iter()
+                .map(|c| format!("+{c}"))
+                .collect::<Vec<_>>()
+                .join(",");
             cmd.args([
                 "setpriv",
                 &format!("--reuid={}", who.uid),

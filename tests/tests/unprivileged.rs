@@ -6,11 +6,8 @@ use std::net::SocketAddr;
 
 use anyhow::{ensure, Result};
 use gateway_tests::{
-    agent::Unprivileged,
-    http::HttpClient,
-    manifests::TCP_PORT,
-    topology::VIP,
-    Agent, Opts, Topology,
+    agent::Unprivileged, http::HttpClient, manifests::TCP_PORT, topology::VIP, Agent, Opts,
+    Topology,
 };
 
 #[test]
@@ -34,11 +31,18 @@ fn daemonset_capabilities_are_enough() -> Result<()> {
             .map(|v| v.trim().to_string())
             .unwrap_or_default()
     };
-    ensure!(field("Uid:").starts_with("65534"), "agent uid: {}", field("Uid:"));
+    ensure!(
+        field("Uid:").starts_with("65534"),
+        "agent uid: {}",
+        field("Uid:")
+    );
     // bpf(39) | perfmon(38) | net_admin(12) | net_bind_service(10), nothing else.
     let want = (1u64 << 39) | (1 << 38) | (1 << 12) | (1 << 10);
     let eff = u64::from_str_radix(&field("CapEff:"), 16)?;
-    ensure!(eff == want, "effective capabilities {eff:#x}, want {want:#x}");
+    ensure!(
+        eff == want,
+        "effective capabilities {eff:#x}, want {want:#x}"
+    );
 
     let before = agent.verdict_packets("fwd_new").unwrap_or(0);
     let hits = topo
@@ -46,14 +50,23 @@ fn daemonset_capabilities_are_enough() -> Result<()> {
         .tcp_hits(SocketAddr::new(VIP.into(), TCP_PORT), 20)?;
     ensure!(hits.len() == 20, "{} of 20 TCP flows answered", hits.len());
     let after = agent.verdict_packets("fwd_new")?;
-    ensure!(after > before, "XDP forwarded no new flow ({before} -> {after})");
+    ensure!(
+        after > before,
+        "XDP forwarded no new flow ({before} -> {after})"
+    );
 
     let http = HttpClient::new(topo.client.name());
     let r = http.get("http://198.18.0.1:8080/v1/x", &[])?;
-    ensure!(r.status == 200, "L7 request through the agent: {}", r.status);
+    ensure!(
+        r.status == 200,
+        "L7 request through the agent: {}",
+        r.status
+    );
     Ok(())
 }
 
 fn agent_pid(agent: &Agent) -> Result<u32> {
-    agent.pid().ok_or_else(|| anyhow::anyhow!("agent not running"))
+    agent
+        .pid()
+        .ok_or_else(|| anyhow::anyhow!("agent not running"))
 }

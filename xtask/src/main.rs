@@ -85,7 +85,14 @@ fn test(extra: &[String]) -> Result<()> {
     require_root()?;
     // Lints first: they take seconds on a warm tree, and a warning fails the suite.
     if extra.is_empty() {
-        cargo(&["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+        cargo(&[
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ])?;
     }
     // The integration tests run the built binaries (gateway, test-backend).
     cargo(&["build", "--workspace", "--bins"])?;

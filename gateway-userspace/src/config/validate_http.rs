@@ -43,7 +43,6 @@ const RETRY_ON: [&str; 16] = [
     "unavailable",
 ];
 
-
 const STANDARD_METHODS: [&str; 9] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
 ];
