@@ -55,9 +55,19 @@ enum Cmd {
         /// The agent's namespace (exportTo checks).
         #[arg(long, default_value = "istio-system")]
         namespace: String,
-        /// Admin endpoint: /ready, /config_dump, /stats, /metrics.
+        /// Admin endpoint (keep it local): /config_dump, /stats, /metrics, /ready, /drain.
         #[arg(long, default_value = "127.0.0.1:15000")]
         admin: SocketAddr,
+        /// Health endpoint for probes: /healthz/ready, /healthz/live.
+        #[arg(long, default_value = "0.0.0.0:15021")]
+        status: SocketAddr,
+        /// Prometheus endpoint: /stats/prometheus.
+        #[arg(long, default_value = "0.0.0.0:15090")]
+        metrics: SocketAddr,
+        /// How long GET /drain on the admin port keeps serving with readiness failing
+        /// (a preStop hook), e.g. 5s, 500ms.
+        #[arg(long, default_value = "5s", value_parser = parse_duration)]
+        drain_duration: Duration,
         /// Remove pinned maps and links on exit (stops the XDP path). Without it the data path
         /// keeps forwarding until a restarted agent adopts it.
         #[arg(long)]
@@ -103,6 +113,9 @@ fn main() -> ExitCode {
             labels,
             namespace,
             admin,
+            status,
+            metrics,
+            drain_duration,
             cleanup_on_exit,
             reload_ms,
             access_log,
@@ -133,6 +146,9 @@ fn main() -> ExitCode {
                 labels: label_map,
                 namespace,
                 admin,
+                status,
+                metrics,
+                drain_for: drain_duration,
                 cleanup_on_exit,
                 reload_interval: Duration::from_millis(reload_ms),
                 access_log,
@@ -173,4 +189,8 @@ fn check(dir: &std::path::Path) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    config::syntax::parse_duration(s).ok_or_else(|| format!("{s:?}: expected a duration like 5s or 500ms"))
 }

@@ -1,6 +1,8 @@
 //! The composition root of `gateway run`: load config, pick the L4 path (XDP or userspace),
 //! apply, serve admin, watch the config directory, shut down.
 
+mod admin;
+
 use std::{
     collections::BTreeMap,
     hash::{Hash, Hasher},
@@ -13,10 +15,7 @@ use std::{
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use serde::Serialize;
-use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpListener,
-};
+use tokio::net::TcpListener;
 
 use crate::{
     config::{self, CompileInput},
@@ -42,6 +41,12 @@ pub struct RunArgs {
     pub labels: BTreeMap<String, String>,
     pub namespace: String,
     pub admin: SocketAddr,
+    /// Readiness and liveness for probes (Istio's 15021).
+    pub status: SocketAddr,
+    /// Prometheus scrape endpoint (Istio's 15090).
+    pub metrics: SocketAddr,
+    /// How long a drain (admin /drain) serves on while readiness fails.
+    pub drain_for: Duration,
     pub cleanup_on_exit: bool,
     pub reload_interval: Duration,
     /// Envoy-style access log of the L7 path ("-": standard output).
@@ -200,11 +205,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }));
     let path = Arc::new(tokio::sync::Mutex::new(path));
 
-    let admin = TcpListener::bind(args.admin)
-        .await
-        .with_context(|| format!("binding admin {}", args.admin))?;
-    log::info!("admin on {}", admin.local_addr()?);
-    tokio::spawn(serve_admin(admin, snapshot.clone(), path.clone()));
+    let health = Arc::new(admin::Health::new(args.drain_for));
+    health.set_applied();
+    let state = Arc::new(admin::State {
+        snapshot: snapshot.clone(),
+        path: path.clone(),
+        health: health.clone(),
+    });
+    for (addr, role) in [
+        (args.admin, admin::Role::Admin),
+        (args.status, admin::Role::Status),
+        (args.metrics, admin::Role::Metrics),
+    ] {
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the {role:?} endpoint {addr}"))?;
+        log::info!("{role:?} endpoint on {}", l.local_addr()?);
+        tokio::spawn(admin::serve(l, role, state.clone()));
+    }
 
     let watcher = tokio::spawn(watch(
         args.config.clone(),
@@ -372,113 +390,4 @@ async fn watch(
             }
         }
     }
-}
-
-/// A deliberately small HTTP/1.1 admin server: /ready, /config_dump, /stats, /metrics.
-async fn serve_admin(
-    l: TcpListener,
-    snapshot: Arc<ArcSwap<Snapshot>>,
-    path: Arc<tokio::sync::Mutex<L4Path>>,
-) {
-    loop {
-        let Ok((mut s, _)) = l.accept().await else {
-            continue;
-        };
-        let (snapshot, path) = (snapshot.clone(), path.clone());
-        tokio::spawn(async move {
-            // Read until the end of the request head: a request may arrive in several segments.
-            let mut buf = Vec::with_capacity(1024);
-            let mut chunk = [0u8; 1024];
-            let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-            while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 16384 {
-                match tokio::time::timeout_at(deadline, s.read(&mut chunk)).await {
-                    Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return,
-                    Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-                }
-            }
-            let req = String::from_utf8_lossy(&buf);
-            let target = req.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let (status, ctype, body) = match target.as_str() {
-                "/ready" | "/healthz/ready" => (200, "text/plain", "ready\n".to_string()),
-                "/config_dump" => (
-                    200,
-                    "application/json",
-                    serde_json::to_string_pretty(&**snapshot.load()).unwrap_or_default(),
-                ),
-                "/stats" => match &*path.lock().await {
-                    L4Path::Xdp(dp) => match dp.stats() {
-                        Ok(st) => (
-                            200,
-                            "application/json",
-                            serde_json::to_string_pretty(&st).unwrap_or_default(),
-                        ),
-                        Err(e) => (500, "text/plain", format!("{e}\n")),
-                    },
-                    L4Path::User(_) => (200, "application/json", "{}".to_string()),
-                },
-                "/metrics" => {
-                    let xdp = match &*path.lock().await {
-                        L4Path::Xdp(dp) => Some(dp.stats()),
-                        L4Path::User(_) => None,
-                    };
-                    match xdp.transpose() {
-                        Ok(st) => (
-                            200,
-                            "text/plain; version=0.0.4",
-                            prometheus(st.as_ref(), snapshot.load().generation),
-                        ),
-                        Err(e) => (500, "text/plain", format!("{e}\n")),
-                    }
-                }
-                _ => (404, "text/plain", "not found\n".to_string()),
-            };
-            let resp = format!(
-                "HTTP/1.1 {status} {}\r\ncontent-type: {ctype}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                if status == 200 { "OK" } else { "Error" },
-                body.len()
-            );
-            let _ = s.write_all(resp.as_bytes()).await;
-        });
-    }
-}
-
-/// /metrics: config generation, the XDP path's counters (when it is active), the L7 requests.
-fn prometheus(st: Option<&dataplane::Stats>, generation: u64) -> String {
-    let mut out = String::new();
-    out.push_str(&format!(
-        "# TYPE gateway_config_generation gauge\ngateway_config_generation {generation}\n"
-    ));
-    out.push_str(&crate::l7::observe::prometheus());
-    out.push_str(&crate::l7::passthrough::prometheus());
-    let Some(st) = st else { return out };
-    out.push_str("# TYPE gateway_xdp_packets_total counter\n");
-    for (reason, c) in &st.verdicts {
-        out.push_str(&format!(
-            "gateway_xdp_packets_total{{verdict=\"{reason}\"}} {}\n",
-            c.packets
-        ));
-    }
-    out.push_str("# TYPE gateway_service_packets_total counter\n# TYPE gateway_service_bytes_total counter\n");
-    for (s, c) in &st.services {
-        out.push_str(&format!(
-            "gateway_service_packets_total{{service=\"{s}\"}} {}\n",
-            c.packets
-        ));
-        out.push_str(&format!(
-            "gateway_service_bytes_total{{service=\"{s}\"}} {}\n",
-            c.bytes
-        ));
-    }
-    out.push_str("# TYPE gateway_backend_packets_total counter\n# TYPE gateway_backend_bytes_total counter\n");
-    for (b, c) in &st.backends {
-        out.push_str(&format!(
-            "gateway_backend_packets_total{{backend=\"{b}\"}} {}\n",
-            c.packets
-        ));
-        out.push_str(&format!(
-            "gateway_backend_bytes_total{{backend=\"{b}\"}} {}\n",
-            c.bytes
-        ));
-    }
-    out
 }

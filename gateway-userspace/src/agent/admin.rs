@@ -1,0 +1,221 @@
+//! The agent's own HTTP endpoints, on the ports an Istio operator knows:
+//! - admin (default 127.0.0.1:15000, like Envoy's): /config_dump, /stats, /metrics, /ready,
+//!   /drain; local only, since it shows the whole config and can start a drain;
+//! - status (default 0.0.0.0:15021, like istio-proxy's): /healthz/ready and /healthz/live, for
+//!   kubelet probes and load balancers' health checks;
+//! - metrics (default 0.0.0.0:15090): /stats/prometheus, for scraping.
+//!
+//! Served by hyper over HTTP/1.1 and h2c; every response is built from one snapshot load.
+
+use std::{
+    convert::Infallible,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{service::service_fn, Method, Request, Response, StatusCode};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::conn::auto,
+};
+use tokio::{net::TcpListener, sync::Mutex};
+
+use super::{L4Path, Snapshot};
+use crate::dataplane;
+
+/// Which endpoints a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Status,
+    Metrics,
+}
+
+/// Readiness as probes see it: ready once a config has been applied, until a drain starts.
+#[derive(Debug)]
+pub struct Health {
+    applied: AtomicBool,
+    draining: AtomicBool,
+    /// How long /drain keeps the agent serving while reporting not-ready, so that load
+    /// balancers and kube-proxy stop sending new connections before the process exits.
+    pub drain_for: Duration,
+}
+
+impl Health {
+    pub fn new(drain_for: Duration) -> Self {
+        Health {
+            applied: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
+            drain_for,
+        }
+    }
+
+    pub fn set_applied(&self) {
+        self.applied.store(true, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.applied.load(Ordering::Acquire) && !self.draining.load(Ordering::Acquire)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+}
+
+/// What every endpoint reads.
+pub struct State {
+    pub snapshot: Arc<ArcSwap<Snapshot>>,
+    pub path: Arc<Mutex<L4Path>>,
+    pub health: Arc<Health>,
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn reply(status: StatusCode, ctype: &'static str, body: impl Into<Bytes>) -> Resp {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, ctype.parse().expect("static"));
+    r
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Resp {
+    reply(status, "text/plain", body)
+}
+
+/// Accepts connections until the task is aborted.
+pub async fn serve(l: TcpListener, role: Role, state: Arc<State>) {
+    loop {
+        let Ok((stream, _)) = l.accept().await else {
+            continue;
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(handle(role, &state, req).await) }
+            });
+            let mut b = auto::Builder::new(TokioExecutor::new());
+            // Probes and scrapers are well-behaved; a stuck client still must not pin a task.
+            b.http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(5));
+            let _ = b.serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+async fn handle<B>(role: Role, st: &State, req: Request<B>) -> Resp {
+    let path = req.uri().path();
+    match (role, path) {
+        (_, "/healthz/ready") | (Role::Admin, "/ready") => {
+            if st.health.is_ready() {
+                text(StatusCode::OK, "LIVE\n")
+            } else if st.health.is_draining() {
+                text(StatusCode::SERVICE_UNAVAILABLE, "DRAINING\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "NO CONFIG APPLIED\n")
+            }
+        }
+        (Role::Admin | Role::Status, "/healthz/live") => text(StatusCode::OK, "LIVE\n"),
+        (Role::Admin | Role::Metrics, "/stats/prometheus") | (Role::Admin, "/metrics") => {
+            metrics(st).await
+        }
+        (Role::Admin, "/config_dump") => reply(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string_pretty(&**st.snapshot.load()).unwrap_or_default(),
+        ),
+        (Role::Admin, "/stats") => match &*st.path.lock().await {
+            L4Path::Xdp(dp) => match dp.stats() {
+                Ok(s) => reply(
+                    StatusCode::OK,
+                    "application/json",
+                    serde_json::to_string_pretty(&s).unwrap_or_default(),
+                ),
+                Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+            },
+            L4Path::User(_) => reply(StatusCode::OK, "application/json", "{}"),
+        },
+        // GET too: a Kubernetes preStop hook can only send GET. The port is local only.
+        (Role::Admin, "/drain") if matches!(*req.method(), Method::GET | Method::POST) => {
+            if !st.health.draining.swap(true, Ordering::AcqRel) {
+                log::info!(
+                    "draining: readiness fails from now; serving on for {:?}",
+                    st.health.drain_for
+                );
+            }
+            tokio::time::sleep(st.health.drain_for).await;
+            text(StatusCode::OK, "drained\n")
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+async fn metrics(st: &State) -> Resp {
+    let xdp = match &*st.path.lock().await {
+        L4Path::Xdp(dp) => Some(dp.stats()),
+        L4Path::User(_) => None,
+    };
+    match xdp.transpose() {
+        Ok(s) => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            prometheus(s.as_ref(), st.snapshot.load().generation),
+        ),
+        Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+    }
+}
+
+/// Prometheus text: config generation, the XDP path's counters (when it is active), the L7
+/// requests.
+fn prometheus(st: Option<&dataplane::Stats>, generation: u64) -> String {
+    let mut out = String::new();
+    out.push_str(&format!(
+        "# TYPE gateway_config_generation gauge\ngateway_config_generation {generation}\n"
+    ));
+    out.push_str(&crate::l7::observe::prometheus());
+    out.push_str(&crate::l7::passthrough::prometheus());
+    let Some(st) = st else { return out };
+    out.push_str("# TYPE gateway_xdp_packets_total counter\n");
+    for (reason, c) in &st.verdicts {
+        out.push_str(&format!(
+            "gateway_xdp_packets_total{{verdict=\"{reason}\"}} {}\n",
+            c.packets
+        ));
+    }
+    out.push_str(
+        "# TYPE gateway_service_packets_total counter\n# TYPE gateway_service_bytes_total counter\n",
+    );
+    for (s, c) in &st.services {
+        out.push_str(&format!(
+            "gateway_service_packets_total{{service=\"{s}\"}} {}\n",
+            c.packets
+        ));
+        out.push_str(&format!(
+            "gateway_service_bytes_total{{service=\"{s}\"}} {}\n",
+            c.bytes
+        ));
+    }
+    out.push_str(
+        "# TYPE gateway_backend_packets_total counter\n# TYPE gateway_backend_bytes_total counter\n",
+    );
+    for (b, c) in &st.backends {
+        out.push_str(&format!(
+            "gateway_backend_packets_total{{backend=\"{b}\"}} {}\n",
+            c.packets
+        ));
+        out.push_str(&format!(
+            "gateway_backend_bytes_total{{backend=\"{b}\"}} {}\n",
+            c.bytes
+        ));
+    }
+    out
+}
