@@ -634,6 +634,78 @@ fn manifest_config_passes_gateway_check() -> Result<()> {
     check_config(&Objects::parse(&read(MANIFEST)?)?)
 }
 
+/// The uninstall DaemonSet removes exactly the agent's pin root on every node, unprivileged.
+#[test]
+fn cleanup_removes_the_agents_pins() -> Result<()> {
+    let agent: DaemonSet = Objects::parse(&read(MANIFEST)?)?.one()?;
+    let agent_args = agent
+        .spec
+        .template
+        .spec
+        .and_then(|p| p.containers.into_iter().next())
+        .and_then(|c| c.args)
+        .unwrap_or_default();
+    let pin_root = one_flag(&agent_args, "--pin-root")?;
+
+    let ds: DaemonSet = Objects::parse(&read("deploy/kubernetes/cleanup.yaml")?)?.one()?;
+    ensure!(ds.metadata.namespace.as_deref() == Some(NAMESPACE));
+    ensure!(
+        ds.spec.selector.match_labels != agent.spec.selector.match_labels,
+        "the cleanup DaemonSet selects the agent's pods"
+    );
+    let pod = ds.spec.template.spec.context("pod spec")?;
+    ensure!(
+        pod.host_network != Some(true),
+        "cleanup needs no host network"
+    );
+    ensure!(pod.automount_service_account_token == Some(false));
+    let tolerations = pod.tolerations.as_deref().unwrap_or_default();
+    ensure!(
+        ["NoSchedule", "NoExecute"]
+            .iter()
+            .all(|e| tolerations.iter().any(
+                |t| t.operator.as_deref() == Some("Exists") && t.effect.as_deref() == Some(*e)
+            )),
+        "cleanup does not reach every node: {tolerations:?}"
+    );
+    let inits = pod.init_containers.as_deref().unwrap_or_default();
+    ensure!(inits.len() == 1, "{} init containers", inits.len());
+    let c = &inits[0];
+    let mut cmd = c.command.clone().unwrap_or_default();
+    cmd.extend(c.args.clone().unwrap_or_default());
+    ensure!(
+        cmd == ["/usr/local/bin/gateway", "cleanup", "--pin-root", pin_root],
+        "cleanup runs {cmd:?}"
+    );
+    let sc = security(c)?;
+    ensure!(sc.privileged != Some(true), "cleanup is privileged");
+    ensure!(sc.allow_privilege_escalation == Some(false));
+    let caps = sc.capabilities.as_ref().context("cleanup capabilities")?;
+    ensure!(caps.drop.as_deref() == Some(&["ALL".to_string()][..]));
+    // The binary's file capabilities must be in the bounding set for it to exec at all.
+    let mut want = daemonset_caps();
+    want.insert("DAC_OVERRIDE".into());
+    let add = cap_set(caps.add.as_deref().unwrap_or_default())?;
+    ensure!(add == want, "cleanup capabilities {add:?}, want {want:?}");
+    let mount = c
+        .volume_mounts
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|m| m.mount_path == "/sys/fs/bpf")
+        .context("cleanup does not mount bpffs")?;
+    let vol = pod
+        .volumes
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|v| v.name == mount.name)
+        .and_then(|v| v.host_path.clone())
+        .context("cleanup bpffs is not a hostPath")?;
+    ensure!(vol.path == "/sys/fs/bpf" && vol.type_.as_deref() == Some("Directory"));
+    Ok(())
+}
+
 /// `setcap` in the image grants the same capabilities the DaemonSet adds.
 #[test]
 fn dockerfile_file_caps_match_daemonset() -> Result<()> {
