@@ -1,0 +1,1099 @@
+//! deploy/: the plain manifest, the Helm chart and the Dockerfile, checked without a cluster.
+//!
+//! Every document is parsed into its `k8s-openapi` type (so a misspelt field or a wrong shape
+//! fails here, as the API server would reject it), then the properties the agent depends on are
+//! asserted: host network, the exact privilege set (the one `tests/tests/unprivileged.rs` proves
+//! enough), probes and preStop drain on the agent's ports, the bpffs mount, read-only RBAC on
+//! exactly what the agent reads, and a config that the gateway itself accepts.
+//!
+//! helm is not available here: the chart is rendered by `gtmpl` (Go's text/template) with the
+//! few Helm functions its templates use implemented below (`helm` module). The chart keeps to
+//! that subset: `.Values`/`.Release`/`.Chart`, if/with/range, toYaml, nindent, indent, quote,
+//! default, keys, sortAlpha. With default values it must give the same objects as the manifest.
+//! No root, no network; the config check runs the built `gateway check` (no kernel state).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::path::PathBuf;
+
+use anyhow::{bail, ensure, Context as _, Result};
+use gateway_tests::agent::{gateway_check, Unprivileged};
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, HTTPGetAction, Probe, SecurityContext, Service, ServiceAccount,
+};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use serde::de::DeserializeOwned;
+use serde::Deserialize as _;
+use serde_json::Value as Json;
+
+const MANIFEST: &str = "deploy/kubernetes/gateway.yaml";
+const CHART: &str = "deploy/helm/gateway";
+const RELEASE: &str = "gateway";
+const NAMESPACE: &str = "istio-system";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn read(rel: &str) -> Result<String> {
+    fs::read_to_string(repo().join(rel)).with_context(|| format!("reading {rel}"))
+}
+
+/// The non-empty YAML documents of `text`, as JSON values (what the API server would receive).
+fn documents(text: &str) -> Result<Vec<Json>> {
+    let mut out = Vec::new();
+    for de in serde_yaml::Deserializer::from_str(text) {
+        let v = serde_yaml::Value::deserialize(de)?;
+        if !v.is_null() {
+            out.push(serde_json::to_value(&v)?);
+        }
+    }
+    Ok(out)
+}
+
+/// A set of Kubernetes objects, by kind and name.
+struct Objects(BTreeMap<(String, String), Json>);
+
+impl Objects {
+    fn parse(text: &str) -> Result<Self> {
+        let mut m = BTreeMap::new();
+        for d in documents(text)? {
+            let kind = d["kind"]
+                .as_str()
+                .context("document without kind")?
+                .to_string();
+            let name = d["metadata"]["name"]
+                .as_str()
+                .with_context(|| format!("{kind} without metadata.name"))?
+                .to_string();
+            ensure!(
+                m.insert((kind.clone(), name.clone()), d).is_none(),
+                "{kind}/{name} defined twice"
+            );
+        }
+        Ok(Objects(m))
+    }
+
+    /// The only object of type `T`, parsed into its API type (unknown fields are an error, as
+    /// the API server's strict field validation makes them).
+    fn one<T: k8s_openapi::Resource + DeserializeOwned>(&self) -> Result<T> {
+        let all: Vec<&Json> = self
+            .0
+            .iter()
+            .filter(|((k, _), _)| k == T::KIND)
+            .map(|(_, v)| v)
+            .collect();
+        ensure!(all.len() == 1, "{} {} objects, want 1", all.len(), T::KIND);
+        ensure!(
+            all[0]["apiVersion"] == T::API_VERSION,
+            "{} apiVersion {}, want {}",
+            T::KIND,
+            all[0]["apiVersion"],
+            T::API_VERSION
+        );
+        let v = all[0].clone();
+        let mut unknown = Vec::new();
+        let t: T = serde_ignored::deserialize(v, |p| unknown.push(p.to_string()))
+            .with_context(|| format!("parsing the {} as {}", T::KIND, T::API_VERSION))?;
+        ensure!(
+            unknown.is_empty(),
+            "{}: unknown fields {unknown:?}",
+            T::KIND
+        );
+        Ok(t)
+    }
+
+    fn kinds(&self) -> BTreeSet<&str> {
+        self.0.keys().map(|(k, _)| k.as_str()).collect()
+    }
+}
+
+/// The agent container's caps, as Kubernetes names them (`BPF`): the ones the unprivileged
+/// end-to-end test runs the agent with.
+fn daemonset_caps() -> BTreeSet<String> {
+    Unprivileged::daemonset()
+        .caps
+        .iter()
+        .map(|c| c.to_uppercase())
+        .collect()
+}
+
+/// `CAP_BPF`, `cap_bpf`, `bpf` -> `BPF`.
+fn cap_name(c: &str) -> String {
+    let c = c.to_uppercase();
+    c.strip_prefix("CAP_").unwrap_or(&c).to_string()
+}
+
+fn cap_set(list: &[String]) -> Result<BTreeSet<String>> {
+    let set: BTreeSet<String> = list.iter().map(|c| cap_name(c)).collect();
+    ensure!(set.len() == list.len(), "duplicate capability in {list:?}");
+    Ok(set)
+}
+
+/// The value after `flag` in `args` (`--flag VALUE` or `--flag=VALUE`); every occurrence.
+fn flag_values<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        if a == flag {
+            if let Some(v) = it.next() {
+                out.push(v.as_str());
+            }
+        } else if let Some(v) = a.strip_prefix(&format!("{flag}=")) {
+            out.push(v);
+        }
+    }
+    out
+}
+
+fn one_flag<'a>(args: &'a [String], flag: &str) -> Result<&'a str> {
+    match flag_values(args, flag).as_slice() {
+        [v] => Ok(v),
+        other => bail!("{flag} given {} times in {args:?}", other.len()),
+    }
+}
+
+fn http_get<'a>(p: Option<&'a Probe>, what: &str) -> Result<&'a HTTPGetAction> {
+    p.with_context(|| format!("no {what}"))?
+        .http_get
+        .as_ref()
+        .with_context(|| format!("{what} is not an httpGet"))
+}
+
+fn port_number(p: &IntOrString) -> Option<i32> {
+    match p {
+        IntOrString::Int(n) => Some(*n),
+        IntOrString::String(_) => None,
+    }
+}
+
+fn security(c: &Container) -> Result<&SecurityContext> {
+    c.security_context
+        .as_ref()
+        .with_context(|| format!("container {} has no securityContext", c.name))
+}
+
+/// The properties of the rendered objects that the agent and the issue require.
+/// `sys_resource`: whether CAP_SYS_RESOURCE is expected (the chart's `sysResource`).
+fn check_objects(o: &Objects, sys_resource: bool) -> Result<()> {
+    let want_kinds: BTreeSet<&str> = [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "DaemonSet",
+        "Service",
+    ]
+    .into();
+    ensure!(o.kinds() == want_kinds, "kinds {:?}", o.kinds());
+
+    let ds: DaemonSet = o.one()?;
+    let sa: ServiceAccount = o.one()?;
+    let role: ClusterRole = o.one()?;
+    let binding: ClusterRoleBinding = o.one()?;
+    let cm: ConfigMap = o.one()?;
+    let svc: Service = o.one()?;
+    for (kind, ns) in [
+        ("DaemonSet", &ds.metadata.namespace),
+        ("ServiceAccount", &sa.metadata.namespace),
+        ("ConfigMap", &cm.metadata.namespace),
+        ("Service", &svc.metadata.namespace),
+    ] {
+        ensure!(ns.as_deref() == Some(NAMESPACE), "{kind} namespace {ns:?}");
+    }
+
+    let spec = &ds.spec;
+    let strategy = spec.update_strategy.as_ref().context("no updateStrategy")?;
+    ensure!(strategy.type_.as_deref() == Some("RollingUpdate"));
+    ensure!(
+        strategy
+            .rolling_update
+            .as_ref()
+            .and_then(|r| r.max_unavailable.as_ref())
+            == Some(&IntOrString::Int(1)),
+        "maxUnavailable {strategy:?}"
+    );
+    let pod = spec.template.spec.as_ref().context("no pod spec")?;
+    let pod_labels = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone());
+    ensure!(pod.host_network == Some(true), "hostNetwork not set");
+    ensure!(
+        pod.priority_class_name.as_deref() == Some("system-node-critical"),
+        "priorityClassName {:?}",
+        pod.priority_class_name
+    );
+    ensure!(
+        spec.selector.match_labels.is_some() && spec.selector.match_labels == pod_labels,
+        "selector {:?} vs pod labels {pod_labels:?}",
+        spec.selector.match_labels
+    );
+    // A node agent: tolerates every NoSchedule and NoExecute taint.
+    let tolerations = pod.tolerations.as_deref().unwrap_or_default();
+    for effect in ["NoSchedule", "NoExecute"] {
+        ensure!(
+            tolerations
+                .iter()
+                .any(|t| t.operator.as_deref() == Some("Exists")
+                    && t.key.is_none()
+                    && t.effect.as_deref() == Some(effect)),
+            "no `operator: Exists` toleration for {effect}: {tolerations:?}"
+        );
+    }
+
+    // Identity: the binding grants the role to the ServiceAccount the pods run as.
+    let sa_name = sa.metadata.name.as_deref().context("ServiceAccount name")?;
+    ensure!(
+        pod.service_account_name.as_deref() == Some(sa_name),
+        "pods run as {:?}, ServiceAccount is {sa_name}",
+        pod.service_account_name
+    );
+    ensure!(binding.role_ref.kind == "ClusterRole");
+    ensure!(binding.role_ref.api_group.as_deref() == Some("rbac.authorization.k8s.io"));
+    ensure!(Some(&binding.role_ref.name) == role.metadata.name.as_ref());
+    let subjects = binding.subjects.as_deref().unwrap_or_default();
+    ensure!(
+        subjects.len() == 1
+            && subjects[0].kind == "ServiceAccount"
+            && subjects[0].name == sa_name
+            && subjects[0].namespace.as_deref() == Some(NAMESPACE),
+        "binding subjects {subjects:?}"
+    );
+
+    // RBAC: get/list/watch, on exactly what the agent reads; nothing else, no wildcards.
+    let mut granted = BTreeSet::new();
+    for rule in role.rules.as_deref().unwrap_or_default() {
+        let verbs: BTreeSet<&str> = rule.verbs.iter().map(String::as_str).collect();
+        ensure!(
+            verbs == ["get", "list", "watch"].into(),
+            "rule {rule:?}: verbs {verbs:?}"
+        );
+        ensure!(
+            rule.resource_names.is_none() && rule.non_resource_urls.is_none(),
+            "rule {rule:?}"
+        );
+        for g in rule.api_groups.as_deref().unwrap_or_default() {
+            for r in rule.resources.as_deref().unwrap_or_default() {
+                ensure!(
+                    granted.insert((g.clone(), r.clone())),
+                    "{g}/{r} granted twice"
+                );
+            }
+        }
+    }
+    let want: BTreeSet<(String, String)> = [
+        ("networking.istio.io", "gateways"),
+        ("networking.istio.io", "virtualservices"),
+        ("networking.istio.io", "destinationrules"),
+        ("networking.istio.io", "serviceentries"),
+        ("", "services"),
+        ("", "pods"),
+        ("", "secrets"),
+        ("discovery.k8s.io", "endpointslices"),
+    ]
+    .iter()
+    .map(|(g, r)| (g.to_string(), r.to_string()))
+    .collect();
+    ensure!(
+        granted == want,
+        "ClusterRole grants {granted:?}, want {want:?}"
+    );
+
+    // The agent container.
+    ensure!(
+        pod.containers.len() == 1,
+        "{} containers",
+        pod.containers.len()
+    );
+    let c = &pod.containers[0];
+    ensure!(
+        c.command.as_deref() == Some(&["/usr/local/bin/gateway".to_string()][..]),
+        "command {:?}",
+        c.command
+    );
+    let args = c.args.clone().unwrap_or_default();
+    ensure!(
+        args.first().map(String::as_str) == Some("run"),
+        "args {args:?}"
+    );
+
+    let sc = security(c)?;
+    ensure!(
+        sc.run_as_non_root == Some(true),
+        "runAsNonRoot {:?}",
+        sc.run_as_non_root
+    );
+    ensure!(
+        sc.run_as_user == Some(65534),
+        "runAsUser {:?}",
+        sc.run_as_user
+    );
+    ensure!(
+        sc.run_as_group == Some(65534),
+        "runAsGroup {:?}",
+        sc.run_as_group
+    );
+    ensure!(
+        sc.privileged != Some(true),
+        "the agent container is privileged"
+    );
+    // File capabilities are granted at exec only without no_new_privs.
+    ensure!(
+        sc.allow_privilege_escalation == Some(true),
+        "allowPrivilegeEscalation {:?}",
+        sc.allow_privilege_escalation
+    );
+    ensure!(sc.read_only_root_filesystem == Some(true));
+    ensure!(
+        sc.seccomp_profile.as_ref().map(|p| p.type_.as_str()) == Some("RuntimeDefault"),
+        "seccompProfile {:?}",
+        sc.seccomp_profile
+    );
+    let caps = sc.capabilities.as_ref().context("no capabilities")?;
+    ensure!(
+        caps.drop.as_deref() == Some(&["ALL".to_string()][..]),
+        "capabilities.drop {:?}",
+        caps.drop
+    );
+    let mut want_caps = daemonset_caps();
+    if sys_resource {
+        want_caps.insert("SYS_RESOURCE".into());
+    }
+    let add = cap_set(caps.add.as_deref().unwrap_or_default())?;
+    ensure!(
+        add == want_caps,
+        "capabilities.add {add:?}, want {want_caps:?}"
+    );
+    // The pod-level context must not widen it.
+    if let Some(psc) = &pod.security_context {
+        ensure!(
+            psc.run_as_user.is_none_or(|u| u == 65534),
+            "pod runAsUser {psc:?}"
+        );
+    }
+
+    // Probes on the status port; the preStop hook drains through the local admin port.
+    let ready = http_get(c.readiness_probe.as_ref(), "readinessProbe")?;
+    ensure!(
+        ready.path.as_deref() == Some("/healthz/ready"),
+        "readiness {ready:?}"
+    );
+    ensure!(
+        port_number(&ready.port) == Some(15021),
+        "readiness {ready:?}"
+    );
+    let live = http_get(c.liveness_probe.as_ref(), "livenessProbe")?;
+    ensure!(
+        live.path.as_deref() == Some("/healthz/live"),
+        "liveness {live:?}"
+    );
+    ensure!(port_number(&live.port) == Some(15021), "liveness {live:?}");
+    ensure!(one_flag(&args, "--status")?.ends_with(":15021"), "{args:?}");
+    ensure!(
+        one_flag(&args, "--metrics")?.ends_with(":15090"),
+        "{args:?}"
+    );
+    let admin = one_flag(&args, "--admin")?;
+    ensure!(
+        admin == "127.0.0.1:15000",
+        "--admin {admin}: keep it on loopback"
+    );
+    let pre_stop = c
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.pre_stop.as_ref())
+        .and_then(|h| h.http_get.as_ref())
+        .context("no preStop httpGet")?;
+    ensure!(
+        pre_stop.path.as_deref() == Some("/drain")
+            && port_number(&pre_stop.port) == Some(15000)
+            && pre_stop.host.as_deref() == Some("127.0.0.1"),
+        "preStop {pre_stop:?}"
+    );
+    let drain = gateway::parse_duration_secs(one_flag(&args, "--drain-duration")?)?;
+    let grace = pod
+        .termination_grace_period_seconds
+        .context("no grace period")?;
+    ensure!(
+        grace as f64 > drain,
+        "terminationGracePeriodSeconds {grace} not above the drain {drain}s"
+    );
+    let res = c.resources.as_ref().context("no resources")?;
+    for (what, m) in [("requests", &res.requests), ("limits", &res.limits)] {
+        let m = m.as_ref().with_context(|| format!("no resources.{what}"))?;
+        ensure!(
+            m.contains_key("cpu") && m.contains_key("memory"),
+            "resources.{what} {m:?}"
+        );
+    }
+    let annotations = spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.clone())
+        .unwrap_or_default();
+    ensure!(
+        annotations.get("prometheus.io/scrape").map(String::as_str) == Some("true")
+            && annotations.get("prometheus.io/port").map(String::as_str) == Some("15090")
+            && annotations.get("prometheus.io/path").map(String::as_str)
+                == Some("/stats/prometheus"),
+        "prometheus annotations {annotations:?}"
+    );
+    // The downward API gives the agent its namespace; `--namespace` uses it.
+    let env = c.env.as_deref().unwrap_or_default();
+    for (name, field) in [
+        ("POD_NAMESPACE", "metadata.namespace"),
+        ("POD_NAME", "metadata.name"),
+        ("NODE_NAME", "spec.nodeName"),
+    ] {
+        ensure!(
+            env.iter().any(|e| e.name == name
+                && e.value_from
+                    .as_ref()
+                    .and_then(|v| v.field_ref.as_ref())
+                    .is_some_and(|f| f.field_path == field)),
+            "env {name} from {field} missing"
+        );
+    }
+    ensure!(one_flag(&args, "--namespace")? == "$(POD_NAMESPACE)");
+    // The agent's labels are the pods' labels (Gateway selectors match them).
+    let labels: BTreeSet<String> = flag_values(&args, "--label")
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let pod_label_args: BTreeSet<String> = pod_labels
+        .unwrap_or_default()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    ensure!(labels == pod_label_args, "--label {labels:?} vs pod labels");
+
+    // Volumes: the config is the ConfigMap, mounted where --config points; bpffs is the node's.
+    let volumes = pod.volumes.as_deref().unwrap_or_default();
+    let mounts = c.volume_mounts.as_deref().unwrap_or_default();
+    let config_dir = one_flag(&args, "--config")?;
+    let config_mount = mounts
+        .iter()
+        .find(|m| m.mount_path == config_dir)
+        .with_context(|| format!("nothing mounted at --config {config_dir}"))?;
+    ensure!(
+        config_mount.read_only == Some(true),
+        "config mount {config_mount:?}"
+    );
+    let config_vol = volumes
+        .iter()
+        .find(|v| v.name == config_mount.name)
+        .context("config volume")?;
+    ensure!(
+        config_vol.config_map.as_ref().map(|c| &c.name) == cm.metadata.name.as_ref(),
+        "config volume {config_vol:?} is not ConfigMap {:?}",
+        cm.metadata.name
+    );
+    let bpf_mount = mounts
+        .iter()
+        .find(|m| m.mount_path == "/sys/fs/bpf")
+        .context("nothing mounted at /sys/fs/bpf")?;
+    ensure!(
+        bpf_mount.mount_propagation.as_deref() == Some("HostToContainer"),
+        "bpffs mount {bpf_mount:?}"
+    );
+    ensure!(bpf_mount.read_only != Some(true), "bpffs mounted read-only");
+    let bpf_vol = volumes
+        .iter()
+        .find(|v| v.name == bpf_mount.name)
+        .context("bpffs volume")?;
+    let host = bpf_vol
+        .host_path
+        .as_ref()
+        .context("bpffs is not a hostPath")?;
+    ensure!(
+        host.path == "/sys/fs/bpf" && host.type_.as_deref() == Some("Directory"),
+        "bpffs hostPath {host:?}"
+    );
+    let pin_root = one_flag(&args, "--pin-root")?;
+    ensure!(
+        pin_root.starts_with("/sys/fs/bpf/"),
+        "--pin-root {pin_root} is not on the mounted bpffs"
+    );
+
+    // bpffs-init: the only root in the pod, with only CHOWN and FOWNER, never privileged,
+    // preparing exactly the agent's pin root.
+    let inits = pod.init_containers.as_deref().unwrap_or_default();
+    ensure!(inits.len() == 1, "{} init containers", inits.len());
+    let init = &inits[0];
+    let isc = security(init)?;
+    ensure!(isc.privileged != Some(true), "init container privileged");
+    ensure!(isc.allow_privilege_escalation == Some(false));
+    let icaps = isc.capabilities.as_ref().context("init capabilities")?;
+    ensure!(icaps.drop.as_deref() == Some(&["ALL".to_string()][..]));
+    ensure!(
+        cap_set(icaps.add.as_deref().unwrap_or_default())?
+            == ["CHOWN", "FOWNER"].map(String::from).into(),
+        "init capabilities {icaps:?}"
+    );
+    let script = init.command.clone().unwrap_or_default().join(" ");
+    ensure!(
+        script.contains(&format!("-o 65534 -g 65534 -m 0700 {pin_root} ")),
+        "init does not prepare {pin_root} for uid 65534: {script}"
+    );
+    ensure!(
+        init.image == c.image,
+        "init image {:?} vs {:?}",
+        init.image,
+        c.image
+    );
+
+    // Service: the pods, Istio's ports, each targetPort one the pod declares.
+    let sspec = svc.spec.as_ref().context("Service spec")?;
+    ensure!(
+        sspec.selector.is_some() && sspec.selector == spec.selector.match_labels,
+        "Service selector {:?}",
+        sspec.selector
+    );
+    let ports = sspec.ports.as_deref().unwrap_or_default();
+    let container_ports: BTreeSet<i32> = c
+        .ports
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .map(|p| p.container_port)
+        .collect();
+    for (name, port, target) in [
+        ("status-port", 15021, 15021),
+        ("http2", 80, 8080),
+        ("https", 443, 8443),
+    ] {
+        let p = ports
+            .iter()
+            .find(|p| p.name.as_deref() == Some(name))
+            .with_context(|| format!("Service port {name} missing"))?;
+        ensure!(
+            p.port == port && p.target_port.as_ref().and_then(port_number) == Some(target),
+            "Service port {p:?}, want {port} -> {target}"
+        );
+    }
+    for p in ports {
+        let t = p
+            .target_port
+            .as_ref()
+            .and_then(port_number)
+            .unwrap_or(p.port);
+        ensure!(
+            container_ports.contains(&t),
+            "Service port {:?} targets {t}, not a container port {container_ports:?}",
+            p.name
+        );
+    }
+    ensure!(container_ports.contains(&15090), "no metrics containerPort");
+    Ok(())
+}
+
+/// The ConfigMap's files, written as the kubelet's volume shows them, pass `gateway check`.
+fn check_config(o: &Objects) -> Result<()> {
+    let cm: ConfigMap = o.one()?;
+    let data = cm.data.unwrap_or_default();
+    ensure!(!data.is_empty(), "ConfigMap has no data");
+    let dir = tempfile::tempdir()?;
+    for (name, text) in &data {
+        ensure!(
+            name.ends_with(".yaml") || name.ends_with(".yml"),
+            "ConfigMap key {name}: the agent reads only *.yaml/*.yml"
+        );
+        let docs = documents(text)?;
+        ensure!(
+            docs.iter().any(|d| d["kind"] == "Gateway"),
+            "{name}: no Gateway"
+        );
+        fs::write(dir.path().join(name), text)?;
+    }
+    let (ok, stdout, stderr) = gateway_check(dir.path())?;
+    ensure!(ok, "gateway check rejects the ConfigMap:\n{stdout}{stderr}");
+    // The example is clean: no unknown field or other warning either.
+    ensure!(
+        !stderr.contains("warning"),
+        "gateway check warns about the ConfigMap:\n{stderr}"
+    );
+    Ok(())
+}
+
+#[test]
+fn manifest_objects() -> Result<()> {
+    let o = Objects::parse(&read(MANIFEST)?)?;
+    check_objects(&o, false)?;
+    let svc: Service = o.one()?;
+    ensure!(svc.spec.and_then(|s| s.type_).as_deref() == Some("LoadBalancer"));
+    Ok(())
+}
+
+#[test]
+fn manifest_config_passes_gateway_check() -> Result<()> {
+    check_config(&Objects::parse(&read(MANIFEST)?)?)
+}
+
+/// The uninstall DaemonSet removes exactly the agent's pin root on every node, unprivileged.
+#[test]
+fn cleanup_removes_the_agents_pins() -> Result<()> {
+    let agent: DaemonSet = Objects::parse(&read(MANIFEST)?)?.one()?;
+    let agent_args = agent
+        .spec
+        .template
+        .spec
+        .and_then(|p| p.containers.into_iter().next())
+        .and_then(|c| c.args)
+        .unwrap_or_default();
+    let pin_root = one_flag(&agent_args, "--pin-root")?;
+
+    let ds: DaemonSet = Objects::parse(&read("deploy/kubernetes/cleanup.yaml")?)?.one()?;
+    ensure!(ds.metadata.namespace.as_deref() == Some(NAMESPACE));
+    ensure!(
+        ds.spec.selector.match_labels != agent.spec.selector.match_labels,
+        "the cleanup DaemonSet selects the agent's pods"
+    );
+    let pod = ds.spec.template.spec.context("pod spec")?;
+    ensure!(
+        pod.host_network != Some(true),
+        "cleanup needs no host network"
+    );
+    ensure!(pod.automount_service_account_token == Some(false));
+    let tolerations = pod.tolerations.as_deref().unwrap_or_default();
+    ensure!(
+        ["NoSchedule", "NoExecute"]
+            .iter()
+            .all(|e| tolerations.iter().any(
+                |t| t.operator.as_deref() == Some("Exists") && t.effect.as_deref() == Some(*e)
+            )),
+        "cleanup does not reach every node: {tolerations:?}"
+    );
+    let inits = pod.init_containers.as_deref().unwrap_or_default();
+    ensure!(inits.len() == 1, "{} init containers", inits.len());
+    let c = &inits[0];
+    let mut cmd = c.command.clone().unwrap_or_default();
+    cmd.extend(c.args.clone().unwrap_or_default());
+    ensure!(
+        cmd == ["/usr/local/bin/gateway", "cleanup", "--pin-root", pin_root],
+        "cleanup runs {cmd:?}"
+    );
+    let sc = security(c)?;
+    ensure!(sc.privileged != Some(true), "cleanup is privileged");
+    ensure!(sc.allow_privilege_escalation == Some(false));
+    let caps = sc.capabilities.as_ref().context("cleanup capabilities")?;
+    ensure!(caps.drop.as_deref() == Some(&["ALL".to_string()][..]));
+    // The binary's file capabilities must be in the bounding set for it to exec at all.
+    let mut want = daemonset_caps();
+    want.insert("DAC_OVERRIDE".into());
+    let add = cap_set(caps.add.as_deref().unwrap_or_default())?;
+    ensure!(add == want, "cleanup capabilities {add:?}, want {want:?}");
+    let mount = c
+        .volume_mounts
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|m| m.mount_path == "/sys/fs/bpf")
+        .context("cleanup does not mount bpffs")?;
+    let vol = pod
+        .volumes
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|v| v.name == mount.name)
+        .and_then(|v| v.host_path.clone())
+        .context("cleanup bpffs is not a hostPath")?;
+    ensure!(vol.path == "/sys/fs/bpf" && vol.type_.as_deref() == Some("Directory"));
+    Ok(())
+}
+
+/// `setcap` in the image grants the same capabilities the DaemonSet adds.
+#[test]
+fn dockerfile_file_caps_match_daemonset() -> Result<()> {
+    let docker = read("deploy/Dockerfile")?;
+    let line = docker
+        .lines()
+        .find(|l| l.trim_start().starts_with("RUN setcap"))
+        .context("no `RUN setcap` in deploy/Dockerfile")?;
+    let arg = line
+        .split_whitespace()
+        .nth(2)
+        .context("setcap without arguments")?
+        .trim_matches('"');
+    // cap_a,cap_b${EXTRA_FILE_CAPS}+ep: the default build (EXTRA_FILE_CAPS empty).
+    let (list, flags) = arg.rsplit_once('+').context("setcap list without +flags")?;
+    ensure!(flags == "ep", "setcap flags {flags}: want +ep");
+    let list = list.replace("${EXTRA_FILE_CAPS}", "");
+    let file_caps = cap_set(&list.split(',').map(String::from).collect::<Vec<_>>())?;
+    ensure!(
+        file_caps == daemonset_caps(),
+        "Dockerfile setcap {file_caps:?}"
+    );
+    let o = Objects::parse(&read(MANIFEST)?)?;
+    let ds: DaemonSet = o.one()?;
+    let add = ds
+        .spec
+        .template
+        .spec
+        .and_then(|p| p.containers.into_iter().next())
+        .and_then(|c| c.security_context)
+        .and_then(|s| s.capabilities)
+        .and_then(|c| c.add)
+        .unwrap_or_default();
+    ensure!(
+        cap_set(&add)? == file_caps,
+        "DaemonSet adds {add:?}, image has {file_caps:?}"
+    );
+    ensure!(
+        docker.lines().any(|l| l.trim() == "USER 65534:65534"),
+        "the image does not run as 65534"
+    );
+    ensure!(docker.contains("COPY target/release/gateway /usr/local/bin/gateway"));
+    Ok(())
+}
+
+#[test]
+fn chart_defaults_render_the_manifest() -> Result<()> {
+    let rendered = helm::render(&repo().join(CHART), RELEASE, NAMESPACE, &[])?;
+    let chart = Objects::parse(&rendered)?;
+    let plain = Objects::parse(&read(MANIFEST)?)?;
+    let names = |o: &Objects| o.0.keys().cloned().collect::<Vec<_>>();
+    ensure!(
+        names(&chart) == names(&plain),
+        "chart renders {:?}, manifest has {:?}",
+        names(&chart),
+        names(&plain)
+    );
+    for (key, want) in &plain.0 {
+        let got = &chart.0[key];
+        ensure!(
+            got == want,
+            "{key:?} differs:\nchart:    {}\nmanifest: {}",
+            serde_json::to_string(got)?,
+            serde_json::to_string(want)?
+        );
+    }
+    check_objects(&chart, false)?;
+    check_config(&chart)
+}
+
+#[test]
+fn chart_values() -> Result<()> {
+    let chart = repo().join(CHART);
+    let o = Objects::parse(&helm::render(
+        &chart,
+        RELEASE,
+        NAMESPACE,
+        &[("service.type", "NodePort")],
+    )?)?;
+    let svc: Service = o.one()?;
+    ensure!(svc.spec.and_then(|s| s.type_).as_deref() == Some("NodePort"));
+
+    // sysResource adds CAP_SYS_RESOURCE, and nothing else changes in the privilege set.
+    let o = Objects::parse(&helm::render(
+        &chart,
+        RELEASE,
+        NAMESPACE,
+        &[("sysResource", "true")],
+    )?)?;
+    check_objects(&o, true)?;
+
+    // Interfaces, VIPs, extra args, image and another release/namespace.
+    let o = Objects::parse(&helm::render(
+        &chart,
+        "edge",
+        NAMESPACE,
+        &[
+            ("dataplane.interfaces", "[eth0, eth1]"),
+            ("dataplane.vips", "[198.18.0.1]"),
+            ("extraArgs", "[--nat-mode, preserve-source]"),
+            ("image.repository", "registry.example/gateway"),
+            ("image.tag", "v1"),
+            ("nodeSelector", "{gateway: \"true\"}"),
+        ],
+    )?)?;
+    check_objects(&o, false)?;
+    let ds: DaemonSet = o.one()?;
+    ensure!(ds.metadata.name.as_deref() == Some("edge"));
+    let pod = ds.spec.template.spec.context("pod spec")?;
+    let c = &pod.containers[0];
+    let args = c.args.clone().unwrap_or_default();
+    ensure!(
+        flag_values(&args, "--iface") == ["eth0", "eth1"],
+        "{args:?}"
+    );
+    ensure!(flag_values(&args, "--vip") == ["198.18.0.1"], "{args:?}");
+    ensure!(
+        args.ends_with(&["--nat-mode".to_string(), "preserve-source".to_string()]),
+        "{args:?}"
+    );
+    ensure!(c.image.as_deref() == Some("registry.example/gateway:v1"));
+    ensure!(
+        pod.node_selector
+            .unwrap_or_default()
+            .get("gateway")
+            .map(String::as_str)
+            == Some("true")
+    );
+    let binding: ClusterRoleBinding = o.one()?;
+    ensure!(binding.subjects.unwrap_or_default()[0].name == "edge");
+    Ok(())
+}
+
+/// Small helpers of this test that stand for the agent's own parsing.
+mod gateway {
+    use anyhow::{Context as _, Result};
+
+    /// `5s`, `500ms`, `1m` in seconds (the forms `--drain-duration` takes).
+    pub fn parse_duration_secs(s: &str) -> Result<f64> {
+        let split = s
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .with_context(|| format!("duration {s} without unit"))?;
+        let (n, unit) = s.split_at(split);
+        let n: f64 = n.parse().with_context(|| format!("duration {s}"))?;
+        Ok(match unit {
+            "ms" => n / 1000.0,
+            "s" => n,
+            "m" => n * 60.0,
+            _ => anyhow::bail!("duration {s}: unit {unit}"),
+        })
+    }
+}
+
+/// A Helm stand-in: Go templates by `gtmpl`, plus the Helm (sprig) functions the chart uses.
+mod helm {
+    use std::collections::HashMap;
+    use std::fs;
+    use std::path::Path;
+
+    use anyhow::{bail, Context as _, Result};
+    use gtmpl::{Context, Func, FuncError, Template, Value};
+
+    /// `helm template RELEASE CHART --namespace NS --set k=v...`: every templates/*.yaml
+    /// (sorted), joined as documents. `set` values are YAML (`[a, b]`, `true`, `NodePort`).
+    pub fn render(
+        chart: &Path,
+        release: &str,
+        namespace: &str,
+        set: &[(&str, &str)],
+    ) -> Result<String> {
+        let meta: serde_yaml::Value =
+            serde_yaml::from_str(&fs::read_to_string(chart.join("Chart.yaml"))?)?;
+        let mut values: serde_yaml::Value =
+            serde_yaml::from_str(&fs::read_to_string(chart.join("values.yaml"))?)?;
+        for (path, v) in set {
+            let mut at = &mut values;
+            for k in path.split('.') {
+                at = at
+                    .as_mapping_mut()
+                    .with_context(|| format!("--set {path}: not a map at {k}"))?
+                    .entry(serde_yaml::Value::from(k))
+                    .or_insert(serde_yaml::Value::Mapping(Default::default()));
+            }
+            *at = serde_yaml::from_str(v)?;
+        }
+        let field = |k: &str| meta.get(k).cloned().unwrap_or(serde_yaml::Value::Null);
+        let root = object([
+            ("Values", from_yaml(&values)?),
+            (
+                "Release",
+                object([
+                    ("Name", Value::from(release)),
+                    ("Namespace", Value::from(namespace)),
+                    ("Service", Value::from("Helm")),
+                    ("IsInstall", Value::from(true)),
+                    ("IsUpgrade", Value::from(false)),
+                ]),
+            ),
+            (
+                "Chart",
+                object([
+                    ("Name", from_yaml(&field("name"))?),
+                    ("Version", from_yaml(&field("version"))?),
+                    ("AppVersion", from_yaml(&field("appVersion"))?),
+                ]),
+            ),
+        ]);
+        let mut files: Vec<_> = fs::read_dir(chart.join("templates"))?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<_, _>>()?;
+        files.sort();
+        let mut out = String::new();
+        for f in files {
+            if f.extension().and_then(|e| e.to_str()) != Some("yaml") {
+                continue;
+            }
+            let text = fs::read_to_string(&f)?;
+            let mut t = Template::default();
+            t.add_funcs(FUNCS);
+            t.parse(text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+            let doc = t
+                .render(&Context::from(root.clone()))
+                .map_err(|e| anyhow::anyhow!("{}: {e}", f.display()))?;
+            if doc.contains("<no value>") {
+                bail!("{}: a value is missing:\n{doc}", f.display());
+            }
+            out.push_str("---\n");
+            out.push_str(&doc);
+            out.push('\n');
+        }
+        Ok(out)
+    }
+
+    const FUNCS: &[(&str, Func)] = &[
+        ("toYaml", to_yaml),
+        ("nindent", nindent),
+        ("indent", indent),
+        ("quote", quote),
+        ("default", default),
+        ("keys", keys),
+        ("sortAlpha", sort_alpha),
+    ];
+
+    fn object<const N: usize>(fields: [(&str, Value); N]) -> Value {
+        Value::Map(
+            fields
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        )
+    }
+
+    /// YAML -> template value. Maps become `Value::Map`, whose missing keys are empty, as in Go.
+    fn from_yaml(v: &serde_yaml::Value) -> Result<Value> {
+        use serde_yaml::Value as Y;
+        Ok(match v {
+            Y::Null => Value::Nil,
+            Y::Bool(b) => Value::from(*b),
+            Y::Number(n) => match (n.as_u64(), n.as_i64(), n.as_f64()) {
+                (Some(u), _, _) => Value::from(u),
+                (_, Some(i), _) => Value::from(i),
+                (_, _, Some(f)) => Value::from(f),
+                _ => bail!("number {n}"),
+            },
+            Y::String(s) => Value::from(s.as_str()),
+            Y::Sequence(s) => Value::Array(s.iter().map(from_yaml).collect::<Result<_>>()?),
+            Y::Mapping(m) => {
+                let mut out = HashMap::new();
+                for (k, v) in m {
+                    let k = k
+                        .as_str()
+                        .with_context(|| format!("non-string key {k:?}"))?;
+                    out.insert(k.to_string(), from_yaml(v)?);
+                }
+                Value::Map(out)
+            }
+            Y::Tagged(t) => from_yaml(&t.value)?,
+        })
+    }
+
+    fn to_json(v: &Value) -> Result<serde_json::Value, FuncError> {
+        use serde_json::Value as J;
+        Ok(match v {
+            Value::NoValue | Value::Nil => J::Null,
+            Value::Bool(b) => J::Bool(*b),
+            Value::String(s) => J::String(s.clone()),
+            Value::Number(n) => {
+                if let Some(u) = n.as_u64() {
+                    J::from(u)
+                } else if let Some(i) = n.as_i64() {
+                    J::from(i)
+                } else {
+                    J::from(n.as_f64().ok_or(FuncError::UnableToConvertFromValue)?)
+                }
+            }
+            Value::Array(a) => J::Array(a.iter().map(to_json).collect::<Result<_, _>>()?),
+            Value::Map(m) | Value::Object(m) => J::Object(
+                m.iter()
+                    .map(|(k, v)| Ok((k.clone(), to_json(v)?)))
+                    .collect::<Result<_, FuncError>>()?,
+            ),
+            Value::Function(_) => return Err(FuncError::UnableToConvertFromValue),
+        })
+    }
+
+    fn arg<'a>(args: &'a [Value], i: usize, f: &str) -> Result<&'a Value, FuncError> {
+        args.get(i)
+            .ok_or_else(|| FuncError::AtLeastXArgs(f.to_string(), i + 1))
+    }
+
+    fn string(v: &Value) -> String {
+        match v {
+            Value::String(s) => s.clone(),
+            Value::NoValue | Value::Nil => String::new(),
+            other => other.to_string(),
+        }
+    }
+
+    /// Helm's toYaml: block YAML without the trailing newline.
+    fn to_yaml(args: &[Value]) -> Result<Value, FuncError> {
+        let y = serde_yaml::to_string(&to_json(arg(args, 0, "toYaml")?)?)
+            .map_err(|e| FuncError::Generic(e.to_string()))?;
+        Ok(Value::from(y.trim_end_matches('\n')))
+    }
+
+    fn indent_by(args: &[Value], f: &str) -> Result<String, FuncError> {
+        let n = match arg(args, 0, f)? {
+            Value::Number(n) => n.as_u64().ok_or(FuncError::UnableToConvertFromValue)?,
+            _ => return Err(FuncError::UnableToConvertFromValue),
+        };
+        let pad = " ".repeat(n as usize);
+        let text = string(arg(args, 1, f)?);
+        Ok(text
+            .split('\n')
+            .map(|l| format!("{pad}{l}"))
+            .collect::<Vec<_>>()
+            .join("\n"))
+    }
+
+    fn indent(args: &[Value]) -> Result<Value, FuncError> {
+        Ok(Value::from(indent_by(args, "indent")?))
+    }
+
+    fn nindent(args: &[Value]) -> Result<Value, FuncError> {
+        Ok(Value::from(format!("\n{}", indent_by(args, "nindent")?)))
+    }
+
+    /// Go's %q of the value's text (JSON string syntax agrees for what a chart quotes).
+    fn quote(args: &[Value]) -> Result<Value, FuncError> {
+        let s = string(arg(args, 0, "quote")?);
+        Ok(Value::from(
+            serde_json::to_string(&s).map_err(|e| FuncError::Generic(e.to_string()))?,
+        ))
+    }
+
+    /// sprig's `default DEFAULT VALUE`: VALUE unless empty (false, 0, "", empty list or map).
+    fn default(args: &[Value]) -> Result<Value, FuncError> {
+        let d = arg(args, 0, "default")?;
+        let empty = match args.get(1) {
+            None | Some(Value::NoValue | Value::Nil) => true,
+            Some(Value::Bool(b)) => !b,
+            Some(Value::String(s)) => s.is_empty(),
+            Some(Value::Array(a)) => a.is_empty(),
+            Some(Value::Map(m) | Value::Object(m)) => m.is_empty(),
+            Some(Value::Number(n)) => n.as_f64() == Some(0.0),
+            Some(Value::Function(_)) => false,
+        };
+        Ok(if empty { d.clone() } else { args[1].clone() })
+    }
+
+    fn keys(args: &[Value]) -> Result<Value, FuncError> {
+        match arg(args, 0, "keys")? {
+            Value::Map(m) | Value::Object(m) => Ok(Value::Array(
+                m.keys().map(|k| Value::from(k.as_str())).collect(),
+            )),
+            _ => Err(FuncError::UnableToConvertFromValue),
+        }
+    }
+
+    fn sort_alpha(args: &[Value]) -> Result<Value, FuncError> {
+        match arg(args, 0, "sortAlpha")? {
+            Value::Array(a) => {
+                let mut v: Vec<String> = a.iter().map(string).collect();
+                v.sort();
+                Ok(Value::Array(v.into_iter().map(Value::from).collect()))
+            }
+            _ => Err(FuncError::UnableToConvertFromValue),
+        }
+    }
+}
