@@ -776,7 +776,8 @@ fn enable_lo_forwarding() -> Result<(), DataplaneError> {
     })?;
     if cur.trim() != "1" {
         std::fs::write(path, "1").map_err(|source| DataplaneError::Io {
-            what: "enabling forwarding on lo",
+            // A container's /proc/sys is read-only: the node must set it (docs/deploy.md).
+            what: "enabling forwarding on lo (set net.ipv4.conf.lo.forwarding=1 on the node)",
             source,
         })?;
         log::info!("enabled net.ipv4.conf.lo.forwarding for bpf_fib_lookup (forwarding on other devices unchanged)");

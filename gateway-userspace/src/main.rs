@@ -192,5 +192,6 @@ fn check(dir: &std::path::Path) -> ExitCode {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    config::syntax::parse_duration(s).ok_or_else(|| format!("{s:?}: expected a duration like 5s or 500ms"))
+    config::syntax::parse_duration(s)
+        .ok_or_else(|| format!("{s:?}: expected a duration like 5s or 500ms"))
 }

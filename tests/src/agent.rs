@@ -243,7 +243,12 @@ impl Agent {
 
     /// `GET path` on the admin endpoint (from inside the node namespace): (status, body).
     pub fn get(&self, path: &str) -> anyhow::Result<(u16, String)> {
-        let (addr, path, path_for_err) = (self.admin, path.to_string(), path.to_string());
+        self.get_at(self.admin, path)
+    }
+
+    /// GET `path` on any address in the node namespace (the status and metrics ports).
+    pub fn get_at(&self, addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+        let (path, path_for_err) = (path.to_string(), path.to_string());
         run_in_path(self.node_ns.clone(), move || {
             let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
             s.set_read_timeout(Some(Duration::from_secs(5)))?;
@@ -264,13 +269,7 @@ impl Agent {
                 .unwrap_or_default();
             Ok((status, body))
         })
-        .with_context(|| {
-            format!(
-                "GET {path} on the agent's admin {addr}",
-                path = path_for_err,
-                addr = self.admin
-            )
-        })
+        .with_context(|| format!("GET {path} on the agent's {addr}", path = path_for_err,))
     }
 
     fn get_json(&self, path: &str) -> anyhow::Result<Value> {

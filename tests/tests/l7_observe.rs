@@ -66,3 +66,70 @@ fn access_log_and_metrics() -> Result<()> {
     );
     Ok(())
 }
+
+/// The ports Istio's operators probe and scrape: 15021 answers readiness from the network (as a
+/// kubelet or a load balancer reaches a hostNetwork pod), 15090 serves Prometheus text, neither
+/// exposes the admin endpoints, and a drain (the preStop hook) fails readiness while L7 keeps
+/// serving.
+#[test]
+fn status_metrics_ports_and_drain() -> Result<()> {
+    let topo = Topology::new(
+        "pr",
+        1,
+        Opts {
+            http_backends: true,
+            ..Opts::default()
+        },
+    )?;
+    let files = gateway_tests::manifests::demo_files()?;
+    let files: Vec<(&str, String)> = files.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
+    let agent = Agent::start_with(
+        &topo,
+        &files,
+        &["--vip", "198.18.0.1", "--drain-duration", "700ms"],
+    )?;
+    let http = HttpClient::new(topo.client.name());
+    let ready = http.get("http://198.18.0.1:15021/healthz/ready", &[])?;
+    ensure!(
+        ready.status == 200,
+        "readiness from the client: {}",
+        ready.status
+    );
+    let live = http.get("http://198.18.0.1:15021/healthz/live", &[])?;
+    ensure!(live.status == 200, "liveness: {}", live.status);
+    let dump = http.get("http://198.18.0.1:15021/config_dump", &[])?;
+    ensure!(
+        dump.status == 404,
+        "status port must not expose config_dump: {}",
+        dump.status
+    );
+    let (code, text) = agent.get_at("127.0.0.1:15090".parse()?, "/stats/prometheus")?;
+    ensure!(
+        code == 200 && text.contains("gateway_config_generation 1"),
+        "15090: {code}: {text}"
+    );
+
+    let started = std::time::Instant::now();
+    let (code, _) = agent.get("/drain")?;
+    ensure!(code == 200, "/drain: {code}");
+    ensure!(
+        started.elapsed() >= std::time::Duration::from_millis(700),
+        "/drain answered before the drain duration: {:?}",
+        started.elapsed()
+    );
+    let ready = http.get("http://198.18.0.1:15021/healthz/ready", &[])?;
+    ensure!(
+        ready.status == 503,
+        "readiness while draining: {}",
+        ready.status
+    );
+    let live = http.get("http://198.18.0.1:15021/healthz/live", &[])?;
+    ensure!(
+        live.status == 200,
+        "liveness while draining: {}",
+        live.status
+    );
+    let ok = http.get("http://198.18.0.1:8080/v1/x", &[])?;
+    ensure!(ok.status == 200, "L7 while draining: {}", ok.status);
+    Ok(())
+}
