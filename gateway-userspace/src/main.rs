@@ -27,6 +27,8 @@ enum Nat {
     PreserveSource,
 }
 
+// Parsed once at start: the size of the Run variant costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Cmd {
     /// Load manifests, attach the XDP program and serve until stopped.
