@@ -59,6 +59,17 @@ fn classify(api_version: &str, kind: &str) -> Option<DocKind> {
 /// its `..data` directory, and loading both would report every resource as a duplicate. `dir`
 /// may also name a single file.
 pub fn load_dir(dir: &Path) -> Result<Manifests, Vec<ConfigError>> {
+    let (manifests, errors) = load_dir_partial(dir);
+    if errors.is_empty() {
+        Ok(manifests)
+    } else {
+        Err(errors)
+    }
+}
+
+/// Like [`load_dir`], but keeps every document that parsed beside the errors of those that did
+/// not, for admission to decide per object.
+pub fn load_dir_partial(dir: &Path) -> (Manifests, Vec<ConfigError>) {
     let mut errors = Vec::new();
     let mut files = Vec::new();
     if dir.is_file() {
@@ -74,11 +85,7 @@ pub fn load_dir(dir: &Path) -> Result<Manifests, Vec<ConfigError>> {
             Err(e) => errors.push(file_error(file, format!("cannot read file: {e}"))),
         }
     }
-    if errors.is_empty() {
-        Ok(manifests)
-    } else {
-        Err(errors)
-    }
+    (manifests, errors)
 }
 
 /// Same as [`load_dir`] for one YAML text; `name` stands for the file in messages.
@@ -99,6 +106,7 @@ fn file_error(file: &Path, message: String) -> ConfigError {
         resource: String::new(),
         field: String::new(),
         message,
+        doc: None,
     }
 }
 
@@ -200,6 +208,7 @@ fn parse_into(file: &Path, text: &str, m: &mut Manifests, errors: &mut Vec<Confi
                 message: format!(
                     "document {index} is not a resource (expected a mapping with apiVersion and kind)"
                 ),
+                doc: Some(index),
             });
             continue;
         }
@@ -339,6 +348,7 @@ fn typed<'de, T: DeserializeOwned>(
                 resource: ctx.resource.to_string(),
                 field,
                 message,
+                doc: Some(ctx.source.index),
             })
         }
     }

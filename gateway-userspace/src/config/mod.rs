@@ -1,10 +1,13 @@
 //! Manifests: load (files -> resources), validate, compile (resources -> plan).
 //!
 //! Pure apart from `load`, which reads files. The stages are separate so that tests (and a
-//! `--check` mode) can run each one; [`load_and_compile`] chains them and refuses any error.
+//! `--check` mode) can run each one. [`load_admit_compile`] chains them as the agent runs them:
+//! admission (`admit`) leaves out each invalid object and serves the rest, as Istio does;
+//! [`load_and_compile`] refuses the whole set on any error.
 //! Behaviour follows Istio (see `istio-semantics.md`); deliberate differences are documented
 //! where they are made (`compile` for routing, `names` for host resolution).
 
+pub mod admit;
 mod compile;
 pub mod http;
 mod load;
@@ -19,7 +22,8 @@ mod validate_http;
 use std::path::Path;
 
 pub use compile::{compile, CompileInput, IstioVersion};
-pub use load::{load_dir, load_str};
+pub use admit::{admit, Admission};
+pub use load::{load_dir, load_dir_partial, load_str};
 pub use model::*;
 pub use names::{CLUSTER_DOMAIN, ROOT_NAMESPACE};
 pub use validate::validate;
@@ -39,13 +43,38 @@ pub fn load_and_compile(
     }
     let (mut plan, more) = compile(&manifests, input);
     warnings.extend(more);
-    let base = if dir.is_file() {
+    tls::resolve_paths(&mut plan, base_dir(dir));
+    Ok((plan, warnings))
+}
+
+/// Load every manifest under `dir`, admit it against `previous` (the last admitted set), and
+/// compile what was admitted. `None` for the plan only when `strict` and something was
+/// rejected. Never fails on manifest content: what was left out is in the admission.
+pub fn load_admit_compile(
+    dir: &Path,
+    input: &CompileInput,
+    previous: Option<&Manifests>,
+    strict: bool,
+) -> (Admission, Option<(Plan, Vec<Warning>)>) {
+    let (loaded, load_errors) = load_dir_partial(dir);
+    let mut a = admit(loaded, load_errors, previous, strict);
+    if strict && !a.rejected.is_empty() {
+        return (a, None);
+    }
+    let (mut plan, more) = compile(&a.manifests, input);
+    let mut warnings = std::mem::take(&mut a.warnings);
+    warnings.extend(more);
+    tls::resolve_paths(&mut plan, base_dir(dir));
+    (a, Some((plan, warnings)))
+}
+
+/// Relative certificate paths are relative to the config directory (or a single file's).
+fn base_dir(dir: &Path) -> &Path {
+    if dir.is_file() {
         dir.parent().unwrap_or(Path::new("."))
     } else {
         dir
-    };
-    tls::resolve_paths(&mut plan, base);
-    Ok((plan, warnings))
+    }
 }
 
 #[cfg(test)]

@@ -11,6 +11,13 @@ use super::names::*;
 
 /// Checks everything; returns all errors and all warnings (the loader's warnings first).
 pub fn validate(m: &Manifests) -> (Vec<ConfigError>, Vec<Warning>) {
+    let (mut errors, warnings) = validate_objects(m);
+    errors.extend(duplicate_errors(m));
+    (errors, warnings)
+}
+
+/// The checks that look at one object at a time (what a validating webhook sees).
+pub fn validate_objects(m: &Manifests) -> (Vec<ConfigError>, Vec<Warning>) {
     let mut d = Diags {
         errors: Vec::new(),
         warnings: m.warnings.clone(),
@@ -36,8 +43,18 @@ pub fn validate(m: &Manifests) -> (Vec<ConfigError>, Vec<Warning>) {
     for r in &m.pods {
         pod(&mut d.on(r), r);
     }
-    duplicates(&mut d, m);
     (d.errors, d.warnings)
+}
+
+/// Objects defined twice (same kind, namespace, name): the first one in file order is the
+/// object, each later one is an error, as the API server would refuse to create it.
+pub fn duplicate_errors(m: &Manifests) -> Vec<ConfigError> {
+    let mut d = Diags {
+        errors: Vec::new(),
+        warnings: Vec::new(),
+    };
+    duplicates(&mut d, m);
+    d.errors
 }
 
 struct Diags {
@@ -51,6 +68,7 @@ impl Diags {
             out: self,
             file: r.source.file.clone(),
             resource: r.id(),
+            doc: r.source.index,
         }
     }
 }
@@ -60,6 +78,7 @@ struct Diag<'a> {
     out: &'a mut Diags,
     file: PathBuf,
     resource: String,
+    doc: usize,
 }
 
 impl Diag<'_> {
@@ -69,6 +88,7 @@ impl Diag<'_> {
             resource: self.resource.clone(),
             field: field.into(),
             message: message.into(),
+            doc: Some(self.doc),
         });
     }
 

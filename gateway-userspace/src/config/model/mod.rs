@@ -58,6 +58,9 @@ pub struct ConfigError {
     /// `spec.tcp[0].route[1].weight`, or empty.
     pub field: String,
     pub message: String,
+    /// The document's index in `file` when the error is about one object; `None` when it is
+    /// about the whole file (unreadable, YAML syntax), which then rejects all of it.
+    pub doc: Option<usize>,
 }
 
 /// Something accepted but worth telling the operator (unknown field, ignored setting, a route
