@@ -84,6 +84,10 @@ enum Cmd {
         /// policy then retries 503 (before 1.24) and mirrored Hosts get `-shadow` (before 1.28).
         #[arg(long, default_value = "1.28")]
         istio_compat: config::IstioVersion,
+        /// All or nothing: any invalid object rejects the whole config (the last good one keeps
+        /// serving). Default: only the invalid objects are left out, as Istio does.
+        #[arg(long)]
+        strict: bool,
     },
     /// Validate manifests without touching the kernel: exit 0 if valid, else one line per problem.
     Check { dir: PathBuf },
@@ -122,6 +126,7 @@ fn main() -> ExitCode {
             reload_ms,
             access_log,
             istio_compat,
+            strict,
         } => {
             let mut label_map = BTreeMap::new();
             for l in labels {
@@ -155,6 +160,7 @@ fn main() -> ExitCode {
                 reload_interval: Duration::from_millis(reload_ms),
                 access_log,
                 istio_compat,
+                strict,
             };
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             match rt.block_on(agent::run(args)) {
@@ -168,27 +174,37 @@ fn main() -> ExitCode {
     }
 }
 
+/// `gateway check`: what `run` would leave out of this directory, one line per problem.
 fn check(dir: &std::path::Path) -> ExitCode {
-    let m = match config::load_dir(dir) {
-        Ok(m) => m,
-        Err(errors) => {
-            for e in &errors {
-                println!("{e}");
-            }
-            return ExitCode::FAILURE;
-        }
-    };
-    let (errors, warnings) = config::validate(&m);
-    for w in &warnings {
+    let (loaded, load_errors) = config::load_dir_partial(dir);
+    let a = config::admit(loaded, load_errors, None, false);
+    for w in &a.warnings {
         eprintln!("warning: {w}");
     }
-    for e in &errors {
+    for e in &a.rejected {
         println!("{e}");
     }
-    if errors.is_empty() {
-        println!("{}: valid", dir.display());
+    let m = &a.manifests;
+    let admitted = m.gateways.len()
+        + m.virtual_services.len()
+        + m.destination_rules.len()
+        + m.service_entries.len()
+        + m.services.len()
+        + m.endpoint_slices.len()
+        + m.pods.len()
+        + m.secrets.len();
+    if a.rejected.is_empty() {
+        println!("{}: valid ({admitted} objects)", dir.display());
         ExitCode::SUCCESS
     } else {
+        let by_kind = a.rejected_by_kind();
+        let list: Vec<String> = by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        println!(
+            "{}: {} rejected ({}); the other {admitted} objects would be served",
+            dir.display(),
+            by_kind.values().sum::<usize>(),
+            list.join(", ")
+        );
         ExitCode::FAILURE
     }
 }

@@ -26,6 +26,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct Agent {
     child: Option<ChildGuard>,
+    /// The admin path whose 200 means started: `/ready`, or `/healthz/live` for an agent that
+    /// is expected to serve without being ready (no config applied).
+    started_path: &'static str,
     bin: PathBuf,
     /// `/run/netns/<node>`: entered with `nsenter --net`, which (unlike `ip netns exec`) keeps
     /// the root mount namespace's /sys, so bpffs pins stay where a restarted agent finds them.
@@ -95,6 +98,7 @@ impl Agent {
             .run_in(|| Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?))?;
         let agent = Agent {
             child: None,
+            started_path: "/ready",
             bin,
             node_ns: topo.node.path(),
             ifaces: ifaces.iter().map(|s| s.to_string()).collect(),
@@ -106,6 +110,21 @@ impl Agent {
             dir,
         };
         agent.write_config(files)?;
+        Ok(agent)
+    }
+
+    /// Like [`Agent::start_with`], but returns once the agent is alive, ready or not (a config
+    /// that `--strict` rejects leaves it serving nothing, not ready).
+    pub fn start_unready(
+        topo: &Topology,
+        files: &[(&str, String)],
+        extra: &[&str],
+    ) -> anyhow::Result<Agent> {
+        let ifaces = topo.node_ifaces();
+        let ifaces: Vec<&str> = ifaces.iter().map(String::as_str).collect();
+        let mut agent = Self::prepare(topo, files, &ifaces, extra, "xdp")?;
+        agent.started_path = "/healthz/live";
+        agent.spawn()?;
         Ok(agent)
     }
 
@@ -218,7 +237,7 @@ impl Agent {
                 self.child = None;
                 bail!("agent exited before ready ({st}); log:\n{}", self.log());
             }
-            if let Ok((200, _)) = self.get("/ready") {
+            if let Ok((200, _)) = self.get(self.started_path) {
                 break;
             }
             if Instant::now() > deadline {

@@ -168,7 +168,7 @@ async fn metrics(st: &State) -> Resp {
         Ok(s) => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            prometheus(s.as_ref(), st.snapshot.load().generation),
+            prometheus(s.as_ref(), &st.snapshot.load()),
         ),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
@@ -176,10 +176,23 @@ async fn metrics(st: &State) -> Resp {
 
 /// Prometheus text: config generation, the XDP path's counters (when it is active), the L7
 /// requests.
-fn prometheus(st: Option<&dataplane::Stats>, generation: u64) -> String {
+fn prometheus(st: Option<&dataplane::Stats>, snap: &Snapshot) -> String {
     let mut out = String::new();
     out.push_str(&format!(
-        "# TYPE gateway_config_generation gauge\ngateway_config_generation {generation}\n"
+        "# TYPE gateway_config_generation gauge\ngateway_config_generation {}\n",
+        snap.generation
+    ));
+    // Objects the newest config left out (Istio's webhook would have refused them), by kind;
+    // 1 when the newest config is not the one serving (--strict, or it failed to apply).
+    out.push_str("# TYPE gateway_config_rejected_objects gauge\n");
+    for (kind, n) in &snap.rejected_by_kind {
+        out.push_str(&format!(
+            "gateway_config_rejected_objects{{kind=\"{kind}\"}} {n}\n"
+        ));
+    }
+    out.push_str(&format!(
+        "# TYPE gateway_config_last_rejected gauge\ngateway_config_last_rejected {}\n",
+        u8::from(!snap.applied)
     ));
     out.push_str(&crate::l7::observe::prometheus());
     out.push_str(&crate::l7::passthrough::prometheus());

@@ -53,11 +53,16 @@ pub struct RunArgs {
     pub access_log: Option<PathBuf>,
     /// The Istio release whose version-dependent behaviour to reproduce.
     pub istio_compat: config::IstioVersion,
+    /// Any invalid object rejects the whole set (the last good set keeps serving), instead of
+    /// leaving out only the invalid objects.
+    pub strict: bool,
 }
 
 /// What the admin endpoints show: one immutable snapshot, replaced whole.
 #[derive(Serialize)]
 pub struct Snapshot {
+    /// Version of the plan that serves: 0 until a config was applied, then one more each time
+    /// a different plan is applied.
     pub generation: u64,
     /// "xdp" or "userspace".
     pub l4_path: String,
@@ -65,9 +70,15 @@ pub struct Snapshot {
     /// Shared, not copied, when a rejected config leaves it serving.
     pub plan: Arc<Plan>,
     pub warnings: Vec<String>,
-    /// Errors of the newest config, if it was rejected or failed to apply (the plan above is the
-    /// last good one, still serving).
+    /// Whether the newest config is what serves (false: it was rejected as a whole, by
+    /// `--strict` or because applying it failed, and `plan` is the last good one).
+    pub applied: bool,
+    /// Errors of the newest config: the objects left out of it, or why it was not applied.
     pub rejected: Vec<String>,
+    /// Rejected objects whose previous version keeps serving.
+    pub kept_previous: Vec<String>,
+    /// Objects left out, by kind (the `gateway_config_rejected_objects` metric).
+    pub rejected_by_kind: BTreeMap<String, usize>,
 }
 
 impl Snapshot {
@@ -79,20 +90,81 @@ impl Snapshot {
             l4_path_reason: self.l4_path_reason.clone(),
             plan: self.plan.clone(),
             warnings: self.warnings.clone(),
+            applied: false,
             rejected: errors,
+            kept_previous: Vec::new(),
+            rejected_by_kind: self.rejected_by_kind.clone(),
         }
     }
 
-    /// The next generation, serving `plan`.
-    fn applied(&self, plan: Plan, warnings: Vec<String>) -> Snapshot {
+    /// Serving `c`'s plan: the next generation if it differs from the current one.
+    fn applied(&self, c: Compiled) -> Snapshot {
+        let changed = *self.plan != c.plan;
         Snapshot {
-            generation: self.generation + 1,
+            generation: self.generation + u64::from(changed || self.generation == 0),
             l4_path: self.l4_path.clone(),
             l4_path_reason: self.l4_path_reason.clone(),
-            plan: Arc::new(plan),
-            warnings,
-            rejected: Vec::new(),
+            plan: if changed {
+                Arc::new(c.plan)
+            } else {
+                self.plan.clone()
+            },
+            warnings: c.warnings,
+            applied: true,
+            rejected: c.rejected,
+            kept_previous: c.kept_previous,
+            rejected_by_kind: c.rejected_by_kind,
         }
+    }
+}
+
+/// One load of the config directory, admitted and compiled.
+struct Compiled {
+    plan: Plan,
+    warnings: Vec<String>,
+    rejected: Vec<String>,
+    kept_previous: Vec<String>,
+    rejected_by_kind: BTreeMap<String, usize>,
+    /// The admitted objects: the `previous` of the next load once this one is applied.
+    admitted: config::Manifests,
+}
+
+/// The config directory and what admission needs between loads.
+struct ConfigSource {
+    dir: PathBuf,
+    input: CompileInput,
+    strict: bool,
+    /// The last admitted set that was applied.
+    admitted: Option<config::Manifests>,
+}
+
+impl ConfigSource {
+    /// Loads, admits and compiles, logging every rejection. `Err` (all errors) only when
+    /// `--strict` rejects the set.
+    fn load(&self) -> Result<Compiled, Vec<String>> {
+        let (adm, compiled) =
+            config::load_admit_compile(&self.dir, &self.input, self.admitted.as_ref(), self.strict);
+        for e in &adm.rejected {
+            log::error!("rejected: {e}");
+        }
+        for k in &adm.kept_previous {
+            log::warn!("{k}: the new version is rejected; the previous version keeps serving");
+        }
+        let rejected: Vec<String> = adm.rejected.iter().map(ToString::to_string).collect();
+        let Some((plan, warnings)) = compiled else {
+            return Err(rejected);
+        };
+        for w in &warnings {
+            log::warn!("{w}");
+        }
+        Ok(Compiled {
+            plan,
+            warnings: warnings.iter().map(ToString::to_string).collect(),
+            rejected_by_kind: adm.rejected_by_kind(),
+            rejected,
+            kept_previous: adm.kept_previous,
+            admitted: adm.manifests,
+        })
     }
 }
 
@@ -138,24 +210,24 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         default_nat: args.nat_mode,
         compat: args.istio_compat,
     };
-    let (plan, warnings) = match config::load_and_compile(&args.config, &input) {
-        Ok(p) => p,
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("{e}");
-            }
-            anyhow::bail!(
-                "{} error(s) in {}; nothing applied",
-                errors.len(),
-                args.config.display()
-            );
-        }
+    let mut source = ConfigSource {
+        dir: args.config.clone(),
+        input,
+        strict: args.strict,
+        admitted: None,
     };
-    for w in &warnings {
-        log::warn!("{w}");
+    // Manifest content never stops the agent: it serves what was admitted, or (only when
+    // --strict rejects the set) nothing, not ready, until a valid set arrives.
+    let first = source.load();
+    if let Err(errors) = &first {
+        log::error!(
+            "--strict: {} error(s) in {}; serving nothing until they are fixed",
+            errors.len(),
+            args.config.display()
+        );
     }
 
-    let (mut path, name, reason) = if args.ifaces.is_empty() {
+    let (path, name, reason) = if args.ifaces.is_empty() {
         (
             L4Path::User(L4Proxy::default()),
             "userspace",
@@ -181,32 +253,46 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     log::info!("L4 path: {name} ({reason})");
-    path.apply(&plan).await?;
-    // --- L7: bind every HTTP listener before admin (and so /ready) is served. ---
-    let mut l7 = L7::default();
-    l7.apply_plan(&plan)
-        .await
-        .map_err(|e| anyhow::anyhow!("binding HTTP listeners: {}", e.join("; ")))?;
-    let l7 = Arc::new(tokio::sync::Mutex::new(l7));
-    // --- end L7 ---
-    log::info!(
-        "applied: {} L4 services, {} local ports",
-        plan.l4.len(),
-        plan.local.len()
-    );
-
-    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot {
-        generation: 1,
+    let l7 = Arc::new(tokio::sync::Mutex::new(L7::default()));
+    let path = Arc::new(tokio::sync::Mutex::new(path));
+    let health = Arc::new(admin::Health::new(args.drain_for));
+    let empty = Snapshot {
+        generation: 0,
         l4_path: name.into(),
         l4_path_reason: reason,
-        plan: Arc::new(plan),
-        warnings: warnings.iter().map(ToString::to_string).collect(),
+        plan: Arc::new(config::compile(&config::Manifests::default(), &source.input).0),
+        warnings: Vec::new(),
+        applied: false,
         rejected: Vec::new(),
-    }));
-    let path = Arc::new(tokio::sync::Mutex::new(path));
+        kept_previous: Vec::new(),
+        rejected_by_kind: BTreeMap::new(),
+    };
+    // Every listener is bound before the status port (and so readiness) is served.
+    let mut apply_failed = false;
+    let snapshot = match first {
+        Ok(c) => match apply(&c.plan, &l7, &path).await {
+            Ok(()) => {
+                log::info!(
+                    "applied: {} L4 services, {} local ports",
+                    c.plan.l4.len(),
+                    c.plan.local.len()
+                );
+                source.admitted = Some(c.admitted.clone());
+                health.set_applied();
+                empty.applied(c)
+            }
+            Err(e) => {
+                log::error!(
+                    "{e}; serving nothing until it applies (retried every reload interval)"
+                );
+                apply_failed = true;
+                empty.rejected(vec![e])
+            }
+        },
+        Err(errors) => empty.rejected(errors),
+    };
+    let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
 
-    let health = Arc::new(admin::Health::new(args.drain_for));
-    health.set_applied();
     let state = Arc::new(admin::State {
         snapshot: snapshot.clone(),
         path: path.clone(),
@@ -225,10 +311,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     }
 
     let watcher = tokio::spawn(watch(
-        args.config.clone(),
-        input,
+        source,
+        apply_failed,
         args.reload_interval,
         snapshot.clone(),
+        health,
         path.clone(),
         l7.clone(),
     ));
@@ -296,15 +383,36 @@ fn fingerprint(dir: &Path) -> u64 {
     h.finish()
 }
 
+/// Applies a plan to both halves. L7 goes first: binding listeners is what fails in practice,
+/// and failing there leaves both halves on the old plan. (New L7 ports work before the XDP
+/// update: a port XDP does not know is passed to the stack.)
+async fn apply(
+    plan: &Plan,
+    l7: &tokio::sync::Mutex<L7>,
+    path: &tokio::sync::Mutex<L4Path>,
+) -> Result<(), String> {
+    l7.lock()
+        .await
+        .apply_plan(plan)
+        .await
+        .map_err(|e| format!("binding L7 listeners: {}", e.join("; ")))?;
+    path.lock()
+        .await
+        .apply(plan)
+        .await
+        .map_err(|e| format!("{e:#}"))
+}
+
 async fn watch(
-    dir: PathBuf,
-    input: CompileInput,
+    mut source: ConfigSource,
+    mut apply_failed: bool,
     every: Duration,
     snapshot: Arc<ArcSwap<Snapshot>>,
+    health: Arc<admin::Health>,
     path: Arc<tokio::sync::Mutex<L4Path>>,
     l7: Arc<tokio::sync::Mutex<L7>>,
 ) {
-    let mut last = fingerprint(&dir);
+    let mut last = fingerprint(&source.dir);
     let mut last_prime = std::time::Instant::now();
     let mut last_check = std::time::Instant::now();
     let mut next_refresh = std::time::Instant::now();
@@ -341,52 +449,46 @@ async fn watch(
             continue;
         }
         last_check = std::time::Instant::now();
-        let fp = fingerprint(&dir);
-        if fp == last {
+        let fp = fingerprint(&source.dir);
+        // A config that failed to apply (say its port was taken) is retried without a change.
+        if fp == last && !apply_failed {
             continue;
         }
         last = fp;
         let cur = snapshot.load();
-        match config::load_and_compile(&dir, &input) {
+        match source.load() {
             Err(errors) => {
-                for e in &errors {
-                    log::error!("{e}");
-                }
+                apply_failed = false;
                 log::error!(
-                    "config rejected ({} errors); still serving generation {}",
+                    "--strict: config rejected ({} errors); still serving generation {}",
                     errors.len(),
                     cur.generation
                 );
-                snapshot.store(Arc::new(
-                    cur.rejected(errors.iter().map(ToString::to_string).collect()),
-                ));
+                snapshot.store(Arc::new(cur.rejected(errors)));
             }
-            Ok((plan, warnings)) => {
-                // A config that validated but could not be applied (an HTTP port taken, a map
-                // full) is reported like a rejected one, so /config_dump says why. L7 goes
-                // first: binding listeners is what fails in practice, and failing there leaves
-                // both halves on the old config. (New L7 ports work before the XDP update: a
-                // port XDP does not know is passed to the stack.)
-                if let Err(e) = l7.lock().await.apply_plan(&plan).await {
-                    let e = format!("binding L7 listeners: {}", e.join("; "));
-                    log::error!("{e}");
+            Ok(c) => {
+                // A config that could not be applied (an HTTP port taken, a map full) is
+                // reported like a rejected one, so /config_dump says why.
+                if let Err(e) = apply(&c.plan, &l7, &path).await {
+                    if !apply_failed {
+                        log::error!("{e}");
+                    }
+                    apply_failed = true;
                     snapshot.store(Arc::new(cur.rejected(vec![e])));
                     continue;
                 }
-                let res = path.lock().await.apply(&plan).await;
-                if let Err(e) = res {
-                    log::error!("{e:#}");
-                    snapshot.store(Arc::new(cur.rejected(vec![format!("{e:#}")])));
-                    continue;
+                apply_failed = false;
+                source.admitted = Some(c.admitted.clone());
+                let next = cur.applied(c);
+                if next.generation != cur.generation {
+                    log::info!(
+                        "applied generation {}: {} L4 services",
+                        next.generation,
+                        next.plan.l4.len()
+                    );
                 }
-                log::info!(
-                    "applied generation {}: {} L4 services",
-                    cur.generation + 1,
-                    plan.l4.len()
-                );
-                snapshot.store(Arc::new(
-                    cur.applied(plan, warnings.iter().map(ToString::to_string).collect()),
-                ));
+                health.set_applied();
+                snapshot.store(Arc::new(next));
             }
         }
     }

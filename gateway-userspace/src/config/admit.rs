@@ -189,23 +189,33 @@ mod tests {
 
     #[test]
     fn invalid_object_is_left_out_and_the_rest_admitted() {
-        let (m, e) = load("a.yaml", &format!("{GW}{}{}", vs("good", 100), vs("bad", -1)));
+        let (m, e) = load(
+            "a.yaml",
+            &format!("{GW}{}{}", vs("good", 100), vs("bad", -1)),
+        );
         let a = admit(m, e, None, false);
         assert_eq!(a.manifests.gateways.len(), 1);
-        let names: Vec<&str> = a.manifests.virtual_services.iter().map(|v| v.name()).collect();
+        let names: Vec<&str> = a
+            .manifests
+            .virtual_services
+            .iter()
+            .map(|v| v.name())
+            .collect();
         assert_eq!(names, ["good"]);
         assert!(!a.rejected.is_empty());
-        assert!(a
-            .rejected
-            .iter()
-            .all(|e| e.resource == "VirtualService default/bad" && e.file == PathBuf::from("a.yaml")));
+        assert!(a.rejected.iter().all(
+            |e| e.resource == "VirtualService default/bad" && e.file == PathBuf::from("a.yaml")
+        ));
         assert_eq!(a.rejected_by_kind().get("VirtualService"), Some(&1));
         assert!(a.kept_previous.is_empty());
     }
 
     #[test]
     fn strict_rejects_everything() {
-        let (m, e) = load("a.yaml", &format!("{GW}{}{}", vs("good", 100), vs("bad", -1)));
+        let (m, e) = load(
+            "a.yaml",
+            &format!("{GW}{}{}", vs("good", 100), vs("bad", -1)),
+        );
         let a = admit(m, e, None, true);
         assert!(a.manifests.is_empty());
         assert!(!a.rejected.is_empty());
@@ -224,7 +234,10 @@ mod tests {
         let (m, e) = load("a.yaml", &format!("{GW}{}{}", vs("web", -5), vs("new", -1)));
         let a = admit(m, e, Some(&first.manifests), false);
         assert_eq!(a.manifests.virtual_services.len(), 1);
-        assert_eq!(a.manifests.virtual_services[0], first.manifests.virtual_services[0]);
+        assert_eq!(
+            a.manifests.virtual_services[0],
+            first.manifests.virtual_services[0]
+        );
         assert_eq!(a.kept_previous, ["VirtualService default/web (a.yaml)"]);
         assert_eq!(a.rejected_by_kind().get("VirtualService"), Some(&2));
         // Deleting the object (not breaking it) removes it.
@@ -247,13 +260,19 @@ mod tests {
 
     #[test]
     fn first_duplicate_wins_unless_it_is_invalid() {
-        let (m, e) = load("a.yaml", &format!("{GW}{}{}", vs("web", 100), vs("web", 100)));
+        let (m, e) = load(
+            "a.yaml",
+            &format!("{GW}{}{}", vs("web", 100), vs("web", 100)),
+        );
         let a = admit(m, e, None, false);
         assert_eq!(a.manifests.virtual_services.len(), 1);
         assert_eq!(a.manifests.virtual_services[0].source.index, 1);
         assert!(a.rejected.iter().any(|e| e.message.contains("duplicate")));
         // An invalid first copy is rejected for what it is; the valid second one serves.
-        let (m, e) = load("a.yaml", &format!("{GW}{}{}", vs("web", -1), vs("web", 100)));
+        let (m, e) = load(
+            "a.yaml",
+            &format!("{GW}{}{}", vs("web", -1), vs("web", 100)),
+        );
         let a = admit(m, e, None, false);
         assert_eq!(a.manifests.virtual_services.len(), 1);
         assert_eq!(a.manifests.virtual_services[0].source.index, 2);

@@ -21,8 +21,8 @@ mod validate_http;
 
 use std::path::Path;
 
-pub use compile::{compile, CompileInput, IstioVersion};
 pub use admit::{admit, Admission};
+pub use compile::{compile, CompileInput, IstioVersion};
 pub use load::{load_dir, load_dir_partial, load_str};
 pub use model::*;
 pub use names::{CLUSTER_DOMAIN, ROOT_NAMESPACE};
