@@ -203,9 +203,11 @@ mod tests {
             .collect();
         assert_eq!(names, ["good"]);
         assert!(!a.rejected.is_empty());
-        assert!(a.rejected.iter().all(
-            |e| e.resource == "VirtualService default/bad" && e.file == PathBuf::from("a.yaml")
-        ));
+        assert!(a
+            .rejected
+            .iter()
+            .all(|e| e.resource == "VirtualService default/bad"
+                && e.file == std::path::Path::new("a.yaml")));
         assert_eq!(a.rejected_by_kind().get("VirtualService"), Some(&1));
         assert!(a.kept_previous.is_empty());
     }
