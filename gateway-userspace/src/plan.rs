@@ -227,6 +227,11 @@ pub mod http {
         /// 12 or 13 (rustls has nothing older); defaults 12 and 13.
         pub min_version: u8,
         pub max_version: u8,
+        /// `cipherSuites` as IANA names (`TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256`), in order: the
+        /// only TLS 1.2 suites offered. Empty: rustls' defaults. TLS 1.3 suites are not
+        /// configurable, as in Envoy.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub cipher_suites: Vec<String>,
     }
 
     #[derive(Clone, Debug, PartialEq, Serialize)]

@@ -183,9 +183,10 @@ async fn forwards_with_envoy_headers_rewrite_and_header_ops() {
     assert_eq!(r.status, 200, "{}", r.body);
     let j = r.json();
     assert_eq!(j["path"], "/items?q=1");
+    // Envoy copies the whole original :path, query included.
     assert_eq!(
         r.seen("x-envoy-original-path").as_deref(),
-        Some("/api/items")
+        Some("/api/items?q=1")
     );
     assert_eq!(r.seen("x-set").as_deref(), Some("one"));
     assert_eq!(r.seen("x-add").as_deref(), Some("two"));

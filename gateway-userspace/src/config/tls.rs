@@ -73,12 +73,35 @@ impl<'a> Compiler<'a> {
                 "insecureSkipVerify is not implemented; client certificates are verified",
             );
         }
-        if !t.cipher_suites.is_empty() {
+        let mut cipher_suites = Vec::new();
+        for (i, name) in t.cipher_suites.iter().enumerate() {
+            match cipher_suite(name) {
+                Suite::Supported(iana) => {
+                    if !cipher_suites.contains(&iana.to_string()) {
+                        cipher_suites.push(iana.to_string());
+                    }
+                }
+                Suite::Unsupported => self.warn(
+                    srv.gw,
+                    format!("{at}.cipherSuites[{i}]"),
+                    format!("cipher suite {name} is not supported here (only ECDHE with AES-GCM or CHACHA20-POLY1305); ignored"),
+                ),
+                // Istio's validation warns and ignores these too.
+                Suite::Invalid => self.warn(
+                    srv.gw,
+                    format!("{at}.cipherSuites[{i}]"),
+                    format!("ignoring invalid cipher suite: {name}"),
+                ),
+            }
+        }
+        if !t.cipher_suites.is_empty() && cipher_suites.is_empty() {
             self.warn(
                 srv.gw,
                 format!("{at}.cipherSuites"),
-                "cipher suites are not configurable here; rustls' TLS 1.2 AEAD suites are used",
+                "none of the cipher suites is supported: TLS 1.2 clients cannot connect (TLS 1.3 is unaffected)",
             );
+            // An empty list would mean the defaults: offer none instead.
+            cipher_suites.push(NO_TLS12_SUITE.to_string());
         }
         let mut versions = [12u8, 13u8];
         for (i, (v, field)) in [
@@ -183,6 +206,7 @@ impl<'a> Compiler<'a> {
             pins,
             min_version: versions[0],
             max_version: versions[1],
+            cipher_suites,
         })
     }
 
@@ -506,5 +530,66 @@ mod tests {
             origin(s.ca_certificates.as_ref().unwrap()),
             "Secret istio-system/ca key cacert"
         );
+    }
+}
+
+/// Stands for "no TLS 1.2 suite" in `TlsSettings::cipher_suites` (it matches no real suite).
+pub const NO_TLS12_SUITE: &str = "NONE";
+
+enum Suite {
+    /// The IANA name of a TLS 1.2 suite rustls implements.
+    Supported(&'static str),
+    /// A name Istio accepts that rustls does not implement (CBC, RSA key exchange).
+    Unsupported,
+    /// Not a cipher suite name Istio knows.
+    Invalid,
+}
+
+/// Envoy's (BoringSSL's) cipher suite names, as Istio's `cipherSuites` takes them.
+fn cipher_suite(name: &str) -> Suite {
+    let supported = [
+        (
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        ),
+        (
+            "ECDHE-ECDSA-AES256-GCM-SHA384",
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        ),
+        (
+            "ECDHE-ECDSA-CHACHA20-POLY1305",
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+        ),
+        (
+            "ECDHE-RSA-AES128-GCM-SHA256",
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        ),
+        (
+            "ECDHE-RSA-AES256-GCM-SHA384",
+            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+        ),
+        (
+            "ECDHE-RSA-CHACHA20-POLY1305",
+            "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+        ),
+    ];
+    // Istio's security.ValidCipherSuites beyond those: valid, but not in rustls.
+    let unsupported = [
+        "ECDHE-ECDSA-AES128-SHA",
+        "ECDHE-RSA-AES128-SHA",
+        "AES128-GCM-SHA256",
+        "AES256-GCM-SHA384",
+        "AES128-SHA",
+        "ECDHE-ECDSA-AES256-SHA",
+        "ECDHE-RSA-AES256-SHA",
+        "AES256-SHA",
+        "DES-CBC3-SHA",
+    ];
+    if let Some((_, iana)) = supported.iter().find(|(n, _)| *n == name) {
+        Suite::Supported(iana)
+    } else if unsupported.contains(&name) {
+        Suite::Unsupported
+    } else {
+        Suite::Invalid
     }
 }

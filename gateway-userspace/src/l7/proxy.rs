@@ -714,7 +714,12 @@ async fn forward(
             .map(|re| re.replace_all(path, substitution.as_str()).into_owned()),
     };
     if rewritten.as_deref().is_some_and(|n| n != path) {
-        if let Ok(v) = HeaderValue::from_str(path) {
+        // Envoy copies the whole :path, query string included.
+        let original = match head.query {
+            Some(q) => HeaderValue::from_str(&format!("{path}?{q}")),
+            None => HeaderValue::from_str(path),
+        };
+        if let Ok(v) = original {
             headers.insert(X_ENVOY_ORIGINAL_PATH, v);
         }
     }

@@ -299,7 +299,24 @@ impl ResolvesServerCert for ByKeyType {
 }
 
 pub(crate) fn server_config(s: &p::TlsSettings, origin: &str) -> Result<ServerConfig, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut provider = rustls::crypto::ring::default_provider();
+    if !s.cipher_suites.is_empty() {
+        // `cipherSuites` replaces the TLS 1.2 suites, in its order; TLS 1.3's stay (Envoy).
+        let all = std::mem::take(&mut provider.cipher_suites);
+        let (tls13, tls12): (Vec<_>, Vec<_>) = all
+            .into_iter()
+            .partition(|cs| matches!(cs, rustls::SupportedCipherSuite::Tls13(_)));
+        provider.cipher_suites = tls13;
+        for name in &s.cipher_suites {
+            if let Some(cs) = tls12
+                .iter()
+                .find(|cs| cs.suite().as_str() == Some(name.as_str()))
+            {
+                provider.cipher_suites.push(*cs);
+            }
+        }
+    }
+    let provider = Arc::new(provider);
     let versions: Vec<&'static rustls::SupportedProtocolVersion> =
         [(12, &rustls::version::TLS12), (13, &rustls::version::TLS13)]
             .into_iter()
