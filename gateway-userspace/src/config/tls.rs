@@ -345,6 +345,67 @@ pub fn resolve_paths(plan: &mut crate::plan::Plan, config_dir: &Path) {
     }
 }
 
+/// Stands for "no TLS 1.2 suite" in `TlsSettings::cipher_suites` (it matches no real suite).
+pub const NO_TLS12_SUITE: &str = "NONE";
+
+enum Suite {
+    /// The IANA name of a TLS 1.2 suite rustls implements.
+    Supported(&'static str),
+    /// A name Istio accepts that rustls does not implement (CBC, RSA key exchange).
+    Unsupported,
+    /// Not a cipher suite name Istio knows.
+    Invalid,
+}
+
+/// Envoy's (BoringSSL's) cipher suite names, as Istio's `cipherSuites` takes them.
+fn cipher_suite(name: &str) -> Suite {
+    let supported = [
+        (
+            "ECDHE-ECDSA-AES128-GCM-SHA256",
+            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+        ),
+        (
+            "ECDHE-ECDSA-AES256-GCM-SHA384",
+            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+        ),
+        (
+            "ECDHE-ECDSA-CHACHA20-POLY1305",
+            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+        ),
+        (
+            "ECDHE-RSA-AES128-GCM-SHA256",
+            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+        ),
+        (
+            "ECDHE-RSA-AES256-GCM-SHA384",
+            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+        ),
+        (
+            "ECDHE-RSA-CHACHA20-POLY1305",
+            "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+        ),
+    ];
+    // Istio's security.ValidCipherSuites beyond those: valid, but not in rustls.
+    let unsupported = [
+        "ECDHE-ECDSA-AES128-SHA",
+        "ECDHE-RSA-AES128-SHA",
+        "AES128-GCM-SHA256",
+        "AES256-GCM-SHA384",
+        "AES128-SHA",
+        "ECDHE-ECDSA-AES256-SHA",
+        "ECDHE-RSA-AES256-SHA",
+        "AES256-SHA",
+        "DES-CBC3-SHA",
+    ];
+    if let Some((_, iana)) = supported.iter().find(|(n, _)| *n == name) {
+        Suite::Supported(iana)
+    } else if unsupported.contains(&name) {
+        Suite::Unsupported
+    } else {
+        Suite::Invalid
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::load::load_str;
@@ -530,66 +591,5 @@ mod tests {
             origin(s.ca_certificates.as_ref().unwrap()),
             "Secret istio-system/ca key cacert"
         );
-    }
-}
-
-/// Stands for "no TLS 1.2 suite" in `TlsSettings::cipher_suites` (it matches no real suite).
-pub const NO_TLS12_SUITE: &str = "NONE";
-
-enum Suite {
-    /// The IANA name of a TLS 1.2 suite rustls implements.
-    Supported(&'static str),
-    /// A name Istio accepts that rustls does not implement (CBC, RSA key exchange).
-    Unsupported,
-    /// Not a cipher suite name Istio knows.
-    Invalid,
-}
-
-/// Envoy's (BoringSSL's) cipher suite names, as Istio's `cipherSuites` takes them.
-fn cipher_suite(name: &str) -> Suite {
-    let supported = [
-        (
-            "ECDHE-ECDSA-AES128-GCM-SHA256",
-            "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
-        ),
-        (
-            "ECDHE-ECDSA-AES256-GCM-SHA384",
-            "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
-        ),
-        (
-            "ECDHE-ECDSA-CHACHA20-POLY1305",
-            "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
-        ),
-        (
-            "ECDHE-RSA-AES128-GCM-SHA256",
-            "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
-        ),
-        (
-            "ECDHE-RSA-AES256-GCM-SHA384",
-            "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
-        ),
-        (
-            "ECDHE-RSA-CHACHA20-POLY1305",
-            "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
-        ),
-    ];
-    // Istio's security.ValidCipherSuites beyond those: valid, but not in rustls.
-    let unsupported = [
-        "ECDHE-ECDSA-AES128-SHA",
-        "ECDHE-RSA-AES128-SHA",
-        "AES128-GCM-SHA256",
-        "AES256-GCM-SHA384",
-        "AES128-SHA",
-        "ECDHE-ECDSA-AES256-SHA",
-        "ECDHE-RSA-AES256-SHA",
-        "AES256-SHA",
-        "DES-CBC3-SHA",
-    ];
-    if let Some((_, iana)) = supported.iter().find(|(n, _)| *n == name) {
-        Suite::Supported(iana)
-    } else if unsupported.contains(&name) {
-        Suite::Unsupported
-    } else {
-        Suite::Invalid
     }
 }
