@@ -313,15 +313,18 @@ async fn mutual_and_optional_mutual() {
     let (status, _, body, _) = good.get(s.mtls, "localhost", "x", "/").await.unwrap();
     assert_eq!(status, 200);
     // The upstream learns who the client is from x-forwarded-client-cert (Istio's gateway sets
-    // Hash, Subject, URI and DNS of the verified certificate).
+    // Hash, Cert, Subject, URI and DNS of the verified certificate).
     let der = CertificateDer::from_pem_slice(s.client.pem.as_bytes()).unwrap();
     let hash: String = ring::digest::digest(&ring::digest::SHA256, der.as_ref())
         .as_ref()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    let want = format!("xfcc=Hash={hash};Subject=\"CN=client.example.com\";DNS=client.example.com");
-    assert!(body.ends_with(&want), "{body} (want {want})");
+    let want = format!("xfcc=Hash={hash};Cert=\"-----BEGIN%20CERTIFICATE-----%0A");
+    assert!(body.contains(&want), "{body} (want {want})");
+    let want =
+        "-----END%20CERTIFICATE-----%0A\";Subject=\"CN=client.example.com\";DNS=client.example.com";
+    assert!(body.ends_with(want), "{body} (want {want})");
     // (TLS 1.3 reports a missing or rejected client certificate after the handshake, on the
     // first read, so the failure may surface at the request.)
     assert!(anon.get(s.mtls, "localhost", "x", "/").await.is_err());

@@ -168,16 +168,32 @@ impl Cluster {
     /// when nothing else is eligible). `hash` is the consistent-hash key's hash, if any.
     /// None: every endpoint is ejected (or there are none): 503 `no healthy upstream`.
     pub fn pick(&self, hash: Option<u64>, avoid: &[usize]) -> Option<usize> {
+        self.pick_inner(hash, avoid, true)
+    }
+
+    /// [`Cluster::pick`] for a retry: round robin scans on from the current position without
+    /// advancing it, so that retries do not consume the turns of first attempts (with two
+    /// hosts, each request's first attempt would otherwise land on the same, failing, host).
+    pub fn pick_retry(&self, hash: Option<u64>, avoid: &[usize]) -> Option<usize> {
+        self.pick_inner(hash, avoid, false)
+    }
+
+    fn pick_inner(&self, hash: Option<u64>, avoid: &[usize], advance: bool) -> Option<usize> {
         if self.endpoints.is_empty() {
             return None;
         }
         let now = now_ms();
         let ok = |i: usize| self.eligible(i, now) && !avoid.contains(&i);
-        let first = self.pick_with(hash, &ok);
-        first.or_else(|| self.pick_with(hash, &|i| self.eligible(i, now)))
+        let first = self.pick_with(hash, &ok, advance);
+        first.or_else(|| self.pick_with(hash, &|i| self.eligible(i, now), advance))
     }
 
-    fn pick_with(&self, hash: Option<u64>, ok: &dyn Fn(usize) -> bool) -> Option<usize> {
+    fn pick_with(
+        &self,
+        hash: Option<u64>,
+        ok: &dyn Fn(usize) -> bool,
+        advance: bool,
+    ) -> Option<usize> {
         let mut rng = rand::thread_rng();
         let n = self.schedule.len();
         if self.plan.lb.is_hash() {
@@ -193,8 +209,14 @@ impl Cluster {
         }
         match self.plan.lb {
             p::Lb::RoundRobin => {
-                for _ in 0..n {
-                    let i = self.schedule[self.rr.fetch_add(1, Relaxed) % n];
+                let at = self.rr.load(Relaxed);
+                for k in 0..n {
+                    let slot = if advance {
+                        self.rr.fetch_add(1, Relaxed)
+                    } else {
+                        at + k
+                    };
+                    let i = self.schedule[slot % n];
                     if ok(i) {
                         return Some(i);
                     }
@@ -355,6 +377,21 @@ mod tests {
             limits: p::Limits::default(),
             outlier,
         })
+    }
+
+    #[tokio::test]
+    async fn retries_leave_first_attempts_spread() {
+        let c = cluster(p::Lb::RoundRobin, 2, None);
+        // Each request: a first attempt, then a retry avoiding it. The first attempts alternate.
+        let firsts: Vec<usize> = (0..6)
+            .map(|_| {
+                let a = c.pick(None, &[]).unwrap();
+                let b = c.pick_retry(None, &[a]).unwrap();
+                assert_ne!(a, b);
+                a
+            })
+            .collect();
+        assert_eq!(firsts, [0, 1, 0, 1, 0, 1]);
     }
 
     #[tokio::test]

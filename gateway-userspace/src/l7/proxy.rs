@@ -851,7 +851,12 @@ async fn forward(
             } else {
                 &[]
             };
-            let Some(i) = cluster.pick(hash, avoid) else {
+            let picked = if tried.count == 0 {
+                cluster.pick(hash, avoid)
+            } else {
+                cluster.pick_retry(hash, avoid)
+            };
+            let Some(i) = picked else {
                 return Err(Err(local_reply(503, "no healthy upstream")));
             };
             tried.push(i);

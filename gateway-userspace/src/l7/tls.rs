@@ -523,6 +523,9 @@ pub fn xfcc(der: &[u8]) -> String {
     for b in digest.as_ref() {
         let _ = write!(out, "{b:02x}");
     }
+    // Istio's gateway asks Envoy for Subject, Cert, URI and DNS (set_current_client_cert_details);
+    // Envoy writes them in the order Hash, Cert, Subject, URI, DNS.
+    let _ = write!(out, ";Cert=\"{}\"", url_encoded_pem(der));
     let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
         return out;
     };
@@ -546,9 +549,68 @@ pub fn xfcc(der: &[u8]) -> String {
     out
 }
 
+/// The certificate as PEM, percent-encoded except RFC 3986's unreserved characters (Envoy's
+/// `urlEncodedPemEncodedPeerCertificate`).
+fn url_encoded_pem(der: &[u8]) -> String {
+    use base64::Engine as _;
+    use std::fmt::Write as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    let mut out = String::with_capacity(pem.len() * 11 / 10);
+    for b in pem.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn xfcc_carries_the_url_encoded_certificate() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["client.example.com".into()]).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "client");
+        let cert = params.self_signed(&key).unwrap();
+        let v = xfcc(cert.der());
+        let (hash, rest) = v.split_once(";Cert=\"").unwrap();
+        assert!(hash.starts_with("Hash=") && hash.len() == 5 + 64, "{v}");
+        let (enc, rest) = rest.split_once('"').unwrap();
+        assert!(enc.starts_with("-----BEGIN%20CERTIFICATE-----%0A"), "{enc}");
+        assert!(enc.ends_with("-----END%20CERTIFICATE-----%0A"), "{enc}");
+        // Decoding gives back the PEM of the same certificate.
+        let mut pem = Vec::new();
+        let b = enc.as_bytes();
+        let mut i = 0;
+        while i < b.len() {
+            if b[i] == b'%' {
+                pem.push(
+                    u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap(), 16).unwrap(),
+                );
+                i += 3;
+            } else {
+                pem.push(b[i]);
+                i += 1;
+            }
+        }
+        assert_eq!(
+            String::from_utf8(pem).unwrap().replace('\r', ""),
+            cert.pem().replace('\r', "")
+        );
+        assert_eq!(rest, ";Subject=\"CN=client\";DNS=client.example.com");
+    }
 
     fn pins(spki: &[&str], hash: &[&str]) -> p::ClientPins {
         p::ClientPins {
