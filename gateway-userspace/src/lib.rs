@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod config;
 pub mod dataplane;
+pub mod explain;
 pub mod l4proxy;
 pub mod l7;
 pub mod maglev;

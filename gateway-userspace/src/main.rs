@@ -91,6 +91,25 @@ enum Cmd {
     },
     /// Validate manifests without touching the kernel: exit 0 if valid, else one line per problem.
     Check { dir: PathBuf },
+    /// How the config answers one HTTP request: listener, virtual host, each rule tried and the
+    /// condition it failed, the destination and its endpoints, or why it is a 404.
+    /// Exit status 0 when a rule answers (a destination with endpoints, a redirect or a direct
+    /// response), 1 for a 404, a 503 without endpoints, or no listener.
+    Explain {
+        #[arg(long)]
+        config: PathBuf,
+        /// `GET http://host:port/path?query` (the method may be left out).
+        request: String,
+        /// Request header, `name: value` (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// TLS server name for https URLs (default: the host).
+        #[arg(long)]
+        sni: Option<String>,
+        /// The VIPs the agent would serve (default: any address).
+        #[arg(long = "vip")]
+        vips: Vec<Ipv4Addr>,
+    },
     /// Remove the pins of an agent (detaches its XDP program).
     Cleanup {
         #[arg(long, default_value = "/sys/fs/bpf/gateway")]
@@ -102,6 +121,13 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     match Cli::parse().cmd {
         Cmd::Check { dir } => check(&dir),
+        Cmd::Explain {
+            config,
+            request,
+            headers,
+            sni,
+            vips,
+        } => explain(&config, &request, &headers, sni, vips),
         Cmd::Cleanup { pin_root } => match gateway::dataplane::remove_pins(&pin_root) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -205,6 +231,44 @@ fn check(dir: &std::path::Path) -> ExitCode {
             by_kind.values().sum::<usize>(),
             list.join(", ")
         );
+        ExitCode::FAILURE
+    }
+}
+
+fn explain(
+    dir: &std::path::Path,
+    line: &str,
+    headers: &[String],
+    sni: Option<String>,
+    vips: Vec<Ipv4Addr>,
+) -> ExitCode {
+    let req = match gateway::explain::Request::parse(line, headers, sni) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("gateway explain: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let input = config::CompileInput {
+        vips: if vips.is_empty() {
+            vec![Ipv4Addr::UNSPECIFIED]
+        } else {
+            vips
+        },
+        ..config::CompileInput::default()
+    };
+    let (admission, compiled) = config::load_admit_compile(dir, &input, None, false);
+    for e in &admission.rejected {
+        eprintln!("rejected (left out): {e}");
+    }
+    let Some((plan, _)) = compiled else {
+        return ExitCode::FAILURE;
+    };
+    let (text, status) = gateway::explain::explain(&plan, &req);
+    print!("{text}");
+    if !matches!(status, 0 | 400 | 404 | 503) {
+        ExitCode::SUCCESS
+    } else {
         ExitCode::FAILURE
     }
 }

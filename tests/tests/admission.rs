@@ -217,3 +217,47 @@ fn strict_keeps_all_or_nothing() -> Result<()> {
     );
     Ok(())
 }
+
+/// `gateway explain` on the demo's manifests, as an operator runs it: the rule that matched and
+/// the ones before it, or why the answer is a 404; the exit status says which.
+#[test]
+fn explain_names_the_rule_or_the_404() -> Result<()> {
+    let bin = gateway_tests::gateway_bin()?;
+    let demo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo");
+    let run = |args: &[&str]| -> Result<(bool, String)> {
+        let out = std::process::Command::new(&bin)
+            .arg("explain")
+            .arg("--config")
+            .arg(&demo)
+            .args(args)
+            .output()?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ))
+    };
+    let (ok, text) = run(&["GET http://web.example.com:8080/teapot"])?;
+    ensure!(ok, "{text}");
+    ensure!(
+        text.contains("rule 2: VirtualService demo/web http[1]")
+            && text.contains("no match (uri")
+            && text.contains("rule 3: VirtualService demo/web http[2].match[0]: MATCH")
+            && text.contains("direct response 418"),
+        "{text}"
+    );
+    let (ok, text) = run(&["GET http://web.example.com:8080/x", "-H", "x-canary: true"])?;
+    ensure!(
+        ok && text.contains("rule 1: VirtualService demo/web http[0].match[0]: MATCH"),
+        "{text}"
+    );
+    ensure!(
+        text.contains("198.18.13.2:8000"),
+        "canary endpoints (v2): {text}"
+    );
+    let (ok, text) = run(&["GET http://web.example.com:8081/"])?;
+    ensure!(
+        !ok && text.contains("no HTTP listener on port 8081"),
+        "{text}"
+    );
+    Ok(())
+}

@@ -120,8 +120,19 @@ pub enum Decision<'t> {
     Route(&'t Route),
 }
 
+/// [`Listener::explain`]'s answer.
+#[derive(Debug)]
+pub struct Explanation<'t> {
+    /// The vhost domain the host selected; None: no vhost (404).
+    pub vhost: Option<&'t str>,
+    /// Routes evaluated in order, each with the condition it failed (None: the match).
+    pub routes: Vec<(&'t Route, Option<&'static str>)>,
+    pub decision: Decision<'t>,
+}
+
 #[derive(Debug, Default)]
 struct VHost {
+    domain: String,
     routes: Vec<Route>,
     require_tls: bool,
     index: RouteIndex,
@@ -304,6 +315,7 @@ impl Listener {
         };
         for (i, v) in vhosts.iter().enumerate() {
             out.vhosts.push(VHost {
+                domain: v.domain.clone(),
                 routes: v
                     .routes
                     .iter()
@@ -349,6 +361,45 @@ impl Listener {
 
     pub fn select<'t>(&'t self, req: &RequestView<'_>) -> Decision<'t> {
         self.select_with(req, Strategy::Auto)
+    }
+
+    /// Every vhost domain of this listener, in plan order.
+    pub fn domains(&self) -> Vec<&str> {
+        self.vhosts.iter().map(|v| v.domain.as_str()).collect()
+    }
+
+    /// How [`Listener::select`] decides, step by step: the vhost chosen for the host, then each
+    /// route in order with the first condition it failed, up to the one that matched.
+    pub fn explain<'t>(&'t self, req: &RequestView<'_>) -> Explanation<'t> {
+        let host = strip_port(req.authority).to_ascii_lowercase();
+        let Some(vh) = self.vhost(&host) else {
+            return Explanation {
+                vhost: None,
+                routes: Vec::new(),
+                decision: Decision::NoRoute,
+            };
+        };
+        let mut routes = Vec::new();
+        if vh.require_tls && req.scheme != "https" {
+            return Explanation {
+                vhost: Some(&vh.domain),
+                routes,
+                decision: Decision::HttpsRedirect,
+            };
+        }
+        for r in &vh.routes {
+            let failed = r.first_failure(req);
+            routes.push((r, failed));
+            if failed.is_none() {
+                break;
+            }
+        }
+        Explanation {
+            vhost: Some(&vh.domain),
+            routes,
+            // The decision itself comes from the serving path, so that explain cannot drift.
+            decision: self.select(req),
+        }
     }
 
     /// [`Listener::select`] with the route lookup chosen: for the equivalence test and the
@@ -448,6 +499,12 @@ fn query_value<'q>(query: &'q str, name: &str) -> Option<Cow<'q, str>> {
 
 impl Route {
     fn matches(&self, req: &RequestView<'_>) -> bool {
+        self.first_failure(req).is_none()
+    }
+
+    /// The first match condition `req` fails (`uri`, `method`, `scheme`, `authority`,
+    /// `headers`, `queryParams`), or None when the route matches: what `explain` reports.
+    pub fn first_failure(&self, req: &RequestView<'_>) -> Option<&'static str> {
         let path = req.path;
         let path_ok = match &self.path {
             PathMatcher::Exact(s) if self.ignore_case => path.eq_ignore_ascii_case(s),
@@ -461,21 +518,21 @@ impl Route {
             PathMatcher::Regex(r) => r.is_match(path),
         };
         if !path_ok {
-            return false;
+            return Some("uri");
         }
         if let Some(m) = &self.method {
             if !m.matches(req.method) {
-                return false;
+                return Some("method");
             }
         }
         if let Some(m) = &self.scheme {
             if !m.matches(req.scheme) {
-                return false;
+                return Some("scheme");
             }
         }
         if let Some(m) = &self.authority {
             if !m.matches(req.authority) {
-                return false;
+                return Some("authority");
             }
         }
         for h in &self.headers {
@@ -489,16 +546,16 @@ impl Route {
                 (v, true) => !h.value.matches(v.as_deref().unwrap_or("")),
             };
             if !ok {
-                return false;
+                return Some("headers");
             }
         }
         for (name, m) in &self.query {
             match req.query.and_then(|q| query_value(q, name)) {
                 Some(v) if m.matches(&v) => {}
-                _ => return false,
+                _ => return Some("queryParams"),
             }
         }
-        true
+        None
     }
 
     /// The matched prefix length for `rewrite.uri` (§3.14): the whole path for exact and regex
