@@ -251,11 +251,9 @@ fn action(out: &mut String, table: &Table, r: &Route) -> u16 {
             let _ = writeln!(out, "action: forward");
             let mut any = false;
             for (wc, idx) in f.clusters.iter().zip(&r.clusters) {
-                let share = if r.total_weight > 0 {
-                    u64::from(wc.weight) * 100 / r.total_weight
-                } else {
-                    0
-                };
+                let share = (u64::from(wc.weight) * 100)
+                    .checked_div(r.total_weight)
+                    .unwrap_or(0);
                 match idx.map(|i| &table.clusters[i]) {
                     Some(c) => {
                         let eps: Vec<String> = c
