@@ -14,5 +14,6 @@ pub mod dataplane;
 pub mod explain;
 pub mod l4proxy;
 pub mod l7;
+pub mod logging;
 pub mod maglev;
 pub mod plan;

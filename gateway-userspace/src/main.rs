@@ -110,6 +110,12 @@ enum Cmd {
         #[arg(long = "vip")]
         vips: Vec<Ipv4Addr>,
     },
+    /// Ask a running agent to drain (POST /drain on its admin port) and wait until it has: the
+    /// Kubernetes preStop hook.
+    Drain {
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: SocketAddr,
+    },
     /// Remove the pins of an agent (detaches its XDP program).
     Cleanup {
         #[arg(long, default_value = "/sys/fs/bpf/gateway")]
@@ -118,9 +124,10 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    gateway::logging::init();
     match Cli::parse().cmd {
         Cmd::Check { dir } => check(&dir),
+        Cmd::Drain { admin } => drain(admin),
         Cmd::Explain {
             config,
             request,
@@ -270,6 +277,32 @@ fn explain(
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+/// One POST on the admin port, without a client library: the agent's image has no curl.
+fn drain(admin: SocketAddr) -> ExitCode {
+    use std::io::{Read as _, Write as _};
+    let attempt = || -> std::io::Result<String> {
+        let mut s = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(2))?;
+        s.write_all(b"POST /drain HTTP/1.1\r\nHost: gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp)?;
+        Ok(resp)
+    };
+    match attempt() {
+        Ok(r) if r.starts_with("HTTP/1.1 200") => {
+            println!("drained");
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            eprintln!("gateway drain: {}", r.lines().next().unwrap_or("no answer"));
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("gateway drain: {admin}: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

@@ -267,13 +267,38 @@ impl Agent {
 
     /// GET `path` on any address in the node namespace (the status and metrics ports).
     pub fn get_at(&self, addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+        self.request_at(addr, "GET", path)
+    }
+
+    /// Runs `gateway ARGS` in the agent's network namespace (the CLI that talks to it), with
+    /// `--admin` pointing at this agent.
+    pub fn cli(&self, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        Ok(Command::new("nsenter")
+            .arg(format!("--net={}", self.node_ns.display()))
+            .arg(&self.bin)
+            .args(args)
+            .args(["--admin", &self.admin.to_string()])
+            .output()?)
+    }
+
+    /// POST `path` (no body) on the admin port.
+    pub fn post(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        self.request_at(self.admin, "POST", path)
+    }
+
+    fn request_at(
+        &self,
+        addr: SocketAddr,
+        method: &'static str,
+        path: &str,
+    ) -> anyhow::Result<(u16, String)> {
         let (path, path_for_err) = (path.to_string(), path.to_string());
         run_in_path(self.node_ns.clone(), move || {
             let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
             s.set_read_timeout(Some(Duration::from_secs(5)))?;
             s.set_write_timeout(Some(Duration::from_secs(5)))?;
             // One write: the agent's admin server parses whatever its first read() returns.
-            let req = format!("GET {path} HTTP/1.1\r\nHost: gateway\r\nConnection: close\r\n\r\n");
+            let req = format!("{method} {path} HTTP/1.1\r\nHost: gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             s.write_all(req.as_bytes())?;
             let mut resp = String::new();
             s.read_to_string(&mut resp)?;

@@ -402,16 +402,17 @@ fn check_objects(o: &Objects, sys_resource: bool) -> Result<()> {
         admin == "127.0.0.1:15000",
         "--admin {admin}: keep it on loopback"
     );
+    // The hook runs the image's own binary: `gateway drain` POSTs /drain to the admin port.
     let pre_stop = c
         .lifecycle
         .as_ref()
         .and_then(|l| l.pre_stop.as_ref())
-        .and_then(|h| h.http_get.as_ref())
-        .context("no preStop httpGet")?;
+        .and_then(|h| h.exec.as_ref())
+        .and_then(|e| e.command.as_ref())
+        .context("no preStop exec")?;
     ensure!(
-        pre_stop.path.as_deref() == Some("/drain")
-            && port_number(&pre_stop.port) == Some(15000)
-            && pre_stop.host.as_deref() == Some("127.0.0.1"),
+        pre_stop.iter().map(String::as_str).collect::<Vec<_>>()
+            == ["/usr/local/bin/gateway", "drain", "--admin", admin],
         "preStop {pre_stop:?}"
     );
     let drain = gateway::parse_duration_secs(one_flag(&args, "--drain-duration")?)?;

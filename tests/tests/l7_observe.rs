@@ -109,9 +109,30 @@ fn status_metrics_ports_and_drain() -> Result<()> {
         "15090: {code}: {text}"
     );
 
-    let started = std::time::Instant::now();
+    // What changes state is POST only, as in Envoy's admin.
     let (code, _) = agent.get("/drain")?;
-    ensure!(code == 200, "/drain: {code}");
+    ensure!(code == 405, "GET /drain: {code}");
+    ensure!(
+        agent.get("/healthz/ready")?.0 == 200,
+        "a refused GET /drain drained"
+    );
+    // The log level changes at run time; a bad level is refused.
+    let (code, body) = agent.post("/logging?level=debug")?;
+    ensure!(
+        code == 200 && body.contains("DEBUG"),
+        "/logging: {code} {body}"
+    );
+    let (code, _) = agent.post("/logging?level=loud")?;
+    ensure!(code == 400, "/logging?level=loud: {code}");
+    agent.post("/logging?level=info")?;
+    // `gateway drain` (the preStop hook) returns once the drain duration has passed.
+    let started = std::time::Instant::now();
+    let out = agent.cli(&["drain"])?;
+    ensure!(
+        out.status.success(),
+        "gateway drain: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     ensure!(
         started.elapsed() >= std::time::Duration::from_millis(700),
         "/drain answered before the drain duration: {:?}",

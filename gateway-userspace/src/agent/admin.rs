@@ -1,6 +1,7 @@
 //! The agent's own HTTP endpoints, on the ports an Istio operator knows:
-//! - admin (default 127.0.0.1:15000, like Envoy's): /config_dump, /stats, /metrics, /ready,
-//!   /drain; local only, since it shows the whole config and can start a drain;
+//! - admin (default 127.0.0.1:15000, like Envoy's): /config_dump, /stats, /metrics, /ready, and
+//!   POST /drain, POST /logging?level=; local only, since it shows the whole config and can
+//!   start a drain. What changes state is POST only (GET answers 405), as in Envoy's admin;
 //! - status (default 0.0.0.0:15021, like istio-proxy's): /healthz/ready and /healthz/live, for
 //!   kubelet probes and load balancers' health checks;
 //! - metrics (default 0.0.0.0:15090): /stats/prometheus, for scraping.
@@ -144,8 +145,13 @@ async fn handle<B>(role: Role, st: &State, req: Request<B>) -> Resp {
             },
             L4Path::User(_) => reply(StatusCode::OK, "application/json", "{}"),
         },
-        // GET too: a Kubernetes preStop hook can only send GET. The port is local only.
-        (Role::Admin, "/drain") if matches!(*req.method(), Method::GET | Method::POST) => {
+        (Role::Admin, "/drain" | "/logging") if req.method() != Method::POST => {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
+            r.headers_mut()
+                .insert(hyper::header::ALLOW, "POST".parse().expect("static"));
+            r
+        }
+        (Role::Admin, "/drain") => {
             if !st.health.draining.swap(true, Ordering::AcqRel) {
                 log::info!(
                     "draining: readiness fails from now; serving on for {:?}",
@@ -154,6 +160,22 @@ async fn handle<B>(role: Role, st: &State, req: Request<B>) -> Resp {
             }
             tokio::time::sleep(st.health.drain_for).await;
             text(StatusCode::OK, "drained\n")
+        }
+        (Role::Admin, "/logging") => {
+            let level = req
+                .uri()
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("level="));
+            match level.map(crate::logging::set_filter) {
+                Some(Ok(max)) => {
+                    log::warn!("log filter now {:?} (max level {max})", level.unwrap_or(""));
+                    text(StatusCode::OK, format!("level: {max}\n"))
+                }
+                Some(Err(e)) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+                None => text(StatusCode::BAD_REQUEST, "expected ?level=LEVEL\n"),
+            }
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
