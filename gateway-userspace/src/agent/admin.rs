@@ -226,31 +226,24 @@ fn prometheus(st: Option<&dataplane::Stats>, snap: &Snapshot) -> String {
             c.packets
         ));
     }
-    out.push_str(
-        "# TYPE gateway_service_packets_total counter\n# TYPE gateway_service_bytes_total counter\n",
-    );
-    for (s, c) in &st.services {
-        out.push_str(&format!(
-            "gateway_service_packets_total{{service=\"{s}\"}} {}\n",
-            c.packets
-        ));
-        out.push_str(&format!(
-            "gateway_service_bytes_total{{service=\"{s}\"}} {}\n",
-            c.bytes
-        ));
-    }
-    out.push_str(
-        "# TYPE gateway_backend_packets_total counter\n# TYPE gateway_backend_bytes_total counter\n",
-    );
-    for (b, c) in &st.backends {
-        out.push_str(&format!(
-            "gateway_backend_packets_total{{backend=\"{b}\"}} {}\n",
-            c.packets
-        ));
-        out.push_str(&format!(
-            "gateway_backend_bytes_total{{backend=\"{b}\"}} {}\n",
-            c.bytes
-        ));
-    }
+    packets_and_bytes(&mut out, "service", &st.services);
+    packets_and_bytes(&mut out, "backend", &st.backends);
     out
+}
+
+/// `gateway_{what}_packets_total` and `gateway_{what}_bytes_total`, labelled `{what}`.
+fn packets_and_bytes(
+    out: &mut String,
+    what: &str,
+    counters: &std::collections::BTreeMap<String, dataplane::Counters2>,
+) {
+    out.push_str(&format!(
+        "# TYPE gateway_{what}_packets_total counter\n# TYPE gateway_{what}_bytes_total counter\n"
+    ));
+    for (k, c) in counters {
+        out.push_str(&format!(
+            "gateway_{what}_packets_total{{{what}=\"{k}\"}} {}\ngateway_{what}_bytes_total{{{what}=\"{k}\"}} {}\n",
+            c.packets, c.bytes
+        ));
+    }
 }

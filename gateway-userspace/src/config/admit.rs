@@ -74,32 +74,11 @@ pub fn admit(
     }
     let bad = Rejections::of(&rejected);
     let mut m = loaded;
-    let mut kept = Vec::new();
-    {
-        let prev = previous.cloned().unwrap_or_default();
-        let mut f = |kept_now: Vec<String>| kept.extend(kept_now);
-        f(bad.filter(&mut m.gateways, &prev.gateways));
-        f(bad.filter(&mut m.virtual_services, &prev.virtual_services));
-        f(bad.filter(&mut m.destination_rules, &prev.destination_rules));
-        f(bad.filter(&mut m.service_entries, &prev.service_entries));
-        f(bad.filter(&mut m.services, &prev.services));
-        f(bad.filter(&mut m.endpoint_slices, &prev.endpoint_slices));
-        f(bad.filter(&mut m.pods, &prev.pods));
-        f(bad.filter(&mut m.secrets, &prev.secrets));
-    }
+    let kept = bad.filter_all(&mut m, &previous.cloned().unwrap_or_default());
     // Duplicates last: an invalid first copy must not make a valid second one a duplicate.
     let dups = duplicate_errors(&m);
     if !dups.is_empty() {
-        let dup = Rejections::of(&dups);
-        let none = Manifests::default();
-        dup.filter(&mut m.gateways, &none.gateways);
-        dup.filter(&mut m.virtual_services, &none.virtual_services);
-        dup.filter(&mut m.destination_rules, &none.destination_rules);
-        dup.filter(&mut m.service_entries, &none.service_entries);
-        dup.filter(&mut m.services, &none.services);
-        dup.filter(&mut m.endpoint_slices, &none.endpoint_slices);
-        dup.filter(&mut m.pods, &none.pods);
-        dup.filter(&mut m.secrets, &none.secrets);
+        Rejections::of(&dups).filter_all(&mut m, &Manifests::default());
         rejected.extend(dups);
     }
     Admission {
@@ -139,6 +118,19 @@ impl Rejections {
             }
         }
         r
+    }
+
+    /// [`Rejections::filter`] over every kind; returns what was kept from `prev`.
+    fn filter_all(&self, m: &mut Manifests, prev: &Manifests) -> Vec<String> {
+        let mut kept = self.filter(&mut m.gateways, &prev.gateways);
+        kept.extend(self.filter(&mut m.virtual_services, &prev.virtual_services));
+        kept.extend(self.filter(&mut m.destination_rules, &prev.destination_rules));
+        kept.extend(self.filter(&mut m.service_entries, &prev.service_entries));
+        kept.extend(self.filter(&mut m.services, &prev.services));
+        kept.extend(self.filter(&mut m.endpoint_slices, &prev.endpoint_slices));
+        kept.extend(self.filter(&mut m.pods, &prev.pods));
+        kept.extend(self.filter(&mut m.secrets, &prev.secrets));
+        kept
     }
 
     /// Drops the rejected objects of `list`, then adds back from `prev` the previous version of
