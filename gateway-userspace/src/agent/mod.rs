@@ -358,8 +358,9 @@ async fn wait_for_signal() {
     }
 }
 
-/// A fingerprint of every file under `dir` (paths, sizes, contents): a change triggers a reload.
-fn fingerprint(dir: &Path) -> u64 {
+/// A fingerprint of every file under `dir` and of the certificate files `plan` reads (paths
+/// and contents): a change triggers a reload, so rotated certificates are picked up.
+fn fingerprint(dir: &Path, plan: &Plan) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     let mut stack = vec![dir.to_path_buf()];
     let mut files = Vec::new();
@@ -375,6 +376,7 @@ fn fingerprint(dir: &Path) -> u64 {
             }
         }
     }
+    files.extend(config::tls::file_paths(plan));
     files.sort();
     for f in files {
         f.hash(&mut h);
@@ -412,7 +414,7 @@ async fn watch(
     path: Arc<tokio::sync::Mutex<L4Path>>,
     l7: Arc<tokio::sync::Mutex<L7>>,
 ) {
-    let mut last = fingerprint(&source.dir);
+    let mut last = fingerprint(&source.dir, &snapshot.load().plan);
     let mut last_prime = std::time::Instant::now();
     let mut last_check = std::time::Instant::now();
     let mut next_refresh = std::time::Instant::now();
@@ -449,7 +451,7 @@ async fn watch(
             continue;
         }
         last_check = std::time::Instant::now();
-        let fp = fingerprint(&source.dir);
+        let fp = fingerprint(&source.dir, &snapshot.load().plan);
         // A config that failed to apply (say its port was taken) is retried without a change.
         if fp == last && !apply_failed {
             continue;

@@ -345,6 +345,41 @@ pub fn resolve_paths(plan: &mut crate::plan::Plan, config_dir: &Path) {
     }
 }
 
+/// Every certificate, key, CA and CRL file the plan reads (resolved paths): the agent watches
+/// them too, so that a rotated certificate outside the config directory is picked up.
+pub fn file_paths(plan: &crate::plan::Plan) -> Vec<PathBuf> {
+    let https = plan
+        .http
+        .listeners
+        .iter()
+        .flat_map(|l| l.tls.iter())
+        .map(|c| &c.settings);
+    let streams = plan
+        .streams
+        .listeners
+        .iter()
+        .flat_map(|l| l.chains.iter())
+        .filter_map(|c| c.terminate.as_ref());
+    let mut out = Vec::new();
+    for s in https.chain(streams) {
+        let certs = s
+            .certificates
+            .iter()
+            .flat_map(|c| [&c.certificate, &c.private_key]);
+        for pem in certs
+            .chain(s.ca_certificates.as_ref())
+            .chain(s.ca_crl.as_ref())
+        {
+            if let p::Pem::File { path, .. } = pem {
+                out.push(path.clone());
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Stands for "no TLS 1.2 suite" in `TlsSettings::cipher_suites` (it matches no real suite).
 pub const NO_TLS12_SUITE: &str = "NONE";
 
