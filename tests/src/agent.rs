@@ -316,6 +316,11 @@ impl Agent {
         .with_context(|| format!("GET {path} on the agent's {addr}", path = path_for_err,))
     }
 
+    /// GET `path` on the admin port as JSON.
+    pub fn get_json_at(&self, path: &str) -> anyhow::Result<Value> {
+        self.get_json(path)
+    }
+
     fn get_json(&self, path: &str) -> anyhow::Result<Value> {
         let (status, body) = self.get(path)?;
         anyhow::ensure!(status == 200, "GET {path}: HTTP {status}: {body}");

@@ -100,9 +100,10 @@ fn ejected_endpoint_returns_after_its_ejection_time() -> Result<()> {
     topo.backends[0].stop_server();
     let dr = "  trafficPolicy:\n    loadBalancer: {simple: ROUND_ROBIN}\n    outlierDetection: {consecutive5xxErrors: 1, interval: 1s, baseEjectionTime: 2s, maxEjectionPercent: 100}\n";
     let http = "  - route: [{destination: {host: web.example.com}}]\n    retries: {attempts: 0}\n";
-    let _agent = Agent::start(&topo, &files(&topo, dr, http))?;
+    let agent = Agent::start(&topo, &files(&topo, dr, http))?;
     let c = topo.http_client();
     let url = format!("http://{VIP}/");
+    let b1_addr = format!("{}:{BACKEND_HTTP_PORT}", topo.backend("b1").addr);
     // b1 refuses connections: the first failure ejects it.
     let mut failed = false;
     for _ in 0..20 {
@@ -114,6 +115,21 @@ fn ejected_endpoint_returns_after_its_ejection_time() -> Result<()> {
     ensure!(failed, "b1 was never tried");
     let hits = c.many(&url, 10, &[])?;
     ensure!(hits.iter().all(|h| h.1 == "b2"), "while ejected: {hits:?}");
+    // The admin's /clusters shows the ejection, as Envoy's does.
+    let (_, clusters) = agent.get("/clusters")?;
+    ensure!(
+        clusters
+            .lines()
+            .any(|l| l.ends_with(&format!("::{b1_addr}::health_flags::/failed_outlier_check"))),
+        "/clusters does not show b1 ejected:\n{clusters}"
+    );
+    let json = agent.get_json_at("/clusters?format=json")?;
+    ensure!(
+        json["clusters"][0]["hosts"]
+            .as_array()
+            .is_some_and(|h| h.len() == 2),
+        "{json}"
+    );
     // b1 comes back; once its ejection time is over it is balanced to again.
     let bin = test_backend_bin()?;
     let _b1 = start_backend(

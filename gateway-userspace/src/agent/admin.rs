@@ -72,6 +72,8 @@ impl Health {
 
 /// What every endpoint reads.
 pub struct State {
+    /// The L7 runtime being served (clusters with their endpoints' live state).
+    pub l7: Arc<ArcSwap<crate::l7::proxy::Runtime>>,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub path: Arc<Mutex<L4Path>>,
     pub health: Arc<Health>,
@@ -129,6 +131,7 @@ async fn handle<B>(role: Role, st: &State, req: Request<B>) -> Resp {
         (Role::Admin | Role::Metrics, "/stats/prometheus") | (Role::Admin, "/metrics") => {
             metrics(st).await
         }
+        (Role::Admin, "/clusters") => clusters(st, req.uri().query() == Some("format=json")),
         (Role::Admin, "/config_dump") => reply(
             StatusCode::OK,
             "application/json",
@@ -179,6 +182,70 @@ async fn handle<B>(role: Role, st: &State, req: Request<B>) -> Resp {
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// Envoy's `/clusters`: per endpoint of every L7 cluster its weight, requests in flight and
+/// outlier state, as `cluster::host::stat::value` lines (or JSON with `?format=json`).
+fn clusters(st: &State, json: bool) -> Resp {
+    let rt = st.l7.load();
+    if json {
+        let v: Vec<serde_json::Value> = rt
+            .clusters
+            .iter()
+            .map(|c| {
+                let hosts: Vec<serde_json::Value> = c
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        let s = e.status();
+                        serde_json::json!({
+                            "address": s.addr.to_string(),
+                            "weight": s.weight,
+                            "rq_active": s.active_requests,
+                            "health": if s.ejected_for_ms > 0 { "failed_outlier_check" } else { "healthy" },
+                            "ejected_for_ms": s.ejected_for_ms,
+                            "ejections": s.ejections,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "name": c.plan.name,
+                    "lb": format!("{:?}", c.plan.lb),
+                    "rq_active": c.active_requests.load(Ordering::Relaxed),
+                    "hosts": hosts,
+                })
+            })
+            .collect();
+        return reply(
+            StatusCode::OK,
+            "application/json",
+            serde_json::to_string_pretty(&serde_json::json!({ "clusters": v })).unwrap_or_default(),
+        );
+    }
+    let mut out = String::new();
+    for c in &rt.clusters {
+        let name = &c.plan.name;
+        out.push_str(&format!(
+            "{name}::rq_active::{}\n",
+            c.active_requests.load(Ordering::Relaxed)
+        ));
+        for e in &c.endpoints {
+            let s = e.status();
+            let health = if s.ejected_for_ms > 0 {
+                "/failed_outlier_check"
+            } else {
+                "healthy"
+            };
+            out.push_str(&format!(
+                "{name}::{a}::weight::{}\n{name}::{a}::rq_active::{}\n{name}::{a}::health_flags::{health}\n{name}::{a}::outlier_ejections::{}\n",
+                s.weight,
+                s.active_requests,
+                s.ejections,
+                a = s.addr
+            ));
+        }
+    }
+    text(StatusCode::OK, out)
 }
 
 async fn metrics(st: &State) -> Resp {

@@ -294,6 +294,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
 
     let state = Arc::new(admin::State {
+        l7: l7.lock().await.runtime(),
         snapshot: snapshot.clone(),
         path: path.clone(),
         health: health.clone(),

@@ -20,6 +20,29 @@ pub fn now_ms() -> u64 {
     START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
 }
 
+/// What admin `/clusters` shows of an endpoint.
+pub struct EndpointStatus {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub active_requests: u32,
+    /// Ejected by outlier detection for this much longer (0: healthy).
+    pub ejected_for_ms: u64,
+    pub ejections: u32,
+}
+
+impl Endpoint {
+    pub fn status(&self) -> EndpointStatus {
+        let until = self.ejected_until.load(Relaxed);
+        EndpointStatus {
+            addr: self.addr,
+            weight: self.weight,
+            active_requests: self.active.load(Relaxed),
+            ejected_for_ms: until.saturating_sub(now_ms()),
+            ejections: self.ejections.load(Relaxed),
+        }
+    }
+}
+
 pub struct Endpoint {
     pub addr: SocketAddr,
     /// `addr` as a URI authority, built once (cloning it per request shares the bytes).

@@ -134,6 +134,12 @@ impl L7 {
     /// Binds the plan's new listeners, swaps the route table, then closes listeners the plan no
     /// longer has (their open connections finish on their own). On a bind error nothing is
     /// swapped and the listeners bound by this call are closed again.
+    /// The route table and clusters being served, swapped whole on each apply: for the admin's
+    /// `/clusters`.
+    pub fn runtime(&self) -> Arc<ArcSwap<Runtime>> {
+        self.state.clone()
+    }
+
     pub async fn apply(&mut self, plan: &HttpPlan) -> Result<(), Vec<String>> {
         self.apply_with_streams(plan, &StreamPlan::default()).await
     }
