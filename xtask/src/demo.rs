@@ -157,6 +157,18 @@ pub fn run() -> Result<()> {
         topo.node.name(),
         agent.admin.port()
     );
+    println!(
+        "   ip netns exec {} curl -s http://198.18.0.1:15021/healthz/ready   # the status port, as a kubelet probes it",
+        topo.client.name()
+    );
+    println!(
+        "   ip netns exec {} curl -s http://127.0.0.1:{}/clusters",
+        topo.node.name(),
+        agent.admin.port()
+    );
+    println!(
+        "   target/debug/gateway explain --config examples/demo 'GET http://web.example.com:8080/v1/x' -H 'x-canary: true'"
+    );
     println!("   Ctrl-C stops the demo and removes the namespaces and pins.");
     let _ = stop_rx.recv();
     println!("\n== cleaning up");
