@@ -82,8 +82,9 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// The same serving state, with why the newest config did not replace it.
-    fn rejected(&self, errors: Vec<String>) -> Snapshot {
+    /// The same serving state, with why the newest config did not replace it; `by_kind` when
+    /// admission rejected it (else the serving config's counts stay).
+    fn rejected(&self, errors: Vec<String>, by_kind: Option<BTreeMap<String, usize>>) -> Snapshot {
         Snapshot {
             generation: self.generation,
             l4_path: self.l4_path.clone(),
@@ -93,7 +94,7 @@ impl Snapshot {
             applied: false,
             rejected: errors,
             kept_previous: Vec::new(),
-            rejected_by_kind: self.rejected_by_kind.clone(),
+            rejected_by_kind: by_kind.unwrap_or_else(|| self.rejected_by_kind.clone()),
         }
     }
 
@@ -141,7 +142,7 @@ struct ConfigSource {
 impl ConfigSource {
     /// Loads, admits and compiles, logging every rejection. `Err` (all errors) only when
     /// `--strict` rejects the set.
-    fn load(&self) -> Result<Compiled, Vec<String>> {
+    fn load(&self) -> Result<Compiled, (Vec<String>, BTreeMap<String, usize>)> {
         let (adm, compiled) =
             config::load_admit_compile(&self.dir, &self.input, self.admitted.as_ref(), self.strict);
         for e in &adm.rejected {
@@ -152,7 +153,7 @@ impl ConfigSource {
         }
         let rejected: Vec<String> = adm.rejected.iter().map(ToString::to_string).collect();
         let Some((plan, warnings)) = compiled else {
-            return Err(rejected);
+            return Err((rejected, adm.rejected_by_kind()));
         };
         for w in &warnings {
             log::warn!("{w}");
@@ -219,7 +220,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     // Manifest content never stops the agent: it serves what was admitted, or (only when
     // --strict rejects the set) nothing, not ready, until a valid set arrives.
     let first = source.load();
-    if let Err(errors) = &first {
+    if let Err((errors, _)) = &first {
         log::error!(
             "--strict: {} error(s) in {}; serving nothing until they are fixed",
             errors.len(),
@@ -286,10 +287,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     "{e}; serving nothing until it applies (retried every reload interval)"
                 );
                 apply_failed = true;
-                empty.rejected(vec![e])
+                empty.rejected(vec![e], None)
             }
         },
-        Err(errors) => empty.rejected(errors),
+        Err((errors, by_kind)) => empty.rejected(errors, Some(by_kind)),
     };
     let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
 
@@ -460,14 +461,14 @@ async fn watch(
         last = fp;
         let cur = snapshot.load();
         match source.load() {
-            Err(errors) => {
+            Err((errors, by_kind)) => {
                 apply_failed = false;
                 log::error!(
                     "--strict: config rejected ({} errors); still serving generation {}",
                     errors.len(),
                     cur.generation
                 );
-                snapshot.store(Arc::new(cur.rejected(errors)));
+                snapshot.store(Arc::new(cur.rejected(errors, Some(by_kind))));
             }
             Ok(c) => {
                 // A config that could not be applied (an HTTP port taken, a map full) is
@@ -477,7 +478,7 @@ async fn watch(
                         log::error!("{e}");
                     }
                     apply_failed = true;
-                    snapshot.store(Arc::new(cur.rejected(vec![e])));
+                    snapshot.store(Arc::new(cur.rejected(vec![e], None)));
                     continue;
                 }
                 apply_failed = false;
