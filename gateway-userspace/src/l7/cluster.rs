@@ -414,7 +414,8 @@ mod tests {
                 a
             })
             .collect();
-        assert_eq!(firsts, [0, 1, 0, 1, 0, 1]);
+        // (The schedule's starting point is random, so which host comes first is not fixed.)
+        assert!(firsts.windows(2).all(|w| w[0] != w[1]), "{firsts:?}");
     }
 
     #[tokio::test]

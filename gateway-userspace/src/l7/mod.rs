@@ -25,6 +25,7 @@ pub mod conn;
 pub mod observe;
 pub mod passthrough;
 pub mod proxy;
+mod request;
 mod route_index;
 pub mod router;
 pub mod tls;

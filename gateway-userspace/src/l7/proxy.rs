@@ -3,12 +3,12 @@
 //! ingress gateway does it (§3.8–3.18, 3.22–3.26).
 
 use std::borrow::Cow;
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::PathAndQuery;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
@@ -22,6 +22,14 @@ use crate::plan::http as p;
 
 use super::conn::full;
 pub use super::conn::{local_reply, Body, BoxError, ConnInfo};
+use super::request::headers::{
+    apply_ops, request_id, small_number, strip_hop_by_hop, EDGE_STRIPPED, X_ENVOY_ATTEMPT_COUNT,
+    X_ENVOY_EXTERNAL_ADDRESS, X_ENVOY_ORIGINAL_PATH, X_ENVOY_UPSTREAM_SERVICE_TIME,
+    X_FORWARDED_CLIENT_CERT, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_REQUEST_ID,
+};
+use super::request::retry::{
+    classify, grpc_retriable, retriable_error, retriable_status, AttemptError, Tried,
+};
 
 /// One generation of configuration: the route table and the clusters it indexes.
 pub struct Runtime {
@@ -43,141 +51,6 @@ impl Runtime {
             table,
             clusters,
             tls: Default::default(),
-        }
-    }
-}
-
-/// `x-request-id`: a random UUID v4 in its canonical 8-4-4-4-12 lower-case hex form.
-fn request_id() -> HeaderValue {
-    let mut b: [u8; 16] = rand::thread_rng().gen();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 36];
-    let mut o = 0;
-    for (i, x) in b.iter().enumerate() {
-        if matches!(i, 4 | 6 | 8 | 10) {
-            out[o] = b'-';
-            o += 1;
-        }
-        out[o] = HEX[usize::from(x >> 4)];
-        out[o + 1] = HEX[usize::from(x & 0xf)];
-        o += 2;
-    }
-    HeaderValue::from_bytes(&out).expect("hex is a valid header value")
-}
-
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_CLIENT_CERT: HeaderName = HeaderName::from_static("x-forwarded-client-cert");
-const X_ENVOY_EXTERNAL_ADDRESS: HeaderName = HeaderName::from_static("x-envoy-external-address");
-const X_ENVOY_ORIGINAL_PATH: HeaderName = HeaderName::from_static("x-envoy-original-path");
-const X_ENVOY_ATTEMPT_COUNT: HeaderName = HeaderName::from_static("x-envoy-attempt-count");
-const X_ENVOY_UPSTREAM_SERVICE_TIME: HeaderName =
-    HeaderName::from_static("x-envoy-upstream-service-time");
-
-/// Edge requests may not steer Envoy (§3.13): these are removed before routing.
-const EDGE_STRIPPED: [&str; 20] = [
-    "x-envoy-internal",
-    "x-envoy-retriable-status-codes",
-    "x-envoy-retriable-header-names",
-    "x-envoy-retry-on",
-    "x-envoy-retry-grpc-on",
-    "x-envoy-max-retries",
-    "x-envoy-upstream-alt-stat-name",
-    "x-envoy-upstream-rq-timeout-ms",
-    "x-envoy-upstream-rq-per-try-timeout-ms",
-    "x-envoy-upstream-rq-timeout-alt-response",
-    "x-envoy-expected-rq-timeout-ms",
-    "x-envoy-force-trace",
-    "x-envoy-ip-tags",
-    "x-envoy-original-url",
-    "x-envoy-hedge-on-per-try-timeout",
-    "x-envoy-decorator-operation",
-    "x-envoy-downstream-service-cluster",
-    "x-envoy-downstream-service-node",
-    "x-envoy-original-path",
-    "x-envoy-original-host",
-];
-
-const HOP_BY_HOP: [HeaderName; 6] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    HeaderName::from_static("http2-settings"),
-];
-
-/// Removes hop-by-hop headers (and those the Connection header names); `te` is kept only as
-/// `trailers` (gRPC needs it).
-fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if h.contains_key(header::CONNECTION) {
-        strip_connection_named(h);
-    }
-    for n in &HOP_BY_HOP {
-        h.remove(n);
-    }
-    if h.contains_key(header::TE) {
-        let te_trailers = h.get_all(header::TE).iter().any(|v| {
-            v.to_str()
-                .is_ok_and(|s| s.split(',').any(|t| t.trim() == "trailers"))
-        });
-        h.remove(header::TE);
-        if te_trailers {
-            h.insert(header::TE, HeaderValue::from_static("trailers"));
-        }
-    }
-}
-
-/// Removes the headers the Connection header names.
-fn strip_connection_named(h: &mut HeaderMap) {
-    let named: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in named {
-        h.remove(n);
-    }
-}
-
-/// %DOWNSTREAM_*% and %% formatters in header values (§3.17); others are passed verbatim.
-fn format_value(v: &str, conn: &ConnInfo) -> Option<HeaderValue> {
-    if !v.contains('%') {
-        return HeaderValue::from_str(v).ok();
-    }
-    let out = v
-        .replace("%%", "\u{0}")
-        .replace(
-            "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
-            &conn.peer.ip().to_string(),
-        )
-        .replace("%DOWNSTREAM_REMOTE_ADDRESS%", &conn.peer.to_string())
-        .replace(
-            "%DOWNSTREAM_LOCAL_ADDRESS%",
-            &format!("{}:{}", conn.bind, conn.port),
-        )
-        .replace('\u{0}', "%");
-    HeaderValue::from_str(&out).ok()
-}
-
-/// remove, then set, then add (§3.17).
-fn apply_ops(h: &mut HeaderMap, ops: &p::HeaderOps, conn: &ConnInfo) {
-    for n in &ops.remove {
-        h.remove(n.as_str());
-    }
-    for (k, v) in &ops.set {
-        if let (Ok(n), Some(v)) = (HeaderName::from_bytes(k.as_bytes()), format_value(v, conn)) {
-            h.insert(n, v);
-        }
-    }
-    for (k, v) in &ops.add {
-        if let (Ok(n), Some(v)) = (HeaderName::from_bytes(k.as_bytes()), format_value(v, conn)) {
-            h.append(n, v);
         }
     }
 }
@@ -577,74 +450,6 @@ fn hash_key(
     }
 }
 
-enum AttemptError {
-    Connect,
-    Reset,
-    /// The h2 upstream reset the stream with REFUSED_STREAM: it never processed the request.
-    RefusedStream,
-    Timeout,
-}
-
-impl AttemptError {
-    fn reason(&self) -> &'static str {
-        match self {
-            AttemptError::Connect => "connection failure",
-            AttemptError::Reset => "connection termination",
-            AttemptError::RefusedStream => "remote refused stream reset",
-            AttemptError::Timeout => "timeout",
-        }
-    }
-}
-
-fn retriable_status(policy: &p::RetryPolicy, status: u16) -> bool {
-    policy.retry_on.iter().any(|c| match c.as_str() {
-        "5xx" => status >= 500,
-        "gateway-error" => matches!(status, 502..=504),
-        "retriable-4xx" => status == 409,
-        "retriable-status-codes" => policy.retriable_status_codes.contains(&status),
-        _ => false,
-    })
-}
-
-fn retriable_error(policy: &p::RetryPolicy, e: &AttemptError) -> bool {
-    policy.retry_on.iter().any(|c| {
-        matches!(
-            (c.as_str(), e),
-            ("5xx" | "gateway-error", _)
-                | ("connect-failure", AttemptError::Connect)
-                | (
-                    "reset",
-                    AttemptError::Reset | AttemptError::RefusedStream | AttemptError::Timeout
-                )
-                | (
-                    "reset-before-request",
-                    AttemptError::Connect | AttemptError::RefusedStream
-                )
-                | ("refused-stream", AttemptError::RefusedStream)
-        )
-    })
-}
-
-/// gRPC status in a trailers-only response (HTTP 200), for the gRPC retry conditions.
-fn grpc_retriable(policy: &p::RetryPolicy, h: &HeaderMap) -> bool {
-    let Some(code) = h
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok()?.parse::<u32>().ok())
-    else {
-        return false;
-    };
-    policy.retry_on.iter().any(|c| {
-        matches!(
-            (c.as_str(), code),
-            ("cancelled", 1)
-                | ("deadline-exceeded", 4)
-                | ("resource-exhausted", 8)
-                | ("internal", 13)
-                | ("unavailable", 14)
-        )
-    })
-}
-
 async fn forward(
     rt: &Runtime,
     route: &Route,
@@ -1039,23 +844,6 @@ fn overflow() -> Response<Body> {
     r
 }
 
-fn classify(e: hyper_util::client::legacy::Error) -> AttemptError {
-    if e.is_connect() {
-        return AttemptError::Connect;
-    }
-    // hyper wraps h2's error: find it in the chain to tell a refused stream from other resets.
-    let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
-    while let Some(err) = src {
-        if let Some(h2e) = err.downcast_ref::<h2::Error>() {
-            if h2e.reason() == Some(h2::Reason::REFUSED_STREAM) {
-                return AttemptError::RefusedStream;
-            }
-        }
-        src = err.source();
-    }
-    AttemptError::Reset
-}
-
 fn build_upstream(
     c: &Cluster,
     i: usize,
@@ -1080,49 +868,4 @@ fn build_upstream(
     r.headers_mut()
         .insert(X_ENVOY_ATTEMPT_COUNT, small_number(u64::from(attempt)));
     Ok(r)
-}
-
-/// Endpoints already tried by this request (Envoy `previous_hosts`), without a heap allocation
-/// for the first few.
-#[derive(Default)]
-struct Tried {
-    inline: [usize; 4],
-    more: Vec<usize>,
-    count: usize,
-}
-
-impl Tried {
-    fn push(&mut self, i: usize) {
-        if self.count < self.inline.len() {
-            self.inline[self.count] = i;
-        } else {
-            if self.more.is_empty() {
-                self.more.extend_from_slice(&self.inline);
-            }
-            self.more.push(i);
-        }
-        self.count += 1;
-    }
-
-    fn as_slice(&self) -> &[usize] {
-        if self.count <= self.inline.len() {
-            &self.inline[..self.count]
-        } else {
-            &self.more
-        }
-    }
-}
-
-/// A decimal header value without an allocation for the values that matter per request
-/// (attempt counts, upstream milliseconds below 1000).
-fn small_number(n: u64) -> HeaderValue {
-    static SMALL: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
-        (0..1000u64)
-            .map(|n| HeaderValue::from_static(Box::leak(n.to_string().into_boxed_str())))
-            .collect()
-    });
-    match SMALL.get(n as usize) {
-        Some(v) => v.clone(),
-        None => HeaderValue::from(n),
-    }
 }
