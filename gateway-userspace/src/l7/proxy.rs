@@ -16,7 +16,7 @@ use hyper::body::{Body as _, Incoming};
 use rand::Rng;
 
 use super::body::{Deadline, Source, UpBody};
-use super::cluster::{fnv, try_acquire, Cluster, Outcome};
+use super::cluster::{try_acquire, Cluster, Outcome};
 use super::router::{normalize_path, Decision, RequestView, Route, Table};
 use crate::plan::http as p;
 
@@ -27,9 +27,11 @@ use super::request::headers::{
     X_ENVOY_EXTERNAL_ADDRESS, X_ENVOY_ORIGINAL_PATH, X_ENVOY_UPSTREAM_SERVICE_TIME,
     X_FORWARDED_CLIENT_CERT, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_REQUEST_ID,
 };
+use super::request::redirect::redirect;
 use super::request::retry::{
     classify, grpc_retriable, retriable_error, retriable_status, AttemptError, Tried,
 };
+use super::request::upstream::hash_key;
 
 /// One generation of configuration: the route table and the clusters it indexes.
 pub struct Runtime {
@@ -330,124 +332,6 @@ async fn routed(
         }
     }
     resp
-}
-
-/// Location per §3.15.
-fn redirect(
-    rd: &p::Redirect,
-    route: &Route,
-    req_scheme: &str,
-    authority: &str,
-    path: &str,
-    query: Option<&str>,
-) -> Response<Body> {
-    let scheme = rd.scheme.as_deref().unwrap_or(req_scheme);
-    let (req_host, req_port) = match authority.rsplit_once(':') {
-        Some((h, p))
-            if !h.ends_with(']') && p.bytes().all(|b| b.is_ascii_digit()) || h.ends_with(']') =>
-        {
-            (h, Some(p))
-        }
-        _ => (authority, None),
-    };
-    let (mut host, mut port): (String, Option<String>) = match &rd.authority {
-        Some(a) => match a.rsplit_once(':') {
-            Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h.into(), Some(p.into())),
-            _ => (a.clone(), None),
-        },
-        None => (req_host.to_string(), req_port.map(String::from)),
-    };
-    if let Some(np) = rd.port {
-        port = Some(np.to_string());
-    } else if rd.strip_port {
-        port = None;
-    } else if scheme != req_scheme
-        && port.as_deref() == Some(if req_scheme == "https" { "443" } else { "80" })
-    {
-        // Scheme change drops the original scheme's default port (Envoy processRequestHost).
-        port = None;
-    }
-    if matches!(
-        (scheme, port.as_deref()),
-        ("http", Some("80")) | ("https", Some("443"))
-    ) {
-        port = None;
-    }
-    if let Some(p) = port {
-        host = format!("{host}:{p}");
-    }
-    let (new_path, new_query) = match (&rd.path, &rd.prefix_rewrite) {
-        (Some(u), _) => match u.split_once('?') {
-            Some((p, q)) => (p.to_string(), Some(q.to_string())),
-            None => (u.clone(), query.map(String::from)),
-        },
-        (None, Some(pr)) => {
-            let n = route.matched_prefix_len(path);
-            (format!("{pr}{}", &path[n..]), query.map(String::from))
-        }
-        (None, None) => (path.to_string(), query.map(String::from)),
-    };
-    let new_path = if new_path.starts_with('/') {
-        new_path
-    } else {
-        format!("/{new_path}")
-    };
-    let q = new_query.map(|q| format!("?{q}")).unwrap_or_default();
-    let mut r = local_reply(rd.code, "");
-    if let Ok(v) = HeaderValue::from_str(&format!("{scheme}://{host}{new_path}{q}")) {
-        r.headers_mut().insert(header::LOCATION, v);
-    }
-    r
-}
-
-/// The consistent-hash key of a request, if the cluster hashes and the key is present.
-fn hash_key(
-    c: &Cluster,
-    h: &HeaderMap,
-    query: Option<&str>,
-    conn: &ConnInfo,
-) -> (Option<u64>, Option<String>) {
-    match &c.plan.lb {
-        p::Lb::HashHeader(n) => (h.get(n.as_str()).map(|v| fnv(v.as_bytes())), None),
-        p::Lb::HashSourceIp => (Some(fnv(conn.peer.ip().to_string().as_bytes())), None),
-        p::Lb::HashQuery(n) => (
-            query.and_then(|q| {
-                q.split('&')
-                    .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
-                    .find(|(k, _)| k == n)
-                    .map(|(_, v)| fnv(v.as_bytes()))
-            }),
-            None,
-        ),
-        p::Lb::HashCookie { name, path, ttl_s } => {
-            let found = h
-                .get_all(header::COOKIE)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(';'))
-                .filter_map(|kv| kv.trim().split_once('='))
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| fnv(v.as_bytes()));
-            match (found, ttl_s) {
-                (Some(hh), _) => (Some(hh), None),
-                // Envoy generates the cookie when it is absent and a ttl is configured.
-                (None, Some(ttl)) => {
-                    let v = format!("{:016x}", rand::thread_rng().gen::<u64>());
-                    let mut cookie = format!("{name}=\"{v}\"");
-                    if *ttl > 0 {
-                        cookie.push_str(&format!("; Max-Age={ttl}"));
-                    }
-                    if !path.is_empty() {
-                        cookie.push_str(&format!("; Path={path}"));
-                    }
-                    cookie.push_str("; HttpOnly");
-                    (Some(fnv(format!("\"{v}\"").as_bytes())), Some(cookie))
-                }
-                (None, None) => (None, None),
-            }
-        }
-        _ => (None, None),
-    }
 }
 
 async fn forward(

@@ -2,4 +2,6 @@
 //! (`proxy::handle`). Split out of `proxy.rs` step by step.
 
 pub(crate) mod headers;
+pub(crate) mod redirect;
 pub(crate) mod retry;
+pub(crate) mod upstream;
