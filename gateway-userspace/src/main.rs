@@ -21,6 +21,12 @@ struct Cli {
     cmd: Cmd,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum CheckOutput {
+    Text,
+    Json,
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum Nat {
     Snat,
@@ -90,7 +96,13 @@ enum Cmd {
         strict: bool,
     },
     /// Validate manifests without touching the kernel: exit 0 if valid, else one line per problem.
-    Check { dir: PathBuf },
+    Check {
+        dir: PathBuf,
+        /// `text` (one line per problem) or `json` (an array of {level, file, document, kind,
+        /// namespace, name, field, message}, for CI pipelines).
+        #[arg(short = 'o', long = "output", default_value = "text")]
+        output: CheckOutput,
+    },
     /// How the config answers one HTTP request: listener, virtual host, each rule tried and the
     /// condition it failed, the destination and its endpoints, or why it is a 404.
     /// Exit status 0 when a rule answers (a destination with endpoints, a redirect or a direct
@@ -126,7 +138,7 @@ enum Cmd {
 fn main() -> ExitCode {
     gateway::logging::init();
     match Cli::parse().cmd {
-        Cmd::Check { dir } => check(&dir),
+        Cmd::Check { dir, output } => check(&dir, output),
         Cmd::Drain { admin } => drain(admin),
         Cmd::Explain {
             config,
@@ -208,9 +220,42 @@ fn main() -> ExitCode {
 }
 
 /// `gateway check`: what `run` would leave out of this directory, one line per problem.
-fn check(dir: &std::path::Path) -> ExitCode {
+fn check(dir: &std::path::Path, output: CheckOutput) -> ExitCode {
     let (loaded, load_errors) = config::load_dir_partial(dir);
     let a = config::admit(loaded, load_errors, None, false);
+    if output == CheckOutput::Json {
+        let entry = |level: &str,
+                     file: &std::path::Path,
+                     doc: Option<usize>,
+                     resource: &str,
+                     field: &str,
+                     message: &str| {
+            // `Kind namespace/name`, or empty for a file-level problem.
+            let (kind, ns_name) = resource.split_once(' ').unwrap_or(("", ""));
+            let (namespace, name) = ns_name.split_once('/').unwrap_or(("", ""));
+            serde_json::json!({
+                "level": level, "file": file.display().to_string(), "document": doc,
+                "kind": kind, "namespace": namespace, "name": name,
+                "field": field, "message": message,
+            })
+        };
+        let mut all: Vec<serde_json::Value> = a
+            .rejected
+            .iter()
+            .map(|e| entry("Error", &e.file, e.doc, &e.resource, &e.field, &e.message))
+            .collect();
+        all.extend(
+            a.warnings
+                .iter()
+                .map(|w| entry("Warning", &w.file, None, &w.resource, &w.field, &w.message)),
+        );
+        println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
+        return if a.rejected.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        };
+    }
     for w in &a.warnings {
         eprintln!("warning: {w}");
     }

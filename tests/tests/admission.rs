@@ -261,3 +261,59 @@ fn explain_names_the_rule_or_the_404() -> Result<()> {
     );
     Ok(())
 }
+
+/// `gateway check` as a CI step: the text form names file, object and field and says what would
+/// still be served; `-o json` gives the same findings as data; both exit 1.
+#[test]
+fn check_reports_each_rejected_object_as_text_and_json() -> Result<()> {
+    let bin = gateway_tests::gateway_bin()?;
+    let dir = tempfile::tempdir()?;
+    for (name, content) in demo_with(&[("broken.yaml", broken_vs(false))])? {
+        std::fs::write(dir.path().join(name), content)?;
+    }
+    let run = |args: &[&str]| -> Result<(bool, String)> {
+        let out = std::process::Command::new(&bin)
+            .arg("check")
+            .args(args)
+            .arg(dir.path())
+            .output()?;
+        Ok((
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        ))
+    };
+    let (ok, text) = run(&[])?;
+    ensure!(!ok, "check accepted an invalid object: {text}");
+    ensure!(
+        text.lines().any(|l| l.contains("broken.yaml")
+            && l.contains("VirtualService demo/broken")
+            && l.contains("spec.http[0].timeout")),
+        "{text}"
+    );
+    ensure!(
+        text.contains("1 rejected (1 VirtualService); the other"),
+        "{text}"
+    );
+    let (ok, json) = run(&["-o", "json"])?;
+    ensure!(!ok);
+    let v: Value = serde_json::from_str(&json).with_context(|| json.clone())?;
+    let errors: Vec<&Value> = v
+        .as_array()
+        .context("an array")?
+        .iter()
+        .filter(|e| e["level"] == "Error")
+        .collect();
+    ensure!(errors.len() == 1, "{json}");
+    let e = errors[0];
+    ensure!(
+        e["kind"] == "VirtualService"
+            && e["namespace"] == "demo"
+            && e["name"] == "broken"
+            && e["field"] == "spec.http[0].timeout"
+            && e["file"]
+                .as_str()
+                .is_some_and(|f| f.ends_with("broken.yaml")),
+        "{e}"
+    );
+    Ok(())
+}
