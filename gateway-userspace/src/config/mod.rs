@@ -9,20 +9,17 @@
 
 pub mod admit;
 mod compile;
-pub mod http;
 mod load;
 mod model;
 mod names;
-mod stream;
 pub mod syntax;
-pub mod tls;
 mod validate;
 mod validate_http;
 
 use std::path::Path;
 
 pub use admit::{admit, Admission};
-pub use compile::{compile, CompileInput, IstioVersion};
+pub use compile::{compile, http, tls, CompileInput, IstioVersion};
 pub use load::{load_dir, load_dir_partial, load_str};
 pub use model::*;
 pub use names::{CLUSTER_DOMAIN, ROOT_NAMESPACE};

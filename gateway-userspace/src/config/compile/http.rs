@@ -10,10 +10,10 @@ use std::net::Ipv4Addr;
 
 use serde_yaml::Value;
 
-use super::compile::{Compiler, IstioVersion};
-use super::model::*;
-use super::names::*;
-pub use super::syntax::{anchored, base64_decode, parse_duration};
+use super::{Compiler, IstioVersion};
+use crate::config::model::*;
+use crate::config::names::*;
+pub use crate::config::syntax::{anchored, base64_decode, parse_duration};
 use crate::plan::http as p;
 
 // ---------------------------------------------------------------------------------------------
@@ -722,7 +722,7 @@ impl<'a> Compiler<'a> {
                     continue;
                 }
             };
-            if !super::compile::exported_to(&dvs.spec.export_to, dns, vs.namespace()) {
+            if !super::exported_to(&dvs.spec.export_to, dns, vs.namespace()) {
                 let msg = format!(
                     "delegate {} is not exported to namespace {}; this route is dropped",
                     dvs.id(),

@@ -6,9 +6,9 @@
 
 use std::path::{Path, PathBuf};
 
-use super::compile::Compiler;
 use super::http::HttpServer;
-use super::model::*;
+use super::Compiler;
+use crate::config::model::*;
 use crate::plan::http as p;
 
 /// `TLSV1_2` -> 12. rustls speaks only TLS 1.2 and 1.3: older minimums become 1.2 (with a
@@ -443,9 +443,9 @@ fn cipher_suite(name: &str) -> Suite {
 
 #[cfg(test)]
 mod tests {
-    use super::super::load::load_str;
-    use super::super::validate::validate;
-    use super::super::{compile, CompileInput, Warning};
+    use crate::config::load::load_str;
+    use crate::config::validate::validate;
+    use crate::config::{compile, CompileInput, Warning};
     use crate::plan::http as p;
     use std::net::Ipv4Addr;
 

@@ -19,10 +19,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use super::compile::Compiler;
 use super::http::{server_hosts_for, HttpServer};
-use super::model::*;
-use super::names::*;
+use super::Compiler;
+use crate::config::model::*;
+use crate::config::names::*;
 use crate::plan::http as hp;
 use crate::plan::stream as sp;
 
