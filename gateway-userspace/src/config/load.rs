@@ -5,14 +5,17 @@
 //! into its typed model, so that type errors keep their line number. Unknown fields are collected
 //! as warnings through `serde_ignored`; `serde_path_to_error` names the field of a type error.
 
+use crate::config::model::{
+    ConfigError, DestinationRuleSpec, EndpointSliceDoc, EndpointSliceSpec, GatewaySpec,
+    IntOrString, Manifests, ObjectMeta, PodDoc, PodInfo, Resource, SecretSpec, ServiceEntrySpec,
+    ServiceSpec, Source, SpecDoc, VirtualServiceSpec, Warning,
+};
 use std::fs;
 use std::path::{Path, PathBuf};
 
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_yaml::Value;
-
-use super::model::*;
 
 const ISTIO_API_VERSIONS: [&str; 3] = [
     "networking.istio.io/v1",

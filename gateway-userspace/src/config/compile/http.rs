@@ -5,14 +5,20 @@
 //! Semantics follow `istio-semantics.md` §3.1–3.26; the places that decide them are named
 //! where they are implemented.
 
+use crate::config::model::{
+    ConnectionPool, Destination, Gateway, HeaderOperations, HttpMatch, HttpRedirect, HttpRetry,
+    HttpRoute, Kind, LoadBalancer, OutlierDetection, Resource, Server, StringMatch, TrafficPolicy,
+    VirtualService, GRPC_CODES,
+};
+use crate::config::names::{
+    host_subset_of, labels_subset, resolve_gateway_name, resolve_short_name,
+};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use serde_yaml::Value;
 
 use super::{Compiler, IstioVersion};
-use crate::config::model::*;
-use crate::config::names::*;
 pub use crate::config::syntax::{anchored, base64_decode, parse_duration};
 use crate::plan::http as p;
 

@@ -16,13 +16,13 @@
 //! * A server that yields no chain serves nothing; a port with no chain at all is not listened
 //!   on (Istio builds no listener: connection refused).
 
+use crate::config::model::{Destination, PortSelector, RouteDestination, VirtualService};
+use crate::config::names::{host_matches, host_subset_of, resolve_gateway_name};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use super::http::{server_hosts_for, HttpServer};
 use super::Compiler;
-use crate::config::model::*;
-use crate::config::names::*;
 use crate::plan::http as hp;
 use crate::plan::stream as sp;
 

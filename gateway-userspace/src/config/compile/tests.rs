@@ -2,7 +2,9 @@
 
 use super::*;
 use crate::config::load::load_str;
+use crate::config::model::{Manifests, Warning};
 use crate::config::validate::validate;
+use crate::plan::{Backend, HashMode, L4Service};
 
 const VIP1: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const VIP2: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);

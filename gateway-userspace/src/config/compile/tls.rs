@@ -4,11 +4,11 @@
 //! pins, and the protocol versions. Pure: files are only
 //! named here; `l7::tls` reads them when it builds the listener.
 
+use crate::config::model::Secret;
 use std::path::{Path, PathBuf};
 
 use super::http::HttpServer;
 use super::Compiler;
-use crate::config::model::*;
 use crate::plan::http as p;
 
 /// `TLSV1_2` -> 12. rustls speaks only TLS 1.2 and 1.3: older minimums become 1.2 (with a
