@@ -7,7 +7,7 @@
 
 use crate::config::model::{
     ConfigError, DestinationRuleSpec, EndpointSliceDoc, EndpointSliceSpec, GatewaySpec,
-    IntOrString, Manifests, ObjectMeta, PodDoc, PodInfo, Resource, SecretSpec, ServiceEntrySpec,
+    Manifests, ObjectMeta, PodDoc, PodInfo, Resource, SecretSpec, ServiceEntrySpec,
     ServiceSpec, Source, SpecDoc, VirtualServiceSpec, Warning,
 };
 use std::fs;
