@@ -379,6 +379,7 @@ fn ignored_path(p: &serde_ignored::Path) -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::config::model::IntOrString;
     use super::*;
 
     const GW: &str = r#"
