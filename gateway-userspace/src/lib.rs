@@ -16,4 +16,5 @@ pub mod l4proxy;
 pub mod l7;
 pub mod logging;
 pub mod maglev;
+pub mod metrics;
 pub mod plan;

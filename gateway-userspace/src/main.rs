@@ -83,9 +83,13 @@ enum Cmd {
         /// How often the config directory is checked for changes, in milliseconds.
         #[arg(long, default_value = "1000")]
         reload_ms: u64,
-        /// Envoy-style access log of HTTP requests to this file ("-": standard output).
+        /// Access log of HTTP requests and TCP streams, in Istio's default format, to this file
+        /// ("-": standard output).
         #[arg(long)]
         access_log: Option<PathBuf>,
+        /// The access log's encoding, as Istio's meshConfig `accessLogEncoding`.
+        #[arg(long, value_enum, default_value = "text")]
+        access_log_format: gateway::l7::observe::LogFormat,
         /// Reproduce an older Istio's version-dependent behaviour, e.g. 1.23: the default retry
         /// policy then retries 503 (before 1.24) and mirrored Hosts get `-shadow` (before 1.28).
         #[arg(long, default_value = "1.28")]
@@ -170,6 +174,7 @@ fn main() -> ExitCode {
             cleanup_on_exit,
             reload_ms,
             access_log,
+            access_log_format,
             istio_compat,
             strict,
         } => {
@@ -204,6 +209,7 @@ fn main() -> ExitCode {
                 cleanup_on_exit,
                 reload_interval: Duration::from_millis(reload_ms),
                 access_log,
+                access_log_format,
                 istio_compat,
                 strict,
             };

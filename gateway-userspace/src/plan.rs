@@ -288,6 +288,9 @@ pub mod http {
     pub struct Route {
         /// `VirtualService default/x http[0].match[1]`.
         pub origin: String,
+        /// The rule's `name` (`.match name`), Envoy's route name in the access log.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub name: Option<String>,
         #[serde(rename = "match")]
         pub matcher: RouteMatch,
         pub action: Action,

@@ -119,6 +119,7 @@ fn rand_route(rng: &mut SmallRng, i: usize) -> p::Route {
     p::Route {
         // The kind travels in the origin, for the coverage count.
         origin: format!("r{i} {}", KINDS[kind]),
+        name: None,
         matcher: p::RouteMatch {
             path,
             ignore_case,

@@ -256,61 +256,88 @@ async fn metrics(st: &State) -> Resp {
     match xdp.transpose() {
         Ok(s) => reply(
             StatusCode::OK,
-            "text/plain; version=0.0.4",
+            crate::metrics::CONTENT_TYPE,
             prometheus(s.as_ref(), &st.snapshot.load()),
         ),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
 }
 
-/// Prometheus text: config generation, the XDP path's counters (when it is active), the L7
-/// requests.
+/// The scrape: Istio's request and TCP series and the gateway's own (config, XDP counters read
+/// now), through one registry.
 fn prometheus(st: Option<&dataplane::Stats>, snap: &Snapshot) -> String {
-    let mut out = String::new();
-    out.push_str(&format!(
-        "# TYPE gateway_config_generation gauge\ngateway_config_generation {}\n",
-        snap.generation
-    ));
+    use crate::metrics::Pairs;
+    use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
+    let mut reg = prometheus_client::registry::Registry::default();
+    crate::metrics::register(&mut reg);
+    let gauge = |v: i64| {
+        let g: Gauge = Gauge::default();
+        g.set(v);
+        g
+    };
+    reg.register(
+        "gateway_config_generation",
+        "Generation of the plan serving (moves only when the plan changes)",
+        gauge(snap.generation as i64),
+    );
     // Objects the newest config left out (Istio's webhook would have refused them), by kind;
     // 1 when the newest config is not the one serving (--strict, or it failed to apply).
-    out.push_str("# TYPE gateway_config_rejected_objects gauge\n");
+    let rejected: Family<Pairs, Gauge> = Family::default();
     for (kind, n) in &snap.rejected_by_kind {
-        out.push_str(&format!(
-            "gateway_config_rejected_objects{{kind=\"{kind}\"}} {n}\n"
-        ));
+        rejected
+            .get_or_create(&Pairs(vec![("kind", kind.to_string())]))
+            .set(*n as i64);
     }
-    out.push_str(&format!(
-        "# TYPE gateway_config_last_rejected gauge\ngateway_config_last_rejected {}\n",
-        u8::from(!snap.applied)
-    ));
-    out.push_str(&crate::l7::observe::prometheus());
-    out.push_str(&crate::l7::passthrough::prometheus());
-    let Some(st) = st else { return out };
-    out.push_str("# TYPE gateway_xdp_packets_total counter\n");
-    for (reason, c) in &st.verdicts {
-        out.push_str(&format!(
-            "gateway_xdp_packets_total{{verdict=\"{reason}\"}} {}\n",
-            c.packets
-        ));
+    reg.register(
+        "gateway_config_rejected_objects",
+        "Objects the newest config left out, by kind",
+        rejected,
+    );
+    reg.register(
+        "gateway_config_last_rejected",
+        "1 when the newest config is not the one serving",
+        gauge(i64::from(!snap.applied)),
+    );
+    if let Some(st) = st {
+        let verdicts: Family<Pairs, Counter> = Family::default();
+        for (reason, c) in &st.verdicts {
+            verdicts
+                .get_or_create(&Pairs(vec![("verdict", reason.to_string())]))
+                .inc_by(c.packets);
+        }
+        reg.register(
+            "gateway_xdp_packets",
+            "Packets the XDP program handled, by verdict",
+            verdicts,
+        );
+        packets_and_bytes(&mut reg, "service", &st.services);
+        packets_and_bytes(&mut reg, "backend", &st.backends);
     }
-    packets_and_bytes(&mut out, "service", &st.services);
-    packets_and_bytes(&mut out, "backend", &st.backends);
-    out
+    crate::metrics::encode(&reg)
 }
 
 /// `gateway_{what}_packets_total` and `gateway_{what}_bytes_total`, labelled `{what}`.
 fn packets_and_bytes(
-    out: &mut String,
-    what: &str,
+    reg: &mut prometheus_client::registry::Registry,
+    what: &'static str,
     counters: &std::collections::BTreeMap<String, dataplane::Counters2>,
 ) {
-    out.push_str(&format!(
-        "# TYPE gateway_{what}_packets_total counter\n# TYPE gateway_{what}_bytes_total counter\n"
-    ));
+    use crate::metrics::Pairs;
+    use prometheus_client::metrics::{counter::Counter, family::Family};
+    let (packets, bytes): (Family<Pairs, Counter>, Family<Pairs, Counter>) = Default::default();
     for (k, c) in counters {
-        out.push_str(&format!(
-            "gateway_{what}_packets_total{{{what}=\"{k}\"}} {}\ngateway_{what}_bytes_total{{{what}=\"{k}\"}} {}\n",
-            c.packets, c.bytes
-        ));
+        let l = Pairs(vec![(what, k.clone())]);
+        packets.get_or_create(&l).inc_by(c.packets);
+        bytes.get_or_create(&l).inc_by(c.bytes);
     }
+    reg.register(
+        format!("gateway_{what}_packets"),
+        format!("XDP-forwarded packets by {what}"),
+        packets,
+    );
+    reg.register(
+        format!("gateway_{what}_bytes"),
+        format!("XDP-forwarded bytes by {what}"),
+        bytes,
+    );
 }

@@ -51,6 +51,7 @@ pub struct RunArgs {
     pub reload_interval: Duration,
     /// Envoy-style access log of the L7 path ("-": standard output).
     pub access_log: Option<PathBuf>,
+    pub access_log_format: crate::l7::observe::LogFormat,
     /// The Istio release whose version-dependent behaviour to reproduce.
     pub istio_compat: config::IstioVersion,
     /// Any invalid object rejects the whole set (the last good set keeps serving), instead of
@@ -188,7 +189,7 @@ impl L4Path {
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     if let Some(p) = &args.access_log {
-        crate::l7::observe::init_access_log(p)
+        crate::l7::observe::init_access_log(p, args.access_log_format)
             .with_context(|| format!("opening access log {}", p.display()))?;
     }
     let vips = if !args.vips.is_empty() {

@@ -58,6 +58,9 @@ pub struct Endpoint {
 
 pub struct Cluster {
     pub plan: p::Cluster,
+    /// `plan.name` shared, and the Istio destination labels it gives (per request, no copy).
+    pub name: std::sync::Arc<str>,
+    pub dest: std::sync::Arc<crate::metrics::Dest>,
     pub endpoints: Vec<Endpoint>,
     /// Endpoint indices repeated by weight (RR, RANDOM and P2C sample from it).
     schedule: Vec<usize>,
@@ -163,6 +166,8 @@ impl Cluster {
             .collect();
         Cluster {
             plan: plan.clone(),
+            name: plan.name.as_str().into(),
+            dest: crate::metrics::Dest::from_cluster(&plan.name),
             endpoints,
             schedule,
             rr: AtomicUsize::new(rand::thread_rng().gen()),

@@ -25,6 +25,8 @@ pub struct ConnInfo {
     /// The peer's address without port (`x-forwarded-for`, `x-envoy-external-address`),
     /// formatted once per connection.
     pub peer_ip: HeaderValue,
+    /// The SNI the client sent (%REQUESTED_SERVER_NAME%); None on plain-text listeners.
+    pub sni: Option<std::sync::Arc<str>>,
 }
 
 impl ConnInfo {
@@ -36,6 +38,7 @@ impl ConnInfo {
             peer,
             chain: None,
             xfcc: None,
+            sni: None,
             peer_ip: HeaderValue::from_str(&peer.ip().to_string())
                 .expect("an IP address is a valid header value"),
         }

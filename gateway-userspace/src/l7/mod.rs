@@ -269,6 +269,7 @@ async fn accept_loop(sock: TcpListener, key: (Ipv4Addr, u16), state: Arc<ArcSwap
                         return;
                     };
                     conn.chain = Some(chain);
+                    conn.sni = stream.get_ref().1.server_name().map(Into::into);
                     conn.xfcc = stream
                         .get_ref()
                         .1
@@ -294,12 +295,15 @@ where
         let ctx = ctx.clone();
         async move {
             let (state, conn) = &*ctx;
-            let (start, started) = (std::time::Instant::now(), std::time::SystemTime::now());
+            let mut req = req;
+            // Edge hygiene: the gateway owns the request id (Envoy at the edge regenerates it);
+            // set before capture so the access log prints the one sent upstream.
+            req.headers_mut()
+                .insert(request::headers::X_REQUEST_ID, request::headers::request_id());
             let info = observe::capture(&req);
             let (resp, route) = proxy::handle(state, conn, req).await;
-            let route = route.as_ref().map(|r| &*r.0);
-            observe::record(conn, info, &resp, route, start.elapsed(), started);
-            Ok::<_, std::convert::Infallible>(resp)
+            let route = route.map(|r| (r.0, r.1));
+            Ok::<_, std::convert::Infallible>(observe::finish(conn, info, resp, route))
         }
     });
     let mut b = auto::Builder::new(TokioExecutor::new());

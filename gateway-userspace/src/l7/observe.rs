@@ -1,47 +1,44 @@
-//! What operators see of the L7 path: an Envoy-style access log line per request (optional) and
-//! request counters by listener port, route and status for /metrics.
-//!
-//! Process-global on purpose, as Envoy's stats are: every listener and generation of the route
-//! table adds to the same counters, so a config swap does not reset them.
+//! What operators see of the L7 path: Istio's standard metrics for each request and stream, and
+//! an access log line in Istio's default format (text or JSON), both written when the response
+//! stream ends, as Envoy writes them: duration, bytes and a downstream disconnect are known
+//! only then.
 
 use std::{
-    collections::BTreeMap,
     io::Write,
+    net::SocketAddr,
     path::Path,
-    sync::{Arc, LazyLock, Mutex, OnceLock},
-    time::{Duration, SystemTime},
+    pin::Pin,
+    sync::{Arc, Mutex, OnceLock},
+    task::{Context, Poll},
+    time::{Duration, Instant, SystemTime},
 };
 
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use hyper::{Request, Response};
 
-use super::proxy::ConnInfo;
+use super::conn::{Body, BoxError, ConnInfo};
+use crate::metrics::{self, Dest, HttpSample, Labels, RouteLabels};
 
-static ACCESS_LOG: OnceLock<Mutex<Box<dyn Write + Send>>> = OnceLock::new();
-
-#[derive(Default)]
-struct Stat {
-    requests: u64,
-    seconds: f64,
+/// `--access-log-format`: Istio's `accessLogEncoding`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Istio's default text format (`EnvoyTextLogFormat`).
+    Text,
+    /// Istio's default JSON keys, one object per line.
+    Json,
 }
 
-/// (listener port, status code) -> route origin ("" for no route) -> counters. The route is the
-/// inner key so that counting an existing series needs no allocation.
-type Stats = BTreeMap<(u16, u16), BTreeMap<String, Stat>>;
-
-/// One shard per thread that served requests: counting locks only the thread's own shard (never
-/// contended but by a scrape); /metrics sums them.
-static SHARDS: LazyLock<Mutex<Vec<Arc<Mutex<Stats>>>>> = LazyLock::new(Default::default);
-
-thread_local! {
-    static SHARD: Arc<Mutex<Stats>> = {
-        let s: Arc<Mutex<Stats>> = Arc::default();
-        SHARDS.lock().unwrap().push(s.clone());
-        s
-    };
+struct AccessLog {
+    out: Mutex<Box<dyn Write + Send>>,
+    format: LogFormat,
 }
+
+static ACCESS_LOG: OnceLock<AccessLog> = OnceLock::new();
 
 /// Sends access log lines to `path` ("-" is standard output). Called once at start-up.
-pub fn init_access_log(path: &Path) -> std::io::Result<()> {
+pub fn init_access_log(path: &Path, format: LogFormat) -> std::io::Result<()> {
     let w: Box<dyn Write + Send> = if path == Path::new("-") {
         Box::new(std::io::stdout())
     } else {
@@ -52,141 +49,492 @@ pub fn init_access_log(path: &Path) -> std::io::Result<()> {
                 .open(path)?,
         )
     };
-    let _ = ACCESS_LOG.set(Mutex::new(w));
+    let _ = ACCESS_LOG.set(AccessLog {
+        out: Mutex::new(w),
+        format,
+    });
     Ok(())
 }
 
-/// The request fields the access log prints, captured before the request is consumed; None when
-/// there is no access log (no allocation then).
-pub struct RequestInfo {
-    line: String,
-    xff: String,
-    user_agent: String,
-    authority: String,
+/// How the proxy came to its response, set on the response's extensions (never sent): the
+/// upstream cluster and host, Envoy's response flags and `%RESPONSE_CODE_DETAILS%`.
+#[derive(Clone, Debug)]
+pub struct Served {
+    pub cluster: Option<Arc<str>>,
+    pub dest: Arc<Dest>,
+    pub upstream_host: Option<SocketAddr>,
+    pub flags: &'static str,
+    pub details: &'static str,
 }
 
-pub fn capture<B>(req: &Request<B>) -> Option<RequestInfo> {
-    ACCESS_LOG.get()?;
-    let h = |n: &str| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("-")
-            .to_string()
-    };
-    let authority = req
-        .uri()
-        .authority()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| h("host"));
-    Some(RequestInfo {
-        line: format!(
-            "{} {} {:?}",
-            req.method(),
-            req.uri()
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/"),
-            req.version()
-        ),
-        xff: h("x-forwarded-for"),
-        user_agent: h("user-agent"),
-        authority,
-    })
-}
-
-/// Envoy's response flags for the local replies this gateway makes.
-fn flags<B>(resp: &Response<B>, routed: bool) -> &'static str {
-    let upstream = resp.headers().contains_key("x-envoy-upstream-service-time");
-    match resp.status().as_u16() {
-        _ if resp.headers().contains_key("x-envoy-overloaded") => "UO",
-        404 if !routed => "NR",
-        504 if !upstream => "UT",
-        503 if !upstream => "UH",
-        _ => "-",
+impl Default for Served {
+    fn default() -> Served {
+        Served {
+            cluster: None,
+            dest: metrics::unknown_dest(),
+            upstream_host: None,
+            flags: "-",
+            details: "-",
+        }
     }
 }
 
-/// Counts the request and writes its access log line. `took` is the time to response headers.
-/// `route` is the origin of the route that answered, None when none did.
-pub fn record<B>(
-    conn: &ConnInfo,
-    info: Option<RequestInfo>,
-    resp: &Response<B>,
-    route: Option<&str>,
-    took: Duration,
+/// Marks a local reply with its flags and details (`NR route_not_found`, `UH`, ...).
+pub fn flag(mut r: Response<Body>, flags: &'static str, details: &'static str) -> Response<Body> {
+    let s = r.extensions_mut().get_or_insert_default::<Served>();
+    s.flags = flags;
+    s.details = details;
+    r
+}
+
+/// The request fields the metrics and the access log need, captured before the proxy
+/// consumes the request. The access log's fields only when there is one (no allocation then).
+pub struct RequestInfo {
+    start: Instant,
     started: SystemTime,
-) {
-    let status = resp.status().as_u16();
-    SHARD.with(|shard| {
-        let mut st = shard.lock().unwrap();
-        let routes = st.entry((conn.port, status)).or_default();
-        let r = route.unwrap_or("");
-        let s = match routes.get_mut(r) {
-            Some(s) => s,
-            None => routes.entry(r.to_string()).or_default(),
+    grpc: bool,
+    /// Header bytes (as Envoy counts `%BYTES_RECEIVED%`: the body only; headers go in
+    /// `istio_request_bytes`) and the body's declared length.
+    header_bytes: u64,
+    body_bytes: u64,
+    log: Option<Box<LogFields>>,
+}
+
+struct LogFields {
+    method: String,
+    path: String,
+    protocol: &'static str,
+    xff: Option<String>,
+    user_agent: Option<String>,
+    request_id: Option<String>,
+    authority: Option<String>,
+}
+
+pub fn capture<B>(req: &Request<B>) -> RequestInfo {
+    let h = req.headers();
+    let grpc = h
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let header_bytes: usize = h
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>()
+        + req.uri().path_and_query().map_or(1, |p| p.as_str().len())
+        + req.method().as_str().len();
+    let body_bytes = h
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    let log = ACCESS_LOG.get().map(|_| {
+        let s = |n: http::header::HeaderName| {
+            h.get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
         };
-        s.requests += 1;
-        s.seconds += took.as_secs_f64();
+        Box::new(LogFields {
+            method: req.method().to_string(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| "/".into(), |p| p.as_str().to_string()),
+            protocol: protocol_name(req.version()),
+            xff: s(http::header::HeaderName::from_static("x-forwarded-for")),
+            user_agent: s(http::header::USER_AGENT),
+            request_id: s(http::header::HeaderName::from_static("x-request-id")),
+            authority: req
+                .uri()
+                .authority()
+                .map(|a| a.to_string())
+                .or_else(|| s(http::header::HOST)),
+        })
     });
-    let (Some(info), Some(log)) = (info, ACCESS_LOG.get()) else {
+    RequestInfo {
+        start: Instant::now(),
+        started: SystemTime::now(),
+        grpc,
+        header_bytes: header_bytes as u64,
+        body_bytes,
+        log,
+    }
+}
+
+fn protocol_name(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_09 => "HTTP/0.9",
+        _ => "HTTP/1.1",
+    }
+}
+
+/// Everything recorded once the response stream ends.
+struct Pending {
+    info: RequestInfo,
+    port: u16,
+    local: SocketAddr,
+    peer: SocketAddr,
+    sni: Option<Arc<str>>,
+    status: u16,
+    grpc_status: Option<u16>,
+    served: Served,
+    route: Option<Arc<str>>,
+    route_name: Option<Arc<str>>,
+    upstream_time: Option<String>,
+    /// Time to response headers (the gateway's own route series).
+    headers_after: Duration,
+    header_bytes: u64,
+}
+
+/// Wraps the response so that metrics and the access log are written when its body ends (or
+/// is dropped early: a downstream disconnect, `DC`).
+pub fn finish(
+    conn: &ConnInfo,
+    info: RequestInfo,
+    mut resp: Response<Body>,
+    route: Option<(Arc<str>, Option<Arc<str>>)>,
+) -> Response<Body> {
+    let served = resp.extensions_mut().remove::<Served>().unwrap_or_default();
+    let h = resp.headers();
+    let grpc_status = h
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let header_bytes = h
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len() + 4)
+        .sum::<usize>() as u64;
+    let upstream_time = info.log.as_ref().and_then(|_| {
+        h.get("x-envoy-upstream-service-time")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    });
+    let (route, route_name) = match route {
+        Some((o, n)) => (Some(o), n),
+        None => (None, None),
+    };
+    let pending = Pending {
+        headers_after: info.start.elapsed(),
+        info,
+        port: conn.port,
+        local: SocketAddr::new(conn.bind.into(), conn.port),
+        peer: conn.peer,
+        sni: conn.sni.clone(),
+        status: resp.status().as_u16(),
+        grpc_status,
+        served,
+        route,
+        route_name,
+        upstream_time,
+        header_bytes,
+    };
+    let (parts, body) = resp.into_parts();
+    let tail = Tail {
+        inner: body,
+        bytes: 0,
+        ended: false,
+        pending: Some(Box::new(pending)),
+    };
+    Response::from_parts(parts, tail.boxed())
+}
+
+/// A response body that counts what it carried and records the request when it ends.
+struct Tail {
+    inner: Body,
+    bytes: u64,
+    ended: bool,
+    pending: Option<Box<Pending>>,
+}
+
+impl HttpBody for Tail {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        match &r {
+            Poll::Ready(Some(Ok(f))) => {
+                if let Some(d) = f.data_ref() {
+                    this.bytes += d.len() as u64;
+                } else if let (Some(t), Some(p)) = (f.trailers_ref(), this.pending.as_mut()) {
+                    if let Some(g) = t
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok()?.parse().ok())
+                    {
+                        p.grpc_status = Some(g);
+                    }
+                }
+                if this.inner.is_end_stream() {
+                    this.ended = true;
+                }
+            }
+            Poll::Ready(None) => this.ended = true,
+            Poll::Ready(Some(Err(_))) => {
+                // The body was cut (route timeout on the body, upstream reset).
+                if let Some(p) = this.pending.as_mut() {
+                    if p.served.flags == "-" {
+                        p.served.flags = "UT";
+                        p.served.details = "response_timeout";
+                    }
+                }
+                this.ended = true;
+            }
+            Poll::Pending => {}
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for Tail {
+    fn drop(&mut self) {
+        let Some(mut p) = self.pending.take() else {
+            return;
+        };
+        if !self.ended && !self.inner.is_end_stream() {
+            p.served.flags = "DC";
+            p.served.details = "downstream_remote_disconnect";
+        }
+        record(*p, self.bytes);
+    }
+}
+
+fn record(p: Pending, body_sent: u64) {
+    let duration = p.info.start.elapsed();
+    let protocol = if p.info.grpc { "grpc" } else { "http" };
+    let labels = Labels::http(
+        p.served.dest.clone(),
+        protocol,
+        p.status,
+        p.grpc_status,
+        p.served.flags,
+    );
+    metrics::record_http(HttpSample {
+        labels: &labels,
+        duration_ms: duration.as_secs_f64() * 1000.0,
+        request_bytes: p.info.header_bytes + p.info.body_bytes,
+        response_bytes: p.header_bytes + body_sent,
+    });
+    let route_labels = RouteLabels {
+        listener_port: p.port,
+        route: p.route.clone().unwrap_or_else(|| Arc::from("")),
+        code: p.status,
+    };
+    let m = &*metrics::ISTIO;
+    m.route_requests.get_or_create(&route_labels).inc();
+    m.route_seconds
+        .get_or_create(&route_labels)
+        .inc_by(p.headers_after.as_secs_f64());
+
+    let (Some(log), Some(f)) = (ACCESS_LOG.get(), p.info.log.as_deref()) else {
         return;
     };
-    let upstream_time = resp
-        .headers()
-        .get("x-envoy-upstream-service-time")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("-");
-    let line = format!(
-        "[{}] \"{}\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\"\n",
-        iso8601(started),
-        info.line,
-        status,
-        flags(resp, route.is_some()),
-        took.as_millis(),
-        upstream_time,
-        info.xff,
-        info.user_agent,
-        info.authority,
-        conn.peer,
-        route.unwrap_or("-"),
-    );
-    let _ = log.lock().unwrap().write_all(line.as_bytes());
+    let line = Line {
+        started: p.info.started,
+        method: Some(&f.method),
+        path: Some(&f.path),
+        protocol: Some(f.protocol),
+        code: p.status,
+        flags: p.served.flags,
+        details: p.served.details,
+        bytes_received: p.info.body_bytes,
+        bytes_sent: body_sent,
+        duration,
+        upstream_time: p.upstream_time.as_deref(),
+        xff: f.xff.as_deref(),
+        user_agent: f.user_agent.as_deref(),
+        request_id: f.request_id.as_deref(),
+        authority: f.authority.as_deref(),
+        upstream_host: p.served.upstream_host,
+        cluster: p.served.cluster.as_deref(),
+        local: p.local,
+        peer: p.peer,
+        sni: p.sni.as_deref(),
+        route_name: p.route_name.as_deref(),
+    };
+    log.write(&line);
 }
 
-/// Prometheus text for /metrics.
-pub fn prometheus() -> String {
-    let mut st = Stats::new();
-    for shard in SHARDS.lock().unwrap().iter() {
-        for (k, routes) in shard.lock().unwrap().iter() {
-            let into = st.entry(*k).or_default();
-            for (route, s) in routes {
-                let t = into.entry(route.clone()).or_default();
-                t.requests += s.requests;
-                t.seconds += s.seconds;
-            }
+/// One access log entry: the fields of Istio's default format.
+struct Line<'a> {
+    started: SystemTime,
+    method: Option<&'a str>,
+    path: Option<&'a str>,
+    protocol: Option<&'a str>,
+    code: u16,
+    flags: &'a str,
+    details: &'a str,
+    bytes_received: u64,
+    bytes_sent: u64,
+    duration: Duration,
+    upstream_time: Option<&'a str>,
+    xff: Option<&'a str>,
+    user_agent: Option<&'a str>,
+    request_id: Option<&'a str>,
+    authority: Option<&'a str>,
+    upstream_host: Option<SocketAddr>,
+    cluster: Option<&'a str>,
+    local: SocketAddr,
+    peer: SocketAddr,
+    sni: Option<&'a str>,
+    route_name: Option<&'a str>,
+}
+
+impl AccessLog {
+    fn write(&self, l: &Line<'_>) {
+        let s = match self.format {
+            LogFormat::Text => l.text(),
+            LogFormat::Json => l.json(),
+        };
+        let _ = self
+            .out
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .write_all(s.as_bytes());
+    }
+}
+
+impl Line<'_> {
+    /// Istio's `EnvoyTextLogFormat`, field for field.
+    fn text(&self) -> String {
+        let d = |v: Option<&str>| v.unwrap_or("-").to_string();
+        let host = self.upstream_host.map(|a| a.to_string());
+        format!(
+            "[{}] \"{} {} {}\" {} {} {} - \"-\" {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{}\" {} - {} {} {} {}\n",
+            iso8601(self.started),
+            d(self.method),
+            d(self.path),
+            d(self.protocol),
+            self.code,
+            self.flags,
+            self.details,
+            self.bytes_received,
+            self.bytes_sent,
+            self.duration.as_millis(),
+            d(self.upstream_time),
+            d(self.xff),
+            d(self.user_agent),
+            d(self.request_id),
+            d(self.authority),
+            d(host.as_deref()),
+            d(self.cluster),
+            self.local,
+            self.peer,
+            d(self.sni),
+            d(self.route_name),
+        )
+    }
+
+    /// Istio's JSON encoding: its default keys, `null` where the text form has `-`, numbers as
+    /// numbers; keys sorted, as Envoy writes them.
+    fn json(&self) -> String {
+        use serde_json::{json, Value};
+        let o = |v: Option<&str>| v.map_or(Value::Null, |s| Value::String(s.to_string()));
+        let dash = |v: &str| if v == "-" { Value::Null } else { json!(v) };
+        let v = json!({
+            "authority": o(self.authority),
+            "bytes_received": self.bytes_received,
+            "bytes_sent": self.bytes_sent,
+            "connection_termination_details": null,
+            "downstream_local_address": self.local.to_string(),
+            "downstream_remote_address": self.peer.to_string(),
+            "duration": self.duration.as_millis() as u64,
+            "method": o(self.method),
+            "path": o(self.path),
+            "protocol": o(self.protocol),
+            "request_id": o(self.request_id),
+            "requested_server_name": o(self.sni),
+            "response_code": self.code,
+            "response_code_details": dash(self.details),
+            "response_flags": self.flags,
+            "route_name": o(self.route_name),
+            "start_time": iso8601(self.started),
+            "upstream_cluster": o(self.cluster),
+            "upstream_host": self.upstream_host.map_or(Value::Null, |a| json!(a.to_string())),
+            "upstream_local_address": null,
+            "upstream_service_time": self.upstream_time.and_then(|t| t.parse::<u64>().ok()),
+            "upstream_transport_failure_reason": null,
+            "user_agent": o(self.user_agent),
+            "x_forwarded_for": o(self.xff),
+        });
+        let mut s = v.to_string();
+        s.push('\n');
+        s
+    }
+}
+
+/// A TCP connection proxied in userspace (TLS passthrough, a `tls`/`tcp` route): Istio's
+/// `istio_tcp_*` series and, with an access log, its line (`"- - -" 0`).
+pub struct TcpConn {
+    start: Instant,
+    started: SystemTime,
+    labels: Labels,
+    cluster: Option<Arc<str>>,
+    local: SocketAddr,
+    peer: SocketAddr,
+    sni: Option<Arc<str>>,
+}
+
+impl TcpConn {
+    /// The connection was forwarded to `cluster` (opened toward an upstream).
+    pub fn opened(
+        cluster: &str,
+        local: SocketAddr,
+        peer: SocketAddr,
+        sni: Option<Arc<str>>,
+    ) -> TcpConn {
+        let labels = Labels::tcp(Dest::from_cluster(cluster), "-");
+        metrics::tcp_opened(&labels);
+        TcpConn {
+            start: Instant::now(),
+            started: SystemTime::now(),
+            labels,
+            cluster: Some(cluster.into()),
+            local,
+            peer,
+            sni,
         }
     }
-    let mut out = String::from(
-        "# TYPE gateway_http_requests_total counter\n# TYPE gateway_http_request_seconds_sum counter\n",
-    );
-    for ((port, code), routes) in st.iter() {
-        for (route, s) in routes {
-            let labels = format!(
-                "listener_port=\"{port}\",route=\"{}\",code=\"{code}\"",
-                route.replace('"', "'")
-            );
-            out.push_str(&format!(
-                "gateway_http_requests_total{{{labels}}} {}\n",
-                s.requests
-            ));
-            out.push_str(&format!(
-                "gateway_http_request_seconds_sum{{{labels}}} {:.6}\n",
-                s.seconds
-            ));
-        }
+
+    /// The connection ended: bytes received from and sent to the downstream.
+    pub fn closed(self, upstream: Option<SocketAddr>, received: u64, sent: u64) {
+        metrics::tcp_closed(&self.labels, sent, received);
+        let Some(log) = ACCESS_LOG.get() else {
+            return;
+        };
+        log.write(&Line {
+            started: self.started,
+            method: None,
+            path: None,
+            protocol: None,
+            code: 0,
+            flags: "-",
+            details: "-",
+            bytes_received: received,
+            bytes_sent: sent,
+            duration: self.start.elapsed(),
+            upstream_time: None,
+            xff: None,
+            user_agent: None,
+            request_id: None,
+            authority: None,
+            upstream_host: upstream,
+            cluster: self.cluster.as_deref(),
+            local: self.local,
+            peer: self.peer,
+            sni: self.sni.as_deref(),
+            route_name: None,
+        });
     }
-    out
 }
 
 /// UTC timestamp with milliseconds, as Envoy's %START_TIME% prints it.
@@ -222,5 +570,53 @@ mod tests {
         let t = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123);
         assert_eq!(iso8601(t), "2026-11-18T11:06:40.123Z");
         assert_eq!(iso8601(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+    }
+
+    fn line() -> Line<'static> {
+        Line {
+            started: SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_000_000_123),
+            method: Some("GET"),
+            path: Some("/v1/x?a=1"),
+            protocol: Some("HTTP/1.1"),
+            code: 200,
+            flags: "-",
+            details: "via_upstream",
+            bytes_received: 0,
+            bytes_sent: 12,
+            duration: Duration::from_millis(3),
+            upstream_time: Some("2"),
+            xff: Some("198.18.0.2"),
+            user_agent: Some("curl/7.88.1"),
+            request_id: Some("4f6c1a2e-0000-4000-8000-000000000000"),
+            authority: Some("web.example.com"),
+            upstream_host: Some("198.19.0.2:8080".parse().unwrap()),
+            cluster: Some("outbound|8080||web.demo.svc.cluster.local"),
+            local: "198.18.0.1:8080".parse().unwrap(),
+            peer: "198.18.0.2:41000".parse().unwrap(),
+            sni: None,
+            route_name: None,
+        }
+    }
+
+    /// The text line reads field for field as Istio's default format.
+    #[test]
+    fn text_line_is_istios_default_format() {
+        assert_eq!(
+            line().text(),
+            "[2026-11-18T11:06:40.123Z] \"GET /v1/x?a=1 HTTP/1.1\" 200 - via_upstream - \"-\" 0 12 3 2 \
+             \"198.18.0.2\" \"curl/7.88.1\" \"4f6c1a2e-0000-4000-8000-000000000000\" \"web.example.com\" \
+             \"198.19.0.2:8080\" outbound|8080||web.demo.svc.cluster.local - 198.18.0.1:8080 \
+             198.18.0.2:41000 - -\n"
+        );
+    }
+
+    #[test]
+    fn json_line_has_istios_keys() {
+        let v: serde_json::Value = serde_json::from_str(&line().json()).unwrap();
+        assert_eq!(v["response_code"], 200);
+        assert_eq!(v["upstream_service_time"], 2);
+        assert_eq!(v["response_flags"], "-");
+        assert!(v["requested_server_name"].is_null());
+        assert_eq!(v.as_object().unwrap().len(), 24);
     }
 }

@@ -15,13 +15,12 @@
 //! (Envoy `tcp_proxy`: a failure closes the client), `maxConnections` per cluster, outlier
 //! detection fed with connect failures, and Envoy's 1 h idle timeout.
 
-use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -31,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::LazyConfigAcceptor;
 
+use super::observe::TcpConn;
 use super::cluster::{fnv, now_ms, try_acquire, Cluster, Counted, Outcome};
 use crate::plan::http as hp;
 use crate::plan::stream as sp;
@@ -370,29 +370,17 @@ pub fn clusters(plan: &sp::StreamPlan) -> std::collections::HashMap<String, Arc<
         .collect()
 }
 
-/// Connections by (listener port, chain origin, outcome), for /metrics. Process-global, as the
-/// HTTP counters are, so a config swap does not reset them.
-type Stats = BTreeMap<(u16, String, &'static str), u64>;
-static STATS: LazyLock<Mutex<Stats>> = LazyLock::new(Default::default);
-
 /// Counts one connection's outcome: `forwarded`, `no_chain`, `no_client_hello`,
 /// `handshake_failed`, `no_cluster`, `overflow`, `no_healthy_upstream`, `connect_failed`.
 pub fn count(port: u16, chain: &str, outcome: &'static str) {
-    let mut st = STATS.lock().unwrap_or_else(|e| e.into_inner());
-    *st.entry((port, chain.to_string(), outcome)).or_default() += 1;
-}
-
-/// Prometheus text for /metrics.
-pub fn prometheus() -> String {
-    let st = STATS.lock().unwrap_or_else(|e| e.into_inner());
-    let mut out = String::from("# TYPE gateway_tls_stream_connections_total counter\n");
-    for ((port, chain, outcome), n) in st.iter() {
-        out.push_str(&format!(
-            "gateway_tls_stream_connections_total{{listener_port=\"{port}\",chain=\"{}\",outcome=\"{outcome}\"}} {n}\n",
-            chain.replace('"', "'")
-        ));
-    }
-    out
+    crate::metrics::ISTIO
+        .tls_streams
+        .get_or_create(&crate::metrics::StreamLabels {
+            listener_port: port,
+            chain: chain.to_string(),
+            outcome,
+        })
+        .inc();
 }
 
 /// Serves one connection on `chain`: optional TLS termination, destination, upstream
@@ -420,11 +408,17 @@ async fn forward(
         log::debug!("{}: {} at maxConnections", chain.origin, cluster.plan.name);
         return Err("overflow");
     };
+    let local = tcp
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], port)));
     match &chain.terminate {
         None => {
             let (up, _active) = connect(&cluster, peer).await?;
             count(port, &chain.origin, "forwarded");
-            splice(tcp, up).await;
+            let upstream = up.peer_addr().ok();
+            let conn = TcpConn::opened(&cluster.plan.name, local, peer, None);
+            let (received, sent) = splice(tcp, up).await;
+            conn.closed(upstream, received, sent);
         }
         Some(cfg) => {
             let hello = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), tcp);
@@ -442,7 +436,11 @@ async fn forward(
             };
             let (up, _active) = connect(&cluster, peer).await?;
             count(port, &chain.origin, "forwarded");
-            splice(down, up).await;
+            let upstream = up.peer_addr().ok();
+            let sni = down.get_ref().1.server_name().map(Into::into);
+            let conn = TcpConn::opened(&cluster.plan.name, local, peer, sni);
+            let (received, sent) = splice(down, up).await;
+            conn.closed(upstream, received, sent);
         }
     }
     Ok(())
@@ -498,10 +496,11 @@ async fn connect(
     }
 }
 
-/// Counts the last time bytes came in either way.
+/// Counts the last time bytes came in either way, and the bytes read from this side.
 struct Tracked<S> {
     inner: S,
     last: Arc<AtomicU64>,
+    read: u64,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
@@ -512,8 +511,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let n = buf.filled().len() - before;
+        if n > 0 {
             self.last.store(now_ms(), Relaxed);
+            self.read += n as u64;
         }
         r
     }
@@ -536,8 +537,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 }
 
 /// Copies both ways (half-closes propagated) until both are done, or nothing moved for
-/// [`IDLE_TIMEOUT`].
-async fn splice<D, U>(down: D, up: U)
+/// [`IDLE_TIMEOUT`]. Returns the bytes received from the downstream and sent to it.
+async fn splice<D, U>(down: D, up: U) -> (u64, u64)
 where
     D: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
@@ -546,10 +547,12 @@ where
     let mut down = Tracked {
         inner: down,
         last: last.clone(),
+        read: 0,
     };
     let mut up = Tracked {
         inner: up,
         last: last.clone(),
+        read: 0,
     };
     let idle = IDLE_TIMEOUT.as_millis() as u64;
     let watchdog = async {
@@ -565,6 +568,7 @@ where
         _ = tokio::io::copy_bidirectional(&mut down, &mut up) => {}
         _ = watchdog => {}
     }
+    (down.read, up.read)
 }
 
 #[cfg(test)]

@@ -21,11 +21,12 @@ use super::router::{normalize_path, Decision, RequestView, Route, Table};
 use crate::plan::http as p;
 
 use super::conn::full;
+use super::observe::{flag, Served};
 pub use super::conn::{local_reply, Body, BoxError, ConnInfo};
 use super::request::headers::{
-    apply_ops, request_id, small_number, strip_hop_by_hop, EDGE_STRIPPED, X_ENVOY_ATTEMPT_COUNT,
+    apply_ops, small_number, strip_hop_by_hop, EDGE_STRIPPED, X_ENVOY_ATTEMPT_COUNT,
     X_ENVOY_EXTERNAL_ADDRESS, X_ENVOY_ORIGINAL_PATH, X_ENVOY_UPSTREAM_SERVICE_TIME,
-    X_FORWARDED_CLIENT_CERT, X_FORWARDED_FOR, X_FORWARDED_PROTO, X_REQUEST_ID,
+    X_FORWARDED_CLIENT_CERT, X_FORWARDED_FOR, X_FORWARDED_PROTO,
 };
 use super::request::redirect::redirect;
 use super::request::retry::{
@@ -131,7 +132,6 @@ pub async fn handle(
         {
             h.insert(X_FORWARDED_CLIENT_CERT, v);
         }
-        h.insert(X_REQUEST_ID, request_id());
         let xff = match h.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(prev) if !prev.is_empty() => {
                 let mut v = Vec::with_capacity(prev.len() + 1 + conn.peer_ip.len());
@@ -157,7 +157,7 @@ pub async fn handle(
             None => Some(l),
         });
     let Some(listener) = listener else {
-        return (local_reply(404, ""), None);
+        return (flag(local_reply(404, ""), "NR", "route_not_found"), None);
     };
     let view = RequestView {
         method: req.method().as_str(),
@@ -168,7 +168,9 @@ pub async fn handle(
         headers: req.headers(),
     };
     let route = match listener.select(&view) {
-        Decision::NoRoute => return (local_reply(404, ""), None),
+        Decision::NoRoute => {
+            return (flag(local_reply(404, ""), "NR", "route_not_found"), None)
+        }
         Decision::HttpsRedirect => {
             let host = match head.authority.strip_suffix(":80") {
                 Some(h) => h,
@@ -185,12 +187,16 @@ pub async fn handle(
     };
 
     let resp = routed(&rt, route, conn, req, &head).await;
-    (resp, Some(RouteTag(route.origin.clone())))
+    (
+        resp,
+        Some(RouteTag(route.origin.clone(), route.name.clone())),
+    )
 }
 
-/// Which route answered (its origin), for the access log and metrics; never sent on the wire.
+/// Which route answered (its origin, and its name if it has one), for the access log and
+/// metrics; never sent on the wire.
 #[derive(Clone, Debug)]
-pub struct RouteTag(pub Arc<str>);
+pub struct RouteTag(pub Arc<str>, pub Option<Arc<str>>);
 
 /// Everything after route selection: CORS, faults, the route's action.
 async fn routed(
@@ -273,7 +279,11 @@ async fn routed(
         if let Some(a) = &f.abort {
             if sample(a.ppm) {
                 return match (a.http_status, a.grpc_status) {
-                    (Some(s), _) => local_reply(s, "fault filter abort"),
+                    (Some(s), _) => flag(
+                        local_reply(s, "fault filter abort"),
+                        "FI",
+                        "fault_filter_abort",
+                    ),
                     (None, Some(g)) => {
                         let mut r = local_reply(200, "");
                         let h = r.headers_mut();
@@ -286,9 +296,13 @@ async fn routed(
                             "grpc-message",
                             HeaderValue::from_static("fault filter abort"),
                         );
-                        r
+                        flag(r, "FI", "fault_filter_abort")
                     }
-                    (None, None) => local_reply(500, "fault filter abort"),
+                    (None, None) => flag(
+                        local_reply(500, "fault filter abort"),
+                        "FI",
+                        "fault_filter_abort",
+                    ),
                 };
             }
         }
@@ -308,7 +322,7 @@ async fn routed(
         }
         p::Action::Direct { status, body } => {
             let r = local_reply(*status, body.as_deref().unwrap_or(""));
-            return with_response_ops(r, route, conn);
+            return with_response_ops(flag(r, "-", "direct_response"), route, conn);
         }
         p::Action::Forward(f) => f,
     };
@@ -357,12 +371,13 @@ async fn forward(
         }
         k
     };
+    let not_found = || flag(local_reply(503, ""), "NC", "cluster_not_found");
     let Some(wc) = fwd.clusters.get(k) else {
-        return with_response_ops(local_reply(503, ""), route, conn);
+        return with_response_ops(not_found(), route, conn);
     };
     let Some(ci) = route.clusters[k] else {
         // Unknown host, port or subset: Envoy's "cluster not found" (NC).
-        return with_response_ops(local_reply(503, ""), route, conn);
+        return with_response_ops(not_found(), route, conn);
     };
     let cluster = &*rt.clusters[ci];
 
@@ -546,7 +561,11 @@ async fn forward(
                 cluster.pick_retry(hash, avoid)
             };
             let Some(i) = picked else {
-                return Err(Err(local_reply(503, "no healthy upstream")));
+                return Err(Err(flag(
+                    local_reply(503, "no healthy upstream"),
+                    "UH",
+                    "no_healthy_upstream",
+                )));
             };
             tried.push(i);
             let ep = &cluster.endpoints[i];
@@ -594,7 +613,7 @@ async fn forward(
                         continue;
                     }
                     drop(retry_guard);
-                    return Ok((resp, sent.elapsed(), attempt));
+                    return Ok((resp, sent.elapsed(), ep.addr));
                 }
                 Err(e) => {
                     cluster.record(i, Outcome::LocalFailure);
@@ -608,7 +627,11 @@ async fn forward(
         }
         let e = last_err.unwrap_or(AttemptError::Reset);
         if matches!(e, AttemptError::Timeout) {
-            return Err(Err(local_reply(504, "upstream request timeout")));
+            return Err(Err(flag(
+                local_reply(504, "upstream request timeout"),
+                "UT",
+                "response_timeout",
+            )));
         }
         let msg = if tried.count > 1 {
             format!("upstream connect error or disconnect/reset before headers. retried and the latest reset reason: {}", e.reason())
@@ -618,7 +641,13 @@ async fn forward(
                 e.reason()
             )
         };
-        Err(Err(local_reply(503, &msg)))
+        let (flags, details) = match (&e, tried.count > 1) {
+            (AttemptError::Connect, false) => ("UF", "upstream_reset_before_response_started{connection_failure}"),
+            (AttemptError::Connect, true) => ("UF,URX", "upstream_reset_before_response_started{connection_failure}"),
+            (_, false) => ("UC", "upstream_reset_before_response_started{connection_termination}"),
+            (_, true) => ("UC,URX", "upstream_reset_before_response_started{connection_termination}"),
+        };
+        Err(Err(flag(local_reply(503, &msg), flags, details)))
     };
     // The route timeout starts once the downstream request is complete and covers the whole
     // response, body included (§3.11).
@@ -633,7 +662,11 @@ async fn forward(
             };
             tokio::select! {
                 r = attempts => r,
-                () = timer => Err(Err(local_reply(504, "upstream request timeout"))),
+                () = timer => Err(Err(flag(
+                    local_reply(504, "upstream request timeout"),
+                    "UT",
+                    "response_timeout",
+                ))),
             }
         }
         None => attempts.await,
@@ -647,9 +680,22 @@ async fn forward(
         };
         start + Duration::from_millis(ms)
     });
-    let (resp, took, _attempts) = match outcome {
+    // The cluster (and host) that answered, for the access log and metrics.
+    let served = |r: &mut Response<Body>, host: Option<std::net::SocketAddr>| {
+        let s = r.extensions_mut().get_or_insert_default::<Served>();
+        s.cluster = Some(cluster.name.clone());
+        s.dest = cluster.dest.clone();
+        s.upstream_host = host;
+        if host.is_some() {
+            s.details = "via_upstream";
+        }
+    };
+    let (resp, took, host) = match outcome {
         Ok(x) => x,
-        Err(Err(r)) => return with_response_ops(r, route, conn),
+        Err(Err(mut r)) => {
+            served(&mut r, None);
+            return with_response_ops(r, route, conn);
+        }
         Err(Ok(())) => return with_response_ops(local_reply(503, ""), route, conn),
     };
 
@@ -667,6 +713,7 @@ async fn forward(
             });
         }
         let mut r = Response::new(full(Bytes::new()));
+        served(&mut r, Some(host));
         *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         *r.headers_mut() = std::mem::take(resp.headers_mut());
         r.headers_mut()
@@ -690,9 +737,9 @@ async fn forward(
         Some(at) => Deadline::new(rbody, at).boxed(),
         None => rbody.map_err(|e| Box::new(e) as BoxError).boxed(),
     };
-    let resp = Response::from_parts(rparts, rbody);
+    let mut resp = Response::from_parts(rparts, rbody);
+    served(&mut resp, Some(host));
     // Response operations: destination level, then route level.
-    let mut resp = resp;
     apply_ops(resp.headers_mut(), &wc.response_headers, conn);
     with_response_ops(resp, route, conn)
 }
@@ -725,7 +772,7 @@ fn overflow() -> Response<Body> {
     );
     r.headers_mut()
         .insert("x-envoy-overloaded", HeaderValue::from_static("true"));
-    r
+    flag(r, "UO", "upstream_reset_before_response_started{overflow}")
 }
 
 fn build_upstream(

@@ -78,6 +78,8 @@ pub struct Route {
     pub plan: p::Route,
     /// `plan.origin`, shared: the access log and metrics take it per request without copying.
     pub origin: std::sync::Arc<str>,
+    /// `plan.name`, shared the same way (%ROUTE_NAME%).
+    pub name: Option<std::sync::Arc<str>>,
     path: PathMatcher,
     ignore_case: bool,
     method: Option<Matcher>,
@@ -282,6 +284,7 @@ fn build_route(r: &p::Route, cluster_idx: &HashMap<&str, usize>) -> Route {
             .map(|c| c.allow_origins.iter().map(Matcher::new).collect())
             .unwrap_or_default(),
         origin: r.origin.as_str().into(),
+        name: r.name.as_deref().map(Into::into),
         plan: r.clone(),
     }
 }
@@ -655,6 +658,7 @@ pub fn bench_router(n_routes: usize, lookups: usize, kind: BenchTable, strategy:
         };
         routes.push(p::Route {
             origin: format!("bench {i}"),
+            name: None,
             matcher: p::RouteMatch {
                 path,
                 ignore_case: false,

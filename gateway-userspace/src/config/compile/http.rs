@@ -669,7 +669,14 @@ impl<'a> Compiler<'a> {
                 };
                 let matcher = route_match(m);
                 let catch_all = is_catch_all(&matcher);
-                let r = self.http_route(f.vs, &f.at, rule, matcher, origin, port, clusters);
+                let mut r = self.http_route(f.vs, &f.at, rule, matcher, origin, port, clusters);
+                // Envoy's route name (%ROUTE_NAME%), as Istio sets it: the rule's name, joined
+                // with the match's.
+                r.name = match (rule.name.as_str(), m.map_or("", |m| m.name.as_str())) {
+                    ("", "") => None,
+                    (n, "") => Some(n.to_string()),
+                    (n, m) => Some(format!("{n}.{m}")),
+                };
                 out.push(r);
                 if catch_all {
                     break 'rules;
@@ -960,6 +967,7 @@ impl<'a> Compiler<'a> {
         });
         p::Route {
             origin,
+            name: None,
             matcher,
             action,
             request_headers,
