@@ -63,8 +63,9 @@ pub struct Dest {
 }
 
 impl Dest {
-    /// Labels for a cluster name; `unknown` where Istio has nothing (no cluster: a local reply).
-    pub fn from_cluster(cluster: &str) -> Arc<Dest> {
+    /// Labels for a cluster name and its service's namespace (empty: not known); `unknown`
+    /// where Istio has nothing (no cluster: a local reply).
+    pub fn from_cluster(cluster: &str, svc_namespace: &str) -> Arc<Dest> {
         let mut parts = cluster.splitn(4, '|');
         let (_, _, subset, host) = (parts.next(), parts.next(), parts.next(), parts.next());
         let Some(host) = host else {
@@ -75,8 +76,10 @@ impl Dest {
         let labels: Vec<&str> = host.split('.').collect();
         let (name, namespace) = if labels.len() >= 3 && labels[2] == "svc" {
             (labels[0].to_string(), labels[1].to_string())
-        } else {
+        } else if svc_namespace.is_empty() {
             (host.to_string(), "unknown".to_string())
+        } else {
+            (host.to_string(), svc_namespace.to_string())
         };
         Arc::new(Dest {
             service: host.to_string(),
@@ -399,7 +402,7 @@ mod tests {
 
     #[test]
     fn destination_labels_from_cluster_names() {
-        let d = Dest::from_cluster("outbound|9080|v1|reviews.bookinfo.svc.cluster.local");
+        let d = Dest::from_cluster("outbound|9080|v1|reviews.bookinfo.svc.cluster.local", "bookinfo");
         assert_eq!(
             (&*d.service, &*d.name, &*d.namespace, &*d.version),
             (
@@ -409,18 +412,20 @@ mod tests {
                 "v1"
             )
         );
-        let d = Dest::from_cluster("outbound|443||api.example.com");
+        let d = Dest::from_cluster("outbound|443||api.example.com", "");
         assert_eq!(
             (&*d.name, &*d.namespace, &*d.version),
             ("api.example.com", "unknown", "unknown")
         );
-        assert_eq!(Dest::from_cluster("garbage"), unknown_dest());
+        let d = Dest::from_cluster("outbound|443||api.example.com", "edge");
+        assert_eq!(&*d.namespace, "edge");
+        assert_eq!(Dest::from_cluster("garbage", ""), unknown_dest());
     }
 
     #[test]
     fn http_series_carry_istio_labels_in_order() {
         let l = Labels::http(
-            Dest::from_cluster("outbound|80||web.demo.svc.cluster.local"),
+            Dest::from_cluster("outbound|80||web.demo.svc.cluster.local", "demo"),
             "http",
             200,
             None,

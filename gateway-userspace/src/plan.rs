@@ -507,6 +507,9 @@ pub mod http {
     #[derive(Clone, Debug, PartialEq, Serialize)]
     pub struct Cluster {
         pub name: String,
+        /// The destination service's namespace (metrics' `destination_service_namespace`).
+        #[serde(skip_serializing_if = "String::is_empty")]
+        pub namespace: String,
         /// HTTP/2 (h2c) upstream: service port protocol HTTP2, GRPC or GRPC-WEB.
         pub http2: bool,
         /// Empty: 503 `no healthy upstream`.

@@ -30,41 +30,142 @@ fn access_log_and_metrics() -> Result<()> {
     let teapot = http.get("http://198.18.0.1:8080/teapot", &[])?;
     ensure!(teapot.status == 418);
 
-    let text = std::fs::read_to_string(log.path())?;
+    // Lines are written when the response stream ends: wait for both.
+    let text = wait_lines(log.path(), 2)?;
     let lines: Vec<&str> = text.lines().collect();
-    ensure!(lines.len() == 2, "two access log lines expected:\n{text}");
+    // Istio's default text format: [start] "method path protocol" code flags details
+    // termination "failure" received sent duration upstream_time "xff" "ua" "id" "authority"
+    // "upstream host" cluster upstream_local downstream_local downstream_remote sni route.
+    let f = fields(lines[0]);
+    ensure!(f.len() == 22, "{} fields in {}", f.len(), lines[0]);
     ensure!(
-        lines[0].contains("\"GET /v1/x HTTP/1.1\" 200 - ")
-            && lines[0].contains("\"observe-test\"")
-            && lines[0].contains("VirtualService demo/web"),
+        f[1] == "GET /v1/x HTTP/1.1" && f[2] == "200" && f[3] == "-" && f[4] == "via_upstream",
         "first line: {}",
         lines[0]
     );
+    ensure!(f[12] == "observe-test" && f[14] == "198.18.0.1:8080", "{}", lines[0]);
     ensure!(
-        lines[1].contains("\"GET /teapot HTTP/1.1\" 418 "),
+        f[13].len() == 36 && f[13] == ok.upstream_header("x-request-id").unwrap_or_default(),
+        "the logged request id is the one sent upstream: {} vs {:?}",
+        f[13],
+        ok.upstream_header("x-request-id")
+    );
+    ensure!(
+        f[15].parse::<std::net::SocketAddrV4>().is_ok_and(|a| a.port() == 8000)
+            && f[16] == "outbound|8000|v1|web.demo.local",
+        "upstream host and cluster: {}",
+        lines[0]
+    );
+    ensure!(f[18] == "198.18.0.1:8080" && f[21] == "v1-only", "{}", lines[0]);
+    let t = fields(lines[1]);
+    ensure!(
+        t[1] == "GET /teapot HTTP/1.1"
+            && t[2] == "418"
+            && t[4] == "direct_response"
+            && t[21] == "teapot",
         "second line: {}",
         lines[1]
     );
 
-    let (code, metrics) = agent.get("/metrics")?;
+    // The scrape, through a Prometheus text-format parser: names, types and Istio's labels.
+    let (code, metrics) = agent.get_at("127.0.0.1:15090".parse()?, "/stats/prometheus")?;
     ensure!(code == 200);
-    let routed = metrics
-        .lines()
-        .find(|l| l.starts_with("gateway_http_requests_total") && l.contains("code=\"200\""))
-        .with_context(|| format!("no 200 counter in /metrics:\n{metrics}"))?;
+    let scrape = prometheus_parse::Scrape::parse(metrics.lines().map(|l| Ok(l.to_string())))?;
+    let series = |name: &str| -> Vec<&prometheus_parse::Sample> {
+        scrape.samples.iter().filter(|s| s.metric == name).collect()
+    };
+    let routed = series("istio_requests_total")
+        .into_iter()
+        .find(|s| s.labels.get("response_code") == Some("200"))
+        .with_context(|| format!("no 200 in istio_requests_total:\n{metrics}"))?;
     ensure!(
-        routed.contains("listener_port=\"8080\"") && routed.ends_with(" 1"),
-        "{routed}"
+        matches!(routed.value, prometheus_parse::Value::Counter(n) if n >= 1.0),
+        "istio_requests_total is a counter: {:?}",
+        routed.value
     );
+    for (k, v) in [
+        ("reporter", "source"),
+        ("destination_service", "web.demo.local"),
+        ("destination_service_name", "web.demo.local"),
+        ("destination_service_namespace", "demo"),
+        ("destination_version", "v1"),
+        ("request_protocol", "http"),
+        ("response_flags", "-"),
+        ("grpc_response_status", ""),
+        ("connection_security_policy", "unknown"),
+        ("destination_workload", "unknown"),
+        ("source_workload", "gateway"),
+    ] {
+        ensure!(
+            routed.labels.get(k) == Some(v),
+            "{k}={:?}, want {v:?}: {routed:?}",
+            routed.labels.get(k)
+        );
+    }
+    let direct = series("istio_requests_total")
+        .into_iter()
+        .find(|s| s.labels.get("response_code") == Some("418"))
+        .context("no 418 series")?;
+    ensure!(direct.labels.get("destination_service") == Some("unknown"));
+    let hist = series("istio_request_duration_milliseconds")
+        .into_iter()
+        .find(|s| s.labels.get("response_code") == Some("200"))
+        .context("no duration histogram")?;
+    match &hist.value {
+        prometheus_parse::Value::Histogram(b) => ensure!(
+            b.len() == 20 && b[0].less_than == 0.5 && b.last().is_some_and(|b| b.count >= 1.0),
+            "Envoy's 19 buckets and +Inf: {b:?}"
+        ),
+        v => anyhow::bail!("duration is not a histogram: {v:?}"),
+    }
+    for h in ["istio_request_bytes", "istio_response_bytes"] {
+        ensure!(
+            series(h)
+                .iter()
+                .any(|s| matches!(s.value, prometheus_parse::Value::Histogram(_))),
+            "{h} missing or untyped"
+        );
+    }
+    let own = series("gateway_http_requests_total")
+        .into_iter()
+        .find(|s| s.labels.get("code") == Some("200"))
+        .context("no gateway_http_requests_total 200")?;
+    ensure!(own.labels.get("listener_port") == Some("8080"), "{own:?}");
     ensure!(
-        metrics.contains("code=\"418\""),
-        "no 418 counter:\n{metrics}"
-    );
-    ensure!(
-        metrics.contains("gateway_xdp_packets_total{verdict=\"pass_local\"}"),
+        series("gateway_xdp_packets_total")
+            .iter()
+            .any(|s| s.labels.get("verdict") == Some("pass_local")),
         "XDP counters missing"
     );
     Ok(())
+}
+
+/// The fields of an access log line: the bracketed time, quoted strings, bare words.
+fn fields(line: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = line.trim_end();
+    while !rest.is_empty() {
+        let (f, r) = match rest.as_bytes()[0] {
+            b'[' => rest[1..].split_once(']').unwrap_or((&rest[1..], "")),
+            b'"' => rest[1..].split_once('"').unwrap_or((&rest[1..], "")),
+            _ => rest.split_once(' ').unwrap_or((rest, "")),
+        };
+        out.push(f.to_string());
+        rest = r.trim_start();
+    }
+    out
+}
+
+fn wait_lines(path: &std::path::Path, n: usize) -> Result<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(path)?;
+        if text.lines().count() >= n || std::time::Instant::now() > deadline {
+            ensure!(text.lines().count() == n, "{n} access log lines expected:\n{text}");
+            return Ok(text);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
 }
 
 /// The ports Istio's operators probe and scrape: 15021 answers readiness from the network (as a

@@ -167,7 +167,7 @@ impl Cluster {
         Cluster {
             plan: plan.clone(),
             name: plan.name.as_str().into(),
-            dest: crate::metrics::Dest::from_cluster(&plan.name),
+            dest: crate::metrics::Dest::from_cluster(&plan.name, &plan.namespace),
             endpoints,
             schedule,
             rr: AtomicUsize::new(rand::thread_rng().gen()),
@@ -392,6 +392,7 @@ mod tests {
     fn cluster(lb: p::Lb, n: u8, outlier: Option<p::Outlier>) -> Cluster {
         Cluster::new(&p::Cluster {
             name: "c".into(),
+            namespace: String::new(),
             http2: false,
             endpoints: (1..=n)
                 .map(|k| p::Endpoint {

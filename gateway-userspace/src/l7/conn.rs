@@ -27,6 +27,9 @@ pub struct ConnInfo {
     pub peer_ip: HeaderValue,
     /// The SNI the client sent (%REQUESTED_SERVER_NAME%); None on plain-text listeners.
     pub sni: Option<std::sync::Arc<str>>,
+    /// The address the client connected to (%DOWNSTREAM_LOCAL_ADDRESS%): the listener's
+    /// unless the accept loop knows the socket's own.
+    pub local: SocketAddr,
 }
 
 impl ConnInfo {
@@ -39,6 +42,7 @@ impl ConnInfo {
             chain: None,
             xfcc: None,
             sni: None,
+            local: SocketAddr::from((bind, port)),
             peer_ip: HeaderValue::from_str(&peer.ip().to_string())
                 .expect("an IP address is a valid header value"),
         }

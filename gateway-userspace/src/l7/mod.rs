@@ -248,6 +248,9 @@ async fn accept_loop(sock: TcpListener, key: (Ipv4Addr, u16), state: Arc<ArcSwap
         let state = state.clone();
         tokio::spawn(async move {
             let mut conn = ConnInfo::new(key.0, key.1, peer);
+            if let Ok(a) = stream.local_addr() {
+                conn.local = a;
+            }
             // The generation current at accept decides whether this connection is TLS.
             let tls = state.load().tls.get(&key).cloned();
             match tls {

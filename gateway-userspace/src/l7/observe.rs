@@ -215,7 +215,7 @@ pub fn finish(
         headers_after: info.start.elapsed(),
         info,
         port: conn.port,
-        local: SocketAddr::new(conn.bind.into(), conn.port),
+        local: conn.local,
         peer: conn.peer,
         sni: conn.sni.clone(),
         status: resp.status().as_u16(),
@@ -487,18 +487,18 @@ pub struct TcpConn {
 impl TcpConn {
     /// The connection was forwarded to `cluster` (opened toward an upstream).
     pub fn opened(
-        cluster: &str,
+        cluster: &super::cluster::Cluster,
         local: SocketAddr,
         peer: SocketAddr,
         sni: Option<Arc<str>>,
     ) -> TcpConn {
-        let labels = Labels::tcp(Dest::from_cluster(cluster), "-");
+        let labels = Labels::tcp(cluster.dest.clone(), "-");
         metrics::tcp_opened(&labels);
         TcpConn {
             start: Instant::now(),
             started: SystemTime::now(),
             labels,
-            cluster: Some(cluster.into()),
+            cluster: Some(cluster.name.clone()),
             local,
             peer,
             sni,

@@ -416,7 +416,7 @@ async fn forward(
             let (up, _active) = connect(&cluster, peer).await?;
             count(port, &chain.origin, "forwarded");
             let upstream = up.peer_addr().ok();
-            let conn = TcpConn::opened(&cluster.plan.name, local, peer, None);
+            let conn = TcpConn::opened(&cluster, local, peer, None);
             let (received, sent) = splice(tcp, up).await;
             conn.closed(upstream, received, sent);
         }
@@ -438,7 +438,7 @@ async fn forward(
             count(port, &chain.origin, "forwarded");
             let upstream = up.peer_addr().ok();
             let sni = down.get_ref().1.server_name().map(Into::into);
-            let conn = TcpConn::opened(&cluster.plan.name, local, peer, sni);
+            let conn = TcpConn::opened(&cluster, local, peer, sni);
             let (received, sent) = splice(down, up).await;
             conn.closed(upstream, received, sent);
         }
@@ -706,6 +706,7 @@ mod tests {
         let c = |n: &str| {
             Some(Arc::new(Cluster::new(&hp::Cluster {
                 name: n.into(),
+                namespace: String::new(),
                 http2: false,
                 endpoints: Vec::new(),
                 lb: hp::Lb::RoundRobin,

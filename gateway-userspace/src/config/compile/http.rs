@@ -1024,6 +1024,7 @@ impl<'a> Compiler<'a> {
         let proto = r.port.protocol.to_ascii_uppercase();
         let cluster = p::Cluster {
             name: name.clone(),
+            namespace: r.namespace.to_string(),
             http2: matches!(proto.as_str(), "HTTP2" | "GRPC" | "GRPC-WEB"),
             endpoints,
             lb: policy.0,

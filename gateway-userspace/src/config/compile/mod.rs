@@ -275,6 +275,8 @@ pub(super) struct Ep<'a> {
 /// See [`Compiler::resolve_destination`].
 pub(super) struct Resolved<'a> {
     pub svc_id: String,
+    /// The Service's or ServiceEntry's namespace (Istio's `destination_service_namespace`).
+    pub namespace: &'a str,
     pub port: SvcPort,
     pub dr: Option<MergedDr<'a>>,
     pub dr_policy: Option<&'a TrafficPolicy>,

@@ -132,6 +132,7 @@ impl<'a> Compiler<'a> {
         }
         Some(Resolved {
             svc_id,
+            namespace: svc_ns,
             port: sp,
             dr_policy: dr.as_ref().and_then(|d| d.policy),
             subset_policy: subset.and_then(|s| s.traffic_policy.as_ref()),
