@@ -72,10 +72,15 @@ enum Cmd {
         /// Prometheus endpoint: /stats/prometheus.
         #[arg(long, default_value = "0.0.0.0:15090")]
         metrics: SocketAddr,
-        /// How long GET /drain on the admin port keeps serving with readiness failing
-        /// (a preStop hook), e.g. 5s, 500ms.
+        /// How long a drain (POST /drain on the admin port, as a preStop hook does, or
+        /// SIGTERM) keeps serving with readiness failing, HTTP/1.1 responses carrying
+        /// `connection: close` and HTTP/2 connections sent GOAWAY, e.g. 5s, 500ms.
         #[arg(long, default_value = "5s", value_parser = parse_duration)]
         drain_duration: Duration,
+        /// At SIGTERM, after the drain duration: how long requests in flight may still take
+        /// before the agent exits.
+        #[arg(long, default_value = "15s", value_parser = parse_duration)]
+        shutdown_timeout: Duration,
         /// Remove pinned maps and links on exit (stops the XDP path). Without it the data path
         /// keeps forwarding until a restarted agent adopts it.
         #[arg(long)]
@@ -171,6 +176,7 @@ fn main() -> ExitCode {
             status,
             metrics,
             drain_duration,
+            shutdown_timeout,
             cleanup_on_exit,
             reload_ms,
             access_log,
@@ -206,6 +212,7 @@ fn main() -> ExitCode {
                 status,
                 metrics,
                 drain_for: drain_duration,
+                shutdown_timeout,
                 cleanup_on_exit,
                 reload_interval: Duration::from_millis(reload_ms),
                 access_log,

@@ -215,8 +215,17 @@ impl Agent {
         }
         cmd.arg("--pin-root")
             .arg(&self.pin_root)
-            .args(["--admin", &self.admin.to_string(), "--reload-ms", "200"])
-            .args(&self.extra_args)
+            .args(["--admin", &self.admin.to_string()])
+            .args(&self.extra_args);
+        if !self.extra_args.iter().any(|a| a == "--reload-ms") {
+            cmd.args(["--reload-ms", "200"]);
+        }
+        // A short drain at SIGTERM (the default is Istio's 5 s), as an operator sets
+        // terminationDrainDuration; tests that check the drain set their own.
+        if !self.extra_args.iter().any(|a| a == "--drain-duration") {
+            cmd.args(["--drain-duration", "300ms"]);
+        }
+        cmd
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log));

@@ -255,3 +255,121 @@ fn status_metrics_ports_and_drain() -> Result<()> {
     ensure!(ok.status == 200, "L7 while draining: {}", ok.status);
     Ok(())
 }
+
+/// SIGTERM drains as Envoy does: readiness fails at once, the gateway serves on for the drain
+/// duration with `connection: close` on every HTTP/1.1 response, then stops accepting; the
+/// requests in flight all complete before the agent exits, and it exits without waiting for
+/// the shutdown timeout.
+#[test]
+fn sigterm_drains_requests_in_flight() -> Result<()> {
+    let topo = Topology::new(
+        "st",
+        3,
+        Opts {
+            http_backends: true,
+            ..Opts::default()
+        },
+    )?;
+    let files = gateway_tests::manifests::demo_files()?;
+    let files: Vec<(&str, String)> = files.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
+    let mut agent = Agent::start_with(
+        &topo,
+        &files,
+        &[
+            "--vip",
+            "198.18.0.1",
+            "--drain-duration",
+            "1s",
+            "--shutdown-timeout",
+            "8s",
+        ],
+    )?;
+    let http = HttpClient::new(topo.client.name());
+    ensure!(http.get("http://198.18.0.1:8080/x", &[])?.status == 200);
+    ensure!(
+        http.get("http://198.18.0.1:8080/x", &[])?.header("connection") != Some("close"),
+        "no connection: close before the drain"
+    );
+
+    // Three requests the backend answers after 2.5 s: still in flight when the drain ends.
+    let slow: Vec<_> = (0..3)
+        .map(|_| {
+            let http = http.clone();
+            std::thread::spawn(move || http.get("http://198.18.0.1:8080/delay/2500", &[]))
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let pid = agent.pid().context("agent pid")?;
+    let sent = std::time::Instant::now();
+    // SAFETY: kill(2) on the agent's own pid, which this test started.
+    ensure!(unsafe { libc::kill(pid as i32, libc::SIGTERM) } == 0);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+
+    let ready = http.get("http://198.18.0.1:15021/healthz/ready", &[])?;
+    ensure!(ready.status == 503, "readiness while draining: {}", ready.status);
+    let during = http.get("http://198.18.0.1:8080/x", &[])?;
+    ensure!(
+        during.status == 200 && during.header("connection") == Some("close"),
+        "a request during the drain is served, its connection closed: {during:?}"
+    );
+
+    for t in slow {
+        let r = t.join().map_err(|_| anyhow::anyhow!("client thread"))??;
+        ensure!(r.status == 200, "in-flight request: {r:?}");
+    }
+    let status = agent.stop()?;
+    let took = sent.elapsed();
+    ensure!(status.success(), "agent exit: {status:?}");
+    ensure!(
+        took < std::time::Duration::from_secs(6),
+        "the agent exits once the requests are done, not at the shutdown timeout: {took:?}"
+    );
+    ensure!(
+        agent.log().contains("drained: no HTTP connection left"),
+        "{}",
+        agent.log()
+    );
+    Ok(())
+}
+
+/// SIGHUP reloads at once: with an hour-long reload interval, a changed config is applied
+/// right after the signal.
+#[test]
+fn sighup_reloads_now() -> Result<()> {
+    let topo = Topology::new(
+        "hu",
+        3,
+        Opts {
+            http_backends: true,
+            ..Opts::default()
+        },
+    )?;
+    let files = gateway_tests::manifests::demo_files()?;
+    let files: Vec<(&str, String)> = files.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
+    let agent = Agent::start_with(
+        &topo,
+        &files,
+        &["--vip", "198.18.0.1", "--reload-ms", "3600000"],
+    )?;
+    let http = HttpClient::new(topo.client.name());
+    ensure!(http.get("http://198.18.0.1:8080/teapot", &[])?.status == 418);
+    let gen = agent.generation()?;
+    let changed: Vec<(&str, String)> = files
+        .iter()
+        .map(|(n, c)| (*n, c.replace("status: 418", "status: 419")))
+        .collect();
+    ensure!(changed.iter().any(|(_, c)| c.contains("status: 419")));
+    agent.write_config(&changed)?;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    ensure!(
+        agent.generation()? == gen,
+        "no reload before the signal (interval is an hour)"
+    );
+    let pid = agent.pid().context("agent pid")?;
+    // SAFETY: kill(2) on the agent's own pid, which this test started.
+    ensure!(unsafe { libc::kill(pid as i32, libc::SIGHUP) } == 0);
+    agent.wait_generation_above(gen, std::time::Duration::from_secs(5))?;
+    let r = http.get("http://198.18.0.1:8080/teapot", &[])?;
+    ensure!(r.status == 419, "after SIGHUP: {}", r.status);
+    Ok(())
+}

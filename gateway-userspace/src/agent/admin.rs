@@ -43,6 +43,8 @@ pub enum Role {
 pub struct Health {
     applied: AtomicBool,
     draining: AtomicBool,
+    /// When the drain started (by /drain or SIGTERM).
+    drain_started: std::sync::Mutex<Option<std::time::Instant>>,
     /// How long /drain keeps the agent serving while reporting not-ready, so that load
     /// balancers and kube-proxy stop sending new connections before the process exits.
     pub drain_for: Duration,
@@ -53,6 +55,7 @@ impl Health {
         Health {
             applied: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            drain_started: std::sync::Mutex::new(None),
             drain_for,
         }
     }
@@ -67,6 +70,21 @@ impl Health {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
+    }
+
+    /// Starts the drain (once): readiness fails from now, HTTP/1.1 responses carry
+    /// `connection: close`, HTTP/2 connections get GOAWAY. Returns when it started.
+    pub fn start_drain(&self) -> std::time::Instant {
+        let mut started = self.drain_started.lock().unwrap_or_else(|e| e.into_inner());
+        if started.is_none() {
+            log::info!(
+                "draining: readiness fails from now; serving on for {:?} with connection: close / GOAWAY",
+                self.drain_for
+            );
+            self.draining.store(true, Ordering::Release);
+            crate::l7::drain(crate::l7::DRAINING);
+        }
+        *started.get_or_insert_with(std::time::Instant::now)
     }
 }
 
@@ -155,13 +173,8 @@ async fn handle<B>(role: Role, st: &State, req: Request<B>) -> Resp {
             r
         }
         (Role::Admin, "/drain") => {
-            if !st.health.draining.swap(true, Ordering::AcqRel) {
-                log::info!(
-                    "draining: readiness fails from now; serving on for {:?}",
-                    st.health.drain_for
-                );
-            }
-            tokio::time::sleep(st.health.drain_for).await;
+            let started = st.health.start_drain();
+            tokio::time::sleep_until((started + st.health.drain_for).into()).await;
             text(StatusCode::OK, "drained\n")
         }
         (Role::Admin, "/logging") => {

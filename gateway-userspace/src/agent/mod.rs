@@ -47,6 +47,8 @@ pub struct RunArgs {
     pub metrics: SocketAddr,
     /// How long a drain (admin /drain) serves on while readiness fails.
     pub drain_for: Duration,
+    /// After the drain, how long in-flight requests may take before the agent exits.
+    pub shutdown_timeout: Duration,
     pub cleanup_on_exit: bool,
     pub reload_interval: Duration,
     /// Envoy-style access log of the L7 path ("-": standard output).
@@ -313,19 +315,43 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::spawn(admin::serve(l, role, state.clone()));
     }
 
+    let reload = Arc::new(tokio::sync::Notify::new());
     let watcher = tokio::spawn(watch(
+        Reload {
+            now: reload.clone(),
+            every: args.reload_interval,
+        },
         source,
         apply_failed,
-        args.reload_interval,
         snapshot.clone(),
-        health,
+        health.clone(),
         path.clone(),
         l7.clone(),
     ));
 
-    wait_for_signal().await;
+    let hup = tokio::spawn(reload_on_sighup(reload.clone()));
+    if wait_for_signal().await {
+        // SIGTERM: Envoy's drain, then exit; the pinned XDP path forwards on meanwhile.
+        watcher.abort();
+        let started = health.start_drain();
+        tokio::time::sleep_until((started + args.drain_for).into()).await;
+        l7.lock().await.close_listeners();
+        crate::l7::drain(crate::l7::CLOSING);
+        let deadline = std::time::Instant::now() + args.shutdown_timeout;
+        while crate::l7::active_connections() > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        match crate::l7::active_connections() {
+            0 => log::info!("drained: no HTTP connection left"),
+            n => log::warn!(
+                "{n} HTTP connections still open after --shutdown-timeout {:?}; closing them",
+                args.shutdown_timeout
+            ),
+        }
+    }
     log::info!("shutting down");
     watcher.abort();
+    hup.abort();
     if args.cleanup_on_exit {
         // Detach: drop our handles, then remove the pins that keep programs and maps alive.
         drop(path);
@@ -352,12 +378,25 @@ async fn forward_bpf_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
     }
 }
 
-async fn wait_for_signal() {
+/// True for SIGTERM (drain first), false for SIGINT (an interactive stop: exit at once).
+async fn wait_for_signal() -> bool {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => false,
+        _ = term.recv() => true,
+    }
+}
+
+/// SIGHUP reloads the config now, whatever the reload interval (and even if no file changed).
+async fn reload_on_sighup(reload: Arc<tokio::sync::Notify>) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        return;
+    };
+    while hup.recv().await.is_some() {
+        log::info!("SIGHUP: reloading the config");
+        reload.notify_one();
     }
 }
 
@@ -408,15 +447,22 @@ async fn apply(
         .map_err(|e| format!("{e:#}"))
 }
 
+/// When the watcher reloads: every `every`, and at once when `now` is notified (SIGHUP).
+struct Reload {
+    now: Arc<tokio::sync::Notify>,
+    every: Duration,
+}
+
 async fn watch(
+    reload: Reload,
     mut source: ConfigSource,
     mut apply_failed: bool,
-    every: Duration,
     snapshot: Arc<ArcSwap<Snapshot>>,
     health: Arc<admin::Health>,
     path: Arc<tokio::sync::Mutex<L4Path>>,
     l7: Arc<tokio::sync::Mutex<L7>>,
 ) {
+    let every = reload.every;
     let mut last = fingerprint(&source.dir, &snapshot.load().plan);
     let mut last_prime = std::time::Instant::now();
     let mut last_check = std::time::Instant::now();
@@ -424,7 +470,10 @@ async fn watch(
     // Backends' next hops are refreshed at least once a second, whatever the config interval.
     let mut tick = tokio::time::interval(every.min(NEXTHOP_REFRESH));
     loop {
-        tick.tick().await;
+        let forced = tokio::select! {
+            _ = tick.tick() => false,
+            () = reload.now.notified() => true,
+        };
         {
             let mut p = path.lock().await;
             if let L4Path::Xdp(dp) = &mut *p {
@@ -450,13 +499,13 @@ async fn watch(
                 }
             }
         }
-        if last_check.elapsed() < every {
+        if last_check.elapsed() < every && !forced {
             continue;
         }
         last_check = std::time::Instant::now();
         let fp = fingerprint(&source.dir, &snapshot.load().plan);
         // A config that failed to apply (say its port was taken) is retried without a change.
-        if fp == last && !apply_failed {
+        if fp == last && !apply_failed && !forced {
             continue;
         }
         last = fp;

@@ -33,6 +33,7 @@ pub mod tls;
 use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -48,6 +49,50 @@ use crate::plan::http::HttpPlan;
 use crate::plan::stream::StreamPlan;
 use conn::ConnInfo;
 use proxy::Runtime;
+
+/// Drain stages, process-wide, as Envoy drains at shutdown: [`SERVING`]; [`DRAINING`]: HTTP/1.1
+/// responses carry `connection: close` and HTTP/2 connections get GOAWAY, so clients move to
+/// other gateways while this one still accepts; [`CLOSING`]: listeners are closed and every
+/// connection ends once its in-flight requests are done.
+pub const SERVING: u8 = 0;
+pub const DRAINING: u8 = 1;
+pub const CLOSING: u8 = 2;
+static DRAIN: std::sync::LazyLock<tokio::sync::watch::Sender<u8>> =
+    std::sync::LazyLock::new(|| tokio::sync::watch::channel(SERVING).0);
+/// The stage, read per request without a lock.
+static STAGE: AtomicU8 = AtomicU8::new(SERVING);
+/// Downstream HTTP connections open now (what a shutdown waits for).
+static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Moves the drain forward to `stage` (never back).
+pub fn drain(stage: u8) {
+    STAGE.fetch_max(stage, Ordering::AcqRel);
+    DRAIN.send_if_modified(|s| {
+        let moved = *s < stage;
+        *s = (*s).max(stage);
+        moved
+    });
+}
+
+/// Downstream HTTP connections open now.
+pub fn active_connections() -> usize {
+    ACTIVE.load(Ordering::Acquire)
+}
+
+struct ActiveGuard;
+
+impl ActiveGuard {
+    fn new() -> ActiveGuard {
+        ACTIVE.fetch_add(1, Ordering::AcqRel);
+        ActiveGuard
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        ACTIVE.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// Envoy's default request-header limit (60 KiB): beyond it the client gets 431.
 pub const MAX_HEADER_BYTES: usize = 60 * 1024;
@@ -219,6 +264,14 @@ impl L7 {
         Ok(())
     }
 
+    /// Stops accepting on every listener (shutdown); open connections go on.
+    pub fn close_listeners(&mut self) {
+        for (addr, tasks) in std::mem::take(&mut self.listeners).into_values() {
+            log::info!("HTTP listener on {addr} closed");
+            tasks.iter().for_each(JoinHandle::abort);
+        }
+    }
+
     /// The bound addresses, by (bind, port) of the plan.
     pub fn bound(&self) -> Vec<SocketAddr> {
         self.listeners.values().map(|(a, _)| *a).collect()
@@ -292,12 +345,20 @@ async fn serve<I>(io: TokioIo<I>, conn: ConnInfo, state: Arc<ArcSwap<Runtime>>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let _active = ActiveGuard::new();
+    let mut drain = DRAIN.subscribe();
+    // Set by the first HTTP/2 request: a drain sends such a connection GOAWAY at once.
+    let h2 = Arc::new(AtomicBool::new(false));
     // One shared context per connection: a request clones one Arc, not the connection's fields.
-    let ctx = Arc::new((state, conn));
+    let ctx = Arc::new((state, conn, h2.clone()));
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move {
-            let (state, conn) = &*ctx;
+            let (state, conn, h2) = &*ctx;
+            let version = req.version();
+            if version == http::Version::HTTP_2 {
+                h2.store(true, Ordering::Relaxed);
+            }
             let mut req = req;
             // Edge hygiene: the gateway owns the request id (Envoy at the edge regenerates it);
             // set before capture so the access log prints the one sent upstream.
@@ -306,6 +367,14 @@ where
             let info = observe::capture(&req);
             let (resp, route) = proxy::handle(state, conn, req).await;
             let route = route.map(|r| (r.0, r.1));
+            let mut resp = resp;
+            if STAGE.load(Ordering::Relaxed) >= DRAINING && version < http::Version::HTTP_2 {
+                // Draining: this response is the connection's last (hyper closes after it).
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
             Ok::<_, std::convert::Infallible>(observe::finish(conn, info, resp, route))
         }
     });
@@ -317,5 +386,21 @@ where
     b.http2()
         .timer(TokioTimer::new())
         .max_header_list_size(MAX_HEADER_BYTES as u32);
-    let _ = b.serve_connection_with_upgrades(io, svc).await;
+    let conn = b.serve_connection_with_upgrades(io, svc);
+    tokio::pin!(conn);
+    let mut shutting = false;
+    loop {
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            changed = drain.changed(), if !shutting => {
+                let stage = if changed.is_ok() { *drain.borrow_and_update() } else { CLOSING };
+                // GOAWAY for HTTP/2 as soon as the drain starts; at closing, every connection
+                // finishes its in-flight requests and closes (an idle one at once).
+                if stage >= CLOSING || (stage >= DRAINING && h2.load(Ordering::Relaxed)) {
+                    conn.as_mut().graceful_shutdown();
+                    shutting = true;
+                }
+            }
+        }
+    }
 }
