@@ -322,7 +322,7 @@ fn explain(
         },
         ..config::CompileInput::default()
     };
-    let (admission, compiled) = config::load_admit_compile(dir, &input, None, false);
+    let (admission, compiled, _) = config::load_admit_compile(dir, &input, None, false);
     for e in &admission.rejected {
         eprintln!("rejected (left out): {e}");
     }

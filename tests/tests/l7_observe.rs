@@ -354,6 +354,17 @@ fn sighup_reloads_now() -> Result<()> {
     let http = HttpClient::new(topo.client.name());
     ensure!(http.get("http://198.18.0.1:8080/teapot", &[])?.status == 418);
     let gen = agent.generation()?;
+    let rev = |agent: &Agent| -> Result<serde_json::Value> {
+        Ok(agent.config_dump()?["revision"].clone())
+    };
+    let first = rev(&agent)?;
+    ensure!(
+        first["generation"] == gen
+            && first["hash"].as_str().is_some_and(|h| h.len() == 16)
+            && first["applied_at"].as_str().is_some_and(|t| t.ends_with('Z'))
+            && first["compile_ms"].as_f64().is_some_and(|ms| ms > 0.0),
+        "revision: {first}"
+    );
     let changed: Vec<(&str, String)> = files
         .iter()
         .map(|(n, c)| (*n, c.replace("status: 418", "status: 419")))
@@ -371,5 +382,18 @@ fn sighup_reloads_now() -> Result<()> {
     agent.wait_generation_above(gen, std::time::Duration::from_secs(5))?;
     let r = http.get("http://198.18.0.1:8080/teapot", &[])?;
     ensure!(r.status == 419, "after SIGHUP: {}", r.status);
+    let second = rev(&agent)?;
+    ensure!(
+        second["hash"] != first["hash"] && second["generation"] == gen + 1,
+        "{first} -> {second}"
+    );
+    let (_, metrics) = agent.get_at("127.0.0.1:15090".parse()?, "/stats/prometheus")?;
+    let hash = second["hash"].as_str().unwrap_or_default();
+    ensure!(
+        metrics.lines().any(|l| l.starts_with("gateway_config_revision{")
+            && l.contains(&format!("hash=\"{hash}\""))
+            && l.ends_with(" 1")),
+        "revision metric:\n{metrics}"
+    );
     Ok(())
 }

@@ -306,6 +306,37 @@ fn prometheus(st: Option<&dataplane::Stats>, snap: &Snapshot) -> String {
         "Objects the newest config left out, by kind",
         rejected,
     );
+    let rev = &snap.revision;
+    let info: Family<Pairs, Gauge> = Family::default();
+    if rev.generation > 0 {
+        info.get_or_create(&Pairs(vec![
+            ("generation", rev.generation.to_string()),
+            ("hash", rev.hash.clone()),
+            ("applied_at", rev.applied_at.clone()),
+        ]))
+        .set(1);
+    }
+    reg.register(
+        "gateway_config_revision",
+        "The serving revision (value 1), by generation, content hash and apply time",
+        info,
+    );
+    let stages: Family<Pairs, Gauge<f64, std::sync::atomic::AtomicU64>> = Family::default();
+    for (stage, ms) in [
+        ("parse", rev.parse_ms),
+        ("admit", rev.admit_ms),
+        ("compile", rev.compile_ms),
+        ("apply", rev.apply_ms),
+    ] {
+        stages
+            .get_or_create(&Pairs(vec![("stage", stage.to_string())]))
+            .set(ms / 1e3);
+    }
+    reg.register(
+        "gateway_config_stage_seconds",
+        "How long each stage of the serving revision took",
+        stages,
+    );
     reg.register(
         "gateway_config_last_rejected",
         "1 when the newest config is not the one serving",

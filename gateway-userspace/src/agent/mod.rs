@@ -82,6 +82,31 @@ pub struct Snapshot {
     pub kept_previous: Vec<String>,
     /// Objects left out, by kind (the `gateway_config_rejected_objects` metric).
     pub rejected_by_kind: BTreeMap<String, usize>,
+    /// The serving plan's revision: what it is and how it came to serve.
+    pub revision: Revision,
+}
+
+/// One applied plan: its generation, a content hash that is the same on every node and across
+/// restarts for the same config, when it was applied and how long each stage took.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Revision {
+    pub generation: u64,
+    /// SHA-256 of the plan, first 16 hex digits.
+    pub hash: String,
+    /// RFC 3339, UTC.
+    pub applied_at: String,
+    pub parse_ms: f64,
+    pub admit_ms: f64,
+    pub compile_ms: f64,
+    pub apply_ms: f64,
+}
+
+/// The plan's content hash: SHA-256 of its JSON form (struct fields in declaration order, maps
+/// ordered), so equal plans hash equally anywhere.
+fn plan_hash(plan: &Plan) -> String {
+    let json = serde_json::to_vec(plan).unwrap_or_default();
+    let d = ring::digest::digest(&ring::digest::SHA256, &json);
+    d.as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Snapshot {
@@ -98,14 +123,32 @@ impl Snapshot {
             rejected: errors,
             kept_previous: Vec::new(),
             rejected_by_kind: by_kind.unwrap_or_else(|| self.rejected_by_kind.clone()),
+            revision: self.revision.clone(),
         }
     }
 
-    /// Serving `c`'s plan: the next generation if it differs from the current one.
-    fn applied(&self, c: Compiled) -> Snapshot {
+    /// Serving `c`'s plan (applied in `apply`): the next generation if it differs from the
+    /// current one.
+    fn applied(&self, c: Compiled, apply: Duration) -> Snapshot {
         let changed = *self.plan != c.plan;
+        let generation = self.generation + u64::from(changed || self.generation == 0);
+        let revision = if generation == self.generation {
+            self.revision.clone()
+        } else {
+            let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
+            Revision {
+                generation,
+                hash: plan_hash(&c.plan),
+                applied_at: crate::l7::observe::iso8601(std::time::SystemTime::now()),
+                parse_ms: ms(c.times.parse),
+                admit_ms: ms(c.times.admit),
+                compile_ms: ms(c.times.compile),
+                apply_ms: ms(apply),
+            }
+        };
         Snapshot {
-            generation: self.generation + u64::from(changed || self.generation == 0),
+            revision,
+            generation,
             l4_path: self.l4_path.clone(),
             l4_path_reason: self.l4_path_reason.clone(),
             plan: if changed {
@@ -131,6 +174,7 @@ struct Compiled {
     rejected_by_kind: BTreeMap<String, usize>,
     /// The admitted objects: the `previous` of the next load once this one is applied.
     admitted: config::Manifests,
+    times: config::StageTimes,
 }
 
 /// The config directory and what admission needs between loads.
@@ -146,7 +190,7 @@ impl ConfigSource {
     /// Loads, admits and compiles, logging every rejection. `Err` (all errors) only when
     /// `--strict` rejects the set.
     fn load(&self) -> Result<Compiled, (Vec<String>, BTreeMap<String, usize>)> {
-        let (adm, compiled) =
+        let (adm, compiled, times) =
             config::load_admit_compile(&self.dir, &self.input, self.admitted.as_ref(), self.strict);
         for e in &adm.rejected {
             log::error!("rejected: {e}");
@@ -168,6 +212,7 @@ impl ConfigSource {
             rejected,
             kept_previous: adm.kept_previous,
             admitted: adm.manifests,
+            times,
         })
     }
 }
@@ -270,9 +315,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         rejected: Vec::new(),
         kept_previous: Vec::new(),
         rejected_by_kind: BTreeMap::new(),
+        revision: Revision::default(),
     };
     // Every listener is bound before the status port (and so readiness) is served.
     let mut apply_failed = false;
+    let t = std::time::Instant::now();
     let snapshot = match first {
         Ok(c) => match apply(&c.plan, &l7, &path).await {
             Ok(()) => {
@@ -283,7 +330,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 );
                 source.admitted = Some(c.admitted.clone());
                 health.set_applied();
-                empty.applied(c)
+                let s = empty.applied(c, t.elapsed());
+                log_revision(&s.revision);
+                s
             }
             Err(e) => {
                 log::error!(
@@ -376,6 +425,18 @@ async fn forward_bpf_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
         guard.get_inner_mut().flush();
         guard.clear_ready();
     }
+}
+
+fn log_revision(r: &Revision) {
+    log::info!(
+        "applied generation {} (hash {}): parse {} ms, validate+admit {} ms, compile {} ms, apply {} ms",
+        r.generation,
+        r.hash,
+        r.parse_ms,
+        r.admit_ms,
+        r.compile_ms,
+        r.apply_ms
+    );
 }
 
 /// True for SIGTERM (drain first), false for SIGINT (an interactive stop: exit at once).
@@ -523,6 +584,7 @@ async fn watch(
             Ok(c) => {
                 // A config that could not be applied (an HTTP port taken, a map full) is
                 // reported like a rejected one, so /config_dump says why.
+                let t = std::time::Instant::now();
                 if let Err(e) = apply(&c.plan, &l7, &path).await {
                     if !apply_failed {
                         log::error!("{e}");
@@ -533,13 +595,9 @@ async fn watch(
                 }
                 apply_failed = false;
                 source.admitted = Some(c.admitted.clone());
-                let next = cur.applied(c);
+                let next = cur.applied(c, t.elapsed());
                 if next.generation != cur.generation {
-                    log::info!(
-                        "applied generation {}: {} L4 services",
-                        next.generation,
-                        next.plan.l4.len()
-                    );
+                    log_revision(&next.revision);
                 }
                 health.set_applied();
                 snapshot.store(Arc::new(next));

@@ -52,17 +52,36 @@ pub fn load_admit_compile(
     input: &CompileInput,
     previous: Option<&Manifests>,
     strict: bool,
-) -> (Admission, Option<(Plan, Vec<Warning>)>) {
+) -> (Admission, Option<(Plan, Vec<Warning>)>, StageTimes) {
+    let t0 = std::time::Instant::now();
     let (loaded, load_errors) = load_dir_partial(dir);
+    let t1 = std::time::Instant::now();
     let mut a = admit(loaded, load_errors, previous, strict);
+    let t2 = std::time::Instant::now();
+    let mut times = StageTimes {
+        parse: t1 - t0,
+        admit: t2 - t1,
+        compile: std::time::Duration::ZERO,
+    };
     if strict && !a.rejected.is_empty() {
-        return (a, None);
+        return (a, None, times);
     }
     let (mut plan, more) = compile(&a.manifests, input);
     let mut warnings = std::mem::take(&mut a.warnings);
     warnings.extend(more);
     tls::resolve_paths(&mut plan, base_dir(dir));
-    (a, Some((plan, warnings)))
+    times.compile = t2.elapsed();
+    (a, Some((plan, warnings)), times)
+}
+
+/// How long each stage of one load took (shown with the revision it produced).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StageTimes {
+    /// Reading and parsing the files.
+    pub parse: std::time::Duration,
+    /// Validation and admission (which objects serve).
+    pub admit: std::time::Duration,
+    pub compile: std::time::Duration,
 }
 
 /// Relative certificate paths are relative to the config directory (or a single file's).

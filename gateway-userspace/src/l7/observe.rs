@@ -538,7 +538,7 @@ impl TcpConn {
 }
 
 /// UTC timestamp with milliseconds, as Envoy's %START_TIME% prints it.
-fn iso8601(t: SystemTime) -> String {
+pub fn iso8601(t: SystemTime) -> String {
     let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86400), secs.rem_euclid(86400));
