@@ -2,9 +2,12 @@
 //!
 //! Semantics follow `istio-semantics.md` §3.1–3.26.
 
-use super::model::*;
-use super::names::{is_dns1123_label, validate_labels, validate_wildcard_domain};
-use super::syntax::{anchored, base64_decode, parse_duration};
+use crate::config::model::{
+    CorsPolicy, Destination, Headers, HttpFault, HttpMatch, HttpRedirect, HttpRoute,
+    HttpRouteDestination, StringMatch, GRPC_CODES,
+};
+use crate::config::names::{is_dns1123_label, validate_labels, validate_wildcard_domain};
+use crate::config::syntax::{anchored, base64_decode, parse_duration};
 
 /// Istio `ValidateDuration` for route durations: at least 1 ms, at most ms precision.
 fn check_duration(s: &str) -> Result<(), String> {
