@@ -8,11 +8,13 @@ use std::path::PathBuf;
 
 use crate::config::model::{ConfigError, Kind, Manifests, Resource, Source, Warning};
 use crate::config::names::is_dns1123_label;
+use crate::config::syntax::parse_duration;
 
 mod destination_rule;
 mod gateway;
 mod kube;
 mod service_entry;
+mod value;
 mod virtual_service;
 
 use destination_rule::destination_rule;
@@ -114,6 +116,16 @@ impl Diag<'_> {
         });
     }
 
+    /// Files what a rule found on this object.
+    pub(super) fn take(&mut self, f: Findings) {
+        for (at, msg) in f.errors {
+            self.err(at, msg);
+        }
+        for (at, msg) in f.warnings {
+            self.warn(at, msg);
+        }
+    }
+
     pub(super) fn errs(&mut self, field: &str, messages: Vec<String>) {
         for m in messages {
             self.err(field, m);
@@ -125,6 +137,45 @@ impl Diag<'_> {
             self.err(field, m);
         }
     }
+}
+
+/// Problems found in one part of an object: (field, message) pairs, handed to the object's
+/// `Diag` with `take`. Lets a rule be checked (and tested) on its own.
+#[derive(Debug, Default)]
+pub(crate) struct Findings {
+    pub errors: Vec<(String, String)>,
+    pub warnings: Vec<(String, String)>,
+}
+
+impl Findings {
+    pub(super) fn err(&mut self, at: impl Into<String>, msg: impl Into<String>) {
+        self.errors.push((at.into(), msg.into()));
+    }
+    pub(super) fn warn(&mut self, at: impl Into<String>, msg: impl Into<String>) {
+        self.warnings.push((at.into(), msg.into()));
+    }
+    pub(super) fn check(&mut self, at: &str, r: Result<(), String>) {
+        if let Err(m) = r {
+            self.err(at, m);
+        }
+    }
+    pub(super) fn errs(&mut self, at: &str, messages: Vec<String>) {
+        for m in messages {
+            self.err(at, m);
+        }
+    }
+}
+
+/// Istio `ValidateDuration`: at least 1 ms, at most ms precision.
+pub(super) fn validate_duration(s: &str) -> Result<(), String> {
+    let d = parse_duration(s).ok_or_else(|| format!("invalid duration {s:?}"))?;
+    if d < std::time::Duration::from_millis(1) {
+        return Err("duration must be greater than 1ms".into());
+    }
+    if d.subsec_nanos() % 1_000_000 != 0 {
+        return Err("only durations to ms precision are supported".into());
+    }
+    Ok(())
 }
 
 pub(super) fn validate_port(n: i64) -> Result<(), String> {
@@ -153,6 +204,7 @@ pub(super) fn export_to(
     namespace: &str,
     export_to: &[String],
     is_service_entry: bool,
+    is_destination_rule_with_selector: bool,
 ) -> Vec<String> {
     let mut errs = Vec::new();
     let mut set = BTreeSet::new();
@@ -185,6 +237,22 @@ pub(super) fn export_to(
             _ => errs.push(
                 "only .,*, or a valid DNS 1123 label is allowed as exportTo entry".to_string(),
             ),
+        }
+    }
+    // A selector-based DestinationRule applies in its own namespace only.
+    if is_destination_rule_with_selector && !set.is_empty() {
+        if set.contains(namespace) {
+            if set.len() > 1 {
+                errs.push(
+                    "destination rule with workload selector cannot have multiple entries in exportTo"
+                        .to_string(),
+                );
+            }
+        } else {
+            errs.push(
+                "destination rule with workload selector cannot have exportTo beyond current namespace"
+                    .to_string(),
+            );
         }
     }
     if set.contains("*") && export_to.len() > 1 {
@@ -232,4 +300,4 @@ fn duplicates(d: &mut Diags, m: &Manifests) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

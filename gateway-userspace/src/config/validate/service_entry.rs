@@ -204,7 +204,7 @@ pub(super) fn service_entry(d: &mut Diag<'_>, se: &ServiceEntry) {
     }
     d.errs(
         "spec.exportTo",
-        export_to(&se.metadata.namespace, &s.export_to, true),
+        export_to(&se.metadata.namespace, &s.export_to, true, false),
     );
 }
 

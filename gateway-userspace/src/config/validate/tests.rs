@@ -1,12 +1,12 @@
 use super::super::load::load_str;
 use super::*;
 
-fn errors_of(yaml: &str) -> Vec<ConfigError> {
+pub(super) fn errors_of(yaml: &str) -> Vec<ConfigError> {
     let m = load_str("t.yaml", yaml).expect("loads");
     validate(&m).0
 }
 
-fn warnings_of(yaml: &str) -> Vec<Warning> {
+pub(super) fn warnings_of(yaml: &str) -> Vec<Warning> {
     let m = load_str("t.yaml", yaml).expect("loads");
     let (e, w) = validate(&m);
     assert!(e.is_empty(), "{e:?}");

@@ -85,12 +85,7 @@ pub(super) fn virtual_service(d: &mut Diag<'_>, vs: &VirtualService) {
         );
     }
     let f = http::validate_http(&s.http, s.hosts.is_empty());
-    for (at, msg) in f.errors {
-        d.err(at, msg);
-    }
-    for (at, msg) in f.warnings {
-        d.warn(at, msg);
-    }
+    d.take(f);
     for (i, t) in s.tls.iter().enumerate() {
         let at = format!("spec.tls[{i}]");
         if t.matches.is_empty() {
@@ -143,7 +138,7 @@ pub(super) fn virtual_service(d: &mut Diag<'_>, vs: &VirtualService) {
     }
     d.errs(
         "spec.exportTo",
-        export_to(&vs.metadata.namespace, &s.export_to, false),
+        export_to(&vs.metadata.namespace, &s.export_to, false, false),
     );
     unreachable_tcp_rules(d, &s.tcp);
 }
