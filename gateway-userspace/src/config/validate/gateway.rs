@@ -307,8 +307,8 @@ fn tls_options(d: &mut Diag<'_>, at: &str, t: &ServerTls) {
         } else {
             "MUTUAL TLS"
         };
-        if mode != "SIMPLE" && t.ca_certificates.is_empty() && t.ca_cert_credential_name.is_empty()
-        {
+        // Istio looks at caCertificates only: caCertCredentialName does not stand in for it.
+        if mode != "SIMPLE" && t.ca_certificates.is_empty() {
             d.err(
                 format!("{at}.caCertificates"),
                 format!("{prefix} requires a client CA bundle"),
@@ -363,5 +363,118 @@ fn tls_options(d: &mut Diag<'_>, at: &str, t: &ServerTls) {
                 "CRL is not supported with SIMPLE TLS",
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::validate::tests::errors_of;
+    use crate::config::validate::tests::warnings_of;
+
+    fn gw(servers: &str) -> String {
+        format!("apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {{name: gw, namespace: ns}}\nspec:\n  servers:\n{servers}")
+    }
+
+    /// Each case: (name, server YAML, valid, warns), through `validate`.
+    #[track_caller]
+    fn table(cases: &[(&str, &str, bool, bool)]) {
+        for (name, server, valid, warns) in cases {
+            let y = gw(server);
+            let errs = errors_of(&y);
+            assert_eq!(errs.is_empty(), *valid, "{name}: {errs:#?}");
+            if *valid {
+                let w = warnings_of(&y);
+                assert_eq!(!w.is_empty(), *warns, "{name}: {w:#?}");
+            }
+        }
+    }
+
+    const HTTPS: &str = "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [example.com]\n    tls: ";
+
+    #[test]
+    fn validate_tls_options() {
+        let c = |tls: &str| format!("{HTTPS}{tls}\n");
+        table(&[
+            ("SIMPLE with files", &c("{mode: SIMPLE, serverCertificate: c, privateKey: k}"), true, false),
+            ("SIMPLE with credentialName", &c("{mode: SIMPLE, credentialName: sds}"), true, false),
+            ("SIMPLE without certificate", &c("{mode: SIMPLE, privateKey: k}"), false, false),
+            ("SIMPLE without key", &c("{mode: SIMPLE, serverCertificate: c}"), false, false),
+            ("SIMPLE with credentialName and files", &c("{mode: SIMPLE, credentialName: sds, serverCertificate: c, privateKey: k}"), false, false),
+            ("MUTUAL with files and CA", &c("{mode: MUTUAL, serverCertificate: c, privateKey: k, caCertificates: ca}"), true, false),
+            ("MUTUAL without CA", &c("{mode: MUTUAL, serverCertificate: c, privateKey: k}"), false, false),
+            ("MUTUAL with caCertCredentialName but no caCertificates", &c("{mode: MUTUAL, serverCertificate: c, privateKey: k, caCertCredentialName: ca}"), false, false),
+            ("MUTUAL with credentialName", &c("{mode: MUTUAL, credentialName: sds}"), true, false),
+            ("OPTIONAL_MUTUAL without CA", &c("{mode: OPTIONAL_MUTUAL, serverCertificate: c, privateKey: k}"), false, false),
+            ("ISTIO_MUTUAL with certificate", &c("{mode: ISTIO_MUTUAL, serverCertificate: c}"), false, false),
+            ("ISTIO_MUTUAL with credentialName", &c("{mode: ISTIO_MUTUAL, credentialName: sds}"), false, false),
+            ("PASSTHROUGH with certificates warns", "  - port: {number: 443, name: tls, protocol: TLS}\n    hosts: [example.com]\n    tls: {mode: PASSTHROUGH, serverCertificate: c}\n", true, true),
+            ("CRL with SIMPLE", &c("{mode: SIMPLE, serverCertificate: c, privateKey: k, caCrl: crl}"), false, false),
+            ("CRL with credentialName", &c("{mode: MUTUAL, credentialName: sds, caCrl: crl}"), true, false),
+            ("TLSV1_0 without cipher suites warns", &c("{mode: SIMPLE, credentialName: sds, minProtocolVersion: TLSV1_0}"), true, true),
+            ("unknown mode", &c("{mode: STRICT}"), false, false),
+        ]);
+    }
+
+    #[test]
+    fn validate_server_port() {
+        let s = |port: &str| format!("  - port: {port}\n    hosts: [example.com]\n");
+        table(&[
+            (
+                "http",
+                &s("{number: 80, name: http, protocol: HTTP}"),
+                true,
+                false,
+            ),
+            (
+                "lower-case protocol",
+                &s("{number: 80, name: http, protocol: http}"),
+                true,
+                false,
+            ),
+            (
+                "unknown protocol",
+                &s("{number: 80, name: http, protocol: SMTP}"),
+                false,
+                false,
+            ),
+            (
+                "port 0",
+                &s("{number: 0, name: http, protocol: HTTP}"),
+                false,
+                false,
+            ),
+            (
+                "port too large",
+                &s("{number: 65536, name: http, protocol: HTTP}"),
+                false,
+                false,
+            ),
+            ("no name", &s("{number: 80, protocol: HTTP}"), false, false),
+            (
+                "targetPort",
+                &s("{number: 80, name: http, protocol: HTTP, targetPort: 8080}"),
+                false,
+                false,
+            ),
+        ]);
+    }
+
+    #[test]
+    fn validate_server() {
+        table(&[
+            ("no hosts", "  - port: {number: 80, name: http, protocol: HTTP}\n", false, false),
+            ("namespace/host", "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [ns1/example.com, ./a.example.com, '*/b.example.com']\n", true, false),
+            ("short name", "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [foo]\n", false, false),
+            ("partial wildcard", "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['*bar.example.com']\n", false, false),
+            ("IP host", "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [192.0.2.1]\n", true, false),
+            ("bad namespace", "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: ['~/example.com']\n", false, false),
+            ("HTTPS without tls", "  - port: {number: 443, name: https, protocol: HTTPS}\n    hosts: [example.com]\n", false, false),
+            ("HTTP with httpsRedirect", "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [example.com]\n    tls: {httpsRedirect: true}\n", true, false),
+            ("HTTP with certificates", "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [example.com]\n    tls: {httpsRedirect: true, serverCertificate: c}\n", false, false),
+            ("TCP with tls", "  - port: {number: 31400, name: tcp, protocol: TCP}\n    hosts: [example.com]\n    tls: {httpsRedirect: true}\n", false, true),
+            ("bind IP", "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [example.com]\n    bind: 192.0.2.1\n", true, false),
+            ("bind not an IP", "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [example.com]\n    bind: localhost\n", false, false),
+            ("duplicate port names", "  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [example.com]\n  - port: {number: 81, name: http, protocol: HTTP}\n    hosts: [example.com]\n", false, false),
+        ]);
     }
 }

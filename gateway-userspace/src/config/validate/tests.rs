@@ -207,11 +207,14 @@ fn gateway_tls_rules() {
         "spec.servers[0].tls.caCrl",
         "CRL is not supported with SIMPLE TLS",
     );
-    // caCertCredentialName stands in for caCertificates.
-    assert!(errors_of(&https(
-        "    tls: {mode: MUTUAL, serverCertificate: c, privateKey: k, caCertCredentialName: ca}\n"
-    ))
-    .is_empty());
+    // Istio's validateTLSOptions looks at caCertificates only: caCertCredentialName does not
+    // stand in for it on a file-based server.
+    one_error(
+        &https("    tls: {mode: MUTUAL, serverCertificate: c, privateKey: k, caCertCredentialName: ca}\n"),
+        GWR,
+        "spec.servers[0].tls.caCertificates",
+        "MUTUAL TLS requires a client CA bundle",
+    );
     // Secrets: no file fields needed, caCrl not checked (as Istio); a third credential warns.
     let w = warnings_of(&https(
         "    tls: {mode: MUTUAL, credentialNames: [a, b, c], caCrl: x}\n",
