@@ -14,7 +14,6 @@ mod model;
 mod names;
 pub mod syntax;
 mod validate;
-mod validate_http;
 
 use std::path::Path;
 

@@ -81,6 +81,8 @@ pub struct LoadBalancer {
     #[serde(default)]
     pub locality_lb_setting: Option<Value>,
     #[serde(default)]
+    pub zone_aware_lb_setting: Option<Value>,
+    #[serde(default)]
     pub warmup_duration_secs: Option<Value>,
     #[serde(default)]
     pub warmup: Option<Value>,

@@ -2,21 +2,14 @@
 //!
 //! Semantics follow `istio-semantics.md` §3.1–3.26.
 
-use super::model::*;
-use super::names::{is_dns1123_label, validate_labels, validate_wildcard_domain};
-use super::syntax::{anchored, base64_decode, parse_duration};
+use crate::config::model::{
+    CorsPolicy, Destination, Headers, HttpFault, HttpMatch, HttpRedirect, HttpRoute,
+    HttpRouteDestination, StringMatch, GRPC_CODES,
+};
+use crate::config::names::{is_dns1123_label, validate_labels, validate_wildcard_domain};
+use crate::config::syntax::{anchored, base64_decode, parse_duration};
 
-/// Istio `ValidateDuration` for route durations: at least 1 ms, at most ms precision.
-fn check_duration(s: &str) -> Result<(), String> {
-    let d = parse_duration(s).ok_or_else(|| format!("invalid duration {s:?}"))?;
-    if d < std::time::Duration::from_millis(1) {
-        return Err("duration must be greater than 1ms".into());
-    }
-    if d.subsec_nanos() % 1_000_000 != 0 {
-        return Err("only durations to ms precision are supported".into());
-    }
-    Ok(())
-}
+use super::super::{validate_duration, Findings};
 
 fn is_token(s: &str) -> bool {
     !s.is_empty()
@@ -49,22 +42,6 @@ const STANDARD_METHODS: [&str; 9] = [
 
 // ---------------------------------------------------------------------------------------------
 // Validation (Istio `validateHTTPRoute` and friends)
-
-/// Problems found in one VirtualService's `http[]`: (field, message) pairs.
-#[derive(Default)]
-pub(crate) struct Findings {
-    pub errors: Vec<(String, String)>,
-    pub warnings: Vec<(String, String)>,
-}
-
-impl Findings {
-    fn err(&mut self, at: impl Into<String>, msg: impl Into<String>) {
-        self.errors.push((at.into(), msg.into()));
-    }
-    fn warn(&mut self, at: impl Into<String>, msg: impl Into<String>) {
-        self.warnings.push((at.into(), msg.into()));
-    }
-}
 
 pub(crate) fn validate_http(routes: &[Option<HttpRoute>], delegate_vs: bool) -> Findings {
     let mut f = Findings::default();
@@ -263,7 +240,7 @@ fn route(f: &mut Findings, at: &str, r: &HttpRoute, delegate_vs: bool) {
         }
     }
     if let Some(t) = &r.timeout {
-        if let Err(e) = check_duration(t) {
+        if let Err(e) = validate_duration(t) {
             f.err(format!("{at}.timeout"), e);
         }
     }
@@ -283,12 +260,12 @@ fn route(f: &mut Findings, at: &str, r: &HttpRoute, delegate_vs: bool) {
             );
         }
         if let Some(t) = &rt.per_try_timeout {
-            if let Err(e) = check_duration(t) {
+            if let Err(e) = validate_duration(t) {
                 f.err(format!("{rat}.perTryTimeout"), e);
             }
         }
         if let Some(t) = &rt.backoff {
-            if let Err(e) = check_duration(t) {
+            if let Err(e) = validate_duration(t) {
                 f.err(format!("{rat}.backoff"), e);
             }
         }
@@ -671,7 +648,7 @@ fn fault(f: &mut Findings, at: &str, fa: &HttpFault) {
                 "exponentialDelay not supported yet",
             ),
             (Some(fd), None) => {
-                if let Err(e) = check_duration(fd) {
+                if let Err(e) = validate_duration(fd) {
                     f.err(format!("{dat}.fixedDelay"), e);
                 }
             }
