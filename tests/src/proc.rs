@@ -131,6 +131,21 @@ impl ChildGuard {
         }
     }
 
+    /// Waits for the child to exit within `timeout` and returns its captured stdout; fails if
+    /// it exits unsuccessfully.
+    pub fn wait_output(mut self, timeout: Duration) -> anyhow::Result<String> {
+        let st = self.wait_timeout(timeout)?;
+        let mut out = String::new();
+        if let Some(rx) = self.lines.take() {
+            for l in rx.try_iter() {
+                out.push_str(&l);
+                out.push('\n');
+            }
+        }
+        anyhow::ensure!(st.success(), "{}: {st}\n{out}", self.what);
+        Ok(out)
+    }
+
     /// The exit status if the child has exited.
     pub fn try_wait(&mut self) -> anyhow::Result<Option<ExitStatus>> {
         match self.child.as_mut() {
