@@ -9,6 +9,7 @@
 //! - `agent`: the composition root of `gateway run`.
 
 pub mod agent;
+pub mod check;
 pub mod config;
 pub mod dataplane;
 pub mod explain;

@@ -104,11 +104,13 @@ enum Cmd {
         #[arg(long)]
         strict: bool,
     },
-    /// Validate manifests without touching the kernel: exit 0 if valid, else one line per problem.
+    /// Analyze manifests without touching the kernel, as `istioctl analyze` reports: one line
+    /// per finding (`Error [IST0106] (VirtualService ns/name file:line) field: message`); exit
+    /// 0, or 79 (istioctl's) when an object would be rejected.
     Check {
         dir: PathBuf,
-        /// `text` (one line per problem) or `json` (an array of {level, file, document, kind,
-        /// namespace, name, field, message}, for CI pipelines).
+        /// `text` (one line per finding) or `json` (an array of {level, code, file, line,
+        /// document, kind, namespace, name, field, message}, for CI pipelines).
         #[arg(short = 'o', long = "output", default_value = "text")]
         output: CheckOutput,
     },
@@ -234,70 +236,40 @@ fn main() -> ExitCode {
 
 /// `gateway check`: what `run` would leave out of this directory, one line per problem.
 fn check(dir: &std::path::Path, output: CheckOutput) -> ExitCode {
-    let (loaded, load_errors) = config::load_dir_partial(dir);
-    let a = config::admit(loaded, load_errors, None, false);
-    if output == CheckOutput::Json {
-        let entry = |level: &str,
-                     file: &std::path::Path,
-                     doc: Option<usize>,
-                     resource: &str,
-                     field: &str,
-                     message: &str| {
-            // `Kind namespace/name`, or empty for a file-level problem.
-            let (kind, ns_name) = resource.split_once(' ').unwrap_or(("", ""));
-            let (namespace, name) = ns_name.split_once('/').unwrap_or(("", ""));
-            serde_json::json!({
-                "level": level, "file": file.display().to_string(), "document": doc,
-                "kind": kind, "namespace": namespace, "name": name,
-                "field": field, "message": message,
-            })
-        };
-        let mut all: Vec<serde_json::Value> = a
-            .rejected
-            .iter()
-            .map(|e| entry("Error", &e.file, e.doc, &e.resource, &e.field, &e.message))
-            .collect();
-        all.extend(
-            a.warnings
-                .iter()
-                .map(|w| entry("Warning", &w.file, None, &w.resource, &w.field, &w.message)),
-        );
-        println!("{}", serde_json::to_string_pretty(&all).unwrap_or_default());
-        return if a.rejected.is_empty() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        };
-    }
-    for w in &a.warnings {
-        eprintln!("warning: {w}");
-    }
-    for e in &a.rejected {
-        println!("{e}");
-    }
-    let m = &a.manifests;
-    let admitted = m.gateways.len()
-        + m.virtual_services.len()
-        + m.destination_rules.len()
-        + m.service_entries.len()
-        + m.services.len()
-        + m.endpoint_slices.len()
-        + m.pods.len()
-        + m.secrets.len();
-    if a.rejected.is_empty() {
-        println!("{}: valid ({admitted} objects)", dir.display());
-        ExitCode::SUCCESS
+    let r = gateway::check::check(dir);
+    let failed = r.findings.iter().any(|f| f.level == "Error");
+    let status = if failed {
+        ExitCode::from(gateway::check::EXIT_ISSUES)
     } else {
-        let by_kind = a.rejected_by_kind();
-        let list: Vec<String> = by_kind.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        ExitCode::SUCCESS
+    };
+    if output == CheckOutput::Json {
         println!(
-            "{}: {} rejected ({}); the other {admitted} objects would be served",
-            dir.display(),
-            by_kind.values().sum::<usize>(),
-            list.join(", ")
+            "{}",
+            serde_json::to_string_pretty(&r.findings).unwrap_or_default()
         );
-        ExitCode::FAILURE
+        return status;
     }
+    for f in &r.findings {
+        println!("{f}");
+    }
+    if !failed {
+        println!("{}: valid ({} objects)", dir.display(), r.admitted);
+    } else {
+        let list: Vec<String> = r
+            .rejected_by_kind
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        println!(
+            "{}: {} rejected ({}); the other {} objects would be served",
+            dir.display(),
+            r.rejected_by_kind.values().sum::<usize>(),
+            list.join(", "),
+            r.admitted
+        );
+    }
+    status
 }
 
 fn explain(
