@@ -349,3 +349,131 @@ mod tests {
         assert!(text.contains("no HTTP listener on port 9999"), "{text}");
     }
 }
+
+/// How the plan serves TCP or UDP to `vip:port`: the L4 service on the XDP path (its
+/// backends, weights and NAT), a port the agent serves itself (HTTP, TLS), or nothing.
+/// The status is 200 when something serves it, 404 when nothing does, 503 for a service
+/// without backends.
+pub fn explain_l4(plan: &Plan, vip: std::net::Ipv4Addr, port: u16, proto: Proto) -> (String, u16) {
+    let mut out = String::new();
+    let _ = writeln!(out, "flow: {proto:?} to {vip}:{port}");
+    let matches = |v: std::net::Ipv4Addr| v == vip || v.is_unspecified() || vip.is_unspecified();
+    if let Some(s) = plan
+        .l4
+        .iter()
+        .find(|s| matches(s.vip) && s.port == port && s.proto == proto)
+    {
+        let _ = writeln!(out, "L4 service {}:{} {:?} (XDP fast path)", s.vip, s.port, s.proto);
+        let _ = writeln!(out, "  from: {}", s.origin);
+        let _ = writeln!(out, "  NAT: {:?}, hash: {:?}", s.nat, s.hash);
+        if s.backends.is_empty() {
+            let _ = writeln!(out, "  no backends: packets are dropped and counted (no_backend)");
+            return (out, 503);
+        }
+        let total: u64 = s.backends.iter().map(|b| u64::from(b.weight)).sum();
+        for b in &s.backends {
+            let _ = writeln!(
+                out,
+                "  backend {}:{} weight {} ({:.1}% of the Maglev table)",
+                b.addr,
+                b.port,
+                b.weight,
+                100.0 * f64::from(b.weight) / total.max(1) as f64
+            );
+        }
+        return (out, 200);
+    }
+    if proto == Proto::Tcp {
+        if let Some(l) = plan
+            .local
+            .iter()
+            .find(|l| matches(l.vip) && l.port == port)
+        {
+            let _ = writeln!(
+                out,
+                "served by the agent itself (passed to the local stack): {}",
+                l.origin
+            );
+            let _ = writeln!(
+                out,
+                "  explain a request on it: gateway explain 'GET http://HOST:{port}/PATH'"
+            );
+            return (out, 200);
+        }
+    }
+    let ports: Vec<String> = plan
+        .l4
+        .iter()
+        .filter(|s| s.proto == proto)
+        .map(|s| format!("{}:{}", s.vip, s.port))
+        .collect();
+    let _ = writeln!(
+        out,
+        "nothing serves it: the XDP program passes such packets to the kernel; {proto:?} services: {}",
+        if ports.is_empty() { "none".to_string() } else { ports.join(", ") }
+    );
+    (out, 404)
+}
+
+/// `%XX`-encodes everything but RFC 3986's unreserved characters (a query value).
+pub fn query_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// The (name, value) pairs of a query string, `%XX` and `+` decoded.
+pub fn query_pairs(q: &str) -> Vec<(String, String)> {
+    let decode = |s: &str| {
+        let b = s.as_bytes();
+        let mut out = Vec::with_capacity(b.len());
+        let mut i = 0;
+        while i < b.len() {
+            let hex = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok());
+            match (b[i], hex) {
+                (b'%', Some(v)) => {
+                    out.push(v);
+                    i += 3;
+                    continue;
+                }
+                (b'+', _) => out.push(b' '),
+                (c, _) => out.push(c),
+            }
+            i += 1;
+        }
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    q.split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(p), String::new()),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod query_tests {
+    use super::*;
+
+    #[test]
+    fn query_round_trip() {
+        for s in ["GET http://a.example:8080/x?y=1&z=%2F", "x-user: ä b+c", "100%", "%zz%4"] {
+            let q = format!("k={}", query_encode(s));
+            assert_eq!(query_pairs(&q), vec![("k".to_string(), s.to_string())], "{s}");
+        }
+        assert_eq!(
+            query_pairs("a=1+2&b"),
+            vec![("a".into(), "1 2".into()), ("b".into(), String::new())]
+        );
+    }
+}

@@ -119,10 +119,21 @@ enum Cmd {
     /// Exit status 0 when a rule answers (a destination with endpoints, a redirect or a direct
     /// response), 1 for a 404, a 503 without endpoints, or no listener.
     Explain {
+        /// The config directory to compile and explain.
+        #[arg(long, required_unless_present = "admin", conflicts_with = "admin")]
+        config: Option<PathBuf>,
+        /// A running agent's admin address: explain with its live plan instead.
         #[arg(long)]
-        config: PathBuf,
+        admin: Option<SocketAddr>,
         /// `GET http://host:port/path?query` (the method may be left out).
-        request: String,
+        #[arg(required_unless_present_any = ["tcp", "udp"])]
+        request: Option<String>,
+        /// Explain a TCP flow to `VIP:PORT` (the L4 service, backends, NAT) instead.
+        #[arg(long, conflicts_with = "udp")]
+        tcp: Option<std::net::SocketAddrV4>,
+        /// Explain a UDP flow to `VIP:PORT`.
+        #[arg(long)]
+        udp: Option<std::net::SocketAddrV4>,
         /// Request header, `name: value` (repeatable).
         #[arg(short = 'H', long = "header")]
         headers: Vec<String>,
@@ -153,11 +164,26 @@ fn main() -> ExitCode {
         Cmd::Drain { admin } => drain(admin),
         Cmd::Explain {
             config,
+            admin,
             request,
+            tcp,
+            udp,
             headers,
             sni,
             vips,
-        } => explain(&config, &request, &headers, sni, vips),
+        } => {
+            let what = match (tcp, udp, request) {
+                (Some(a), _, _) => Explained::L4(a, gateway::plan::Proto::Tcp),
+                (_, Some(a), _) => Explained::L4(a, gateway::plan::Proto::Udp),
+                (_, _, Some(r)) => Explained::Http(r),
+                _ => unreachable!("clap requires one"),
+            };
+            match (admin, config) {
+                (Some(a), _) => explain_live(a, &what, &headers, sni),
+                (None, Some(c)) => explain(&c, &what, &headers, sni, vips),
+                (None, None) => unreachable!("clap requires one"),
+            }
+        }
         Cmd::Cleanup { pin_root } => match gateway::dataplane::remove_pins(&pin_root) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -274,18 +300,11 @@ fn check(dir: &std::path::Path, output: CheckOutput) -> ExitCode {
 
 fn explain(
     dir: &std::path::Path,
-    line: &str,
+    what: &Explained,
     headers: &[String],
     sni: Option<String>,
     vips: Vec<Ipv4Addr>,
 ) -> ExitCode {
-    let req = match gateway::explain::Request::parse(line, headers, sni) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("gateway explain: {e}");
-            return ExitCode::from(2);
-        }
-    };
     let input = config::CompileInput {
         vips: if vips.is_empty() {
             vec![Ipv4Addr::UNSPECIFIED]
@@ -301,8 +320,28 @@ fn explain(
     let Some((plan, _)) = compiled else {
         return ExitCode::FAILURE;
     };
-    let (text, status) = gateway::explain::explain(&plan, &req);
+    let (text, status) = match what {
+        Explained::L4(a, proto) => gateway::explain::explain_l4(&plan, *a.ip(), a.port(), *proto),
+        Explained::Http(line) => match gateway::explain::Request::parse(line, headers, sni) {
+            Ok(req) => gateway::explain::explain(&plan, &req),
+            Err(e) => {
+                eprintln!("gateway explain: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     print!("{text}");
+    explain_status(status)
+}
+
+enum Explained {
+    Http(String),
+    L4(std::net::SocketAddrV4, gateway::plan::Proto),
+}
+
+/// 0 when something answers (a route, a redirect, a direct response, an L4 service); 1 for a
+/// 404, a 503 without endpoints, or nothing listening.
+fn explain_status(status: u16) -> ExitCode {
     if !matches!(status, 0 | 400 | 404 | 503) {
         ExitCode::SUCCESS
     } else {
@@ -310,23 +349,79 @@ fn explain(
     }
 }
 
-/// One POST on the admin port, without a client library: the agent's image has no curl.
-fn drain(admin: SocketAddr) -> ExitCode {
-    use std::io::{Read as _, Write as _};
-    let attempt = || -> std::io::Result<String> {
-        let mut s = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(2))?;
-        s.write_all(b"POST /drain HTTP/1.1\r\nHost: gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")?;
-        let mut resp = String::new();
-        s.read_to_string(&mut resp)?;
-        Ok(resp)
+/// `gateway explain --admin`: the running agent explains with its live plan.
+fn explain_live(
+    admin: SocketAddr,
+    what: &Explained,
+    headers: &[String],
+    sni: Option<String>,
+) -> ExitCode {
+    use gateway::explain::query_encode as enc;
+    let mut q = match what {
+        Explained::Http(line) => format!("request={}", enc(line)),
+        Explained::L4(a, gateway::plan::Proto::Tcp) => format!("tcp={a}"),
+        Explained::L4(a, gateway::plan::Proto::Udp) => format!("udp={a}"),
     };
-    match attempt() {
-        Ok(r) if r.starts_with("HTTP/1.1 200") => {
+    for h in headers {
+        q.push_str(&format!("&header={}", enc(h)));
+    }
+    if let Some(s) = sni {
+        q.push_str(&format!("&sni={}", enc(&s)));
+    }
+    match admin_request(admin, "GET", &format!("/explain?{q}")) {
+        Ok((200, head, body)) => {
+            print!("{body}");
+            let status = head
+                .lines()
+                .find_map(|l| l.strip_prefix("x-explain-status: "))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            explain_status(status)
+        }
+        Ok((code, _, body)) => {
+            eprintln!("gateway explain: {admin}: {code}: {}", body.trim());
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("gateway explain: {admin}: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// One request on the admin port, without a client library (the agent's image has no curl):
+/// (status, head, body).
+fn admin_request(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+) -> std::io::Result<(u16, String, String)> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(2))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)?;
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    let code = head
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    Ok((code, head.to_ascii_lowercase(), body.to_string()))
+}
+
+/// POST /drain on the admin port; it answers once the drain duration has passed.
+fn drain(admin: SocketAddr) -> ExitCode {
+    match admin_request(admin, "POST", "/drain") {
+        Ok((200, _, _)) => {
             println!("drained");
             ExitCode::SUCCESS
         }
-        Ok(r) => {
-            eprintln!("gateway drain: {}", r.lines().next().unwrap_or("no answer"));
+        Ok((code, _, body)) => {
+            eprintln!("gateway drain: {code} {}", body.trim());
             ExitCode::FAILURE
         }
         Err(e) => {

@@ -382,6 +382,34 @@ fn sighup_reloads_now() -> Result<()> {
     agent.wait_generation_above(gen, std::time::Duration::from_secs(5))?;
     let r = http.get("http://198.18.0.1:8080/teapot", &[])?;
     ensure!(r.status == 419, "after SIGHUP: {}", r.status);
+    // `explain --admin` answers from the live plan (the new generation), for HTTP and TCP.
+    let out = agent.cli(&["explain", "GET http://198.18.0.1:8080/teapot"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success()
+            && text.contains(&format!("generation {}", gen + 1))
+            && text.contains("action: direct response 419"),
+        "explain --admin: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = agent.cli(&["explain", "GET http://198.18.0.1:8080/x", "-H", "x-canary: true"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success() && text.contains("http[0].match[0]: MATCH"),
+        "explain --admin with a header: {text}"
+    );
+    let out = agent.cli(&["explain", "--tcp", "198.18.0.1:31400"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success() && text.contains("L4 service") && text.contains("backend "),
+        "explain --admin --tcp: {text}"
+    );
+    let out = agent.cli(&["explain", "--tcp", "198.18.0.1:1"])?;
+    ensure!(
+        out.status.code() == Some(1),
+        "nothing on port 1: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let second = rev(&agent)?;
     ensure!(
         second["hash"] != first["hash"] && second["generation"] == gen + 1,

@@ -146,6 +146,7 @@ async fn handle<B>(role: Role, st: &State, req: Request<B>) -> Resp {
             }
         }
         (Role::Admin | Role::Status, "/healthz/live") => text(StatusCode::OK, "LIVE\n"),
+        (Role::Admin, "/explain") => explain(st, req.uri().query().unwrap_or("")),
         (Role::Admin | Role::Metrics, "/stats/prometheus") | (Role::Admin, "/metrics") => {
             metrics(st).await
         }
@@ -259,6 +260,43 @@ fn clusters(st: &State, json: bool) -> Resp {
         }
     }
     text(StatusCode::OK, out)
+}
+
+/// `gateway explain --admin`: the same explanation, from the live plan. Query: `request=`
+/// (`GET http://host:port/path`), `header=` (repeatable), `sni=`; or `tcp=`/`udp=` `VIP:PORT`.
+/// The status the gateway would answer with is in `x-explain-status`.
+fn explain(st: &State, query: &str) -> Resp {
+    use crate::explain::{explain, explain_l4, query_pairs, Request};
+    let pairs = query_pairs(query);
+    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let snap = st.snapshot.load();
+    let (out, status) = if let Some((addr, proto)) = get("tcp")
+        .map(|a| (a, crate::plan::Proto::Tcp))
+        .or_else(|| get("udp").map(|a| (a, crate::plan::Proto::Udp)))
+    {
+        match addr.parse::<std::net::SocketAddrV4>() {
+            Ok(a) => explain_l4(&snap.plan, *a.ip(), a.port(), proto),
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("{addr}: {e}\n")),
+        }
+    } else {
+        let headers: Vec<String> = pairs
+            .iter()
+            .filter(|(n, _)| n == "header")
+            .map(|(_, v)| v.clone())
+            .collect();
+        let line = get("request").unwrap_or_default();
+        match Request::parse(&line, &headers, get("sni")) {
+            Ok(r) => explain(&snap.plan, &r),
+            Err(e) => return text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+        }
+    };
+    let mut r = text(
+        StatusCode::OK,
+        format!("generation {} (hash {})\n{out}", snap.generation, snap.revision.hash),
+    );
+    r.headers_mut()
+        .insert("x-explain-status", hyper::header::HeaderValue::from(status));
+    r
 }
 
 async fn metrics(st: &State) -> Resp {
