@@ -12,6 +12,7 @@ pub mod agent;
 pub mod check;
 pub mod config;
 pub mod dataplane;
+pub mod dump;
 pub mod explain;
 pub mod l4proxy;
 pub mod l7;

@@ -144,6 +144,17 @@ enum Cmd {
         #[arg(long = "vip")]
         vips: Vec<Ipv4Addr>,
     },
+    /// A running agent's live state, as `istioctl proxy-config` and `cilium-dbg bpf lb list`
+    /// show theirs: listeners, routes, clusters, endpoints, secrets (sources only), and the XDP
+    /// path's services, backends and verdict counters.
+    Dump {
+        #[arg(value_enum, default_value = "all")]
+        section: gateway::dump::Section,
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: SocketAddr,
+        #[arg(short = 'o', long = "output", default_value = "text")]
+        output: CheckOutput,
+    },
     /// Ask a running agent to drain (POST /drain on its admin port) and wait until it has: the
     /// Kubernetes preStop hook.
     Drain {
@@ -162,6 +173,11 @@ fn main() -> ExitCode {
     match Cli::parse().cmd {
         Cmd::Check { dir, output } => check(&dir, output),
         Cmd::Drain { admin } => drain(admin),
+        Cmd::Dump {
+            section,
+            admin,
+            output,
+        } => dump(admin, section, output),
         Cmd::Explain {
             config,
             admin,
@@ -411,6 +427,40 @@ fn admin_request(
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
     Ok((code, head.to_ascii_lowercase(), body.to_string()))
+}
+
+fn dump(admin: SocketAddr, section: gateway::dump::Section, output: CheckOutput) -> ExitCode {
+    let get = |path: &str| -> Result<serde_json::Value, String> {
+        match admin_request(admin, "GET", path) {
+            Ok((200, _, body)) => serde_json::from_str(&body).map_err(|e| format!("{path}: {e}")),
+            Ok((code, _, body)) => Err(format!("{path}: {code} {}", body.trim())),
+            Err(e) => Err(format!("{admin}: {e}")),
+        }
+    };
+    let src = (|| {
+        Ok::<_, String>(gateway::dump::Sources {
+            config_dump: get("/config_dump")?,
+            clusters: get("/clusters?format=json")?,
+            stats: get("/stats")?,
+        })
+    })();
+    match src {
+        Ok(src) => {
+            match output {
+                CheckOutput::Text => print!("{}", gateway::dump::text(&src, section)),
+                CheckOutput::Json => println!(
+                    "{}",
+                    serde_json::to_string_pretty(&gateway::dump::json(&src, section))
+                        .unwrap_or_default()
+                ),
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("gateway dump: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// POST /drain on the admin port; it answers once the drain duration has passed.

@@ -137,6 +137,29 @@ fn access_log_and_metrics() -> Result<()> {
             .any(|s| s.labels.get("verdict") == Some("pass_local")),
         "XDP counters missing"
     );
+
+    // `gateway dump` shows the live plan and the XDP path as tables, and as JSON.
+    let out = agent.cli(&["dump"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(out.status.success(), "dump: {text}{}", String::from_utf8_lossy(&out.stderr));
+    for want in [
+        "ROUTES",
+        "exact /teapot",
+        "VirtualService demo/web http[2].match[0]",
+        "outbound|8000|v1|web.demo.local",
+        "XDP SERVICES",
+        "198.18.0.1:31400/tcp",
+    ] {
+        ensure!(text.contains(want), "dump lacks {want:?}:\n{text}");
+    }
+    let out = agent.cli(&["dump", "endpoints", "-o", "json"])?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    ensure!(
+        v["endpoints"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty() && e.iter().all(|e| e["status"] == "healthy")),
+        "dump endpoints -o json: {v}"
+    );
     Ok(())
 }
 

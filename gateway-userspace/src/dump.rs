@@ -1,0 +1,431 @@
+//! `gateway dump`: a running agent's live state as `istioctl proxy-config` and
+//! `cilium-dbg bpf lb list` show theirs: listeners, routes, clusters, endpoints, secrets (what
+//! each server reads, never the key material), and the XDP path's services, backends and
+//! verdict counters. Built from the admin's `/config_dump`, `/clusters?format=json` and
+//! `/stats`, so the CLI needs nothing but the admin port.
+
+use serde_json::{json, Value};
+
+/// What to show.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Section {
+    Listeners,
+    Routes,
+    Clusters,
+    Endpoints,
+    Secrets,
+    /// The XDP path: L4 services with their backends, packet and byte counters, verdicts.
+    Bpf,
+    All,
+}
+
+/// The admin's answers a dump is made of.
+pub struct Sources {
+    pub config_dump: Value,
+    pub clusters: Value,
+    pub stats: Value,
+}
+
+/// One table: a title, column names, rows (for text) and the same rows as objects (for JSON).
+struct Table {
+    title: &'static str,
+    columns: &'static [&'static str],
+    rows: Vec<Vec<String>>,
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        v => v.to_string(),
+    }
+}
+
+fn listeners(src: &Sources) -> Table {
+    let plan = &src.config_dump["plan"];
+    let mut rows = Vec::new();
+    for l in plan["http"]["listeners"].as_array().into_iter().flatten() {
+        let addr = format!("{}:{}", s(&l["bind"]), s(&l["port"]));
+        let chains = l["tls"].as_array().map_or(0, Vec::len);
+        if chains == 0 {
+            rows.push(vec![addr.clone(), "HTTP".into(), "L7 (agent)".into(), s(&l["origin"])]);
+        }
+        for c in l["tls"].as_array().into_iter().flatten() {
+            let sni = c["server_names"]
+                .as_array()
+                .map(|v| v.iter().map(s).collect::<Vec<_>>().join(","))
+                .filter(|v| !v.is_empty())
+                .unwrap_or_else(|| "*".into());
+            rows.push(vec![
+                addr.clone(),
+                format!("HTTPS {} sni={sni}", s(&c["settings"]["mode"])),
+                "L7 (agent)".into(),
+                s(&c["origin"]),
+            ]);
+        }
+    }
+    for l in plan["streams"]["listeners"].as_array().into_iter().flatten() {
+        rows.push(vec![
+            format!("{}:{}", s(&l["bind"]), s(&l["port"])),
+            "TLS stream".into(),
+            "L4 (agent)".into(),
+            s(&l["origin"]),
+        ]);
+    }
+    for svc in plan["l4"].as_array().into_iter().flatten() {
+        rows.push(vec![
+            format!("{}:{}", s(&svc["vip"]), s(&svc["port"])),
+            s(&svc["proto"]).to_uppercase(),
+            format!("{} ({})", src.config_dump["l4_path"].as_str().unwrap_or("-"), s(&svc["nat"])),
+            s(&svc["origin"]),
+        ]);
+    }
+    Table {
+        title: "LISTENERS",
+        columns: &["ADDRESS", "TYPE", "PATH", "FROM"],
+        rows,
+    }
+}
+
+/// A route's match in one cell: path, then the other conditions by name.
+fn match_summary(m: &Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(p) = m["path"].as_object().and_then(|o| o.iter().next()) {
+        parts.push(format!("{} {}", p.0, s(p.1)));
+    }
+    for k in ["method", "scheme", "authority"] {
+        if !m[k].is_null() {
+            parts.push(format!("{k}={}", s(&m[k])));
+        }
+    }
+    for (k, what) in [("headers", "headers"), ("query", "query")] {
+        if let Some(n) = m[k].as_array().map(Vec::len).filter(|n| *n > 0) {
+            parts.push(format!("{n} {what}"));
+        }
+    }
+    parts.join(" ")
+}
+
+fn action_summary(a: &Value) -> String {
+    if let Some(f) = a.get("forward") {
+        let cs: Vec<String> = f["clusters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| format!("{} ({})", s(&c["cluster"]), s(&c["weight"])))
+            .collect();
+        return cs.join(", ");
+    }
+    if let Some(r) = a.get("redirect") {
+        return format!("redirect {}", r);
+    }
+    if let Some(d) = a.get("direct") {
+        return format!("direct {}", s(&d["status"]));
+    }
+    a.to_string()
+}
+
+fn routes(src: &Sources) -> Table {
+    let mut rows = Vec::new();
+    for l in src.config_dump["plan"]["http"]["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let port = s(&l["port"]);
+        let mut tables: Vec<(String, &Value)> = vec![(port.clone(), &l["vhosts"])];
+        for c in l["tls"].as_array().into_iter().flatten() {
+            tables.push((format!("{port} (https)"), &c["vhosts"]));
+        }
+        for (at, vhosts) in tables {
+            for vh in vhosts.as_array().into_iter().flatten() {
+                for r in vh["routes"].as_array().into_iter().flatten() {
+                    rows.push(vec![
+                        at.clone(),
+                        s(&vh["domain"]),
+                        match_summary(&r["match"]),
+                        action_summary(&r["action"]),
+                        s(&r["origin"]),
+                    ]);
+                }
+            }
+        }
+    }
+    Table {
+        title: "ROUTES",
+        columns: &["PORT", "DOMAIN", "MATCH", "DESTINATION", "FROM"],
+        rows,
+    }
+}
+
+fn clusters(src: &Sources) -> Table {
+    let rows = src.clusters["clusters"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let hosts = c["hosts"].as_array().map_or(0, Vec::len);
+            let healthy = c["hosts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|h| h["health"] == "healthy")
+                .count();
+            vec![
+                s(&c["name"]),
+                s(&c["lb"]),
+                format!("{healthy}/{hosts}"),
+                s(&c["rq_active"]),
+            ]
+        })
+        .collect();
+    Table {
+        title: "CLUSTERS",
+        columns: &["NAME", "LB", "HEALTHY", "RQ_ACTIVE"],
+        rows,
+    }
+}
+
+fn endpoints(src: &Sources) -> Table {
+    let mut rows = Vec::new();
+    for c in src.clusters["clusters"].as_array().into_iter().flatten() {
+        for h in c["hosts"].as_array().into_iter().flatten() {
+            rows.push(vec![
+                s(&h["address"]),
+                s(&h["health"]),
+                s(&h["weight"]),
+                s(&h["rq_active"]),
+                s(&h["ejections"]),
+                s(&c["name"]),
+            ]);
+        }
+    }
+    Table {
+        title: "ENDPOINTS",
+        columns: &["ENDPOINT", "STATUS", "WEIGHT", "RQ_ACTIVE", "EJECTIONS", "CLUSTER"],
+        rows,
+    }
+}
+
+/// Where a PEM comes from: a file path or a Secret, never its content.
+fn pem_source(p: &Value) -> String {
+    if let Some(f) = p.get("file") {
+        return s(&f["path"]);
+    }
+    if let Some(sec) = p.get("secret") {
+        return s(&sec["origin"]);
+    }
+    "-".into()
+}
+
+fn secrets(src: &Sources) -> Table {
+    let mut rows = Vec::new();
+    for l in src.config_dump["plan"]["http"]["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        for c in l["tls"].as_array().into_iter().flatten() {
+            let st = &c["settings"];
+            for cert in st["certificates"].as_array().into_iter().flatten() {
+                rows.push(vec![
+                    format!("{}:{}", s(&l["bind"]), s(&l["port"])),
+                    "certificate".into(),
+                    pem_source(&cert["certificate"]),
+                    s(&c["origin"]),
+                ]);
+            }
+            if !st["ca_certificates"].is_null() {
+                rows.push(vec![
+                    format!("{}:{}", s(&l["bind"]), s(&l["port"])),
+                    "client CA".into(),
+                    pem_source(&st["ca_certificates"]),
+                    s(&c["origin"]),
+                ]);
+            }
+        }
+    }
+    Table {
+        title: "SECRETS",
+        columns: &["LISTENER", "KIND", "SOURCE", "FROM"],
+        rows,
+    }
+}
+
+fn bpf(src: &Sources) -> Vec<Table> {
+    let mut services = Vec::new();
+    for svc in src.config_dump["plan"]["l4"].as_array().into_iter().flatten() {
+        let key = format!("{}:{}/{}", s(&svc["vip"]), s(&svc["port"]), s(&svc["proto"]).to_lowercase());
+        let c = &src.stats["services"][&key];
+        let backends: Vec<String> = svc["backends"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| format!("{}:{} ({})", s(&b["addr"]), s(&b["port"]), s(&b["weight"])))
+            .collect();
+        services.push(vec![
+            key,
+            s(&svc["nat"]),
+            backends.join(", "),
+            s(&c["packets"]),
+            s(&c["bytes"]),
+        ]);
+    }
+    let counters = |what: &str| -> Vec<Vec<String>> {
+        src.stats[what]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, c)| vec![k.clone(), s(&c["packets"]), s(&c["bytes"])])
+            .collect()
+    };
+    vec![
+        Table {
+            title: "XDP SERVICES",
+            columns: &["SERVICE", "NAT", "BACKENDS (WEIGHT)", "PACKETS", "BYTES"],
+            rows: services,
+        },
+        Table {
+            title: "XDP BACKENDS",
+            columns: &["BACKEND", "PACKETS", "BYTES"],
+            rows: counters("backends"),
+        },
+        Table {
+            title: "XDP VERDICTS",
+            columns: &["VERDICT", "PACKETS", "BYTES"],
+            rows: counters("verdicts"),
+        },
+    ]
+}
+
+fn tables(src: &Sources, section: Section) -> Vec<Table> {
+    match section {
+        Section::Listeners => vec![listeners(src)],
+        Section::Routes => vec![routes(src)],
+        Section::Clusters => vec![clusters(src)],
+        Section::Endpoints => vec![endpoints(src)],
+        Section::Secrets => vec![secrets(src)],
+        Section::Bpf => bpf(src),
+        Section::All => {
+            let mut t = vec![
+                listeners(src),
+                routes(src),
+                clusters(src),
+                endpoints(src),
+                secrets(src),
+            ];
+            t.extend(bpf(src));
+            t
+        }
+    }
+}
+
+/// Aligned text tables, one per section, each headed by the revision.
+pub fn text(src: &Sources, section: Section) -> String {
+    let rev = &src.config_dump["revision"];
+    let mut out = format!(
+        "generation {} (hash {}, applied {})\n",
+        s(&rev["generation"]),
+        s(&rev["hash"]),
+        s(&rev["applied_at"])
+    );
+    for t in tables(src, section) {
+        out.push('\n');
+        out.push_str(t.title);
+        out.push('\n');
+        let mut width: Vec<usize> = t.columns.iter().map(|c| c.len()).collect();
+        for r in &t.rows {
+            for (i, c) in r.iter().enumerate() {
+                width[i] = width[i].max(c.chars().count());
+            }
+        }
+        let line = |cells: Vec<&str>| {
+            let mut l = String::new();
+            for (i, c) in cells.iter().enumerate() {
+                if i + 1 == cells.len() {
+                    l.push_str(c);
+                } else {
+                    l.push_str(&format!("{c:<w$}  ", w = width[i]));
+                }
+            }
+            l.trim_end().to_string() + "\n"
+        };
+        out.push_str(&line(t.columns.to_vec()));
+        for r in &t.rows {
+            out.push_str(&line(r.iter().map(String::as_str).collect()));
+        }
+    }
+    out
+}
+
+/// The same tables as JSON: `{ "revision": ..., "<title>": [ {column: value, ...}, ... ] }`.
+pub fn json(src: &Sources, section: Section) -> Value {
+    let mut o = serde_json::Map::new();
+    o.insert("revision".into(), src.config_dump["revision"].clone());
+    for t in tables(src, section) {
+        let rows: Vec<Value> = t
+            .rows
+            .iter()
+            .map(|r| {
+                let m: serde_json::Map<String, Value> = t
+                    .columns
+                    .iter()
+                    .zip(r)
+                    .map(|(c, v)| (c.to_lowercase(), json!(v)))
+                    .collect();
+                Value::Object(m)
+            })
+            .collect();
+        o.insert(t.title.to_lowercase().replace(' ', "_"), Value::Array(rows));
+    }
+    Value::Object(o)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources() -> Sources {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo");
+        let input = crate::config::CompileInput {
+            vips: vec!["198.18.0.1".parse().unwrap()],
+            ..crate::config::CompileInput::default()
+        };
+        let (_, compiled, _) = crate::config::load_admit_compile(&dir, &input, None, false);
+        let (plan, _) = compiled.expect("the demo compiles");
+        Sources {
+            config_dump: json!({
+                "plan": serde_json::to_value(&plan).unwrap(),
+                "l4_path": "xdp",
+                "revision": {"generation": 3, "hash": "abcd", "applied_at": "2026-12-07T00:00:00.000Z"},
+            }),
+            clusters: json!({"clusters": [{"name": "outbound|8000|v1|web.demo.local", "lb": "LeastRequest", "rq_active": 0,
+                "hosts": [{"address": "198.18.11.2:8000", "weight": 1, "rq_active": 0, "health": "healthy", "ejections": 0}]}]}),
+            stats: json!({"services": {"198.18.0.1:31400/tcp": {"packets": 7, "bytes": 420}}, "backends": {}, "verdicts": {"tx": {"packets": 7, "bytes": 420}}}),
+        }
+    }
+
+    #[test]
+    fn tables_show_the_live_plan() {
+        let src = sources();
+        let t = text(&src, Section::All);
+        assert!(t.starts_with("generation 3 (hash abcd"), "{t}");
+        assert!(t.contains("LISTENERS\nADDRESS"), "{t}");
+        assert!(
+            t.lines().any(|l| l.starts_with("198.18.0.1:31400") && l.contains("TCP") && l.contains("xdp")),
+            "{t}"
+        );
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("8080") && l.contains("prefix /v1/") && l.contains("outbound|8000|v1|web.demo.local (1)")),
+            "{t}"
+        );
+        assert!(
+            t.lines().any(|l| l.starts_with("198.18.0.1:31400/tcp")
+                && l.split_whitespace().rev().take(2).eq(["420", "7"])),
+            "{t}"
+        );
+        let j = json(&src, Section::Endpoints);
+        assert_eq!(j["endpoints"][0]["status"], "healthy", "{j}");
+    }
+}
