@@ -17,7 +17,7 @@ use aya_ebpf::{
     EbpfContext,
 };
 use gateway_common::{
-    addr_flags, ct_flags, flow_hash, nat_port, port_flags, port_index, src_hash, svc_flags,
+    addr_flags, ct_flags, flow_hash, if_flags, nat_port, port_flags, port_index, src_hash, svc_flags,
     verdict, CtValue, FlowKey, ResolveBatch, ServiceKey, ServiceValue, MAGLEV_RING, NAT_PORT_MAX,
     NAT_PORT_MIN, NAT_PORT_TRIES, NEXTHOP_TTL_NS, PROTO_TCP, RESOLVE_BATCH,
 };
@@ -259,8 +259,8 @@ fn new_flow(
             backend.snat_addr
         } else {
             match unsafe { IFADDRS.get(&fwd.nh_ifindex) } {
-                Some(a) => a.addr,
-                None => return (xdp_action::XDP_DROP, verdict::DROP_NO_SNAT_ADDR),
+                Some(a) if a.addr != 0 => a.addr,
+                _ => return (xdp_action::XDP_DROP, verdict::DROP_NO_SNAT_ADDR),
             }
         };
         fwd.saddr = snat;
@@ -365,7 +365,20 @@ fn send(
     dmac: &[u8; 6],
     reason: u32,
 ) -> (u32, u32) {
-    pkt.rewrite(ct.saddr, ct.daddr, ct.sport, ct.dport, smac, dmac);
+    // Veths deliver packets whose sender offloaded the L4 checksum (only the pseudo-header sum
+    // in the field). The agent marks the interfaces where that happens; elsewhere (real NICs)
+    // checksums are full and the test is skipped, so a coincidental match never misleads it.
+    let mut partial = false;
+    if pkt.looks_partial() {
+        let flags = unsafe { IFADDRS.get(&(ctx.ingress_ifindex() as u32)) }.map_or(0, |a| a.flags);
+        if flags & if_flags::CSUM_LOST != 0 {
+            // Native mode turns the skb into a raw frame: the receiver would verify the seed as
+            // a full checksum and drop the packet. The kernel's own path keeps the state.
+            return (xdp_action::XDP_PASS, verdict::PASS_CSUM_PARTIAL);
+        }
+        partial = flags & if_flags::CSUM_SEED != 0;
+    }
+    pkt.rewrite(partial, ct.saddr, ct.daddr, ct.sport, ct.dport, smac, dmac);
     if ifindex == ctx.ingress_ifindex() as u32 {
         return (xdp_action::XDP_TX, reason);
     }

@@ -6,9 +6,9 @@
 //! as warnings through `serde_ignored`; `serde_path_to_error` names the field of a type error.
 
 use crate::config::model::{
-    ConfigError, DestinationRuleSpec, EndpointSliceDoc, EndpointSliceSpec, GatewaySpec,
-    Manifests, ObjectMeta, PodDoc, PodInfo, Resource, SecretSpec, ServiceEntrySpec,
-    ServiceSpec, Source, SpecDoc, VirtualServiceSpec, Warning,
+    ConfigError, DestinationRuleSpec, EndpointSliceDoc, EndpointSliceSpec, GatewaySpec, Manifests,
+    ObjectMeta, PodDoc, PodInfo, Resource, SecretSpec, ServiceEntrySpec, ServiceSpec, Source,
+    SpecDoc, VirtualServiceSpec, Warning,
 };
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -379,8 +379,8 @@ fn ignored_path(p: &serde_ignored::Path) -> String {
 
 #[cfg(test)]
 mod tests {
-    use crate::config::model::IntOrString;
     use super::*;
+    use crate::config::model::IntOrString;
 
     const GW: &str = r#"
 apiVersion: networking.istio.io/v1

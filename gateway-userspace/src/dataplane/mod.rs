@@ -24,6 +24,10 @@ use gateway_common::{
     PIN_ABI, XDP_PROGRAM, XDP_RESOLVE_PROGRAM,
 };
 
+pub mod ifmode;
+
+pub use ifmode::IfMode;
+
 use crate::{
     maglev,
     plan::{HashMode, L4Service, NatMode, Plan},
@@ -73,20 +77,11 @@ fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneEr
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
-    /// Let the kernel choose (native when the driver supports it).
+    /// Per interface, the mode that forwards correctly there: generic on veths (offloaded
+    /// checksums), native elsewhere, generic if the driver has no native XDP.
     Auto,
     Native,
     Generic,
-}
-
-impl Mode {
-    fn xdp(self) -> XdpMode {
-        match self {
-            Mode::Auto => XdpMode::Default,
-            Mode::Native => XdpMode::Driver,
-            Mode::Generic => XdpMode::Skb,
-        }
-    }
 }
 
 /// What the data plane holds for one service, as last applied.
@@ -118,6 +113,8 @@ pub struct Dataplane {
     /// Keeps pinned links open; dropping them does not detach (the pin holds them).
     _links: Vec<PinnedLink>,
     pub attached: Vec<String>,
+    /// Each attached interface's mode and why it was chosen.
+    pub ifmodes: Vec<IfMode>,
     pub pin_dir: PathBuf,
 }
 
@@ -212,11 +209,19 @@ impl Dataplane {
             .try_into()?;
         let mut links = Vec::new();
         let mut attached = Vec::new();
+        let mut ifmodes = Vec::new();
         for iface in ifaces {
             match attach_one(prog, iface, &links_dir, mode) {
-                Ok(pinned) => {
+                Ok((pinned, m)) => {
+                    log::info!(
+                        "XDP on {iface}: {} mode (driver {:?}: {})",
+                        m.mode,
+                        m.driver,
+                        m.reason
+                    );
                     links.push(pinned);
                     attached.push(iface.clone());
+                    ifmodes.push(m);
                 }
                 Err(e) => {
                     // All or nothing: detach what this call attached, so a half-attached data
@@ -280,6 +285,7 @@ impl Dataplane {
             backend_ids: BTreeMap::new(),
             _links: links,
             attached,
+            ifmodes,
             pin_dir,
         };
         dp.adopt()?;
@@ -338,16 +344,32 @@ impl Dataplane {
         self.logger.take()
     }
 
-    /// Publishes the IPv4 address of every interface (SNAT source per egress interface).
+    /// Publishes the IPv4 address of every interface (SNAT source per egress interface) and
+    /// the checksum handling of each attached one (`if_flags`; an attached interface without an
+    /// address gets an entry with address 0, which is never a SNAT source).
     pub fn sync_ifaddrs(&mut self) -> Result<(), DataplaneError> {
-        let want = interface_addrs();
+        let addrs = interface_addrs();
+        let mut want: BTreeMap<u32, IfAddr> = addrs
+            .iter()
+            .map(|(idx, a)| {
+                let v = IfAddr {
+                    addr: u32::from(a[0]).to_be(),
+                    flags: 0,
+                };
+                (*idx, v)
+            })
+            .collect();
+        for m in &self.ifmodes {
+            // Looked up again: an interface re-created under the same name has a new index.
+            if let Some(idx) = ifmode::ifindex(&m.iface) {
+                want.entry(idx)
+                    .or_insert(IfAddr { addr: 0, flags: 0 })
+                    .flags = m.flags;
+            }
+        }
         let have: Vec<u32> = self.ifaddrs.keys().filter_map(Result::ok).collect();
-        for (idx, addrs) in &want {
-            let v = IfAddr {
-                addr: u32::from(addrs[0]).to_be(),
-                _pad: 0,
-            };
-            if self.ifaddrs.get(idx, 0).ok() != Some(v) {
+        for (idx, v) in &want {
+            if self.ifaddrs.get(idx, 0).ok() != Some(*v) {
                 self.ifaddrs
                     .insert(idx, v, 0)
                     .map_err(map_err(names::IFADDRS))?;
@@ -358,7 +380,7 @@ impl Dataplane {
                 let _ = self.ifaddrs.remove(&idx);
             }
         }
-        self.sync_addrs(&want)
+        self.sync_addrs(&addrs)
     }
 
     /// Closes the ports whose drain period is over (called periodically by the agent).
@@ -678,6 +700,16 @@ impl Dataplane {
         &mut self,
         packet: &[u8],
     ) -> Result<(u32, Vec<u8>, std::time::Duration), DataplaneError> {
+        self.test_run_on(packet, 0)
+    }
+
+    /// [`Dataplane::test_run`] as if `packet` arrived on `ifindex` (0: the kernel's default,
+    /// loopback), which must exist in this network namespace.
+    pub fn test_run_on(
+        &mut self,
+        packet: &[u8],
+        ifindex: u32,
+    ) -> Result<(u32, Vec<u8>, std::time::Duration), DataplaneError> {
         use aya::programs::{TestRun, TestRunOptions};
         let prog: &mut Xdp = self
             .ebpf
@@ -685,9 +717,17 @@ impl Dataplane {
             .ok_or(DataplaneError::MissingMap("program"))?
             .try_into()?;
         let mut out = vec![0u8; packet.len() + 256];
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex; the kernel wants data_end = the packet's length.
+        let mut md = [0u8; 24];
+        md[4..8].copy_from_slice(&(packet.len() as u32).to_ne_bytes());
+        md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(packet);
         opts.data_out = Some(&mut out);
+        if ifindex != 0 {
+            opts.ctx_in = Some(&md);
+        }
         let r = prog.test_run(opts)?;
         out.truncate(r.data_size_out as usize);
         Ok((r.return_value, out, r.duration))
@@ -724,34 +764,76 @@ impl Dataplane {
     }
 }
 
-/// Attaches `prog` to `iface` (or swaps it into the link a previous agent pinned there) and pins
-/// the link.
+/// Attaches `prog` to `iface` in the mode that forwards correctly there (`ifmode`), or swaps
+/// it into the link a previous agent pinned there if that link has the same mode, and pins the
+/// link. A pinned link in another mode is replaced (the maps, and so the flows, stay).
 fn attach_one(
     prog: &mut Xdp,
     iface: &String,
     links_dir: &Path,
     mode: Mode,
-) -> Result<PinnedLink, DataplaneError> {
+) -> Result<(PinnedLink, IfMode), DataplaneError> {
+    let attach = |what: String| DataplaneError::Attach {
+        iface: iface.clone(),
+        what,
+    };
+    let driver = ifmode::driver(iface).unwrap_or_else(|e| {
+        log::warn!("{iface}: driver unknown (ETHTOOL_GDRVINFO: {e})");
+        String::new()
+    });
+    let (want, mut reason, fallback) = ifmode::choose(&driver, mode);
     let link_path = links_dir.join(iface);
-    let id = if link_path.exists() {
-        // Adopt: swap our program into the running link; traffic never stops.
-        let attach = |what: String| DataplaneError::Attach {
-            iface: iface.clone(),
-            what,
-        };
+    let mut chosen = want;
+    let mut adopted = None;
+    if link_path.exists() {
+        let idx = ifmode::ifindex(iface).ok_or_else(|| attach("no such interface".into()))?;
+        let current = ifmode::attached_mode(idx)
+            .map_err(|e| attach(format!("reading its XDP state: {e}")))?;
         let fd: FdLink = PinnedLink::from_pin(&link_path)
             .map_err(|e| attach(format!("opening pinned link: {e}")))?
             .unpin()
             .map_err(|e| attach(format!("unpinning link: {e}")))?;
-        let link = XdpLink::try_from(fd).map_err(|e| attach(format!("pinned link: {e}")))?;
-        prog.attach_to_link(link)
-            .map_err(|e| attach(format!("replacing program in link: {e}")))?
-    } else {
-        prog.attach(iface, mode.xdp())
-            .map_err(|e| DataplaneError::Attach {
-                iface: iface.clone(),
-                what: format!("attaching XDP ({mode:?}): {e}"),
-            })?
+        let same = match current {
+            Some(XdpMode::Skb) => matches!(want, XdpMode::Skb),
+            Some(XdpMode::Driver) => matches!(want, XdpMode::Driver),
+            _ => false,
+        };
+        // A previous agent's generic fallback (native refused by the driver) is kept as well.
+        let kept_fallback = fallback && matches!(current, Some(XdpMode::Skb));
+        if same || kept_fallback {
+            // Adopt: swap our program into the running link; traffic never stops.
+            let link = XdpLink::try_from(fd).map_err(|e| attach(format!("pinned link: {e}")))?;
+            if let Some(c) = current {
+                chosen = c;
+            }
+            if kept_fallback && !same {
+                reason = format!("{reason}; kept the generic link of the previous agent");
+            }
+            adopted = Some(
+                prog.attach_to_link(link)
+                    .map_err(|e| attach(format!("replacing program in link: {e}")))?,
+            );
+        } else {
+            // Closing the last reference detaches the old program; the new one follows at
+            // once (the kernel allows one mode at a time per interface).
+            log::warn!(
+                "{iface}: pinned XDP link is in {current:?} mode, want {want:?} ({reason}): re-attaching"
+            );
+            drop(fd);
+        }
+    }
+    let id = match adopted {
+        Some(id) => id,
+        None => match prog.attach(iface, want) {
+            Ok(id) => id,
+            Err(e) if fallback => {
+                reason = format!("native attach failed ({e}), generic instead");
+                chosen = XdpMode::Skb;
+                prog.attach(iface, XdpMode::Skb)
+                    .map_err(|e| attach(format!("attaching XDP (generic): {e}")))?
+            }
+            Err(e) => return Err(attach(format!("attaching XDP ({want:?}): {e}"))),
+        },
     };
     let link = prog.take_link(id)?;
     let fd = FdLink::try_from(link).map_err(|e| DataplaneError::Attach {
@@ -762,7 +844,7 @@ fn attach_one(
         iface: iface.clone(),
         what: format!("pinning link at {}: {e}", link_path.display()),
     })?;
-    Ok(pinned)
+    Ok((pinned, IfMode::new(iface, &driver, chosen, reason)))
 }
 
 /// The XDP program's FIB lookups fall back to the loopback device when forwarding is off on the
