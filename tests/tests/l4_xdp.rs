@@ -163,7 +163,29 @@ fn flow_stickiness() -> Result<()> {
 fn snat() -> Result<()> {
     let topo = Topology::new("sn", 2, Opts::no_backend_routes())?;
     let cfg = L4Config::for_topology(&topo);
-    let _agent = Agent::start(&topo, &cfg.files())?;
+    let agent = Agent::start(&topo, &cfg.files())?;
+    // Default veths (TX checksum offload on): the agent picks generic XDP on each, says why,
+    // and the traffic below proves that mode forwards them.
+    let dump = agent.config_dump()?;
+    let ifs = dump["xdp_interfaces"]
+        .as_array()
+        .context("xdp_interfaces")?;
+    ensure!(ifs.len() == 3, "one entry per interface: {ifs:?}");
+    for i in ifs {
+        ensure!(
+            i["driver"] == "veth" && i["mode"] == "generic",
+            "veth not in generic mode: {i}"
+        );
+        ensure!(
+            i["reason"].as_str().is_some_and(|r| r.contains("checksum")),
+            "no reason given: {i}"
+        );
+    }
+    ensure!(
+        agent.log().contains("generic mode (driver \"veth\""),
+        "the chosen mode is not logged:\n{}",
+        agent.log()
+    );
 
     let hits = topo.client_api().tcp_hits(vip(TCP_PORT), 40)?;
     for h in &hits {
@@ -211,7 +233,9 @@ fn preserve_source() -> Result<()> {
 }
 
 /// (f) The data path outlives the agent: a stream keeps echoing while the agent is stopped
-/// (pins kept) and after a new agent adopts the pinned state.
+/// (pins kept) and after a new agent adopts the pinned state. The agent runs under
+/// `ip netns exec`, whose private mount namespace has no bpffs: the pins must land in the host's
+/// (visible from this test's mount namespace) to survive.
 #[test]
 fn restart() -> Result<()> {
     let topo = Topology::new("rs", 2, Opts::default())?;
@@ -247,6 +271,11 @@ fn restart() -> Result<()> {
     };
 
     progress("streaming before the stop")?;
+    ensure!(
+        agent.log().contains("pinning in the host's"),
+        "the agent did not find the host's bpffs:\n{}",
+        agent.log()
+    );
     let st = agent.stop()?;
     ensure!(st.success(), "agent exited with {st} on SIGTERM");
     ensure!(

@@ -24,6 +24,7 @@ use gateway_common::{
     PIN_ABI, XDP_PROGRAM, XDP_RESOLVE_PROGRAM,
 };
 
+pub mod bpffs;
 pub mod ifmode;
 
 pub use ifmode::IfMode;
@@ -43,6 +44,12 @@ pub enum DataplaneError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "pins under {root} would not outlive this process: {why}. Mount the host's bpffs \
+         (`mount -t bpf bpf /sys/fs/bpf` on the host, or a hostPath volume in a pod), or enter \
+         only the network namespace (`nsenter --net=/run/netns/NAME gateway run ...`)"
+    )]
+    NoBpffs { root: PathBuf, why: String },
     #[error("loading the XDP object (pins under {pins}): {source}")]
     Load {
         pins: PathBuf,
@@ -132,51 +139,12 @@ pub struct Counters2 {
     pub bytes: u64,
 }
 
-pub fn ensure_bpffs(root: &Path) -> Result<(), DataplaneError> {
-    let bpffs = Path::new("/sys/fs/bpf");
-    if root.starts_with(bpffs) && !is_bpffs(bpffs) {
-        std::fs::create_dir_all(bpffs).ok();
-        let src = std::ffi::CString::new("bpf").unwrap();
-        let dst = std::ffi::CString::new("/sys/fs/bpf").unwrap();
-        // Safety: plain mount(2) call with valid C strings.
-        let rc = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                dst.as_ptr(),
-                src.as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            return Err(DataplaneError::Bpffs {
-                path: bpffs.into(),
-                source: std::io::Error::last_os_error(),
-            });
-        }
-    }
-    std::fs::create_dir_all(root).map_err(|source| DataplaneError::Bpffs {
-        path: root.into(),
-        source,
-    })
-}
-
-fn is_bpffs(p: &Path) -> bool {
-    let c = std::ffi::CString::new(p.as_os_str().to_string_lossy().as_bytes()).unwrap();
-    // SAFETY: statfs is plain old data; all-zero is a valid value to be overwritten.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c is a NUL-terminated path that outlives the call; st is a valid out pointer.
-    // 0xcafe4a11 is BPF_FS_MAGIC.
-    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as u64 == 0xcafe_4a11 }
-}
-
 impl Dataplane {
     /// Loads the object with maps pinned under `pin_root/abi-N`, then attaches to (or adopts the
     /// pinned links of) every interface.
     pub fn open(pin_root: &Path, ifaces: &[String], mode: Mode) -> Result<Self, DataplaneError> {
         enable_lo_forwarding()?;
-        let pin_dir = pin_root.join(format!("abi-{PIN_ABI}"));
-        ensure_bpffs(&pin_dir)?;
+        let pin_dir = bpffs::prepare(pin_root)?.join(format!("abi-{PIN_ABI}"));
         let links_dir = pin_dir.join("links");
         std::fs::create_dir_all(&links_dir).map_err(|source| DataplaneError::Bpffs {
             path: links_dir.clone(),
@@ -889,8 +857,12 @@ pub fn prime_addrs(addrs: impl IntoIterator<Item = Ipv4Addr>) {
 
 /// Removes every pin under `pin_root` (links first, so the programs detach), for `--cleanup`.
 pub fn remove_pins(pin_root: &Path) -> std::io::Result<()> {
-    if pin_root.exists() {
-        std::fs::remove_dir_all(pin_root)?;
+    // The same place the agent pinned in, also from inside `ip netns exec`.
+    let root = bpffs::locate(pin_root)
+        .map(|l| l.path().to_path_buf())
+        .unwrap_or_else(|_| pin_root.to_path_buf());
+    if root.exists() {
+        std::fs::remove_dir_all(root)?;
     }
     Ok(())
 }
