@@ -288,7 +288,10 @@ pub mod verdict {
     /// Passed: a partial (offloaded) L4 checksum arrived on an interface whose XDP mode cannot
     /// keep it through a redirect (a veth in native mode, `if_flags::CSUM_LOST`).
     pub const PASS_CSUM_PARTIAL: u32 = 13;
-    pub const COUNT: u32 = 14;
+    /// Passed: a packet to forward arrived with TTL 0 or 1; the kernel, not the fast path,
+    /// answers it (ICMP time exceeded where it routes, local delivery for the node's address).
+    pub const PASS_TTL_EXPIRED: u32 = 14;
+    pub const COUNT: u32 = 15;
     pub const NAMES: [&str; COUNT as usize] = [
         "pass_not_ours",
         "pass_local",
@@ -304,6 +307,7 @@ pub mod verdict {
         "drop_fib",
         "pass_nat_miss",
         "pass_csum_partial",
+        "pass_ttl_expired",
     ];
 }
 

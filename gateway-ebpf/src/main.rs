@@ -365,6 +365,11 @@ fn send(
     dmac: &[u8; 6],
     reason: u32,
 ) -> (u32, u32) {
+    if pkt.ttl() <= 1 {
+        // Forwarding would expire it: the kernel sends the time-exceeded (or delivers it, if
+        // addressed to the node); the fast path never forwards a TTL-0 packet.
+        return (xdp_action::XDP_PASS, verdict::PASS_TTL_EXPIRED);
+    }
     // Veths deliver packets whose sender offloaded the L4 checksum (only the pseudo-header sum
     // in the field). The agent marks the interfaces where that happens; elsewhere (real NICs)
     // checksums are full and the test is skipped, so a coincidental match never misleads it.

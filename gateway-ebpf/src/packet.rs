@@ -146,6 +146,12 @@ impl Packet {
         f
     }
 
+    /// The IPv4 TTL.
+    #[inline(always)]
+    pub fn ttl(&self) -> u8 {
+        unsafe { (*self.ip).ttl }
+    }
+
     /// Whether the L4 checksum field holds just the pseudo-header sum, as a sender offloading
     /// its checksum leaves it (CHECKSUM_PARTIAL on a veth). A full checksum equals it only by a
     /// 1-in-65536 coincidence, so the caller asks only on interfaces where partial ones occur.
@@ -174,7 +180,7 @@ impl Packet {
     }
 
     /// Rewrites addresses and ports (all network order) with incremental checksum updates,
-    /// and the Ethernet header for the next hop. `partial`: the L4 checksum field is a
+    /// decrements the TTL (which must be above 1), and sets the Ethernet header for the next hop. `partial`: the L4 checksum field is a
     /// CHECKSUM_PARTIAL seed (see `looks_partial`), which covers only the pseudo-header: the
     /// addresses change it, the ports (summed later with the rest of the segment) do not.
     #[inline(always)]
@@ -194,7 +200,16 @@ impl Packet {
             let ports = &mut *self.ports;
             let (os, od, osp, odp) = (ip.saddr, ip.daddr, ports[0], ports[1]);
 
-            let mut c = csum::replace4(ip.check, os, saddr);
+            // A router's hop: TTL down by one (the caller passes TTL <= 1 to the kernel). TTL and
+            // protocol share one 16-bit word of the header checksum.
+            let ttl = ip.ttl;
+            let mut c = csum::replace2(
+                ip.check,
+                u16::from_ne_bytes([ttl, ip.proto]),
+                u16::from_ne_bytes([ttl - 1, ip.proto]),
+            );
+            ip.ttl = ttl - 1;
+            c = csum::replace4(c, os, saddr);
             c = csum::replace4(c, od, daddr);
             ip.check = c;
             ip.saddr = saddr;

@@ -832,3 +832,51 @@ fn partial_checksums_on_a_native_veth_are_passed_not_forwarded_broken() {
     .join()
     .unwrap();
 }
+
+/// `p` with its IPv4 TTL set to `ttl` (header checksum recomputed).
+fn with_ttl(mut p: Vec<u8>, ttl: u8) -> Vec<u8> {
+    p[22] = ttl;
+    p[24..26].copy_from_slice(&[0, 0]);
+    let c = csum(&p[14..34], 0);
+    p[24..26].copy_from_slice(&c.to_be_bytes());
+    p
+}
+
+#[test]
+fn ttl_is_decremented_on_forward_and_expiring_packets_go_to_the_kernel() {
+    std::thread::spawn(|| {
+        let mut e = env(&plan());
+        // Both directions are a hop: the client's packet and the backend's reply.
+        let (action, out, _) =
+            e.dp.test_run(&packet(6, CLIENT, 40200, VIP, 31400, SYN, b""))
+                .unwrap();
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(out[22], 63, "TTL 64 leaves as 63");
+        let o = parse(&out); // the header checksum covers the new TTL
+        let reply = packet(6, o.dst, 9000, NODE_B, o.sport, SYN | ACK, b"");
+        let (action, out, _) = e.dp.test_run(&reply).unwrap();
+        assert_eq!(action, XDP_TX);
+        assert_eq!(out[22], 63);
+        parse(&out);
+
+        // TTL 2 is forwarded with 1; TTL 1 and 0 would expire here: passed untouched, counted,
+        // for the established flow as for a new one.
+        let two = with_ttl(packet(6, CLIENT, 40200, VIP, 31400, ACK, b"a"), 2);
+        let (action, out, _) = e.dp.test_run(&two).unwrap();
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(out[22], 1);
+        parse(&out);
+        for pkt in [
+            with_ttl(packet(6, CLIENT, 40200, VIP, 31400, ACK, b"b"), 1),
+            with_ttl(packet(6, CLIENT, 40201, VIP, 31400, SYN, b""), 1),
+            with_ttl(packet(17, CLIENT, 40202, VIP, 5353, 0, b"q"), 0),
+        ] {
+            let (action, out, _) = e.dp.test_run(&pkt).unwrap();
+            assert_eq!(action, XDP_PASS);
+            assert_eq!(out, pkt, "an expiring packet is passed unchanged");
+        }
+        assert_eq!(verdict(&e, "pass_ttl_expired"), 3);
+    })
+    .join()
+    .unwrap();
+}
