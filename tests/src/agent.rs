@@ -399,6 +399,11 @@ impl Agent {
         self.spawn()
     }
 
+    /// Replaces the extra `gateway run` flags used by the next [`Agent::restart`].
+    pub fn set_extra_args(&mut self, extra: &[&str]) {
+        self.extra_args = extra.iter().map(|s| s.to_string()).collect();
+    }
+
     /// The agent's PID (ip netns exec, nsenter and setpriv exec it in place).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(ChildGuard::pid)
