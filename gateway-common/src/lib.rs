@@ -291,7 +291,11 @@ pub mod verdict {
     /// Passed: a packet to forward arrived with TTL 0 or 1; the kernel, not the fast path,
     /// answers it (ICMP time exceeded where it routes, local delivery for the node's address).
     pub const PASS_TTL_EXPIRED: u32 = 14;
-    pub const COUNT: u32 = 15;
+    /// Passed, rewritten but with its MACs kept: longer than the egress interface's MTU (a GSO
+    /// packet from a veth peer with TSO on, seen whole in generic mode), which an XDP redirect
+    /// would drop. The kernel forwards it, segmenting as needed, where forwarding is enabled.
+    pub const PASS_OVERSIZE: u32 = 15;
+    pub const COUNT: u32 = 16;
     pub const NAMES: [&str; COUNT as usize] = [
         "pass_not_ours",
         "pass_local",
@@ -308,6 +312,7 @@ pub mod verdict {
         "pass_nat_miss",
         "pass_csum_partial",
         "pass_ttl_expired",
+        "pass_oversize",
     ];
 }
 

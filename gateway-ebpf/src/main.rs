@@ -11,7 +11,7 @@ mod packet;
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST},
-    helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect},
+    helpers::{bpf_check_mtu, bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect},
     macros::xdp,
     programs::XdpContext,
     EbpfContext,
@@ -383,7 +383,23 @@ fn send(
         }
         partial = flags & if_flags::CSUM_SEED != 0;
     }
-    pkt.rewrite(partial, ct.saddr, ct.daddr, ct.sport, ct.dport, smac, dmac);
+    // Longer than an Ethernet MTU: a GSO packet (generic mode sees a veth peer's TSO output
+    // whole) or a jumbo frame. An XDP redirect drops what exceeds the egress MTU, so ask.
+    let len = ctx.data_end() - ctx.data();
+    if len > ETH_FRAME_MAX {
+        let mut mtu_len = 0u32;
+        let rc = unsafe { bpf_check_mtu(ctx.as_ptr(), ifindex, &mut mtu_len, 0, 0) };
+        if rc != 0 {
+            // Rewritten (so the stack never sees the VIP side of an established flow and
+            // resets it), MACs and TTL kept (the stack takes it as its own to route, and counts
+            // the hop itself): the kernel forwards and segments it where forwarding is on, else
+            // drops it.
+            let (own, peer) = (pkt.eth_dst(), pkt.eth_src());
+            pkt.rewrite(partial, false, ct.saddr, ct.daddr, ct.sport, ct.dport, &peer, &own);
+            return (xdp_action::XDP_PASS, verdict::PASS_OVERSIZE);
+        }
+    }
+    pkt.rewrite(partial, true, ct.saddr, ct.daddr, ct.sport, ct.dport, smac, dmac);
     if ifindex == ctx.ingress_ifindex() as u32 {
         return (xdp_action::XDP_TX, reason);
     }
@@ -439,6 +455,10 @@ pub fn gateway_resolve(ctx: XdpContext) -> u32 {
 }
 
 const LOOPBACK_IFINDEX: u32 = 1;
+
+/// Ethernet header plus a 1500-byte MTU: shorter frames fit every egress, so they skip the MTU
+/// check.
+const ETH_FRAME_MAX: usize = 14 + 1500;
 
 #[inline(always)]
 fn action_for(reason: u32) -> u32 {

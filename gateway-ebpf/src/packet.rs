@@ -180,7 +180,7 @@ impl Packet {
     }
 
     /// Rewrites addresses and ports (all network order) with incremental checksum updates,
-    /// decrements the TTL (which must be above 1), and sets the Ethernet header for the next hop. `partial`: the L4 checksum field is a
+    /// decrements the TTL if `hop` (it must then be above 1), and sets the Ethernet header. `partial`: the L4 checksum field is a
     /// CHECKSUM_PARTIAL seed (see `looks_partial`), which covers only the pseudo-header: the
     /// addresses change it, the ports (summed later with the rest of the segment) do not.
     #[inline(always)]
@@ -188,6 +188,7 @@ impl Packet {
     pub fn rewrite(
         &self,
         partial: bool,
+        hop: bool,
         saddr: u32,
         daddr: u32,
         sport: u16,
@@ -202,13 +203,16 @@ impl Packet {
 
             // A router's hop: TTL down by one (the caller passes TTL <= 1 to the kernel). TTL and
             // protocol share one 16-bit word of the header checksum.
-            let ttl = ip.ttl;
-            let mut c = csum::replace2(
-                ip.check,
-                u16::from_ne_bytes([ttl, ip.proto]),
-                u16::from_ne_bytes([ttl - 1, ip.proto]),
-            );
-            ip.ttl = ttl - 1;
+            let mut c = ip.check;
+            if hop {
+                let ttl = ip.ttl;
+                c = csum::replace2(
+                    c,
+                    u16::from_ne_bytes([ttl, ip.proto]),
+                    u16::from_ne_bytes([ttl - 1, ip.proto]),
+                );
+                ip.ttl = ttl - 1;
+            }
             c = csum::replace4(c, os, saddr);
             c = csum::replace4(c, od, daddr);
             ip.check = c;

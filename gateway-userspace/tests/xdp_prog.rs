@@ -880,3 +880,37 @@ fn ttl_is_decremented_on_forward_and_expiring_packets_go_to_the_kernel() {
     .join()
     .unwrap();
 }
+
+#[test]
+fn packets_longer_than_the_egress_mtu_are_passed_rewritten_with_their_macs() {
+    std::thread::spawn(|| {
+        let mut e = env(&plan());
+        let (_, out, _) =
+            e.dp.test_run(&packet(6, CLIENT, 40300, VIP, 31400, SYN, b""))
+                .unwrap();
+        let o = parse(&out);
+        // 2,000 bytes of payload: more than gwd0's 1500-byte MTU (as a GSO packet would be).
+        let big = packet(6, CLIENT, 40300, VIP, 31400, ACK, &[7u8; 2000]);
+        let (action, out, _) = e.dp.test_run(&big).unwrap();
+        assert_eq!(action, XDP_PASS, "an XDP redirect would drop it");
+        let b = parse(&out);
+        assert_eq!(
+            (b.src, b.sport, b.dst, b.dport),
+            (o.src, o.sport, o.dst, 9000)
+        );
+        assert_eq!(
+            (b.dmac, b.smac),
+            (NODE_MAC, CLIENT_MAC),
+            "MACs kept for the stack"
+        );
+        assert_eq!(out[22], 64, "TTL left to the kernel's forwarding");
+        assert_eq!(verdict(&e, "pass_oversize"), 1);
+        // A full-size frame still takes the redirect.
+        let (action, _, _) =
+            e.dp.test_run(&packet(6, CLIENT, 40300, VIP, 31400, ACK, &[7u8; 1460]))
+                .unwrap();
+        assert_eq!(action, XDP_REDIRECT);
+    })
+    .join()
+    .unwrap();
+}

@@ -642,3 +642,31 @@ fn native_veth_passes_partial_checksums_and_auto_reattaches_generic() -> Result<
     ensure!(hits.len() == 5, "after the re-attach");
     Ok(())
 }
+
+/// (k) Bulk data on default veths: the client's and the backend's TSO hand the node GSO packets
+/// of up to 64 KiB, which generic XDP sees whole and an XDP redirect would drop (over the MTU).
+/// The program rewrites them and passes them to the kernel (`pass_oversize`), which forwards and
+/// segments them: this test turns the node's forwarding on for that (as on any Kubernetes node);
+/// the agent has set `accept_local` so the SNATed source is not dropped as a martian. Smaller
+/// packets still take the XDP redirect.
+#[test]
+fn bulk_stream_with_gso_packets() -> Result<()> {
+    let topo = Topology::new("bk", 1, Opts::default())?;
+    topo.node
+        .exec(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=1"])?;
+    let cfg = L4Config::for_topology(&topo);
+    let agent = Agent::start(&topo, &cfg.files())?;
+    let mut s = topo.client_api().open_stream(vip(TCP_PORT))?;
+    s.stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let data: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let started = std::time::Instant::now();
+    s.echo(&data).context("1 MiB echo")?;
+    let took = started.elapsed();
+    // Lost GSO packets would show as retransmission time-outs (hundreds of ms each).
+    ensure!(took < Duration::from_secs(2), "1 MiB echo took {took:?}");
+    let oversize = agent.verdict_packets("pass_oversize")?;
+    let fwd = agent.verdict_packets("fwd_established")?;
+    ensure!(oversize > 0, "no GSO packet seen: is TSO off on the peers?");
+    ensure!(fwd > 0, "nothing took the XDP redirect");
+    Ok(())
+}

@@ -450,6 +450,7 @@ async fn watch(
                 if let Err(e) = dp.expire_drains() {
                     log::warn!("closing drained ports: {e}");
                 }
+                dp.warn_oversize();
                 // Neighbour entries the kernel does not use itself age out; keep backends'.
                 if last_prime.elapsed() >= NEIGHBOUR_REFRESH {
                     dataplane::prime_neighbours(&snapshot.load().plan);

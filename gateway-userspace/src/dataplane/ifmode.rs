@@ -128,6 +128,28 @@ pub fn driver(iface: &str) -> io::Result<String> {
     Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
 
+/// Lets the kernel take packets with one of the node's own addresses as source from `iface`
+/// (`accept_local`). Generic mode on a veth sees a peer's GSO packets whole; those exceed the
+/// MTU, so the program rewrites them and passes them to the kernel to forward and segment
+/// (`pass_oversize`). After SNAT their source is the node's address (or, replies, the VIP),
+/// which the kernel otherwise drops as a martian.
+pub fn accept_local(iface: &str) {
+    let path = format!("/proc/sys/net/ipv4/conf/{iface}/accept_local");
+    if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "1") {
+        return;
+    }
+    match std::fs::write(&path, "1") {
+        Ok(()) => log::info!(
+            "{iface}: set accept_local=1, so GSO packets the program hands to the kernel after \
+             SNAT (pass_oversize) are forwarded, not dropped as martians"
+        ),
+        Err(e) => log::warn!(
+            "{iface}: cannot set accept_local ({e}): GSO packets from its peer that the kernel \
+             must forward after SNAT will be dropped; set net.ipv4.conf.{iface}.accept_local=1"
+        ),
+    }
+}
+
 pub fn ifindex(iface: &str) -> Option<u32> {
     let c = CString::new(iface).ok()?;
     // SAFETY: c is a NUL-terminated name that outlives the call.

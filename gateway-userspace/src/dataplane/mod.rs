@@ -122,6 +122,8 @@ pub struct Dataplane {
     pub attached: Vec<String>,
     /// Each attached interface's mode and why it was chosen.
     pub ifmodes: Vec<IfMode>,
+    /// `pass_oversize` packets at the last warning, and its time.
+    oversize_seen: (u64, Option<std::time::Instant>),
     pub pin_dir: PathBuf,
 }
 
@@ -187,6 +189,9 @@ impl Dataplane {
                         m.driver,
                         m.reason
                     );
+                    if m.flags & gateway_common::if_flags::CSUM_SEED != 0 {
+                        ifmode::accept_local(iface);
+                    }
                     links.push(pinned);
                     attached.push(iface.clone());
                     ifmodes.push(m);
@@ -254,6 +259,7 @@ impl Dataplane {
             _links: links,
             attached,
             ifmodes,
+            oversize_seen: (0, None),
             pin_dir,
         };
         dp.adopt()?;
@@ -699,6 +705,31 @@ impl Dataplane {
         let r = prog.test_run(opts)?;
         out.truncate(r.data_size_out as usize);
         Ok((r.return_value, out, r.duration))
+    }
+
+    /// Logs (at most once a minute) when packets were too long for an XDP redirect since the
+    /// last call: they depend on the kernel's forwarding, which a node may have off.
+    pub fn warn_oversize(&mut self) {
+        let Ok(n) = sum(&self.verdicts, gateway_common::verdict::PASS_OVERSIZE) else {
+            return;
+        };
+        let (seen, at) = self.oversize_seen;
+        if n.packets > seen && at.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60))
+        {
+            let fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
+            log::warn!(
+                "{} packets longer than the egress MTU passed to the kernel (pass_oversize): GSO \
+                 packets from a veth peer with TSO on, seen whole in generic XDP mode; {}",
+                n.packets - seen,
+                if fwd.trim() == "1" {
+                    "the kernel forwards them (slow path)"
+                } else {
+                    "forwarding is off on this node, so they are dropped: enable it, or turn off \
+                     TSO/GSO on the peers (ethtool -K IF tso off gso off)"
+                }
+            );
+            self.oversize_seen = (n.packets, Some(std::time::Instant::now()));
+        }
     }
 
     pub fn stats(&self) -> Result<Stats, DataplaneError> {
