@@ -228,8 +228,24 @@ pub struct CtValue {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct IfAddr {
+    /// The interface's primary IPv4 address (network order; 0 = none, not a SNAT source).
     pub addr: u32,
-    pub _pad: u32,
+    /// `if_flags`: how packets arriving on this interface carry their L4 checksum.
+    pub flags: u32,
+}
+
+/// `IfAddr::flags`. Set by the agent for the interfaces it attaches to, from the driver and the
+/// XDP mode it chose there.
+pub mod if_flags {
+    /// A veth in generic (SKB) mode: a packet whose L4 checksum field holds only the
+    /// pseudo-header sum is a CHECKSUM_PARTIAL skb (the sender offloaded the checksum); the skb
+    /// keeps that state through the redirect, so the program rewrites the field as a seed
+    /// (pseudo-header change only) and whoever transmits it finally computes the rest.
+    pub const CSUM_SEED: u32 = 1 << 0;
+    /// A veth in native mode: such a packet loses its checksum state when redirected as a raw
+    /// frame and would be dropped as corrupt by the receiver, so it is passed to the kernel
+    /// (`pass_csum_partial`) instead.
+    pub const CSUM_LOST: u32 = 1 << 1;
 }
 
 /// Packet and byte counters (per CPU in the maps; the agent sums them).
@@ -269,7 +285,17 @@ pub mod verdict {
     /// Passed: addressed to a SNAT port of the node with no connection entry (evicted from the
     /// full table, or from before the agent's time). A rising count is the table-pressure signal.
     pub const PASS_NAT_MISS: u32 = 12;
-    pub const COUNT: u32 = 13;
+    /// Passed: a partial (offloaded) L4 checksum arrived on an interface whose XDP mode cannot
+    /// keep it through a redirect (a veth in native mode, `if_flags::CSUM_LOST`).
+    pub const PASS_CSUM_PARTIAL: u32 = 13;
+    /// Passed: a packet to forward arrived with TTL 0 or 1; the kernel, not the fast path,
+    /// answers it (ICMP time exceeded where it routes, local delivery for the node's address).
+    pub const PASS_TTL_EXPIRED: u32 = 14;
+    /// Passed, rewritten but with its MACs kept: longer than the egress interface's MTU (a GSO
+    /// packet from a veth peer with TSO on, seen whole in generic mode), which an XDP redirect
+    /// would drop. The kernel forwards it, segmenting as needed, where forwarding is enabled.
+    pub const PASS_OVERSIZE: u32 = 15;
+    pub const COUNT: u32 = 16;
     pub const NAMES: [&str; COUNT as usize] = [
         "pass_not_ours",
         "pass_local",
@@ -284,6 +310,9 @@ pub mod verdict {
         "drop_ct_full",
         "drop_fib",
         "pass_nat_miss",
+        "pass_csum_partial",
+        "pass_ttl_expired",
+        "pass_oversize",
     ];
 }
 
@@ -345,7 +374,7 @@ const _: () = assert!(core::mem::size_of::<Counters>() == 16);
 
 /// Version of the pinned-map layout. The agent keeps pins in a directory named after it, so an
 /// agent with another layout never adopts incompatible maps.
-pub const PIN_ABI: u32 = 6;
+pub const PIN_ABI: u32 = 7;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -26,3 +26,24 @@ pub fn replace2(check: u16, old: u16, new: u16) -> u16 {
     let sum = (!check) as u32 + (!old) as u32 + new as u32;
     !fold(sum)
 }
+
+/// The folded pseudo-header sum (not complemented) of an IPv4 TCP/UDP packet: what a sender that
+/// offloads its checksum (CHECKSUM_PARTIAL) leaves in the L4 checksum field. `l4_len` is in host
+/// order; addresses as they sit in the packet.
+#[inline(always)]
+pub fn pseudo_seed(saddr: u32, daddr: u32, proto: u8, l4_len: u16) -> u16 {
+    let sum = (saddr >> 16)
+        + (saddr & 0xffff)
+        + (daddr >> 16)
+        + (daddr & 0xffff)
+        + (proto as u16).to_be() as u32
+        + l4_len.to_be() as u32;
+    fold(sum)
+}
+
+/// Updates a partial checksum's seed (a plain, uncomplemented sum) for a 32-bit pseudo-header
+/// field changing from `old` to `new`.
+#[inline(always)]
+pub fn seed_replace4(seed: u16, old: u32, new: u32) -> u16 {
+    !replace4(!seed, old, new)
+}

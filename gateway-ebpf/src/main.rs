@@ -11,13 +11,13 @@ mod packet;
 
 use aya_ebpf::{
     bindings::{xdp_action, BPF_FIB_LKUP_RET_FWD_DISABLED, BPF_FIB_LKUP_RET_SUCCESS, BPF_NOEXIST},
-    helpers::{bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect},
+    helpers::{bpf_check_mtu, bpf_fib_lookup, bpf_ktime_get_coarse_ns, bpf_redirect},
     macros::xdp,
     programs::XdpContext,
     EbpfContext,
 };
 use gateway_common::{
-    addr_flags, ct_flags, flow_hash, nat_port, port_flags, port_index, src_hash, svc_flags,
+    addr_flags, ct_flags, flow_hash, if_flags, nat_port, port_flags, port_index, src_hash, svc_flags,
     verdict, CtValue, FlowKey, ResolveBatch, ServiceKey, ServiceValue, MAGLEV_RING, NAT_PORT_MAX,
     NAT_PORT_MIN, NAT_PORT_TRIES, NEXTHOP_TTL_NS, PROTO_TCP, RESOLVE_BATCH,
 };
@@ -259,8 +259,8 @@ fn new_flow(
             backend.snat_addr
         } else {
             match unsafe { IFADDRS.get(&fwd.nh_ifindex) } {
-                Some(a) => a.addr,
-                None => return (xdp_action::XDP_DROP, verdict::DROP_NO_SNAT_ADDR),
+                Some(a) if a.addr != 0 => a.addr,
+                _ => return (xdp_action::XDP_DROP, verdict::DROP_NO_SNAT_ADDR),
             }
         };
         fwd.saddr = snat;
@@ -365,7 +365,41 @@ fn send(
     dmac: &[u8; 6],
     reason: u32,
 ) -> (u32, u32) {
-    pkt.rewrite(ct.saddr, ct.daddr, ct.sport, ct.dport, smac, dmac);
+    if pkt.ttl() <= 1 {
+        // Forwarding would expire it: the kernel sends the time-exceeded (or delivers it, if
+        // addressed to the node); the fast path never forwards a TTL-0 packet.
+        return (xdp_action::XDP_PASS, verdict::PASS_TTL_EXPIRED);
+    }
+    // Veths deliver packets whose sender offloaded the L4 checksum (only the pseudo-header sum
+    // in the field). The agent marks the interfaces where that happens; elsewhere (real NICs)
+    // checksums are full and the test is skipped, so a coincidental match never misleads it.
+    let mut partial = false;
+    if pkt.looks_partial() {
+        let flags = unsafe { IFADDRS.get(&(ctx.ingress_ifindex() as u32)) }.map_or(0, |a| a.flags);
+        if flags & if_flags::CSUM_LOST != 0 {
+            // Native mode turns the skb into a raw frame: the receiver would verify the seed as
+            // a full checksum and drop the packet. The kernel's own path keeps the state.
+            return (xdp_action::XDP_PASS, verdict::PASS_CSUM_PARTIAL);
+        }
+        partial = flags & if_flags::CSUM_SEED != 0;
+    }
+    // Longer than an Ethernet MTU: a GSO packet (generic mode sees a veth peer's TSO output
+    // whole) or a jumbo frame. An XDP redirect drops what exceeds the egress MTU, so ask.
+    let len = ctx.data_end() - ctx.data();
+    if len > ETH_FRAME_MAX {
+        let mut mtu_len = 0u32;
+        let rc = unsafe { bpf_check_mtu(ctx.as_ptr(), ifindex, &mut mtu_len, 0, 0) };
+        if rc != 0 {
+            // Rewritten (so the stack never sees the VIP side of an established flow and
+            // resets it), MACs and TTL kept (the stack takes it as its own to route, and counts
+            // the hop itself): the kernel forwards and segments it where forwarding is on, else
+            // drops it.
+            let (own, peer) = (pkt.eth_dst(), pkt.eth_src());
+            pkt.rewrite(partial, false, ct.saddr, ct.daddr, ct.sport, ct.dport, &peer, &own);
+            return (xdp_action::XDP_PASS, verdict::PASS_OVERSIZE);
+        }
+    }
+    pkt.rewrite(partial, true, ct.saddr, ct.daddr, ct.sport, ct.dport, smac, dmac);
     if ifindex == ctx.ingress_ifindex() as u32 {
         return (xdp_action::XDP_TX, reason);
     }
@@ -421,6 +455,10 @@ pub fn gateway_resolve(ctx: XdpContext) -> u32 {
 }
 
 const LOOPBACK_IFINDEX: u32 = 1;
+
+/// Ethernet header plus a 1500-byte MTU: shorter frames fit every egress, so they skip the MTU
+/// check.
+const ETH_FRAME_MAX: usize = 14 + 1500;
 
 #[inline(always)]
 fn action_for(reason: u32) -> u32 {

@@ -146,6 +146,27 @@ impl Packet {
         f
     }
 
+    /// The IPv4 TTL.
+    #[inline(always)]
+    pub fn ttl(&self) -> u8 {
+        unsafe { (*self.ip).ttl }
+    }
+
+    /// Whether the L4 checksum field holds just the pseudo-header sum, as a sender offloading
+    /// its checksum leaves it (CHECKSUM_PARTIAL on a veth). A full checksum equals it only by a
+    /// 1-in-65536 coincidence, so the caller asks only on interfaces where partial ones occur.
+    #[inline(always)]
+    pub fn looks_partial(&self) -> bool {
+        let Some(check) = self.l4_check else {
+            return false;
+        };
+        unsafe {
+            let ip = &*self.ip;
+            let l4_len = u16::from_be(ip.tot_len).wrapping_sub(IP_LEN as u16);
+            *check == csum::pseudo_seed(ip.saddr, ip.daddr, self.proto, l4_len)
+        }
+    }
+
     #[inline(always)]
     pub fn eth_dst(&self) -> [u8; 6] {
         let e = unsafe { &*self.eth };
@@ -159,10 +180,15 @@ impl Packet {
     }
 
     /// Rewrites addresses and ports (all network order) with incremental checksum updates,
-    /// and the Ethernet header for the next hop.
+    /// decrements the TTL if `hop` (it must then be above 1), and sets the Ethernet header. `partial`: the L4 checksum field is a
+    /// CHECKSUM_PARTIAL seed (see `looks_partial`), which covers only the pseudo-header: the
+    /// addresses change it, the ports (summed later with the rest of the segment) do not.
     #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
     pub fn rewrite(
         &self,
+        partial: bool,
+        hop: bool,
         saddr: u32,
         daddr: u32,
         sport: u16,
@@ -175,13 +201,28 @@ impl Packet {
             let ports = &mut *self.ports;
             let (os, od, osp, odp) = (ip.saddr, ip.daddr, ports[0], ports[1]);
 
-            let mut c = csum::replace4(ip.check, os, saddr);
+            // A router's hop: TTL down by one (the caller passes TTL <= 1 to the kernel). TTL and
+            // protocol share one 16-bit word of the header checksum.
+            let mut c = ip.check;
+            if hop {
+                let ttl = ip.ttl;
+                c = csum::replace2(
+                    c,
+                    u16::from_ne_bytes([ttl, ip.proto]),
+                    u16::from_ne_bytes([ttl - 1, ip.proto]),
+                );
+                ip.ttl = ttl - 1;
+            }
+            c = csum::replace4(c, os, saddr);
             c = csum::replace4(c, od, daddr);
             ip.check = c;
             ip.saddr = saddr;
             ip.daddr = daddr;
 
-            if let Some(check) = self.l4_check {
+            if let Some(check) = self.l4_check.filter(|_| partial) {
+                let c = csum::seed_replace4(*check, os, saddr);
+                *check = csum::seed_replace4(c, od, daddr);
+            } else if let Some(check) = self.l4_check {
                 // The pseudo-header carries the addresses, so they count here too.
                 let mut c = csum::replace4(*check, os, saddr);
                 c = csum::replace4(c, od, daddr);

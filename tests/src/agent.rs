@@ -30,9 +30,12 @@ pub struct Agent {
     /// is expected to serve without being ready (no config applied).
     started_path: &'static str,
     bin: PathBuf,
-    /// `/run/netns/<node>`: entered with `nsenter --net`, which (unlike `ip netns exec`) keeps
-    /// the root mount namespace's /sys, so bpffs pins stay where a restarted agent finds them.
+    /// `/run/netns/<node>`, for the admin requests and the CLI.
     node_ns: PathBuf,
+    /// The node namespace's name: the agent is started with `ip netns exec NAME`, as a user
+    /// would, which also gives it a private mount namespace without the host's bpffs (the
+    /// agent must find the host's to keep its pins across restarts).
+    node_name: String,
     ifaces: Vec<String>,
     /// The L4 path the agent must report once ready ("xdp" or "userspace").
     expect_path: &'static str,
@@ -101,6 +104,7 @@ impl Agent {
             started_path: "/ready",
             bin,
             node_ns: topo.node.path(),
+            node_name: topo.node.name().to_string(),
             ifaces: ifaces.iter().map(|s| s.to_string()).collect(),
             expect_path,
             pin_root: PathBuf::from(format!("/sys/fs/bpf/gwtest-{}", topo.prefix)),
@@ -185,8 +189,16 @@ impl Agent {
             .create(true)
             .append(true)
             .open(self.log_path())?;
-        let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net={}", self.node_ns.display()));
+        let mut cmd;
+        if self.unprivileged.is_some() {
+            // As in the pod: only the network namespace differs, the host's /sys/fs/bpf stays
+            // visible (the DaemonSet mounts it as a hostPath volume).
+            cmd = Command::new("nsenter");
+            cmd.arg(format!("--net={}", self.node_ns.display()));
+        } else {
+            cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &self.node_name]);
+        }
         if let Some(who) = &self.unprivileged {
             // As in the image: a non-root uid whose bounding set holds only `caps`, running a
             // binary that carries them as file capabilities (see start_unprivileged).
@@ -229,7 +241,8 @@ impl Agent {
             .env("RUST_LOG", "info")
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log));
-        // nsenter without --fork execs the agent in place: the guard's PID is the agent's.
+        // nsenter without --fork and `ip netns exec` exec the agent in place: the guard's PID
+        // is the agent's.
         self.child = Some(ChildGuard::spawn(cmd, false)?);
         self.wait_ready()
     }
@@ -395,7 +408,12 @@ impl Agent {
         self.spawn()
     }
 
-    /// The agent's PID (nsenter and setpriv exec it in place).
+    /// Replaces the extra `gateway run` flags used by the next [`Agent::restart`].
+    pub fn set_extra_args(&mut self, extra: &[&str]) {
+        self.extra_args = extra.iter().map(|s| s.to_string()).collect();
+    }
+
+    /// The agent's PID (ip netns exec, nsenter and setpriv exec it in place).
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().and_then(ChildGuard::pid)
     }

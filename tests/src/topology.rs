@@ -172,19 +172,6 @@ impl Topology {
         }
         // Only XDP may move packets between the node's interfaces.
         node.exec(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=0"])?;
-        // Native XDP redirect into a veth only delivers when the receiving peer has GRO (NAPI)
-        // on. Veths also offload TX checksums: a sender's packet carries only the pseudo-header
-        // sum (CHECKSUM_PARTIAL), which an XDP program sees as a plain frame and which, once
-        // redirected, the receiver verifies and drops (TcpInCsumErrors). Packets from a real
-        // wire carry full checksums, so every veth end here computes them in software.
-        let mut ends = vec![(node, self.client_iface.as_str()), (&self.client, "eth0")];
-        for b in &self.backends {
-            ends.push((node, b.node_iface.as_str()));
-            ends.push((&b.ns, "eth0"));
-        }
-        for (ns, iface) in ends {
-            ns.exec(&["ethtool", "-K", iface, "gro", "on", "tx", "off"])?;
-        }
         if opts.static_neighbours {
             let mac = mac_of(&self.client, "eth0")?;
             neigh(node, CLIENT_ADDR, &mac, &self.client_iface)?;

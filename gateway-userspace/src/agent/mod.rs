@@ -70,6 +70,9 @@ pub struct Snapshot {
     /// "xdp" or "userspace".
     pub l4_path: String,
     pub l4_path_reason: String,
+    /// Each XDP interface's mode (native or generic), driver and why (empty on the userspace
+    /// path).
+    pub xdp_interfaces: Arc<Vec<crate::dataplane::IfMode>>,
     /// Shared, not copied, when a rejected config leaves it serving.
     pub plan: Arc<Plan>,
     pub warnings: Vec<String>,
@@ -117,6 +120,7 @@ impl Snapshot {
             generation: self.generation,
             l4_path: self.l4_path.clone(),
             l4_path_reason: self.l4_path_reason.clone(),
+            xdp_interfaces: self.xdp_interfaces.clone(),
             plan: self.plan.clone(),
             warnings: self.warnings.clone(),
             applied: false,
@@ -151,6 +155,7 @@ impl Snapshot {
             generation,
             l4_path: self.l4_path.clone(),
             l4_path_reason: self.l4_path_reason.clone(),
+            xdp_interfaces: self.xdp_interfaces.clone(),
             plan: if changed {
                 Arc::new(c.plan)
             } else {
@@ -276,6 +281,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         );
     }
 
+    let mut xdp_interfaces = Vec::new();
     let (path, name, reason) = if args.ifaces.is_empty() {
         (
             L4Path::User(L4Proxy::default()),
@@ -293,6 +299,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     dp.attached.join(","),
                     dp.pin_dir.display()
                 );
+                xdp_interfaces = dp.ifmodes.clone();
                 (L4Path::Xdp(Box::new(dp)), "xdp", why)
             }
             Err(e) => {
@@ -309,6 +316,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         generation: 0,
         l4_path: name.into(),
         l4_path_reason: reason,
+        xdp_interfaces: Arc::new(xdp_interfaces),
         plan: Arc::new(config::compile(&config::Manifests::default(), &source.input).0),
         warnings: Vec::new(),
         applied: false,
@@ -553,6 +561,7 @@ async fn watch(
                 if let Err(e) = dp.expire_drains() {
                     log::warn!("closing drained ports: {e}");
                 }
+                dp.warn_oversize();
                 // Neighbour entries the kernel does not use itself age out; keep backends'.
                 if last_prime.elapsed() >= NEIGHBOUR_REFRESH {
                     dataplane::prime_neighbours(&snapshot.load().plan);

@@ -168,8 +168,10 @@ pub fn run_with(ctx: &Ctx, p: &Params) -> anyhow::Result<(Section, Vec<String>)>
     let _ = writeln!(
         body,
         "Topology (`tests/src/topology.rs`): client 198.18.0.2 -- node (VIP 198.18.0.1) -- backends \
-         198.18.11.2 and 198.18.12.2, each in its own network namespace, joined by veth pairs (GRO on, \
-         TX checksum offload off). Service VIP:{ECHO_PORT} -> both backends' `test-backend` on 9000; \
+         198.18.11.2 and 198.18.12.2, each in its own network namespace, joined by veth pairs with their \
+         default settings (checksum and segmentation offload on; the gateway attaches generic XDP \
+         there and hands GSO packets to the kernel, which, with the node's forwarding off, drops \
+         them: see docs/architecture.md). Service VIP:{ECHO_PORT} -> both backends' `test-backend` on 9000; \
          VIP:{IPERF_PORT} -> `iperf3 -s` on the first backend. A fresh topology per peer.\n\n\
          - **connections/s**: {} short connections per run from the client namespace, {} threads; each \
          connects, reads the backend's greeting line, echoes 5 bytes and closes. The client uses \

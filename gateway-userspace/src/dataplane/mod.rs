@@ -24,6 +24,11 @@ use gateway_common::{
     PIN_ABI, XDP_PROGRAM, XDP_RESOLVE_PROGRAM,
 };
 
+pub mod bpffs;
+pub mod ifmode;
+
+pub use ifmode::IfMode;
+
 use crate::{
     maglev,
     plan::{HashMode, L4Service, NatMode, Plan},
@@ -39,6 +44,12 @@ pub enum DataplaneError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "pins under {root} would not outlive this process: {why}. Mount the host's bpffs \
+         (`mount -t bpf bpf /sys/fs/bpf` on the host, or a hostPath volume in a pod), or enter \
+         only the network namespace (`nsenter --net=/run/netns/NAME gateway run ...`)"
+    )]
+    NoBpffs { root: PathBuf, why: String },
     #[error("loading the XDP object (pins under {pins}): {source}")]
     Load {
         pins: PathBuf,
@@ -73,20 +84,11 @@ fn map_err(map: &'static str) -> impl FnOnce(aya::maps::MapError) -> DataplaneEr
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
-    /// Let the kernel choose (native when the driver supports it).
+    /// Per interface, the mode that forwards correctly there: generic on veths (offloaded
+    /// checksums), native elsewhere, generic if the driver has no native XDP.
     Auto,
     Native,
     Generic,
-}
-
-impl Mode {
-    fn xdp(self) -> XdpMode {
-        match self {
-            Mode::Auto => XdpMode::Default,
-            Mode::Native => XdpMode::Driver,
-            Mode::Generic => XdpMode::Skb,
-        }
-    }
 }
 
 /// What the data plane holds for one service, as last applied.
@@ -118,6 +120,10 @@ pub struct Dataplane {
     /// Keeps pinned links open; dropping them does not detach (the pin holds them).
     _links: Vec<PinnedLink>,
     pub attached: Vec<String>,
+    /// Each attached interface's mode and why it was chosen.
+    pub ifmodes: Vec<IfMode>,
+    /// `pass_oversize` packets at the last warning, and its time.
+    oversize_seen: (u64, Option<std::time::Instant>),
     pub pin_dir: PathBuf,
 }
 
@@ -135,51 +141,12 @@ pub struct Counters2 {
     pub bytes: u64,
 }
 
-pub fn ensure_bpffs(root: &Path) -> Result<(), DataplaneError> {
-    let bpffs = Path::new("/sys/fs/bpf");
-    if root.starts_with(bpffs) && !is_bpffs(bpffs) {
-        std::fs::create_dir_all(bpffs).ok();
-        let src = std::ffi::CString::new("bpf").unwrap();
-        let dst = std::ffi::CString::new("/sys/fs/bpf").unwrap();
-        // Safety: plain mount(2) call with valid C strings.
-        let rc = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                dst.as_ptr(),
-                src.as_ptr(),
-                0,
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            return Err(DataplaneError::Bpffs {
-                path: bpffs.into(),
-                source: std::io::Error::last_os_error(),
-            });
-        }
-    }
-    std::fs::create_dir_all(root).map_err(|source| DataplaneError::Bpffs {
-        path: root.into(),
-        source,
-    })
-}
-
-fn is_bpffs(p: &Path) -> bool {
-    let c = std::ffi::CString::new(p.as_os_str().to_string_lossy().as_bytes()).unwrap();
-    // SAFETY: statfs is plain old data; all-zero is a valid value to be overwritten.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: c is a NUL-terminated path that outlives the call; st is a valid out pointer.
-    // 0xcafe4a11 is BPF_FS_MAGIC.
-    unsafe { libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as u64 == 0xcafe_4a11 }
-}
-
 impl Dataplane {
     /// Loads the object with maps pinned under `pin_root/abi-N`, then attaches to (or adopts the
     /// pinned links of) every interface.
     pub fn open(pin_root: &Path, ifaces: &[String], mode: Mode) -> Result<Self, DataplaneError> {
         enable_lo_forwarding()?;
-        let pin_dir = pin_root.join(format!("abi-{PIN_ABI}"));
-        ensure_bpffs(&pin_dir)?;
+        let pin_dir = bpffs::prepare(pin_root)?.join(format!("abi-{PIN_ABI}"));
         let links_dir = pin_dir.join("links");
         std::fs::create_dir_all(&links_dir).map_err(|source| DataplaneError::Bpffs {
             path: links_dir.clone(),
@@ -212,11 +179,22 @@ impl Dataplane {
             .try_into()?;
         let mut links = Vec::new();
         let mut attached = Vec::new();
+        let mut ifmodes = Vec::new();
         for iface in ifaces {
             match attach_one(prog, iface, &links_dir, mode) {
-                Ok(pinned) => {
+                Ok((pinned, m)) => {
+                    log::info!(
+                        "XDP on {iface}: {} mode (driver {:?}: {})",
+                        m.mode,
+                        m.driver,
+                        m.reason
+                    );
+                    if m.flags & gateway_common::if_flags::CSUM_SEED != 0 {
+                        ifmode::accept_local(iface);
+                    }
                     links.push(pinned);
                     attached.push(iface.clone());
+                    ifmodes.push(m);
                 }
                 Err(e) => {
                     // All or nothing: detach what this call attached, so a half-attached data
@@ -280,6 +258,8 @@ impl Dataplane {
             backend_ids: BTreeMap::new(),
             _links: links,
             attached,
+            ifmodes,
+            oversize_seen: (0, None),
             pin_dir,
         };
         dp.adopt()?;
@@ -338,16 +318,32 @@ impl Dataplane {
         self.logger.take()
     }
 
-    /// Publishes the IPv4 address of every interface (SNAT source per egress interface).
+    /// Publishes the IPv4 address of every interface (SNAT source per egress interface) and
+    /// the checksum handling of each attached one (`if_flags`; an attached interface without an
+    /// address gets an entry with address 0, which is never a SNAT source).
     pub fn sync_ifaddrs(&mut self) -> Result<(), DataplaneError> {
-        let want = interface_addrs();
+        let addrs = interface_addrs();
+        let mut want: BTreeMap<u32, IfAddr> = addrs
+            .iter()
+            .map(|(idx, a)| {
+                let v = IfAddr {
+                    addr: u32::from(a[0]).to_be(),
+                    flags: 0,
+                };
+                (*idx, v)
+            })
+            .collect();
+        for m in &self.ifmodes {
+            // Looked up again: an interface re-created under the same name has a new index.
+            if let Some(idx) = ifmode::ifindex(&m.iface) {
+                want.entry(idx)
+                    .or_insert(IfAddr { addr: 0, flags: 0 })
+                    .flags = m.flags;
+            }
+        }
         let have: Vec<u32> = self.ifaddrs.keys().filter_map(Result::ok).collect();
-        for (idx, addrs) in &want {
-            let v = IfAddr {
-                addr: u32::from(addrs[0]).to_be(),
-                _pad: 0,
-            };
-            if self.ifaddrs.get(idx, 0).ok() != Some(v) {
+        for (idx, v) in &want {
+            if self.ifaddrs.get(idx, 0).ok() != Some(*v) {
                 self.ifaddrs
                     .insert(idx, v, 0)
                     .map_err(map_err(names::IFADDRS))?;
@@ -358,7 +354,7 @@ impl Dataplane {
                 let _ = self.ifaddrs.remove(&idx);
             }
         }
-        self.sync_addrs(&want)
+        self.sync_addrs(&addrs)
     }
 
     /// Closes the ports whose drain period is over (called periodically by the agent).
@@ -678,6 +674,16 @@ impl Dataplane {
         &mut self,
         packet: &[u8],
     ) -> Result<(u32, Vec<u8>, std::time::Duration), DataplaneError> {
+        self.test_run_on(packet, 0)
+    }
+
+    /// [`Dataplane::test_run`] as if `packet` arrived on `ifindex` (0: the kernel's default,
+    /// loopback), which must exist in this network namespace.
+    pub fn test_run_on(
+        &mut self,
+        packet: &[u8],
+        ifindex: u32,
+    ) -> Result<(u32, Vec<u8>, std::time::Duration), DataplaneError> {
         use aya::programs::{TestRun, TestRunOptions};
         let prog: &mut Xdp = self
             .ebpf
@@ -685,12 +691,45 @@ impl Dataplane {
             .ok_or(DataplaneError::MissingMap("program"))?
             .try_into()?;
         let mut out = vec![0u8; packet.len() + 256];
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex; the kernel wants data_end = the packet's length.
+        let mut md = [0u8; 24];
+        md[4..8].copy_from_slice(&(packet.len() as u32).to_ne_bytes());
+        md[12..16].copy_from_slice(&ifindex.to_ne_bytes());
         let mut opts = TestRunOptions::new();
         opts.data_in = Some(packet);
         opts.data_out = Some(&mut out);
+        if ifindex != 0 {
+            opts.ctx_in = Some(&md);
+        }
         let r = prog.test_run(opts)?;
         out.truncate(r.data_size_out as usize);
         Ok((r.return_value, out, r.duration))
+    }
+
+    /// Logs (at most once a minute) when packets were too long for an XDP redirect since the
+    /// last call: they depend on the kernel's forwarding, which a node may have off.
+    pub fn warn_oversize(&mut self) {
+        let Ok(n) = sum(&self.verdicts, gateway_common::verdict::PASS_OVERSIZE) else {
+            return;
+        };
+        let (seen, at) = self.oversize_seen;
+        if n.packets > seen && at.is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(60))
+        {
+            let fwd = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
+            log::warn!(
+                "{} packets longer than the egress MTU passed to the kernel (pass_oversize): GSO \
+                 packets from a veth peer with TSO on, seen whole in generic XDP mode; {}",
+                n.packets - seen,
+                if fwd.trim() == "1" {
+                    "the kernel forwards them (slow path)"
+                } else {
+                    "forwarding is off on this node, so they are dropped: enable it, or turn off \
+                     TSO/GSO on the peers (ethtool -K IF tso off gso off)"
+                }
+            );
+            self.oversize_seen = (n.packets, Some(std::time::Instant::now()));
+        }
     }
 
     pub fn stats(&self) -> Result<Stats, DataplaneError> {
@@ -724,34 +763,76 @@ impl Dataplane {
     }
 }
 
-/// Attaches `prog` to `iface` (or swaps it into the link a previous agent pinned there) and pins
-/// the link.
+/// Attaches `prog` to `iface` in the mode that forwards correctly there (`ifmode`), or swaps
+/// it into the link a previous agent pinned there if that link has the same mode, and pins the
+/// link. A pinned link in another mode is replaced (the maps, and so the flows, stay).
 fn attach_one(
     prog: &mut Xdp,
     iface: &String,
     links_dir: &Path,
     mode: Mode,
-) -> Result<PinnedLink, DataplaneError> {
+) -> Result<(PinnedLink, IfMode), DataplaneError> {
+    let attach = |what: String| DataplaneError::Attach {
+        iface: iface.clone(),
+        what,
+    };
+    let driver = ifmode::driver(iface).unwrap_or_else(|e| {
+        log::warn!("{iface}: driver unknown (ETHTOOL_GDRVINFO: {e})");
+        String::new()
+    });
+    let (want, mut reason, fallback) = ifmode::choose(&driver, mode);
     let link_path = links_dir.join(iface);
-    let id = if link_path.exists() {
-        // Adopt: swap our program into the running link; traffic never stops.
-        let attach = |what: String| DataplaneError::Attach {
-            iface: iface.clone(),
-            what,
-        };
+    let mut chosen = want;
+    let mut adopted = None;
+    if link_path.exists() {
+        let idx = ifmode::ifindex(iface).ok_or_else(|| attach("no such interface".into()))?;
+        let current = ifmode::attached_mode(idx)
+            .map_err(|e| attach(format!("reading its XDP state: {e}")))?;
         let fd: FdLink = PinnedLink::from_pin(&link_path)
             .map_err(|e| attach(format!("opening pinned link: {e}")))?
             .unpin()
             .map_err(|e| attach(format!("unpinning link: {e}")))?;
-        let link = XdpLink::try_from(fd).map_err(|e| attach(format!("pinned link: {e}")))?;
-        prog.attach_to_link(link)
-            .map_err(|e| attach(format!("replacing program in link: {e}")))?
-    } else {
-        prog.attach(iface, mode.xdp())
-            .map_err(|e| DataplaneError::Attach {
-                iface: iface.clone(),
-                what: format!("attaching XDP ({mode:?}): {e}"),
-            })?
+        let same = match current {
+            Some(XdpMode::Skb) => matches!(want, XdpMode::Skb),
+            Some(XdpMode::Driver) => matches!(want, XdpMode::Driver),
+            _ => false,
+        };
+        // A previous agent's generic fallback (native refused by the driver) is kept as well.
+        let kept_fallback = fallback && matches!(current, Some(XdpMode::Skb));
+        if same || kept_fallback {
+            // Adopt: swap our program into the running link; traffic never stops.
+            let link = XdpLink::try_from(fd).map_err(|e| attach(format!("pinned link: {e}")))?;
+            if let Some(c) = current {
+                chosen = c;
+            }
+            if kept_fallback && !same {
+                reason = format!("{reason}; kept the generic link of the previous agent");
+            }
+            adopted = Some(
+                prog.attach_to_link(link)
+                    .map_err(|e| attach(format!("replacing program in link: {e}")))?,
+            );
+        } else {
+            // Closing the last reference detaches the old program; the new one follows at
+            // once (the kernel allows one mode at a time per interface).
+            log::warn!(
+                "{iface}: pinned XDP link is in {current:?} mode, want {want:?} ({reason}): re-attaching"
+            );
+            drop(fd);
+        }
+    }
+    let id = match adopted {
+        Some(id) => id,
+        None => match prog.attach(iface, want) {
+            Ok(id) => id,
+            Err(e) if fallback => {
+                reason = format!("native attach failed ({e}), generic instead");
+                chosen = XdpMode::Skb;
+                prog.attach(iface, XdpMode::Skb)
+                    .map_err(|e| attach(format!("attaching XDP (generic): {e}")))?
+            }
+            Err(e) => return Err(attach(format!("attaching XDP ({want:?}): {e}"))),
+        },
     };
     let link = prog.take_link(id)?;
     let fd = FdLink::try_from(link).map_err(|e| DataplaneError::Attach {
@@ -762,7 +843,7 @@ fn attach_one(
         iface: iface.clone(),
         what: format!("pinning link at {}: {e}", link_path.display()),
     })?;
-    Ok(pinned)
+    Ok((pinned, IfMode::new(iface, &driver, chosen, reason)))
 }
 
 /// The XDP program's FIB lookups fall back to the loopback device when forwarding is off on the
@@ -807,8 +888,12 @@ pub fn prime_addrs(addrs: impl IntoIterator<Item = Ipv4Addr>) {
 
 /// Removes every pin under `pin_root` (links first, so the programs detach), for `--cleanup`.
 pub fn remove_pins(pin_root: &Path) -> std::io::Result<()> {
-    if pin_root.exists() {
-        std::fs::remove_dir_all(pin_root)?;
+    // The same place the agent pinned in, also from inside `ip netns exec`.
+    let root = bpffs::locate(pin_root)
+        .map(|l| l.path().to_path_buf())
+        .unwrap_or_else(|_| pin_root.to_path_buf());
+    if root.exists() {
+        std::fs::remove_dir_all(root)?;
     }
     Ok(())
 }
