@@ -159,6 +159,7 @@ fn validate_http_route() {
             ("mirrors negative mirror percentage", "{mirrors: [{destination: {host: foo.baz}, percentage: {value: -1}}], route: [{destination: {host: foo.bar}}]}", false, false),
             ("conflicting mirror and mirrors", "{mirror: {host: foo.baz}, mirrors: [{destination: {host: foo.bar}}], route: [{destination: {host: foo.baz}}]}", false, false),
             // This port's cases.
+            ("non-token header name (extra)", "{route: [{destination: {host: a}}], headers: {request: {set: {'a b': x}}}}", false, false),
             ("bad timeout", "{timeout: 0.5ms, route: [{destination: {host: foo.bar}}]}", false, false),
             ("direct response and fault", "{directResponse: {status: 503}, fault: {abort: {httpStatus: 503}}}", false, false),
             ("large direct response body warns", &format!("{{directResponse: {{status: 200, body: {{string: {}}}}}}}", "a".repeat(101 << 10)), true, true),
