@@ -401,7 +401,7 @@ fn validation_errors_name_the_field() {
         ("  - match: [{uri: {prefix: /}}]\n", "spec.http[0]: HTTP route, redirect or direct_response is required"),
         ("  - route: [{destination: {host: a}}]\n    redirect: {uri: /x}\n", "HTTP route cannot contain both route and redirect"),
         ("  - match: [{headers: {x: {prefix: \"\"}}}]\n    route: [{destination: {host: a}}]\n", "spec.http[0].match[0].headers.x: \"headers\": prefix string match should not be empty"),
-        ("  - match: [{uri: {regex: \"(\"}}]\n    route: [{destination: {host: a}}]\n", "spec.http[0].match[0].uri: \"(\" is not a valid regex"),
+        ("  - match: [{uri: {regex: \"(\"}}]\n    route: [{destination: {host: a}}]\n", "spec.http[0].match[0].uri: \"uri\": error parsing regexp: "),
         ("  - route: [{destination: {host: a}}]\n    timeout: 0.0001s\n", "spec.http[0].timeout: duration must be greater than 1ms"),
         ("  - route: [{destination: {host: a}}]\n    retries: {attempts: 0, perTryTimeout: 1s}\n", "http retry policy configured when attempts are set to 0 (disabled)"),
         ("  - route: [{destination: {host: a}}]\n    retries: {attempts: 1, retryOn: bogus}\n", "\"bogus\" is not a valid retryOn policy"),
@@ -412,10 +412,10 @@ fn validation_errors_name_the_field() {
         ("  - route: [{destination: {host: a}}]\n    rewrite: {uri: /x, uriRegexRewrite: {match: a, rewrite: b}}\n", "rewrite may only contain one of URI or UriRegexRewrite"),
         ("  - route: [{destination: {host: a}}]\n    mirror: {host: b}\n    mirrors: [{destination: {host: c}}]\n", "HTTP route cannot contain both mirror and mirrors"),
         ("  - route: [{destination: {host: a}}]\n    headers: {request: {remove: [host]}}\n", "cannot set Host header"),
-        ("  - route: [{destination: {host: a}}]\n    corsPolicy: {allowMethods: [FETCH]}\n", "FETCH is not a supported HTTP method"),
+        ("  - route: [{destination: {host: a}}]\n    corsPolicy: {allowMethods: [FETCH]}\n", "\"FETCH\" is not a supported HTTP method"),
         ("  - route: [{destination: {host: a}, weight: 0}, {destination: {host: b}}]\n", "spec.http[0].route: total destination weight = 0"),
         ("  - null\n", "spec.http[0]: http route may not be null"),
-        ("  - directResponse: {status: 700}\n", "directResponse.status must be between 200 and 599"),
+        ("  - directResponse: {status: 700}\n", "spec.http[0].directResponse.status: HTTP status 700 is not in range 200-599"),
     ];
     for (http, want) in cases {
         let errs = errors_of(&vs_http(http));
@@ -428,4 +428,29 @@ fn validation_errors_name_the_field() {
     // Valid: must give no error.
     let ok = "  - match: [{uri: {prefix: /}, headers: {x: {}}}]\n    route: [{destination: {host: a}}]\n    corsPolicy: {allowOrigins: [{exact: \"*\"}], allowMethods: [GET], maxAge: 24h}\n    fault: {delay: {fixedDelay: 1s, percentage: {value: 0.5}}}\n    retries: {attempts: 2, retryOn: \"5xx,503\"}\n";
     assert_eq!(errors_of(&vs_http(ok)), Vec::<String>::new());
+}
+
+/// Istio `isAuthorityHeader`: a request `set`/`add` of `:authority` (as of `host`) rewrites
+/// the authority instead of adding a header.
+#[test]
+fn authority_header_set_is_an_authority_rewrite() {
+    let gw = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n---\n";
+    for (name, ops) in [
+        (":authority", "set: {\":authority\": up.example.com}"),
+        ("Host", "add: {Host: up.example.com}"),
+    ] {
+        let yaml = format!(
+            "{gw}{}",
+            vs_http(&format!(
+                "  - route: [{{destination: {{host: a}}}}]\n    headers: {{request: {{{ops}}}}}\n"
+            ))
+        );
+        assert_eq!(errors_of(&yaml), Vec::<String>::new(), "{name}");
+        let (plan, _) = plan_of(&yaml);
+        let route = &plan.listeners[0].vhosts[0].routes[0];
+        let Action::Forward(f) = &route.action else {
+            panic!("{name}: {route:?}")
+        };
+        assert_eq!(f.authority.as_deref(), Some("up.example.com"), "{name}");
+    }
 }

@@ -31,6 +31,11 @@ fn duration_ms(s: &Option<String>) -> Option<u64> {
         .map(|d| d.as_millis() as u64)
 }
 
+/// Istio `isAuthorityHeader` on a lower-cased name: setting it is an authority rewrite.
+fn is_authority_header(k: &str) -> bool {
+    k == "host" || k == ":authority"
+}
+
 /// Percentage -> parts per million (Envoy's FractionalPercent resolution).
 fn ppm(p: f64) -> u32 {
     (p * 10_000.0).round().clamp(0.0, 1_000_000.0) as u32
@@ -792,10 +797,10 @@ impl<'a> Compiler<'a> {
             .as_ref()
             .map(|h| header_ops(&h.response))
             .unwrap_or_default();
-        // Setting `host` is an authority rewrite (§3.14), not a header operation.
+        // Setting `host` or `:authority` is an authority rewrite (§3.14), not a header operation.
         let mut authority = rule.rewrite.as_ref().and_then(|w| w.authority.clone());
         request_headers.set.retain(|(k, v)| {
-            if k == "host" {
+            if is_authority_header(k) {
                 authority = Some(v.clone());
                 false
             } else {
@@ -803,7 +808,7 @@ impl<'a> Compiler<'a> {
             }
         });
         request_headers.add.retain(|(k, v)| {
-            if k == "host" {
+            if is_authority_header(k) {
                 authority = Some(v.clone());
                 false
             } else {
@@ -849,7 +854,7 @@ impl<'a> Compiler<'a> {
                     .unwrap_or_default();
                 // A destination-level authority applies only if the route has none.
                 rq.set.retain(|(k, v)| {
-                    if k == "host" {
+                    if is_authority_header(k) {
                         if authority.is_none() {
                             authority = Some(v.clone());
                         }
