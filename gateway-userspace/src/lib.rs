@@ -6,6 +6,7 @@
 //!   program and applies plans to its maps by diff.
 //! - `l4proxy`: the userspace TCP/UDP path, used where XDP is not available.
 //! - `l7`: the HTTP proxy serving the plan's HTTP listeners (route table swapped whole).
+//! - `k8s`: `run --kubernetes`: the objects from the API server's list/watch, as load input.
 //! - `agent`: the composition root of `gateway run`.
 
 pub mod agent;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod dataplane;
 pub mod dump;
 pub mod explain;
+pub mod k8s;
 pub mod l4proxy;
 pub mod l7;
 pub mod logging;

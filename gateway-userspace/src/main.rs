@@ -40,8 +40,22 @@ enum Cmd {
     /// Load manifests, attach the XDP program and serve until stopped.
     Run {
         /// Directory of Istio / Kubernetes YAML manifests (read recursively, watched for changes).
+        #[arg(long, required_unless_present = "kubernetes", conflicts_with = "kubernetes")]
+        config: Option<PathBuf>,
+        /// Read the objects from the Kubernetes API (list and watch) instead of a directory:
+        /// the in-cluster service account, or --kubeconfig.
         #[arg(long)]
-        config: PathBuf,
+        kubernetes: bool,
+        /// With --kubernetes: the kubeconfig file to use (default: in-cluster, then
+        /// $KUBECONFIG, then ~/.kube/config).
+        #[arg(long, requires = "kubernetes")]
+        kubeconfig: Option<PathBuf>,
+        /// With --kubernetes: a namespace to watch (repeatable; default: all namespaces).
+        #[arg(long = "watch-namespace", requires = "kubernetes")]
+        watch_namespaces: Vec<String>,
+        /// With --kubernetes: changes closer together than this are applied as one.
+        #[arg(long, default_value = "100ms", value_parser = parse_duration)]
+        debounce: Duration,
         /// Interface to attach the XDP program to (repeatable). Without it, L4 is served from
         /// userspace sockets.
         #[arg(long = "iface")]
@@ -209,6 +223,10 @@ fn main() -> ExitCode {
         },
         Cmd::Run {
             config,
+            kubernetes,
+            kubeconfig,
+            watch_namespaces,
+            debounce,
             ifaces,
             vips,
             pin_root,
@@ -241,7 +259,12 @@ fn main() -> ExitCode {
                 }
             }
             let args = agent::RunArgs {
-                config,
+                config: config.unwrap_or_default(),
+                kubernetes: kubernetes.then(|| agent::KubeArgs {
+                    kubeconfig,
+                    namespaces: watch_namespaces,
+                    debounce,
+                }),
                 ifaces,
                 vips,
                 pin_root,

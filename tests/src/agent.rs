@@ -45,6 +45,9 @@ pub struct Agent {
     /// Run as this non-root uid/gid with only these capabilities (the DaemonSet's privilege
     /// set), instead of as root.
     unprivileged: Option<Unprivileged>,
+    /// Read the objects from this API server (`--kubernetes --kubeconfig FILE`) instead of
+    /// the config directory.
+    kubeconfig: Option<PathBuf>,
     /// Holds `config/` (watched by the agent), `stage/` (files are written there and renamed in,
     /// so the agent never reads half a file) and `agent.log`.
     dir: tempfile::TempDir,
@@ -111,6 +114,7 @@ impl Agent {
             admin,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             unprivileged: None,
+            kubeconfig: None,
             dir,
         };
         agent.write_config(files)?;
@@ -170,6 +174,21 @@ impl Agent {
         Ok(agent)
     }
 
+    /// Starts the agent with XDP on every node interface reading its objects from the API
+    /// server of `api` (`gateway run --kubernetes --kubeconfig FILE`); returns once ready.
+    pub fn start_kubernetes(
+        topo: &Topology,
+        api: &crate::apiserver::ApiServer,
+        extra: &[&str],
+    ) -> anyhow::Result<Agent> {
+        let ifaces = topo.node_ifaces();
+        let ifaces: Vec<&str> = ifaces.iter().map(String::as_str).collect();
+        let mut agent = Self::prepare(topo, &[], &ifaces, extra, "xdp")?;
+        agent.kubeconfig = Some(api.kubeconfig(agent.dir.path())?);
+        agent.spawn()?;
+        Ok(agent)
+    }
+
     pub fn config_dir(&self) -> PathBuf {
         self.dir.path().join("config")
     }
@@ -218,10 +237,11 @@ impl Agent {
                 "--",
             ]);
         }
-        cmd.arg(&self.bin)
-            .arg("run")
-            .arg("--config")
-            .arg(self.config_dir());
+        cmd.arg(&self.bin).arg("run");
+        match &self.kubeconfig {
+            Some(k) => cmd.arg("--kubernetes").arg("--kubeconfig").arg(k),
+            None => cmd.arg("--config").arg(self.config_dir()),
+        };
         for i in &self.ifaces {
             cmd.args(["--iface", i]);
         }

@@ -6,6 +6,7 @@
 //! their own PID.
 
 pub mod agent;
+pub mod apiserver;
 pub mod client;
 pub mod http;
 pub mod manifests;

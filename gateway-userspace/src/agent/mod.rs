@@ -31,8 +31,20 @@ const NEIGHBOUR_REFRESH: Duration = Duration::from_secs(30);
 /// within this time).
 const NEXTHOP_REFRESH: Duration = Duration::from_secs(1);
 
+/// `--kubernetes`: where the API server is and what to watch.
+pub struct KubeArgs {
+    /// None: in-cluster service account, then `$KUBECONFIG` / `~/.kube/config`.
+    pub kubeconfig: Option<PathBuf>,
+    /// Empty: every namespace.
+    pub namespaces: Vec<String>,
+    /// Changes closer together than this are applied as one.
+    pub debounce: Duration,
+}
+
 pub struct RunArgs {
+    /// `--config DIR`; ignored when `kubernetes` is set.
     pub config: PathBuf,
+    pub kubernetes: Option<KubeArgs>,
     pub ifaces: Vec<String>,
     pub vips: Vec<Ipv4Addr>,
     pub pin_root: PathBuf,
@@ -102,6 +114,9 @@ pub struct Revision {
     pub admit_ms: f64,
     pub compile_ms: f64,
     pub apply_ms: f64,
+    /// `--kubernetes`: per kind, the newest resourceVersion this revision reflects.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub resource_versions: BTreeMap<String, String>,
 }
 
 /// The plan's content hash: SHA-256 of its JSON form (struct fields in declaration order, maps
@@ -137,7 +152,11 @@ impl Snapshot {
         let changed = *self.plan != c.plan;
         let generation = self.generation + u64::from(changed || self.generation == 0);
         let revision = if generation == self.generation {
-            self.revision.clone()
+            // The same plan, now known to reflect newer objects.
+            Revision {
+                resource_versions: c.resource_versions.clone(),
+                ..self.revision.clone()
+            }
         } else {
             let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;
             Revision {
@@ -148,6 +167,7 @@ impl Snapshot {
                 admit_ms: ms(c.times.admit),
                 compile_ms: ms(c.times.compile),
                 apply_ms: ms(apply),
+                resource_versions: c.resource_versions.clone(),
             }
         };
         Snapshot {
@@ -180,35 +200,112 @@ struct Compiled {
     /// The admitted objects: the `previous` of the next load once this one is applied.
     admitted: config::Manifests,
     times: config::StageTimes,
+    /// Kubernetes: per kind, the newest resourceVersion the load reflects.
+    resource_versions: BTreeMap<String, String>,
 }
 
-/// The config directory and what admission needs between loads.
+/// Where the objects come from.
+pub enum Origin {
+    /// Every YAML file under a directory (`--config`).
+    Dir(PathBuf),
+    /// The Kubernetes API (`--kubernetes`): what the watches have seen so far.
+    Kube(Arc<crate::k8s::Store>),
+}
+
+impl Origin {
+    /// What log lines call the source.
+    fn describe(&self) -> String {
+        match self {
+            Origin::Dir(d) => d.display().to_string(),
+            Origin::Kube(_) => "the Kubernetes API".into(),
+        }
+    }
+
+    /// Changes when anything the plan was built from changes: the files (and the certificate
+    /// files the plan reads), or the watched objects.
+    fn fingerprint(&self, plan: &Plan) -> u64 {
+        match self {
+            Origin::Dir(d) => fingerprint(d, plan),
+            Origin::Kube(store) => {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                store.version().hash(&mut h);
+                fingerprint(Path::new("/nonexistent"), plan).hash(&mut h);
+                h.finish()
+            }
+        }
+    }
+}
+
+/// The config source and what admission needs between loads.
 struct ConfigSource {
-    dir: PathBuf,
+    origin: Origin,
     input: CompileInput,
     strict: bool,
     /// The last admitted set that was applied.
     admitted: Option<config::Manifests>,
+    /// The rejections of the last load, already logged.
+    logged: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// The warnings of the last load, already logged.
+    warned: std::sync::Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl ConfigSource {
     /// Loads, admits and compiles, logging every rejection. `Err` (all errors) only when
     /// `--strict` rejects the set.
     fn load(&self) -> Result<Compiled, (Vec<String>, BTreeMap<String, usize>)> {
-        let (adm, compiled, times) =
-            config::load_admit_compile(&self.dir, &self.input, self.admitted.as_ref(), self.strict);
-        for e in &adm.rejected {
-            log::error!("rejected: {e}");
-        }
-        for k in &adm.kept_previous {
-            log::warn!("{k}: the new version is rejected; the previous version keeps serving");
-        }
+        let mut resource_versions = BTreeMap::new();
+        let (adm, compiled, times) = match &self.origin {
+            Origin::Dir(dir) => {
+                config::load_admit_compile(dir, &self.input, self.admitted.as_ref(), self.strict)
+            }
+            Origin::Kube(store) => {
+                let t0 = std::time::Instant::now();
+                let texts = store.texts();
+                resource_versions = store.resource_versions();
+                let (loaded, errors) =
+                    config::load_texts(texts.iter().map(|(n, y)| (n.as_str(), y.as_str())));
+                // Certificate paths in objects from the API are taken as absolute.
+                config::admit_compile(
+                    loaded,
+                    errors,
+                    Path::new("/"),
+                    t0,
+                    &self.input,
+                    self.admitted.as_ref(),
+                    self.strict,
+                )
+            }
+        };
         let rejected: Vec<String> = adm.rejected.iter().map(ToString::to_string).collect();
+        // Each rejection is logged once, not at every reload it stays in (a Kubernetes
+        // source reloads on every change of any object).
+        {
+            let mut logged = self.logged.lock().unwrap_or_else(|e| e.into_inner());
+            for e in &rejected {
+                if !logged.contains(e) {
+                    log::error!("rejected: {e}");
+                }
+            }
+            for k in &adm.kept_previous {
+                if !logged.contains(k) {
+                    log::warn!(
+                        "{k}: the new version is rejected; the previous version keeps serving"
+                    );
+                }
+            }
+            *logged = rejected.iter().chain(&adm.kept_previous).cloned().collect();
+        }
         let Some((plan, warnings)) = compiled else {
             return Err((rejected, adm.rejected_by_kind()));
         };
-        for w in &warnings {
-            log::warn!("{w}");
+        {
+            let now: std::collections::BTreeSet<String> =
+                warnings.iter().map(ToString::to_string).collect();
+            let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
+            for w in now.difference(&warned) {
+                log::warn!("{w}");
+            }
+            *warned = now;
         }
         Ok(Compiled {
             plan,
@@ -218,6 +315,7 @@ impl ConfigSource {
             kept_previous: adm.kept_previous,
             admitted: adm.manifests,
             times,
+            resource_versions,
         })
     }
 }
@@ -264,20 +362,48 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         default_nat: args.nat_mode,
         compat: args.istio_compat,
     };
+    // SIGHUP and (with --kubernetes) every watched change wake the config watcher.
+    let reload = Arc::new(tokio::sync::Notify::new());
+    let origin = match &args.kubernetes {
+        None => Origin::Dir(args.config.clone()),
+        Some(k) => {
+            let client = crate::k8s::client(k.kubeconfig.as_deref()).await?;
+            let store = crate::k8s::start(client, &k.namespaces, reload.clone());
+            // The first plan is built from complete lists only, never from a partial view
+            // (which would serve 404s for what is not listed yet). The API server being away
+            // at start delays readiness; the watches retry with backoff meanwhile.
+            let started = std::time::Instant::now();
+            let mut said = started;
+            while !store.synced() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                if said.elapsed() >= Duration::from_secs(5) {
+                    said = std::time::Instant::now();
+                    log::warn!(
+                        "waiting for the Kubernetes API: not every kind listed after {:?}",
+                        started.elapsed().as_secs()
+                    );
+                }
+            }
+            Origin::Kube(store)
+        }
+    };
+    let described = origin.describe();
+    let debounce = args.kubernetes.as_ref().map(|k| k.debounce);
     let mut source = ConfigSource {
-        dir: args.config.clone(),
+        origin,
         input,
         strict: args.strict,
         admitted: None,
+        logged: Default::default(),
+        warned: Default::default(),
     };
     // Manifest content never stops the agent: it serves what was admitted, or (only when
     // --strict rejects the set) nothing, not ready, until a valid set arrives.
     let first = source.load();
     if let Err((errors, _)) = &first {
         log::error!(
-            "--strict: {} error(s) in {}; serving nothing until they are fixed",
+            "--strict: {} error(s) in {described}; serving nothing until they are fixed",
             errors.len(),
-            args.config.display()
         );
     }
 
@@ -372,11 +498,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::spawn(admin::serve(l, role, state.clone()));
     }
 
-    let reload = Arc::new(tokio::sync::Notify::new());
     let watcher = tokio::spawn(watch(
         Reload {
             now: reload.clone(),
             every: args.reload_interval,
+            debounce,
         },
         source,
         apply_failed,
@@ -516,10 +642,13 @@ async fn apply(
         .map_err(|e| format!("{e:#}"))
 }
 
-/// When the watcher reloads: every `every`, and at once when `now` is notified (SIGHUP).
+/// When the watcher reloads: every `every`, and at once when `now` is notified (SIGHUP, a
+/// watched Kubernetes change); `debounce` later for Kubernetes, so that a burst of changes
+/// (a rollout's EndpointSlice updates) becomes one apply.
 struct Reload {
     now: Arc<tokio::sync::Notify>,
     every: Duration,
+    debounce: Option<Duration>,
 }
 
 async fn watch(
@@ -532,7 +661,7 @@ async fn watch(
     l7: Arc<tokio::sync::Mutex<L7>>,
 ) {
     let every = reload.every;
-    let mut last = fingerprint(&source.dir, &snapshot.load().plan);
+    let mut last = source.origin.fingerprint(&snapshot.load().plan);
     let mut last_prime = std::time::Instant::now();
     let mut last_check = std::time::Instant::now();
     let mut next_refresh = std::time::Instant::now();
@@ -573,7 +702,13 @@ async fn watch(
             continue;
         }
         last_check = std::time::Instant::now();
-        let fp = fingerprint(&source.dir, &snapshot.load().plan);
+        if forced {
+            if let Some(d) = reload.debounce {
+                // Changes arriving meanwhile only re-arm the notification; they are in this load.
+                tokio::time::sleep(d).await;
+            }
+        }
+        let fp = source.origin.fingerprint(&snapshot.load().plan);
         // A config that failed to apply (say its port was taken) is retried without a change.
         if fp == last && !apply_failed && !forced {
             continue;

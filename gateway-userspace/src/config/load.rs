@@ -91,6 +91,19 @@ pub fn load_dir_partial(dir: &Path) -> (Manifests, Vec<ConfigError>) {
     (manifests, errors)
 }
 
+/// Like [`load_dir_partial`] for objects that are not files (the Kubernetes API): each
+/// `(name, yaml)` is parsed as a file called `name` in messages.
+pub fn load_texts<'a>(
+    texts: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> (Manifests, Vec<ConfigError>) {
+    let mut errors = Vec::new();
+    let mut manifests = Manifests::default();
+    for (name, yaml) in texts {
+        parse_into(Path::new(name), yaml, &mut manifests, &mut errors);
+    }
+    (manifests, errors)
+}
+
 /// Same as [`load_dir`] for one YAML text; `name` stands for the file in messages.
 pub fn load_str(name: &str, yaml: &str) -> Result<Manifests, Vec<ConfigError>> {
     let mut errors = Vec::new();

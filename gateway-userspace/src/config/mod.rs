@@ -19,7 +19,7 @@ use std::path::Path;
 
 pub use admit::{admit, Admission};
 pub use compile::{compile, http, tls, CompileInput, IstioVersion};
-pub use load::{load_dir, load_dir_partial, load_str};
+pub use load::{load_dir, load_dir_partial, load_str, load_texts};
 pub use model::*;
 pub use names::{CLUSTER_DOMAIN, ROOT_NAMESPACE};
 pub use validate::validate;
@@ -54,6 +54,21 @@ pub fn load_admit_compile(
 ) -> (Admission, Option<(Plan, Vec<Warning>)>, StageTimes) {
     let t0 = std::time::Instant::now();
     let (loaded, load_errors) = load_dir_partial(dir);
+    admit_compile(loaded, load_errors, base_dir(dir), t0, input, previous, strict)
+}
+
+/// The stages after loading, for objects from any source (a directory, the Kubernetes API):
+/// admission, compilation, certificate paths made absolute against `base`. `t0` is when
+/// loading started.
+pub fn admit_compile(
+    loaded: Manifests,
+    load_errors: Vec<ConfigError>,
+    base: &Path,
+    t0: std::time::Instant,
+    input: &CompileInput,
+    previous: Option<&Manifests>,
+    strict: bool,
+) -> (Admission, Option<(Plan, Vec<Warning>)>, StageTimes) {
     let t1 = std::time::Instant::now();
     let mut a = admit(loaded, load_errors, previous, strict);
     let t2 = std::time::Instant::now();
@@ -68,7 +83,7 @@ pub fn load_admit_compile(
     let (mut plan, more) = compile(&a.manifests, input);
     let mut warnings = std::mem::take(&mut a.warnings);
     warnings.extend(more);
-    tls::resolve_paths(&mut plan, base_dir(dir));
+    tls::resolve_paths(&mut plan, base);
     times.compile = t2.elapsed();
     (a, Some((plan, warnings)), times)
 }

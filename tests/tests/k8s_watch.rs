@@ -1,0 +1,186 @@
+//! `gateway run --kubernetes` against a stand-in API server that speaks the real list/watch
+//! protocol (tests/src/apiserver.rs), with objects in the form a real API server sends them
+//! (tests/fixtures/k8s/): the objects go through the same pipeline as files, a burst of
+//! EndpointSlice updates becomes a few applies, terminating endpoints stop taking new requests,
+//! and the API server going away, 410 Gone, relists and bookmarks never interrupt serving.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use anyhow::{ensure, Context as _, Result};
+use gateway_tests::apiserver::{fixture, ApiServer};
+use gateway_tests::{http::HttpClient, wait_until, Agent, Opts, Topology};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(20);
+const URL: &str = "http://198.18.0.1:8080/";
+
+/// The recorded EndpointSlice with these endpoints: (address, ready, serving, terminating).
+fn slice(eps: &[(Ipv4Addr, bool, bool, bool)]) -> Result<Value> {
+    let mut s = fixture("endpointslice.json")?;
+    let template = s["endpoints"][0].clone();
+    s["endpoints"] = eps
+        .iter()
+        .enumerate()
+        .map(|(i, (addr, ready, serving, terminating))| {
+            let mut e = template.clone();
+            e["addresses"] = json!([addr.to_string()]);
+            e["conditions"] = json!({"ready": ready, "serving": serving, "terminating": terminating});
+            e["targetRef"]["name"] = json!(format!("echo-7d9c6b5f4-{i}"));
+            e
+        })
+        .collect();
+    Ok(s)
+}
+
+/// Which backends answer `n` requests (all must be 200).
+fn answering(http: &HttpClient, n: usize) -> Result<BTreeSet<String>> {
+    let mut seen = BTreeSet::new();
+    for (status, backend) in http.many(URL, n, &[])? {
+        ensure!(status == 200, "request answered {status}");
+        seen.insert(backend);
+    }
+    Ok(seen)
+}
+
+fn set(names: &[&str]) -> BTreeSet<String> {
+    names.iter().map(|s| s.to_string()).collect()
+}
+
+fn rejected(dump: &Value) -> Vec<String> {
+    dump["rejected"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn kubernetes_watch_feeds_the_pipeline_and_survives_the_api_server() -> Result<()> {
+    let topo = Topology::new("k8w", 3, Opts::http_backends())?;
+    let [b1, b2, b3] = [0, 1, 2].map(|i| topo.backends[i].addr);
+    let api = ApiServer::start(&topo.node)?;
+    for f in ["gateway.json", "virtualservice.json", "service.json"] {
+        api.apply(fixture(f)?);
+    }
+    api.apply(slice(&[(b1, true, true, false)])?);
+
+    let agent = Agent::start_kubernetes(&topo, &api, &["--vip", "198.18.0.1"])?;
+    let http = HttpClient::new(topo.client.name());
+    ensure!(answering(&http, 4)? == set(&["b1"]), "first config from the API");
+    // Every watched kind was listed once, then watched from the list's resourceVersion.
+    for plural in ["gateways", "virtualservices", "services", "endpointslices", "pods", "secrets"] {
+        ensure!(
+            api.requests(&format!("/{plural}?")).iter().any(|r| r.contains("watch=true")),
+            "no watch on {plural}: {:?}",
+            api.requests(plural)
+        );
+    }
+    let dump = agent.config_dump()?;
+    ensure!(
+        rejected(&dump).is_empty(),
+        "recorded objects rejected: {:?}",
+        dump["rejected"]
+    );
+
+    // An invalid object from the API is left out and named with its resourceVersion; the rest
+    // keeps serving.
+    let mut bad = fixture("virtualservice.json")?;
+    bad["metadata"]["name"] = json!("bad");
+    bad["spec"]["hosts"] = json!(["bad.example"]);
+    bad["spec"]["http"][0]["timeout"] = json!("soon");
+    let bad_rv = api.apply(bad);
+    let named = format!("VirtualService apps/bad@{bad_rv}");
+    wait_until(WAIT, "the invalid VirtualService reported", || {
+        Ok(rejected(&agent.config_dump()?).iter().any(|r| r.contains(&named)))
+    })?;
+    let r = rejected(&agent.config_dump()?);
+    ensure!(
+        r.iter().any(|m| m.contains("timeout")),
+        "the rejection names the field: {r:?}"
+    );
+    ensure!(answering(&http, 2)? == set(&["b1"]), "serving after a rejection");
+
+    // A terminating endpoint (ready false, still serving) takes no new requests.
+    api.apply(slice(&[(b1, false, true, true), (b2, true, true, false)])?);
+    wait_until(WAIT, "b2 serving, b1 draining", || {
+        Ok(answering(&http, 4)? == set(&["b2"]))
+    })?;
+
+    // A burst of 1,000 EndpointSlice updates is applied as a few plans, not 1,000.
+    let before = agent.generation()?;
+    let mut last_rv = 0;
+    for i in 0..1000 {
+        let eps = if i % 2 == 0 {
+            vec![(b2, true, true, false), (b3, true, true, false)]
+        } else {
+            vec![(b3, true, true, false)]
+        };
+        last_rv = api.apply(slice(&eps)?);
+    }
+    wait_until(WAIT, "the burst's last state applied", || {
+        let d = agent.config_dump()?;
+        Ok(d["revision"]["resource_versions"]["EndpointSlice"] == json!(last_rv.to_string()))
+    })?;
+    ensure!(answering(&http, 4)? == set(&["b3"]), "the burst's final endpoints");
+    let applies = agent.generation()? - before;
+    ensure!(
+        applies <= 30,
+        "1,000 EndpointSlice updates took {applies} applies"
+    );
+    eprintln!("1,000 EndpointSlice updates: {applies} applies");
+
+    // The API server goes away: serving and readiness continue.
+    api.set_down(true);
+    std::thread::sleep(Duration::from_millis(500));
+    ensure!(answering(&http, 4)? == set(&["b3"]), "serving while the API is away");
+    let (ready, _) = agent.get_at("127.0.0.1:15021".parse()?, "/healthz/ready")?;
+    ensure!(ready == 200, "readiness while the API is away: {ready}");
+    // Meanwhile the endpoints change, the invalid object is deleted and etcd compacts: the
+    // watches resume from a resourceVersion that is gone (410) and must relist to see it.
+    let lists_before = api
+        .requests("/endpointslices?")
+        .iter()
+        .filter(|r| !r.contains("watch="))
+        .count();
+    api.apply(slice(&[(b1, true, true, false)])?);
+    api.delete("networking.istio.io/v1", "VirtualService", "apps", "bad");
+    api.compact();
+    api.set_down(false);
+    wait_until(WAIT, "the relisted endpoints applied", || {
+        Ok(answering(&http, 4)? == set(&["b1"]))
+    })?;
+    wait_until(WAIT, "the deleted object forgotten", || {
+        Ok(rejected(&agent.config_dump()?).is_empty())
+    })?;
+    let lists_after = api
+        .requests("/endpointslices?")
+        .iter()
+        .filter(|r| !r.contains("watch="))
+        .count();
+    ensure!(
+        lists_after > lists_before,
+        "no relist after 410 Gone: {:?}",
+        api.requests("/endpointslices?")
+    );
+
+    // Bookmarks: a change of another kind moves the resourceVersion; the EndpointSlice watch
+    // learns it from a BOOKMARK and resumes from there when its stream ends.
+    let mut other = fixture("service.json")?;
+    other["metadata"]["name"] = json!("other");
+    let rv = api.apply(other);
+    std::thread::sleep(Duration::from_millis(300));
+    api.bookmark();
+    std::thread::sleep(Duration::from_millis(300));
+    api.end_watches();
+    let resumed = format!("resourceVersion={rv}");
+    wait_until(WAIT, "the EndpointSlice watch resumed from the bookmark", || {
+        Ok(api
+            .requests("/endpointslices?")
+            .iter()
+            .any(|r| r.contains("watch=true") && r.contains(&resumed)))
+    })
+    .with_context(|| format!("{:?}", api.requests("/endpointslices?")))?;
+    ensure!(answering(&http, 2)? == set(&["b1"]), "serving after the bookmark");
+    Ok(())
+}
