@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
 use gateway_tests::apiserver::{fixture, ApiServer};
+use gateway_tests::tls::{b64, Ca};
 use gateway_tests::{http::HttpClient, wait_until, Agent, Opts, Topology};
 use serde_json::{json, Value};
 
@@ -182,5 +183,63 @@ fn kubernetes_watch_feeds_the_pipeline_and_survives_the_api_server() -> Result<(
     })
     .with_context(|| format!("{:?}", api.requests("/endpointslices?")))?;
     ensure!(answering(&http, 2)? == set(&["b1"]), "serving after the bookmark");
+    Ok(())
+}
+
+/// A `kubernetes.io/tls` Secret in istio-system, as the API server returns it.
+fn tls_secret(name: &str, pair: &(String, String)) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": name, "namespace": "istio-system",
+            "creationTimestamp": "2026-12-01T09:20:00Z"},
+        "data": {"tls.crt": b64(&pair.0), "tls.key": b64(&pair.1)},
+    })
+}
+
+/// `credentialName` Secrets come from the API, and a changed Secret is served to new
+/// handshakes without a restart.
+#[test]
+fn credential_secrets_from_the_api_rotate() -> Result<()> {
+    let topo = Topology::new("k8s", 1, Opts::http_backends())?;
+    let api = ApiServer::start(&topo.node)?;
+    let (old_ca, new_ca) = (Ca::new("old CA")?, Ca::new("new CA")?);
+    api.apply(tls_secret("gw-cert", &old_ca.leaf("k8s.example.com")?));
+    let mut gw = fixture("gateway.json")?;
+    gw["spec"]["servers"] = json!([{
+        "hosts": ["k8s.example.com"],
+        "port": {"name": "https", "number": 443, "protocol": "HTTPS"},
+        "tls": {"mode": "SIMPLE", "credentialName": "gw-cert"},
+    }]);
+    api.apply(gw);
+    let mut vs = fixture("virtualservice.json")?;
+    vs["spec"]["http"] = json!([{"directResponse": {"status": 200, "body": {"string": "tls"}}}]);
+    api.apply(vs);
+    let _agent = Agent::start_kubernetes(&topo, &api, &["--vip", "198.18.0.1"])?;
+
+    let dir = tempfile::tempdir()?;
+    let pem = |name: &str, ca: &Ca| -> Result<String> {
+        let p = dir.path().join(name);
+        std::fs::write(&p, ca.cert.pem())?;
+        Ok(p.to_string_lossy().into_owned())
+    };
+    let (old_pem, new_pem) = (pem("old.pem", &old_ca)?, pem("new.pem", &new_ca)?);
+    let c = topo.http_client();
+    let get = |cacert: &str| {
+        c.curl(&[
+            "--cacert",
+            cacert,
+            "--resolve",
+            "k8s.example.com:443:198.18.0.1",
+            "https://k8s.example.com/",
+        ])
+    };
+    ensure!(get(&old_pem)?.status == 200, "the Secret's certificate");
+    ensure!(get(&new_pem).is_err(), "trusted by a CA that did not sign it");
+
+    api.apply(tls_secret("gw-cert", &new_ca.leaf("k8s.example.com")?));
+    wait_until(WAIT, "the rotated Secret served", || {
+        Ok(get(&new_pem).is_ok_and(|r| r.status == 200))
+    })?;
+    ensure!(get(&old_pem).is_err(), "the old certificate still served");
     Ok(())
 }
