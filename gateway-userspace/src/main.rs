@@ -53,6 +53,14 @@ enum Cmd {
         /// With --kubernetes: a namespace to watch (repeatable; default: all namespaces).
         #[arg(long = "watch-namespace", requires = "kubernetes")]
         watch_namespaces: Vec<String>,
+        /// With --kubernetes: the agent's own Pod (downward API `metadata.name`), in
+        /// --namespace. Its labels, from the watch, are the labels Gateway selectors match
+        /// (instead of --label), as Istio matches a gateway pod's labels.
+        #[arg(long, env = "POD_NAME", requires = "kubernetes")]
+        pod_name: Option<String>,
+        /// The node this agent runs on (downward API `spec.nodeName`); shown in /config_dump.
+        #[arg(long, env = "NODE_NAME")]
+        node_name: Option<String>,
         /// With --kubernetes: changes closer together than this are applied as one.
         #[arg(long, default_value = "100ms", value_parser = parse_duration)]
         debounce: Duration,
@@ -227,6 +235,8 @@ fn main() -> ExitCode {
             kubeconfig,
             watch_namespaces,
             debounce,
+            pod_name,
+            node_name,
             ifaces,
             vips,
             pin_root,
@@ -264,7 +274,9 @@ fn main() -> ExitCode {
                     kubeconfig,
                     namespaces: watch_namespaces,
                     debounce,
+                    pod_name,
                 }),
+                node_name,
                 ifaces,
                 vips,
                 pin_root,

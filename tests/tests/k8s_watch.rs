@@ -243,3 +243,49 @@ fn credential_secrets_from_the_api_rotate() -> Result<()> {
     ensure!(get(&old_pem).is_err(), "the old certificate still served");
     Ok(())
 }
+
+/// The agent's identity comes from its own Pod (downward API `POD_NAME`): Gateway selectors
+/// match the Pod's labels as the watch reports them, not a fixed `--label` set.
+#[test]
+fn own_pod_labels_select_gateways() -> Result<()> {
+    let topo = Topology::new("k8p", 1, Opts::http_backends())?;
+    let api = ApiServer::start(&topo.node)?;
+    let pod = |istio: &str| {
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "gateway-x7k2p", "namespace": "istio-system",
+                "labels": {"app": "gateway", "istio": istio},
+                "creationTimestamp": "2026-12-01T09:00:00Z"},
+            "spec": {"containers": [{"name": "gateway", "image": "gateway:latest"}],
+                "hostNetwork": true, "nodeName": "node-1"},
+            "status": {"phase": "Running", "podIP": "198.18.0.1", "hostIP": "198.18.0.1"},
+        })
+    };
+    api.apply(pod("custom-gw"));
+    let mut gw = fixture("gateway.json")?;
+    gw["spec"]["selector"] = json!({"istio": "custom-gw"});
+    api.apply(gw);
+    let mut vs = fixture("virtualservice.json")?;
+    vs["spec"]["http"] = json!([{"directResponse": {"status": 200, "body": {"string": "pod"}}}]);
+    api.apply(vs);
+    let agent = Agent::start_kubernetes(
+        &topo,
+        &api,
+        &["--vip", "198.18.0.1", "--pod-name", "gateway-x7k2p", "--node-name", "node-1"],
+    )?;
+    let http = HttpClient::new(topo.client.name());
+    let r = http.get(URL, &[])?;
+    ensure!(r.status == 200, "the Gateway selecting the Pod's labels: {}", r.status);
+    let dump = agent.config_dump()?;
+    ensure!(dump["revision"]["node"] == "node-1", "{}", dump["revision"]);
+    ensure!(dump["revision"]["source"] == "the Kubernetes API", "{}", dump["revision"]);
+
+    // Relabelled: the Gateway no longer selects this agent, its port closes.
+    api.apply(pod("other"));
+    wait_until(WAIT, "the Gateway unselected", || Ok(http.get(URL, &[]).is_err()))?;
+    ensure!(
+        agent.log().contains("labels from Pod istio-system/gateway-x7k2p"),
+        "the identity is logged"
+    );
+    Ok(())
+}

@@ -39,12 +39,16 @@ pub struct KubeArgs {
     pub namespaces: Vec<String>,
     /// Changes closer together than this are applied as one.
     pub debounce: Duration,
+    /// The agent's own Pod in `RunArgs::namespace`: its labels are the agent's labels.
+    pub pod_name: Option<String>,
 }
 
 pub struct RunArgs {
     /// `--config DIR`; ignored when `kubernetes` is set.
     pub config: PathBuf,
     pub kubernetes: Option<KubeArgs>,
+    /// The node's name (downward API), for /config_dump.
+    pub node_name: Option<String>,
     pub ifaces: Vec<String>,
     pub vips: Vec<Ipv4Addr>,
     pub pin_root: PathBuf,
@@ -117,6 +121,11 @@ pub struct Revision {
     /// `--kubernetes`: per kind, the newest resourceVersion this revision reflects.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub resource_versions: BTreeMap<String, String>,
+    /// Where the objects come from: the config directory or "the Kubernetes API".
+    pub source: String,
+    /// The node the agent runs on (`--node-name`, downward API `NODE_NAME`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// The plan's content hash: SHA-256 of its JSON form (struct fields in declaration order, maps
@@ -168,6 +177,8 @@ impl Snapshot {
                 compile_ms: ms(c.times.compile),
                 apply_ms: ms(apply),
                 resource_versions: c.resource_versions.clone(),
+                source: self.revision.source.clone(),
+                node: self.revision.node.clone(),
             }
         };
         Snapshot {
@@ -208,8 +219,9 @@ struct Compiled {
 pub enum Origin {
     /// Every YAML file under a directory (`--config`).
     Dir(PathBuf),
-    /// The Kubernetes API (`--kubernetes`): what the watches have seen so far.
-    Kube(Arc<crate::k8s::Store>),
+    /// The Kubernetes API (`--kubernetes`): what the watches have seen so far, and the
+    /// agent's own Pod, whose labels Gateway selectors match.
+    Kube(Arc<crate::k8s::Store>, Option<String>),
 }
 
 impl Origin {
@@ -217,7 +229,7 @@ impl Origin {
     fn describe(&self) -> String {
         match self {
             Origin::Dir(d) => d.display().to_string(),
-            Origin::Kube(_) => "the Kubernetes API".into(),
+            Origin::Kube(..) => "the Kubernetes API".into(),
         }
     }
 
@@ -226,7 +238,7 @@ impl Origin {
     fn fingerprint(&self, plan: &Plan) -> u64 {
         match self {
             Origin::Dir(d) => fingerprint(d, plan),
-            Origin::Kube(store) => {
+            Origin::Kube(store, _) => {
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 store.version().hash(&mut h);
                 fingerprint(Path::new("/nonexistent"), plan).hash(&mut h);
@@ -247,9 +259,44 @@ struct ConfigSource {
     logged: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// The warnings of the last load, already logged.
     warned: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// What was last logged about the agent's Pod and its labels.
+    pod_labels: std::sync::Mutex<Option<String>>,
 }
 
 impl ConfigSource {
+    /// The compile input with the agent's labels taken from its own Pod when it is known and
+    /// listed (Istio matches a Gateway's selector against the gateway pod's labels); else
+    /// the --label set.
+    fn identity(&self, loaded: &config::Manifests, pod: Option<&str>) -> CompileInput {
+        let mut input = self.input.clone();
+        let Some(pod) = pod else { return input };
+        let own = loaded
+            .pods
+            .iter()
+            .find(|p| p.metadata.name == pod && p.metadata.namespace == self.input.namespace);
+        let ns = &self.input.namespace;
+        let said = match own {
+            Some(p) => {
+                input.labels = p.metadata.labels.clone().into_iter().collect();
+                format!("labels from Pod {ns}/{pod}: {:?}", input.labels)
+            }
+            None => format!(
+                "Pod {ns}/{pod} not listed (RBAC? --watch-namespace?); Gateway selectors match --label {:?}",
+                self.input.labels
+            ),
+        };
+        // Logged when it changes, not at every load.
+        let mut last = self.pod_labels.lock().unwrap_or_else(|e| e.into_inner());
+        if last.as_deref() != Some(said.as_str()) {
+            match own {
+                Some(_) => log::info!("{said}"),
+                None => log::warn!("{said}"),
+            }
+            *last = Some(said);
+        }
+        input
+    }
+
     /// Loads, admits and compiles, logging every rejection. `Err` (all errors) only when
     /// `--strict` rejects the set.
     fn load(&self) -> Result<Compiled, (Vec<String>, BTreeMap<String, usize>)> {
@@ -258,19 +305,20 @@ impl ConfigSource {
             Origin::Dir(dir) => {
                 config::load_admit_compile(dir, &self.input, self.admitted.as_ref(), self.strict)
             }
-            Origin::Kube(store) => {
+            Origin::Kube(store, pod) => {
                 let t0 = std::time::Instant::now();
                 let texts = store.texts();
                 resource_versions = store.resource_versions();
                 let (loaded, errors) =
                     config::load_texts(texts.iter().map(|(n, y)| (n.as_str(), y.as_str())));
+                let input = self.identity(&loaded, pod.as_deref());
                 // Certificate paths in objects from the API are taken as absolute.
                 config::admit_compile(
                     loaded,
                     errors,
                     Path::new("/"),
                     t0,
-                    &self.input,
+                    &input,
                     self.admitted.as_ref(),
                     self.strict,
                 )
@@ -384,7 +432,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                     );
                 }
             }
-            Origin::Kube(store)
+            Origin::Kube(store, k.pod_name.clone())
         }
     };
     let described = origin.describe();
@@ -396,6 +444,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         admitted: None,
         logged: Default::default(),
         warned: Default::default(),
+        pod_labels: Default::default(),
     };
     // Manifest content never stops the agent: it serves what was admitted, or (only when
     // --strict rejects the set) nothing, not ready, until a valid set arrives.
@@ -449,7 +498,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         rejected: Vec::new(),
         kept_previous: Vec::new(),
         rejected_by_kind: BTreeMap::new(),
-        revision: Revision::default(),
+        revision: Revision {
+            source: described.clone(),
+            node: args.node_name.clone(),
+            ..Revision::default()
+        },
     };
     // Every listener is bound before the status port (and so readiness) is served.
     let mut apply_failed = false;
