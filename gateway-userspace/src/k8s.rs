@@ -28,8 +28,10 @@ const KINDS: [(&str, &str, &str); 8] = [
     ("", "v1", "Secret"),
 ];
 
-/// (kind, namespace, name) -> (resourceVersion, YAML).
-type Objects = BTreeMap<(&'static str, String, String), (String, String)>;
+/// (kind, namespace, name).
+type Key = (&'static str, String, String);
+/// Key -> (resourceVersion, YAML).
+type Objects = BTreeMap<Key, (String, String)>;
 
 /// The objects the watches have seen, and whether every kind has been listed once.
 #[derive(Default)]
@@ -208,7 +210,7 @@ async fn watch_kind(
     }
 }
 
-fn key_of(kind: &'static str, o: &DynamicObject) -> (&'static str, String, String) {
+fn key_of(kind: &'static str, o: &DynamicObject) -> Key {
     (
         kind,
         o.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
@@ -223,7 +225,7 @@ fn entry(
     ar: &ApiResource,
     kind: &'static str,
     mut o: DynamicObject,
-) -> Option<((&'static str, String, String), (String, String))> {
+) -> Option<(Key, (String, String))> {
     // Only the Secrets that can hold certificates (credentialName): service account tokens
     // and other Secrets are never kept in memory.
     if kind == "Secret" && !is_certificate_secret(&o) {

@@ -270,7 +270,7 @@ fn main() -> ExitCode {
             }
             let args = agent::RunArgs {
                 config: config.unwrap_or_default(),
-                kubernetes: kubernetes.then(|| agent::KubeArgs {
+                kubernetes: kubernetes.then_some(agent::KubeArgs {
                     kubeconfig,
                     namespaces: watch_namespaces,
                     debounce,
