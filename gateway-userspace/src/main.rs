@@ -56,7 +56,7 @@ enum Cmd {
         /// With --kubernetes: the agent's own Pod (downward API `metadata.name`), in
         /// --namespace. Its labels, from the watch, are the labels Gateway selectors match
         /// (instead of --label), as Istio matches a gateway pod's labels.
-        #[arg(long, env = "POD_NAME", requires = "kubernetes")]
+        #[arg(long, env = "POD_NAME")]
         pod_name: Option<String>,
         /// The node this agent runs on (downward API `spec.nodeName`); shown in /config_dump.
         #[arg(long, env = "NODE_NAME")]

@@ -178,29 +178,47 @@ fn security(c: &Container) -> Result<&SecurityContext> {
 /// The properties of the rendered objects that the agent and the issue require.
 /// `sys_resource`: whether CAP_SYS_RESOURCE is expected (the chart's `sysResource`).
 fn check_objects(o: &Objects, sys_resource: bool) -> Result<()> {
-    let want_kinds: BTreeSet<&str> = [
+    let ds: DaemonSet = o.one()?;
+    let args = ds
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .and_then(|p| p.containers.first())
+        .and_then(|c| c.args.clone())
+        .unwrap_or_default();
+    // `--kubernetes` (the default) reads the API and needs no ConfigMap; `--config` reads one.
+    let from_api = args.iter().any(|a| a == "--kubernetes");
+    ensure!(
+        from_api != args.iter().any(|a| a == "--config"),
+        "exactly one of --kubernetes and --config: {args:?}"
+    );
+    let mut want_kinds: BTreeSet<&str> = [
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
-        "ConfigMap",
         "DaemonSet",
         "Service",
     ]
     .into();
+    if !from_api {
+        want_kinds.insert("ConfigMap");
+    }
     ensure!(o.kinds() == want_kinds, "kinds {:?}", o.kinds());
 
-    let ds: DaemonSet = o.one()?;
     let sa: ServiceAccount = o.one()?;
     let role: ClusterRole = o.one()?;
     let binding: ClusterRoleBinding = o.one()?;
-    let cm: ConfigMap = o.one()?;
+    let cm: Option<ConfigMap> = if from_api { None } else { Some(o.one()?) };
     let svc: Service = o.one()?;
     for (kind, ns) in [
         ("DaemonSet", &ds.metadata.namespace),
         ("ServiceAccount", &sa.metadata.namespace),
-        ("ConfigMap", &cm.metadata.namespace),
         ("Service", &svc.metadata.namespace),
-    ] {
+    ]
+    .into_iter()
+    .chain(cm.as_ref().map(|cm| ("ConfigMap", &cm.metadata.namespace)))
+    {
         ensure!(ns.as_deref() == Some(NAMESPACE), "{kind} namespace {ns:?}");
     }
 
@@ -473,27 +491,35 @@ fn check_objects(o: &Objects, sys_resource: bool) -> Result<()> {
         .collect();
     ensure!(labels == pod_label_args, "--label {labels:?} vs pod labels");
 
-    // Volumes: the config is the ConfigMap, mounted where --config points; bpffs is the node's.
+    // Volumes: with --config, the config is the ConfigMap, mounted where --config points (with
+    // --kubernetes, nothing but bpffs); bpffs is the node's.
     let volumes = pod.volumes.as_deref().unwrap_or_default();
     let mounts = c.volume_mounts.as_deref().unwrap_or_default();
-    let config_dir = one_flag(&args, "--config")?;
-    let config_mount = mounts
-        .iter()
-        .find(|m| m.mount_path == config_dir)
-        .with_context(|| format!("nothing mounted at --config {config_dir}"))?;
-    ensure!(
-        config_mount.read_only == Some(true),
-        "config mount {config_mount:?}"
-    );
-    let config_vol = volumes
-        .iter()
-        .find(|v| v.name == config_mount.name)
-        .context("config volume")?;
-    ensure!(
-        config_vol.config_map.as_ref().map(|c| &c.name) == cm.metadata.name.as_ref(),
-        "config volume {config_vol:?} is not ConfigMap {:?}",
-        cm.metadata.name
-    );
+    if let Some(cm) = &cm {
+        let config_dir = one_flag(&args, "--config")?;
+        let config_mount = mounts
+            .iter()
+            .find(|m| m.mount_path == config_dir)
+            .with_context(|| format!("nothing mounted at --config {config_dir}"))?;
+        ensure!(
+            config_mount.read_only == Some(true),
+            "config mount {config_mount:?}"
+        );
+        let config_vol = volumes
+            .iter()
+            .find(|v| v.name == config_mount.name)
+            .context("config volume")?;
+        ensure!(
+            config_vol.config_map.as_ref().map(|c| &c.name) == cm.metadata.name.as_ref(),
+            "config volume {config_vol:?} is not ConfigMap {:?}",
+            cm.metadata.name
+        );
+    } else {
+        ensure!(
+            mounts.iter().all(|m| m.mount_path == "/sys/fs/bpf"),
+            "--kubernetes mounts only bpffs: {mounts:?}"
+        );
+    }
     let bpf_mount = mounts
         .iter()
         .find(|m| m.mount_path == "/sys/fs/bpf")
@@ -596,7 +622,11 @@ fn check_objects(o: &Objects, sys_resource: bool) -> Result<()> {
 /// The ConfigMap's files, written as the kubelet's volume shows them, pass `gateway check`.
 fn check_config(o: &Objects) -> Result<()> {
     let cm: ConfigMap = o.one()?;
-    let data = cm.data.unwrap_or_default();
+    check_files(cm.data.unwrap_or_default())
+}
+
+/// Config files (name -> YAML) pass `gateway check` without warnings.
+fn check_files(data: BTreeMap<String, String>) -> Result<()> {
     ensure!(!data.is_empty(), "ConfigMap has no data");
     let dir = tempfile::tempdir()?;
     for (name, text) in &data {
@@ -630,9 +660,13 @@ fn manifest_objects() -> Result<()> {
     Ok(())
 }
 
+/// The example objects to apply next to gateway.yaml pass `gateway check`.
 #[test]
-fn manifest_config_passes_gateway_check() -> Result<()> {
-    check_config(&Objects::parse(&read(MANIFEST)?)?)
+fn example_routes_pass_gateway_check() -> Result<()> {
+    check_files(BTreeMap::from([(
+        "example-routes.yaml".to_string(),
+        read("deploy/kubernetes/example-routes.yaml")?,
+    )]))
 }
 
 /// The uninstall DaemonSet removes exactly the agent's pin root on every node, unprivileged.
@@ -773,8 +807,7 @@ fn chart_defaults_render_the_manifest() -> Result<()> {
             serde_json::to_string(want)?
         );
     }
-    check_objects(&chart, false)?;
-    check_config(&chart)
+    check_objects(&chart, false)
 }
 
 #[test]
@@ -788,6 +821,17 @@ fn chart_values() -> Result<()> {
     )?)?;
     let svc: Service = o.one()?;
     ensure!(svc.spec.and_then(|s| s.type_).as_deref() == Some("NodePort"));
+
+    // configSource=files: the config from a ConfigMap mounted at --config, which passes
+    // `gateway check`.
+    let o = Objects::parse(&helm::render(
+        &chart,
+        RELEASE,
+        NAMESPACE,
+        &[("configSource", "files")],
+    )?)?;
+    check_objects(&o, false)?;
+    check_config(&o)?;
 
     // sysResource adds CAP_SYS_RESOURCE, and nothing else changes in the privilege set.
     let o = Objects::parse(&helm::render(
