@@ -508,17 +508,18 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut apply_failed = false;
     let t = std::time::Instant::now();
     let snapshot = match first {
-        Ok(c) => match apply(&c.plan, &l7, &path).await {
+        Ok(mut c) => match apply(&c.plan, &l7, &path).await {
             Ok(()) => {
                 log::info!(
                     "applied: {} L4 services, {} local ports",
                     c.plan.l4.len(),
                     c.plan.local.len()
                 );
-                source.admitted = Some(c.admitted.clone());
+                source.admitted = Some(std::mem::take(&mut c.admitted));
                 health.set_applied();
                 let s = empty.applied(c, t.elapsed());
                 log_revision(&s.revision);
+                release_free_memory();
                 s
             }
             Err(e) => {
@@ -597,6 +598,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         log::info!("pins kept: the XDP path keeps forwarding until the next agent adopts it");
     }
     Ok(())
+}
+
+/// Gives the heap pages freed by a load (parsed YAML, the previous plan) back to the kernel.
+/// glibc keeps freed memory in its arenas; after a large config that is most of the RSS
+/// (about a third of it for 10,000 routes), which an operator would read as a leak.
+fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks glibc's own arenas; it has no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Copies the XDP program's log records (rare events only) into the agent's log.
@@ -778,7 +790,7 @@ async fn watch(
                 );
                 snapshot.store(Arc::new(cur.rejected(errors, Some(by_kind))));
             }
-            Ok(c) => {
+            Ok(mut c) => {
                 // A config that could not be applied (an HTTP port taken, a map full) is
                 // reported like a rejected one, so /config_dump says why.
                 let t = std::time::Instant::now();
@@ -791,13 +803,18 @@ async fn watch(
                     continue;
                 }
                 apply_failed = false;
-                source.admitted = Some(c.admitted.clone());
+                source.admitted = Some(std::mem::take(&mut c.admitted));
                 let next = cur.applied(c, t.elapsed());
-                if next.generation != cur.generation {
+                let changed = next.generation != cur.generation;
+                if changed {
                     log_revision(&next.revision);
                 }
                 health.set_applied();
                 snapshot.store(Arc::new(next));
+                drop(cur);
+                if changed {
+                    release_free_memory();
+                }
             }
         }
     }

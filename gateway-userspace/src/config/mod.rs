@@ -71,6 +71,7 @@ pub fn admit_compile(
 ) -> (Admission, Option<(Plan, Vec<Warning>)>, StageTimes) {
     let t1 = std::time::Instant::now();
     let mut a = admit(loaded, load_errors, previous, strict);
+    a.manifests.shrink_to_fit();
     let t2 = std::time::Instant::now();
     let mut times = StageTimes {
         parse: t1 - t0,

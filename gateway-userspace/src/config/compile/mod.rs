@@ -113,7 +113,8 @@ impl Default for CompileInput {
 /// dropped servers, ...). Deterministic: same manifests in any order give the same plan.
 pub fn compile(m: &Manifests, input: &CompileInput) -> (Plan, Vec<Warning>) {
     let mut c = Compiler::new(m, input);
-    let plan = c.run();
+    let mut plan = c.run();
+    plan.shrink_to_fit();
     let mut seen = BTreeSet::new();
     let warnings = c
         .warnings
