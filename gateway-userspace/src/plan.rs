@@ -104,8 +104,11 @@ impl Plan {
                 for vh in vhosts.iter_mut() {
                     vh.routes.shrink_to_fit();
                     for r in &mut vh.routes {
-                        if let http::Action::Forward(f) = &mut r.action {
-                            f.clusters.shrink_to_fit();
+                        // Not yet shared: the compiler hands out one Arc per route.
+                        if let Some(r) = std::sync::Arc::get_mut(r) {
+                            if let http::Action::Forward(f) = &mut r.action {
+                                f.clusters.shrink_to_fit();
+                            }
                         }
                     }
                 }
@@ -303,8 +306,10 @@ pub mod http {
         pub domain: String,
         /// `tls.httpsRedirect`: every plain-text request is answered 301 to https.
         pub require_tls: bool,
-        /// In Istio's order: VirtualServices by creation time, catch-alls moved last.
-        pub routes: Vec<Route>,
+        /// In Istio's order: VirtualServices by creation time, catch-alls moved last. Shared:
+        /// a VirtualService's routes serve every host it names, and the L7 table points at
+        /// the same routes instead of copying them.
+        pub routes: Vec<std::sync::Arc<Route>>,
     }
 
     #[derive(Clone, Debug, PartialEq, Serialize)]

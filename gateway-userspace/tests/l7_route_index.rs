@@ -161,7 +161,7 @@ fn table(routes: Vec<p::Route>) -> Table {
             vhosts: vec![p::VirtualHost {
                 domain: "*".into(),
                 require_tls: false,
-                routes,
+                routes: routes.into_iter().map(std::sync::Arc::new).collect(),
             }],
             origin: "test".into(),
             tls: Vec::new(),

@@ -75,7 +75,7 @@ struct HeaderMatcher {
 /// A route ready to be evaluated; `plan` keeps the data the proxy acts on.
 #[derive(Debug)]
 pub struct Route {
-    pub plan: p::Route,
+    pub plan: std::sync::Arc<p::Route>,
     /// `plan.origin`, shared: the access log and metrics take it per request without copying.
     pub origin: std::sync::Arc<str>,
     /// `plan.name`, shared the same way (%ROUTE_NAME%).
@@ -224,7 +224,7 @@ impl Table {
     }
 }
 
-fn build_route(r: &p::Route, cluster_idx: &HashMap<&str, usize>) -> Route {
+fn build_route(r: &std::sync::Arc<p::Route>, cluster_idx: &HashMap<&str, usize>) -> Route {
     let path = match &r.matcher.path {
         p::PathMatch::Exact(s) => PathMatcher::Exact(s.clone()),
         p::PathMatch::Prefix(s) => PathMatcher::Prefix(s.clone()),
@@ -686,7 +686,7 @@ pub fn bench_router(n_routes: usize, lookups: usize, kind: BenchTable, strategy:
             vhosts: vec![p::VirtualHost {
                 domain: "bench.example.com".into(),
                 require_tls: false,
-                routes,
+                routes: routes.into_iter().map(std::sync::Arc::new).collect(),
             }],
             origin: "bench".into(),
             tls: Vec::new(),
