@@ -16,17 +16,51 @@ use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt as _;
 
-/// (group, version, kind) of everything watched.
-const KINDS: [(&str, &str, &str); 8] = [
-    ("networking.istio.io", "v1", "Gateway"),
-    ("networking.istio.io", "v1", "VirtualService"),
-    ("networking.istio.io", "v1", "DestinationRule"),
-    ("networking.istio.io", "v1", "ServiceEntry"),
+const ISTIO_GROUP: &str = "networking.istio.io";
+/// Istio's API versions, preferred first: every served version returns every object (the
+/// API server converts), so one is watched, the newest the cluster serves.
+const ISTIO_VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
+const ISTIO_KINDS: [&str; 4] = ["Gateway", "VirtualService", "DestinationRule", "ServiceEntry"];
+/// (group, version, kind) of the Kubernetes kinds watched.
+const KUBE_KINDS: [(&str, &str, &str); 4] = [
     ("", "v1", "Service"),
     ("discovery.k8s.io", "v1", "EndpointSlice"),
     ("", "v1", "Pod"),
     ("", "v1", "Secret"),
 ];
+
+/// The newest Istio networking version the API server serves; None when Istio's CRDs are
+/// not installed. Retries until the API server answers.
+async fn istio_version(client: &kube::Client) -> Option<&'static str> {
+    let mut said = std::time::Instant::now();
+    loop {
+        match client.list_api_groups().await {
+            Ok(groups) => {
+                let served: Vec<String> = groups
+                    .groups
+                    .iter()
+                    .filter(|g| g.name == ISTIO_GROUP)
+                    .flat_map(|g| g.versions.iter().map(|v| v.version.clone()))
+                    .collect();
+                let v = ISTIO_VERSIONS.into_iter().find(|v| served.iter().any(|s| s == v));
+                match v {
+                    Some(v) => log::info!("Kubernetes: watching {ISTIO_GROUP}/{v}"),
+                    None => log::warn!(
+                        "Kubernetes: {ISTIO_GROUP} is not served (Istio's CRDs not installed?): no Gateway, VirtualService, DestinationRule or ServiceEntry is watched; restart the agent once they are"
+                    ),
+                }
+                return v;
+            }
+            Err(e) => {
+                if said.elapsed() >= std::time::Duration::from_secs(5) {
+                    log::warn!("Kubernetes API discovery: {e}; retrying");
+                    said = std::time::Instant::now();
+                }
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
 
 /// (kind, namespace, name).
 type Key = (&'static str, String, String);
@@ -107,7 +141,7 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube
 
 /// Starts one watch per kind (per namespace of `namespaces`, or cluster-wide when it is
 /// empty); `notify` fires on every change (the agent debounces).
-pub fn start(
+pub async fn start(
     client: kube::Client,
     namespaces: &[String],
     notify: Arc<tokio::sync::Notify>,
@@ -117,12 +151,17 @@ pub fn start(
     } else {
         namespaces.iter().map(|n| Some(n.as_str())).collect()
     };
+    let mut kinds: Vec<(&str, &str, &'static str)> = Vec::new();
+    if let Some(v) = istio_version(&client).await {
+        kinds.extend(ISTIO_KINDS.iter().map(|k| (ISTIO_GROUP, v, *k)));
+    }
+    kinds.extend(KUBE_KINDS);
     let store = Arc::new(Store {
-        watches: KINDS.len() * scopes.len(),
+        watches: kinds.len() * scopes.len(),
         ..Store::default()
     });
     for scope in scopes {
-        for (group, version, kind) in KINDS {
+        for &(group, version, kind) in &kinds {
             let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
             let api: Api<DynamicObject> = match scope {
                 Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),

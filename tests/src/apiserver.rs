@@ -44,6 +44,8 @@ struct State {
     /// Bumped to send a BOOKMARK on every open watch.
     bookmarks: u64,
     down: bool,
+    /// The networking.istio.io versions `/apis` announces (None: the default three).
+    istio_versions: Option<Vec<String>>,
     /// Request lines seen ("GET /api/v1/services?..."), for assertions.
     requests: Vec<String>,
 }
@@ -194,6 +196,12 @@ impl ApiServer {
         });
     }
 
+    /// The networking.istio.io versions discovery (`GET /apis`) announces: an older Istio
+    /// serves no v1, a cluster without Istio none.
+    pub fn set_istio_versions(&self, versions: &[&str]) {
+        self.change(|st| st.istio_versions = Some(versions.iter().map(|v| v.to_string()).collect()));
+    }
+
     pub fn resource_version(&self) -> u64 {
         self.state.0.lock().unwrap().rv
     }
@@ -283,6 +291,10 @@ fn serve_conn(
         let (path, query) = target.split_once('?').unwrap_or((&target, ""));
         let (coll, ns) = split_namespace(path);
         state.0.lock().unwrap().requests.push(request_line.clone());
+        if path == "/apis" {
+            discovery(&mut out, state)?;
+            continue;
+        }
         if matches!(query_param(query, "watch"), Some("true" | "1")) {
             let from: u64 = query_param(query, "resourceVersion")
                 .and_then(|v| v.parse().ok())
@@ -327,6 +339,39 @@ fn list(
         })
         .to_string()
     };
+    write!(
+        out,
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
+    Ok(())
+}
+
+/// `GET /apis`: the APIGroupList of the groups the gateway reads.
+fn discovery(out: &mut TcpStream, state: &Arc<(Mutex<State>, Condvar)>) -> anyhow::Result<()> {
+    let istio = state
+        .0
+        .lock()
+        .unwrap()
+        .istio_versions
+        .clone()
+        .unwrap_or_else(|| vec!["v1".into(), "v1beta1".into(), "v1alpha3".into()]);
+    let group = |name: &str, versions: &[String]| {
+        let vs: Vec<Value> = versions
+            .iter()
+            .map(|v| json!({"groupVersion": format!("{name}/{v}"), "version": v}))
+            .collect();
+        let mut g = json!({"name": name, "versions": vs});
+        if let Some(first) = g["versions"].get(0).cloned() {
+            g["preferredVersion"] = first;
+        }
+        g
+    };
+    let mut groups = vec![group("discovery.k8s.io", &["v1".to_string()])];
+    if !istio.is_empty() {
+        groups.push(group("networking.istio.io", &istio));
+    }
+    let body = json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}).to_string();
     write!(
         out,
         "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",

@@ -289,3 +289,32 @@ fn own_pod_labels_select_gateways() -> Result<()> {
     );
     Ok(())
 }
+
+/// An Istio that serves no `networking.istio.io/v1` (before 1.22): the agent discovers the
+/// served version and watches v1beta1 instead of waiting forever for v1.
+#[test]
+fn older_istio_api_versions_are_watched() -> Result<()> {
+    let topo = Topology::new("k8v", 1, Opts::http_backends())?;
+    let api = ApiServer::start(&topo.node)?;
+    api.set_istio_versions(&["v1beta1", "v1alpha3"]);
+    for f in ["gateway.json", "virtualservice.json"] {
+        let mut o = fixture(f)?;
+        o["apiVersion"] = json!("networking.istio.io/v1beta1");
+        if f == "virtualservice.json" {
+            o["spec"]["http"] =
+                json!([{"directResponse": {"status": 200, "body": {"string": "beta"}}}]);
+        }
+        api.apply(o);
+    }
+    let agent = Agent::start_kubernetes(&topo, &api, &["--vip", "198.18.0.1"])?;
+    let r = HttpClient::new(topo.client.name()).get(URL, &[])?;
+    ensure!(r.status == 200 && r.body == "beta", "{} {}", r.status, r.body);
+    ensure!(
+        !api.requests("/apis/networking.istio.io/v1beta1/gateways?").is_empty()
+            && api.requests("/apis/networking.istio.io/v1/").is_empty(),
+        "watched {:?}",
+        api.requests("networking.istio.io")
+    );
+    ensure!(agent.log().contains("watching networking.istio.io/v1beta1"));
+    Ok(())
+}

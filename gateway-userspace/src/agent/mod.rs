@@ -416,7 +416,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         None => Origin::Dir(args.config.clone()),
         Some(k) => {
             let client = crate::k8s::client(k.kubeconfig.as_deref()).await?;
-            let store = crate::k8s::start(client, &k.namespaces, reload.clone());
+            let store = crate::k8s::start(client, &k.namespaces, reload.clone()).await;
             // The first plan is built from complete lists only, never from a partial view
             // (which would serve 404s for what is not listed yet). The API server being away
             // at start delays readiness; the watches retry with backoff meanwhile.
