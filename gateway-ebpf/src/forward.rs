@@ -82,11 +82,15 @@ pub fn send(
             // the hop itself): the kernel forwards and segments it where forwarding is on, else
             // drops it.
             let (own, peer) = (pkt.eth_dst(), pkt.eth_src());
-            pkt.rewrite(partial, false, ct.saddr, ct.daddr, ct.sport, ct.dport, &peer, &own);
+            pkt.rewrite(
+                partial, false, ct.saddr, ct.daddr, ct.sport, ct.dport, &peer, &own,
+            );
             return (xdp_action::XDP_PASS, verdict::PASS_OVERSIZE);
         }
     }
-    pkt.rewrite(partial, true, ct.saddr, ct.daddr, ct.sport, ct.dport, smac, dmac);
+    pkt.rewrite(
+        partial, true, ct.saddr, ct.daddr, ct.sport, ct.dport, smac, dmac,
+    );
     if ifindex == ctx.ingress_ifindex() as u32 {
         return (xdp_action::XDP_TX, reason);
     }

@@ -88,13 +88,7 @@ pub fn new_flow(
         nh_dmac: pkt.eth_src(),
         nh_ts: now,
     };
-    let mut rkey = packet::flow_key(
-        backend.addr,
-        key.saddr,
-        backend.port,
-        key.sport,
-        key.proto,
-    );
+    let mut rkey = packet::flow_key(backend.addr, key.saddr, backend.port, key.sport, key.proto);
 
     if svc.flags & svc_flags::SNAT != 0 {
         let Some(snat) = snat::source_addr(backend, fwd.nh_ifindex) else {

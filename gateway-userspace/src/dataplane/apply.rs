@@ -191,7 +191,6 @@ impl Dataplane {
         }
         Ok(unresolved.into_iter().collect())
     }
-
 }
 
 /// Brings the hash map `map` to `want`: changed entries written (errors returned), then the

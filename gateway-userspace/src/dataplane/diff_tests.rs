@@ -244,7 +244,10 @@ fn removed_service_is_deleted_after_the_switches_and_its_port_drains() {
     let k80 = service_key(VIP, 80, PROTO_TCP);
     let k81 = service_key(VIP, 81, PROTO_TCP);
     let switch = pos(&d2.ops, |o| is_set_service(o, &k81));
-    let remove = pos(&d2.ops, |o| matches!(o, Op::RemoveService { key } if *key == k80));
+    let remove = pos(
+        &d2.ops,
+        |o| matches!(o, Op::RemoveService { key } if *key == k80),
+    );
     assert!(switch < remove);
     assert_eq!(d2.next.draining.get(&tcp(80)), Some(&t1));
     // The port stays open while it drains.
@@ -256,10 +259,18 @@ fn removed_service_is_deleted_after_the_switches_and_its_port_drains() {
 
     // Before the period ends, nothing expires; after, the port closes.
     assert_eq!(
-        expire(&d2.next, t1 + Duration::from_secs(44), Duration::from_secs(45)),
+        expire(
+            &d2.next,
+            t1 + Duration::from_secs(44),
+            Duration::from_secs(45)
+        ),
         vec![]
     );
-    let ops = expire(&d2.next, t1 + Duration::from_secs(45), Duration::from_secs(45));
+    let ops = expire(
+        &d2.next,
+        t1 + Duration::from_secs(45),
+        Duration::from_secs(45),
+    );
     assert_eq!(
         ops,
         vec![
@@ -281,7 +292,11 @@ fn removed_service_is_deleted_after_the_switches_and_its_port_drains() {
 #[test]
 fn a_draining_port_used_again_stops_draining() {
     let t0 = Instant::now();
-    let d1 = run(&State::default(), &plan(vec![svc(80, vec![be(1)])], &[]), t0);
+    let d1 = run(
+        &State::default(),
+        &plan(vec![svc(80, vec![be(1)])], &[]),
+        t0,
+    );
     let d2 = run(&d1.next, &plan(vec![], &[]), t0);
     assert!(d2.next.draining.contains_key(&tcp(80)));
     let d3 = run(&d2.next, &plan(vec![svc(80, vec![be(1)])], &[]), t0);
@@ -295,13 +310,21 @@ fn a_draining_port_used_again_stops_draining() {
 fn expiring_keeps_the_other_flags_of_a_port() {
     let t0 = Instant::now();
     // 80 was L4, now a local (L7) port: L4 drains, LOCAL stays.
-    let d1 = run(&State::default(), &plan(vec![svc(80, vec![be(1)])], &[]), t0);
+    let d1 = run(
+        &State::default(),
+        &plan(vec![svc(80, vec![be(1)])], &[]),
+        t0,
+    );
     let d2 = run(&d1.next, &plan(vec![], &[80]), t0);
     assert_eq!(
         d2.next.port_values.get(&tcp(80)),
         Some(&(port_flags::L4 | port_flags::LOCAL))
     );
-    let ops = expire(&d2.next, t0 + Duration::from_secs(60), Duration::from_secs(45));
+    let ops = expire(
+        &d2.next,
+        t0 + Duration::from_secs(60),
+        Duration::from_secs(45),
+    );
     assert_eq!(
         ops,
         vec![
@@ -365,7 +388,10 @@ fn flags_follow_nat_and_hash_and_preserve_source_opens_backend_ports() {
     assert_eq!(a.value.flags, svc_flags::HASH_SRC_IP);
     let udp = |p| gateway_common::port_index(PROTO_UDP, p);
     assert_eq!(d.next.port_values.get(&udp(53)), Some(&port_flags::L4));
-    assert_eq!(d.next.port_values.get(&udp(8080)), Some(&port_flags::PS_SRC));
+    assert_eq!(
+        d.next.port_values.get(&udp(8080)),
+        Some(&port_flags::PS_SRC)
+    );
     // Only the flags changed: a new ring is still written and switched to.
     let mut s2 = svc(53, vec![be(1)]);
     s2.proto = Proto::Udp;
@@ -413,12 +439,7 @@ fn adopted_state_rewrites_rings_once_and_drains_orphan_ports() {
     let d1 = run(&State::default(), &p, now);
     // What the maps hold after d1, read back by a new agent, plus an L4 port open for a service
     // removed before the restart.
-    let services: Vec<_> = d1
-        .next
-        .applied
-        .iter()
-        .map(|(k, a)| (*k, a.value))
-        .collect();
+    let services: Vec<_> = d1.next.applied.iter().map(|(k, a)| (*k, a.value)).collect();
     let mut ports = vec![0u32; 2 * 65536];
     for (i, v) in &d1.next.port_values {
         ports[*i as usize] = *v;
@@ -428,8 +449,14 @@ fn adopted_state_rewrites_rings_once_and_drains_orphan_ports() {
     let later = now + Duration::from_secs(1);
     let st = State::adopt(services, ports, backends, later);
     assert_eq!(st.backend_ids, d1.next.backend_ids);
-    assert_eq!(st.draining.keys().copied().collect::<Vec<_>>(), vec![tcp(90)]);
-    assert_eq!(st.applied[&service_key(VIP, 80, PROTO_TCP)].ring, vec![u32::MAX]);
+    assert_eq!(
+        st.draining.keys().copied().collect::<Vec<_>>(),
+        vec![tcp(90)]
+    );
+    assert_eq!(
+        st.applied[&service_key(VIP, 80, PROTO_TCP)].ring,
+        vec![u32::MAX]
+    );
 
     // The first apply rewrites the L4 service's ring into a spare slot (ids kept), leaves the
     // local port alone and keeps the orphan port open while it drains.

@@ -36,7 +36,6 @@ pub mod ifmode;
 pub use apply::{prime_addrs, prime_neighbours};
 pub use ifmode::IfMode;
 
-
 /// The XDP object, built by build.rs.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/gateway.bpf.o"));
 
