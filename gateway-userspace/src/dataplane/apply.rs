@@ -44,7 +44,7 @@ impl Dataplane {
     fn run(&mut self, ops: Vec<Op>) -> Result<(), DataplaneError> {
         for op in ops {
             self.exec(&op)?;
-            self.state.record(op);
+            self.state.record(&op);
         }
         Ok(())
     }

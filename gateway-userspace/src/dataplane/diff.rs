@@ -131,8 +131,8 @@ impl State {
     }
 
     /// Records `op` as done.
-    pub fn record(&mut self, op: Op) {
-        match op {
+    pub fn record(&mut self, op: &Op) {
+        match *op {
             Op::AddBackend { id, addr, port } => {
                 self.backend_ids.insert((addr, port), id);
             }
@@ -145,9 +145,18 @@ impl State {
                 }
             }
             Op::SetService {
-                key, value, ring, ..
+                key,
+                value,
+                ref ring,
+                ..
             } => {
-                self.applied.insert(key, Applied { value, ring });
+                self.applied.insert(
+                    key,
+                    Applied {
+                        value,
+                        ring: ring.clone(),
+                    },
+                );
             }
             Op::RemoveService { key } => {
                 self.applied.remove(&key);
@@ -189,7 +198,7 @@ struct Builder {
 
 impl Builder {
     fn push(&mut self, op: Op) {
-        self.st.record(op.clone());
+        self.st.record(&op);
         self.ops.push(op);
     }
 

@@ -59,7 +59,7 @@ fn tcp(port: u16) -> u32 {
 fn run(state: &State, p: &Plan, now: Instant) -> Diff {
     let d = diff(state, p, now).expect("diff");
     let mut st = state.clone();
-    for op in d.ops.clone() {
+    for op in &d.ops {
         st.record(op);
     }
     assert_eq!(st, d.next, "recording the ops must give the next state");
@@ -282,7 +282,7 @@ fn removed_service_is_deleted_after_the_switches_and_its_port_drains() {
         ]
     );
     let mut st = d2.next.clone();
-    for op in ops {
+    for op in &ops {
         st.record(op);
     }
     assert!(st.draining.is_empty());
