@@ -44,14 +44,3 @@ pub static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::pinned(MAX_BACKEN
 
 #[map]
 pub static VERDICTS: PerCpuArray<Counters> = PerCpuArray::pinned(gateway_common::verdict::COUNT, 0);
-
-/// Adds one packet of `len` bytes to counter `index` (per CPU, so no atomics needed).
-#[inline(always)]
-pub fn count(map: &PerCpuArray<Counters>, index: u32, len: u64) {
-    if let Some(c) = map.get_ptr_mut(index) {
-        // Safety: per-CPU value, only this CPU writes it while the program runs.
-        let c = unsafe { &mut *c };
-        c.packets += 1;
-        c.bytes += len;
-    }
-}

@@ -7,8 +7,8 @@
 
 use crate::config::model::{
     ConnectionPool, Destination, Gateway, HeaderOperations, HttpMatch, HttpRedirect, HttpRetry,
-    HttpRoute, Kind, LoadBalancer, OutlierDetection, Resource, Server, StringMatch, TrafficPolicy,
-    VirtualService, GRPC_CODES,
+    HttpRoute, Kind, LoadBalancer, OutlierDetection, Protocol, Resource, Server, StringMatch,
+    TrafficPolicy, VirtualService, GRPC_CODES,
 };
 use crate::config::names::{
     host_subset_of, labels_subset, resolve_gateway_name, resolve_short_name,
@@ -1036,11 +1036,10 @@ impl<'a> Compiler<'a> {
             .collect();
         endpoints.sort();
         endpoints.dedup();
-        let proto = r.port.protocol.to_ascii_uppercase();
         let cluster = p::Cluster {
             name: name.clone(),
             namespace: r.namespace.to_string(),
-            http2: matches!(proto.as_str(), "HTTP2" | "GRPC" | "GRPC-WEB"),
+            http2: Protocol::parse(&r.port.protocol).is_http2(),
             endpoints,
             lb: policy.0,
             connect_timeout_ms: policy.1,

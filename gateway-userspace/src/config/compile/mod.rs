@@ -24,8 +24,8 @@ pub mod stream;
 pub mod tls;
 
 use crate::config::model::{
-    DestinationRule, Gateway, Kind, Labels, Manifests, Resource, Server, Service, ServiceEntry,
-    ServicePort, Subset, TrafficPolicy, VirtualService, Warning,
+    DestinationRule, Gateway, Kind, Labels, Manifests, Protocol, Resource, Server, Service,
+    ServiceEntry, ServicePort, Subset, TrafficPolicy, VirtualService, Warning,
 };
 use crate::config::names::{
     host_matches, labels_subset, resolve_gateway_name, resolve_short_name, CLUSTER_DOMAIN,
@@ -35,7 +35,6 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use crate::config::validate::{HTTP_PROTOCOLS, TLS_PROTOCOLS};
 use crate::plan::{LocalPort, NatMode, Plan, Proto};
 
 /// Who the agent is: what it serves on and how it matches Gateway selectors.
@@ -158,13 +157,12 @@ enum Class {
 }
 
 impl Class {
-    fn of(protocol: &str) -> Class {
-        let p = protocol.to_ascii_uppercase();
-        if HTTP_PROTOCOLS.contains(&p.as_str()) {
+    fn of(protocol: Protocol) -> Class {
+        if protocol.is_http() {
             Class::Http
-        } else if TLS_PROTOCOLS.contains(&p.as_str()) {
+        } else if protocol.is_tls() {
             Class::Tls
-        } else if p == "UDP" {
+        } else if protocol == Protocol::Udp {
             Class::Udp
         } else {
             Class::Tcp
@@ -286,12 +284,8 @@ pub(super) struct Resolved<'a> {
     pub eps: Vec<Ep<'a>>,
 }
 
-fn http_protocol_of(s: &Srv<'_>) -> String {
-    s.server
-        .port
-        .as_ref()
-        .map(|p| p.protocol.to_ascii_uppercase())
-        .unwrap_or_default()
+fn protocol_of(s: &Srv<'_>) -> Option<Protocol> {
+    s.server.port.as_ref().map(|p| p.protocol())
 }
 
 /// Istio's protocol selection for a Kubernetes Service port: `appProtocol`, else the name
@@ -560,7 +554,7 @@ impl<'a> Compiler<'a> {
                 // TLS-terminating HTTPS servers are served by the HTTP proxy, one SNI chain
                 // each; passthrough servers and terminating `TLS` servers are byte streams.
                 let terminating_https = |s: &&&Srv<'a>| {
-                    http_protocol_of(s) == "HTTPS"
+                    protocol_of(s) == Some(Protocol::Https)
                         && s.server.tls.as_ref().is_some_and(|t| !t.is_passthrough())
                 };
                 let https: Vec<_> = kept.iter().filter(terminating_https).map(server).collect();
@@ -632,7 +626,7 @@ impl<'a> Compiler<'a> {
                     index,
                     server,
                     port: number,
-                    class: Class::of(&port.protocol),
+                    class: Class::of(port.protocol()),
                     bind,
                     gw_key: gw.key(),
                     origin: format!("Gateway {} server {}:{}", gw.key(), port.name, port.number),

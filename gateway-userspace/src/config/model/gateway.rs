@@ -52,6 +52,13 @@ pub struct ServerPort {
     pub target_port: i64,
 }
 
+impl ServerPort {
+    /// The server's protocol, by Istio's name (case-insensitive).
+    pub fn protocol(&self) -> super::Protocol {
+        super::Protocol::parse(&self.protocol)
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerTls {
@@ -113,4 +120,39 @@ pub struct TlsCertificate {
     pub server_certificate: String,
     #[serde(default, deserialize_with = "nullable")]
     pub private_key: String,
+}
+
+#[cfg(test)]
+mod protocol_tests {
+    use crate::config::model::Protocol;
+
+    #[test]
+    fn server_protocols_parse_case_insensitively_into_their_classes() {
+        // (name, HTTP family, carried in TLS)
+        let table = [
+            ("HTTP", true, false),
+            ("HTTPS", false, true),
+            ("HTTP2", true, false),
+            ("GRPC", true, false),
+            ("GRPC-WEB", true, false),
+            ("TCP", false, false),
+            ("TLS", false, true),
+            ("MONGO", false, false),
+            ("REDIS", false, false),
+            ("MYSQL", false, false),
+            ("UDP", false, false),
+        ];
+        for (name, http, tls) in table {
+            for n in [name.to_string(), name.to_ascii_lowercase()] {
+                let p = Protocol::parse(&n);
+                assert!(p.is_server_protocol(), "{n}");
+                assert_eq!(p.is_http(), http, "{n}");
+                assert_eq!(p.is_tls(), tls, "{n}");
+                assert_eq!(p == Protocol::Udp, name == "UDP", "{n}");
+            }
+        }
+        assert_eq!(Protocol::parse("Grpc-Web"), Protocol::GrpcWeb);
+        assert_eq!(Protocol::parse("QUIC"), Protocol::Unknown);
+        assert_eq!(Protocol::parse(""), Protocol::Unknown);
+    }
 }

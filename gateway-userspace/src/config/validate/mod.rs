@@ -19,7 +19,6 @@ mod virtual_service;
 
 use destination_rule::destination_rule;
 use gateway::gateway;
-pub(crate) use gateway::{HTTP_PROTOCOLS, TLS_PROTOCOLS};
 use kube::{endpoint_slice, pod, service};
 use service_entry::service_entry;
 use virtual_service::virtual_service;

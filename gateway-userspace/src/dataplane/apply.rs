@@ -1,0 +1,247 @@
+//! The kernel half of an apply: executes the ops of [`diff`](super::diff) against the aya maps,
+//! one by one, recording each in the state once it succeeded; and keeps the address maps
+//! (`IFADDRS`, `ADDRS`) in step with the node's interfaces.
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap as StdHashMap},
+    net::Ipv4Addr,
+};
+
+use aya::{
+    maps::{HashMap, MapData, PerCpuArray},
+    programs::Xdp,
+};
+use gateway_common::{
+    addr_flags, maps as names, Backend as BpfBackend, Counters, IfAddr, ResolveBatch, MAGLEV_RING,
+    XDP_RESOLVE_PROGRAM,
+};
+
+use super::{
+    diff::{self, Op},
+    ifmode, interface_addrs, map_err, Dataplane, DataplaneError, DRAIN_PERIOD,
+};
+use crate::plan::Plan;
+
+impl Dataplane {
+    /// Applies `plan` by diff: backends first, new rings beside live ones, then the switch of each
+    /// service entry, deletions last (see [`diff`]).
+    pub fn apply(&mut self, plan: &Plan) -> Result<(), DataplaneError> {
+        self.sync_ifaddrs()?;
+        prime_neighbours(plan);
+        let d = diff::diff(&self.state, plan, std::time::Instant::now())?;
+        self.run(d.ops)?;
+        self.sync_addrs(&interface_addrs())?;
+        Ok(())
+    }
+
+    /// Closes the ports whose drain period is over (called periodically by the agent).
+    pub fn expire_drains(&mut self) -> Result<(), DataplaneError> {
+        let ops = diff::expire(&self.state, std::time::Instant::now(), DRAIN_PERIOD);
+        self.run(ops)
+    }
+
+    /// Executes `ops` in order; each is recorded in the state once its writes succeeded.
+    fn run(&mut self, ops: Vec<Op>) -> Result<(), DataplaneError> {
+        for op in ops {
+            self.exec(&op)?;
+            self.state.record(&op);
+        }
+        Ok(())
+    }
+
+    /// The map writes of one op.
+    fn exec(&mut self, op: &Op) -> Result<(), DataplaneError> {
+        match op {
+            Op::AddBackend { id, addr, port } => {
+                self.backends
+                    .set(*id, BpfBackend::new(*addr, *port), 0)
+                    .map_err(map_err(names::BACKENDS))?;
+                reset_counter(&mut self.backend_stats, *id)?;
+            }
+            Op::ResolveNextHops(by_id) => {
+                self.resolve_next_hops(by_id)?;
+            }
+            Op::SetPort { idx, value } => {
+                self.ports
+                    .set(*idx, *value, 0)
+                    .map_err(map_err(names::PORTS))?;
+            }
+            Op::ResetServiceStats { id } => reset_counter(&mut self.service_stats, *id)?,
+            Op::WriteRing { slot, ring } => {
+                for (i, bid) in ring.iter().enumerate() {
+                    self.maglev
+                        .set(slot * MAGLEV_RING + i as u32, bid, 0)
+                        .map_err(map_err(names::MAGLEV))?;
+                }
+            }
+            Op::SetService { key, value, .. } => {
+                // The switch: one map update moves the service to its new ring.
+                self.services
+                    .insert(key, value, 0)
+                    .map_err(map_err(names::SERVICES))?;
+            }
+            Op::RemoveService { key } => {
+                let _ = self.services.remove(key);
+            }
+            Op::StartDrain { .. } | Op::EndDrain { .. } => {}
+            Op::RemoveBackend { id, .. } => {
+                // Established flows carry their own rewrite and keep going.
+                self.backends
+                    .set(*id, BpfBackend::default(), 0)
+                    .map_err(map_err(names::BACKENDS))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Publishes the IPv4 address of every interface (SNAT source per egress interface) and
+    /// the checksum handling of each attached one (`if_flags`; an attached interface without an
+    /// address gets an entry with address 0, which is never a SNAT source).
+    pub fn sync_ifaddrs(&mut self) -> Result<(), DataplaneError> {
+        let addrs = interface_addrs();
+        let mut want: BTreeMap<u32, IfAddr> = addrs
+            .iter()
+            .map(|(idx, a)| {
+                let v = IfAddr {
+                    addr: u32::from(a[0]).to_be(),
+                    flags: 0,
+                };
+                (*idx, v)
+            })
+            .collect();
+        for m in &self.ifmodes {
+            // Looked up again: an interface re-created under the same name has a new index.
+            if let Some(idx) = ifmode::ifindex(&m.iface) {
+                want.entry(idx)
+                    .or_insert(IfAddr { addr: 0, flags: 0 })
+                    .flags = m.flags;
+            }
+        }
+        sync_hash(&mut self.ifaddrs, &want, names::IFADDRS)?;
+        self.sync_addrs(&addrs)
+    }
+
+    /// Brings `ADDRS` to the node's own addresses (`ifaces`, from `interface_addrs`), removing
+    /// the rest.
+    fn sync_addrs(
+        &mut self,
+        ifaces: &StdHashMap<u32, Vec<Ipv4Addr>>,
+    ) -> Result<(), DataplaneError> {
+        let mut want: BTreeMap<u32, u32> = BTreeMap::new();
+        for a in ifaces.values().flatten() {
+            *want.entry(u32::from(*a).to_be()).or_default() |= addr_flags::NODE;
+        }
+        sync_hash(&mut self.addrs, &want, names::ADDRS)
+    }
+
+    /// Resolves every backend's next hop (egress interface, MACs, SNAT address) into `BACKENDS`
+    /// with the kernel's FIB, through the resolver program, so that no packet pays for a FIB
+    /// lookup. Called after each apply and about once a second. Returns the backends that could
+    /// not be resolved (no route or no neighbour entry yet): the caller primes their neighbours,
+    /// and the data path asks the FIB per flow for them meanwhile.
+    pub fn refresh_next_hops(&mut self) -> Result<Vec<Ipv4Addr>, DataplaneError> {
+        let all: BTreeMap<u32, u32> = self
+            .state
+            .backend_ids
+            .iter()
+            .map(|((addr, _), id)| (*id, *addr))
+            .collect();
+        self.resolve_next_hops(&all)
+    }
+
+    /// Resolves the next hops of the backends `by_id` (id -> address, network order); returns
+    /// the addresses that could not be resolved.
+    fn resolve_next_hops(
+        &mut self,
+        by_id: &BTreeMap<u32, u32>,
+    ) -> Result<Vec<Ipv4Addr>, DataplaneError> {
+        use aya::programs::{TestRun, TestRunOptions};
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(XDP_RESOLVE_PROGRAM)
+            .ok_or(DataplaneError::MissingMap("resolver program"))?
+            .try_into()?;
+        let mut unresolved = BTreeSet::new();
+        // One run per backend, repeat = 1: a run with repeat > 1 swaps the program in and out
+        // of the kernel's XDP dispatcher (two live text patches and RCU grace periods per call),
+        // which made a refresh of 100,000 backends take tens of seconds.
+        for (id, addr) in by_id {
+            let batch = ResolveBatch {
+                first: *id,
+                ..Default::default()
+            };
+            // Safety: ResolveBatch is plain #[repr(C)] data without padding holes.
+            let input: [u8; 32] = unsafe { std::mem::transmute(batch) };
+            let mut out = [0u8; 32 + 256];
+            let mut opts = TestRunOptions::new();
+            opts.data_in = Some(&input);
+            opts.data_out = Some(&mut out);
+            opts.repeat = 1;
+            prog.test_run(opts)?;
+            let done = u32::from_ne_bytes(out[20..24].try_into().expect("4 bytes"));
+            if done != 1 {
+                return Err(DataplaneError::Resolver(format!(
+                    "backend id {id}: the resolver ran {done} times, not once"
+                )));
+            }
+            let bits = u64::from_ne_bytes(out[24..32].try_into().expect("8 bytes"));
+            if bits & 1 != 0 {
+                unresolved.insert(Ipv4Addr::from(u32::from_be(*addr)));
+            }
+        }
+        Ok(unresolved.into_iter().collect())
+    }
+}
+
+/// Brings the hash map `map` to `want`: changed entries written (errors returned), then the
+/// others removed (errors ignored: an entry already gone is fine).
+fn sync_hash<V: aya::Pod + PartialEq>(
+    map: &mut HashMap<MapData, u32, V>,
+    want: &BTreeMap<u32, V>,
+    name: &'static str,
+) -> Result<(), DataplaneError> {
+    let have: BTreeMap<u32, V> = map.iter().filter_map(Result::ok).collect();
+    let (upsert, remove) = diff::sync_hash(&have, want);
+    for (k, v) in upsert {
+        map.insert(k, v, 0).map_err(map_err(name))?;
+    }
+    for k in remove {
+        let _ = map.remove(&k);
+    }
+    Ok(())
+}
+
+fn reset_counter(map: &mut PerCpuArray<MapData, Counters>, id: u32) -> Result<(), DataplaneError> {
+    let n = aya::util::nr_cpus().map_err(|(_, source)| DataplaneError::Io {
+        what: "reading possible CPUs",
+        source,
+    })?;
+    let zeros =
+        aya::maps::PerCpuValues::try_from(vec![Counters::default(); n]).map_err(|source| {
+            DataplaneError::Io {
+                what: "per-CPU counter values",
+                source,
+            }
+        })?;
+    map.set(id, zeros, 0).map_err(map_err("stats"))
+}
+
+/// Makes the kernel resolve each backend's neighbour entry, which the XDP program's FIB lookup
+/// needs (it cannot trigger ARP itself): one empty UDP datagram to the discard port.
+pub fn prime_neighbours(plan: &Plan) {
+    let addrs: BTreeSet<Ipv4Addr> = plan
+        .l4
+        .iter()
+        .flat_map(|s| s.backends.iter().map(|b| b.addr))
+        .collect();
+    prime_addrs(addrs);
+}
+
+/// `prime_neighbours` for the given addresses (e.g. backends whose next hop did not resolve).
+pub fn prime_addrs(addrs: impl IntoIterator<Item = Ipv4Addr>) {
+    if let Ok(sock) = std::net::UdpSocket::bind("0.0.0.0:0") {
+        for a in addrs {
+            let _ = sock.send_to(&[], (a, 9));
+        }
+    }
+}
