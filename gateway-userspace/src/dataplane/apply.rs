@@ -5,6 +5,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap as StdHashMap},
     net::Ipv4Addr,
+    os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
 };
 
 use aya::{
@@ -27,8 +28,14 @@ impl Dataplane {
     /// service entry, deletions last (see [`diff`]).
     pub fn apply(&mut self, plan: &Plan) -> Result<(), DataplaneError> {
         self.sync_ifaddrs()?;
-        prime_neighbours(plan);
         let d = diff::diff(&self.state, plan, std::time::Instant::now())?;
+        // Only new backends need their neighbour entries primed now: known ones are kept
+        // fresh by the agent's periodic refresh, and priming 100,000 of them at every apply
+        // was most of a no-change apply's time.
+        prime_addrs(d.ops.iter().filter_map(|op| match op {
+            Op::AddBackend { addr, .. } => Some(Ipv4Addr::from(u32::from_be(*addr))),
+            _ => None,
+        }));
         self.run(d.ops)?;
         self.sync_addrs(&interface_addrs())?;
         Ok(())
@@ -68,10 +75,20 @@ impl Dataplane {
             }
             Op::ResetServiceStats { id } => reset_counter(&mut self.service_stats, *id)?,
             Op::WriteRing { slot, ring } => {
-                for (i, bid) in ring.iter().enumerate() {
-                    self.maglev
-                        .set(slot * MAGLEV_RING + i as u32, bid, 0)
-                        .map_err(map_err(names::MAGLEV))?;
+                // One BPF_MAP_UPDATE_BATCH per ring instead of a syscall per slot (4,099 of
+                // them per ring); element by element where the kernel has no batch ops.
+                if let Err(e) = update_array_batch(self.maglev_fd.as_fd(), slot * MAGLEV_RING, ring)
+                {
+                    static SAID: std::sync::atomic::AtomicBool =
+                        std::sync::atomic::AtomicBool::new(false);
+                    if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        log::warn!("batched map update unavailable ({e}): Maglev rings written slot by slot");
+                    }
+                    for (i, bid) in ring.iter().enumerate() {
+                        self.maglev
+                            .set(slot * MAGLEV_RING + i as u32, bid, 0)
+                            .map_err(map_err(names::MAGLEV))?;
+                    }
                 }
             }
             Op::SetService { key, value, .. } => {
@@ -244,4 +261,54 @@ pub fn prime_addrs(addrs: impl IntoIterator<Item = Ipv4Addr>) {
             let _ = sock.send_to(&[], (a, 9));
         }
     }
+}
+
+/// `BPF_MAP_UPDATE_BATCH` of `values` into an array map at consecutive indexes from `first`
+/// (Linux 5.6+; an error leaves the caller to write element by element).
+fn update_array_batch(fd: BorrowedFd<'_>, first: u32, values: &[u32]) -> std::io::Result<()> {
+    /// `union bpf_attr`'s `batch` member.
+    #[repr(C)]
+    struct BatchAttr {
+        in_batch: u64,
+        out_batch: u64,
+        keys: u64,
+        values: u64,
+        count: u32,
+        map_fd: u32,
+        elem_flags: u64,
+        flags: u64,
+    }
+    const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+    let keys: Vec<u32> = (first..first + values.len() as u32).collect();
+    let mut attr = BatchAttr {
+        in_batch: 0,
+        out_batch: 0,
+        keys: keys.as_ptr() as u64,
+        values: values.as_ptr() as u64,
+        count: values.len() as u32,
+        map_fd: fd.as_raw_fd() as u32,
+        elem_flags: 0,
+        flags: 0,
+    };
+    // SAFETY: `attr` is a valid bpf_attr batch member whose key and value pointers cover
+    // `count` u32s each and outlive the call; the kernel writes back only `count`.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_MAP_UPDATE_BATCH,
+            &mut attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>() as u32,
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if attr.count as usize != values.len() {
+        return Err(std::io::Error::other(format!(
+            "batch update wrote {} of {}",
+            attr.count,
+            values.len()
+        )));
+    }
+    Ok(())
 }

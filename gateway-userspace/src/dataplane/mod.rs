@@ -108,6 +108,8 @@ pub struct Dataplane {
     services: HashMap<MapData, ServiceKey, ServiceValue>,
     backends: Array<MapData, BpfBackend>,
     maglev: Array<MapData, u32>,
+    /// `MAGLEV`'s fd (a dup), for batched ring writes (aya has no batch API).
+    maglev_fd: std::os::fd::OwnedFd,
     ifaddrs: HashMap<MapData, u32, IfAddr>,
     addrs: HashMap<MapData, u32, u32>,
     ports: Array<MapData, u32>,
@@ -224,8 +226,20 @@ impl Dataplane {
                 .map_err(map_err(names::SERVICES))?;
         let backends: Array<MapData, BpfBackend> =
             Array::try_from(take(&mut ebpf, names::BACKENDS)?).map_err(map_err(names::BACKENDS))?;
-        let maglev =
-            Array::try_from(take(&mut ebpf, names::MAGLEV)?).map_err(map_err(names::MAGLEV))?;
+        let maglev_map = take(&mut ebpf, names::MAGLEV)?;
+        let maglev_fd = match &maglev_map {
+            aya::maps::Map::Array(d) => {
+                use std::os::fd::AsFd as _;
+                d.fd().as_fd().try_clone_to_owned().map_err(|source| {
+                    DataplaneError::Bpffs {
+                        path: std::path::PathBuf::from(names::MAGLEV),
+                        source,
+                    }
+                })?
+            }
+            _ => return Err(DataplaneError::MissingMap(names::MAGLEV)),
+        };
+        let maglev = Array::try_from(maglev_map).map_err(map_err(names::MAGLEV))?;
         let ifaddrs =
             HashMap::try_from(take(&mut ebpf, names::IFADDRS)?).map_err(map_err(names::IFADDRS))?;
         let ports =
@@ -245,6 +259,7 @@ impl Dataplane {
             services,
             backends,
             maglev,
+            maglev_fd,
             ifaddrs,
             addrs,
             ports,
