@@ -20,7 +20,12 @@ const ISTIO_GROUP: &str = "networking.istio.io";
 /// Istio's API versions, preferred first: every served version returns every object (the
 /// API server converts), so one is watched, the newest the cluster serves.
 const ISTIO_VERSIONS: [&str; 3] = ["v1", "v1beta1", "v1alpha3"];
-const ISTIO_KINDS: [&str; 4] = ["Gateway", "VirtualService", "DestinationRule", "ServiceEntry"];
+const ISTIO_KINDS: [&str; 4] = [
+    "Gateway",
+    "VirtualService",
+    "DestinationRule",
+    "ServiceEntry",
+];
 /// (group, version, kind) of the Kubernetes kinds watched.
 const KUBE_KINDS: [(&str, &str, &str); 4] = [
     ("", "v1", "Service"),
@@ -42,7 +47,9 @@ async fn istio_version(client: &kube::Client) -> Option<&'static str> {
                     .filter(|g| g.name == ISTIO_GROUP)
                     .flat_map(|g| g.versions.iter().map(|v| v.version.clone()))
                     .collect();
-                let v = ISTIO_VERSIONS.into_iter().find(|v| served.iter().any(|s| s == v));
+                let v = ISTIO_VERSIONS
+                    .into_iter()
+                    .find(|v| served.iter().any(|s| s == v));
                 match v {
                     Some(v) => log::info!("Kubernetes: watching {ISTIO_GROUP}/{v}"),
                     None => log::warn!(
@@ -132,9 +139,9 @@ pub async fn client(kubeconfig: Option<&std::path::Path>) -> anyhow::Result<kube
                 .await
                 .map_err(|e| anyhow::anyhow!("kubeconfig {}: {e}", p.display()))?
         }
-        None => kube::Config::infer()
-            .await
-            .map_err(|e| anyhow::anyhow!("no Kubernetes API config (in-cluster or kubeconfig): {e}"))?,
+        None => kube::Config::infer().await.map_err(|e| {
+            anyhow::anyhow!("no Kubernetes API config (in-cluster or kubeconfig): {e}")
+        })?,
     };
     kube::Client::try_from(config).map_err(|e| anyhow::anyhow!("Kubernetes client: {e}"))
 }
@@ -168,7 +175,14 @@ pub async fn start(
                 None => Api::all_with(client.clone(), &ar),
             };
             let scope = scope.map(str::to_string);
-            tokio::spawn(watch_kind(api, ar, kind, scope, store.clone(), notify.clone()));
+            tokio::spawn(watch_kind(
+                api,
+                ar,
+                kind,
+                scope,
+                store.clone(),
+                notify.clone(),
+            ));
         }
     }
     store
@@ -182,7 +196,8 @@ async fn watch_kind(
     store: Arc<Store>,
     notify: Arc<tokio::sync::Notify>,
 ) {
-    let mut stream = std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
+    let mut stream =
+        std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
     // The objects of a (re)list in progress: they replace the kind's set at InitDone, so a
     // relist after 410 Gone also forgets objects deleted meanwhile.
     let mut relist: Option<Objects> = None;
@@ -252,7 +267,10 @@ async fn watch_kind(
 fn key_of(kind: &'static str, o: &DynamicObject) -> Key {
     (
         kind,
-        o.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        o.metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
         o.metadata.name.clone().unwrap_or_default(),
     )
 }
@@ -271,7 +289,11 @@ fn entry(
         return None;
     }
     let name = o.metadata.name.clone()?;
-    let ns = o.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+    let ns = o
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let rv = o.metadata.resource_version.clone().unwrap_or_default();
     o.types = Some(kube::api::TypeMeta {
         api_version: ar.api_version.clone(),
@@ -320,10 +342,25 @@ mod tests {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/k8s/");
         let read = |f: &str| std::fs::read_to_string(format!("{dir}{f}")).unwrap();
         let texts = [
-            store_text("networking.istio.io", "v1", "Gateway", &read("gateway.json")),
-            store_text("networking.istio.io", "v1", "VirtualService", &read("virtualservice.json")),
+            store_text(
+                "networking.istio.io",
+                "v1",
+                "Gateway",
+                &read("gateway.json"),
+            ),
+            store_text(
+                "networking.istio.io",
+                "v1",
+                "VirtualService",
+                &read("virtualservice.json"),
+            ),
             store_text("", "v1", "Service", &read("service.json")),
-            store_text("discovery.k8s.io", "v1", "EndpointSlice", &read("endpointslice.json")),
+            store_text(
+                "discovery.k8s.io",
+                "v1",
+                "EndpointSlice",
+                &read("endpointslice.json"),
+            ),
         ];
         let (m, errors) =
             crate::config::load_texts(texts.iter().map(|(n, y)| (n.as_str(), y.as_str())));

@@ -40,7 +40,11 @@ enum Cmd {
     /// Load manifests, attach the XDP program and serve until stopped.
     Run {
         /// Directory of Istio / Kubernetes YAML manifests (read recursively, watched for changes).
-        #[arg(long, required_unless_present = "kubernetes", conflicts_with = "kubernetes")]
+        #[arg(
+            long,
+            required_unless_present = "kubernetes",
+            conflicts_with = "kubernetes"
+        )]
         config: Option<PathBuf>,
         /// Read the objects from the Kubernetes API (list and watch) instead of a directory:
         /// the in-cluster service account, or --kubeconfig.

@@ -156,7 +156,11 @@ impl ApiServer {
     /// Deletes an object; true if it existed.
     pub fn delete(&self, api_version: &str, kind: &str, ns: &str, name: &str) -> bool {
         self.change(|st| {
-            let key = (collection(api_version, kind), ns.to_string(), name.to_string());
+            let key = (
+                collection(api_version, kind),
+                ns.to_string(),
+                name.to_string(),
+            );
             let Some(mut obj) = st.objects.remove(&key) else {
                 return false;
             };
@@ -199,7 +203,9 @@ impl ApiServer {
     /// The networking.istio.io versions discovery (`GET /apis`) announces: an older Istio
     /// serves no v1, a cluster without Istio none.
     pub fn set_istio_versions(&self, versions: &[&str]) {
-        self.change(|st| st.istio_versions = Some(versions.iter().map(|v| v.to_string()).collect()));
+        self.change(|st| {
+            st.istio_versions = Some(versions.iter().map(|v| v.to_string()).collect())
+        });
     }
 
     pub fn resource_version(&self) -> u64 {
@@ -430,7 +436,9 @@ fn watch(
                 .rsplit_once('/')
                 .map(|(p, _)| {
                     (
-                        p.trim_start_matches("/apis/").trim_start_matches("/api/").to_string(),
+                        p.trim_start_matches("/apis/")
+                            .trim_start_matches("/api/")
+                            .to_string(),
                         "Bookmark",
                     )
                 })

@@ -27,7 +27,8 @@ fn slice(eps: &[(Ipv4Addr, bool, bool, bool)]) -> Result<Value> {
         .map(|(i, (addr, ready, serving, terminating))| {
             let mut e = template.clone();
             e["addresses"] = json!([addr.to_string()]);
-            e["conditions"] = json!({"ready": ready, "serving": serving, "terminating": terminating});
+            e["conditions"] =
+                json!({"ready": ready, "serving": serving, "terminating": terminating});
             e["targetRef"]["name"] = json!(format!("echo-7d9c6b5f4-{i}"));
             e
         })
@@ -52,7 +53,11 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 fn rejected(dump: &Value) -> Vec<String> {
     dump["rejected"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -68,11 +73,23 @@ fn kubernetes_watch_feeds_the_pipeline_and_survives_the_api_server() -> Result<(
 
     let agent = Agent::start_kubernetes(&topo, &api, &["--vip", "198.18.0.1"])?;
     let http = HttpClient::new(topo.client.name());
-    ensure!(answering(&http, 4)? == set(&["b1"]), "first config from the API");
+    ensure!(
+        answering(&http, 4)? == set(&["b1"]),
+        "first config from the API"
+    );
     // Every watched kind was listed once, then watched from the list's resourceVersion.
-    for plural in ["gateways", "virtualservices", "services", "endpointslices", "pods", "secrets"] {
+    for plural in [
+        "gateways",
+        "virtualservices",
+        "services",
+        "endpointslices",
+        "pods",
+        "secrets",
+    ] {
         ensure!(
-            api.requests(&format!("/{plural}?")).iter().any(|r| r.contains("watch=true")),
+            api.requests(&format!("/{plural}?"))
+                .iter()
+                .any(|r| r.contains("watch=true")),
             "no watch on {plural}: {:?}",
             api.requests(plural)
         );
@@ -93,14 +110,19 @@ fn kubernetes_watch_feeds_the_pipeline_and_survives_the_api_server() -> Result<(
     let bad_rv = api.apply(bad);
     let named = format!("VirtualService apps/bad@{bad_rv}");
     wait_until(WAIT, "the invalid VirtualService reported", || {
-        Ok(rejected(&agent.config_dump()?).iter().any(|r| r.contains(&named)))
+        Ok(rejected(&agent.config_dump()?)
+            .iter()
+            .any(|r| r.contains(&named)))
     })?;
     let r = rejected(&agent.config_dump()?);
     ensure!(
         r.iter().any(|m| m.contains("timeout")),
         "the rejection names the field: {r:?}"
     );
-    ensure!(answering(&http, 2)? == set(&["b1"]), "serving after a rejection");
+    ensure!(
+        answering(&http, 2)? == set(&["b1"]),
+        "serving after a rejection"
+    );
 
     // A terminating endpoint (ready false, still serving) takes no new requests.
     api.apply(slice(&[(b1, false, true, true), (b2, true, true, false)])?);
@@ -123,7 +145,10 @@ fn kubernetes_watch_feeds_the_pipeline_and_survives_the_api_server() -> Result<(
         let d = agent.config_dump()?;
         Ok(d["revision"]["resource_versions"]["EndpointSlice"] == json!(last_rv.to_string()))
     })?;
-    ensure!(answering(&http, 4)? == set(&["b3"]), "the burst's final endpoints");
+    ensure!(
+        answering(&http, 4)? == set(&["b3"]),
+        "the burst's final endpoints"
+    );
     let applies = agent.generation()? - before;
     ensure!(
         applies <= 30,
@@ -134,7 +159,10 @@ fn kubernetes_watch_feeds_the_pipeline_and_survives_the_api_server() -> Result<(
     // The API server goes away: serving and readiness continue.
     api.set_down(true);
     std::thread::sleep(Duration::from_millis(500));
-    ensure!(answering(&http, 4)? == set(&["b3"]), "serving while the API is away");
+    ensure!(
+        answering(&http, 4)? == set(&["b3"]),
+        "serving while the API is away"
+    );
     let (ready, _) = agent.get_at("127.0.0.1:15021".parse()?, "/healthz/ready")?;
     ensure!(ready == 200, "readiness while the API is away: {ready}");
     // Meanwhile the endpoints change, the invalid object is deleted and etcd compacts: the
@@ -175,14 +203,21 @@ fn kubernetes_watch_feeds_the_pipeline_and_survives_the_api_server() -> Result<(
     std::thread::sleep(Duration::from_millis(300));
     api.end_watches();
     let resumed = format!("resourceVersion={rv}");
-    wait_until(WAIT, "the EndpointSlice watch resumed from the bookmark", || {
-        Ok(api
-            .requests("/endpointslices?")
-            .iter()
-            .any(|r| r.contains("watch=true") && r.contains(&resumed)))
-    })
+    wait_until(
+        WAIT,
+        "the EndpointSlice watch resumed from the bookmark",
+        || {
+            Ok(api
+                .requests("/endpointslices?")
+                .iter()
+                .any(|r| r.contains("watch=true") && r.contains(&resumed)))
+        },
+    )
     .with_context(|| format!("{:?}", api.requests("/endpointslices?")))?;
-    ensure!(answering(&http, 2)? == set(&["b1"]), "serving after the bookmark");
+    ensure!(
+        answering(&http, 2)? == set(&["b1"]),
+        "serving after the bookmark"
+    );
     Ok(())
 }
 
@@ -234,7 +269,10 @@ fn credential_secrets_from_the_api_rotate() -> Result<()> {
         ])
     };
     ensure!(get(&old_pem)?.status == 200, "the Secret's certificate");
-    ensure!(get(&new_pem).is_err(), "trusted by a CA that did not sign it");
+    ensure!(
+        get(&new_pem).is_err(),
+        "trusted by a CA that did not sign it"
+    );
 
     api.apply(tls_secret("gw-cert", &new_ca.leaf("k8s.example.com")?));
     wait_until(WAIT, "the rotated Secret served", || {
@@ -271,20 +309,39 @@ fn own_pod_labels_select_gateways() -> Result<()> {
     let agent = Agent::start_kubernetes(
         &topo,
         &api,
-        &["--vip", "198.18.0.1", "--pod-name", "gateway-x7k2p", "--node-name", "node-1"],
+        &[
+            "--vip",
+            "198.18.0.1",
+            "--pod-name",
+            "gateway-x7k2p",
+            "--node-name",
+            "node-1",
+        ],
     )?;
     let http = HttpClient::new(topo.client.name());
     let r = http.get(URL, &[])?;
-    ensure!(r.status == 200, "the Gateway selecting the Pod's labels: {}", r.status);
+    ensure!(
+        r.status == 200,
+        "the Gateway selecting the Pod's labels: {}",
+        r.status
+    );
     let dump = agent.config_dump()?;
     ensure!(dump["revision"]["node"] == "node-1", "{}", dump["revision"]);
-    ensure!(dump["revision"]["source"] == "the Kubernetes API", "{}", dump["revision"]);
+    ensure!(
+        dump["revision"]["source"] == "the Kubernetes API",
+        "{}",
+        dump["revision"]
+    );
 
     // Relabelled: the Gateway no longer selects this agent, its port closes.
     api.apply(pod("other"));
-    wait_until(WAIT, "the Gateway unselected", || Ok(http.get(URL, &[]).is_err()))?;
+    wait_until(WAIT, "the Gateway unselected", || {
+        Ok(http.get(URL, &[]).is_err())
+    })?;
     ensure!(
-        agent.log().contains("labels from Pod istio-system/gateway-x7k2p"),
+        agent
+            .log()
+            .contains("labels from Pod istio-system/gateway-x7k2p"),
         "the identity is logged"
     );
     Ok(())
@@ -308,9 +365,15 @@ fn older_istio_api_versions_are_watched() -> Result<()> {
     }
     let agent = Agent::start_kubernetes(&topo, &api, &["--vip", "198.18.0.1"])?;
     let r = HttpClient::new(topo.client.name()).get(URL, &[])?;
-    ensure!(r.status == 200 && r.body == "beta", "{} {}", r.status, r.body);
     ensure!(
-        !api.requests("/apis/networking.istio.io/v1beta1/gateways?").is_empty()
+        r.status == 200 && r.body == "beta",
+        "{} {}",
+        r.status,
+        r.body
+    );
+    ensure!(
+        !api.requests("/apis/networking.istio.io/v1beta1/gateways?")
+            .is_empty()
             && api.requests("/apis/networking.istio.io/v1/").is_empty(),
         "watched {:?}",
         api.requests("networking.istio.io")

@@ -54,7 +54,15 @@ pub fn load_admit_compile(
 ) -> (Admission, Option<(Plan, Vec<Warning>)>, StageTimes) {
     let t0 = std::time::Instant::now();
     let (loaded, load_errors) = load_dir_partial(dir);
-    admit_compile(loaded, load_errors, base_dir(dir), t0, input, previous, strict)
+    admit_compile(
+        loaded,
+        load_errors,
+        base_dir(dir),
+        t0,
+        input,
+        previous,
+        strict,
+    )
 }
 
 /// The stages after loading, for objects from any source (a directory, the Kubernetes API):

@@ -230,12 +230,13 @@ impl Dataplane {
         let maglev_fd = match &maglev_map {
             aya::maps::Map::Array(d) => {
                 use std::os::fd::AsFd as _;
-                d.fd().as_fd().try_clone_to_owned().map_err(|source| {
-                    DataplaneError::Bpffs {
+                d.fd()
+                    .as_fd()
+                    .try_clone_to_owned()
+                    .map_err(|source| DataplaneError::Bpffs {
                         path: std::path::PathBuf::from(names::MAGLEV),
                         source,
-                    }
-                })?
+                    })?
             }
             _ => return Err(DataplaneError::MissingMap(names::MAGLEV)),
         };

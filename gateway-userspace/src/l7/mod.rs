@@ -362,8 +362,10 @@ where
             let mut req = req;
             // Edge hygiene: the gateway owns the request id (Envoy at the edge regenerates it);
             // set before capture so the access log prints the one sent upstream.
-            req.headers_mut()
-                .insert(request::headers::X_REQUEST_ID, request::headers::request_id());
+            req.headers_mut().insert(
+                request::headers::X_REQUEST_ID,
+                request::headers::request_id(),
+            );
             let info = observe::capture(&req);
             let (resp, route) = proxy::handle(state, conn, req).await;
             let route = route.map(|r| (r.0, r.1));
