@@ -237,13 +237,10 @@ impl Origin {
     /// files the plan reads), or the watched objects.
     fn fingerprint(&self, plan: &Plan) -> u64 {
         match self {
-            Origin::Dir(d) => fingerprint(d, plan),
-            Origin::Kube(store, _) => {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                store.version().hash(&mut h);
-                fingerprint(Path::new("/nonexistent"), plan).hash(&mut h);
-                h.finish()
-            }
+            Origin::Dir(d) => fingerprint(Some(d), plan),
+            // The store's version moves on every watched change; the plan may still read
+            // certificate files (paths in DestinationRules or Gateways).
+            Origin::Kube(store, _) => fingerprint(None, plan) ^ store.version(),
         }
     }
 }
@@ -659,11 +656,11 @@ async fn reload_on_sighup(reload: Arc<tokio::sync::Notify>) {
     }
 }
 
-/// A fingerprint of every file under `dir` and of the certificate files `plan` reads (paths
+/// A fingerprint of every file under `dir` (if any) and of the certificate files `plan` reads (paths
 /// and contents): a change triggers a reload, so rotated certificates are picked up.
-fn fingerprint(dir: &Path, plan: &Plan) -> u64 {
+fn fingerprint(dir: Option<&Path>, plan: &Plan) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    let mut stack = vec![dir.to_path_buf()];
+    let mut stack: Vec<PathBuf> = dir.map(Path::to_path_buf).into_iter().collect();
     let mut files = Vec::new();
     while let Some(d) = stack.pop() {
         if let Ok(rd) = std::fs::read_dir(&d) {
