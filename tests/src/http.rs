@@ -154,6 +154,17 @@ impl HttpClient {
         parse_response(&raw).with_context(|| format!("curl {}", args.join(" ")))
     }
 
+    /// `GET https://host/` on port 443 of `addr`, trusting only the CA in the PEM file `cacert`.
+    pub fn https_get(&self, cacert: &str, host: &str, addr: &str) -> anyhow::Result<Response> {
+        self.curl(&[
+            "--cacert",
+            cacert,
+            "--resolve",
+            &format!("{host}:443:{addr}"),
+            &format!("https://{host}/"),
+        ])
+    }
+
     /// `GET url` with extra headers (`"Host: x"`, ...).
     pub fn get(&self, url: &str, headers: &[&str]) -> anyhow::Result<Response> {
         let mut a = Vec::new();

@@ -41,15 +41,7 @@ fn certificate_files_rotate_without_restart() -> Result<()> {
     );
     let _agent = Agent::start(&topo, &[("gateway.yaml", gateway)])?;
     let c = topo.http_client();
-    let get = |cacert: &str| {
-        c.curl(&[
-            "--cacert",
-            cacert,
-            "--resolve",
-            &format!("rot.example.com:443:{VIP}"),
-            "https://rot.example.com/",
-        ])
-    };
+    let get = |cacert: &str| c.https_get(cacert, "rot.example.com", &VIP.to_string());
     ensure!(get(&old_pem)?.status == 200, "the first certificate");
     ensure!(
         get(&new_pem).is_err(),

@@ -259,15 +259,7 @@ fn credential_secrets_from_the_api_rotate() -> Result<()> {
     };
     let (old_pem, new_pem) = (pem("old.pem", &old_ca)?, pem("new.pem", &new_ca)?);
     let c = topo.http_client();
-    let get = |cacert: &str| {
-        c.curl(&[
-            "--cacert",
-            cacert,
-            "--resolve",
-            "k8s.example.com:443:198.18.0.1",
-            "https://k8s.example.com/",
-        ])
-    };
+    let get = |cacert: &str| c.https_get(cacert, "k8s.example.com", "198.18.0.1");
     ensure!(get(&old_pem)?.status == 200, "the Secret's certificate");
     ensure!(
         get(&new_pem).is_err(),
