@@ -79,7 +79,11 @@ pub fn check(dir: &Path) -> Report {
                 "Error",
                 // A file that does not parse is Istio's "file parse error"; an object that fails
                 // validation is its schema validation error.
-                if e.doc.is_none() { "IST0162" } else { "IST0106" },
+                if e.doc.is_none() {
+                    "IST0162"
+                } else {
+                    "IST0106"
+                },
                 &e.file,
                 lines.line_of(&e.file, &e.resource, e.doc),
                 e.doc,

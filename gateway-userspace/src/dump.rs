@@ -48,7 +48,12 @@ fn listeners(src: &Sources) -> Table {
         let addr = format!("{}:{}", s(&l["bind"]), s(&l["port"]));
         let chains = l["tls"].as_array().map_or(0, Vec::len);
         if chains == 0 {
-            rows.push(vec![addr.clone(), "HTTP".into(), "L7 (agent)".into(), s(&l["origin"])]);
+            rows.push(vec![
+                addr.clone(),
+                "HTTP".into(),
+                "L7 (agent)".into(),
+                s(&l["origin"]),
+            ]);
         }
         for c in l["tls"].as_array().into_iter().flatten() {
             let sni = c["server_names"]
@@ -64,7 +69,11 @@ fn listeners(src: &Sources) -> Table {
             ]);
         }
     }
-    for l in plan["streams"]["listeners"].as_array().into_iter().flatten() {
+    for l in plan["streams"]["listeners"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         rows.push(vec![
             format!("{}:{}", s(&l["bind"]), s(&l["port"])),
             "TLS stream".into(),
@@ -76,7 +85,11 @@ fn listeners(src: &Sources) -> Table {
         rows.push(vec![
             format!("{}:{}", s(&svc["vip"]), s(&svc["port"])),
             s(&svc["proto"]).to_uppercase(),
-            format!("{} ({})", src.config_dump["l4_path"].as_str().unwrap_or("-"), s(&svc["nat"])),
+            format!(
+                "{} ({})",
+                src.config_dump["l4_path"].as_str().unwrap_or("-"),
+                s(&svc["nat"])
+            ),
             s(&svc["origin"]),
         ]);
     }
@@ -202,7 +215,14 @@ fn endpoints(src: &Sources) -> Table {
     }
     Table {
         title: "ENDPOINTS",
-        columns: &["ENDPOINT", "STATUS", "WEIGHT", "RQ_ACTIVE", "EJECTIONS", "CLUSTER"],
+        columns: &[
+            "ENDPOINT",
+            "STATUS",
+            "WEIGHT",
+            "RQ_ACTIVE",
+            "EJECTIONS",
+            "CLUSTER",
+        ],
         rows,
     }
 }
@@ -254,8 +274,17 @@ fn secrets(src: &Sources) -> Table {
 
 fn bpf(src: &Sources) -> Vec<Table> {
     let mut services = Vec::new();
-    for svc in src.config_dump["plan"]["l4"].as_array().into_iter().flatten() {
-        let key = format!("{}:{}/{}", s(&svc["vip"]), s(&svc["port"]), s(&svc["proto"]).to_lowercase());
+    for svc in src.config_dump["plan"]["l4"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let key = format!(
+            "{}:{}/{}",
+            s(&svc["vip"]),
+            s(&svc["port"]),
+            s(&svc["proto"]).to_lowercase()
+        );
         let c = &src.stats["services"][&key];
         let backends: Vec<String> = svc["backends"]
             .as_array()
@@ -412,12 +441,15 @@ mod tests {
         assert!(t.starts_with("generation 3 (hash abcd"), "{t}");
         assert!(t.contains("LISTENERS\nADDRESS"), "{t}");
         assert!(
-            t.lines().any(|l| l.starts_with("198.18.0.1:31400") && l.contains("TCP") && l.contains("xdp")),
+            t.lines().any(|l| l.starts_with("198.18.0.1:31400")
+                && l.contains("TCP")
+                && l.contains("xdp")),
             "{t}"
         );
         assert!(
-            t.lines()
-                .any(|l| l.starts_with("8080") && l.contains("prefix /v1/") && l.contains("outbound|8000|v1|web.demo.local (1)")),
+            t.lines().any(|l| l.starts_with("8080")
+                && l.contains("prefix /v1/")
+                && l.contains("outbound|8000|v1|web.demo.local (1)")),
             "{t}"
         );
         assert!(

@@ -363,11 +363,18 @@ pub fn explain_l4(plan: &Plan, vip: std::net::Ipv4Addr, port: u16, proto: Proto)
         .iter()
         .find(|s| matches(s.vip) && s.port == port && s.proto == proto)
     {
-        let _ = writeln!(out, "L4 service {}:{} {:?} (XDP fast path)", s.vip, s.port, s.proto);
+        let _ = writeln!(
+            out,
+            "L4 service {}:{} {:?} (XDP fast path)",
+            s.vip, s.port, s.proto
+        );
         let _ = writeln!(out, "  from: {}", s.origin);
         let _ = writeln!(out, "  NAT: {:?}, hash: {:?}", s.nat, s.hash);
         if s.backends.is_empty() {
-            let _ = writeln!(out, "  no backends: packets are dropped and counted (no_backend)");
+            let _ = writeln!(
+                out,
+                "  no backends: packets are dropped and counted (no_backend)"
+            );
             return (out, 503);
         }
         let total: u64 = s.backends.iter().map(|b| u64::from(b.weight)).sum();
@@ -384,11 +391,7 @@ pub fn explain_l4(plan: &Plan, vip: std::net::Ipv4Addr, port: u16, proto: Proto)
         return (out, 200);
     }
     if proto == Proto::Tcp {
-        if let Some(l) = plan
-            .local
-            .iter()
-            .find(|l| matches(l.vip) && l.port == port)
-        {
+        if let Some(l) = plan.local.iter().find(|l| matches(l.vip) && l.port == port) {
             let _ = writeln!(
                 out,
                 "served by the agent itself (passed to the local stack): {}",
@@ -467,9 +470,18 @@ mod query_tests {
 
     #[test]
     fn query_round_trip() {
-        for s in ["GET http://a.example:8080/x?y=1&z=%2F", "x-user: ä b+c", "100%", "%zz%4"] {
+        for s in [
+            "GET http://a.example:8080/x?y=1&z=%2F",
+            "x-user: ä b+c",
+            "100%",
+            "%zz%4",
+        ] {
             let q = format!("k={}", query_encode(s));
-            assert_eq!(query_pairs(&q), vec![("k".to_string(), s.to_string())], "{s}");
+            assert_eq!(
+                query_pairs(&q),
+                vec![("k".to_string(), s.to_string())],
+                "{s}"
+            );
         }
         assert_eq!(
             query_pairs("a=1+2&b"),

@@ -18,8 +18,8 @@ use prometheus_client::{
 
 /// Envoy's default histogram buckets, which Istio keeps for the duration and size histograms.
 const BUCKETS: [f64; 19] = [
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
-    30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];
 
 /// Who reports: this gateway workload (Istio's `source_*` labels at a gateway).
@@ -242,6 +242,8 @@ pub struct Istio {
     pub tcp_received: Family<Labels, Counter>,
     pub route_requests: Family<RouteLabels, Counter>,
     pub route_seconds: Family<RouteLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    /// Downstream connections closed at accept by `--max-connections`.
+    pub overload_rejected: Counter,
 }
 
 pub static ISTIO: LazyLock<Istio> = LazyLock::new(|| Istio {
@@ -256,6 +258,7 @@ pub static ISTIO: LazyLock<Istio> = LazyLock::new(|| Istio {
     tcp_received: Family::default(),
     route_requests: Family::default(),
     route_seconds: Family::default(),
+    overload_rejected: Counter::default(),
 });
 
 /// One finished HTTP request.
@@ -300,7 +303,11 @@ pub fn register(reg: &mut Registry) {
         "Request duration",
         m.duration_ms.clone(),
     );
-    reg.register("istio_request_bytes", "Request size", m.request_bytes.clone());
+    reg.register(
+        "istio_request_bytes",
+        "Request size",
+        m.request_bytes.clone(),
+    );
     reg.register(
         "istio_response_bytes",
         "Response size",
@@ -335,6 +342,11 @@ pub fn register(reg: &mut Registry) {
         "gateway_http_request_seconds",
         "Time to response headers, summed, by listener port, route and status",
         m.route_seconds.clone(),
+    );
+    reg.register(
+        "gateway_overload_rejected_connections",
+        "Downstream connections closed at accept because --max-connections were open",
+        m.overload_rejected.clone(),
     );
     reg.register(
         "gateway_tls_stream_connections",
@@ -402,7 +414,10 @@ mod tests {
 
     #[test]
     fn destination_labels_from_cluster_names() {
-        let d = Dest::from_cluster("outbound|9080|v1|reviews.bookinfo.svc.cluster.local", "bookinfo");
+        let d = Dest::from_cluster(
+            "outbound|9080|v1|reviews.bookinfo.svc.cluster.local",
+            "bookinfo",
+        );
         assert_eq!(
             (&*d.service, &*d.name, &*d.namespace, &*d.version),
             (

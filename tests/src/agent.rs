@@ -237,8 +237,7 @@ impl Agent {
         if !self.extra_args.iter().any(|a| a == "--drain-duration") {
             cmd.args(["--drain-duration", "300ms"]);
         }
-        cmd
-            .env("RUST_LOG", "info")
+        cmd.env("RUST_LOG", "info")
             .stdout(Stdio::from(log.try_clone()?))
             .stderr(Stdio::from(log));
         // nsenter without --fork and `ip netns exec` exec the agent in place: the guard's PID

@@ -291,9 +291,11 @@ fn check_reports_each_rejected_object_as_text_and_json() -> Result<()> {
     let (ok, text) = run(&[])?;
     ensure!(!ok, "check accepted an invalid object: {text}");
     ensure!(
-        text.lines().any(|l| l.starts_with("Error [IST0106] (VirtualService demo/broken ")
-            && l.contains("broken.yaml:")
-            && l.contains(") spec.http[0].timeout: ")),
+        text.lines().any(
+            |l| l.starts_with("Error [IST0106] (VirtualService demo/broken ")
+                && l.contains("broken.yaml:")
+                && l.contains(") spec.http[0].timeout: ")
+        ),
         "{text}"
     );
     ensure!(

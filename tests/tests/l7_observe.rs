@@ -43,7 +43,11 @@ fn access_log_and_metrics() -> Result<()> {
         "first line: {}",
         lines[0]
     );
-    ensure!(f[12] == "observe-test" && f[14] == "198.18.0.1:8080", "{}", lines[0]);
+    ensure!(
+        f[12] == "observe-test" && f[14] == "198.18.0.1:8080",
+        "{}",
+        lines[0]
+    );
     ensure!(
         f[13].len() == 36 && f[13] == ok.upstream_header("x-request-id").unwrap_or_default(),
         "the logged request id is the one sent upstream: {} vs {:?}",
@@ -51,12 +55,18 @@ fn access_log_and_metrics() -> Result<()> {
         ok.upstream_header("x-request-id")
     );
     ensure!(
-        f[15].parse::<std::net::SocketAddrV4>().is_ok_and(|a| a.port() == 8000)
+        f[15]
+            .parse::<std::net::SocketAddrV4>()
+            .is_ok_and(|a| a.port() == 8000)
             && f[16] == "outbound|8000|v1|web.demo.local",
         "upstream host and cluster: {}",
         lines[0]
     );
-    ensure!(f[18] == "198.18.0.1:8080" && f[21] == "v1-only", "{}", lines[0]);
+    ensure!(
+        f[18] == "198.18.0.1:8080" && f[21] == "v1-only",
+        "{}",
+        lines[0]
+    );
     let t = fields(lines[1]);
     ensure!(
         t[1] == "GET /teapot HTTP/1.1"
@@ -141,7 +151,11 @@ fn access_log_and_metrics() -> Result<()> {
     // `gateway dump` shows the live plan and the XDP path as tables, and as JSON.
     let out = agent.cli(&["dump"])?;
     let text = String::from_utf8_lossy(&out.stdout);
-    ensure!(out.status.success(), "dump: {text}{}", String::from_utf8_lossy(&out.stderr));
+    ensure!(
+        out.status.success(),
+        "dump: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for want in [
         "ROUTES",
         "exact /teapot",
@@ -184,7 +198,10 @@ fn wait_lines(path: &std::path::Path, n: usize) -> Result<String> {
     loop {
         let text = std::fs::read_to_string(path)?;
         if text.lines().count() >= n || std::time::Instant::now() > deadline {
-            ensure!(text.lines().count() == n, "{n} access log lines expected:\n{text}");
+            ensure!(
+                text.lines().count() == n,
+                "{n} access log lines expected:\n{text}"
+            );
             return Ok(text);
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
@@ -310,7 +327,9 @@ fn sigterm_drains_requests_in_flight() -> Result<()> {
     let http = HttpClient::new(topo.client.name());
     ensure!(http.get("http://198.18.0.1:8080/x", &[])?.status == 200);
     ensure!(
-        http.get("http://198.18.0.1:8080/x", &[])?.header("connection") != Some("close"),
+        http.get("http://198.18.0.1:8080/x", &[])?
+            .header("connection")
+            != Some("close"),
         "no connection: close before the drain"
     );
 
@@ -329,7 +348,11 @@ fn sigterm_drains_requests_in_flight() -> Result<()> {
     std::thread::sleep(std::time::Duration::from_millis(200));
 
     let ready = http.get("http://198.18.0.1:15021/healthz/ready", &[])?;
-    ensure!(ready.status == 503, "readiness while draining: {}", ready.status);
+    ensure!(
+        ready.status == 503,
+        "readiness while draining: {}",
+        ready.status
+    );
     let during = http.get("http://198.18.0.1:8080/x", &[])?;
     ensure!(
         during.status == 200 && during.header("connection") == Some("close"),
@@ -384,7 +407,9 @@ fn sighup_reloads_now() -> Result<()> {
     ensure!(
         first["generation"] == gen
             && first["hash"].as_str().is_some_and(|h| h.len() == 16)
-            && first["applied_at"].as_str().is_some_and(|t| t.ends_with('Z'))
+            && first["applied_at"]
+                .as_str()
+                .is_some_and(|t| t.ends_with('Z'))
             && first["compile_ms"].as_f64().is_some_and(|ms| ms > 0.0),
         "revision: {first}"
     );
@@ -415,7 +440,12 @@ fn sighup_reloads_now() -> Result<()> {
         "explain --admin: {text}{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = agent.cli(&["explain", "GET http://198.18.0.1:8080/x", "-H", "x-canary: true"])?;
+    let out = agent.cli(&[
+        "explain",
+        "GET http://198.18.0.1:8080/x",
+        "-H",
+        "x-canary: true",
+    ])?;
     let text = String::from_utf8_lossy(&out.stdout);
     ensure!(
         out.status.success() && text.contains("http[0].match[0]: MATCH"),
@@ -441,9 +471,11 @@ fn sighup_reloads_now() -> Result<()> {
     let (_, metrics) = agent.get_at("127.0.0.1:15090".parse()?, "/stats/prometheus")?;
     let hash = second["hash"].as_str().unwrap_or_default();
     ensure!(
-        metrics.lines().any(|l| l.starts_with("gateway_config_revision{")
-            && l.contains(&format!("hash=\"{hash}\""))
-            && l.ends_with(" 1")),
+        metrics
+            .lines()
+            .any(|l| l.starts_with("gateway_config_revision{")
+                && l.contains(&format!("hash=\"{hash}\""))
+                && l.ends_with(" 1")),
         "revision metric:\n{metrics}"
     );
     Ok(())

@@ -103,12 +103,23 @@ fn reloads_under_load_drop_nothing() -> Result<()> {
         .iter()
         .find(|(n, _)| n == "web.yaml")
         .context("demo web.yaml")?;
-    ensure!(web.contains("  - name: default\n    route:\n"), "demo default route");
+    ensure!(
+        web.contains("  - name: default\n    route:\n"),
+        "demo default route"
+    );
 
     let secs = "14";
     let wrk = topo.client.spawn(
         "wrk",
-        &["-t2", "-c200", "-d", secs, "--timeout", "5s", "http://198.18.0.1:8080/x"],
+        &[
+            "-t2",
+            "-c200",
+            "-d",
+            secs,
+            "--timeout",
+            "5s",
+            "http://198.18.0.1:8080/x",
+        ],
         true,
     )?;
     let h2 = topo.client.spawn(

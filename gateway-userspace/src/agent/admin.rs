@@ -292,7 +292,10 @@ fn explain(st: &State, query: &str) -> Resp {
     };
     let mut r = text(
         StatusCode::OK,
-        format!("generation {} (hash {})\n{out}", snap.generation, snap.revision.hash),
+        format!(
+            "generation {} (hash {})\n{out}",
+            snap.generation, snap.revision.hash
+        ),
     );
     r.headers_mut()
         .insert("x-explain-status", hyper::header::HeaderValue::from(status));

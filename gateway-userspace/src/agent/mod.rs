@@ -459,8 +459,7 @@ async fn wait_for_signal() -> bool {
 
 /// SIGHUP reloads the config now, whatever the reload interval (and even if no file changed).
 async fn reload_on_sighup(reload: Arc<tokio::sync::Notify>) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-    else {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         return;
     };
     while hup.recv().await.is_some() {

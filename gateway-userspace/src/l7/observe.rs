@@ -127,9 +127,7 @@ pub fn capture<B>(req: &Request<B>) -> RequestInfo {
         .unwrap_or(0);
     let log = ACCESS_LOG.get().map(|_| {
         let s = |n: http::header::HeaderName| {
-            h.get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string)
+            h.get(n).and_then(|v| v.to_str().ok()).map(str::to_string)
         };
         Box::new(LogFields {
             method: req.method().to_string(),

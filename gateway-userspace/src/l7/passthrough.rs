@@ -30,8 +30,8 @@ use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::LazyConfigAcceptor;
 
-use super::observe::TcpConn;
 use super::cluster::{fnv, now_ms, try_acquire, Cluster, Counted, Outcome};
+use super::observe::TcpConn;
 use crate::plan::http as hp;
 use crate::plan::stream as sp;
 

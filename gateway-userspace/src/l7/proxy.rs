@@ -21,8 +21,8 @@ use super::router::{normalize_path, Decision, RequestView, Route, Table};
 use crate::plan::http as p;
 
 use super::conn::full;
-use super::observe::{flag, Served};
 pub use super::conn::{local_reply, Body, BoxError, ConnInfo};
+use super::observe::{flag, Served};
 use super::request::headers::{
     apply_ops, small_number, strip_hop_by_hop, EDGE_STRIPPED, X_ENVOY_ATTEMPT_COUNT,
     X_ENVOY_EXTERNAL_ADDRESS, X_ENVOY_ORIGINAL_PATH, X_ENVOY_UPSTREAM_SERVICE_TIME,
@@ -168,9 +168,7 @@ pub async fn handle(
         headers: req.headers(),
     };
     let route = match listener.select(&view) {
-        Decision::NoRoute => {
-            return (flag(local_reply(404, ""), "NR", "route_not_found"), None)
-        }
+        Decision::NoRoute => return (flag(local_reply(404, ""), "NR", "route_not_found"), None),
         Decision::HttpsRedirect => {
             let host = match head.authority.strip_suffix(":80") {
                 Some(h) => h,
@@ -642,10 +640,22 @@ async fn forward(
             )
         };
         let (flags, details) = match (&e, tried.count > 1) {
-            (AttemptError::Connect, false) => ("UF", "upstream_reset_before_response_started{connection_failure}"),
-            (AttemptError::Connect, true) => ("UF,URX", "upstream_reset_before_response_started{connection_failure}"),
-            (_, false) => ("UC", "upstream_reset_before_response_started{connection_termination}"),
-            (_, true) => ("UC,URX", "upstream_reset_before_response_started{connection_termination}"),
+            (AttemptError::Connect, false) => (
+                "UF",
+                "upstream_reset_before_response_started{connection_failure}",
+            ),
+            (AttemptError::Connect, true) => (
+                "UF,URX",
+                "upstream_reset_before_response_started{connection_failure}",
+            ),
+            (_, false) => (
+                "UC",
+                "upstream_reset_before_response_started{connection_termination}",
+            ),
+            (_, true) => (
+                "UC,URX",
+                "upstream_reset_before_response_started{connection_termination}",
+            ),
         };
         Err(Err(flag(local_reply(503, &msg), flags, details)))
     };
