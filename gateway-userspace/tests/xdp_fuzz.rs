@@ -227,7 +227,7 @@ fn random_and_mutated_packets_get_an_accounted_verdict() {
         let seed: u64 = std::env::var("XDP_FUZZ_SEED")
             .ok()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(0x5eed_15);
+            .unwrap_or(0x005e_ed15);
         let mut rng = SmallRng::seed_from_u64(seed);
         let seeds = seeds();
         let before = dp.stats().expect("stats").verdicts;
