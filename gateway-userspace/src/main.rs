@@ -33,6 +33,48 @@ enum Nat {
     PreserveSource,
 }
 
+/// Limits on downstream clients (docs/hardening.md): Envoy's edge defaults.
+#[derive(clap::Args)]
+struct LimitArgs {
+    /// Downstream connections open at once, over every listener; beyond it a new connection is
+    /// accepted and closed at once (counted in gateway_overload_rejected_connections_total).
+    /// 0: no limit.
+    #[arg(long, default_value = "0")]
+    max_connections: usize,
+    /// How long a client may take to send its whole HTTP/1.1 request head (Envoy's
+    /// request_headers_timeout); 0s: no limit.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    request_headers_timeout: Duration,
+    /// A downstream connection with no byte either way for this long is closed (Envoy's
+    /// stream_idle_timeout); 0s: never.
+    #[arg(long, default_value = "5m", value_parser = parse_duration)]
+    stream_idle_timeout: Duration,
+    /// Request line plus headers, in KiB, beyond which the client gets 431 (Envoy's
+    /// max_request_headers_kb).
+    #[arg(long, default_value = "60", value_parser = clap::value_parser!(u32).range(8..=8192))]
+    max_request_headers_kb: u32,
+    /// Header lines per request beyond which the client gets 431 (Envoy's max_headers_count).
+    #[arg(long, default_value = "100")]
+    max_headers_count: usize,
+    /// HTTP/2 streams open at once per connection (SETTINGS_MAX_CONCURRENT_STREAMS).
+    #[arg(long, default_value = "100")]
+    h2_max_concurrent_streams: u32,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> gateway::l7::limits::Limits {
+        gateway::l7::limits::Limits {
+            max_connections: self.max_connections,
+            request_headers_timeout: self.request_headers_timeout,
+            stream_idle_timeout: self.stream_idle_timeout,
+            max_request_headers_kb: self.max_request_headers_kb as usize,
+            max_headers_count: self.max_headers_count,
+            h2_max_concurrent_streams: self.h2_max_concurrent_streams,
+            ..Default::default()
+        }
+    }
+}
+
 // Parsed once at start: the size of the Run variant costs nothing.
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
@@ -129,6 +171,8 @@ enum Cmd {
         /// serving). Default: only the invalid objects are left out, as Istio does.
         #[arg(long)]
         strict: bool,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Analyze manifests without touching the kernel, as `istioctl analyze` reports: one line
     /// per finding (`Error [IST0106] (VirtualService ns/name file:line) field: message`); exit
@@ -259,7 +303,13 @@ fn main() -> ExitCode {
             access_log_format,
             istio_compat,
             strict,
+            limits,
         } => {
+            gateway::l7::limits::set(limits.limits());
+            match gateway::l7::limits::raise_nofile() {
+                Ok(cap) => log::info!("open files: soft limit raised to the hard limit, {cap} (about {} proxied connections)", cap / 2),
+                Err(e) => log::warn!("open files: raising the soft limit: {e}"),
+            }
             let mut label_map = BTreeMap::new();
             for l in labels {
                 match l.split_once('=') {

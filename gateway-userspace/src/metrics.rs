@@ -242,6 +242,8 @@ pub struct Istio {
     pub tcp_received: Family<Labels, Counter>,
     pub route_requests: Family<RouteLabels, Counter>,
     pub route_seconds: Family<RouteLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
+    /// Downstream connections closed at accept by `--max-connections`.
+    pub overload_rejected: Counter,
 }
 
 pub static ISTIO: LazyLock<Istio> = LazyLock::new(|| Istio {
@@ -256,6 +258,7 @@ pub static ISTIO: LazyLock<Istio> = LazyLock::new(|| Istio {
     tcp_received: Family::default(),
     route_requests: Family::default(),
     route_seconds: Family::default(),
+    overload_rejected: Counter::default(),
 });
 
 /// One finished HTTP request.
@@ -339,6 +342,11 @@ pub fn register(reg: &mut Registry) {
         "gateway_http_request_seconds",
         "Time to response headers, summed, by listener port, route and status",
         m.route_seconds.clone(),
+    );
+    reg.register(
+        "gateway_overload_rejected_connections",
+        "Downstream connections closed at accept because --max-connections were open",
+        m.overload_rejected.clone(),
     );
     reg.register(
         "gateway_tls_stream_connections",

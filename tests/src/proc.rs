@@ -131,6 +131,14 @@ impl ChildGuard {
         }
     }
 
+    /// The stdout lines printed since the last call (without waiting).
+    pub fn take_lines(&mut self) -> Vec<String> {
+        self.lines
+            .as_ref()
+            .map(|rx| rx.try_iter().collect())
+            .unwrap_or_default()
+    }
+
     /// Waits for the child to exit within `timeout` and returns its captured stdout; fails if
     /// it exits unsuccessfully.
     pub fn wait_output(mut self, timeout: Duration) -> anyhow::Result<String> {

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod demo;
+mod fuzz;
 mod kernels;
 mod qemu;
 
@@ -44,6 +45,12 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Build the coverage-guided fuzz targets of fuzz/ (manifest, path, client_hello) on the
+    /// stable compiler and run each for SECONDS over its seed corpus (docs/hardening.md).
+    Fuzz {
+        #[arg(long, default_value = "8")]
+        seconds: u64,
+    },
     /// Run the XDP program tests (xdp_prog) on other kernels (Debian 6.1, 6.12) under qemu.
     Kernels {
         /// One kernel package, e.g. linux-image-6.1.0-50-cloud-amd64 (default: all of them).
@@ -59,6 +66,7 @@ fn main() -> Result<()> {
         Cmd::Bench { quick, only } => bench::run(quick, &only),
         Cmd::L4Guest { quick } => bench::vm::guest(quick),
         Cmd::Kernels { kernel } => kernels::run(kernel),
+        Cmd::Fuzz { seconds } => fuzz::run(seconds),
     }
 }
 
@@ -102,11 +110,14 @@ fn test(extra: &[String]) -> Result<()> {
     if !extra.is_empty() {
         return tests;
     }
-    // The whole suite: the XDP program's packet tests again on older kernels (qemu), and the
-    // benchmark harness in its quick mode (proves it works; asserts no timings).
+    // The whole suite: the XDP program's packet tests again on older kernels (qemu), the fuzz
+    // targets for 8 s each (about 25 s once built), and the benchmark harness in its quick mode
+    // (proves it works; asserts no timings).
     let kernels = kernels::run(None);
+    let fuzzed = fuzz::run(8);
     let bench = bench::run(true, &[]);
     tests?;
     kernels?;
+    fuzzed?;
     bench
 }

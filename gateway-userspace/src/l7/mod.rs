@@ -22,6 +22,7 @@
 pub mod body;
 pub mod cluster;
 pub mod conn;
+pub mod limits;
 pub mod observe;
 pub mod passthrough;
 pub mod proxy;
@@ -93,11 +94,6 @@ impl Drop for ActiveGuard {
         ACTIVE.fetch_sub(1, Ordering::AcqRel);
     }
 }
-
-/// Envoy's default request-header limit (60 KiB): beyond it the client gets 431.
-pub const MAX_HEADER_BYTES: usize = 60 * 1024;
-/// A client that has not sent its request head by then is disconnected.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct L7 {
     state: Arc<ArcSwap<Runtime>>,
@@ -297,9 +293,14 @@ async fn accept_loop(sock: TcpListener, key: (Ipv4Addr, u16), state: Arc<ArcSwap
                 continue;
             }
         };
+        // Overload: beyond --max-connections the connection is closed at once (dropped here).
+        let Some(slot) = limits::admit() else {
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let mut conn = ConnInfo::new(key.0, key.1, peer);
             if let Ok(a) = stream.local_addr() {
                 conn.local = a;
@@ -332,19 +333,21 @@ async fn accept_loop(sock: TcpListener, key: (Ipv4Addr, u16), state: Arc<ArcSwap
                         .peer_certificates()
                         .and_then(|c| c.first())
                         .map(|c| tls::xfcc(c.as_ref()).into());
-                    serve(TokioIo::new(stream), conn, state).await;
+                    serve(stream, conn, state).await;
                 }
-                None => serve(TokioIo::new(stream), conn, state).await,
+                None => serve(stream, conn, state).await,
             }
         });
     }
 }
 
 /// One downstream connection, HTTP/1.1 or h2 (prior knowledge, or ALPN over TLS).
-async fn serve<I>(io: TokioIo<I>, conn: ConnInfo, state: Arc<ArcSwap<Runtime>>)
+async fn serve<I>(io: I, conn: ConnInfo, state: Arc<ArcSwap<Runtime>>)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let activity = limits::Activity::new();
+    let io = TokioIo::new(limits::Tracked::new(io, activity.clone()));
     let _active = ActiveGuard::new();
     let mut drain = DRAIN.subscribe();
     // Set by the first HTTP/2 request: a drain sends such a connection GOAWAY at once.
@@ -380,20 +383,39 @@ where
             Ok::<_, std::convert::Infallible>(observe::finish(conn, info, resp, route))
         }
     });
+    let lim = limits::get();
     let mut b = auto::Builder::new(TokioExecutor::new());
+    // A request head beyond the buffer is answered 431 (hyper parses the head in it; bodies
+    // stream through and are not held by it).
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEADER_BYTES.max(8192));
+        .header_read_timeout(
+            (!lim.request_headers_timeout.is_zero()).then_some(lim.request_headers_timeout),
+        )
+        .max_headers(lim.max_headers_count)
+        .max_buf_size(lim.max_header_bytes().max(8192));
     b.http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(MAX_HEADER_BYTES as u32);
+        .max_header_list_size(lim.max_header_bytes() as u32)
+        .max_concurrent_streams(lim.h2_max_concurrent_streams)
+        .initial_stream_window_size(65536)
+        .initial_connection_window_size(1024 * 1024)
+        .max_pending_accept_reset_streams(lim.h2_max_pending_accept_reset_streams)
+        .max_local_error_reset_streams(lim.h2_max_local_error_reset_streams)
+        .max_send_buf_size(lim.h2_max_send_buf_size);
     let conn = b.serve_connection_with_upgrades(io, svc);
     tokio::pin!(conn);
     let mut shutting = false;
+    let idle = activity.idle(lim.stream_idle_timeout);
+    tokio::pin!(idle);
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
+            // Nothing moved either way for the idle timeout: the connection is dropped.
+            _ = idle.as_mut() => {
+                log::debug!("downstream connection idle for {:?}: closed", lim.stream_idle_timeout);
+                return;
+            }
             changed = drain.changed(), if !shutting => {
                 let stage = if changed.is_ok() { *drain.borrow_and_update() } else { CLOSING };
                 // GOAWAY for HTTP/2 as soon as the drain starts; at closing, every connection
