@@ -59,6 +59,28 @@ struct LimitArgs {
     /// HTTP/2 streams open at once per connection (SETTINGS_MAX_CONCURRENT_STREAMS).
     #[arg(long, default_value = "100")]
     h2_max_concurrent_streams: u32,
+    /// Heap size (bytes, or with Ki/Mi/Gi) for Envoy's overload actions: from 80 % keep-alive
+    /// is off and idle connections are closed, from 95 % new connections are closed at once.
+    /// Set it below the pod's memory limit. 0: no overload actions.
+    #[arg(long, default_value = "0", value_parser = parse_size)]
+    overload_max_heap: u64,
+}
+
+/// `512Mi`, `2Gi`, `1000000`: bytes.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a size such as 512Mi"))?;
+    let mult: u64 = match unit {
+        "" => 1,
+        "Ki" | "K" | "k" => 1 << 10,
+        "Mi" | "M" => 1 << 20,
+        "Gi" | "G" => 1 << 30,
+        _ => return Err(format!("{s:?}: unit {unit:?}: use Ki, Mi or Gi")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?}: too large"))
 }
 
 impl LimitArgs {
@@ -70,6 +92,7 @@ impl LimitArgs {
             max_request_headers_kb: self.max_request_headers_kb as usize,
             max_headers_count: self.max_headers_count,
             h2_max_concurrent_streams: self.h2_max_concurrent_streams,
+            overload_max_heap: self.overload_max_heap,
             ..Default::default()
         }
     }

@@ -482,6 +482,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     log::info!("L4 path: {name} ({reason})");
     enable_request_migration();
+    crate::l7::overload::start(crate::l7::limits::get().overload_max_heap);
     let l7 = Arc::new(tokio::sync::Mutex::new(L7::default()));
     let path = Arc::new(tokio::sync::Mutex::new(path));
     let health = Arc::new(admin::Health::new(args.drain_for));
