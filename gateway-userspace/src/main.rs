@@ -19,6 +19,10 @@ use gateway::{agent, config, dataplane::Mode, plan::NatMode};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// How the agent's own log lines are written to stderr: text, or one JSON object per line
+    /// (with the connection span's fields). `RUST_LOG` sets the filter (default info).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: gateway::logging::Format,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -262,8 +266,9 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    gateway::logging::init();
-    match Cli::parse().cmd {
+    let cli = Cli::parse();
+    gateway::logging::init(cli.log_format);
+    match cli.cmd {
         Cmd::Check { dir, output } => check(&dir, output),
         Cmd::Drain { admin } => drain(admin),
         Cmd::Dump {

@@ -2,7 +2,9 @@
 //! the request counters on /metrics, for a routed request and for one that matches nothing.
 
 use anyhow::{ensure, Context as _, Result};
-use gateway_tests::{http::HttpClient, Agent, Opts, Topology};
+use std::time::Duration;
+
+use gateway_tests::{http::HttpClient, wait_until, Agent, Opts, Topology};
 
 #[test]
 fn access_log_and_metrics() -> Result<()> {
@@ -263,6 +265,14 @@ fn status_metrics_ports_and_drain() -> Result<()> {
         code == 200 && body.contains("DEBUG"),
         "/logging: {code} {body}"
     );
+    // At debug, a request is logged inside its connection's span (peer and listener port).
+    ensure!(http.get("http://198.18.0.1:8080/debug-me", &[])?.status == 200);
+    wait_until(Duration::from_secs(5), "the request's debug line", || {
+        Ok(agent
+            .log()
+            .lines()
+            .any(|l| l.contains("conn{peer=198.18.0.2:") && l.contains("/debug-me: 200")))
+    })?;
     let (code, _) = agent.post("/logging?level=loud")?;
     ensure!(code == 400, "/logging?level=loud: {code}");
     agent.post("/logging?level=info")?;
@@ -395,8 +405,25 @@ fn sighup_reloads_now() -> Result<()> {
     let agent = Agent::start_with(
         &topo,
         &files,
-        &["--vip", "198.18.0.1", "--reload-ms", "3600000"],
+        &[
+            "--vip",
+            "198.18.0.1",
+            "--reload-ms",
+            "3600000",
+            "--log-format",
+            "json",
+        ],
     )?;
+    // --log-format json: every line of the agent's own log is one JSON object.
+    let log = agent.log();
+    ensure!(
+        log.lines().count() > 3
+            && log
+                .lines()
+                .all(|l| serde_json::from_str::<serde_json::Value>(l)
+                    .is_ok_and(|v| v["level"].is_string() && v["fields"]["message"].is_string())),
+        "not JSON lines:\n{log}"
+    );
     let http = HttpClient::new(topo.client.name());
     ensure!(http.get("http://198.18.0.1:8080/teapot", &[])?.status == 418);
     let gen = agent.generation()?;

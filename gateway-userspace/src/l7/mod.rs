@@ -300,7 +300,10 @@ async fn accept_loop(sock: TcpListener, key: (Ipv4Addr, u16), state: Arc<ArcSwap
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        tokio::spawn(async move {
+        // One span per downstream connection: what is logged while serving it carries its peer
+        // and listener. A span prints nothing by itself: no line per connection at info.
+        let span = tracing::info_span!("conn", %peer, port = key.1);
+        let task = async move {
             let _slot = slot;
             let mut conn = ConnInfo::new(key.0, key.1, peer);
             if let Ok(a) = stream.local_addr() {
@@ -338,7 +341,8 @@ async fn accept_loop(sock: TcpListener, key: (Ipv4Addr, u16), state: Arc<ArcSwap
                 }
                 None => serve(stream, conn, state).await,
             }
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(task, span));
     }
 }
 
@@ -385,7 +389,13 @@ where
                 request::headers::request_id(),
             );
             let info = observe::capture(&req);
+            let what = log::log_enabled!(log::Level::Debug)
+                .then(|| format!("{} {}", req.method(), req.uri()));
             let (resp, route) = proxy::handle(state, conn, req).await;
+            if let Some(what) = what {
+                // Inside the connection's span: the line carries its peer and port.
+                log::debug!("{what}: {}", resp.status().as_u16());
+            }
             let route = route.map(|r| (r.0, r.1));
             let mut resp = resp;
             let closing = STAGE.load(Ordering::Relaxed) >= DRAINING
