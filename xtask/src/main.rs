@@ -34,7 +34,7 @@ enum Cmd {
     Bench {
         #[arg(long)]
         quick: bool,
-        /// Run only these sections (comma-separated: xdp,l4,l4vm,l7,scale,pressure,router); the
+        /// Run only these sections (comma-separated: xdp,l4,l4vm,l7,scale,pressure,router,observe); the
         /// report then goes to target/bench-only.md and docs/benchmarks.md is left alone.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
