@@ -23,7 +23,7 @@ use gateway_tests::{
     manifests::{service_entry, GATEWAY_HEAD},
     test_backend_bin,
     topology::{start_backend, Topology, BACKEND_HTTP_PORT, VIP},
-    Agent, ChildGuard, Opts,
+    wait_until, Agent, ChildGuard, Opts,
 };
 
 const HOST: &str = "web.example.com";
@@ -334,6 +334,81 @@ fn idle_keepalives_outlive_the_request_headers_timeout() -> Result<()> {
     Ok(())
 }
 
+/// The agent's open downstream connections (its gauge).
+fn downstream(agent: &Agent) -> Result<u64> {
+    let (_, m) = agent.get_at("127.0.0.1:15090".parse()?, "/stats/prometheus")?;
+    m.lines()
+        .find_map(|l| l.strip_prefix("gateway_downstream_connections "))
+        .and_then(|v| v.trim().parse().ok())
+        .context("gateway_downstream_connections")
+}
+
+/// Clients that never read their responses (HTTP/1.1, and HTTP/2 with a zero window) and
+/// clients that half-close their socket stall nobody: the agent's memory stays bounded
+/// (backpressure: it stops reading the upstream), others are served, the half-closed ones are
+/// closed at once and the stalled ones at the idle timeout.
+#[test]
+fn clients_that_never_read_or_half_close_stall_nothing() -> Result<()> {
+    let (topo, agent, _backend) = setup("hn", &["--stream-idle-timeout", "3s"])?;
+    let pid = agent.pid().context("agent pid")?;
+    let before = rss_kib(pid)? as f64 / 1024.0;
+    // 20 HTTP/1.1 clients each ask for 100 MB and read none of it.
+    let mut sinks = Vec::new();
+    for _ in 0..20 {
+        let mut s = connect(&topo)?;
+        s.write_all(b"GET /bytes/100000000 HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        sinks.push(s);
+    }
+    // An HTTP/2 client that allows no DATA at all (SETTINGS_INITIAL_WINDOW_SIZE 0).
+    let mut stalled = connect(&topo)?;
+    stalled.write_all(PREFACE)?;
+    stalled.write_all(&frame(SETTINGS, 0, 0, &[0, 4, 0, 0, 0, 0]))?;
+    let mut block = vec![0x82, 0x86, 0x04, 16];
+    block.extend_from_slice(b"/bytes/100000000");
+    block.extend_from_slice(&[0x01, 0x01, b'x']);
+    stalled.write_all(&frame(HEADERS, END_STREAM | END_HEADERS, 1, &block))?;
+    std::thread::sleep(Duration::from_millis(1500));
+    let during = rss_kib(pid)? as f64 / 1024.0;
+    let r = topo
+        .http_client()
+        .get(&format!("http://{VIP}/normal"), &[])?;
+    ensure!(
+        r.status == 200,
+        "a normal client beside the stalled ones: {r:#?}"
+    );
+
+    // 50 clients send half a head, then shut their write side: each is closed at once.
+    let start = Instant::now();
+    for i in 0..50 {
+        let mut s = connect(&topo)?;
+        s.write_all(b"GET /half HTTP/1.1\r\nHost")?;
+        s.shutdown(std::net::Shutdown::Write)?;
+        let (_, closed) = read_all(&mut s, Duration::from_secs(2))?;
+        ensure!(closed, "half-closed connection {i} still open after 2 s");
+    }
+    ensure!(
+        start.elapsed() < Duration::from_secs(10),
+        "half-closed connections took {:?}",
+        start.elapsed()
+    );
+    eprintln!(
+        "agent RSS {before:.1} MiB -> {during:.1} MiB with 20 HTTP/1.1 and 1 HTTP/2 responses of 100 MB unread"
+    );
+    ensure!(
+        during - before < 64.0,
+        "the agent grew {:.1} MiB holding unread responses",
+        during - before
+    );
+    // The stalled connections move no byte: closed at the 3 s idle timeout.
+    wait_until(
+        Duration::from_secs(10),
+        "the stalled connections to close",
+        || Ok(downstream(&agent)? == 0),
+    )?;
+    drop(sinks);
+    Ok(())
+}
+
 /// A connection that moves no byte either way is closed at `--stream-idle-timeout`.
 #[test]
 fn silent_connections_are_closed_at_the_stream_idle_timeout() -> Result<()> {
@@ -550,6 +625,72 @@ fn h2_continuation_flood_is_cut() -> Result<()> {
         grown < 32 * 1024,
         "the agent grew by {grown} KiB during the flood"
     );
+    normal_h2_request_works(&topo)?;
+    Ok(())
+}
+
+/// HPACK bomb: one 4 KB header put in the dynamic table, then referenced 10,000 times in one
+/// HEADERS frame of 14 KB, which decodes to 40 MB of headers. The decoded list is bounded by
+/// the header list size (60 KiB): the stream is refused (never answered 200), the agent does
+/// not grow, others are served.
+#[test]
+fn h2_hpack_bomb_is_refused() -> Result<()> {
+    let (topo, agent, _backend) = setup("hb", &[])?;
+    let pid = agent.pid().context("agent pid")?;
+    let rss_before = rss_kib(pid)?;
+    let mut s = h2(&topo)?;
+    let mut block = GET_BLOCK.to_vec();
+    // Literal with incremental indexing, new name `x-b`, a 4000-byte value.
+    block.extend_from_slice(&[0x40, 0x03, b'x', b'-', b'b', 0x7f]);
+    let mut rest = 4000 - 127;
+    while rest >= 128 {
+        block.push((rest % 128) as u8 | 0x80);
+        rest /= 128;
+    }
+    block.push(rest as u8);
+    block.extend(std::iter::repeat_n(b'v', 4000));
+    // Index 62: the entry just added.
+    block.extend(std::iter::repeat_n(0xbe, 10_000));
+    s.write_all(&frame(HEADERS, END_STREAM | END_HEADERS, 1, &block))?;
+    // Read what comes back for 3 s: a 200 on stream 1 would mean the bomb was decoded whole.
+    s.set_read_timeout(Some(Duration::from_millis(300)))?;
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 65536];
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < deadline {
+        match s.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&chunk[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(_) => break,
+        }
+    }
+    let mut answered_200 = false;
+    let mut refused = false;
+    let mut i = 0;
+    while i + 9 <= got.len() {
+        let len = u32::from_be_bytes([0, got[i], got[i + 1], got[i + 2]]) as usize;
+        let (ty, stream) = (
+            got[i + 3],
+            u32::from_be_bytes([got[i + 5], got[i + 6], got[i + 7], got[i + 8]]) & 0x7fff_ffff,
+        );
+        let payload = &got[(i + 9).min(got.len())..(i + 9 + len).min(got.len())];
+        if ty == HEADERS && stream == 1 {
+            // :status 200 is static index 8 (0x88); anything else (431) is a refusal.
+            answered_200 |= payload.first() == Some(&0x88);
+            refused |= payload.first() != Some(&0x88);
+        }
+        refused |= ty == RST_STREAM || ty == GOAWAY;
+        i += 9 + len;
+    }
+    ensure!(!answered_200, "the HPACK bomb was decoded and answered 200");
+    ensure!(
+        refused || got.is_empty(),
+        "no refusal, reset or GOAWAY for the bomb: {} bytes back",
+        got.len()
+    );
+    let grown = rss_kib(pid)?.saturating_sub(rss_before);
+    ensure!(grown < 32 * 1024, "the agent grew by {grown} KiB");
     normal_h2_request_works(&topo)?;
     Ok(())
 }

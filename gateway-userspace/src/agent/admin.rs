@@ -334,6 +334,11 @@ fn prometheus(st: Option<&dataplane::Stats>, snap: &Snapshot) -> String {
         "Generation of the plan serving (moves only when the plan changes)",
         gauge(snap.generation as i64),
     );
+    reg.register(
+        "gateway_downstream_connections",
+        "Downstream connections open now (HTTP, HTTPS, TLS streams; Envoy's downstream_cx_active)",
+        gauge(crate::l7::limits::downstream_connections() as i64),
+    );
     // The overload manager's inputs and actions (Envoy: overload.<action>.active).
     let (heap, limit) = crate::l7::overload::heap();
     reg.register(

@@ -7,7 +7,8 @@
 //! - HTTP/1.1 (keep-alive): every request gets 200 with `x-backend: NAME`, `content-type:
 //!   text/plain` and the body `NAME METHOD PATH\n` followed by the request headers as received
 //!   (`name: value` per line), so a test sees who answered and what the gateway sent upstream.
-//!   `/status/NNN` answers with that status, `/delay/MS` sleeps first.
+//!   `/status/NNN` answers with that status, `/delay/MS` sleeps first, `/bytes/N` sends N
+//!   bytes of body as fast as the reader takes them.
 //! - TLS (rustls, certificate and key from PEM files): the same HTTP/1.1 server inside TLS, so
 //!   a client that verifies the certificate proves whose TLS it talked to.
 //!
@@ -251,6 +252,30 @@ fn serve_http<S: Read + Write>(name: &str, s: S) {
             .and_then(|m| m.parse::<u64>().ok())
         {
             thread::sleep(std::time::Duration::from_millis(ms));
+        }
+        // `/bytes/N`: N bytes of body, written as the client takes them (a test of clients
+        // that never read).
+        if let Some(n) = path
+            .strip_prefix("/bytes/")
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            let w = r.get_mut();
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nx-backend: {name}\r\ncontent-type: application/octet-stream\r\ncontent-length: {n}\r\n\r\n"
+            );
+            if w.write_all(head.as_bytes()).is_err() {
+                return;
+            }
+            let chunk = [b'x'; 65536];
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(chunk.len() as u64) as usize;
+                if w.write_all(&chunk[..k]).is_err() {
+                    return;
+                }
+                left -= k as u64;
+            }
+            continue;
         }
         let mut body = format!("{name} {method} {target}\n");
         for (k, v) in &headers {
