@@ -585,6 +585,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     }
     log::info!("shutting down");
+    crate::l7::observe::flush_access_log();
     watcher.abort();
     hup.abort();
     if args.cleanup_on_exit {

@@ -31,11 +31,23 @@ pub enum LogFormat {
 }
 
 struct AccessLog {
-    out: Mutex<Box<dyn Write + Send>>,
+    /// Buffered, as Envoy's file sink is: a line is a copy into the buffer, and the buffer is
+    /// written when full or every [`FLUSH_EVERY`] (Envoy's `file_flush_interval_msec`, 1 s),
+    /// instead of one write(2) per request under this lock.
+    out: Mutex<std::io::BufWriter<Box<dyn Write + Send>>>,
     format: LogFormat,
 }
 
 static ACCESS_LOG: OnceLock<AccessLog> = OnceLock::new();
+
+const FLUSH_EVERY: Duration = Duration::from_secs(1);
+
+/// Writes out what the access log holds (also done every second, and at exit).
+pub fn flush_access_log() {
+    if let Some(l) = ACCESS_LOG.get() {
+        let _ = l.out.lock().unwrap_or_else(|e| e.into_inner()).flush();
+    }
+}
 
 /// Sends access log lines to `path` ("-" is standard output). Called once at start-up.
 pub fn init_access_log(path: &Path, format: LogFormat) -> std::io::Result<()> {
@@ -49,10 +61,20 @@ pub fn init_access_log(path: &Path, format: LogFormat) -> std::io::Result<()> {
                 .open(path)?,
         )
     };
-    let _ = ACCESS_LOG.set(AccessLog {
-        out: Mutex::new(w),
-        format,
-    });
+    if ACCESS_LOG
+        .set(AccessLog {
+            out: Mutex::new(std::io::BufWriter::with_capacity(64 * 1024, w)),
+            format,
+        })
+        .is_ok()
+    {
+        std::thread::Builder::new()
+            .name("access-log-flush".into())
+            .spawn(|| loop {
+                std::thread::sleep(FLUSH_EVERY);
+                flush_access_log();
+            })?;
+    }
     Ok(())
 }
 
