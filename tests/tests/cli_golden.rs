@@ -72,3 +72,32 @@ fn explain() -> Result<()> {
     ])?;
     golden("explain.txt", &got)
 }
+
+/// `gateway dump` against a running agent on the demo config: the live plan's listeners,
+/// routes, clusters and endpoints, as `istioctl proxy-config` shows them.
+#[test]
+fn dump_of_a_running_agent() -> Result<()> {
+    use gateway_tests::{Agent, Opts, Topology};
+    let topo = Topology::new("dg", 3, Opts::http_backends())?;
+    let files = gateway_tests::manifests::demo_files()?;
+    let files: Vec<(&str, String)> = files.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
+    let agent = Agent::start_with(&topo, &files, &["--vip", "198.18.0.1"])?;
+    let mut got = String::new();
+    for section in ["listeners", "routes", "clusters", "endpoints"] {
+        let out = agent.cli(&["dump", section])?;
+        ensure!(out.status.success(), "gateway dump {section}: {out:?}");
+        got += &format!(
+            "$ gateway dump {section}\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // The apply time is the one thing that changes from run to run.
+    let got: String = got
+        .lines()
+        .map(|l| match l.find(", applied ") {
+            Some(i) if l.starts_with("generation ") => format!("{}, applied <time>)\n", &l[..i]),
+            _ => format!("{l}\n"),
+        })
+        .collect();
+    golden("dump.txt", &got)
+}
