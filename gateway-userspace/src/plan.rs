@@ -547,6 +547,43 @@ pub mod http {
         pub limits: Limits,
         #[serde(skip_serializing_if = "Option::is_none")]
         pub outlier: Option<Outlier>,
+        /// DestinationRule `trafficPolicy.tls` SIMPLE/MUTUAL: TLS to the endpoints. None:
+        /// plain text (DISABLE, or no tls).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub tls: Option<UpstreamTls>,
+    }
+
+    /// Upstream TLS origination (Envoy's `UpstreamTlsContext`). Only paths and Secret names are
+    /// ever shown (`Pem` skips the data).
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct UpstreamTls {
+        /// `SIMPLE` or `MUTUAL`.
+        pub mode: String,
+        /// Sent as SNI: `tls.sni`, else the destination host (Istio's auto-SNI).
+        pub sni: String,
+        /// The trust anchors; None: the system roots (webpki-roots), unless `insecure`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub ca_certificates: Option<Pem>,
+        /// MUTUAL: the client certificate chain and its key.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub client_certificate: Option<Pem>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub private_key: Option<Pem>,
+        /// Names the upstream certificate must be valid for, one of (instead of the SNI).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub subject_alt_names: Vec<String>,
+        /// `insecureSkipVerify`: no chain or name check.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        pub insecure_skip_verify: bool,
+        /// ALPN offered: `h2` (HTTP2/GRPC ports) or `http/1.1`; empty for TCP streams.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub alpn: Vec<String>,
+        /// `DestinationRule default/x spec.trafficPolicy.tls`: named in errors.
+        pub origin: String,
+        /// Some: the settings cannot be used (a missing `credentialName` Secret): every
+        /// connection fails with this TLS error.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub error: Option<String>,
     }
 
     #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::body::UpBody;
+use super::upstream_tls::{Connector, Origination};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use rand::Rng;
@@ -68,7 +69,9 @@ pub struct Cluster {
     /// Ring hash: (point, endpoint), sorted by point.
     ring: Vec<(u64, usize)>,
     /// One pooled client per L7 worker: a worker reuses only connections its own runtime drives.
-    clients: Vec<Client<HttpConnector, UpBody>>,
+    clients: Vec<Client<Connector, UpBody>>,
+    /// DestinationRule `tls`: how connections to the endpoints are secured (None: plain).
+    pub tls: Option<std::sync::Arc<Origination>>,
     pub active_requests: AtomicU32,
     pub active_retries: AtomicU32,
     /// HTTP/1.1 upstream connections in use, one per request in flight (`maxConnections`).
@@ -152,6 +155,13 @@ impl Cluster {
         let mut conn = HttpConnector::new();
         conn.set_connect_timeout(Some(Duration::from_millis(plan.connect_timeout_ms)));
         conn.set_nodelay(true);
+        // The URI scheme says https when the cluster originates TLS; the connector does it.
+        conn.enforce_http(false);
+        let tls = plan.tls.as_ref().map(|t| Origination::new(t, &plan.name));
+        let conn = Connector {
+            http: conn,
+            tls: tls.clone(),
+        };
         let mut b = Client::builder(TokioExecutor::new());
         b.pool_idle_timeout(Duration::from_secs(3600));
         if plan.limits.max_requests_per_connection == 1 {
@@ -173,6 +183,7 @@ impl Cluster {
             rr: AtomicUsize::new(rand::thread_rng().gen()),
             ring,
             clients,
+            tls,
             active_requests: AtomicU32::new(0),
             active_retries: AtomicU32::new(0),
             conn_slots: tokio::sync::Semaphore::new(
@@ -183,7 +194,7 @@ impl Cluster {
     }
 
     /// The upstream client of the worker running this request.
-    pub fn client(&self) -> &Client<HttpConnector, UpBody> {
+    pub fn client(&self) -> &Client<Connector, UpBody> {
         &self.clients[super::worker_index() % self.clients.len()]
     }
 
@@ -405,6 +416,7 @@ mod tests {
             connect_timeout_ms: 1000,
             limits: p::Limits::default(),
             outlier,
+            tls: None,
         })
     }
 

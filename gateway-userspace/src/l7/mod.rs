@@ -30,6 +30,7 @@ mod request;
 mod route_index;
 pub mod router;
 pub mod tls;
+pub mod upstream_tls;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;

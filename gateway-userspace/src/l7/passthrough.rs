@@ -713,6 +713,7 @@ mod tests {
                 connect_timeout_ms: 1000,
                 limits: hp::Limits::default(),
                 outlier: None,
+                tls: None,
             })))
         };
         let routes = vec![(c("a"), 1), (c("b"), 3)];

@@ -631,31 +631,28 @@ async fn forward(
                 "response_timeout",
             )));
         }
+        // Envoy: a TLS handshake failure is told as the transport failure reason.
+        let transport = match &e {
+            AttemptError::Connect(Some(t)) => format!(", transport failure reason: {t}"),
+            _ => String::new(),
+        };
         let msg = if tried.count > 1 {
-            format!("upstream connect error or disconnect/reset before headers. retried and the latest reset reason: {}", e.reason())
+            format!("upstream connect error or disconnect/reset before headers. retried and the latest reset reason: {}{transport}", e.reason())
         } else {
             format!(
-                "upstream connect error or disconnect/reset before headers. reset reason: {}",
+                "upstream connect error or disconnect/reset before headers. reset reason: {}{transport}",
                 e.reason()
             )
         };
         let (flags, details) = match (&e, tried.count > 1) {
-            (AttemptError::Connect, false) => (
-                "UF",
-                "upstream_reset_before_response_started{connection_failure}",
+            (AttemptError::Connect(Some(t)), retried) => (
+                if retried { "UF,URX" } else { "UF" },
+                super::upstream_tls::connection_failure_details(t),
             ),
-            (AttemptError::Connect, true) => (
-                "UF,URX",
-                "upstream_reset_before_response_started{connection_failure}",
-            ),
-            (_, false) => (
-                "UC",
-                "upstream_reset_before_response_started{connection_termination}",
-            ),
-            (_, true) => (
-                "UC,URX",
-                "upstream_reset_before_response_started{connection_termination}",
-            ),
+            (AttemptError::Connect(None), false) => ("UF", "upstream_reset_before_response_started{connection_failure}"),
+            (AttemptError::Connect(None), true) => ("UF,URX", "upstream_reset_before_response_started{connection_failure}"),
+            (_, false) => ("UC", "upstream_reset_before_response_started{connection_termination}"),
+            (_, true) => ("UC,URX", "upstream_reset_before_response_started{connection_termination}"),
         };
         Err(Err(flag(local_reply(503, &msg), flags, details)))
     };
@@ -796,7 +793,11 @@ fn build_upstream(
 ) -> Result<Request<UpBody>, http::Error> {
     let ep = &c.endpoints[i];
     let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.scheme = Some(if c.tls.is_some() {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    });
     uri.authority = Some(ep.authority.clone());
     uri.path_and_query = Some(path_and_query.clone());
     let mut r = Request::new(body);

@@ -22,6 +22,7 @@ mod l4;
 mod resolve;
 pub mod stream;
 pub mod tls;
+mod upstream_tls;
 
 use crate::config::model::{
     DestinationRule, Gateway, Kind, Labels, Manifests, Protocol, Resource, Server, Service,

@@ -1,0 +1,443 @@
+//! Upstream TLS origination (DestinationRule `trafficPolicy.tls` SIMPLE/MUTUAL): the rustls
+//! client configuration of a cluster, and the connector hyper's pooled client uses (TCP, then
+//! the TLS handshake; pooled per cluster and endpoint, with rustls' in-memory session
+//! resumption). A handshake failure is a connection failure (`UF`), with Envoy's
+//! `TLS_error:|...:TLS_error_end` transport failure reason.
+
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Poll};
+
+use hyper::rt::{Read, ReadBufCursor, Write};
+use hyper::Uri;
+use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use tower_service::Service;
+
+use crate::plan::http as p;
+
+/// What a cluster's connections need for TLS: the shared client config and the SNI.
+pub struct Origination {
+    pub connector: TlsConnector,
+    pub server_name: ServerName<'static>,
+    /// Some: the settings are unusable; every connection fails with this reason.
+    pub error: Option<String>,
+    pub h2: bool,
+}
+
+impl Origination {
+    /// Builds the client side of `t`; a file that cannot be read, or a bad certificate, gives
+    /// an origination that fails every connection (logged once here).
+    pub fn new(t: &p::UpstreamTls, cluster: &str) -> Arc<Origination> {
+        let server_name = ServerName::try_from(t.sni.clone())
+            .unwrap_or_else(|_| ServerName::try_from("invalid.sni").expect("a valid name"));
+        let built = client_config(t);
+        let (config, error) = match built {
+            Ok(c) => (c, t.error.clone()),
+            Err(e) => {
+                log::warn!("{cluster}: upstream TLS ({}): {e}", t.origin);
+                (fallback_config(), Some(e))
+            }
+        };
+        Arc::new(Origination {
+            connector: TlsConnector::from(Arc::new(config)),
+            server_name,
+            error,
+            h2: t.alpn.iter().any(|a| a == "h2"),
+        })
+    }
+
+    /// The TLS handshake over an established TCP connection.
+    pub async fn connect(&self, tcp: TcpStream) -> Result<TlsStream<TcpStream>, TlsError> {
+        if let Some(e) = &self.error {
+            return Err(TlsError::new("CONFIGURATION", e));
+        }
+        self.connector
+            .connect(self.server_name.clone(), tcp)
+            .await
+            .map_err(TlsError::from_io)
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    static P: OnceLock<Arc<rustls::crypto::CryptoProvider>> = OnceLock::new();
+    P.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+        .clone()
+}
+
+/// The system trust store, read once.
+fn system_roots() -> Arc<RootCertStore> {
+    static R: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    R.get_or_init(|| {
+        let mut roots = RootCertStore::empty();
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            log::debug!("system trust store: {e}");
+        }
+        let (added, ignored) = roots.add_parsable_certificates(found.certs);
+        log::debug!("system trust store: {added} roots ({ignored} unusable)");
+        Arc::new(roots)
+    })
+    .clone()
+}
+
+fn fallback_config() -> ClientConfig {
+    ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("ring supports the default versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
+        .with_no_client_auth()
+}
+
+pub(crate) fn client_config(t: &p::UpstreamTls) -> Result<ClientConfig, String> {
+    let verifier: Arc<dyn ServerCertVerifier> = if t.insecure_skip_verify {
+        Arc::new(NoVerify(provider()))
+    } else {
+        let roots = match &t.ca_certificates {
+            Some(pem) => {
+                let mut roots = RootCertStore::empty();
+                for c in super::tls::certs(pem)? {
+                    roots
+                        .add(c)
+                        .map_err(|e| format!("caCertificates: unusable CA certificate: {e}"))?;
+                }
+                Arc::new(roots)
+            }
+            None => system_roots(),
+        };
+        let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider())
+            .build()
+            .map_err(|e| format!("caCertificates: {e}"))?;
+        if t.subject_alt_names.is_empty() {
+            webpki
+        } else {
+            let names = t
+                .subject_alt_names
+                .iter()
+                .filter_map(|s| ServerName::try_from(s.clone()).ok())
+                .collect();
+            Arc::new(SanVerifier {
+                inner: webpki,
+                names,
+            })
+        }
+    };
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match (&t.client_certificate, &t.private_key) {
+        (Some(c), Some(k)) => builder
+            .with_client_auth_cert(super::tls::certs(c)?, super::tls::key(k)?)
+            .map_err(|e| format!("clientCertificate/privateKey: {e}"))?,
+        _ => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = t.alpn.iter().map(|a| a.as_bytes().to_vec()).collect();
+    Ok(config)
+}
+
+/// `subjectAltNames`: the chain must verify, and the leaf be valid for one of these names
+/// (instead of the SNI).
+#[derive(Debug)]
+struct SanVerifier {
+    inner: Arc<WebPkiServerVerifier>,
+    names: Vec<ServerName<'static>>,
+}
+
+impl ServerCertVerifier for SanVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let mut last = rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName);
+        for name in &self.names {
+            match self
+                .inner
+                .verify_server_cert(end_entity, intermediates, name, ocsp, now)
+            {
+                Ok(v) => return Ok(v),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// `insecureSkipVerify: true`: any certificate; the handshake signatures are still checked.
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// A failed upstream TLS handshake, with Envoy's transport failure reason
+/// (`TLS_error:|CERTIFICATE_VERIFY_FAILED:invalid_peer_certificate:_UnknownIssuer:TLS_error_end`).
+#[derive(Debug)]
+pub struct TlsError {
+    pub reason: &'static str,
+}
+
+impl TlsError {
+    fn new(code: &str, msg: &str) -> TlsError {
+        // Envoy's response details carry no spaces.
+        let msg: String = msg
+            .chars()
+            .map(|c| if c.is_whitespace() || c == '{' || c == '}' || c == ',' { '_' } else { c })
+            .collect();
+        TlsError {
+            reason: intern(format!("TLS_error:|{code}:{msg}:TLS_error_end")),
+        }
+    }
+
+    fn from_io(e: io::Error) -> TlsError {
+        let code = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+            Some(rustls::Error::InvalidCertificate(_)) => "CERTIFICATE_VERIFY_FAILED",
+            Some(rustls::Error::AlertReceived(_)) => "TLS_ALERT_RECEIVED",
+            Some(rustls::Error::NoApplicationProtocol) => "NO_APPLICATION_PROTOCOL",
+            Some(_) => "HANDSHAKE_FAILURE",
+            None => "CONNECTION_CLOSED",
+        };
+        TlsError::new(code, &e.to_string())
+    }
+}
+
+impl std::fmt::Display for TlsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.reason)
+    }
+}
+
+impl std::error::Error for TlsError {}
+
+/// Reasons are few (one per kind of rustls error): kept for the process's life, so access log
+/// entries can name them without an allocation each. Bounded: past 512, a generic reason.
+fn intern(s: String) -> &'static str {
+    static SEEN: OnceLock<Mutex<std::collections::HashSet<&'static str>>> = OnceLock::new();
+    let mut seen = SEEN
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(s) = seen.get(s.as_str()) {
+        return s;
+    }
+    if seen.len() >= 512 {
+        return "TLS_error:|HANDSHAKE_FAILURE:TLS_error_end";
+    }
+    let s: &'static str = Box::leak(s.into_boxed_str());
+    seen.insert(s);
+    s
+}
+
+/// `upstream_reset_before_response_started{connection_failure,TLS_error:|...:TLS_error_end}`.
+pub fn connection_failure_details(reason: &str) -> &'static str {
+    intern(format!(
+        "upstream_reset_before_response_started{{connection_failure,{reason}}}"
+    ))
+}
+
+/// hyper's connector for a cluster: plain TCP, or TCP then TLS.
+#[derive(Clone)]
+pub struct Connector {
+    pub http: HttpConnector,
+    pub tls: Option<Arc<Origination>>,
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Service<Uri> for Connector {
+    type Response = Conn;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<Conn, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        Service::<Uri>::poll_ready(&mut self.http, cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let tcp = self.http.call(uri);
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let tcp = tcp.await?;
+            match tls {
+                None => Ok(Conn::Plain(tcp)),
+                Some(t) => {
+                    let s = t.connect(tcp.into_inner()).await?;
+                    Ok(Conn::Tls(TokioIo::new(s)))
+                }
+            }
+        })
+    }
+}
+
+/// The reason of a TLS handshake failure somewhere in an upstream error's chain.
+pub fn tls_reason(e: &(dyn std::error::Error + 'static)) -> Option<&'static str> {
+    let mut src: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = src {
+        if let Some(t) = err.downcast_ref::<TlsError>() {
+            return Some(t.reason);
+        }
+        src = err.source();
+    }
+    None
+}
+
+pub enum Conn {
+    Plain(TokioIo<TcpStream>),
+    Tls(TokioIo<TlsStream<TcpStream>>),
+}
+
+impl Connection for Conn {
+    fn connected(&self) -> Connected {
+        match self {
+            Conn::Plain(s) => s.connected(),
+            Conn::Tls(s) => {
+                let (tcp, tls) = s.inner().get_ref();
+                let c = tcp.connected();
+                if tls.alpn_protocol() == Some(b"h2") {
+                    c.negotiated_h2()
+                } else {
+                    c
+                }
+            }
+        }
+    }
+}
+
+impl Read for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl Write for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Conn::Plain(s) => s.is_write_vectored(),
+            Conn::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Conn::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+}
