@@ -649,10 +649,22 @@ async fn forward(
                 if retried { "UF,URX" } else { "UF" },
                 super::upstream_tls::connection_failure_details(t),
             ),
-            (AttemptError::Connect(None), false) => ("UF", "upstream_reset_before_response_started{connection_failure}"),
-            (AttemptError::Connect(None), true) => ("UF,URX", "upstream_reset_before_response_started{connection_failure}"),
-            (_, false) => ("UC", "upstream_reset_before_response_started{connection_termination}"),
-            (_, true) => ("UC,URX", "upstream_reset_before_response_started{connection_termination}"),
+            (AttemptError::Connect(None), false) => (
+                "UF",
+                "upstream_reset_before_response_started{connection_failure}",
+            ),
+            (AttemptError::Connect(None), true) => (
+                "UF,URX",
+                "upstream_reset_before_response_started{connection_failure}",
+            ),
+            (_, false) => (
+                "UC",
+                "upstream_reset_before_response_started{connection_termination}",
+            ),
+            (_, true) => (
+                "UC,URX",
+                "upstream_reset_before_response_started{connection_termination}",
+            ),
         };
         Err(Err(flag(local_reply(503, &msg), flags, details)))
     };

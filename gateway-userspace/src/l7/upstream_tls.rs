@@ -245,9 +245,7 @@ impl ServerCertVerifier for NoVerify {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -263,7 +261,14 @@ impl TlsError {
         // Envoy's response details carry no spaces.
         let msg: String = msg
             .chars()
-            .map(|c| if c.is_whitespace() || c == '{' || c == '}' || c == ',' { '_' } else { c })
+            .filter(|c| *c != '"')
+            .map(|c| {
+                if c.is_whitespace() || c == '{' || c == '}' || c == ',' {
+                    '_'
+                } else {
+                    c
+                }
+            })
             .collect();
         TlsError {
             reason: intern(format!("TLS_error:|{code}:{msg}:TLS_error_end")),
@@ -343,7 +348,7 @@ impl Service<Uri> for Connector {
                 None => Ok(Conn::Plain(tcp)),
                 Some(t) => {
                     let s = t.connect(tcp.into_inner()).await?;
-                    Ok(Conn::Tls(TokioIo::new(s)))
+                    Ok(Conn::Tls(Box::new(TokioIo::new(s))))
                 }
             }
         })
@@ -364,7 +369,8 @@ pub fn tls_reason(e: &(dyn std::error::Error + 'static)) -> Option<&'static str>
 
 pub enum Conn {
     Plain(TokioIo<TcpStream>),
-    Tls(TokioIo<TlsStream<TcpStream>>),
+    /// Boxed: a rustls connection is a kilobyte, a plain one a few words.
+    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
 }
 
 impl Connection for Conn {

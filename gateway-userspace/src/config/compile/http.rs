@@ -1043,14 +1043,11 @@ impl<'a> Compiler<'a> {
             subset.zip(r.subset_policy),
             r.port.number,
         );
-        let dr_id = r
-            .dr
-            .as_ref()
-            .and_then(|d| d.ids.first().cloned())
-            .unwrap_or_default();
-        let tls = tls.and_then(|(v, f)| {
-            self.upstream_tls(vs, field, v, &dr_id, &f, &host, &proto)
-        });
+        let dr_id =
+            r.dr.as_ref()
+                .and_then(|d| d.ids.first().cloned())
+                .unwrap_or_default();
+        let tls = tls.and_then(|(v, f)| self.upstream_tls(vs, field, v, &dr_id, &f, &host, &proto));
         let cluster = p::Cluster {
             name: name.clone(),
             namespace: r.namespace.to_string(),

@@ -48,10 +48,18 @@ pub(super) fn effective_tls<'b>(
         match tp.port_level(port) {
             Some(pl) => {
                 out = pl.tls.as_ref().map(|v| {
-                    (v, format!("spec.trafficPolicy.portLevelSettings[port {port}].tls"))
+                    (
+                        v,
+                        format!("spec.trafficPolicy.portLevelSettings[port {port}].tls"),
+                    )
                 })
             }
-            None => out = tp.tls.as_ref().map(|v| (v, "spec.trafficPolicy.tls".to_string())),
+            None => {
+                out = tp
+                    .tls
+                    .as_ref()
+                    .map(|v| (v, "spec.trafficPolicy.tls".to_string()))
+            }
         }
     }
     if let Some((name, stp)) = subset {
@@ -59,7 +67,9 @@ pub(super) fn effective_tls<'b>(
             out = pl.tls.as_ref().map(|v| {
                 (
                     v,
-                    format!("spec.subsets[{name}].trafficPolicy.portLevelSettings[port {port}].tls"),
+                    format!(
+                        "spec.subsets[{name}].trafficPolicy.portLevelSettings[port {port}].tls"
+                    ),
                 )
             });
         } else if let Some(v) = &stp.tls {
@@ -96,21 +106,19 @@ impl<'a> Compiler<'a> {
         protocol: &str,
     ) -> Option<p::UpstreamTls> {
         let t: ClientTls = serde_yaml::from_value(tls.clone()).unwrap_or_default();
-        let mode = t
-            .mode
-            .as_deref()
-            .unwrap_or("DISABLE")
-            .to_ascii_uppercase();
+        let mode = t.mode.as_deref().unwrap_or("DISABLE").to_ascii_uppercase();
         if mode != "SIMPLE" && mode != "MUTUAL" {
             // DISABLE; ISTIO_MUTUAL never gets here (rejected by validation).
             return None;
         }
         let origin = format!("{dr_id} {field}");
         let file = |v: &Option<String>, what: &str| {
-            v.as_deref().filter(|s| !s.is_empty()).map(|path| p::Pem::File {
-                path: path.into(),
-                origin: format!("{origin}.{what}"),
-            })
+            v.as_deref()
+                .filter(|s| !s.is_empty())
+                .map(|path| p::Pem::File {
+                    path: path.into(),
+                    origin: format!("{origin}.{what}"),
+                })
         };
         let mut out = p::UpstreamTls {
             mode: mode.clone(),
@@ -202,11 +210,17 @@ mod tests {
         let sub = tp("tls: {mode: DISABLE}\nportLevelSettings:\n- port: {number: 7443}\n  tls: {mode: SIMPLE, sni: x}\n");
         let s = |m: &str, f: &str| Some((m.to_string(), f.to_string()));
         // Top level only.
-        assert_eq!(mode(effective_tls(Some(&top), None, 80)), s("SIMPLE", "spec.trafficPolicy.tls"));
+        assert_eq!(
+            mode(effective_tls(Some(&top), None, 80)),
+            s("SIMPLE", "spec.trafficPolicy.tls")
+        );
         // Port level replaces the top level.
         assert_eq!(
             mode(effective_tls(Some(&top), None, 8443)),
-            s("MUTUAL", "spec.trafficPolicy.portLevelSettings[port 8443].tls")
+            s(
+                "MUTUAL",
+                "spec.trafficPolicy.portLevelSettings[port 8443].tls"
+            )
         );
         // A port-level entry without tls: plain text (no inheritance).
         assert_eq!(mode(effective_tls(Some(&top), None, 9000)), None);
@@ -218,13 +232,19 @@ mod tests {
         // The subset's port level wins over everything.
         assert_eq!(
             mode(effective_tls(Some(&top), Some(("v1", &sub)), 7443)),
-            s("SIMPLE", "spec.subsets[v1].trafficPolicy.portLevelSettings[port 7443].tls")
+            s(
+                "SIMPLE",
+                "spec.subsets[v1].trafficPolicy.portLevelSettings[port 7443].tls"
+            )
         );
         // A subset without tls inherits.
         let lb_only = tp("loadBalancer: {simple: RANDOM}");
         assert_eq!(
             mode(effective_tls(Some(&top), Some(("v2", &lb_only)), 8443)),
-            s("MUTUAL", "spec.trafficPolicy.portLevelSettings[port 8443].tls")
+            s(
+                "MUTUAL",
+                "spec.trafficPolicy.portLevelSettings[port 8443].tls"
+            )
         );
         assert_eq!(mode(effective_tls(None, None, 80)), None);
     }
