@@ -374,3 +374,141 @@ data:
     expect(&get("bad", "/")?, 200, "b1", "host of a rejected rule")?;
     Ok(())
 }
+
+/// A `TLS` server that terminates (SIMPLE) forwards its `tcp` routes over TLS the gateway
+/// originates: b1 sees the DestinationRule's SNI and no ALPN (an opaque TLS port); an
+/// untrusted backend gets no bytes and the client's connection is closed, counted as
+/// `upstream_tls_failed`.
+#[test]
+fn tls_server_terminates_then_originates_on_tcp_routes() -> Result<()> {
+    let topo = Topology::new("utcp", 2, Opts::http_backends())?;
+    let dir = tempfile::tempdir()?;
+    let ca = Ca::new("upstream tcp CA")?;
+    let rogue = Ca::new("rogue tcp CA")?;
+    let ca_pem = write(dir.path(), "ca.pem", &ca.cert.pem())?;
+    let (a_crt, a_key) = ca.leaf("a.internal")?;
+    let (u_crt, u_key) = rogue.leaf("u.internal")?;
+    let tls = TLS_PORT.to_string();
+    let (a_crt, a_key) = (
+        write(dir.path(), "a.crt", &a_crt)?,
+        write(dir.path(), "a.key", &a_key)?,
+    );
+    let (u_crt, u_key) = (
+        write(dir.path(), "u.crt", &u_crt)?,
+        write(dir.path(), "u.key", &u_key)?,
+    );
+    let _b1 = tls_backend(
+        &topo,
+        "b1",
+        &["--tls", &tls, "--cert", &a_crt, "--key", &a_key],
+    )?;
+    let _b2 = tls_backend(
+        &topo,
+        "b2",
+        &["--tls", &tls, "--cert", &u_crt, "--key", &u_key],
+    )?;
+    let gw_cert = ca.leaf("t.example.com")?;
+    let gateway = format!(
+        "{GATEWAY_HEAD}  - port: {{number: 9443, name: tls-term, protocol: TLS}}
+    hosts: [t.example.com, v.example.com]
+    tls: {{mode: SIMPLE, credentialName: t-cert}}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: t-cert, namespace: istio-system}}
+type: kubernetes.io/tls
+data:
+  tls.crt: {}
+  tls.key: {}
+",
+        b64(&gw_cert.0),
+        b64(&gw_cert.1)
+    );
+    let services = [
+        service("a.internal", "TLS", TLS_PORT, topo.backend("b1").addr),
+        service("u.internal", "TLS", TLS_PORT, topo.backend("b2").addr),
+    ]
+    .join("---\n");
+    let rules = [
+        rule(
+            "a.internal",
+            &format!("  trafficPolicy:\n    tls: {{mode: SIMPLE, caCertificates: {ca_pem}}}\n"),
+        ),
+        rule(
+            "u.internal",
+            &format!("  trafficPolicy:\n    tls: {{mode: SIMPLE, caCertificates: {ca_pem}}}\n"),
+        ),
+    ]
+    .join("---\n");
+    let tcp = |name: &str, dest: &str| {
+        format!(
+            "apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{name: {name}, namespace: default}}
+spec:
+  hosts: [t.example.com]
+  gateways: [gw]
+  tcp:
+  - route: [{{destination: {{host: {dest}}}}}]
+"
+        )
+    };
+    let agent = Agent::start(
+        &topo,
+        &[
+            ("gateway.yaml", gateway.clone()),
+            ("services.yaml", services.clone()),
+            ("rules.yaml", rules.clone()),
+            ("routes.yaml", tcp("term", "a.internal")),
+        ],
+    )?;
+    let c = topo.http_client();
+    let gw_ca = write(dir.path(), "gw-ca.pem", &ca.cert.pem())?;
+    let https = || {
+        c.curl(&[
+            "--http1.1",
+            "--cacert",
+            &gw_ca,
+            "--resolve",
+            &format!("t.example.com:9443:{VIP}"),
+            "https://t.example.com:9443/t",
+        ])
+    };
+    for _ in 0..2 {
+        let r = https()?;
+        expect(&r, 200, "b1", "terminate, then originate")?;
+        ensure!(
+            r.upstream_header("tls-sni") == Some("a.internal")
+                && r.upstream_header("tls-alpn") == Some("none"),
+            "{r:#?}"
+        );
+        ensure!(r.upstream_request_line() == "GET /t", "{r:#?}");
+    }
+
+    // The same route to the backend with a rogue certificate: the client's connection is
+    // closed after its own handshake (curl: empty reply).
+    let generation = agent.generation()?;
+    agent.write_config(&[
+        ("gateway.yaml", gateway),
+        ("services.yaml", services),
+        ("rules.yaml", rules),
+        ("routes.yaml", tcp("term", "u.internal")),
+    ])?;
+    agent.wait_generation_above(generation, Duration::from_secs(10))?;
+    let e = https().unwrap_err();
+    ensure!(
+        e.downcast_ref::<gateway_tests::http::CurlError>()
+            .is_some_and(|c| c.code == 52 || c.code == 56),
+        "want the connection closed: {e:#}"
+    );
+    let (_, metrics) = agent.get("/metrics")?;
+    ensure!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("gateway_tls_stream_connections_total{")
+                && l.contains("outcome=\"upstream_tls_failed\"")
+                && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    Ok(())
+}
