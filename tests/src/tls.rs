@@ -21,9 +21,14 @@ impl Ca {
 
     /// (certificate PEM, key PEM) for `name`.
     pub fn leaf(&self, name: &str) -> Result<(String, String)> {
+        self.leaf_for(&[name])
+    }
+
+    /// (certificate PEM, key PEM) valid for all of `names` (DNS SANs).
+    pub fn leaf_for(&self, names: &[&str]) -> Result<(String, String)> {
         let key = rcgen::KeyPair::generate()?;
-        let cert = rcgen::CertificateParams::new(vec![name.to_string()])?
-            .signed_by(&key, &self.cert, &self.key)?;
+        let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let cert = rcgen::CertificateParams::new(names)?.signed_by(&key, &self.cert, &self.key)?;
         Ok((cert.pem(), key.serialize_pem()))
     }
 }

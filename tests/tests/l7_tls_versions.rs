@@ -1,0 +1,133 @@
+//! End-to-end: the protocol versions an HTTPS server accepts (Gateway `tls.minProtocolVersion` /
+//! `maxProtocolVersion`; TLS 1.0 and 1.1 never), checked with OpenSSL's own client from the
+//! client namespace through the real `gateway` binary, which must answer with its own alert
+//! (a client that gave up locally would prove nothing).
+
+use std::{fs, process::Command};
+
+use anyhow::{ensure, Context as _, Result};
+use gateway_tests::{
+    manifests::GATEWAY_HEAD,
+    proc::output_timeout,
+    tls::{b64, Ca},
+    topology::{Topology, VIP},
+    Agent, Opts,
+};
+
+/// HTTPS servers on 443 for `host` with these extra `tls` fields, all with one certificate
+/// Secret, and a direct response behind them.
+fn https_gateway(servers: &[(&str, &str)], cert: &(String, String)) -> Vec<(&'static str, String)> {
+    let mut gw = GATEWAY_HEAD.to_string();
+    for (host, extra) in servers {
+        gw.push_str(&format!(
+            "  - port: {{number: 443, name: https-{}, protocol: HTTPS}}\n    hosts: [{host}]\n    tls: {{mode: SIMPLE, credentialName: cert{extra}}}\n",
+            host.split('.').next().unwrap_or(host)
+        ));
+    }
+    let hosts: Vec<&str> = servers.iter().map(|(h, _)| *h).collect();
+    let secret = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: cert, namespace: istio-system}}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
+        b64(&cert.0),
+        b64(&cert.1)
+    );
+    let vs = format!(
+        "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: ok, namespace: default}}\nspec:\n  hosts: [{}]\n  gateways: [gw]\n  http:\n  - directResponse: {{status: 200, body: {{string: ok}}}}\n",
+        hosts.join(", ")
+    );
+    vec![
+        ("gateway.yaml", format!("{gw}---\n{secret}")),
+        ("routes.yaml", vs),
+    ]
+}
+
+/// `openssl s_client` from the client namespace to `host` on the VIP with `args`
+/// (`-tls1_2`, ...): whether the handshake completed, and everything it printed.
+pub fn s_client(topo: &Topology, host: &str, args: &[&str]) -> Result<(bool, String)> {
+    let connect = format!("{VIP}:443");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", topo.client.name(), "openssl", "s_client"])
+        .args(["-connect", &connect, "-servername", host, "-brief"])
+        .args(args);
+    let out = output_timeout(&mut cmd, std::time::Duration::from_secs(15))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok((
+        out.status.success() && text.contains("CONNECTION ESTABLISHED"),
+        text,
+    ))
+}
+
+#[test]
+fn min_and_max_protocol_versions_and_tls10_11_refused() -> Result<()> {
+    let topo = Topology::new("tlsv", 1, Opts::no_backends())?;
+    let ca = Ca::new("versions CA")?;
+    let cert = ca.leaf_for(&[
+        "auto.example.com",
+        "v13.example.com",
+        "v12.example.com",
+        "old.example.com",
+    ])?;
+    let files = https_gateway(
+        &[
+            ("auto.example.com", ""),
+            ("v13.example.com", ", minProtocolVersion: TLSV1_3"),
+            ("v12.example.com", ", maxProtocolVersion: TLSV1_2"),
+            // Asked for, but never granted: rustls has no TLS 1.0/1.1 (the log warns).
+            (
+                "old.example.com",
+                ", minProtocolVersion: TLSV1_0, cipherSuites: [ECDHE-RSA-AES128-SHA]",
+            ),
+        ],
+        &cert,
+    );
+    let agent = Agent::start(&topo, &files)?;
+    let dir = tempfile::tempdir()?;
+    let ca_file = dir.path().join("ca.pem");
+    fs::write(&ca_file, ca.cert.pem())?;
+    let ca_file = ca_file.to_str().context("path")?;
+    let version = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("Protocol version: "))
+            .unwrap_or("")
+            .to_string()
+    };
+
+    // TLS_AUTO: 1.2 and 1.3, 1.3 preferred.
+    let (ok, text) = s_client(&topo, "auto.example.com", &["-CAfile", ca_file])?;
+    ensure!(ok && version(&text) == "TLSv1.3", "{text}");
+    let (ok, text) = s_client(&topo, "auto.example.com", &["-CAfile", ca_file, "-tls1_2"])?;
+    ensure!(ok && version(&text) == "TLSv1.2", "{text}");
+    // minProtocolVersion TLSV1_3: a TLS 1.2 client gets a protocol_version alert.
+    let (ok, text) = s_client(&topo, "v13.example.com", &["-CAfile", ca_file])?;
+    ensure!(ok && version(&text) == "TLSv1.3", "{text}");
+    let (ok, text) = s_client(&topo, "v13.example.com", &["-tls1_2"])?;
+    ensure!(!ok && text.contains("alert protocol version"), "{text}");
+    // maxProtocolVersion TLSV1_2: a client offering 1.3 gets 1.2; a 1.3-only client is refused.
+    let (ok, text) = s_client(&topo, "v12.example.com", &["-CAfile", ca_file])?;
+    ensure!(ok && version(&text) == "TLSv1.2", "{text}");
+    let (ok, text) = s_client(&topo, "v12.example.com", &["-tls1_3"])?;
+    ensure!(!ok && text.contains("alert protocol version"), "{text}");
+    // TLS 1.0 and 1.1, on every server, even one that asks for them. SECLEVEL=0 lets OpenSSL
+    // 3 send such a ClientHello at all; "SSL alert number" is an alert the gateway sent
+    // (rustls answers a ClientHello without 1.2 with handshake_failure).
+    for host in ["auto.example.com", "old.example.com"] {
+        for flag in ["-tls1", "-tls1_1"] {
+            let (ok, text) = s_client(&topo, host, &[flag, "-cipher", "DEFAULT@SECLEVEL=0"])?;
+            ensure!(
+                !ok && text.contains("SSL alert number"),
+                "{host} {flag}: {text}"
+            );
+        }
+    }
+    ensure!(
+        agent
+            .log()
+            .contains("TLS 1.0 and 1.1 are not supported; using TLS 1.2"),
+        "no warning for TLSV1_0:\n{}",
+        agent.log()
+    );
+    Ok(())
+}
