@@ -485,6 +485,54 @@ spec:
         ensure!(r.upstream_request_line() == "GET /t", "{r:#?}");
     }
 
+    // Every loaded certificate, in /certs, `gateway dump secrets` and the expiry metric: the
+    // server certificate from its Secret, the upstream CA file of the routed cluster.
+    let certs = agent.get_json_at("/certs")?;
+    let list = certs["certificates"].as_array().context("certificates")?;
+    let find = |kind: &str, source: &str| {
+        list.iter()
+            .find(|c| c["kind"] == kind && c["source"].as_str().is_some_and(|s| s.contains(source)))
+            .with_context(|| format!("no {kind} certificate from {source} in {certs:#}"))
+    };
+    let server = find("server", "t-cert")?;
+    ensure!(
+        server["subject_alt_names"] == serde_json::json!(["DNS:t.example.com"])
+            && server["used_by"][0]
+                .as_str()
+                .is_some_and(|u| u.starts_with("Gateway default/gw"))
+            && server["serial_number"]
+                .as_str()
+                .is_some_and(|s| !s.is_empty())
+            && server["expiration_time"]
+                .as_str()
+                .is_some_and(|s| s.ends_with('Z')),
+        "{server:#}"
+    );
+    let up_ca = find("upstream_ca", &ca_pem)?;
+    ensure!(
+        up_ca["used_by"] == serde_json::json!(["outbound|443||a.internal"])
+            && up_ca["subject"] == "CN=upstream tcp CA",
+        "{up_ca:#}"
+    );
+    let out = agent.cli(&["dump", "secrets"])?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        text.lines().any(|l| l.starts_with("upstream_ca")
+            && l.contains(&ca_pem)
+            && l.contains("CN=upstream tcp CA")
+            && l.ends_with("  outbound|443||a.internal")),
+        "dump secrets:\n{text}"
+    );
+    let (_, metrics) = agent.get("/metrics")?;
+    let days = server["days_until_expiration"].as_i64().context("days")?;
+    ensure!(
+        metrics.lines().any(|l| l
+            .starts_with("gateway_certificate_expiration_days{kind=\"server\"")
+            && l.contains("t-cert")
+            && l.ends_with(&format!(" {days}"))),
+        "{metrics}"
+    );
+
     // The same route to the backend with a rogue certificate: the client's connection is
     // closed after its own handshake (curl: empty reply).
     let generation = agent.generation()?;
