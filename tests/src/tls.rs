@@ -19,6 +19,17 @@ impl Ca {
         Ok(Ca { cert, key })
     }
 
+    /// An intermediate CA signed by this one (its certificate PEM goes after a leaf's in a
+    /// server's chain file).
+    pub fn intermediate(&self, cn: &str) -> Result<Ca> {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate()?;
+        let cert = p.signed_by(&key, &self.cert, &self.key)?;
+        Ok(Ca { cert, key })
+    }
+
     /// (certificate PEM, key PEM) for `name`.
     pub fn leaf(&self, name: &str) -> Result<(String, String)> {
         self.leaf_for(&[name])

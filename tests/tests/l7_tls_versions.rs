@@ -131,3 +131,110 @@ fn min_and_max_protocol_versions_and_tls10_11_refused() -> Result<()> {
     );
     Ok(())
 }
+
+/// sslscan (Debian's, OpenSSL-based) against a SIMPLE server, as an auditor would run it:
+/// nothing below TLS 1.2, no weak suite (every accepted one is an AEAD with forward secrecy),
+/// and the chain is complete: a client trusting only the root verifies the leaf, because the
+/// server sends the intermediate.
+#[test]
+fn sslscan_finds_no_old_protocol_weak_suite_or_missing_chain() -> Result<()> {
+    let topo = Topology::new("sscan", 1, Opts::no_backends())?;
+    let root = Ca::new("sslscan root CA")?;
+    let inter = root.intermediate("sslscan intermediate CA")?;
+    let (leaf, key) = inter.leaf("scan.example.com")?;
+    let chain = format!("{leaf}{}", inter.cert.pem());
+    let files = https_gateway(&[("scan.example.com", "")], &(chain, key));
+    let _agent = Agent::start(&topo, &files)?;
+    let target = format!("{VIP}:443");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", topo.client.name(), "sslscan"])
+        .args(["--no-colour", "--xml=-", "--no-heartbleed"])
+        .args(["--sni-name=scan.example.com", &target]);
+    let out = output_timeout(&mut cmd, std::time::Duration::from_secs(120))?;
+    let xml = String::from_utf8_lossy(&out.stdout).to_string();
+    ensure!(
+        out.status.success() && xml.contains("<ssltest"),
+        "sslscan: {xml}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // `<protocol type="tls" version="1.2" enabled="1" />`, one per version.
+    let enabled = |version: &str| {
+        xml.contains(&format!(
+            "<protocol type=\"tls\" version=\"{version}\" enabled=\"1\""
+        ))
+    };
+    for v in ["1.0", "1.1"] {
+        ensure!(!enabled(v), "TLS {v} enabled:\n{xml}");
+    }
+    ensure!(
+        !xml.contains("<protocol type=\"ssl\" version=\"2\" enabled=\"1\"")
+            && !xml.contains("<protocol type=\"ssl\" version=\"3\" enabled=\"1\""),
+        "SSL enabled:\n{xml}"
+    );
+    ensure!(
+        enabled("1.2") && enabled("1.3"),
+        "TLS 1.2 and 1.3 expected:\n{xml}"
+    );
+    let ciphers: Vec<&str> = xml
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            l.starts_with("<cipher ")
+                && (l.contains("status=\"accepted\"") || l.contains("status=\"preferred\""))
+        })
+        .collect();
+    ensure!(!ciphers.is_empty(), "no accepted cipher:\n{xml}");
+    for c in &ciphers {
+        let attr = |name: &str| {
+            c.split(&format!(" {name}=\""))
+                .nth(1)
+                .and_then(|r| r.split('"').next())
+                .unwrap_or("")
+        };
+        let (version, name, bits, strength) = (
+            attr("sslversion"),
+            attr("cipher"),
+            attr("bits"),
+            attr("strength"),
+        );
+        let aead = name.contains("GCM") || name.contains("CHACHA20");
+        let forward_secret = version == "TLSv1.3" || name.starts_with("ECDHE-");
+        ensure!(
+            (version == "TLSv1.2" || version == "TLSv1.3")
+                && aead
+                && forward_secret
+                && bits.parse::<u32>().is_ok_and(|b| b >= 128)
+                // sslscan's own rating: 128-bit AES is "acceptable", weaker ones are
+                // "medium", "weak", "null" or "anonymous".
+                && (strength == "strong" || strength == "acceptable"),
+            "weak suite accepted: {c}"
+        );
+    }
+    // The chain: verified against the root alone (the intermediate came from the server).
+    let dir = tempfile::tempdir()?;
+    let root_file = dir.path().join("root.pem");
+    fs::write(&root_file, root.cert.pem())?;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", topo.client.name(), "openssl", "s_client"])
+        .args([
+            "-connect",
+            &target,
+            "-servername",
+            "scan.example.com",
+            "-showcerts",
+        ])
+        .args([
+            "-verify_return_error",
+            "-CAfile",
+            root_file.to_str().context("path")?,
+        ]);
+    let out = output_timeout(&mut cmd, std::time::Duration::from_secs(15))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        text.contains("Verify return code: 0 (ok)")
+            && text.matches("-----BEGIN CERTIFICATE-----").count() == 2,
+        "chain:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
