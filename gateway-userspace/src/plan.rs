@@ -559,8 +559,14 @@ pub mod http {
     pub struct UpstreamTls {
         /// `SIMPLE` or `MUTUAL`.
         pub mode: String,
-        /// Sent as SNI: `tls.sni`, else the destination host (Istio's auto-SNI).
-        pub sni: String,
+        /// `tls.sni`: sent as SNI, and then (without `subjectAltNames`) only the chain is
+        /// verified, as Envoy does. None: Istio's auto-SNI and auto-SAN: an HTTP request's
+        /// `Host` (after rewrites) is the SNI and the name the certificate must be valid for;
+        /// a stream sends no SNI and the chain alone is verified.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub sni: Option<String>,
+        /// Where `sni` falls back to when a request has no usable `Host`: the destination.
+        pub destination: String,
         /// The trust anchors; None: the system roots (webpki-roots), unless `insecure`.
         #[serde(skip_serializing_if = "Option::is_none")]
         pub ca_certificates: Option<Pem>,
@@ -575,7 +581,7 @@ pub mod http {
         /// `insecureSkipVerify`: no chain or name check.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         pub insecure_skip_verify: bool,
-        /// ALPN offered: `h2` (HTTP2/GRPC ports) or `http/1.1`; empty for TCP streams.
+        /// ALPN offered: `h2` for HTTP2/GRPC ports, else none (Istio's `ALPNH2Only`).
         #[serde(skip_serializing_if = "Vec::is_empty")]
         pub alpn: Vec<String>,
         /// `DestinationRule default/x spec.trafficPolicy.tls`: named in errors.

@@ -106,17 +106,28 @@ fn simple_mutual_sni_san_h2_and_failures() -> Result<()> {
     let ca = Ca::new("upstream e2e CA")?;
     let rogue = Ca::new("rogue CA")?;
     let ca_pem = write(dir.path(), "ca.pem", &ca.cert.pem())?;
-    let leaf = |ca: &Ca, name: &str, file: &str| -> Result<(String, String)> {
-        let (c, k) = ca.leaf(name)?;
+    let leaf = |ca: &Ca, names: &[&str], file: &str| -> Result<(String, String)> {
+        let (c, k) = ca.leaf_for(names)?;
         Ok((
             write(dir.path(), &format!("{file}.crt"), &c)?,
             write(dir.path(), &format!("{file}.key"), &k)?,
         ))
     };
-    let (a_crt, a_key) = leaf(&ca, "a.internal", "a")?;
-    let (m_crt, m_key) = leaf(&ca, "m.internal", "m")?;
-    let (u_crt, u_key) = leaf(&rogue, "u.internal", "u")?;
-    let (gw_crt, gw_key) = leaf(&ca, "gw.client.internal", "gw")?;
+    // Auto-SNI is the request's Host, so the backends' certificates name the public hosts
+    // routed to them (as an Istio user's must), besides their own.
+    let (a_crt, a_key) = leaf(&ca, &["a.internal", "simple.example.com"], "a")?;
+    let (m_crt, m_key) = leaf(
+        &ca,
+        &[
+            "m.internal",
+            "mutual.example.com",
+            "cred.example.com",
+            "nocert.example.com",
+        ],
+        "m",
+    )?;
+    let (u_crt, u_key) = leaf(&rogue, &["u.internal"], "u")?;
+    let (gw_crt, gw_key) = leaf(&ca, &["gw.client.internal"], "gw")?;
     let (sec_crt, sec_key) = ca.leaf("secret.client.internal")?;
     let tls = TLS_PORT.to_string();
     let h2 = H2_PORT.to_string();
@@ -191,8 +202,12 @@ data:
         rule(
             "alias.internal",
             &format!(
-                "  trafficPolicy:\n    tls: {simple}\n  subsets:\n{}{}{}",
+                "  trafficPolicy:\n    tls: {simple}\n  subsets:\n{}{}{}{}",
                 subset("sni", &format!("{{mode: SIMPLE, caCertificates: {ca_pem}, sni: a.internal}}")),
+                subset(
+                    "chainonly",
+                    &format!("{{mode: SIMPLE, caCertificates: {ca_pem}, sni: elsewhere.internal}}")
+                ),
                 subset(
                     "san",
                     &format!("{{mode: SIMPLE, caCertificates: {ca_pem}, sni: other.internal, subjectAltNames: [a.internal]}}")
@@ -230,6 +245,7 @@ data:
         ("simple", "{host: a.internal}"),
         ("autosni", "{host: alias.internal}"),
         ("sni", "{host: alias.internal, subset: sni}"),
+        ("chainonly", "{host: alias.internal, subset: chainonly}"),
         ("san", "{host: alias.internal, subset: san}"),
         ("badsan", "{host: alias.internal, subset: badsan}"),
         ("h2", "{host: h2.internal}"),
@@ -273,24 +289,26 @@ data:
     };
     let fact = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
 
-    // SIMPLE: auto-SNI is the destination host; ALPN from the port protocol (HTTP: http/1.1);
-    // no client certificate. Twice: the second request reuses the pooled TLS connection.
+    // SIMPLE: auto-SNI is the request's Host (Envoy's auto_sni, which Istio sets when `sni`
+    // is unset) and the certificate must be valid for it (auto_san_validation); no ALPN on an
+    // HTTP/1.1 port (Istio sets it only for HTTP/2); no client certificate. Twice: the second
+    // request reuses the pooled TLS connection.
     for _ in 0..2 {
         let r = get("simple", "/s")?;
         expect(&r, 200, "b1", "SIMPLE")?;
         ensure!(
-            facts(&r) == fact("a.internal", "http/1.1", "none"),
+            facts(&r) == fact("simple.example.com", "none", "none"),
             "{r:#?}"
         );
         ensure!(r.upstream_request_line() == "GET /s", "{r:#?}");
     }
 
-    // The certificate must be valid for the SNI (auto-SAN): alias.internal is not in it. Istio's
-    // default retry policy retries the connect failure once (URX).
+    // The certificate must be valid for the SNI (auto-SAN): autosni.example.com is not in it.
+    // Istio's default retry policy retries the connect failure (URX).
     let r = get("autosni", "/autosni")?;
     expect(&r, 503, "", "auto SAN mismatch")?;
     ensure!(
-        r.body.starts_with("upstream connect error or disconnect/reset before headers. retried and the latest reset reason: connection failure, transport failure reason: TLS_error:|CERTIFICATE_VERIFY_FAILED:invalid_peer_certificate:_certificate_not_valid_for_name_alias.internal"),
+        r.body.starts_with("upstream connect error or disconnect/reset before headers. retried and the latest reset reason: connection failure, transport failure reason: TLS_error:|CERTIFICATE_VERIFY_FAILED:invalid_peer_certificate:_certificate_not_valid_for_name_autosni.example.com"),
         "{r:#?}"
     );
     let l = log_line(&log, "/autosni")?;
@@ -299,10 +317,14 @@ data:
             && l.contains(":TLS_error_end}"),
         "access log: {l}"
     );
-    // `sni` set: sent as is and checked against the certificate.
+    // `sni` set: sent as is; without `subjectAltNames` Envoy then checks the chain only, so a
+    // name the certificate lacks passes too.
     let r = get("sni", "/")?;
     expect(&r, 200, "b1", "sni")?;
     ensure!(facts(&r).0 == "a.internal", "{r:#?}");
+    let r = get("chainonly", "/")?;
+    expect(&r, 200, "b1", "sni without subjectAltNames")?;
+    ensure!(facts(&r).0 == "elsewhere.internal", "{r:#?}");
     // `subjectAltNames` replace the SNI in the check: SNI other.internal, SAN a.internal.
     let r = get("san", "/")?;
     expect(&r, 200, "b1", "subjectAltNames")?;
@@ -354,7 +376,7 @@ data:
     // insecureSkipVerify: the same backend is accepted.
     let r = get("skip", "/")?;
     expect(&r, 200, "b3", "insecureSkipVerify")?;
-    ensure!(facts(&r).0 == "u.internal", "{r:#?}");
+    ensure!(facts(&r).0 == "skip.example.com", "{r:#?}");
 
     // DISABLE: plain text to the HTTP port.
     let r = get("plain", "/")?;
@@ -376,8 +398,9 @@ data:
 }
 
 /// A `TLS` server that terminates (SIMPLE) forwards its `tcp` routes over TLS the gateway
-/// originates: b1 sees the DestinationRule's SNI and no ALPN (an opaque TLS port); an
-/// untrusted backend gets no bytes and the client's connection is closed, counted as
+/// originates: without `sni` a stream sends none and only the chain is verified (Envoy's
+/// auto-SNI and auto-SAN are HTTP options), no ALPN (an opaque TLS port); an untrusted
+/// backend's connection fails and the client's is closed, counted as
 /// `upstream_tls_failed`.
 #[test]
 fn tls_server_terminates_then_originates_on_tcp_routes() -> Result<()> {
@@ -478,7 +501,7 @@ spec:
         let r = https()?;
         expect(&r, 200, "b1", "terminate, then originate")?;
         ensure!(
-            r.upstream_header("tls-sni") == Some("a.internal")
+            r.upstream_header("tls-sni") == Some("none")
                 && r.upstream_header("tls-alpn") == Some("none"),
             "{r:#?}"
         );

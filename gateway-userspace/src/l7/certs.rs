@@ -229,7 +229,8 @@ mod tests {
             outlier: None,
             tls: Some(p::UpstreamTls {
                 mode: "SIMPLE".into(),
-                sni: "a".into(),
+                sni: None,
+                destination: "a".into(),
                 ca_certificates: Some(pem(cert.pem())),
                 client_certificate: None,
                 private_key: None,

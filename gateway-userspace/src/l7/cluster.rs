@@ -15,6 +15,12 @@ use rand::Rng;
 
 use crate::plan::http as p;
 
+type SniClients =
+    std::collections::HashMap<rustls::pki_types::ServerName<'static>, Client<Connector, UpBody>>;
+
+/// SNIs pooled per worker and cluster before the pools start over.
+const MAX_SNI_POOLS: usize = 256;
+
 /// Milliseconds since the first call (a monotonic clock that fits an atomic).
 pub fn now_ms() -> u64 {
     static START: OnceLock<Instant> = OnceLock::new();
@@ -70,6 +76,12 @@ pub struct Cluster {
     ring: Vec<(u64, usize)>,
     /// One pooled client per L7 worker: a worker reuses only connections its own runtime drives.
     clients: Vec<Client<Connector, UpBody>>,
+    /// Auto-SNI TLS clusters: per worker, one pooled client per SNI, since a connection's SNI
+    /// is fixed by its handshake (Envoy keys its upstream pools by SNI the same way).
+    by_sni: Vec<std::sync::Mutex<SniClients>>,
+    /// How `by_sni` clients are made.
+    builder: hyper_util::client::legacy::Builder,
+    conn: Connector,
     /// DestinationRule `tls`: how connections to the endpoints are secured (None: plain).
     pub tls: Option<std::sync::Arc<Origination>>,
     pub active_requests: AtomicU32,
@@ -161,6 +173,7 @@ impl Cluster {
         let conn = Connector {
             http: conn,
             tls: tls.clone(),
+            sni: None,
         };
         let mut b = Client::builder(TokioExecutor::new());
         b.pool_idle_timeout(Duration::from_secs(3600));
@@ -183,6 +196,11 @@ impl Cluster {
             rr: AtomicUsize::new(rand::thread_rng().gen()),
             ring,
             clients,
+            by_sni: (0..super::worker_count())
+                .map(|_| Default::default())
+                .collect(),
+            builder: b,
+            conn,
             tls,
             active_requests: AtomicU32::new(0),
             active_retries: AtomicU32::new(0),
@@ -193,9 +211,29 @@ impl Cluster {
         }
     }
 
-    /// The upstream client of the worker running this request.
-    pub fn client(&self) -> &Client<Connector, UpBody> {
-        &self.clients[super::worker_index() % self.clients.len()]
+    /// The upstream client of the worker running this request, for a request with this
+    /// `Host` (it picks the SNI of an auto-SNI TLS cluster).
+    pub fn client(&self, host: Option<&str>) -> Client<Connector, UpBody> {
+        let w = super::worker_index() % self.clients.len();
+        let Some(t) = self.tls.as_ref().filter(|t| t.auto_sni()) else {
+            return self.clients[w].clone();
+        };
+        let sni = t.sni_for(host);
+        let mut pools = self.by_sni[w].lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded: a client sending random Host values must not grow pools without end; the
+        // dropped clients' idle connections close.
+        if pools.len() >= MAX_SNI_POOLS && !pools.contains_key(&sni) {
+            pools.clear();
+        }
+        pools
+            .entry(sni.clone())
+            .or_insert_with(|| {
+                self.builder.build(Connector {
+                    sni: Some(sni),
+                    ..self.conn.clone()
+                })
+            })
+            .clone()
     }
 
     fn eligible(&self, i: usize, now: u64) -> bool {

@@ -509,7 +509,7 @@ async fn connect(
             let _ = s.set_nodelay(true);
             let up = match &cluster.tls {
                 None => Upstream::Plain(s),
-                Some(t) => match tokio::time::timeout(timeout, t.connect(s)).await {
+                Some(t) => match tokio::time::timeout(timeout, t.connect_stream(s)).await {
                     Ok(Ok(s)) => Upstream::Tls(Box::new(s)),
                     Ok(Err(e)) => {
                         log::debug!("{}: TLS to {}: {e}", cluster.plan.name, ep.addr);

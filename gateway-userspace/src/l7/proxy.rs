@@ -488,7 +488,8 @@ async fn forward(
             };
             let Some(i) = mc.pick(None, &[]) else { return };
             if let Ok(r) = build_upstream(&mc, i, &m, hd, &pq, body, 1) {
-                let _ = mc.client().request(r).await;
+                let host = r.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+                let _ = mc.client(host).request(r).await;
             }
         });
     }
@@ -594,7 +595,8 @@ async fn forward(
                 Err(_) => return Err(Err(local_reply(400, ""))),
             };
             let sent = Instant::now();
-            let fut = cluster.client().request(up);
+            let host = up.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+            let fut = cluster.client(host).request(up);
             let res = match policy.and_then(|p| p.per_try_timeout_ms) {
                 Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), fut).await {
                     Ok(r) => r.map_err(classify),

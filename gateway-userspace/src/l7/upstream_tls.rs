@@ -15,7 +15,6 @@ use hyper::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::net::TcpStream;
@@ -25,46 +24,102 @@ use tower_service::Service;
 
 use crate::plan::http as p;
 
-/// What a cluster's connections need for TLS: the shared client config and the SNI.
+/// What a cluster's connections need for TLS: the client configs (shared by every connection,
+/// so rustls' session cache resumes across them) and the SNI rule.
 pub struct Origination {
-    pub connector: TlsConnector,
-    pub server_name: ServerName<'static>,
+    /// For HTTP requests: with auto-SNI the name is the request's `Host` and checked (auto-SAN).
+    http: TlsConnector,
+    /// For streams (`tcp` routes): with auto-SNI no SNI is sent and only the chain is checked,
+    /// since Envoy's auto-SNI and auto-SAN are HTTP options.
+    stream: TlsConnector,
+    /// `tls.sni`; None: auto-SNI.
+    sni: Option<ServerName<'static>>,
+    /// The auto-SNI fallback for a request without a usable `Host`.
+    destination: ServerName<'static>,
     /// Some: the settings are unusable; every connection fails with this reason.
-    pub error: Option<String>,
-    pub h2: bool,
+    error: Option<String>,
 }
 
 impl Origination {
     /// Builds the client side of `t`; a file that cannot be read, or a bad certificate, gives
-    /// an origination that fails every connection (logged once here).
+    /// an origination that fails every connection (logged once here, named by its origin).
     pub fn new(t: &p::UpstreamTls, cluster: &str) -> Arc<Origination> {
-        let server_name = ServerName::try_from(t.sni.clone())
-            .unwrap_or_else(|_| ServerName::try_from("invalid.sni").expect("a valid name"));
-        let built = client_config(t);
-        let (config, error) = match built {
-            Ok(c) => (c, t.error.clone()),
+        let name = |s: &str| ServerName::try_from(s.to_string()).ok();
+        let sni = t.sni.as_deref().and_then(name);
+        let destination = name(&t.destination)
+            .unwrap_or_else(|| ServerName::try_from("invalid.sni").expect("a valid name"));
+        let auto = t.sni.is_none();
+        let built = client_config(t, auto).and_then(|h| Ok((h, client_config(t, false)?)));
+        let (http, stream, error) = match built {
+            Ok((h, s)) => (h, s, t.error.clone()),
             Err(e) => {
                 log::warn!("{cluster}: upstream TLS ({}): {e}", t.origin);
-                (fallback_config(), Some(e))
+                (fallback_config(), fallback_config(), Some(e))
             }
         };
         Arc::new(Origination {
-            connector: TlsConnector::from(Arc::new(config)),
-            server_name,
+            http: TlsConnector::from(Arc::new(http)),
+            stream: TlsConnector::from(Arc::new(stream)),
+            sni,
+            destination,
             error,
-            h2: t.alpn.iter().any(|a| a == "h2"),
         })
     }
 
-    /// The TLS handshake over an established TCP connection.
-    pub async fn connect(&self, tcp: TcpStream) -> Result<TlsStream<TcpStream>, TlsError> {
+    /// Whether the SNI comes from each request's `Host` (so connections are pooled per SNI).
+    pub fn auto_sni(&self) -> bool {
+        self.sni.is_none()
+    }
+
+    /// The auto-SNI of a request with this `Host`: without its port; the destination when
+    /// there is none or it is not a name.
+    pub fn sni_for(&self, host: Option<&str>) -> ServerName<'static> {
+        let host = host.map(|h| match h.rsplit_once(':') {
+            Some((name, port)) if !name.ends_with(']') && port.parse::<u16>().is_ok() => name,
+            _ => h,
+        });
+        host.and_then(|h| ServerName::try_from(h.to_ascii_lowercase()).ok())
+            .filter(|n| matches!(n, ServerName::DnsName(_)))
+            .unwrap_or_else(|| self.destination.clone())
+    }
+
+    /// The TLS handshake of an HTTP connection; `auto` is the request's auto-SNI.
+    pub async fn connect_http(
+        &self,
+        tcp: TcpStream,
+        auto: Option<ServerName<'static>>,
+    ) -> Result<TlsStream<TcpStream>, TlsError> {
+        let name = self
+            .sni
+            .clone()
+            .or(auto)
+            .unwrap_or_else(|| self.destination.clone());
+        self.handshake(&self.http, name, tcp).await
+    }
+
+    /// The TLS handshake of a stream: `tls.sni`, else no SNI at all (rustls sends none for an
+    /// address).
+    pub async fn connect_stream(&self, tcp: TcpStream) -> Result<TlsStream<TcpStream>, TlsError> {
+        let name = match &self.sni {
+            Some(n) => n.clone(),
+            None => match tcp.peer_addr() {
+                Ok(a) => ServerName::IpAddress(a.ip().into()),
+                Err(e) => return Err(TlsError::new("CONNECTION_CLOSED", &e.to_string())),
+            },
+        };
+        self.handshake(&self.stream, name, tcp).await
+    }
+
+    async fn handshake(
+        &self,
+        c: &TlsConnector,
+        name: ServerName<'static>,
+        tcp: TcpStream,
+    ) -> Result<TlsStream<TcpStream>, TlsError> {
         if let Some(e) = &self.error {
             return Err(TlsError::new("CONFIGURATION", e));
         }
-        self.connector
-            .connect(self.server_name.clone(), tcp)
-            .await
-            .map_err(TlsError::from_io)
+        c.connect(name, tcp).await.map_err(TlsError::from_io)
     }
 }
 
@@ -95,48 +150,46 @@ fn fallback_config() -> ClientConfig {
         .with_safe_default_protocol_versions()
         .expect("ring supports the default versions")
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(NoVerify(provider())))
+        .with_custom_certificate_verifier(Arc::new(Verifier {
+            roots: Arc::new(RootCertStore::empty()),
+            names: Names::Any,
+        }))
         .with_no_client_auth()
 }
 
-pub(crate) fn client_config(t: &p::UpstreamTls) -> Result<ClientConfig, String> {
-    let verifier: Arc<dyn ServerCertVerifier> = if t.insecure_skip_verify {
-        Arc::new(NoVerify(provider()))
-    } else {
-        let roots = match &t.ca_certificates {
-            Some(pem) => {
-                let mut roots = RootCertStore::empty();
-                for c in super::tls::certs(pem)? {
-                    roots
-                        .add(c)
-                        .map_err(|e| format!("caCertificates: unusable CA certificate: {e}"))?;
-                }
-                Arc::new(roots)
+/// The client config of `t`. `auto_san`: without `subjectAltNames`, the certificate must be
+/// valid for the SNI (Envoy's auto_san_validation, which Istio sets when `sni` is unset).
+pub(crate) fn client_config(t: &p::UpstreamTls, auto_san: bool) -> Result<ClientConfig, String> {
+    let roots = match &t.ca_certificates {
+        Some(pem) => {
+            let mut roots = RootCertStore::empty();
+            for c in super::tls::certs(pem)? {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("caCertificates: unusable CA certificate: {e}"))?;
             }
-            None => system_roots(),
-        };
-        let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider())
-            .build()
-            .map_err(|e| format!("caCertificates: {e}"))?;
-        if t.subject_alt_names.is_empty() {
-            webpki
-        } else {
-            let names = t
-                .subject_alt_names
-                .iter()
-                .filter_map(|s| ServerName::try_from(s.clone()).ok())
-                .collect();
-            Arc::new(SanVerifier {
-                inner: webpki,
-                names,
-            })
+            Arc::new(roots)
         }
+        None => system_roots(),
+    };
+    let names = if t.insecure_skip_verify {
+        Names::Any
+    } else if !t.subject_alt_names.is_empty() {
+        let sans = p::ClientPins {
+            subject_alt_names: t.subject_alt_names.clone(),
+            ..Default::default()
+        };
+        Names::Sans(super::tls::Pins::parse(&sans).map_err(|e| e.join("; "))?)
+    } else if auto_san {
+        Names::ServerName
+    } else {
+        Names::ChainOnly
     };
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS versions: {e}"))?
         .dangerous()
-        .with_custom_certificate_verifier(verifier);
+        .with_custom_certificate_verifier(Arc::new(Verifier { roots, names }));
     let mut config = match (&t.client_certificate, &t.private_key) {
         (Some(c), Some(k)) => builder
             .with_client_auth_cert(super::tls::certs(c)?, super::tls::key(k)?)
@@ -147,72 +200,58 @@ pub(crate) fn client_config(t: &p::UpstreamTls) -> Result<ClientConfig, String> 
     Ok(config)
 }
 
-/// `subjectAltNames`: the chain must verify, and the leaf be valid for one of these names
-/// (instead of the SNI).
+/// Which names the upstream certificate must carry, once its chain verified.
 #[derive(Debug)]
-struct SanVerifier {
-    inner: Arc<WebPkiServerVerifier>,
-    names: Vec<ServerName<'static>>,
+enum Names {
+    /// `insecureSkipVerify`: no check at all, not even the chain.
+    Any,
+    /// The chain only (`sni` set without `subjectAltNames`, as Envoy without SAN matchers).
+    ChainOnly,
+    /// Valid for the SNI it was asked for (auto-SAN).
+    ServerName,
+    /// A SAN of any type exactly equal to one of these (a `*.` DNS SAN covers one label), as
+    /// a MUTUAL server checks its clients'.
+    Sans(super::tls::Pins),
 }
 
-impl ServerCertVerifier for SanVerifier {
+/// The upstream certificate check (Envoy's `CertificateValidationContext` as Istio fills it).
+#[derive(Debug)]
+struct Verifier {
+    roots: Arc<RootCertStore>,
+    names: Names,
+}
+
+impl ServerCertVerifier for Verifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        ocsp: &[u8],
+        server_name: &ServerName<'_>,
+        _ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let mut last = rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName);
-        for name in &self.names {
-            match self
-                .inner
-                .verify_server_cert(end_entity, intermediates, name, ocsp, now)
-            {
-                Ok(v) => return Ok(v),
-                Err(e) => last = e,
+        if matches!(self.names, Names::Any) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            &self.roots,
+            intermediates,
+            now,
+            provider().signature_verification_algorithms.all,
+        )?;
+        match &self.names {
+            Names::Any | Names::ChainOnly => {}
+            Names::ServerName => rustls::client::verify_server_name(&cert, server_name)?,
+            Names::Sans(want) => {
+                if want.check(end_entity.as_ref()).is_err() {
+                    return Err(rustls::Error::InvalidCertificate(
+                        rustls::CertificateError::NotValidForName,
+                    ));
+                }
             }
         }
-        Err(last)
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
-    }
-}
-
-/// `insecureSkipVerify: true`: any certificate; the handshake signatures are still checked.
-#[derive(Debug)]
-struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for NoVerify {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
         Ok(ServerCertVerified::assertion())
     }
 
@@ -226,7 +265,7 @@ impl ServerCertVerifier for NoVerify {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &provider().signature_verification_algorithms,
         )
     }
 
@@ -240,12 +279,14 @@ impl ServerCertVerifier for NoVerify {
             message,
             cert,
             dss,
-            &self.0.signature_verification_algorithms,
+            &provider().signature_verification_algorithms,
         )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        provider()
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
@@ -321,11 +362,13 @@ pub fn connection_failure_details(reason: &str) -> &'static str {
     ))
 }
 
-/// hyper's connector for a cluster: plain TCP, or TCP then TLS.
+/// hyper's connector for a cluster: plain TCP, or TCP then TLS (with the auto-SNI of the
+/// client it belongs to: one client, so one pool, per SNI).
 #[derive(Clone)]
 pub struct Connector {
     pub http: HttpConnector,
     pub tls: Option<Arc<Origination>>,
+    pub sni: Option<ServerName<'static>>,
 }
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -342,12 +385,13 @@ impl Service<Uri> for Connector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let tcp = self.http.call(uri);
         let tls = self.tls.clone();
+        let sni = self.sni.clone();
         Box::pin(async move {
             let tcp = tcp.await?;
             match tls {
                 None => Ok(Conn::Plain(tcp)),
                 Some(t) => {
-                    let s = t.connect(tcp.into_inner()).await?;
+                    let s = t.connect_http(tcp.into_inner(), sni).await?;
                     Ok(Conn::Tls(Box::new(TokioIo::new(s))))
                 }
             }

@@ -79,12 +79,11 @@ pub(super) fn effective_tls<'b>(
     out
 }
 
-/// ALPN offered upstream for a service port protocol: `h2` for HTTP2/GRPC, `http/1.1` for HTTP,
-/// nothing for opaque TCP/TLS ports.
+/// ALPN offered upstream for a service port protocol: `h2` for HTTP2/GRPC, nothing else
+/// (Istio sets ALPN only on HTTP/2 clusters; an HTTP/1.1 server needs none).
 pub(super) fn alpn_for(protocol: &str) -> Vec<String> {
     match protocol.to_ascii_uppercase().as_str() {
         "HTTP2" | "GRPC" | "GRPC-WEB" => vec!["h2".into()],
-        "HTTP" => vec!["http/1.1".into()],
         _ => Vec::new(),
     }
 }
@@ -122,11 +121,8 @@ impl<'a> Compiler<'a> {
         };
         let mut out = p::UpstreamTls {
             mode: mode.clone(),
-            sni: t
-                .sni
-                .clone()
-                .filter(|s| !s.is_empty())
-                .unwrap_or_else(|| host.trim_start_matches("*.").to_string()),
+            sni: t.sni.clone().filter(|s| !s.is_empty()),
+            destination: host.trim_start_matches("*.").to_string(),
             ca_certificates: file(&t.ca_certificates, "caCertificates"),
             client_certificate: None,
             private_key: None,
@@ -253,7 +249,7 @@ mod tests {
     fn alpn_follows_the_port_protocol() {
         assert_eq!(alpn_for("GRPC"), vec!["h2"]);
         assert_eq!(alpn_for("http2"), vec!["h2"]);
-        assert_eq!(alpn_for("HTTP"), vec!["http/1.1"]);
+        assert!(alpn_for("HTTP").is_empty());
         assert!(alpn_for("TCP").is_empty());
     }
 }
