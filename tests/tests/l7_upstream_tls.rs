@@ -131,7 +131,7 @@ fn simple_mutual_sni_san_h2_and_failures() -> Result<()> {
     let (sec_crt, sec_key) = ca.leaf("secret.client.internal")?;
     let tls = TLS_PORT.to_string();
     let h2 = H2_PORT.to_string();
-    let _b1 = tls_backend(
+    let mut b1_server = tls_backend(
         &topo,
         "b1",
         &[
@@ -197,7 +197,13 @@ data:
         )
     };
     let rules = [
-        rule("a.internal", &format!("  trafficPolicy:\n    tls: {simple}\n")),
+        // Subset `fresh`: one request per connection, so every request needs a handshake.
+        rule(
+            "a.internal",
+            &format!(
+                "  trafficPolicy:\n    tls: {simple}\n  subsets:\n  - name: fresh\n    labels: {{app: tls}}\n    trafficPolicy:\n      connectionPool: {{http: {{maxRequestsPerConnection: 1}}}}\n      tls: {{mode: SIMPLE, caCertificates: {ca_pem}, sni: a.internal}}\n"
+            ),
+        ),
         // No sni: the SNI is alias.internal, for which a.internal's certificate is not valid.
         rule(
             "alias.internal",
@@ -243,6 +249,7 @@ data:
     .join("---\n");
     let routes = [
         ("simple", "{host: a.internal}"),
+        ("fresh", "{host: a.internal, subset: fresh}"),
         ("autosni", "{host: alias.internal}"),
         ("sni", "{host: alias.internal, subset: sni}"),
         ("chainonly", "{host: alias.internal, subset: chainonly}"),
@@ -292,8 +299,9 @@ data:
     // SIMPLE: auto-SNI is the request's Host (Envoy's auto_sni, which Istio sets when `sni`
     // is unset) and the certificate must be valid for it (auto_san_validation); no ALPN on an
     // HTTP/1.1 port (Istio sets it only for HTTP/2); no client certificate. Twice: the second
-    // request reuses the pooled TLS connection.
-    for _ in 0..2 {
+    // requests reuse the pooled TLS connection: one handshake for three requests.
+    b1_server.take_lines();
+    for _ in 0..3 {
         let r = get("simple", "/s")?;
         expect(&r, 200, "b1", "SIMPLE")?;
         ensure!(
@@ -302,6 +310,27 @@ data:
         );
         ensure!(r.upstream_request_line() == "GET /s", "{r:#?}");
     }
+    let handshakes = |lines: Vec<String>| -> Vec<String> {
+        lines
+            .into_iter()
+            .filter(|l| l.starts_with("tls handshake"))
+            .collect()
+    };
+    let h = handshakes(b1_server.take_lines());
+    ensure!(
+        h == ["tls handshake sni=simple.example.com resumed=no"],
+        "one pooled connection expected: {h:?}"
+    );
+    // A new connection resumes the session of the previous one (rustls' session cache is the
+    // cluster's): maxRequestsPerConnection 1 forces the second handshake.
+    let first = get("fresh", "/")?;
+    let second = get("fresh", "/")?;
+    expect(&second, 200, "b1", "fresh connection")?;
+    ensure!(
+        first.upstream_header("tls-resumed") == Some("no")
+            && second.upstream_header("tls-resumed") == Some("yes"),
+        "{first:#?} {second:#?}"
+    );
 
     // The certificate must be valid for the SNI (auto-SAN): autosni.example.com is not in it.
     // Istio's default retry policy retries the connect failure (URX).
@@ -420,7 +449,7 @@ fn tls_server_terminates_then_originates_on_tcp_routes() -> Result<()> {
         write(dir.path(), "u.crt", &u_crt)?,
         write(dir.path(), "u.key", &u_key)?,
     );
-    let _b1 = tls_backend(
+    let mut b1_server = tls_backend(
         &topo,
         "b1",
         &["--tls", &tls, "--cert", &a_crt, "--key", &a_key],

@@ -11,8 +11,9 @@
 //!   `/status/NNN` answers with that status, `/delay/MS` sleeps first.
 //! - TLS (rustls, certificate and key from PEM files): the same HTTP/1.1 server inside TLS, so
 //!   a client that verifies the certificate proves whose TLS it talked to. The body also carries
-//!   `tls-sni: NAME`, `tls-alpn: PROTO` and `tls-client: SUBJECT-SANS|none` lines, so a test sees
-//!   what the TLS client (the gateway) offered. `--client-ca` demands a client certificate that
+//!   `tls-sni: NAME`, `tls-alpn: PROTO`, `tls-client: SANS|none` and `tls-resumed: yes|no`
+//!   lines, so a test sees what the TLS client (the gateway) offered; each handshake prints
+//!   `tls handshake sni=NAME resumed=yes|no`. `--client-ca` demands a client certificate that
 //!   chains to that CA (the handshake fails without one). `--h2tls` is the same over HTTP/2
 //!   (ALPN `h2` only; see `h2tls.rs`).
 //!
@@ -241,11 +242,19 @@ fn tls_facts(c: &rustls::ServerConnection) -> Vec<(String, String)> {
         .peer_certificates()
         .and_then(|chain| chain.first())
         .map(|leaf| leaf_names(leaf.as_ref()));
-    vec![
+    let resumed = c.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    let facts = vec![
         ("tls-sni".into(), c.server_name().unwrap_or("none").into()),
         ("tls-alpn".into(), alpn.unwrap_or_else(|| "none".into())),
         ("tls-client".into(), client.unwrap_or_else(|| "none".into())),
-    ]
+        (
+            "tls-resumed".into(),
+            if resumed { "yes" } else { "no" }.into(),
+        ),
+    ];
+    // One line per handshake, so a test can count connections (pooling) and resumptions.
+    println!("tls handshake sni={} resumed={}", facts[0].1, facts[3].1);
+    facts
 }
 
 /// The DNS SANs of a DER certificate, comma-separated (how a test tells two clients apart).
