@@ -449,7 +449,7 @@ fn tls_server_terminates_then_originates_on_tcp_routes() -> Result<()> {
         write(dir.path(), "u.crt", &u_crt)?,
         write(dir.path(), "u.key", &u_key)?,
     );
-    let mut b1_server = tls_backend(
+    let _b1 = tls_backend(
         &topo,
         "b1",
         &["--tls", &tls, "--cert", &a_crt, "--key", &a_key],
