@@ -127,6 +127,31 @@ impl<'a> Compiler<'a> {
                 continue;
             };
             source_ip.push(self.uses_source_ip(vs, &field, r.dr.as_ref(), r.port.number, r.subset));
+            // The XDP path forwards packets; it cannot originate TLS. Said, not silently
+            // sent in plain text as if the rule were honoured.
+            let tls = super::upstream_tls::effective_tls(
+                r.dr_policy,
+                r.subset.map(|s| s.name.as_str()).zip(r.subset_policy),
+                r.port.number,
+            );
+            if let Some((v, f)) = tls.filter(|(v, _)| {
+                v.get("mode")
+                    .and_then(|m| m.as_str())
+                    .is_some_and(|m| matches!(m.to_ascii_uppercase().as_str(), "SIMPLE" | "MUTUAL"))
+            }) {
+                let mode = v.get("mode").and_then(|m| m.as_str()).unwrap_or_default();
+                let dr =
+                    r.dr.as_ref()
+                        .and_then(|d| d.ids.first().cloned())
+                        .unwrap_or_default();
+                self.warn(
+                    vs,
+                    field.clone(),
+                    format!(
+                        "{dr} {f}.mode {mode}: not applied on a TCP server (its connections are forwarded by the L4 path in plain text); serve it from a TLS server, whose tcp routes originate TLS"
+                    ),
+                );
+            }
             let eps = r.eps;
             if eps.is_empty() {
                 let what = if r.subset.is_some() {

@@ -245,6 +245,82 @@ mod tests {
         assert_eq!(mode(effective_tls(None, None, 80)), None);
     }
 
+    /// The whole pipeline on files: an HTTP route's cluster gets the DestinationRule's TLS
+    /// (auto-SNI, the CA file resolved against the config directory, ALPN h2 on HTTP2), a
+    /// TCP server's route gets a warning naming the rule and field instead.
+    #[test]
+    fn clusters_get_tls_and_tcp_servers_say_they_cannot() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let yaml = "apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: default}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: [\"*\"]
+  - port: {number: 31400, name: tcp, protocol: TCP}
+    hosts: [\"*\"]
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: up, namespace: default}
+spec:
+  hosts: [up.internal]
+  resolution: STATIC
+  ports: [{number: 443, name: http2, protocol: HTTP2}, {number: 9000, name: tcp, protocol: TCP}]
+  endpoints: [{address: 198.18.1.2}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: up, namespace: default}
+spec:
+  host: up.internal
+  trafficPolicy:
+    tls: {mode: SIMPLE, caCertificates: ca.pem}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: up, namespace: default}
+spec:
+  hosts: [\"*\"]
+  gateways: [gw]
+  http:
+  - route: [{destination: {host: up.internal, port: {number: 443}}}]
+  tcp:
+  - match: [{port: 31400}]
+    route: [{destination: {host: up.internal, port: {number: 9000}}}]
+";
+        std::fs::write(dir.path().join("all.yaml"), yaml).expect("write");
+        let input = crate::config::CompileInput {
+            vips: vec!["198.18.0.1".parse().expect("ip")],
+            ..crate::config::CompileInput::default()
+        };
+        let (_, compiled, _) = crate::config::load_admit_compile(dir.path(), &input, None, false);
+        let (plan, warnings) = compiled.expect("compiles");
+        let c = plan
+            .http
+            .clusters
+            .iter()
+            .find(|c| c.name == "outbound|443||up.internal")
+            .expect("cluster");
+        let t = c.tls.as_ref().expect("tls");
+        assert_eq!((t.mode.as_str(), t.sni.as_deref()), ("SIMPLE", None));
+        assert_eq!(t.destination, "up.internal");
+        assert_eq!(t.alpn, vec!["h2"]);
+        assert!(
+            matches!(&t.ca_certificates, Some(p::Pem::File { path, .. }) if *path == dir.path().join("ca.pem")),
+            "{t:?}"
+        );
+        let w: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        assert!(
+            w.iter().any(|w| w.contains("VirtualService default/up")
+                && w.contains("spec.tcp[0].route[0].destination")
+                && w.contains("DestinationRule default/up spec.trafficPolicy.tls.mode SIMPLE: not applied on a TCP server")),
+            "{w:#?}"
+        );
+    }
+
     #[test]
     fn alpn_follows_the_port_protocol() {
         assert_eq!(alpn_for("GRPC"), vec!["h2"]);
