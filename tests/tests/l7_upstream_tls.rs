@@ -208,8 +208,9 @@ data:
         rule(
             "alias.internal",
             &format!(
-                "  trafficPolicy:\n    tls: {simple}\n  subsets:\n{}{}{}{}",
+                "  trafficPolicy:\n    tls: {simple}\n  subsets:\n{}{}{}{}{}",
                 subset("sni", &format!("{{mode: SIMPLE, caCertificates: {ca_pem}, sni: a.internal}}")),
+                subset("nofile", "{mode: SIMPLE, caCertificates: /nonexistent/ca.pem}"),
                 subset(
                     "chainonly",
                     &format!("{{mode: SIMPLE, caCertificates: {ca_pem}, sni: elsewhere.internal}}")
@@ -253,6 +254,7 @@ data:
         ("autosni", "{host: alias.internal}"),
         ("sni", "{host: alias.internal, subset: sni}"),
         ("chainonly", "{host: alias.internal, subset: chainonly}"),
+        ("nofile", "{host: alias.internal, subset: nofile}"),
         ("san", "{host: alias.internal, subset: san}"),
         ("badsan", "{host: alias.internal, subset: badsan}"),
         ("h2", "{host: h2.internal}"),
@@ -381,6 +383,20 @@ data:
     ensure!(
         log_line(&log, "/badsan")?.contains(" 503 UF,URX "),
         "badsan"
+    );
+
+    // A CA file that cannot be read: that cluster's connections fail (503 UF, the reason in
+    // the details), the log names the rule, field and path, and the rest serves.
+    let r = get("nofile", "/nofile")?;
+    expect(&r, 503, "", "unreadable caCertificates")?;
+    ensure!(
+        log_line(&log, "/nofile")?.contains("TLS_error:|CONFIGURATION:"),
+        "nofile"
+    );
+    ensure!(
+        agent.log().contains("upstream TLS (DestinationRule default/alias spec.subsets[nofile].trafficPolicy.tls): DestinationRule default/alias spec.subsets[nofile].trafficPolicy.tls.caCertificates: reading /nonexistent/ca.pem: No such file"),
+        "{}",
+        agent.log()
     );
 
     // HTTP2 port: ALPN h2, and the request went as HTTP/2 (the backend saw :authority).
