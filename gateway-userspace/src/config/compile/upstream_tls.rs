@@ -32,6 +32,8 @@ struct ClientTls {
     sni: Option<String>,
     #[serde(default)]
     insecure_skip_verify: Option<bool>,
+    #[serde(default)]
+    ca_crl: Option<String>,
 }
 
 /// The `tls` block that applies to `port` of a cluster, with the field it came from:
@@ -132,6 +134,13 @@ impl<'a> Compiler<'a> {
             origin: origin.clone(),
             error: None,
         };
+        if t.ca_crl.as_deref().is_some_and(|c| !c.is_empty()) {
+            self.warn(
+                user,
+                user_field.to_string(),
+                format!("{origin}.caCrl: not checked on upstream certificates; connections to {host} are verified without it"),
+            );
+        }
         if mode == "MUTUAL" {
             out.client_certificate = file(&t.client_certificate, "clientCertificate");
             out.private_key = file(&t.private_key, "privateKey");
