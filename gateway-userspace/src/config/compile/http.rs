@@ -1047,7 +1047,9 @@ impl<'a> Compiler<'a> {
             r.dr.as_ref()
                 .and_then(|d| d.ids.first().cloned())
                 .unwrap_or_default();
-        let tls = tls.and_then(|(v, f)| self.upstream_tls(vs, field, v, &dr_id, &f, &host, &proto));
+        let tls = tls.and_then(|(v, f)| {
+            self.upstream_tls(vs, field, v, &dr_id, &f, &host, &proto, r.entry_sans)
+        });
         let cluster = p::Cluster {
             name: name.clone(),
             namespace: r.namespace.to_string(),

@@ -283,6 +283,9 @@ pub(super) struct Resolved<'a> {
     pub subset: Option<&'a Subset>,
     pub subset_policy: Option<&'a TrafficPolicy>,
     pub eps: Vec<Ep<'a>>,
+    /// A ServiceEntry's `subjectAltNames`: the upstream SANs when the DestinationRule's
+    /// `tls` lists none (Istio does so for ServiceEntry hosts).
+    pub entry_sans: &'a [String],
 }
 
 fn protocol_of(s: &Srv<'_>) -> Option<Protocol> {

@@ -130,7 +130,12 @@ impl<'a> Compiler<'a> {
         if let Some(sub) = subset {
             eps.retain(|e| labels_subset(&sub.labels, e.labels.unwrap_or(&Labels::new())));
         }
+        let entry_sans: &'a [String] = match kind {
+            SvcKind::Entry(se) => &se.spec.subject_alt_names,
+            SvcKind::Kube(_) => &[],
+        };
         Some(Resolved {
+            entry_sans,
             svc_id,
             namespace: svc_ns,
             port: sp,

@@ -92,7 +92,8 @@ pub(super) fn alpn_for(protocol: &str) -> Vec<String> {
 
 impl<'a> Compiler<'a> {
     /// The upstream TLS of a cluster for `host`, from its effective DestinationRule `tls`
-    /// (`dr_id` + `field` name it), or None for DISABLE / no tls. A `credentialName` Secret that
+    /// (`dr_id` + `field` name it), or None for DISABLE / no tls. Without `subjectAltNames`
+    /// the ServiceEntry's (`entry_sans`) apply, as Istio's cluster builder does. A `credentialName` Secret that
     /// is missing or incomplete warns (on the route that uses the cluster) and gives settings
     /// with `error` set: every connection then fails, as Envoy's cluster without its secret.
     #[allow(clippy::too_many_arguments)]
@@ -105,6 +106,7 @@ impl<'a> Compiler<'a> {
         field: &str,
         host: &str,
         protocol: &str,
+        entry_sans: &[String],
     ) -> Option<p::UpstreamTls> {
         let t: ClientTls = serde_yaml::from_value(tls.clone()).unwrap_or_default();
         let mode = t.mode.as_deref().unwrap_or("DISABLE").to_ascii_uppercase();
@@ -128,7 +130,11 @@ impl<'a> Compiler<'a> {
             ca_certificates: file(&t.ca_certificates, "caCertificates"),
             client_certificate: None,
             private_key: None,
-            subject_alt_names: t.subject_alt_names.clone().unwrap_or_default(),
+            subject_alt_names: t
+                .subject_alt_names
+                .clone()
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| entry_sans.to_vec()),
             insecure_skip_verify: t.insecure_skip_verify == Some(true),
             alpn: alpn_for(protocol),
             origin: origin.clone(),
@@ -255,7 +261,8 @@ mod tests {
     }
 
     /// The whole pipeline on files: an HTTP route's cluster gets the DestinationRule's TLS
-    /// (auto-SNI, the CA file resolved against the config directory, ALPN h2 on HTTP2), a
+    /// (auto-SNI, the CA file resolved against the config directory, ALPN h2 on HTTP2, the
+    /// ServiceEntry's SANs), a
     /// TCP server's route gets a warning naming the rule and field instead.
     #[test]
     fn clusters_get_tls_and_tcp_servers_say_they_cannot() {
@@ -279,6 +286,7 @@ spec:
   resolution: STATIC
   ports: [{number: 443, name: http2, protocol: HTTP2}, {number: 9000, name: tcp, protocol: TCP}]
   endpoints: [{address: 198.18.1.2}]
+  subjectAltNames: [spiffe://up.internal/sa]
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
@@ -317,6 +325,8 @@ spec:
         assert_eq!((t.mode.as_str(), t.sni.as_deref()), ("SIMPLE", None));
         assert_eq!(t.destination, "up.internal");
         assert_eq!(t.alpn, vec!["h2"]);
+        // No DestinationRule SANs: the ServiceEntry's.
+        assert_eq!(t.subject_alt_names, vec!["spiffe://up.internal/sa"]);
         assert!(
             matches!(&t.ca_certificates, Some(p::Pem::File { path, .. }) if *path == dir.path().join("ca.pem")),
             "{t:?}"
