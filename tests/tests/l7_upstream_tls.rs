@@ -464,7 +464,8 @@ data:
 /// originates: without `sni` a stream sends none and only the chain is verified (Envoy's
 /// auto-SNI and auto-SAN are HTTP options), no ALPN (an opaque TLS port); an untrusted
 /// backend's connection fails and the client's is closed, counted as
-/// `upstream_tls_failed`.
+/// `upstream_tls_failed`; the certificate views list what was loaded; a rotated CA file is
+/// picked up without a restart.
 #[test]
 fn tls_server_terminates_then_originates_on_tcp_routes() -> Result<()> {
     let topo = Topology::new("utcp", 2, Opts::http_backends())?;
@@ -644,5 +645,13 @@ spec:
                 && l.ends_with(" 1")),
         "{metrics}"
     );
+    // The upstream CA file is watched like the servers' certificates: replaced by the rogue
+    // CA (write and rename, as a secret mount does), the next connection trusts b2.
+    let tmp = dir.path().join("ca.pem.new");
+    fs::write(&tmp, rogue.cert.pem())?;
+    fs::rename(&tmp, &ca_pem)?;
+    gateway_tests::wait_until(Duration::from_secs(20), "the rotated upstream CA", || {
+        Ok(https().is_ok_and(|r| r.backend() == "b2"))
+    })?;
     Ok(())
 }
