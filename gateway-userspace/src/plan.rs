@@ -152,6 +152,10 @@ pub mod stream {
         pub port: u16,
         /// In Istio's order; the first of equally good matches wins.
         pub chains: Vec<StreamChain>,
+        /// A `TCP` server whose route originates TLS: one chain, taken without reading a
+        /// ClientHello (the client speaks plain TCP, maybe server-first).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        pub plain: bool,
     }
 
     /// One filter chain: which connections it takes, and where they go.

@@ -464,8 +464,9 @@ data:
 /// originates: without `sni` a stream sends none and only the chain is verified (Envoy's
 /// auto-SNI and auto-SAN are HTTP options), no ALPN (an opaque TLS port); an untrusted
 /// backend's connection fails and the client's is closed, counted as
-/// `upstream_tls_failed`; the certificate views list what was loaded; a rotated CA file is
-/// picked up without a restart.
+/// `upstream_tls_failed`; a `TCP` server with such a route is served by the agent instead of
+/// XDP; the certificate views list what was loaded; a rotated CA file is picked up without a
+/// restart.
 #[test]
 fn tls_server_terminates_then_originates_on_tcp_routes() -> Result<()> {
     let topo = Topology::new("utcp", 2, Opts::http_backends())?;
@@ -499,6 +500,8 @@ fn tls_server_terminates_then_originates_on_tcp_routes() -> Result<()> {
         "{GATEWAY_HEAD}  - port: {{number: 9443, name: tls-term, protocol: TLS}}
     hosts: [t.example.com, v.example.com]
     tls: {{mode: SIMPLE, credentialName: t-cert}}
+  - port: {{number: 31400, name: tcp, protocol: TCP}}
+    hosts: [\"*\"]
 ---
 apiVersion: v1
 kind: Secret
@@ -571,6 +574,21 @@ spec:
         );
         ensure!(r.upstream_request_line() == "GET /t", "{r:#?}");
     }
+
+    // A TCP server whose route asks for TLS is served by the agent (XDP cannot originate
+    // it): the client speaks plain HTTP over TCP, b1 gets it over TLS.
+    let r = c.get(&format!("http://{VIP}:31400/plain"), &[])?;
+    expect(&r, 200, "b1", "TCP server, TLS upstream")?;
+    ensure!(
+        r.upstream_header("tls-sni") == Some("none") && r.upstream_request_line() == "GET /plain",
+        "{r:#?}"
+    );
+    ensure!(
+        agent.config_dump()?["plan"]["l4"]
+            .as_array()
+            .is_some_and(|l| l.is_empty()),
+        "the TCP server must not be on the L4 path"
+    );
 
     // Every loaded certificate, in /certs, `gateway dump secrets` and the expiry metric: the
     // server certificate from its Secret, the upstream CA file of the routed cluster.

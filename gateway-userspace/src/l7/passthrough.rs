@@ -307,6 +307,8 @@ pub struct Chain {
 /// The stream chains of one (bind, port).
 pub struct StreamChains {
     pub chains: Vec<Chain>,
+    /// A plain TCP server: its one chain takes every connection, nothing is peeked.
+    pub plain: bool,
 }
 
 impl StreamChains {
@@ -350,7 +352,10 @@ impl StreamChains {
             });
         }
         if errors.is_empty() {
-            Ok(StreamChains { chains })
+            Ok(StreamChains {
+                chains,
+                plain: l.plain,
+            })
         } else {
             Err(errors)
         }

@@ -427,6 +427,9 @@ impl TlsListener {
     /// client sent no ClientHello in time, or it went away; the connection is to be closed.
     pub async fn route(&self, tcp: &TcpStream) -> Option<Route> {
         let streams = self.streams.as_ref()?;
+        if streams.plain {
+            return Some(Route::Stream(0));
+        }
         let local = tcp.local_addr().ok()?;
         let Some(hello) = passthrough::peek_client_hello(tcp).await else {
             passthrough::count(local.port(), "", "no_client_hello");

@@ -262,8 +262,8 @@ mod tests {
 
     /// The whole pipeline on files: an HTTP route's cluster gets the DestinationRule's TLS
     /// (auto-SNI, the CA file resolved against the config directory, ALPN h2 on HTTP2, the
-    /// ServiceEntry's SANs), a
-    /// TCP server's route gets a warning naming the rule and field instead.
+    /// ServiceEntry's SANs); a TCP server whose route needs TLS moves from the XDP path to the
+    /// agent, as a plain stream listener.
     #[test]
     fn clusters_get_tls_and_tcp_servers_say_they_cannot() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -331,13 +331,31 @@ spec:
             matches!(&t.ca_certificates, Some(p::Pem::File { path, .. }) if *path == dir.path().join("ca.pem")),
             "{t:?}"
         );
-        let w: Vec<String> = warnings.iter().map(ToString::to_string).collect();
+        // The TCP server cannot stay on the XDP path: the agent serves it as a plain stream
+        // whose cluster originates TLS (no SNI rule other than the DestinationRule's).
+        assert!(plan.l4.is_empty(), "{:?}", plan.l4);
         assert!(
-            w.iter().any(|w| w.contains("VirtualService default/up")
-                && w.contains("spec.tcp[0].route[0].destination")
-                && w.contains("DestinationRule default/up spec.trafficPolicy.tls.mode SIMPLE: not applied on a TCP server")),
-            "{w:#?}"
+            plan.local.iter().any(|l| l.port == 31400),
+            "{:?}",
+            plan.local
         );
+        let l = &plan.streams.listeners[0];
+        assert!(
+            l.plain && l.port == 31400 && l.chains[0].terminate.is_none(),
+            "{l:?}"
+        );
+        assert_eq!(l.chains[0].routes[0].cluster, "outbound|9000||up.internal");
+        let tcp = plan
+            .streams
+            .clusters
+            .iter()
+            .find(|c| c.name == "outbound|9000||up.internal")
+            .expect("stream cluster");
+        assert!(
+            tcp.tls.as_ref().is_some_and(|t| t.alpn.is_empty()),
+            "{tcp:?}"
+        );
+        assert!(warnings.is_empty(), "{warnings:#?}");
     }
 
     #[test]
