@@ -78,7 +78,12 @@ fn listeners(src: &Sources) -> Table {
     {
         rows.push(vec![
             format!("{}:{}", s(&l["bind"]), s(&l["port"])),
-            "TLS stream".into(),
+            // A plain one is a TCP server kept off XDP because its route originates TLS.
+            if l["plain"] == Value::Bool(true) {
+                "TCP stream (TLS upstream)".into()
+            } else {
+                "TLS stream".into()
+            },
             "L4 (agent)".into(),
             s(&l["origin"]),
         ]);
