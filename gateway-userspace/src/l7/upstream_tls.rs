@@ -157,9 +157,10 @@ fn fallback_config() -> ClientConfig {
         .with_no_client_auth()
 }
 
-/// The client config of `t`. `auto_san`: without `subjectAltNames`, the certificate must be
-/// valid for the SNI (Envoy's auto_san_validation, which Istio sets when `sni` is unset).
-pub(crate) fn client_config(t: &p::UpstreamTls, auto_san: bool) -> Result<ClientConfig, String> {
+/// The upstream certificate check of `t`. `auto_san`: without `subjectAltNames`, the
+/// certificate must be valid for the SNI (Envoy's auto_san_validation, which Istio sets when
+/// `sni` is unset).
+fn verifier(t: &p::UpstreamTls, auto_san: bool) -> Result<Verifier, String> {
     let roots = match &t.ca_certificates {
         Some(pem) => {
             let mut roots = RootCertStore::empty();
@@ -185,11 +186,17 @@ pub(crate) fn client_config(t: &p::UpstreamTls, auto_san: bool) -> Result<Client
     } else {
         Names::ChainOnly
     };
+    Ok(Verifier { roots, names })
+}
+
+/// The client config of `t` (see [`verifier`] for `auto_san`).
+pub(crate) fn client_config(t: &p::UpstreamTls, auto_san: bool) -> Result<ClientConfig, String> {
+    let verifier = verifier(t, auto_san)?;
     let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| format!("TLS versions: {e}"))?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Verifier { roots, names }));
+        .with_custom_certificate_verifier(Arc::new(verifier));
     let mut config = match (&t.client_certificate, &t.private_key) {
         (Some(c), Some(k)) => builder
             .with_client_auth_cert(super::tls::certs(c)?, super::tls::key(k)?)
@@ -489,5 +496,114 @@ impl Write for Conn {
             Conn::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Conn::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CA and a leaf it signed for `names` (DER), and the CA as a Secret-held PEM.
+    fn ca_and_leaf(names: &[&str]) -> (p::Pem, CertificateDer<'static>) {
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca.self_signed(&ca_key).expect("ca");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let leaf = rcgen::CertificateParams::new(names)
+            .expect("params")
+            .signed_by(&key, &ca, &ca_key)
+            .expect("leaf");
+        let pem = p::Pem::Secret {
+            origin: "Secret istio-system/ca key ca.crt".into(),
+            data: ca.pem().into_bytes(),
+        };
+        (pem, leaf.der().clone())
+    }
+
+    fn settings(ca: p::Pem, sni: Option<&str>, sans: &[&str], insecure: bool) -> p::UpstreamTls {
+        p::UpstreamTls {
+            mode: "SIMPLE".into(),
+            sni: sni.map(Into::into),
+            destination: "dest.internal".into(),
+            ca_certificates: Some(ca),
+            client_certificate: None,
+            private_key: None,
+            subject_alt_names: sans.iter().map(|s| s.to_string()).collect(),
+            insecure_skip_verify: insecure,
+            alpn: Vec::new(),
+            origin: "DestinationRule default/x spec.trafficPolicy.tls".into(),
+            error: None,
+        }
+    }
+
+    /// Runs the verifier on `leaf` for `name`.
+    fn verifies(v: &Verifier, leaf: &CertificateDer<'_>, name: &str) -> bool {
+        let name = ServerName::try_from(name.to_string()).expect("name");
+        v.verify_server_cert(leaf, &[], &name, &[], UnixTime::now())
+            .is_ok()
+    }
+
+    #[test]
+    fn which_names_the_upstream_certificate_must_carry() {
+        let (ca, leaf) = ca_and_leaf(&["a.internal", "*.wild.internal"]);
+        // Auto-SAN: valid for the SNI asked for, not for another.
+        let auto = verifier(&settings(ca.clone(), None, &[], false), true).expect("cfg");
+        assert!(verifies(&auto, &leaf, "a.internal"));
+        assert!(!verifies(&auto, &leaf, "b.internal"));
+        // `sni` without SANs: the chain only.
+        let chain = verifier(&settings(ca.clone(), Some("x"), &[], false), false).expect("cfg");
+        assert!(verifies(&chain, &leaf, "b.internal"));
+        // SANs: exact, or one label under a wildcard SAN; the SNI is not what counts.
+        let sans = verifier(
+            &settings(ca.clone(), None, &["x.wild.internal"], false),
+            true,
+        )
+        .expect("cfg");
+        assert!(verifies(&sans, &leaf, "unrelated.internal"));
+        let wrong =
+            verifier(&settings(ca.clone(), None, &["b.internal"], false), true).expect("cfg");
+        assert!(!verifies(&wrong, &leaf, "a.internal"));
+        // Another CA's certificate fails the chain whatever the names.
+        let (other_ca, _) = ca_and_leaf(&["a.internal"]);
+        let untrusted = verifier(&settings(other_ca.clone(), None, &[], false), true).expect("cfg");
+        assert!(!verifies(&untrusted, &leaf, "a.internal"));
+        // insecureSkipVerify: anything.
+        let any = verifier(&settings(other_ca, None, &[], true), true).expect("cfg");
+        assert!(verifies(&any, &leaf, "whatever.internal"));
+    }
+
+    #[test]
+    fn auto_sni_is_the_host_without_its_port() {
+        let (ca, _) = ca_and_leaf(&["a.internal"]);
+        let o = Origination::new(&settings(ca, None, &[], false), "c");
+        let name = |h: Option<&str>| match o.sni_for(h) {
+            ServerName::DnsName(d) => d.as_ref().to_string(),
+            other => format!("{other:?}"),
+        };
+        assert!(o.auto_sni());
+        assert_eq!(name(Some("Web.Example.com:8443")), "web.example.com");
+        assert_eq!(name(Some("web.example.com")), "web.example.com");
+        // No Host, or an address: the destination host.
+        assert_eq!(name(None), "dest.internal");
+        assert_eq!(name(Some("198.18.0.1:80")), "dest.internal");
+        assert_eq!(name(Some("[::1]:80")), "dest.internal");
+    }
+
+    #[test]
+    fn tls_errors_read_as_envoy_details() {
+        let e = TlsError::new(
+            "CERTIFICATE_VERIFY_FAILED",
+            "invalid peer certificate: \"x\", {a}",
+        );
+        assert_eq!(
+            e.reason,
+            "TLS_error:|CERTIFICATE_VERIFY_FAILED:invalid_peer_certificate:_x___a_:TLS_error_end"
+        );
+        assert_eq!(
+            connection_failure_details(e.reason),
+            "upstream_reset_before_response_started{connection_failure,TLS_error:|CERTIFICATE_VERIFY_FAILED:invalid_peer_certificate:_x___a_:TLS_error_end}"
+        );
     }
 }
