@@ -637,6 +637,17 @@ spec:
             && l.ends_with(&format!(" {days}"))),
         "{metrics}"
     );
+    let first = list
+        .iter()
+        .filter_map(|c| c["days_until_expiration"].as_i64())
+        .min()
+        .context("days")?;
+    ensure!(
+        metrics
+            .lines()
+            .any(|l| l == format!("envoy_server_days_until_first_cert_expiring {first}")),
+        "{metrics}"
+    );
 
     // The same route to the backend with a rogue certificate: the client's connection is
     // closed after its own handshake (curl: empty reply).

@@ -417,6 +417,14 @@ fn prometheus(
         "Whole days until each loaded certificate expires (negative: expired)",
         expiry,
     );
+    // Envoy's own summary, which Istio's dashboards alert on.
+    if let Some(first) = certs.iter().map(|c| c.days_left(now)).min() {
+        reg.register(
+            "envoy_server_days_until_first_cert_expiring",
+            "Days until the first loaded certificate expires",
+            gauge(first),
+        );
+    }
     if let Some(st) = st {
         let verdicts: Family<Pairs, Counter> = Family::default();
         for (reason, c) in &st.verdicts {
