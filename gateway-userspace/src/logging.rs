@@ -1,50 +1,74 @@
-//! The agent's log, with a level that can change while it runs (admin `POST /logging?level=`,
-//! as Envoy's admin offers): env_logger fixes its filter when built, so the installed logger
-//! holds a built env_logger that is swapped whole for one with the new filter.
+//! The agent's log, through `tracing`: one span per downstream connection (its fields prefix
+//! every line logged inside it), lines as text or JSON (`--log-format`), and a filter that can
+//! change while it runs (admin `POST /logging?level=`, as Envoy's admin offers). Records of the
+//! `log` crate (most of the agent's lines, and those of aya, kube and hyper) are bridged in.
 
 use std::sync::OnceLock;
 
-use arc_swap::ArcSwap;
+use tracing_subscriber::{
+    filter::EnvFilter, fmt, layer::SubscriberExt as _, registry::Registry, reload,
+    util::SubscriberInitExt as _, Layer as _,
+};
 
-struct Reloadable(ArcSwap<env_logger::Logger>);
+/// How log lines are written (to stderr).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// `2026-12-07T09:19:19.123Z  INFO conn{peer=..}: gateway::l7: message`.
+    #[default]
+    Text,
+    /// One JSON object per line: timestamp, level, target, fields, and the connection span.
+    Json,
+}
 
-impl log::Log for Reloadable {
-    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
-        self.0.load().enabled(metadata)
-    }
+static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
-    fn log(&self, record: &log::Record<'_>) {
-        self.0.load().log(record)
-    }
+fn parse(filter: &str) -> Result<EnvFilter, String> {
+    EnvFilter::builder()
+        .parse(filter)
+        .map_err(|e| format!("{filter:?}: {e}"))
+}
 
-    fn flush(&self) {
-        self.0.load().flush()
+/// Installs the log: `RUST_LOG` if set (and valid), else `info`.
+pub fn init(format: Format) {
+    let wanted = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
+    let filter = parse(&wanted).unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = reload::Layer::new(filter);
+    let out = match format {
+        Format::Text => fmt::layer()
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .boxed(),
+        Format::Json => fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .with_writer(std::io::stderr)
+            .boxed(),
+    };
+    // try_init also installs the bridge for `log` records (tracing-log).
+    if tracing_subscriber::registry()
+        .with(filter)
+        .with(out)
+        .try_init()
+        .is_ok()
+    {
+        let _ = FILTER.set(handle);
+        sync_log_max_level();
     }
 }
 
-static LOGGER: OnceLock<Reloadable> = OnceLock::new();
-
-fn build(filter: &str) -> env_logger::Logger {
-    env_logger::Builder::new().parse_filters(filter).build()
+/// `log`'s own max level follows the filter, so that a disabled `log::debug!` costs one load.
+fn sync_log_max_level() {
+    let max = tracing_subscriber::filter::LevelFilter::current();
+    log::set_max_level(tracing_log::AsLog::as_log(&max));
 }
 
-/// Installs the logger: `RUST_LOG` if set, else `info`.
-pub fn init() {
-    let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
-    let logger = build(&filter);
-    let max = logger.filter();
-    let l = LOGGER.get_or_init(|| Reloadable(ArcSwap::from_pointee(logger)));
-    if log::set_logger(l).is_ok() {
-        log::set_max_level(max);
-    }
-}
-
-/// Replaces the filter (`debug`, `warn`, `gateway::l7=trace,info`: env_logger's syntax).
-/// Err: not a filter, or the logger was not installed by [`init`].
+/// Replaces the filter (`debug`, `warn`, `gateway::l7=trace,info`: `RUST_LOG`'s syntax).
+/// Err: not a filter, or the log was not installed by [`init`].
 pub fn set_filter(filter: &str) -> Result<log::LevelFilter, String> {
     let valid = ["off", "error", "warn", "info", "debug", "trace"];
-    // env_logger ignores what it cannot parse; refuse it instead of silently logging nothing.
-    // A bare word must be a level (a module needs `module=level`).
+    // A bare word must be a level (a module needs `module=level`): a typo must not silently
+    // turn the log off.
     for directive in filter.split(',') {
         let level = directive.rsplit('=').next().unwrap_or("").trim();
         if !valid.contains(&level.to_ascii_lowercase().as_str()) {
@@ -53,10 +77,9 @@ pub fn set_filter(filter: &str) -> Result<log::LevelFilter, String> {
             ));
         }
     }
-    let l = LOGGER.get().ok_or("the logger is not reloadable")?;
-    let logger = build(filter);
-    let max = logger.filter();
-    l.0.store(std::sync::Arc::new(logger));
-    log::set_max_level(max);
-    Ok(max)
+    let new = parse(filter)?;
+    let handle = FILTER.get().ok_or("the log is not reloadable")?;
+    handle.reload(new).map_err(|e| e.to_string())?;
+    sync_log_max_level();
+    Ok(log::max_level())
 }

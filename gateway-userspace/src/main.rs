@@ -19,6 +19,10 @@ use gateway::{agent, config, dataplane::Mode, plan::NatMode};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// How the agent's own log lines are written to stderr: text, or one JSON object per line
+    /// (with the connection span's fields). `RUST_LOG` sets the filter (default info).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: gateway::logging::Format,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -59,6 +63,28 @@ struct LimitArgs {
     /// HTTP/2 streams open at once per connection (SETTINGS_MAX_CONCURRENT_STREAMS).
     #[arg(long, default_value = "100")]
     h2_max_concurrent_streams: u32,
+    /// Heap size (bytes, or with Ki/Mi/Gi) for Envoy's overload actions: from 80 % keep-alive
+    /// is off and idle connections are closed, from 95 % new connections are closed at once.
+    /// Set it below the pod's memory limit. 0: no overload actions.
+    #[arg(long, default_value = "0", value_parser = parse_size)]
+    overload_max_heap: u64,
+}
+
+/// `512Mi`, `2Gi`, `1000000`: bytes.
+fn parse_size(s: &str) -> Result<u64, String> {
+    let (digits, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a size such as 512Mi"))?;
+    let mult: u64 = match unit {
+        "" => 1,
+        "Ki" | "K" | "k" => 1 << 10,
+        "Mi" | "M" => 1 << 20,
+        "Gi" | "G" => 1 << 30,
+        _ => return Err(format!("{s:?}: unit {unit:?}: use Ki, Mi or Gi")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?}: too large"))
 }
 
 impl LimitArgs {
@@ -70,6 +96,7 @@ impl LimitArgs {
             max_request_headers_kb: self.max_request_headers_kb as usize,
             max_headers_count: self.max_headers_count,
             h2_max_concurrent_streams: self.h2_max_concurrent_streams,
+            overload_max_heap: self.overload_max_heap,
             ..Default::default()
         }
     }
@@ -239,8 +266,9 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    gateway::logging::init();
-    match Cli::parse().cmd {
+    let cli = Cli::parse();
+    gateway::logging::init(cli.log_format);
+    match cli.cmd {
         Cmd::Check { dir, output } => check(&dir, output),
         Cmd::Drain { admin } => drain(admin),
         Cmd::Dump {

@@ -345,7 +345,7 @@ pub fn register(reg: &mut Registry) {
     );
     reg.register(
         "gateway_overload_rejected_connections",
-        "Downstream connections closed at accept because --max-connections were open",
+        "Downstream connections closed at accept: --max-connections open, or over 95 % of --overload-max-heap",
         m.overload_rejected.clone(),
     );
     reg.register(

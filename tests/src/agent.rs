@@ -204,6 +204,48 @@ impl Agent {
     /// Starts the process (same flags, same pin root) and waits until it is ready.
     fn spawn(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(self.child.is_none(), "agent already running");
+        self.child = Some(self.launch()?);
+        self.wait_ready()
+    }
+
+    /// A hand-over, as a surge upgrade does it: the next agent (same flags, config and pins) is
+    /// started while this one still runs and shares its ports; once the new one has applied its
+    /// first generation, the old one gets SIGTERM (its drain) and is waited for.
+    pub fn replace(&mut self) -> anyhow::Result<()> {
+        let mut old = self.child.take().context("agent not running")?;
+        let from = fs::metadata(self.log_path())?.len() as usize;
+        let mut new = self.launch()?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !self.log()[from.min(self.log().len())..].contains("applied generation") {
+            if let Some(st) = new.try_wait()? {
+                self.child = Some(old);
+                bail!(
+                    "the next agent exited ({st}) beside the running one; log:\n{}",
+                    self.log()
+                );
+            }
+            if Instant::now() > deadline {
+                self.child = Some(old);
+                bail!(
+                    "the next agent applied nothing within {READY_TIMEOUT:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        old.signal(libc::SIGTERM)?;
+        let st = old.wait_timeout(STOP_TIMEOUT)?;
+        self.child = Some(new);
+        anyhow::ensure!(
+            st.success(),
+            "the old agent exited with {st}; log:\n{}",
+            self.log()
+        );
+        self.wait_ready()
+    }
+
+    /// Starts the agent process; does not wait.
+    fn launch(&self) -> anyhow::Result<ChildGuard> {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -262,8 +304,7 @@ impl Agent {
             .stderr(Stdio::from(log));
         // nsenter without --fork and `ip netns exec` exec the agent in place: the guard's PID
         // is the agent's.
-        self.child = Some(ChildGuard::spawn(cmd, false)?);
-        self.wait_ready()
+        ChildGuard::spawn(cmd, false)
     }
 
     fn wait_ready(&mut self) -> anyhow::Result<()> {

@@ -301,6 +301,39 @@ fn slowloris_heads_are_cut_at_the_request_headers_timeout() -> Result<()> {
     Ok(())
 }
 
+/// The head timeout runs from a head's first byte, as Envoy's `request_headers_timeout`: a
+/// kept-alive HTTP/1.1 connection idle between requests for longer than it, and an HTTP/2
+/// connection that waits before its first request, are not cut (hyper's own timer, which this
+/// replaced, closed both).
+#[test]
+fn idle_keepalives_outlive_the_request_headers_timeout() -> Result<()> {
+    let (topo, _agent, _backend) = setup("hk", &["--request-headers-timeout", "1s"])?;
+    let mut kept = connect(&topo)?;
+    let mut h2c = connect(&topo)?;
+    h2c.write_all(PREFACE)?;
+    h2c.write_all(&frame(SETTINGS, 0, 0, &[]))?;
+    for round in 0..2 {
+        kept.write_all(b"GET /again HTTP/1.1\r\nHost: x\r\n\r\n")?;
+        kept.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let mut first = [0u8; 12];
+        kept.read_exact(&mut first)
+            .with_context(|| format!("kept-alive request {round} after an idle 2.5 s"))?;
+        ensure!(
+            &first == b"HTTP/1.1 200",
+            "{:?}",
+            String::from_utf8_lossy(&first)
+        );
+        // Drain the rest of the response.
+        let _ = read_all(&mut kept, Duration::from_millis(300))?;
+        std::thread::sleep(Duration::from_millis(2500));
+    }
+    ensure!(
+        !is_closed(&mut h2c, Duration::from_millis(100))?,
+        "an HTTP/2 connection without a request yet was cut at the head timeout"
+    );
+    Ok(())
+}
+
 /// A connection that moves no byte either way is closed at `--stream-idle-timeout`.
 #[test]
 fn silent_connections_are_closed_at_the_stream_idle_timeout() -> Result<()> {

@@ -809,6 +809,8 @@ data:
     );
     cfg[0].1 = gateway;
     let agent = Agent::start(&topo, &cfg)?;
+    // Debug from the start: even the most talkative log must not carry the key.
+    ensure!(agent.post("/logging?level=debug")?.0 == 200);
     let c = topo.http_client();
     let resolve = format!("{HOST}:443:{VIP}");
     let cacert = ca_file.to_str().context("path")?;
@@ -847,6 +849,64 @@ data:
     ensure!(
         agent.verdict_packets("pass_local")? > 0,
         "no pass_local verdicts"
+    );
+
+    // Secrets never leave the agent: not in its log, its dumps, its metrics.
+    let key_line = key
+        .lines()
+        .find(|l| !l.starts_with("-----") && l.len() > 40)
+        .context("a base64 line of the key")?
+        .to_string();
+    let dump_all = agent.cli(&["dump", "all", "-o", "json"])?;
+    ensure!(dump_all.status.success(), "gateway dump all failed");
+    let views = [
+        ("the agent's log", agent.log()),
+        ("/config_dump", agent.get("/config_dump")?.1),
+        ("/clusters", agent.get("/clusters")?.1),
+        ("/stats", agent.get("/stats")?.1),
+        (
+            "/stats/prometheus",
+            agent
+                .get_at("127.0.0.1:15090".parse()?, "/stats/prometheus")?
+                .1,
+        ),
+        (
+            "gateway dump all",
+            String::from_utf8_lossy(&dump_all.stdout).to_string(),
+        ),
+    ];
+    for (what, text) in &views {
+        ensure!(
+            !text.contains(&key_line)
+                && !text.contains(&b64(&key))
+                && !text.contains("PRIVATE KEY"),
+            "{what} shows the private key"
+        );
+    }
+    ensure!(
+        views[4].1.contains("istio_requests_total") && views[5].1.contains(HOST),
+        "the views checked are not the real ones"
+    );
+    // The admin port is loopback only: a client reaches neither it nor the status port's
+    // admin paths.
+    let admin_port = agent.admin.port();
+    let reached =
+        topo.client_api().run(move || {
+            Ok(TcpStream::connect_timeout(
+                &SocketAddr::from((VIP, admin_port)),
+                Duration::from_secs(1),
+            )
+            .is_ok())
+        })?;
+    ensure!(
+        !reached,
+        "a client connected to the admin port {admin_port}"
+    );
+    let r = c.get(&format!("http://{VIP}:15021/config_dump"), &[])?;
+    ensure!(
+        r.status == 404,
+        "status port serves /config_dump: {}",
+        r.status
     );
     Ok(())
 }

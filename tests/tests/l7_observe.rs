@@ -2,7 +2,9 @@
 //! the request counters on /metrics, for a routed request and for one that matches nothing.
 
 use anyhow::{ensure, Context as _, Result};
-use gateway_tests::{http::HttpClient, Agent, Opts, Topology};
+use std::time::Duration;
+
+use gateway_tests::{http::HttpClient, wait_until, Agent, Opts, Topology};
 
 #[test]
 fn access_log_and_metrics() -> Result<()> {
@@ -263,6 +265,14 @@ fn status_metrics_ports_and_drain() -> Result<()> {
         code == 200 && body.contains("DEBUG"),
         "/logging: {code} {body}"
     );
+    // At debug, a request is logged inside its connection's span (peer and listener port).
+    ensure!(http.get("http://198.18.0.1:8080/debug-me", &[])?.status == 200);
+    wait_until(Duration::from_secs(5), "the request's debug line", || {
+        Ok(agent
+            .log()
+            .lines()
+            .any(|l| l.contains("conn{peer=198.18.0.2:") && l.contains("/debug-me: 200")))
+    })?;
     let (code, _) = agent.post("/logging?level=loud")?;
     ensure!(code == 400, "/logging?level=loud: {code}");
     agent.post("/logging?level=info")?;
@@ -340,9 +350,40 @@ fn sigterm_drains_requests_in_flight() -> Result<()> {
             std::thread::spawn(move || http.get("http://198.18.0.1:8080/delay/2500", &[]))
         })
         .collect();
+    // An idle HTTP/2 connection: the drain's start sends it GOAWAY, and it ends cleanly then,
+    // not when the listeners close at the end of the drain.
+    let (term_tx, term_rx) = std::sync::mpsc::channel::<std::time::Instant>();
+    let h2 = {
+        let client = topo.client_api();
+        std::thread::spawn(move || -> Result<Duration> {
+            client.run(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async move {
+                    let tcp = tokio::net::TcpStream::connect("198.18.0.1:8080").await?;
+                    let (send, conn) = h2::client::handshake(tcp).await?;
+                    let conn = tokio::spawn(conn);
+                    let mut send = send.ready().await?;
+                    let req = http::Request::get("http://198.18.0.1:8080/x").body(())?;
+                    let (resp, _) = send.send_request(req, true)?;
+                    ensure!(
+                        resp.await?.status() == 200,
+                        "HTTP/2 request before the drain"
+                    );
+                    // Kept: a client connection whose handles are all dropped ends by itself.
+                    let _keep = send;
+                    let term = tokio::task::spawn_blocking(move || term_rx.recv()).await??;
+                    conn.await?.context("the HTTP/2 connection at the drain")?;
+                    Ok(term.elapsed())
+                })
+            })
+        })
+    };
     std::thread::sleep(std::time::Duration::from_millis(300));
     let pid = agent.pid().context("agent pid")?;
     let sent = std::time::Instant::now();
+    term_tx.send(sent)?;
     // SAFETY: kill(2) on the agent's own pid, which this test started.
     ensure!(unsafe { libc::kill(pid as i32, libc::SIGTERM) } == 0);
     std::thread::sleep(std::time::Duration::from_millis(200));
@@ -359,6 +400,11 @@ fn sigterm_drains_requests_in_flight() -> Result<()> {
         "a request during the drain is served, its connection closed: {during:?}"
     );
 
+    let h2_closed = h2.join().map_err(|_| anyhow::anyhow!("h2 thread"))??;
+    ensure!(
+        h2_closed < Duration::from_millis(800),
+        "the idle HTTP/2 connection ended {h2_closed:?} after SIGTERM: no GOAWAY at the drain's start (drain 1 s)"
+    );
     for t in slow {
         let r = t.join().map_err(|_| anyhow::anyhow!("client thread"))??;
         ensure!(r.status == 200, "in-flight request: {r:?}");
@@ -395,8 +441,25 @@ fn sighup_reloads_now() -> Result<()> {
     let agent = Agent::start_with(
         &topo,
         &files,
-        &["--vip", "198.18.0.1", "--reload-ms", "3600000"],
+        &[
+            "--vip",
+            "198.18.0.1",
+            "--reload-ms",
+            "3600000",
+            "--log-format",
+            "json",
+        ],
     )?;
+    // --log-format json: every line of the agent's own log is one JSON object.
+    let log = agent.log();
+    ensure!(
+        log.lines().count() > 3
+            && log
+                .lines()
+                .all(|l| serde_json::from_str::<serde_json::Value>(l)
+                    .is_ok_and(|v| v["level"].is_string() && v["fields"]["message"].is_string())),
+        "not JSON lines:\n{log}"
+    );
     let http = HttpClient::new(topo.client.name());
     ensure!(http.get("http://198.18.0.1:8080/teapot", &[])?.status == 418);
     let gen = agent.generation()?;

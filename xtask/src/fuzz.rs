@@ -80,3 +80,27 @@ pub fn run(seconds: u64) -> Result<()> {
     }
     Ok(())
 }
+
+/// The long run (`cargo xtask bench --fuzz SECONDS`): every target for `seconds`, then 10^6
+/// random and mutated packets through the XDP program (`XDP_FUZZ_PACKETS`).
+pub fn long(seconds: u64) -> Result<()> {
+    run(seconds)?;
+    let st = Command::new(env!("CARGO"))
+        .current_dir(root())
+        .env("XDP_FUZZ_PACKETS", "1000000")
+        .args([
+            "test",
+            "-p",
+            "gateway-userspace",
+            "--test",
+            "xdp_fuzz",
+            "--",
+            "--nocapture",
+        ])
+        .status()
+        .context("running the XDP packet fuzz")?;
+    if !st.success() {
+        bail!("the XDP packet fuzz (10^6 packets) failed ({st})");
+    }
+    Ok(())
+}

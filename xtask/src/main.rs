@@ -34,10 +34,14 @@ enum Cmd {
     Bench {
         #[arg(long)]
         quick: bool,
-        /// Run only these sections (comma-separated: xdp,l4,l4vm,l7,scale,pressure,router); the
+        /// Run only these sections (comma-separated: xdp,l4,l4vm,l7,scale,pressure,router,observe); the
         /// report then goes to target/bench-only.md and docs/benchmarks.md is left alone.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// First the long fuzz run: each fuzz/ target for SECONDS and 10^6 packets through the
+        /// XDP program (the suite runs 8 s and 10^5).
+        #[arg(long, value_name = "SECONDS")]
+        fuzz: Option<u64>,
     },
     /// Inside the `bench` part 2b guest only: run part 2 there and print it for the host.
     #[command(name = "l4-guest", hide = true)]
@@ -63,7 +67,12 @@ fn main() -> Result<()> {
     match Cli::parse().cmd {
         Cmd::Test { args } => test(&args),
         Cmd::Demo => demo::run(),
-        Cmd::Bench { quick, only } => bench::run(quick, &only),
+        Cmd::Bench { quick, only, fuzz } => {
+            if let Some(seconds) = fuzz {
+                fuzz::long(seconds)?;
+            }
+            bench::run(quick, &only)
+        }
         Cmd::L4Guest { quick } => bench::vm::guest(quick),
         Cmd::Kernels { kernel } => kernels::run(kernel),
         Cmd::Fuzz { seconds } => fuzz::run(seconds),

@@ -350,6 +350,33 @@ fn prometheus(
         "Generation of the plan serving (moves only when the plan changes)",
         gauge(snap.generation as i64),
     );
+    // The overload manager's inputs and actions (Envoy: overload.<action>.active).
+    let (heap, limit) = crate::l7::overload::heap();
+    reg.register(
+        "gateway_overload_heap_bytes",
+        "Heap in use at the overload monitor's last sample",
+        gauge(heap as i64),
+    );
+    reg.register(
+        "gateway_overload_heap_limit_bytes",
+        "--overload-max-heap (0: no overload actions)",
+        gauge(limit as i64),
+    );
+    let actions: Family<Pairs, Gauge> = Family::default();
+    let level = crate::l7::overload::state();
+    for (action, from) in [
+        ("disable_http_keepalive", crate::l7::overload::KEEPALIVE_OFF),
+        ("stop_accepting_connections", crate::l7::overload::REFUSING),
+    ] {
+        actions
+            .get_or_create(&Pairs(vec![("action", action.to_string())]))
+            .set(i64::from(level >= from));
+    }
+    reg.register(
+        "gateway_overload_action_active",
+        "1 while an overload action is in force",
+        actions,
+    );
     // Objects the newest config left out (Istio's webhook would have refused them), by kind;
     // 1 when the newest config is not the one serving (--strict, or it failed to apply).
     let rejected: Family<Pairs, Gauge> = Family::default();

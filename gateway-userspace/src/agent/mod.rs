@@ -481,6 +481,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }
     };
     log::info!("L4 path: {name} ({reason})");
+    enable_request_migration();
+    crate::l7::overload::start(crate::l7::limits::get().overload_max_heap);
     let l7 = Arc::new(tokio::sync::Mutex::new(L7::default()));
     let path = Arc::new(tokio::sync::Mutex::new(path));
     let health = Arc::new(admin::Health::new(args.drain_for));
@@ -542,9 +544,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         (args.status, admin::Role::Status),
         (args.metrics, admin::Role::Metrics),
     ] {
-        let l = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding the {role:?} endpoint {addr}"))?;
+        let l =
+            bind_shared(addr).with_context(|| format!("binding the {role:?} endpoint {addr}"))?;
         log::info!("{role:?} endpoint on {}", l.local_addr()?);
         tokio::spawn(admin::serve(l, role, state.clone()));
     }
@@ -595,6 +596,42 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         log::info!("pins kept: the XDP path keeps forwarding until the next agent adopts it");
     }
     Ok(())
+}
+
+/// Binds an admin, status or metrics port with `SO_REUSEPORT`, as the L7 listeners are: during
+/// a hand-over (the next agent started before this one is stopped, as a surge upgrade does)
+/// both hold the port, so probes and scrapes never meet a refused connection. The kernel lets
+/// only sockets of the same effective uid share a port.
+fn bind_shared(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let s = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    s.set_reuseaddr(true)?;
+    s.set_reuseport(true)?;
+    s.bind(addr)?;
+    s.listen(128)
+}
+
+/// Lets connections waiting in the accept queue of a closing listener move to another listener
+/// of its `SO_REUSEPORT` group (`net.ipv4.tcp_migrate_req`, Linux 5.14): without it, the
+/// connections queued on the old agent's sockets when it closes them at the end of a hand-over
+/// are reset. A per-namespace sysctl; where /proc/sys is read only (a container), say so once.
+fn enable_request_migration() {
+    const KNOB: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
+    match std::fs::read_to_string(KNOB) {
+        Ok(v) if v.trim() == "1" => {}
+        Ok(_) => match std::fs::write(KNOB, "1") {
+            Ok(()) => log::info!("net.ipv4.tcp_migrate_req set to 1: queued connections move to the next agent at a hand-over"),
+            Err(e) => log::warn!(
+                "cannot set net.ipv4.tcp_migrate_req=1 ({e}): connections queued on this agent's listeners when it stops are reset; set the sysctl on the node"
+            ),
+        },
+        Err(e) => log::warn!(
+            "net.ipv4.tcp_migrate_req unavailable ({e}; Linux 5.14 or newer has it): connections queued when the agent stops are reset"
+        ),
+    }
 }
 
 /// Gives the heap pages freed by a load (parsed YAML, the previous plan) back to the kernel.

@@ -10,7 +10,7 @@
 //! - Any connection: no byte either way for [`Limits::stream_idle_timeout`] closes it.
 //! - The process: at most [`Limits::max_connections`] downstream connections at once (Envoy's
 //!   overload manager `downstream_connections` limit); the rest are accepted and closed at once
-//!   and counted.
+//!   and counted. The memory side of Envoy's overload manager is [`super::overload`].
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -43,6 +43,8 @@ pub struct Limits {
     pub h2_max_local_error_reset_streams: usize,
     /// Bytes queued to send per HTTP/2 stream.
     pub h2_max_send_buf_size: usize,
+    /// Heap bytes at which the overload actions start (`overload`; 0: none).
+    pub overload_max_heap: u64,
 }
 
 /// Envoy's edge defaults (docs/hardening.md).
@@ -58,6 +60,7 @@ impl Default for Limits {
             h2_max_pending_accept_reset_streams: 20,
             h2_max_local_error_reset_streams: 1024,
             h2_max_send_buf_size: 400 * 1024,
+            overload_max_heap: 0,
         }
     }
 }
@@ -122,6 +125,12 @@ impl Drop for Slot {
 /// (the caller closes it; counted in `gateway_overload_rejected_connections_total`, logged
 /// once).
 pub fn admit() -> Option<Slot> {
+    if super::overload::state() >= super::overload::REFUSING {
+        // Over 95 % of --overload-max-heap: Envoy's stop_accepting_connections (the monitor
+        // logs it).
+        crate::metrics::ISTIO.overload_rejected.inc();
+        return None;
+    }
     let max = get().max_connections;
     let n = DOWNSTREAM.fetch_add(1, Ordering::AcqRel);
     if max != 0 && n >= max {
@@ -186,15 +195,92 @@ impl Default for Activity {
     }
 }
 
-/// An I/O stream that records every byte moved in its [`Activity`].
+/// Envoy's `request_headers_timeout` for HTTP/1.1: armed by the first byte of a request head,
+/// disarmed when the head is complete (the request reaches the service). hyper's own
+/// `header_read_timeout` is not used: it also runs while a kept-alive connection waits for its
+/// next request, so it would close every HTTP/1.1 connection idle for 10 s, which Envoy does
+/// not (its idle timeout is an hour).
+#[derive(Clone, Default)]
+pub struct HeadTimer(Arc<HeadState>);
+
+#[derive(Default)]
+struct HeadState {
+    /// When the head's first byte came, in ms since [`epoch`] plus one; 0: not running.
+    started: AtomicU64,
+    /// Requests whose head is complete and whose response is not yet (bytes read meanwhile are
+    /// their bodies, not a new head).
+    in_flight: AtomicUsize,
+    /// An HTTP/2 connection (its streams are bounded by the h2 limits instead).
+    off: AtomicBool,
+    /// The connection's first bytes were read.
+    seen: AtomicBool,
+    armed: tokio::sync::Notify,
+}
+
+impl HeadTimer {
+    fn on_bytes(&self, bytes: &[u8]) {
+        let s = &self.0;
+        // The HTTP/2 preface (prior knowledge, or ALPN h2 under TLS) as the first bytes: an
+        // h2 connection, which may wait for its first request as long as it likes.
+        if !s.seen.swap(true, Ordering::Relaxed) && bytes.starts_with(b"PRI * HTTP/2") {
+            s.off.store(true, Ordering::Relaxed);
+        }
+        if !s.off.load(Ordering::Relaxed)
+            && s.in_flight.load(Ordering::Acquire) == 0
+            && s.started.load(Ordering::Relaxed) == 0
+        {
+            s.started.store(now_ms() + 1, Ordering::Relaxed);
+            s.armed.notify_one();
+        }
+    }
+
+    /// A request head was parsed: the timer stops until its response is done.
+    pub fn request_started(&self) {
+        self.0.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.0.started.store(0, Ordering::Relaxed);
+    }
+
+    pub fn request_done(&self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// The connection speaks HTTP/2: no head timer.
+    pub fn disable(&self) {
+        self.0.off.store(true, Ordering::Relaxed);
+        self.0.started.store(0, Ordering::Relaxed);
+    }
+
+    /// Resolves when a head has taken longer than `timeout` (never for a zero `timeout`).
+    pub async fn expired(&self, timeout: Duration) {
+        if timeout.is_zero() {
+            return std::future::pending().await;
+        }
+        loop {
+            let started = self.0.started.load(Ordering::Relaxed);
+            if started == 0 {
+                self.0.armed.notified().await;
+                continue;
+            }
+            let due = epoch() + Duration::from_millis(started - 1) + timeout;
+            if Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due.into()).await;
+        }
+    }
+}
+
+/// An I/O stream that records every byte moved in its [`Activity`], and arms its
+/// [`HeadTimer`] with the bytes it reads.
 pub struct Tracked<I> {
     io: I,
     activity: Activity,
+    head: HeadTimer,
 }
 
 impl<I> Tracked<I> {
-    pub fn new(io: I, activity: Activity) -> Self {
-        Tracked { io, activity }
+    pub fn new(io: I, activity: Activity, head: HeadTimer) -> Self {
+        Tracked { io, activity, head }
     }
 }
 
@@ -208,6 +294,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Tracked<I> {
         let r = Pin::new(&mut self.io).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.activity.touch();
+            self.head.on_bytes(&buf.filled()[before..]);
         }
         r
     }

@@ -25,6 +25,7 @@ pub mod cluster;
 pub mod conn;
 pub mod limits;
 pub mod observe;
+pub mod overload;
 pub mod passthrough;
 pub mod proxy;
 mod request;
@@ -302,7 +303,10 @@ async fn accept_loop(sock: TcpListener, key: (Ipv4Addr, u16), state: Arc<ArcSwap
         };
         let _ = stream.set_nodelay(true);
         let state = state.clone();
-        tokio::spawn(async move {
+        // One span per downstream connection: what is logged while serving it carries its peer
+        // and listener. A span prints nothing by itself: no line per connection at info.
+        let span = tracing::info_span!("conn", %peer, port = key.1);
+        let task = async move {
             let _slot = slot;
             let mut conn = ConnInfo::new(key.0, key.1, peer);
             if let Ok(a) = stream.local_addr() {
@@ -340,7 +344,17 @@ async fn accept_loop(sock: TcpListener, key: (Ipv4Addr, u16), state: Arc<ArcSwap
                 }
                 None => serve(stream, conn, state).await,
             }
-        });
+        };
+        tokio::spawn(tracing::Instrument::instrument(task, span));
+    }
+}
+
+/// Marks a request's response done for the head timer, however the service future ends.
+struct HeadDone<'a>(&'a limits::HeadTimer);
+
+impl Drop for HeadDone<'_> {
+    fn drop(&mut self) {
+        self.0.request_done();
     }
 }
 
@@ -350,21 +364,26 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let activity = limits::Activity::new();
-    let io = TokioIo::new(limits::Tracked::new(io, activity.clone()));
+    let head = limits::HeadTimer::default();
+    let io = TokioIo::new(limits::Tracked::new(io, activity.clone(), head.clone()));
     let _active = ActiveGuard::new();
     let mut drain = DRAIN.subscribe();
+    let mut overloaded = overload::subscribe();
     // Set by the first HTTP/2 request: a drain sends such a connection GOAWAY at once.
     let h2 = Arc::new(AtomicBool::new(false));
     // One shared context per connection: a request clones one Arc, not the connection's fields.
-    let ctx = Arc::new((state, conn, h2.clone()));
+    let ctx = Arc::new((state, conn, h2.clone(), head.clone()));
     let svc = service_fn(move |req| {
         let ctx = ctx.clone();
         async move {
-            let (state, conn, h2) = &*ctx;
+            let (state, conn, h2, head) = &*ctx;
             let version = req.version();
             if version == http::Version::HTTP_2 {
                 h2.store(true, Ordering::Relaxed);
+                head.disable();
             }
+            head.request_started();
+            let _done = HeadDone(head);
             let mut req = req;
             // Edge hygiene: the gateway owns the request id (Envoy at the edge regenerates it);
             // set before capture so the access log prints the one sent upstream.
@@ -373,11 +392,20 @@ where
                 request::headers::request_id(),
             );
             let info = observe::capture(&req);
+            let what = log::log_enabled!(log::Level::Debug)
+                .then(|| format!("{} {}", req.method(), req.uri()));
             let (resp, route) = proxy::handle(state, conn, req).await;
+            if let Some(what) = what {
+                // Inside the connection's span: the line carries its peer and port.
+                log::debug!("{what}: {}", resp.status().as_u16());
+            }
             let route = route.map(|r| (r.0, r.1));
             let mut resp = resp;
-            if STAGE.load(Ordering::Relaxed) >= DRAINING && version < http::Version::HTTP_2 {
-                // Draining: this response is the connection's last (hyper closes after it).
+            let closing = STAGE.load(Ordering::Relaxed) >= DRAINING
+                || overload::state() >= overload::KEEPALIVE_OFF;
+            if closing && version < http::Version::HTTP_2 {
+                // Draining, or keep-alive off under overload: this response is the
+                // connection's last (hyper closes after it).
                 resp.headers_mut().insert(
                     http::header::CONNECTION,
                     http::HeaderValue::from_static("close"),
@@ -392,9 +420,8 @@ where
     // stream through and are not held by it).
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(
-            (!lim.request_headers_timeout.is_zero()).then_some(lim.request_headers_timeout),
-        )
+        // The head timeout is `head` below (hyper's would also cut idle keep-alives).
+        .header_read_timeout(None)
         .max_headers(lim.max_headers_count)
         .max_buf_size(lim.max_header_bytes().max(8192));
     b.http2()
@@ -411,6 +438,8 @@ where
     let mut shutting = false;
     let idle = activity.idle(lim.stream_idle_timeout);
     tokio::pin!(idle);
+    let head_expired = head.expired(lim.request_headers_timeout);
+    tokio::pin!(head_expired);
     loop {
         tokio::select! {
             _ = conn.as_mut() => return,
@@ -419,11 +448,24 @@ where
                 log::debug!("downstream connection idle for {:?}: closed", lim.stream_idle_timeout);
                 return;
             }
+            // An HTTP/1.1 head not complete within --request-headers-timeout of its first byte.
+            _ = head_expired.as_mut() => {
+                log::debug!("request head not complete within {:?}: closed", lim.request_headers_timeout);
+                return;
+            }
             changed = drain.changed(), if !shutting => {
                 let stage = if changed.is_ok() { *drain.borrow_and_update() } else { CLOSING };
                 // GOAWAY for HTTP/2 as soon as the drain starts; at closing, every connection
                 // finishes its in-flight requests and closes (an idle one at once).
                 if stage >= CLOSING || (stage >= DRAINING && h2.load(Ordering::Relaxed)) {
+                    conn.as_mut().graceful_shutdown();
+                    shutting = true;
+                }
+            }
+            // Overload (keep-alive off): an idle connection closes now, a busy one after its
+            // requests in flight, HTTP/2 with GOAWAY; the memory they hold is given back.
+            changed = overloaded.changed(), if !shutting => {
+                if changed.is_ok() && *overloaded.borrow_and_update() >= overload::KEEPALIVE_OFF {
                     conn.as_mut().graceful_shutdown();
                     shutting = true;
                 }

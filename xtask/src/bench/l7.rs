@@ -338,6 +338,42 @@ fn probe(topo: &Topology, port: u16, route: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Medians of `p.runs` loads of `proto` on `port` (wrk for HTTP/1.1, h2load for HTTP/2).
+fn measure(
+    topo: &Topology,
+    tool: &dyn Fn(&str) -> Option<String>,
+    proto: &str,
+    port: u16,
+    last: usize,
+    p: &Params,
+) -> Result<Load, String> {
+    let mut runs = Vec::new();
+    let mut err = None;
+    for _ in 0..p.runs {
+        let x = if proto == "HTTP/1.1" {
+            tool("wrk")
+                .context("wrk missing")
+                .and_then(|w| wrk(&topo.client, &w, port, last, p))
+        } else {
+            tool("h2load")
+                .context("h2load missing")
+                .and_then(|h| h2load(&topo.client, &h, port, last, p))
+        };
+        match x {
+            Ok(l) => runs.push(l),
+            Err(e) => err = Some(format!("{e:#}")),
+        }
+    }
+    if runs.is_empty() {
+        return Err(err.unwrap_or_default());
+    }
+    Ok(Load {
+        rps: median(&runs.iter().map(|l| l.rps).collect::<Vec<_>>()),
+        p50_ms: median(&runs.iter().map(|l| l.p50_ms).collect::<Vec<_>>()),
+        p99_ms: median(&runs.iter().map(|l| l.p99_ms).collect::<Vec<_>>()),
+    })
+}
+
 pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
     let p = if ctx.quick {
         Params {
@@ -420,7 +456,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
         }
         let last = routes - 1;
         // The agent: measured only if it answers HTTP.
-        let agent = Agent::start(&topo, &manifests(routes, &topo));
+        let mut agent = Agent::start(&topo, &manifests(routes, &topo));
         let agent_ok = match &agent {
             Ok(_) => {
                 // Wait a little for a listener, then take the last probe's error as the reason.
@@ -470,34 +506,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
                 check_interrupt()?;
                 let r = match st {
                     Err(e) => Err(e.clone()),
-                    Ok(()) => {
-                        let mut runs = Vec::new();
-                        let mut err = None;
-                        for _ in 0..p.runs {
-                            let x = if proto == "HTTP/1.1" {
-                                tool("wrk")
-                                    .context("wrk missing")
-                                    .and_then(|w| wrk(&topo.client, &w, port, last, &p))
-                            } else {
-                                tool("h2load")
-                                    .context("h2load missing")
-                                    .and_then(|h| h2load(&topo.client, &h, port, last, &p))
-                            };
-                            match x {
-                                Ok(l) => runs.push(l),
-                                Err(e) => err = Some(format!("{e:#}")),
-                            }
-                        }
-                        if runs.is_empty() {
-                            Err(err.unwrap_or_default())
-                        } else {
-                            Ok(Load {
-                                rps: median(&runs.iter().map(|l| l.rps).collect::<Vec<_>>()),
-                                p50_ms: median(&runs.iter().map(|l| l.p50_ms).collect::<Vec<_>>()),
-                                p99_ms: median(&runs.iter().map(|l| l.p99_ms).collect::<Vec<_>>()),
-                            })
-                        }
-                    }
+                    Ok(()) => measure(&topo, &tool, proto, port, last, &p),
                 };
                 res.push((name, proto, r));
             }
@@ -527,6 +536,51 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
                     let e: String = e.chars().take(300).collect();
                     let _ = writeln!(body, "| {routes} | {proto} | {name} | **{e}** | | |");
                 }
+            }
+        }
+        // The access log's cost: the agent again, writing Istio's text line per request to a
+        // file (the rows above run without one).
+        if routes == tables[0] {
+            if let (Ok(a), Ok(())) = (agent.as_mut(), agent_ok.as_ref().map(|_| ())) {
+                let log =
+                    std::env::temp_dir().join(format!("bench-access-{}.log", std::process::id()));
+                a.set_extra_args(&["--access-log", &log.display().to_string()]);
+                let restarted = a.restart().map_err(|e| format!("{e:#}"));
+                for proto in ["HTTP/1.1", "HTTP/2"] {
+                    let r = restarted.clone().and_then(|()| {
+                        let _ =
+                            gateway_tests::wait_until(Duration::from_secs(5), "agent HTTP", || {
+                                Ok(probe(&topo, AGENT_PORT, last).is_ok())
+                            });
+                        measure(&topo, &tool, proto, AGENT_PORT, last, &p)
+                    });
+                    let without = res
+                        .iter()
+                        .find(|(s, q, _)| *s == "gateway agent" && *q == proto)
+                        .and_then(|(_, _, r)| r.as_ref().ok());
+                    match (&r, without) {
+                        (Ok(l), Some(w)) => {
+                            let _ = writeln!(
+                                body,
+                                "| {routes} | {proto} | gateway agent + access log (file) | {:.0} | {:.2} | {:.2} |",
+                                l.rps, l.p50_ms, l.p99_ms
+                            );
+                            headline.push(format!(
+                                "L7 {proto}: access log on / off {:.2}x requests/s",
+                                l.rps / w.rps
+                            ));
+                        }
+                        (Err(e), _) => {
+                            let e: String = e.replace(['|', '\n'], " ").chars().take(200).collect();
+                            let _ = writeln!(
+                                body,
+                                "| {routes} | {proto} | gateway agent + access log | **{e}** | | |"
+                            );
+                        }
+                        _ => {}
+                    }
+                }
+                let _ = std::fs::remove_file(&log);
             }
         }
         // Ratios: the agent against each peer, or HAProxy against nginx when the agent is out.
