@@ -135,7 +135,7 @@ fn min_and_max_protocol_versions_and_tls10_11_refused() -> Result<()> {
 /// sslscan (Debian's, OpenSSL-based) against a SIMPLE server, as an auditor would run it:
 /// nothing below TLS 1.2, no weak suite (every accepted one is an AEAD with forward secrecy),
 /// and the chain is complete: a client trusting only the root verifies the leaf, because the
-/// server sends the intermediate.
+/// server sends the intermediate (and `/certs` lists both, in order).
 #[test]
 fn sslscan_finds_no_old_protocol_weak_suite_or_missing_chain() -> Result<()> {
     let topo = Topology::new("sscan", 1, Opts::no_backends())?;
@@ -144,7 +144,29 @@ fn sslscan_finds_no_old_protocol_weak_suite_or_missing_chain() -> Result<()> {
     let (leaf, key) = inter.leaf("scan.example.com")?;
     let chain = format!("{leaf}{}", inter.cert.pem());
     let files = https_gateway(&[("scan.example.com", "")], &(chain, key));
-    let _agent = Agent::start(&topo, &files)?;
+    let agent = Agent::start(&topo, &files)?;
+    // /certs lists both certificates of the chain, in order, with the server using them.
+    let certs = agent.get_json_at("/certs")?;
+    let chain: Vec<(String, String)> = certs["certificates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["kind"] == "server")
+        .map(|c| {
+            (
+                c["index"].to_string(),
+                c["issuer"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    ensure!(
+        chain
+            == [
+                ("0".to_string(), "CN=sslscan intermediate CA".to_string()),
+                ("1".to_string(), "CN=sslscan root CA".to_string())
+            ],
+        "{certs:#}"
+    );
     let target = format!("{VIP}:443");
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", topo.client.name(), "sslscan"])
