@@ -386,7 +386,8 @@ data:
     );
 
     // A CA file that cannot be read: that cluster's connections fail (503 UF, the reason in
-    // the details), the log names the rule, field and path, and the rest serves.
+    // the details), the log names the manifest file, rule, field and path, and the rest
+    // serves.
     let r = get("nofile", "/nofile")?;
     expect(&r, 503, "", "unreadable caCertificates")?;
     ensure!(
@@ -394,7 +395,7 @@ data:
         "nofile"
     );
     ensure!(
-        agent.log().contains("upstream TLS (DestinationRule default/alias spec.subsets[nofile].trafficPolicy.tls): DestinationRule default/alias spec.subsets[nofile].trafficPolicy.tls.caCertificates: reading /nonexistent/ca.pem: No such file"),
+        agent.log().contains("/rules.yaml: DestinationRule default/alias spec.subsets[nofile].trafficPolicy.tls.caCertificates: reading /nonexistent/ca.pem: No such file"),
         "{}",
         agent.log()
     );

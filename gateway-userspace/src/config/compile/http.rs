@@ -1043,9 +1043,17 @@ impl<'a> Compiler<'a> {
             subset.zip(r.subset_policy),
             r.port.number,
         );
+        // `file: DestinationRule ns/name`, as every config message starts: the agent logs
+        // upstream TLS problems at apply time, away from the compiler's warnings.
         let dr_id =
             r.dr.as_ref()
-                .and_then(|d| d.ids.first().cloned())
+                .and_then(|d| {
+                    let id = d.ids.first()?;
+                    Some(match d.files.first() {
+                        Some(f) => format!("{}: {id}", f.display()),
+                        None => id.clone(),
+                    })
+                })
                 .unwrap_or_default();
         let tls = tls.and_then(|(v, f)| {
             self.upstream_tls(vs, field, v, &dr_id, &f, &host, &proto, r.entry_sans)

@@ -310,6 +310,8 @@ pub(super) struct MergedDr<'a> {
     policy: Option<&'a TrafficPolicy>,
     subsets: Vec<&'a Subset>,
     ids: Vec<String>,
+    /// The file of each of `ids`, for messages that the agent logs at apply time.
+    files: Vec<&'a std::path::Path>,
 }
 
 pub(super) struct Compiler<'a> {

@@ -305,9 +305,11 @@ pub(super) fn most_specific<'a>(host: &str, drs: &[&'a DestinationRule]) -> Opti
         policy: None,
         subsets: Vec::new(),
         ids: Vec::new(),
+        files: Vec::new(),
     };
     for dr in chosen {
         merged.ids.push(dr.id());
+        merged.files.push(&dr.source.file);
         if merged.policy.is_none() {
             merged.policy = dr.spec.traffic_policy.as_ref();
         }
