@@ -1,8 +1,9 @@
 //! Upstream TLS origination (DestinationRule `trafficPolicy.tls` SIMPLE/MUTUAL): the rustls
-//! client configuration of a cluster, and the connector hyper's pooled client uses (TCP, then
-//! the TLS handshake; pooled per cluster and endpoint, with rustls' in-memory session
-//! resumption). A handshake failure is a connection failure (`UF`), with Envoy's
-//! `TLS_error:|...:TLS_error_end` transport failure reason.
+//! client configuration of a cluster, the certificate check Istio asks Envoy for (auto-SAN,
+//! chain only, `subjectAltNames`, none), and the connector hyper's pooled client uses (TCP,
+//! then the TLS handshake; pooled per worker, cluster, SNI and endpoint, with rustls'
+//! in-memory session resumption). A handshake failure is a connection failure (`UF`), with
+//! Envoy's `TLS_error:|...:TLS_error_end` transport failure reason.
 
 use std::future::Future;
 use std::io;
