@@ -15,7 +15,7 @@ fi
 
 APT_PKGS=(rustc-web cargo-web rust-web-src llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev
   iproute2 ethtool iputils-ping libcap2-bin curl iperf3 bpftool tcpdump python3 procps nginx-light
-  wrk nghttp2-client)
+  wrk nghttp2-client sslscan)
 missing=()
 for p in "${APT_PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -1,8 +1,8 @@
 //! `gateway dump`: a running agent's live state as `istioctl proxy-config` and
 //! `cilium-dbg bpf lb list` show theirs: listeners, routes, clusters, endpoints, secrets (what
 //! each server reads, never the key material), and the XDP path's services, backends and
-//! verdict counters. Built from the admin's `/config_dump`, `/clusters?format=json` and
-//! `/stats`, so the CLI needs nothing but the admin port.
+//! verdict counters. Built from the admin's `/config_dump`, `/clusters?format=json`, `/stats`
+//! and `/certs`, so the CLI needs nothing but the admin port.
 
 use serde_json::{json, Value};
 
@@ -24,6 +24,8 @@ pub struct Sources {
     pub config_dump: Value,
     pub clusters: Value,
     pub stats: Value,
+    /// `/certs`.
+    pub certs: Value,
 }
 
 /// One table: a title, column names, rows (for text) and the same rows as objects (for JSON).
@@ -76,7 +78,12 @@ fn listeners(src: &Sources) -> Table {
     {
         rows.push(vec![
             format!("{}:{}", s(&l["bind"]), s(&l["port"])),
-            "TLS stream".into(),
+            // A plain one is a TCP server kept off XDP because its route originates TLS.
+            if l["plain"] == Value::Bool(true) {
+                "TCP stream (TLS upstream)".into()
+            } else {
+                "TLS stream".into()
+            },
             "L4 (agent)".into(),
             s(&l["origin"]),
         ]);
@@ -227,47 +234,50 @@ fn endpoints(src: &Sources) -> Table {
     }
 }
 
-/// Where a PEM comes from: a file path or a Secret, never its content.
-fn pem_source(p: &Value) -> String {
-    if let Some(f) = p.get("file") {
-        return s(&f["path"]);
-    }
-    if let Some(sec) = p.get("secret") {
-        return s(&sec["origin"]);
-    }
-    "-".into()
-}
-
+/// Every loaded certificate (the admin's `/certs`): what it is, where it came from (a file or
+/// a Secret, never key material), its names, serial, validity and who uses it.
 fn secrets(src: &Sources) -> Table {
-    let mut rows = Vec::new();
-    for l in src.config_dump["plan"]["http"]["listeners"]
+    let join = |v: &Value| {
+        v.as_array()
+            .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
+            .filter(|j| !j.is_empty())
+            .unwrap_or_else(|| "-".into())
+    };
+    let rows = src.certs["certificates"]
         .as_array()
         .into_iter()
         .flatten()
-    {
-        for c in l["tls"].as_array().into_iter().flatten() {
-            let st = &c["settings"];
-            for cert in st["certificates"].as_array().into_iter().flatten() {
-                rows.push(vec![
-                    format!("{}:{}", s(&l["bind"]), s(&l["port"])),
-                    "certificate".into(),
-                    pem_source(&cert["certificate"]),
-                    s(&c["origin"]),
-                ]);
+        .map(|c| {
+            let mut source = s(&c["source"]);
+            if c["index"].as_u64().is_some_and(|i| i > 0) {
+                source = format!("{source} [{}]", s(&c["index"]));
             }
-            if !st["ca_certificates"].is_null() {
-                rows.push(vec![
-                    format!("{}:{}", s(&l["bind"]), s(&l["port"])),
-                    "client CA".into(),
-                    pem_source(&st["ca_certificates"]),
-                    s(&c["origin"]),
-                ]);
-            }
-        }
-    }
+            vec![
+                s(&c["kind"]),
+                source,
+                s(&c["subject"]),
+                join(&c["subject_alt_names"]),
+                s(&c["serial_number"]),
+                s(&c["valid_from"]),
+                s(&c["expiration_time"]),
+                s(&c["days_until_expiration"]),
+                join(&c["used_by"]),
+            ]
+        })
+        .collect();
     Table {
         title: "SECRETS",
-        columns: &["LISTENER", "KIND", "SOURCE", "FROM"],
+        columns: &[
+            "KIND",
+            "SOURCE",
+            "SUBJECT",
+            "SANS",
+            "SERIAL",
+            "NOT BEFORE",
+            "NOT AFTER",
+            "DAYS LEFT",
+            "USED BY",
+        ],
         rows,
     }
 }
@@ -431,6 +441,9 @@ mod tests {
             clusters: json!({"clusters": [{"name": "outbound|8000|v1|web.demo.local", "lb": "LeastRequest", "rq_active": 0,
                 "hosts": [{"address": "198.18.11.2:8000", "weight": 1, "rq_active": 0, "health": "healthy", "ejections": 0}]}]}),
             stats: json!({"services": {"198.18.0.1:31400/tcp": {"packets": 7, "bytes": 420}}, "backends": {}, "verdicts": {"tx": {"packets": 7, "bytes": 420}}}),
+            certs: json!({"certificates": [{"kind": "server", "source": "/etc/certs/a.pem", "index": 1, "subject": "CN=a",
+                "subject_alt_names": ["DNS:a.example.com"], "serial_number": "1234", "valid_from": "2026-01-01T00:00:00.000Z",
+                "expiration_time": "2027-01-01T00:00:00.000Z", "days_until_expiration": 25, "used_by": ["Gateway default/gw spec.servers[0].tls"]}]}),
         }
     }
 
@@ -455,6 +468,14 @@ mod tests {
         assert!(
             t.lines().any(|l| l.starts_with("198.18.0.1:31400/tcp")
                 && l.split_whitespace().rev().take(2).eq(["420", "7"])),
+            "{t}"
+        );
+        assert!(
+            t.lines().any(|l| l.starts_with("server")
+                && l.contains("/etc/certs/a.pem [1]")
+                && l.contains("DNS:a.example.com")
+                && l.contains(" 25 ")
+                && l.ends_with("  Gateway default/gw spec.servers[0].tls")),
             "{t}"
         );
         let j = json(&src, Section::Endpoints);

@@ -559,6 +559,7 @@ fn dump(admin: SocketAddr, section: gateway::dump::Section, output: CheckOutput)
             config_dump: get("/config_dump")?,
             clusters: get("/clusters?format=json")?,
             stats: get("/stats")?,
+            certs: get("/certs")?,
         })
     })();
     match src {

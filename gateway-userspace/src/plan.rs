@@ -152,6 +152,10 @@ pub mod stream {
         pub port: u16,
         /// In Istio's order; the first of equally good matches wins.
         pub chains: Vec<StreamChain>,
+        /// A `TCP` server whose route originates TLS: one chain, taken without reading a
+        /// ClientHello (the client speaks plain TCP, maybe server-first).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        pub plain: bool,
     }
 
     /// One filter chain: which connections it takes, and where they go.
@@ -547,6 +551,49 @@ pub mod http {
         pub limits: Limits,
         #[serde(skip_serializing_if = "Option::is_none")]
         pub outlier: Option<Outlier>,
+        /// DestinationRule `trafficPolicy.tls` SIMPLE/MUTUAL: TLS to the endpoints. None:
+        /// plain text (DISABLE, or no tls).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub tls: Option<UpstreamTls>,
+    }
+
+    /// Upstream TLS origination (Envoy's `UpstreamTlsContext`). Only paths and Secret names are
+    /// ever shown (`Pem` skips the data).
+    #[derive(Clone, Debug, PartialEq, Serialize)]
+    pub struct UpstreamTls {
+        /// `SIMPLE` or `MUTUAL`.
+        pub mode: String,
+        /// `tls.sni`: sent as SNI, and then (without `subjectAltNames`) only the chain is
+        /// verified, as Envoy does. None: Istio's auto-SNI and auto-SAN: an HTTP request's
+        /// `Host` (after rewrites) is the SNI and the name the certificate must be valid for;
+        /// a stream sends no SNI and the chain alone is verified.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub sni: Option<String>,
+        /// Where `sni` falls back to when a request has no usable `Host`: the destination.
+        pub destination: String,
+        /// The trust anchors; None: the system roots (webpki-roots), unless `insecure`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub ca_certificates: Option<Pem>,
+        /// MUTUAL: the client certificate chain and its key.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub client_certificate: Option<Pem>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub private_key: Option<Pem>,
+        /// Names the upstream certificate must be valid for, one of (instead of the SNI).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub subject_alt_names: Vec<String>,
+        /// `insecureSkipVerify`: no chain or name check.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        pub insecure_skip_verify: bool,
+        /// ALPN offered: `h2` for HTTP2/GRPC ports, else none (Istio's `ALPNH2Only`).
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        pub alpn: Vec<String>,
+        /// `DestinationRule default/x spec.trafficPolicy.tls`: named in errors.
+        pub origin: String,
+        /// Some: the settings cannot be used (a missing `credentialName` Secret): every
+        /// connection fails with this TLS error.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub error: Option<String>,
     }
 
     #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

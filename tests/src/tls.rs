@@ -19,11 +19,27 @@ impl Ca {
         Ok(Ca { cert, key })
     }
 
+    /// An intermediate CA signed by this one (its certificate PEM goes after a leaf's in a
+    /// server's chain file).
+    pub fn intermediate(&self, cn: &str) -> Result<Ca> {
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate()?;
+        let cert = p.signed_by(&key, &self.cert, &self.key)?;
+        Ok(Ca { cert, key })
+    }
+
     /// (certificate PEM, key PEM) for `name`.
     pub fn leaf(&self, name: &str) -> Result<(String, String)> {
+        self.leaf_for(&[name])
+    }
+
+    /// (certificate PEM, key PEM) valid for all of `names` (DNS SANs).
+    pub fn leaf_for(&self, names: &[&str]) -> Result<(String, String)> {
         let key = rcgen::KeyPair::generate()?;
-        let cert = rcgen::CertificateParams::new(vec![name.to_string()])?
-            .signed_by(&key, &self.cert, &self.key)?;
+        let names = names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+        let cert = rcgen::CertificateParams::new(names)?.signed_by(&key, &self.cert, &self.key)?;
         Ok((cert.pem(), key.serialize_pem()))
     }
 }

@@ -151,6 +151,7 @@ async fn handle<B>(role: Role, st: &State, req: Request<B>) -> Resp {
             metrics(st).await
         }
         (Role::Admin, "/clusters") => clusters(st, req.uri().query() == Some("format=json")),
+        (Role::Admin, "/certs") => certs(st),
         (Role::Admin, "/config_dump") => reply(
             StatusCode::OK,
             "application/json",
@@ -265,6 +266,17 @@ fn clusters(st: &State, json: bool) -> Resp {
 /// `gateway explain --admin`: the same explanation, from the live plan. Query: `request=`
 /// (`GET http://host:port/path`), `header=` (repeatable), `sni=`; or `tcp=`/`udp=` `VIP:PORT`.
 /// The status the gateway would answer with is in `x-explain-status`.
+/// Envoy's `/certs`, flattened: one object per loaded certificate with its source and users.
+fn certs(st: &State) -> Resp {
+    let now = crate::l7::certs::now();
+    let list: Vec<serde_json::Value> = st.l7.load().certs.iter().map(|c| c.to_json(now)).collect();
+    reply(
+        StatusCode::OK,
+        "application/json",
+        serde_json::to_vec_pretty(&serde_json::json!({ "certificates": list })).unwrap_or_default(),
+    )
+}
+
 fn explain(st: &State, query: &str) -> Resp {
     use crate::explain::{explain, explain_l4, query_pairs, Request};
     let pairs = query_pairs(query);
@@ -311,7 +323,7 @@ async fn metrics(st: &State) -> Resp {
         Ok(s) => reply(
             StatusCode::OK,
             crate::metrics::CONTENT_TYPE,
-            prometheus(s.as_ref(), &st.snapshot.load()),
+            prometheus(s.as_ref(), &st.snapshot.load(), &st.l7.load().certs),
         ),
         Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
     }
@@ -319,7 +331,11 @@ async fn metrics(st: &State) -> Resp {
 
 /// The scrape: Istio's request and TCP series and the gateway's own (config, XDP counters read
 /// now), through one registry.
-fn prometheus(st: Option<&dataplane::Stats>, snap: &Snapshot) -> String {
+fn prometheus(
+    st: Option<&dataplane::Stats>,
+    snap: &Snapshot,
+    certs: &[crate::l7::certs::CertInfo],
+) -> String {
     use crate::metrics::Pairs;
     use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
     let mut reg = prometheus_client::registry::Registry::default();
@@ -415,6 +431,32 @@ fn prometheus(st: Option<&dataplane::Stats>, snap: &Snapshot) -> String {
         "1 when the newest config is not the one serving",
         gauge(i64::from(!snap.applied)),
     );
+    // Computed at scrape time, so it counts down between reloads.
+    let now = crate::l7::certs::now();
+    let expiry: Family<Pairs, Gauge> = Family::default();
+    for c in certs {
+        expiry
+            .get_or_create(&Pairs(vec![
+                ("kind", c.kind.as_str().to_string()),
+                ("source", c.source.clone()),
+                ("serial_number", c.serial_number.clone()),
+                ("subject", c.subject.clone()),
+            ]))
+            .set(c.days_left(now));
+    }
+    reg.register(
+        "gateway_certificate_expiration_days",
+        "Whole days until each loaded certificate expires (negative: expired)",
+        expiry,
+    );
+    // Envoy's own summary, which Istio's dashboards alert on.
+    if let Some(first) = certs.iter().map(|c| c.days_left(now)).min() {
+        reg.register(
+            "envoy_server_days_until_first_cert_expiring",
+            "Days until the first loaded certificate expires",
+            gauge(first),
+        );
+    }
     if let Some(st) = st {
         let verdicts: Family<Pairs, Counter> = Family::default();
         for (reason, c) in &st.verdicts {

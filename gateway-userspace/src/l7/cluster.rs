@@ -8,11 +8,18 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use super::body::UpBody;
+use super::upstream_tls::{Connector, Origination};
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 
 use crate::plan::http as p;
+
+type SniClients =
+    std::collections::HashMap<rustls::pki_types::ServerName<'static>, Client<Connector, UpBody>>;
+
+/// SNIs pooled per worker and cluster before the pools start over.
+const MAX_SNI_POOLS: usize = 256;
 
 /// Milliseconds since the first call (a monotonic clock that fits an atomic).
 pub fn now_ms() -> u64 {
@@ -68,7 +75,15 @@ pub struct Cluster {
     /// Ring hash: (point, endpoint), sorted by point.
     ring: Vec<(u64, usize)>,
     /// One pooled client per L7 worker: a worker reuses only connections its own runtime drives.
-    clients: Vec<Client<HttpConnector, UpBody>>,
+    clients: Vec<Client<Connector, UpBody>>,
+    /// Auto-SNI TLS clusters: per worker, one pooled client per SNI, since a connection's SNI
+    /// is fixed by its handshake (Envoy keys its upstream pools by SNI the same way).
+    by_sni: Vec<std::sync::Mutex<SniClients>>,
+    /// How `by_sni` clients are made.
+    builder: hyper_util::client::legacy::Builder,
+    conn: Connector,
+    /// DestinationRule `tls`: how connections to the endpoints are secured (None: plain).
+    pub tls: Option<std::sync::Arc<Origination>>,
     pub active_requests: AtomicU32,
     pub active_retries: AtomicU32,
     /// HTTP/1.1 upstream connections in use, one per request in flight (`maxConnections`).
@@ -152,6 +167,14 @@ impl Cluster {
         let mut conn = HttpConnector::new();
         conn.set_connect_timeout(Some(Duration::from_millis(plan.connect_timeout_ms)));
         conn.set_nodelay(true);
+        // The URI scheme says https when the cluster originates TLS; the connector does it.
+        conn.enforce_http(false);
+        let tls = plan.tls.as_ref().map(|t| Origination::new(t, &plan.name));
+        let conn = Connector {
+            http: conn,
+            tls: tls.clone(),
+            sni: None,
+        };
         let mut b = Client::builder(TokioExecutor::new());
         b.pool_idle_timeout(Duration::from_secs(3600));
         if plan.limits.max_requests_per_connection == 1 {
@@ -173,6 +196,12 @@ impl Cluster {
             rr: AtomicUsize::new(rand::thread_rng().gen()),
             ring,
             clients,
+            by_sni: (0..super::worker_count())
+                .map(|_| Default::default())
+                .collect(),
+            builder: b,
+            conn,
+            tls,
             active_requests: AtomicU32::new(0),
             active_retries: AtomicU32::new(0),
             conn_slots: tokio::sync::Semaphore::new(
@@ -182,9 +211,29 @@ impl Cluster {
         }
     }
 
-    /// The upstream client of the worker running this request.
-    pub fn client(&self) -> &Client<HttpConnector, UpBody> {
-        &self.clients[super::worker_index() % self.clients.len()]
+    /// The upstream client of the worker running this request, for a request with this
+    /// `Host` (it picks the SNI of an auto-SNI TLS cluster).
+    pub fn client(&self, host: Option<&str>) -> Client<Connector, UpBody> {
+        let w = super::worker_index() % self.clients.len();
+        let Some(t) = self.tls.as_ref().filter(|t| t.auto_sni()) else {
+            return self.clients[w].clone();
+        };
+        let sni = t.sni_for(host);
+        let mut pools = self.by_sni[w].lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded: a client sending random Host values must not grow pools without end; the
+        // dropped clients' idle connections close.
+        if pools.len() >= MAX_SNI_POOLS && !pools.contains_key(&sni) {
+            pools.clear();
+        }
+        pools
+            .entry(sni.clone())
+            .or_insert_with(|| {
+                self.builder.build(Connector {
+                    sni: Some(sni),
+                    ..self.conn.clone()
+                })
+            })
+            .clone()
     }
 
     fn eligible(&self, i: usize, now: u64) -> bool {
@@ -405,6 +454,7 @@ mod tests {
             connect_timeout_ms: 1000,
             limits: p::Limits::default(),
             outlier,
+            tls: None,
         })
     }
 

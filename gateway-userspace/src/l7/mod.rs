@@ -20,6 +20,7 @@
 //! that accepted its connection, with no work stealing and no cross-thread wake-ups.
 
 pub mod body;
+pub mod certs;
 pub mod cluster;
 pub mod conn;
 pub mod limits;
@@ -31,6 +32,7 @@ mod request;
 mod route_index;
 pub mod router;
 pub mod tls;
+pub mod upstream_tls;
 
 use std::cell::Cell;
 use std::collections::BTreeMap;
@@ -240,6 +242,7 @@ impl L7 {
         }
         let mut rt = Runtime::build(plan);
         rt.tls = tls;
+        rt.certs = certs::inventory(plan, streams);
         self.state.store(Arc::new(rt));
         for (key, (addr, socks)) in new {
             log::info!("HTTP listener on {addr}");

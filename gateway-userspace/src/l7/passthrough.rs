@@ -12,8 +12,10 @@
 //! `*.suffix`, no names), then ALPN. No chain: the connection is closed. Per connection: a
 //! weighted destination, an endpoint by the cluster's load balancer (`useSourceIp` hashes the
 //! client address), one connect attempt within the DestinationRule's `connectTimeout`
-//! (Envoy `tcp_proxy`: a failure closes the client), `maxConnections` per cluster, outlier
-//! detection fed with connect failures, and Envoy's 1 h idle timeout.
+//! (Envoy `tcp_proxy`: a failure closes the client), TLS to the endpoint when the
+//! DestinationRule says so (terminate, then originate; a failed upstream handshake is a connect
+//! failure), `maxConnections` per cluster, outlier detection fed with connect failures, and
+//! Envoy's 1 h idle timeout.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -305,6 +307,8 @@ pub struct Chain {
 /// The stream chains of one (bind, port).
 pub struct StreamChains {
     pub chains: Vec<Chain>,
+    /// A plain TCP server: its one chain takes every connection, nothing is peeked.
+    pub plain: bool,
 }
 
 impl StreamChains {
@@ -348,7 +352,10 @@ impl StreamChains {
             });
         }
         if errors.is_empty() {
-            Ok(StreamChains { chains })
+            Ok(StreamChains {
+                chains,
+                plain: l.plain,
+            })
         } else {
             Err(errors)
         }
@@ -371,7 +378,8 @@ pub fn clusters(plan: &sp::StreamPlan) -> std::collections::HashMap<String, Arc<
 }
 
 /// Counts one connection's outcome: `forwarded`, `no_chain`, `no_client_hello`,
-/// `handshake_failed`, `no_cluster`, `overflow`, `no_healthy_upstream`, `connect_failed`.
+/// `handshake_failed`, `no_cluster`, `overflow`, `no_healthy_upstream`, `connect_failed`,
+/// `upstream_tls_failed`.
 pub fn count(port: u16, chain: &str, outcome: &'static str) {
     crate::metrics::ISTIO
         .tls_streams
@@ -417,7 +425,7 @@ async fn forward(
             count(port, &chain.origin, "forwarded");
             let upstream = up.peer_addr().ok();
             let conn = TcpConn::opened(&cluster, local, peer, None);
-            let (received, sent) = splice(tcp, up).await;
+            let (received, sent) = up.splice(tcp).await;
             conn.closed(upstream, received, sent);
         }
         Some(cfg) => {
@@ -439,7 +447,7 @@ async fn forward(
             let upstream = up.peer_addr().ok();
             let sni = down.get_ref().1.server_name().map(Into::into);
             let conn = TcpConn::opened(&cluster, local, peer, sni);
-            let (received, sent) = splice(down, up).await;
+            let (received, sent) = up.splice(down).await;
             conn.closed(upstream, received, sent);
         }
     }
@@ -461,12 +469,36 @@ fn pick_route(routes: &[(Option<Arc<Cluster>>, u32)]) -> Option<Arc<Cluster>> {
     None
 }
 
-/// One connect attempt to an endpoint the cluster's load balancer picks; with the guard of the
-/// endpoint's active-connection count (least-request balancing).
+/// The upstream side of a stream: plain, or TLS the gateway originated (DestinationRule `tls`).
+enum Upstream {
+    Plain(TcpStream),
+    /// Boxed: a rustls connection is a kilobyte.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Upstream {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        match self {
+            Upstream::Plain(s) => s.peer_addr(),
+            Upstream::Tls(s) => s.get_ref().0.peer_addr(),
+        }
+    }
+
+    async fn splice<D: AsyncRead + AsyncWrite + Unpin>(self, down: D) -> (u64, u64) {
+        match self {
+            Upstream::Plain(s) => splice(down, s).await,
+            Upstream::Tls(s) => splice(down, s).await,
+        }
+    }
+}
+
+/// One connect attempt to an endpoint the cluster's load balancer picks, then the TLS
+/// handshake if the cluster originates TLS (both within `connectTimeout`); with the guard of
+/// the endpoint's active-connection count (least-request balancing).
 async fn connect(
     cluster: &Cluster,
     peer: SocketAddr,
-) -> Result<(TcpStream, Counted<'_>), &'static str> {
+) -> Result<(Upstream, Counted<'_>), &'static str> {
     let hash = matches!(cluster.plan.lb, hp::Lb::HashSourceIp)
         .then(|| fnv(peer.ip().to_string().as_bytes()));
     let Some(i) = cluster.pick(hash, &[]) else {
@@ -480,8 +512,24 @@ async fn connect(
     match tokio::time::timeout(timeout, TcpStream::connect(ep.addr)).await {
         Ok(Ok(s)) => {
             let _ = s.set_nodelay(true);
+            let up = match &cluster.tls {
+                None => Upstream::Plain(s),
+                Some(t) => match tokio::time::timeout(timeout, t.connect_stream(s)).await {
+                    Ok(Ok(s)) => Upstream::Tls(Box::new(s)),
+                    Ok(Err(e)) => {
+                        log::debug!("{}: TLS to {}: {e}", cluster.plan.name, ep.addr);
+                        cluster.record(i, Outcome::LocalFailure);
+                        return Err("upstream_tls_failed");
+                    }
+                    Err(_) => {
+                        log::debug!("{}: TLS to {}: timed out", cluster.plan.name, ep.addr);
+                        cluster.record(i, Outcome::LocalFailure);
+                        return Err("upstream_tls_failed");
+                    }
+                },
+            };
             cluster.record(i, Outcome::Status(200));
-            Ok((s, active))
+            Ok((up, active))
         }
         Ok(Err(e)) => {
             log::debug!("{}: connect {}: {e}", cluster.plan.name, ep.addr);
@@ -713,6 +761,7 @@ mod tests {
                 connect_timeout_ms: 1000,
                 limits: hp::Limits::default(),
                 outlier: None,
+                tls: None,
             })))
         };
         let routes = vec![(c("a"), 1), (c("b"), 3)];

@@ -40,6 +40,8 @@ pub struct Runtime {
     pub clusters: Vec<Arc<Cluster>>,
     /// HTTPS listeners' certificates and SNI chains, by (bind, port).
     pub tls: std::collections::HashMap<(std::net::Ipv4Addr, u16), Arc<super::tls::TlsListener>>,
+    /// Every certificate those listeners and the clusters loaded (`/certs`).
+    pub certs: Vec<super::certs::CertInfo>,
 }
 
 impl Runtime {
@@ -54,6 +56,7 @@ impl Runtime {
             table,
             clusters,
             tls: Default::default(),
+            certs: Vec::new(),
         }
     }
 }
@@ -485,7 +488,8 @@ async fn forward(
             };
             let Some(i) = mc.pick(None, &[]) else { return };
             if let Ok(r) = build_upstream(&mc, i, &m, hd, &pq, body, 1) {
-                let _ = mc.client().request(r).await;
+                let host = r.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+                let _ = mc.client(host).request(r).await;
             }
         });
     }
@@ -591,7 +595,8 @@ async fn forward(
                 Err(_) => return Err(Err(local_reply(400, ""))),
             };
             let sent = Instant::now();
-            let fut = cluster.client().request(up);
+            let host = up.headers().get(header::HOST).and_then(|h| h.to_str().ok());
+            let fut = cluster.client(host).request(up);
             let res = match policy.and_then(|p| p.per_try_timeout_ms) {
                 Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), fut).await {
                     Ok(r) => r.map_err(classify),
@@ -631,20 +636,29 @@ async fn forward(
                 "response_timeout",
             )));
         }
+        // Envoy: a TLS handshake failure is told as the transport failure reason.
+        let transport = match &e {
+            AttemptError::Connect(Some(t)) => format!(", transport failure reason: {t}"),
+            _ => String::new(),
+        };
         let msg = if tried.count > 1 {
-            format!("upstream connect error or disconnect/reset before headers. retried and the latest reset reason: {}", e.reason())
+            format!("upstream connect error or disconnect/reset before headers. retried and the latest reset reason: {}{transport}", e.reason())
         } else {
             format!(
-                "upstream connect error or disconnect/reset before headers. reset reason: {}",
+                "upstream connect error or disconnect/reset before headers. reset reason: {}{transport}",
                 e.reason()
             )
         };
         let (flags, details) = match (&e, tried.count > 1) {
-            (AttemptError::Connect, false) => (
+            (AttemptError::Connect(Some(t)), retried) => (
+                if retried { "UF,URX" } else { "UF" },
+                super::upstream_tls::connection_failure_details(t),
+            ),
+            (AttemptError::Connect(None), false) => (
                 "UF",
                 "upstream_reset_before_response_started{connection_failure}",
             ),
-            (AttemptError::Connect, true) => (
+            (AttemptError::Connect(None), true) => (
                 "UF,URX",
                 "upstream_reset_before_response_started{connection_failure}",
             ),
@@ -796,7 +810,11 @@ fn build_upstream(
 ) -> Result<Request<UpBody>, http::Error> {
     let ep = &c.endpoints[i];
     let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(http::uri::Scheme::HTTP);
+    uri.scheme = Some(if c.tls.is_some() {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    });
     uri.authority = Some(ep.authority.clone());
     uri.path_and_query = Some(path_and_query.clone());
     let mut r = Request::new(body);

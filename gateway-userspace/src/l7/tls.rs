@@ -62,7 +62,7 @@ fn read_pem(pem: &p::Pem) -> Result<(Vec<u8>, String), String> {
     }
 }
 
-fn certs(pem: &p::Pem) -> Result<Vec<CertificateDer<'static>>, String> {
+pub(crate) fn certs(pem: &p::Pem) -> Result<Vec<CertificateDer<'static>>, String> {
     let (data, what) = read_pem(pem)?;
     let certs = CertificateDer::pem_slice_iter(&data)
         .collect::<Result<Vec<_>, _>>()
@@ -73,7 +73,7 @@ fn certs(pem: &p::Pem) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-fn key(pem: &p::Pem) -> Result<PrivateKeyDer<'static>, String> {
+pub(crate) fn key(pem: &p::Pem) -> Result<PrivateKeyDer<'static>, String> {
     let (data, what) = read_pem(pem)?;
     PrivateKeyDer::from_pem_slice(&data)
         .map_err(|e| format!("{what}: no usable PEM private key: {e}"))
@@ -427,6 +427,9 @@ impl TlsListener {
     /// client sent no ClientHello in time, or it went away; the connection is to be closed.
     pub async fn route(&self, tcp: &TcpStream) -> Option<Route> {
         let streams = self.streams.as_ref()?;
+        if streams.plain {
+            return Some(Route::Stream(0));
+        }
         let local = tcp.local_addr().ok()?;
         let Some(hello) = passthrough::peek_client_hello(tcp).await else {
             passthrough::count(local.port(), "", "no_client_hello");

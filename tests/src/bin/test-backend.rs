@@ -1,5 +1,6 @@
-//! `test-backend --name NAME [--tcp PORT] [--udp PORT] [--http PORT] [--tls PORT --cert PEM
-//! --key PEM]`: the server the integration tests put behind the gateway.
+//! `test-backend --name NAME [--tcp PORT] [--udp PORT] [--http PORT] [--tls PORT] [--h2tls PORT]
+//! [--cert PEM --key PEM] [--client-ca PEM]`: the server the integration tests put behind the
+//! gateway.
 //!
 //! - TCP: each connection first receives `NAME PEERIP\n` (so a test learns which backend it hit
 //!   and which source address the backend saw), then every byte sent is echoed back.
@@ -10,10 +11,18 @@
 //!   `/status/NNN` answers with that status, `/delay/MS` sleeps first, `/bytes/N` sends N
 //!   bytes of body as fast as the reader takes them.
 //! - TLS (rustls, certificate and key from PEM files): the same HTTP/1.1 server inside TLS, so
-//!   a client that verifies the certificate proves whose TLS it talked to.
+//!   a client that verifies the certificate proves whose TLS it talked to. The body also carries
+//!   `tls-sni: NAME`, `tls-alpn: PROTO`, `tls-client: SANS|none` and `tls-resumed: yes|no`
+//!   lines, so a test sees what the TLS client (the gateway) offered; each handshake prints
+//!   `tls handshake sni=NAME resumed=yes|no`. `--client-ca` demands a client certificate that
+//!   chains to that CA (the handshake fails without one). `--h2tls` is the same over HTTP/2
+//!   (ALPN `h2` only; see `h2tls.rs`).
 //!
 //! Prints `ready` on stdout once every socket is bound, so the spawner knows when to go on.
 //! Std only, one thread per connection: a handful of connections at a time in tests.
+
+#[path = "test-backend/h2tls.rs"]
+mod h2tls;
 
 use std::{
     io::{BufRead, BufReader, Read, Write},
@@ -28,8 +37,10 @@ fn main() -> ExitCode {
     let mut udp = None;
     let mut http = None;
     let mut tls = None;
+    let mut h2tls = None;
     let mut cert = None;
     let mut key = None;
+    let mut client_ca = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let v = args.next();
@@ -39,11 +50,13 @@ fn main() -> ExitCode {
             ("--udp", Some(v)) => udp = v.parse::<u16>().ok(),
             ("--http", Some(v)) => http = v.parse::<u16>().ok(),
             ("--tls", Some(v)) => tls = v.parse::<u16>().ok(),
+            ("--h2tls", Some(v)) => h2tls = v.parse::<u16>().ok(),
+            ("--client-ca", Some(v)) => client_ca = Some(v),
             ("--cert", Some(v)) => cert = Some(v),
             ("--key", Some(v)) => key = Some(v),
             _ => {
                 eprintln!(
-                    "usage: test-backend --name NAME [--tcp PORT] [--udp PORT] [--http PORT] [--tls PORT --cert PEM --key PEM]"
+                    "usage: test-backend --name NAME [--tcp PORT] [--udp PORT] [--http PORT] [--tls PORT] [--h2tls PORT] [--cert PEM --key PEM] [--client-ca PEM]"
                 );
                 return ExitCode::from(2);
             }
@@ -53,8 +66,8 @@ fn main() -> ExitCode {
         eprintln!("test-backend: --name is required");
         return ExitCode::from(2);
     };
-    if tcp.is_none() && udp.is_none() && http.is_none() && tls.is_none() {
-        eprintln!("test-backend: give --tcp, --udp, --http and/or --tls");
+    if tcp.is_none() && udp.is_none() && http.is_none() && tls.is_none() && h2tls.is_none() {
+        eprintln!("test-backend: give --tcp, --udp, --http, --tls and/or --h2tls");
         return ExitCode::from(2);
     }
 
@@ -112,37 +125,39 @@ fn main() -> ExitCode {
             }
         }));
     }
-    if let Some(port) = tls {
+    if tls.is_some() || h2tls.is_some() {
         let (Some(cert), Some(key)) = (&cert, &key) else {
-            eprintln!("test-backend {name}: --tls needs --cert and --key");
+            eprintln!("test-backend {name}: --tls/--h2tls need --cert and --key");
             return ExitCode::from(2);
         };
-        let cfg = match tls_config(cert, key) {
-            Ok(c) => std::sync::Arc::new(c),
-            Err(e) => {
-                eprintln!("test-backend {name}: tls: {e}");
-                return ExitCode::FAILURE;
+        for (port, h2) in [(tls, false), (h2tls, true)] {
+            let Some(port) = port else { continue };
+            let cfg = match tls_config(cert, key, client_ca.as_deref(), h2) {
+                Ok(c) => std::sync::Arc::new(c),
+                Err(e) => {
+                    eprintln!("test-backend {name}: tls: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let l = match TcpListener::bind(("0.0.0.0", port)) {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("test-backend {name}: tls bind {port}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let name = name.clone();
+            if h2 {
+                handles.push(thread::spawn(move || h2tls::serve(&name, l, cfg)));
+                continue;
             }
-        };
-        let l = match TcpListener::bind(("0.0.0.0", port)) {
-            Ok(l) => l,
-            Err(e) => {
-                eprintln!("test-backend {name}: tls bind {port}: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let name = name.clone();
-        handles.push(thread::spawn(move || {
-            for s in l.incoming().flatten() {
-                let (name, cfg) = (name.clone(), cfg.clone());
-                thread::spawn(move || {
-                    let Ok(conn) = rustls::ServerConnection::new(cfg) else {
-                        return;
-                    };
-                    serve_http(&name, rustls::StreamOwned::new(conn, s));
-                });
-            }
-        }));
+            handles.push(thread::spawn(move || {
+                for s in l.incoming().flatten() {
+                    let (name, cfg) = (name.clone(), cfg.clone());
+                    thread::spawn(move || serve_tls(&name, s, cfg));
+                }
+            }));
+        }
     }
     println!("ready");
     let _ = std::io::stdout().flush();
@@ -173,25 +188,125 @@ fn serve_tcp(name: &str, mut s: TcpStream) {
     }
 }
 
-fn tls_config(cert: &str, key: &str) -> Result<rustls::ServerConfig, String> {
+/// The server side: `client_ca` demands a client certificate chaining to it; ALPN `h2` only
+/// (`--h2tls`) or `http/1.1` only (`--tls`), so an offer the server cannot speak fails.
+fn tls_config(
+    cert: &str,
+    key: &str,
+    client_ca: Option<&str>,
+    h2: bool,
+) -> Result<rustls::ServerConfig, String> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{cert}: {e}"))?;
+    let pems = |f: &str| {
+        CertificateDer::pem_file_iter(f)
+            .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+            .map_err(|e| format!("{f}: {e}"))
+    };
+    let certs = pems(cert)?;
     let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{key}: {e}"))?;
-    rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| e.to_string())?
-    .with_no_client_auth()
-    .with_single_cert(certs, key)
-    .map_err(|e| e.to_string())
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let b = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?;
+    let b = match client_ca {
+        None => b.with_no_client_auth(),
+        Some(f) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for c in pems(f)? {
+                roots.add(c).map_err(|e| format!("{f}: {e}"))?;
+            }
+            let v = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                std::sync::Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|e| format!("{f}: {e}"))?;
+            b.with_client_cert_verifier(v)
+        }
+    };
+    let mut cfg = b.with_single_cert(certs, key).map_err(|e| e.to_string())?;
+    cfg.alpn_protocols = vec![if h2 {
+        b"h2".to_vec()
+    } else {
+        b"http/1.1".to_vec()
+    }];
+    Ok(cfg)
+}
+
+/// What the TLS client negotiated, as `(name, value)` lines for the response body.
+fn tls_facts(c: &rustls::ServerConnection) -> Vec<(String, String)> {
+    let alpn = c
+        .alpn_protocol()
+        .map(|a| String::from_utf8_lossy(a).into_owned());
+    let client = c
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .map(|leaf| leaf_names(leaf.as_ref()));
+    let resumed = c.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    let facts = vec![
+        ("tls-sni".into(), c.server_name().unwrap_or("none").into()),
+        ("tls-alpn".into(), alpn.unwrap_or_else(|| "none".into())),
+        ("tls-client".into(), client.unwrap_or_else(|| "none".into())),
+        (
+            "tls-resumed".into(),
+            if resumed { "yes" } else { "no" }.into(),
+        ),
+    ];
+    // One line per handshake, so a test can count connections (pooling) and resumptions.
+    println!("tls handshake sni={} resumed={}", facts[0].1, facts[3].1);
+    facts
+}
+
+/// The DNS SANs of a DER certificate, comma-separated (how a test tells two clients apart).
+fn leaf_names(der: &[u8]) -> String {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return "unparsable".into();
+    };
+    let names: Vec<String> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .filter_map(|n| match n {
+                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_string()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        "unnamed".into()
+    } else {
+        names.join(",")
+    }
+}
+
+/// One `--tls` connection: the handshake first (so its facts can be reported), then HTTP/1.1.
+fn serve_tls(name: &str, mut s: TcpStream, cfg: std::sync::Arc<rustls::ServerConfig>) {
+    let Ok(mut conn) = rustls::ServerConnection::new(cfg) else {
+        return;
+    };
+    while conn.is_handshaking() {
+        if let Err(e) = conn.complete_io(&mut s) {
+            println!("tls handshake failed: {e}");
+            return;
+        }
+    }
+    let facts = tls_facts(&conn);
+    serve_http_with(name, rustls::StreamOwned::new(conn, s), &facts);
 }
 
 /// One HTTP/1.1 connection: requests answered in order until the peer closes or asks to.
 fn serve_http<S: Read + Write>(name: &str, s: S) {
+    serve_http_with(name, s, &[]);
+}
+
+/// [`serve_http`], with `extra` lines appended to every body (what the TLS handshake saw).
+fn serve_http_with<S: Read + Write>(name: &str, s: S, extra: &[(String, String)]) {
     let mut r = BufReader::new(s);
     loop {
         let mut line = String::new();
@@ -277,10 +392,7 @@ fn serve_http<S: Read + Write>(name: &str, s: S) {
             }
             continue;
         }
-        let mut body = format!("{name} {method} {target}\n");
-        for (k, v) in &headers {
-            body.push_str(&format!("{k}: {v}\n"));
-        }
+        let mut body = describe(name, &method, &target, headers.iter().chain(extra));
         // These statuses have no body (RFC 9110); a proxy would reject one.
         if status < 200 || status == 204 || status == 304 {
             body.clear();
@@ -300,6 +412,20 @@ fn serve_http<S: Read + Write>(name: &str, s: S) {
             return;
         }
     }
+}
+
+/// The body every HTTP answer carries: `NAME METHOD TARGET`, then `name: value` lines.
+fn describe<'a>(
+    name: &str,
+    method: &str,
+    target: &str,
+    lines: impl Iterator<Item = &'a (String, String)>,
+) -> String {
+    let mut body = format!("{name} {method} {target}\n");
+    for (k, v) in lines {
+        body.push_str(&format!("{k}: {v}\n"));
+    }
+    body
 }
 
 fn skip_chunked(r: &mut impl BufRead) -> std::io::Result<()> {

@@ -1036,6 +1036,28 @@ impl<'a> Compiler<'a> {
             .collect();
         endpoints.sort();
         endpoints.dedup();
+        let proto = r.port.protocol.to_ascii_uppercase();
+        let subset = r.subset.map(|s| s.name.as_str());
+        let tls = super::upstream_tls::effective_tls(
+            r.dr_policy,
+            subset.zip(r.subset_policy),
+            r.port.number,
+        );
+        // `file: DestinationRule ns/name`, as every config message starts: the agent logs
+        // upstream TLS problems at apply time, away from the compiler's warnings.
+        let dr_id =
+            r.dr.as_ref()
+                .and_then(|d| {
+                    let id = d.ids.first()?;
+                    Some(match d.files.first() {
+                        Some(f) => format!("{}: {id}", f.display()),
+                        None => id.clone(),
+                    })
+                })
+                .unwrap_or_default();
+        let tls = tls.and_then(|(v, f)| {
+            self.upstream_tls(vs, field, v, &dr_id, &f, &host, &proto, r.entry_sans)
+        });
         let cluster = p::Cluster {
             name: name.clone(),
             namespace: r.namespace.to_string(),
@@ -1045,6 +1067,7 @@ impl<'a> Compiler<'a> {
             connect_timeout_ms: policy.1,
             limits: policy.2,
             outlier: policy.3,
+            tls,
         };
         clusters.insert(name.clone(), Some(cluster));
         name

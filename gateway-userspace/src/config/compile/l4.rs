@@ -26,9 +26,9 @@ impl<'a> Compiler<'a> {
         port_ok && subnet_ok && gw_ok
     }
 
-    pub(super) fn l4_service(&mut self, srv: &Srv<'a>, vip: Ipv4Addr) -> Option<L4Service> {
-        let mut found = None;
-        'vs: for (vi, vs) in self.vss.iter().enumerate() {
+    /// The first passing `tcp` rule for a server on `vip`: (VirtualService index, rule index).
+    fn first_tcp_rule(&self, srv: &Srv<'a>, vip: Ipv4Addr) -> Option<(usize, usize)> {
+        for (vi, vs) in self.vss.iter().enumerate() {
             if !vs.gateways.contains(&srv.gw_key) || !Self::hosts_overlap(srv, vs) {
                 continue;
             }
@@ -43,12 +43,51 @@ impl<'a> Compiler<'a> {
                         .iter()
                         .any(|m| Self::match_passes(m, srv, vip, ns));
                 if passes {
-                    found = Some((vi, ri));
-                    break 'vs;
+                    return Some((vi, ri));
                 }
             }
         }
-        let Some((vi, ri)) = found else {
+        None
+    }
+
+    /// Whether a destination of the server's `tcp` rule has a DestinationRule `tls` of SIMPLE
+    /// or MUTUAL: XDP cannot originate TLS, so the agent then serves the port as a stream.
+    /// A lookup only: what does not resolve is reported when the route is compiled.
+    pub(super) fn tcp_route_originates(&self, srv: &Srv<'a>, vip: Ipv4Addr) -> bool {
+        let Some((vi, ri)) = self.first_tcp_rule(srv, vip) else {
+            return false;
+        };
+        let vs = self.vss[vi].vs;
+        vs.spec.tcp[ri].route.iter().any(|rd| {
+            let Some(dest) = &rd.destination else {
+                return false;
+            };
+            let host = crate::config::names::resolve_short_name(&dest.host, vs.namespace());
+            let Some(svc) = self.registry.get(&host) else {
+                return false;
+            };
+            let ports = svc.ports();
+            let sp = match &dest.port {
+                Some(p) => ports.iter().find(|sp| i64::from(sp.number) == p.number),
+                None if ports.len() == 1 => ports.first(),
+                None => ports.iter().find(|sp| sp.number == srv.port),
+            };
+            let (Some(sp), Some(dr)) = (sp, self.destination_rule(&host, svc.namespace)) else {
+                return false;
+            };
+            let subset = dr.subsets.iter().find(|s| s.name == dest.subset);
+            let tls = super::upstream_tls::effective_tls(
+                dr.policy,
+                subset.and_then(|s| s.traffic_policy.as_ref().map(|p| (s.name.as_str(), p))),
+                sp.number,
+            );
+            tls.and_then(|(v, _)| v.get("mode").and_then(|m| m.as_str()).map(str::to_string))
+                .is_some_and(|m| matches!(m.to_ascii_uppercase().as_str(), "SIMPLE" | "MUTUAL"))
+        })
+    }
+
+    pub(super) fn l4_service(&mut self, srv: &Srv<'a>, vip: Ipv4Addr) -> Option<L4Service> {
+        let Some((vi, ri)) = self.first_tcp_rule(srv, vip) else {
             let msg = format!(
                 "no VirtualService tcp route matches {} on {vip}; port not served",
                 srv.origin

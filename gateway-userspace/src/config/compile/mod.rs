@@ -22,6 +22,7 @@ mod l4;
 mod resolve;
 pub mod stream;
 pub mod tls;
+mod upstream_tls;
 
 use crate::config::model::{
     DestinationRule, Gateway, Kind, Labels, Manifests, Protocol, Resource, Server, Service,
@@ -282,6 +283,9 @@ pub(super) struct Resolved<'a> {
     pub subset: Option<&'a Subset>,
     pub subset_policy: Option<&'a TrafficPolicy>,
     pub eps: Vec<Ep<'a>>,
+    /// A ServiceEntry's `subjectAltNames`: the upstream SANs when the DestinationRule's
+    /// `tls` lists none (Istio does so for ServiceEntry hosts).
+    pub entry_sans: &'a [String],
 }
 
 fn protocol_of(s: &Srv<'_>) -> Option<Protocol> {
@@ -306,6 +310,8 @@ pub(super) struct MergedDr<'a> {
     policy: Option<&'a TrafficPolicy>,
     subsets: Vec<&'a Subset>,
     ids: Vec<String>,
+    /// The file of each of `ids`, for messages that the agent logs at apply time.
+    files: Vec<&'a std::path::Path>,
 }
 
 pub(super) struct Compiler<'a> {
@@ -316,6 +322,9 @@ pub(super) struct Compiler<'a> {
     registry: BTreeMap<String, Svc<'a>>,
     pods: BTreeMap<(&'a str, &'a str), &'a Labels>,
     drs: Vec<&'a DestinationRule>,
+    /// TCP servers (bind or 0.0.0.0, port) whose route originates TLS: served by the agent as
+    /// streams instead of by the L4 path.
+    tls_tcp: BTreeSet<(Ipv4Addr, u16)>,
 }
 
 impl<'a> Compiler<'a> {
@@ -328,6 +337,7 @@ impl<'a> Compiler<'a> {
             registry: BTreeMap::new(),
             pods: BTreeMap::new(),
             drs: sorted(&m.destination_rules),
+            tls_tcp: BTreeSet::new(),
         };
         c.index_virtual_services();
         c.index_registry();
@@ -480,6 +490,17 @@ impl<'a> Compiler<'a> {
                             .collect::<Vec<_>>()
                             .join("; "),
                     }),
+                    // XDP forwards packets and cannot originate TLS: a TCP server whose route
+                    // asks for TLS to its backends is served by the agent, as a stream.
+                    Class::Tcp if self.tcp_route_originates(first, vip) => {
+                        let bind = first.bind.unwrap_or(Ipv4Addr::UNSPECIFIED);
+                        self.tls_tcp.insert((bind, port));
+                        plan.local.push(LocalPort {
+                            vip,
+                            port,
+                            origin: first.origin.clone(),
+                        });
+                    }
                     Class::Tcp | Class::Udp => {
                         if let Some(svc) = self.l4_service(first, vip) {
                             plan.l4.push(svc);
@@ -569,11 +590,15 @@ impl<'a> Compiler<'a> {
                     .map(|h| h.rsplit('/').next().unwrap_or(h).to_ascii_lowercase())
                     .collect();
                 if !others.is_empty() {
-                    stream_listeners.push((bind, port, others, https_names));
+                    stream_listeners.push((bind, port, others, https_names, false));
                 }
                 if !https.is_empty() {
                     tls_listeners.push((bind, port, https));
                 }
+                continue;
+            }
+            if first.class == Class::Tcp && self.tls_tcp.contains(&(bind, port)) {
+                stream_listeners.push((bind, port, vec![server(&first)], Vec::new(), true));
                 continue;
             }
             if first.class != Class::Http {

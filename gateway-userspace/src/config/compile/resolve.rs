@@ -130,7 +130,12 @@ impl<'a> Compiler<'a> {
         if let Some(sub) = subset {
             eps.retain(|e| labels_subset(&sub.labels, e.labels.unwrap_or(&Labels::new())));
         }
+        let entry_sans: &'a [String] = match kind {
+            SvcKind::Entry(se) => &se.spec.subject_alt_names,
+            SvcKind::Kube(_) => &[],
+        };
         Some(Resolved {
+            entry_sans,
             svc_id,
             namespace: svc_ns,
             port: sp,
@@ -300,9 +305,11 @@ pub(super) fn most_specific<'a>(host: &str, drs: &[&'a DestinationRule]) -> Opti
         policy: None,
         subsets: Vec::new(),
         ids: Vec::new(),
+        files: Vec::new(),
     };
     for dr in chosen {
         merged.ids.push(dr.id());
+        merged.files.push(&dr.source.file);
         if merged.policy.is_none() {
             merged.policy = dr.spec.traffic_policy.as_ref();
         }

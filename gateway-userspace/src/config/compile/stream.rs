@@ -26,9 +26,9 @@ use super::Compiler;
 use crate::plan::http as hp;
 use crate::plan::stream as sp;
 
-/// A TLS-class (bind, port): the stream servers on it, and the SNI names its HTTPS servers
-/// already claim.
-pub(super) type StreamKey<'a> = (Ipv4Addr, u16, Vec<HttpServer<'a>>, Vec<String>);
+/// A TLS-class (bind, port): the stream servers on it, the SNI names its HTTPS servers
+/// already claim, and whether it is a plain TCP server (whose route originates TLS).
+pub(super) type StreamKey<'a> = (Ipv4Addr, u16, Vec<HttpServer<'a>>, Vec<String>, bool);
 
 type Clusters = BTreeMap<String, Option<hp::Cluster>>;
 
@@ -66,8 +66,21 @@ impl<'a> Compiler<'a> {
     pub(super) fn stream_plan(&mut self, keys: Vec<StreamKey<'a>>) -> sp::StreamPlan {
         let mut clusters = Clusters::new();
         let mut listeners = Vec::new();
-        for (bind, port, servers, https_names) in keys {
+        for (bind, port, servers, https_names, plain) in keys {
             let mut chains = Vec::new();
+            if plain {
+                // A TCP server: no TLS from the client, one chain with its tcp route.
+                let chain = servers
+                    .first()
+                    .and_then(|srv| self.terminating_chain(srv, port, &mut clusters, false));
+                listeners.extend(chain.map(|c| sp::StreamListener {
+                    bind,
+                    port,
+                    chains: vec![c],
+                    plain: true,
+                }));
+                continue;
+            }
             // Istio's `tlsHostsByPort`: SNI names of passthrough chains on this port.
             let mut known: BTreeSet<String> = BTreeSet::new();
             for srv in &servers {
@@ -102,14 +115,19 @@ impl<'a> Compiler<'a> {
                         }
                     }
                     _ => {
-                        if let Some(c) = self.terminating_chain(srv, port, &mut clusters) {
+                        if let Some(c) = self.terminating_chain(srv, port, &mut clusters, true) {
                             chains.push(c);
                         }
                     }
                 }
             }
             if !chains.is_empty() {
-                listeners.push(sp::StreamListener { bind, port, chains });
+                listeners.push(sp::StreamListener {
+                    bind,
+                    port,
+                    chains,
+                    plain: false,
+                });
             }
         }
         listeners.sort_by_key(|l| (l.bind, l.port));
@@ -263,13 +281,15 @@ impl<'a> Compiler<'a> {
         }
     }
 
-    /// A `TLS` server that terminates: the server hosts as SNI names, the first passing `tcp`
-    /// rule of the first bound VirtualService as destinations.
+    /// A `TLS` server that terminates (`terminate`), or a plain TCP server: the server hosts
+    /// as SNI names, the first passing `tcp` rule of the first bound VirtualService as
+    /// destinations.
     fn terminating_chain(
         &mut self,
         srv: &HttpServer<'a>,
         port: u16,
         clusters: &mut Clusters,
+        terminate: bool,
     ) -> Option<sp::StreamChain> {
         let mut found = None;
         'vs: for vi in 0..self.vss.len() {
@@ -297,7 +317,11 @@ impl<'a> Compiler<'a> {
             self.warn(srv.gw, format!("spec.servers[{}]", srv.index), msg);
             return None;
         };
-        let settings = self.tls_settings(srv)?;
+        let settings = if terminate {
+            Some(self.tls_settings(srv)?)
+        } else {
+            None
+        };
         let hosts: Vec<String> = srv
             .server
             .hosts
@@ -315,7 +339,7 @@ impl<'a> Compiler<'a> {
             server_names: chain_names(&hosts),
             destination_subnets: Vec::new(),
             alpn: Vec::new(),
-            terminate: Some(settings),
+            terminate: settings,
             routes,
             origin: format!("{} -> {} tcp[{ri}]", origin_of(srv, port), vs.id()),
         })

@@ -210,7 +210,7 @@ impl<'a> Compiler<'a> {
         })
     }
 
-    fn secret(&self, name: &str) -> Option<&'a Secret> {
+    pub(super) fn secret(&self, name: &str) -> Option<&'a Secret> {
         let ns = &self.input.namespace;
         let secrets: &'a [Secret] = &self.m.secrets;
         secrets
@@ -292,7 +292,7 @@ impl<'a> Compiler<'a> {
 }
 
 /// The first of `keys` present in the Secret.
-fn secret_pem(s: &Secret, keys: &[&str]) -> Result<Option<p::Pem>, String> {
+pub(super) fn secret_pem(s: &Secret, keys: &[&str]) -> Result<Option<p::Pem>, String> {
     for k in keys {
         if let Some(data) = s.value(k).map_err(|e| format!("{}: {e}", s.id()))? {
             return Ok(Some(p::Pem::Secret {
@@ -343,6 +343,28 @@ pub fn resolve_paths(plan: &mut crate::plan::Plan, config_dir: &Path) {
             }
         }
     }
+    let upstream = plan
+        .http
+        .clusters
+        .iter_mut()
+        .chain(plan.streams.clusters.iter_mut())
+        .filter_map(|c| c.tls.as_mut());
+    for t in upstream {
+        for pem in [
+            &mut t.ca_certificates,
+            &mut t.client_certificate,
+            &mut t.private_key,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if let p::Pem::File { path, .. } = pem {
+                if path.is_relative() {
+                    *path = config_dir.join(&*path);
+                }
+            }
+        }
+    }
 }
 
 /// Every certificate, key, CA and CRL file the plan reads (resolved paths): the agent watches
@@ -369,6 +391,22 @@ pub fn file_paths(plan: &crate::plan::Plan) -> Vec<PathBuf> {
         for pem in certs
             .chain(s.ca_certificates.as_ref())
             .chain(s.ca_crl.as_ref())
+        {
+            if let p::Pem::File { path, .. } = pem {
+                out.push(path.clone());
+            }
+        }
+    }
+    let upstream = plan
+        .http
+        .clusters
+        .iter()
+        .chain(plan.streams.clusters.iter())
+        .filter_map(|c| c.tls.as_ref());
+    for t in upstream {
+        for pem in [&t.ca_certificates, &t.client_certificate, &t.private_key]
+            .into_iter()
+            .flatten()
         {
             if let p::Pem::File { path, .. } = pem {
                 out.push(path.clone());

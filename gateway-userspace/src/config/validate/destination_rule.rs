@@ -795,6 +795,13 @@ fn validate_tls(f: &mut Findings, at: &str, ns: &str, tls: &Value) {
     string(f, at, tls, "sni");
     let sans = list(f, at, tls, "subjectAltNames").is_some();
     let insecure = boolean(f, at, tls, "insecureSkipVerify").unwrap_or(false);
+    if mode == "ISTIO_MUTUAL" {
+        // Beyond Istio's webhook: istiod-issued workload certificates do not exist here.
+        f.err(
+            format!("{at}.mode"),
+            "ISTIO_MUTUAL is not supported: this gateway has no mesh identity (no istiod-issued workload certificate); use SIMPLE or MUTUAL with certificates",
+        );
+    }
 
     if let Some(rest) = cred.strip_prefix("configmap://") {
         let cat = format!("{at}.credentialName");

@@ -6,7 +6,8 @@ use http::header::HeaderMap;
 use crate::plan::http as p;
 
 pub(crate) enum AttemptError {
-    Connect,
+    /// With the upstream TLS handshake's failure reason (`TLS_error:|...:TLS_error_end`).
+    Connect(Option<&'static str>),
     Reset,
     /// The h2 upstream reset the stream with REFUSED_STREAM: it never processed the request.
     RefusedStream,
@@ -16,7 +17,7 @@ pub(crate) enum AttemptError {
 impl AttemptError {
     pub(crate) fn reason(&self) -> &'static str {
         match self {
-            AttemptError::Connect => "connection failure",
+            AttemptError::Connect(_) => "connection failure",
             AttemptError::Reset => "connection termination",
             AttemptError::RefusedStream => "remote refused stream reset",
             AttemptError::Timeout => "timeout",
@@ -39,14 +40,14 @@ pub(crate) fn retriable_error(policy: &p::RetryPolicy, e: &AttemptError) -> bool
         matches!(
             (c.as_str(), e),
             ("5xx" | "gateway-error", _)
-                | ("connect-failure", AttemptError::Connect)
+                | ("connect-failure", AttemptError::Connect(_))
                 | (
                     "reset",
                     AttemptError::Reset | AttemptError::RefusedStream | AttemptError::Timeout
                 )
                 | (
                     "reset-before-request",
-                    AttemptError::Connect | AttemptError::RefusedStream
+                    AttemptError::Connect(_) | AttemptError::RefusedStream
                 )
                 | ("refused-stream", AttemptError::RefusedStream)
         )
@@ -75,7 +76,7 @@ pub(crate) fn grpc_retriable(policy: &p::RetryPolicy, h: &HeaderMap) -> bool {
 
 pub(crate) fn classify(e: hyper_util::client::legacy::Error) -> AttemptError {
     if e.is_connect() {
-        return AttemptError::Connect;
+        return AttemptError::Connect(crate::l7::upstream_tls::tls_reason(&e));
     }
     // hyper wraps h2's error: find it in the chain to tell a refused stream from other resets.
     let mut src: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
