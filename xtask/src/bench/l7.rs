@@ -538,48 +538,72 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<(Section, Vec<String>)> {
                 }
             }
         }
-        // The access log's cost: the agent again, writing Istio's text line per request to a
-        // file (the rows above run without one).
+        // The access log's cost: the agent restarted without and with `--access-log FILE`
+        // (Istio's text line per request), alternating, one run each per round, so that the
+        // machine's load drifts over both alike; medians of the rounds.
         if routes == tables[0] {
             if let (Ok(a), Ok(())) = (agent.as_mut(), agent_ok.as_ref().map(|_| ())) {
                 let log =
                     std::env::temp_dir().join(format!("bench-access-{}.log", std::process::id()));
-                a.set_extra_args(&["--access-log", &log.display().to_string()]);
-                let restarted = a.restart().map_err(|e| format!("{e:#}"));
+                let log_arg = log.display().to_string();
+                let one = Params { runs: 1, ..p };
                 for proto in ["HTTP/1.1", "HTTP/2"] {
-                    let r = restarted.clone().and_then(|()| {
-                        let _ =
-                            gateway_tests::wait_until(Duration::from_secs(5), "agent HTTP", || {
-                                Ok(probe(&topo, AGENT_PORT, last).is_ok())
+                    let (mut off, mut on) = (Vec::new(), Vec::new());
+                    let mut err = None;
+                    for _ in 0..p.runs {
+                        for with_log in [false, true] {
+                            let args: &[&str] = if with_log {
+                                &["--access-log", &log_arg]
+                            } else {
+                                &[]
+                            };
+                            a.set_extra_args(args);
+                            let r = a.restart().map_err(|e| format!("{e:#}")).and_then(|()| {
+                                let _ = gateway_tests::wait_until(
+                                    Duration::from_secs(5),
+                                    "agent HTTP",
+                                    || Ok(probe(&topo, AGENT_PORT, last).is_ok()),
+                                );
+                                measure(&topo, &tool, proto, AGENT_PORT, last, &one)
                             });
-                        measure(&topo, &tool, proto, AGENT_PORT, last, &p)
-                    });
-                    let without = res
-                        .iter()
-                        .find(|(s, q, _)| *s == "gateway agent" && *q == proto)
-                        .and_then(|(_, _, r)| r.as_ref().ok());
-                    match (&r, without) {
-                        (Ok(l), Some(w)) => {
-                            let _ = writeln!(
-                                body,
-                                "| {routes} | {proto} | gateway agent + access log (file) | {:.0} | {:.2} | {:.2} |",
-                                l.rps, l.p50_ms, l.p99_ms
-                            );
-                            headline.push(format!(
-                                "L7 {proto}: access log on / off {:.2}x requests/s",
-                                l.rps / w.rps
-                            ));
+                            match r {
+                                Ok(l) if with_log => on.push(l),
+                                Ok(l) => off.push(l),
+                                Err(e) => err = Some(e),
+                            }
                         }
-                        (Err(e), _) => {
-                            let e: String = e.replace(['|', '\n'], " ").chars().take(200).collect();
-                            let _ = writeln!(
-                                body,
-                                "| {routes} | {proto} | gateway agent + access log | **{e}** | | |"
-                            );
-                        }
-                        _ => {}
                     }
+                    if off.is_empty() || on.is_empty() {
+                        let e: String = err
+                            .unwrap_or_default()
+                            .replace(['|', '\n'], " ")
+                            .chars()
+                            .take(200)
+                            .collect();
+                        let _ = writeln!(
+                            body,
+                            "| {routes} | {proto} | gateway agent, access log on/off | **{e}** | | |"
+                        );
+                        continue;
+                    }
+                    let med = |v: &[Load], f: fn(&Load) -> f64| {
+                        median(&v.iter().map(f).collect::<Vec<_>>())
+                    };
+                    for (label, v) in [("access log off", &off), ("access log to a file", &on)] {
+                        let _ = writeln!(
+                            body,
+                            "| {routes} | {proto} | gateway agent, {label} (alternating) | {:.0} | {:.2} | {:.2} |",
+                            med(v, |l| l.rps),
+                            med(v, |l| l.p50_ms),
+                            med(v, |l| l.p99_ms)
+                        );
+                    }
+                    headline.push(format!(
+                        "L7 {proto}: access log on / off {:.2}x requests/s (alternating runs)",
+                        med(&on, |l| l.rps) / med(&off, |l| l.rps)
+                    ));
                 }
+                a.set_extra_args(&[]);
                 let _ = std::fs::remove_file(&log);
             }
         }
