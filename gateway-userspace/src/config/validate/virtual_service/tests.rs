@@ -574,7 +574,7 @@ fn validate_http_header_value() {
 #[test]
 fn validate_cors_policy() {
     table(
-        |f, c: &CorsPolicy| super::http::validate_cors_policy(f, "c", c),
+        |f, c: &CorsPolicy| super::http::actions::validate_cors_policy(f, "c", c),
         &[
             ("valid", "{allowMethods: [GET, POST], allowHeaders: [header1, header2], exposeHeaders: [header3], maxAge: 2s}", true, false),
             ("bad method", "{allowMethods: [GET, PUTT], allowHeaders: [header1, header2], exposeHeaders: [header3], maxAge: 2s}", false, false),
@@ -602,14 +602,18 @@ fn validate_http_status() {
         (600, true),
         (601, false),
     ] {
-        assert_eq!(super::http::validate_http_status(s).is_ok(), valid, "{s}");
+        assert_eq!(
+            super::http::actions::validate_http_status(s).is_ok(),
+            valid,
+            "{s}"
+        );
     }
 }
 
 #[test]
 fn validate_http_fault_injection_abort() {
     table(
-        |f, a: &FaultAbort| super::http::validate_http_fault_injection_abort(f, "a", a),
+        |f, a: &FaultAbort| super::http::actions::validate_http_fault_injection_abort(f, "a", a),
         &[
             (
                 "valid",
@@ -699,7 +703,7 @@ fn validate_http_fault_injection_abort() {
 #[test]
 fn validate_http_fault_injection_delay() {
     table(
-        |f, d: &FaultDelay| super::http::validate_http_fault_injection_delay(f, "d", d),
+        |f, d: &FaultDelay| super::http::actions::validate_http_fault_injection_delay(f, "d", d),
         &[
             (
                 "valid fixed",
@@ -753,7 +757,7 @@ fn validate_http_fault_injection_delay() {
 #[test]
 fn validate_http_fault_injection() {
     table(
-        |f, fa: &HttpFault| super::http::validate_http_fault_injection(f, "f", fa),
+        |f, fa: &HttpFault| super::http::actions::validate_http_fault_injection(f, "f", fa),
         &[
             ("neither abort nor delay", "{}", false, false),
             ("abort", "{abort: {httpStatus: 503}}", true, false),
@@ -771,7 +775,7 @@ fn validate_http_fault_injection() {
 #[test]
 fn validate_http_retry() {
     table(
-        |f, r: &HttpRetry| super::http::validate_http_retry(f, "r", r),
+        |f, r: &HttpRetry| super::http::actions::validate_http_retry(f, "r", r),
         &[
             (
                 "valid",
@@ -868,7 +872,7 @@ fn validate_http_retry() {
 #[test]
 fn validate_http_rewrite() {
     results(
-        super::http::validate_http_rewrite,
+        super::http::actions::validate_http_rewrite,
         &[
             ("uri and authority", "{uri: /path/to/resource, authority: foobar.org}", true),
             ("uri", "{uri: /path/to/resource}", true),
@@ -885,7 +889,7 @@ fn validate_http_rewrite() {
 #[test]
 fn validate_uri_regex_rewrite() {
     results(
-        super::http::validate_uri_regex_rewrite,
+        super::http::actions::validate_uri_regex_rewrite,
         &[
             (
                 "uriRegexRewrite happy path",
@@ -910,7 +914,7 @@ fn validate_uri_regex_rewrite() {
         ],
     );
     let rr: RegexRewrite = parse("{match: '[', rewrite: x}");
-    let e = super::http::validate_uri_regex_rewrite(&rr).unwrap_err();
+    let e = super::http::actions::validate_uri_regex_rewrite(&rr).unwrap_err();
     assert!(
         e.starts_with("\"HTTPRewrite.UriRegexRewrite.Match\": error parsing regexp: "),
         "{e}"
@@ -926,7 +930,7 @@ fn validate_uri_regex_rewrite() {
 #[test]
 fn validate_http_redirect() {
     results(
-        |r: &HttpRedirect| super::http::validate_http_redirect(r, &[]).map_err(|e| e.1),
+        |r: &HttpRedirect| super::http::actions::validate_http_redirect(r, &[]).map_err(|e| e.1),
         &[
             ("empty uri and authority", "{uri: '', authority: ''}", false),
             (
@@ -1043,7 +1047,9 @@ fn validate_http_direct_response() {
     ];
     for (name, src, valid, warns) in &cases {
         table(
-            |f, d: &HttpDirectResponse| super::http::validate_http_direct_response(f, "d", d),
+            |f, d: &HttpDirectResponse| {
+                super::http::actions::validate_http_direct_response(f, "d", d)
+            },
             &[(name, src.as_str(), *valid, *warns)],
         );
     }
@@ -1103,7 +1109,7 @@ fn validate_route_destinations() {
 #[test]
 fn validate_http_route_destinations() {
     table(
-        |f, r: &HttpRoute| super::http::validate_http_route_destinations(f, "r", &r.route),
+        |f, r: &HttpRoute| super::http::actions::validate_http_route_destinations(f, "r", &r.route),
         &[
             (
                 "simple",
@@ -1144,7 +1150,7 @@ fn validate_http_route_destinations() {
 fn validate_http_mirrors() {
     table(
         |f, r: &HttpRoute| {
-            super::http::validate_http_mirrors(f, "m", r.mirrors.as_deref().unwrap_or(&[]))
+            super::http::actions::validate_http_mirrors(f, "m", r.mirrors.as_deref().unwrap_or(&[]))
         },
         &[
             (
