@@ -299,7 +299,7 @@ mod tests {
     fn plan() -> Plan {
         let m = load_str("t.yaml", YAML).unwrap();
         let input = CompileInput {
-            vips: vec![std::net::Ipv4Addr::UNSPECIFIED],
+            vips: vec![std::net::Ipv4Addr::UNSPECIFIED.into()],
             ..CompileInput::default()
         };
         let (plan, warnings) = compile(&m, &input);
@@ -354,10 +354,10 @@ mod tests {
 /// backends, weights and NAT), a port the agent serves itself (HTTP, TLS), or nothing.
 /// The status is 200 when something serves it, 404 when nothing does, 503 for a service
 /// without backends.
-pub fn explain_l4(plan: &Plan, vip: std::net::Ipv4Addr, port: u16, proto: Proto) -> (String, u16) {
+pub fn explain_l4(plan: &Plan, vip: std::net::IpAddr, port: u16, proto: Proto) -> (String, u16) {
     let mut out = String::new();
     let _ = writeln!(out, "flow: {proto:?} to {vip}:{port}");
-    let matches = |v: std::net::Ipv4Addr| v == vip || v.is_unspecified() || vip.is_unspecified();
+    let matches = |v: std::net::IpAddr| v == vip || v.is_unspecified() || vip.is_unspecified();
     if let Some(s) = plan
         .l4
         .iter()

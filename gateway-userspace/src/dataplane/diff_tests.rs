@@ -14,7 +14,7 @@ const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 
 fn be(i: u8) -> Backend {
     Backend {
-        addr: Ipv4Addr::new(10, 1, 0, i),
+        addr: Ipv4Addr::new(10, 1, 0, i).into(),
         port: 8080,
         weight: 1,
     }
@@ -22,7 +22,7 @@ fn be(i: u8) -> Backend {
 
 fn svc(port: u16, backends: Vec<Backend>) -> L4Service {
     L4Service {
-        vip: VIP,
+        vip: VIP.into(),
         port,
         proto: Proto::Tcp,
         nat: NatMode::Snat,
@@ -38,7 +38,7 @@ fn plan(l4: Vec<L4Service>, local: &[u16]) -> Plan {
         local: local
             .iter()
             .map(|p| LocalPort {
-                vip: VIP,
+                vip: VIP.into(),
                 port: *p,
                 origin: format!("local {p}"),
             })
@@ -47,8 +47,8 @@ fn plan(l4: Vec<L4Service>, local: &[u16]) -> Plan {
     }
 }
 
-fn bkey(b: &Backend) -> (u32, u16) {
-    (u32::from(b.addr).to_be(), b.port.to_be())
+fn bkey(b: &Backend) -> BackendKey {
+    (b.addr, b.port)
 }
 
 fn tcp(port: u16) -> u32 {
@@ -73,7 +73,7 @@ fn pos(ops: &[Op], f: impl Fn(&Op) -> bool) -> usize {
         .unwrap_or_else(|| panic!("no such op in {ops:#?}"))
 }
 
-fn is_set_service(op: &Op, k: &ServiceKey) -> bool {
+fn is_set_service(op: &Op, k: &SvcKey) -> bool {
     matches!(op, Op::SetService { key, .. } if key == k)
 }
 
@@ -445,7 +445,7 @@ fn adopted_state_rewrites_rings_once_and_drains_orphan_ports() {
         ports[*i as usize] = *v;
     }
     ports[tcp(90) as usize] = port_flags::L4;
-    let backends = vec![bkey(&be(1)), (0, 0), (0, 0)];
+    let backends = vec![(0, bkey(&be(1)))];
     let later = now + Duration::from_secs(1);
     let st = State::adopt(services, ports, backends, later);
     assert_eq!(st.backend_ids, d1.next.backend_ids);
