@@ -17,6 +17,9 @@ use gateway::{
     plan::{Backend, HashMode, L4Service, LocalPort, NatMode, Plan, Proto},
 };
 
+#[path = "xdp_prog/ipv6.rs"]
+mod ipv6;
+
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
 const XDP_TX: u32 = 3;
