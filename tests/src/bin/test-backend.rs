@@ -1,7 +1,7 @@
 //! `test-backend --name NAME [--tcp PORT] [--udp PORT] [--http PORT] [--tls PORT --cert PEM
 //! --key PEM]`: the server the integration tests put behind the gateway.
 //!
-//! - TCP: each connection first receives `NAME PEERIP\n` (so a test learns which backend it hit
+//! - TCP: each connection first receives `NAME PEERIP\n` (IPv4 or IPv6; both are served) (so a test learns which backend it hit
 //!   and which source address the backend saw), then every byte sent is echoed back.
 //! - UDP: each datagram is answered with `NAME:` followed by the payload.
 //! - HTTP/1.1 (keep-alive): every request gets 200 with `x-backend: NAME`, `content-type:
@@ -58,8 +58,10 @@ fn main() -> ExitCode {
     }
 
     let mut handles = Vec::new();
+    // TCP and UDP echo on `[::]`: one dual-stack socket serves IPv4 (as mapped addresses,
+    // reported as plain IPv4) and IPv6 clients.
     if let Some(port) = tcp {
-        let l = match TcpListener::bind(("0.0.0.0", port)) {
+        let l = match TcpListener::bind(("::", port)) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("test-backend {name}: tcp bind {port}: {e}");
@@ -75,7 +77,7 @@ fn main() -> ExitCode {
         }));
     }
     if let Some(port) = udp {
-        let s = match UdpSocket::bind(("0.0.0.0", port)) {
+        let s = match UdpSocket::bind(("::", port)) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("test-backend {name}: udp bind {port}: {e}");
@@ -154,7 +156,7 @@ fn main() -> ExitCode {
 fn serve_tcp(name: &str, mut s: TcpStream) {
     let peer = s
         .peer_addr()
-        .map(|a| a.ip().to_string())
+        .map(|a| a.ip().to_canonical().to_string())
         .unwrap_or_else(|_| "?".into());
     if s.write_all(format!("{name} {peer}\n").as_bytes()).is_err() {
         return;
