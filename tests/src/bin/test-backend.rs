@@ -1,7 +1,7 @@
 //! `test-backend --name NAME [--tcp PORT] [--udp PORT] [--http PORT] [--tls PORT --cert PEM
 //! --key PEM]`: the server the integration tests put behind the gateway.
 //!
-//! - TCP: each connection first receives `NAME PEERIP\n` (IPv4 or IPv6; both are served) (so a test learns which backend it hit
+//! - TCP: each connection first receives `NAME PEERIP\n` (so a test learns which backend it hit
 //!   and which source address the backend saw), then every byte sent is echoed back.
 //! - UDP: each datagram is answered with `NAME:` followed by the payload.
 //! - HTTP/1.1 (keep-alive): every request gets 200 with `x-backend: NAME`, `content-type:
@@ -10,6 +10,8 @@
 //!   `/status/NNN` answers with that status, `/delay/MS` sleeps first.
 //! - TLS (rustls, certificate and key from PEM files): the same HTTP/1.1 server inside TLS, so
 //!   a client that verifies the certificate proves whose TLS it talked to.
+//!
+//! TCP, UDP and HTTP serve IPv4 and IPv6 clients alike (dual-stack sockets).
 //!
 //! Prints `ready` on stdout once every socket is bound, so the spawner knows when to go on.
 //! Std only, one thread per connection: a handful of connections at a time in tests.
@@ -58,7 +60,7 @@ fn main() -> ExitCode {
     }
 
     let mut handles = Vec::new();
-    // TCP and UDP echo on `[::]`: one dual-stack socket serves IPv4 (as mapped addresses,
+    // TCP, UDP and HTTP on `[::]`: one dual-stack socket serves IPv4 (as mapped addresses,
     // reported as plain IPv4) and IPv6 clients.
     if let Some(port) = tcp {
         let l = match TcpListener::bind(("::", port)) {
@@ -98,7 +100,7 @@ fn main() -> ExitCode {
         }));
     }
     if let Some(port) = http {
-        let l = match TcpListener::bind(("0.0.0.0", port)) {
+        let l = match TcpListener::bind(("::", port)) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("test-backend {name}: http bind {port}: {e}");
