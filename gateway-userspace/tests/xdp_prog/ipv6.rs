@@ -66,6 +66,11 @@ fn sh(args: &str) {
 }
 
 fn env(plan: &Plan) -> Env {
+    env_on(plan, &[])
+}
+
+/// [`env`] with XDP attached (mode auto) to `ifaces` of the test namespace.
+fn env_on(plan: &Plan, ifaces: &[&str]) -> Env {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     assert_eq!(euid, 0, "these tests load BPF programs: run them as root");
@@ -94,7 +99,8 @@ fn env(plan: &Plan) -> Env {
         std::process::id(),
         SEQ.fetch_add(1, Ordering::SeqCst)
     ));
-    let mut dp = Dataplane::open(&pin_root, &[], Mode::Auto).expect("load the XDP object");
+    let ifaces: Vec<String> = ifaces.iter().map(|s| s.to_string()).collect();
+    let mut dp = Dataplane::open(&pin_root, &ifaces, Mode::Auto).expect("load the XDP object");
     dp.apply(plan).expect("apply plan");
     Env { dp, pin_root }
 }
@@ -634,5 +640,43 @@ fn ipv6_backends_resolve_and_unresolved_ones_are_reported() {
             (v6("2001:db8:1::4"), 0x04, NODE_MAC)
         );
         assert!(e.dp.refresh_next_hops().unwrap().is_empty());
+    })
+}
+
+fn ifindex(name: &str) -> u32 {
+    let c = std::ffi::CString::new(name).unwrap();
+    // SAFETY: c is a NUL-terminated name that outlives the call.
+    unsafe { libc::if_nametoindex(c.as_ptr()) }
+}
+
+/// A veth peer with TX checksum offload leaves only the IPv6 pseudo-header sum in the L4
+/// field; in generic mode the rewritten packet must carry the seed of the new pseudo-header.
+#[test]
+fn ipv6_partial_checksums_keep_a_valid_seed_in_generic_mode() {
+    run(|| {
+        let mut e = env_on(&plan(), &["gwd0"]);
+        assert_eq!(e.dp.ifmodes[0].mode, "generic");
+        let gwd0 = ifindex("gwd0");
+        for (proto, port) in [(6u8, 31400u16), (17, 5353)] {
+            let flags = if proto == 6 { SYN } else { 0 };
+            let mut pkt = packet6(proto, CLIENT, 40700, VIP, port, flags, b"data", &[]);
+            let off = 54 + if proto == 6 { 16 } else { 6 };
+            let l4_len = pkt.len() - 54;
+            let seed =
+                |p: &[u8], len: usize| !csum(&[], pseudo(&p[22..38], &p[38..54], proto, len));
+            let s = seed(&pkt, l4_len);
+            pkt[off..off + 2].copy_from_slice(&s.to_be_bytes());
+            let (action, out, _) = e.dp.test_run_on(&pkt, gwd0).unwrap();
+            assert_eq!(action, XDP_TX, "backend behind the ingress veth");
+            assert_eq!(&out[22..38], &a6(NODE_B), "snat");
+            let field = u16::from_be_bytes([out[off], out[off + 1]]);
+            assert_eq!(
+                field,
+                seed(&out, out.len() - 54),
+                "proto {proto}: the seed covers the rewritten pseudo-header"
+            );
+        }
+        assert_eq!(verdict(&e, "pass_csum_partial"), 0);
+        assert_eq!(verdict(&e, "fwd_new"), 2);
     })
 }
