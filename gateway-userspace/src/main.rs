@@ -1,7 +1,7 @@
 //! `gateway`: the agent binary. Thin: parses flags and hands over to the library.
 use std::{
     collections::BTreeMap,
-    net::{IpAddr, Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::PathBuf,
     process::ExitCode,
     time::Duration,
@@ -412,8 +412,9 @@ fn explain(
     vips: Vec<IpAddr>,
 ) -> ExitCode {
     let input = config::CompileInput {
+        // Any address of either family: an IPv6 flow is explained with the IPv6 endpoints.
         vips: if vips.is_empty() {
-            vec![Ipv4Addr::UNSPECIFIED.into()]
+            vec![Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()]
         } else {
             vips
         },

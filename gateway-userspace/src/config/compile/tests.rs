@@ -262,6 +262,39 @@ metadata: {{name: echo-3, namespace: apps, labels: {{app: echo, version: v2}}}}
     )
 }
 
+/// A dual-stack Service: an IPv6 EndpointSlice beside the IPv4 one; each VIP family gets its
+/// own family's endpoints, with the same port mapping and readiness rules.
+#[test]
+fn kube_ipv6_endpoint_slice_serves_the_ipv6_vip() {
+    let route = "  gateways: [istio-system/gw]\n  tcp:\n  - route:\n    - destination: {host: echo, port: {number: 9000}}\n";
+    let v6_slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: echo-y1\n  namespace: apps\n  labels: {kubernetes.io/service-name: echo}\naddressType: IPv6\nports:\n- {name: tcp, port: 5000, protocol: TCP}\nendpoints:\n- addresses: [\"2001:db8:a::1\"]\n- addresses: [\"2001:db8:a::2\"]\n  conditions: {ready: false}\n---\n";
+    let y = format!(
+        "{}{}{}{}",
+        tcp_gw(),
+        vs("echo", "apps", route),
+        kube_echo("false"),
+        v6_slice
+    );
+    let v6: IpAddr = "2001:db8::100".parse().unwrap();
+    let inp = CompileInput {
+        vips: vec![VIP1, v6],
+        ..input()
+    };
+    let (p, w) = plan_with(&y, &inp);
+    assert!(w.is_empty(), "{w:#?}");
+    let got: Vec<_> = p.l4.iter().map(|s| (s.vip, s.backends.clone())).collect();
+    assert_eq!(
+        got,
+        [
+            (
+                VIP1,
+                vec![b("10.1.0.1", 5000, 50_000), b("10.1.0.3", 5000, 50_000)]
+            ),
+            (v6, vec![b("2001:db8:a::1", 5000, 100_000)]),
+        ]
+    );
+}
+
 #[test]
 fn kube_service_short_name_target_port_and_readiness() {
     // `echo` in a VS of namespace apps means echo.apps.svc.cluster.local; service port
