@@ -517,3 +517,48 @@ fn sync_hash_upserts_changes_then_removes() {
     let want = BTreeMap::from([(2u32, 20u32), (3, 31), (4, 40)]);
     assert_eq!(sync_hash(&have, &want), (vec![(3, 31), (4, 40)], vec![1]));
 }
+
+/// A dual-stack plan: each family's service gets its own key (`SERVICES` / `SERVICES6`), both
+/// share the port filter entry, the service ids and the backend id space; adopting the state
+/// back from both families' maps gives the same ids.
+#[test]
+fn dual_stack_services_share_ids_and_ports() {
+    let now = Instant::now();
+    let v6: IpAddr = "2001:db8::1".parse().unwrap();
+    let b6 = |i: u16| Backend {
+        addr: IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, i)),
+        port: 8080,
+        weight: 1,
+    };
+    let mut s6 = svc(80, vec![b6(1), b6(2)]);
+    s6.vip = v6;
+    let p = plan(vec![svc(80, vec![be(1)]), s6], &[]);
+    let d = run(&State::default(), &p, now);
+    let k4 = service_key(VIP, 80, PROTO_TCP);
+    let k6 = service_key(v6, 80, PROTO_TCP);
+    assert!(matches!(k4, SvcKey::V4(_)) && matches!(k6, SvcKey::V6(_)));
+    let (a4, a6) = (&d.next.applied[&k4], &d.next.applied[&k6]);
+    assert_ne!(a4.value.id, a6.value.id, "one service id space");
+    assert_ne!(a4.value.ring, a6.value.ring, "one ring space");
+    assert_eq!((a4.value.backend_count, a6.value.backend_count), (1, 2));
+    let ids: BTreeSet<u32> = d.next.backend_ids.values().copied().collect();
+    assert_eq!(ids, BTreeSet::from([0, 1, 2]), "one backend id space");
+    assert_eq!(d.next.port_values.get(&tcp(80)), Some(&port_flags::L4));
+    assert_eq!(k6.addr(), v6);
+    assert_eq!(k6.port(), 80);
+
+    let services: Vec<_> = d.next.applied.iter().map(|(k, a)| (*k, a.value)).collect();
+    let mut ports = vec![0u32; 2 * 65536];
+    for (i, v) in &d.next.port_values {
+        ports[*i as usize] = *v;
+    }
+    let backends: Vec<_> = d.next.backend_ids.iter().map(|(k, id)| (*id, *k)).collect();
+    let st = State::adopt(services, ports, backends, now);
+    assert_eq!(st.backend_ids, d.next.backend_ids);
+    let d2 = run(&st, &p, now);
+    assert!(
+        !d2.ops.iter().any(|o| matches!(o, Op::AddBackend { .. })),
+        "adopted ids kept: {:#?}",
+        d2.ops
+    );
+}
