@@ -238,11 +238,34 @@ fn preserve_source() -> Result<()> {
 /// (visible from this test's mount namespace) to survive.
 #[test]
 fn restart() -> Result<()> {
-    let topo = Topology::new("rs", 2, Opts::default())?;
-    let cfg = L4Config::for_topology(&topo);
+    restart_on("rs", false)
+}
+
+/// The same over IPv6: the IPv6 maps are pinned and adopted like the IPv4 ones.
+#[test]
+fn ipv6_restart() -> Result<()> {
+    restart_on("6r", true)
+}
+
+fn restart_on(tag: &str, ipv6: bool) -> Result<()> {
+    let opts = if ipv6 {
+        Opts::default().dual_stack()
+    } else {
+        Opts::default()
+    };
+    let topo = Topology::new(tag, 2, opts)?;
+    let mut cfg = L4Config::for_topology(&topo);
+    if ipv6 {
+        cfg = cfg.dual_stack(&topo);
+    }
+    let to = if ipv6 {
+        SocketAddr::new(VIP6.into(), TCP_PORT)
+    } else {
+        vip(TCP_PORT)
+    };
     let mut agent = Agent::start(&topo, &cfg.files())?;
 
-    let mut stream = topo.client_api().open_stream(vip(TCP_PORT))?;
+    let mut stream = topo.client_api().open_stream(to)?;
     let echoed = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     // Streams a counter, checking each echo byte for byte; any loss or reset ends it with an error.
@@ -291,7 +314,7 @@ fn restart() -> Result<()> {
     let n = pump.join().expect("pump thread panicked")?;
     ensure!(n > 100, "only {n} echoes");
 
-    let hits = topo.client_api().tcp_hits(vip(TCP_PORT), 20)?;
+    let hits = topo.client_api().tcp_hits(to, 20)?;
     ensure!(hits.len() == 20, "new connections after restart");
     Ok(())
 }
