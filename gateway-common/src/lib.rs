@@ -17,6 +17,11 @@ pub mod maps {
     pub const VERDICTS: &str = "VERDICTS";
     pub const ADDRS: &str = "ADDRS";
     pub const PORTS: &str = "PORTS";
+    pub const SERVICES6: &str = "SERVICES6";
+    pub const BACKENDS6: &str = "BACKENDS6";
+    pub const CONNTRACK6: &str = "CONNTRACK6";
+    pub const IFADDRS6: &str = "IFADDRS6";
+    pub const ADDRS6: &str = "ADDRS6";
 }
 
 /// Name of the XDP program in the object.
@@ -27,6 +32,8 @@ pub const XDP_BASELINE_PROGRAM: &str = "gateway_xdp_baseline";
 /// `ResolveBatch`, once per backend with repeat = 1 (a repeat > 1 would patch the kernel's XDP
 /// dispatcher on every call), to fill backends' next hops with the kernel's FIB.
 pub const XDP_RESOLVE_PROGRAM: &str = "gateway_resolve";
+/// The resolver for IPv6 backends (`BACKENDS6`), run the same way.
+pub const XDP_RESOLVE6_PROGRAM: &str = "gateway_resolve6";
 /// Backends resolved per resolver call (one bit each in `ResolveBatch::unresolved`).
 pub const RESOLVE_BATCH: u32 = 64;
 
@@ -44,6 +51,9 @@ pub const MAX_RINGS: u32 = 2 * MAX_SERVICES;
 pub const MAX_BACKENDS: u32 = 131072;
 /// Connection-table entries (two per flow: one per direction).
 pub const CONNTRACK_MAX: u32 = 262144;
+/// IPv6 connection-table entries (`CONNTRACK6`, its own map: an IPv6 entry is 112 bytes against
+/// 64, and the IPv4 table keeps its size and its 16-byte key).
+pub const CONNTRACK6_MAX: u32 = 131072;
 /// Interface index -> IPv4 address, for the SNAT source address of the egress interface.
 pub const MAX_IFADDRS: u32 = 256;
 
@@ -113,12 +123,54 @@ pub mod ct_flags {
     pub const RST: u32 = 1 << 2;
 }
 
-/// Key of `SERVICES`: what a client packet is addressed to.
+/// An IPv6 address as it sits in the packet: four words read in native order from network-order
+/// bytes (so `[u32; 4]` from `u128::to_be_bytes` chunks read with `from_ne_bytes`).
+pub type Addr6 = [u32; 4];
+
+/// The address types of the two families. Each map of a family is keyed and valued by the
+/// generic types below instantiated with its address: `u32` for IPv4 (`SERVICES`, `BACKENDS`,
+/// `CONNTRACK`), `Addr6` for IPv6 (`SERVICES6`, `BACKENDS6`, `CONNTRACK6`), so the IPv4 maps keep
+/// their layout and size and the data path's code is written once for both.
+pub trait Address: Copy + PartialEq + Default {}
+impl Address for u32 {}
+impl Address for Addr6 {}
+
+/// `Addr6` of 16 network-order bytes.
+#[inline(always)]
+pub fn addr6(b: [u8; 16]) -> Addr6 {
+    [
+        u32::from_ne_bytes([b[0], b[1], b[2], b[3]]),
+        u32::from_ne_bytes([b[4], b[5], b[6], b[7]]),
+        u32::from_ne_bytes([b[8], b[9], b[10], b[11]]),
+        u32::from_ne_bytes([b[12], b[13], b[14], b[15]]),
+    ]
+}
+
+/// The 16 network-order bytes of an `Addr6`.
+#[inline(always)]
+pub fn addr6_bytes(a: Addr6) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    let mut i = 0;
+    while i < 4 {
+        let w = a[i].to_ne_bytes();
+        b[4 * i] = w[0];
+        b[4 * i + 1] = w[1];
+        b[4 * i + 2] = w[2];
+        b[4 * i + 3] = w[3];
+        i += 1;
+    }
+    b
+}
+
+/// Key of `SERVICES` (IPv4) and `SERVICES6` (IPv6): what a client packet is addressed to.
+pub type ServiceKey = ServiceKeyOf<u32>;
+pub type ServiceKey6 = ServiceKeyOf<Addr6>;
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ServiceKey {
-    /// IPv4 address, network order.
-    pub addr: u32,
+pub struct ServiceKeyOf<A> {
+    /// Address, network order.
+    pub addr: A,
     /// Port, network order.
     pub port: u16,
     pub proto: u8,
@@ -139,34 +191,38 @@ pub struct ServiceValue {
     pub backend_count: u32,
 }
 
-/// Value of `BACKENDS` (an array indexed by backend id).
+/// Value of `BACKENDS` (IPv4) and `BACKENDS6` (IPv6): arrays indexed by backend id, one id space
+/// for both (an id is used in one of them; `BACKEND_STATS` and the Maglev rings are shared).
+pub type Backend = BackendOf<u32>;
+pub type Backend6 = BackendOf<Addr6>;
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Backend {
-    /// IPv4 address, network order.
-    pub addr: u32,
+pub struct BackendOf<A> {
+    /// Address, network order (zero: no backend).
+    pub addr: A,
     /// Port, network order.
     pub port: u16,
     pub _pad: u16,
     /// Next hop towards `addr`, resolved in advance by the agent (the resolver program, about
     /// once a second): egress interface (0 = not resolved: the data path asks the FIB itself),
-    /// its IPv4 address (the SNAT source; 0 = none), and the MACs.
+    /// its address of the family (the SNAT source; 0 = none), and the MACs.
     pub nh_ifindex: u32,
-    pub snat_addr: u32,
+    pub snat_addr: A,
     pub nh_smac: [u8; 6],
     pub nh_dmac: [u8; 6],
     pub _pad2: u32,
 }
 
-impl Backend {
+impl<A: Address> BackendOf<A> {
     /// An entry for `addr:port` whose next hop is not resolved yet.
-    pub const fn new(addr: u32, port: u16) -> Backend {
-        Backend {
+    pub fn new(addr: A, port: u16) -> BackendOf<A> {
+        BackendOf {
             addr,
             port,
             _pad: 0,
             nh_ifindex: 0,
-            snat_addr: 0,
+            snat_addr: A::default(),
             nh_smac: [0; 6],
             nh_dmac: [0; 6],
             _pad2: 0,
@@ -189,26 +245,33 @@ pub struct ResolveBatch {
     pub unresolved: u64,
 }
 
-/// Key of `CONNTRACK`: the packet's own 5-tuple as it arrives.
+/// Key of `CONNTRACK` (IPv4) and `CONNTRACK6` (IPv6): the packet's own 5-tuple as it arrives.
+pub type FlowKey = FlowKeyOf<u32>;
+pub type FlowKey6 = FlowKeyOf<Addr6>;
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct FlowKey {
-    pub saddr: u32,
-    pub daddr: u32,
+pub struct FlowKeyOf<A> {
+    pub saddr: A,
+    pub daddr: A,
     pub sport: u16,
     pub dport: u16,
     pub proto: u8,
     pub _pad: [u8; 3],
 }
 
-/// Value of `CONNTRACK`: how to rewrite a packet of this flow and where to send it. Both
-/// directions of a flow have an entry, so the data path handles them the same way.
+/// Value of `CONNTRACK` (IPv4) and `CONNTRACK6` (IPv6): how to rewrite a packet of this flow
+/// and where to send it. Both directions of a flow have an entry, so the data path handles them
+/// the same way.
+pub type CtValue = CtValueOf<u32>;
+pub type CtValue6 = CtValueOf<Addr6>;
+
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CtValue {
+pub struct CtValueOf<A> {
     /// New source and destination (network order).
-    pub saddr: u32,
-    pub daddr: u32,
+    pub saddr: A,
+    pub daddr: A,
     pub sport: u16,
     pub dport: u16,
     pub service_id: u32,
@@ -262,7 +325,8 @@ pub mod verdict {
     pub const PASS_NOT_OURS: u32 = 0;
     /// Addressed to an L7 service: handed to the local stack.
     pub const PASS_LOCAL: u32 = 1;
-    /// Not IPv4 TCP/UDP, a fragment or IP options: passed untouched.
+    /// Not IPv4/IPv6 TCP/UDP, IPv4 options, or an IPv6 extension header other than hop-by-hop,
+    /// routing and destination options (or more than `IPV6_EXT_MAX` of them): passed untouched.
     pub const PASS_UNPARSED: u32 = 2;
     /// Forwarded, first packet of a new flow.
     pub const FWD_NEW: u32 = 3;
@@ -295,7 +359,10 @@ pub mod verdict {
     /// packet from a veth peer with TSO on, seen whole in generic mode), which an XDP redirect
     /// would drop. The kernel forwards it, segmenting as needed, where forwarding is enabled.
     pub const PASS_OVERSIZE: u32 = 15;
-    pub const COUNT: u32 = 16;
+    /// Passed: an IPv4 or IPv6 fragment (the kernel reassembles; the fast path never sees
+    /// fragments' ports).
+    pub const PASS_FRAGMENT: u32 = 16;
+    pub const COUNT: u32 = 17;
     pub const NAMES: [&str; COUNT as usize] = [
         "pass_not_ours",
         "pass_local",
@@ -313,6 +380,7 @@ pub mod verdict {
         "pass_csum_partial",
         "pass_ttl_expired",
         "pass_oversize",
+        "pass_fragment",
     ];
 }
 
@@ -327,6 +395,36 @@ pub fn flow_hash(saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8) -> u
     h = mix(h, ((sport as u32) << 16) | dport as u32);
     fmix(h)
 }
+
+/// [`flow_hash`] of an IPv6 flow: every word of both addresses mixed in.
+#[inline(always)]
+pub fn flow_hash6(saddr: Addr6, daddr: Addr6, sport: u16, dport: u16, proto: u8) -> u32 {
+    let mut h: u32 = 0x9747_b28c ^ (proto as u32) ^ 0x6000_0000;
+    h = mix(h, saddr[0]);
+    h = mix(h, saddr[1]);
+    h = mix(h, saddr[2]);
+    h = mix(h, saddr[3]);
+    h = mix(h, daddr[0]);
+    h = mix(h, daddr[1]);
+    h = mix(h, daddr[2]);
+    h = mix(h, daddr[3]);
+    h = mix(h, ((sport as u32) << 16) | dport as u32);
+    fmix(h)
+}
+
+/// [`src_hash`] of an IPv6 client.
+#[inline(always)]
+pub fn src_hash6(saddr: Addr6) -> u32 {
+    let mut h = mix(0x9747_b28c, saddr[0]);
+    h = mix(h, saddr[1]);
+    h = mix(h, saddr[2]);
+    h = mix(h, saddr[3]);
+    fmix(h)
+}
+
+/// IPv6 extension headers the parser walks (hop-by-hop, routing, destination options) before
+/// the transport header; a packet with more is passed (`pass_unparsed`).
+pub const IPV6_EXT_MAX: u32 = 4;
 
 /// The hash for `HASH_SRC_IP` services: only the client address counts.
 #[inline(always)]
@@ -370,11 +468,15 @@ const _: () = assert!(core::mem::size_of::<ResolveBatch>() == 32);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
 const _: () = assert!(core::mem::size_of::<CtValue>() == 48);
 const _: () = assert!(core::mem::size_of::<IfAddr>() == 8);
+const _: () = assert!(core::mem::size_of::<ServiceKey6>() == 20);
+const _: () = assert!(core::mem::size_of::<Backend6>() == 56);
+const _: () = assert!(core::mem::size_of::<FlowKey6>() == 40);
+const _: () = assert!(core::mem::size_of::<CtValue6>() == 72);
 const _: () = assert!(core::mem::size_of::<Counters>() == 16);
 
 /// Version of the pinned-map layout. The agent keeps pins in a directory named after it, so an
 /// agent with another layout never adopts incompatible maps.
-pub const PIN_ABI: u32 = 7;
+pub const PIN_ABI: u32 = 8;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -382,18 +484,26 @@ mod pod {
     // SAFETY: ServiceKey is #[repr(C)], holds only integers, has no padding (size asserted above)
     // and every bit pattern is a valid value, which is what aya::Pod requires.
     unsafe impl aya::Pod for ServiceKey {}
+    // SAFETY: as ServiceKey (size asserted above, no padding).
+    unsafe impl aya::Pod for ServiceKey6 {}
     // SAFETY: ServiceValue is #[repr(C)], holds only integers, has no padding (size asserted above)
     // and every bit pattern is a valid value, which is what aya::Pod requires.
     unsafe impl aya::Pod for ServiceValue {}
     // SAFETY: Backend is #[repr(C)], holds only integers, has no padding (size asserted above)
     // and every bit pattern is a valid value, which is what aya::Pod requires.
     unsafe impl aya::Pod for Backend {}
+    // SAFETY: as Backend (size asserted above, no padding).
+    unsafe impl aya::Pod for Backend6 {}
     // SAFETY: FlowKey is #[repr(C)], holds only integers, has no padding (size asserted above)
     // and every bit pattern is a valid value, which is what aya::Pod requires.
     unsafe impl aya::Pod for FlowKey {}
+    // SAFETY: as FlowKey (size asserted above, no padding).
+    unsafe impl aya::Pod for FlowKey6 {}
     // SAFETY: CtValue is #[repr(C)], holds only integers, has no padding (size asserted above)
     // and every bit pattern is a valid value, which is what aya::Pod requires.
     unsafe impl aya::Pod for CtValue {}
+    // SAFETY: as CtValue (size asserted above, no padding).
+    unsafe impl aya::Pod for CtValue6 {}
     // SAFETY: IfAddr is #[repr(C)], holds only integers, has no padding (size asserted above)
     // and every bit pattern is a valid value, which is what aya::Pod requires.
     unsafe impl aya::Pod for IfAddr {}

@@ -1,17 +1,18 @@
-//! The connection table (`CONNTRACK`): packets of known flows either way, replies recognised by
-//! port, and whether a flow is over so that its SNAT port may be reused.
+//! The connection tables (`CONNTRACK`, `CONNTRACK6`): packets of known flows either way, replies
+//! recognised by port, and whether a flow is over so that its SNAT port may be reused.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use gateway_common::{
-    addr_flags, ct_flags, port_flags, port_index, verdict, CtValue, FlowKey, NAT_PORT_MAX,
-    NAT_PORT_MIN, PROTO_TCP,
+    ct_flags, port_flags, port_index, verdict, CtValueOf, FlowKeyOf, NAT_PORT_MAX, NAT_PORT_MIN,
+    PROTO_TCP,
 };
 
 use crate::{
+    family::Family,
     forward::{forward, send},
-    maps::{ADDRS, BACKENDS, BACKEND_STATS, CONNTRACK, PORTS, SERVICE_STATS},
+    maps::{BACKEND_STATS, PORTS, SERVICE_STATS},
     metrics,
-    packet::{self, Packet},
+    packet::Packet,
 };
 
 /// No service owns the packet. Still ours: a SNAT reply (to a port in the SNAT range) or a
@@ -19,7 +20,12 @@ use crate::{
 /// connection table knows it. Otherwise passed, and a miss on a SNAT port of the node is counted
 /// apart (the connection-table pressure signal).
 #[inline(always)]
-pub fn not_ours(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, len: u64) -> (u32, u32) {
+pub fn not_ours<F: Family>(
+    ctx: &XdpContext,
+    pkt: &Packet<F>,
+    key: &FlowKeyOf<F::A>,
+    len: u64,
+) -> (u32, u32) {
     let nat_range = (NAT_PORT_MIN..=NAT_PORT_MAX).contains(&u16::from_be(key.dport));
     let ps_reply = || {
         PORTS
@@ -27,12 +33,11 @@ pub fn not_ours(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, len: u64) -> (u32
             .is_some_and(|f| f & port_flags::PS_SRC != 0)
     };
     if nat_range || ps_reply() {
-        if let Some(ct) = CONNTRACK.get_ptr_mut(key) {
+        if let Some(ct) = F::conntrack().get_ptr_mut(key) {
             return established(ctx, pkt, ct, len);
         }
     }
-    let to_node =
-        nat_range && unsafe { ADDRS.get(&key.daddr) }.is_some_and(|f| f & addr_flags::NODE != 0);
+    let to_node = nat_range && F::is_node(&key.daddr);
     let reason = if to_node {
         verdict::PASS_NAT_MISS
     } else {
@@ -43,7 +48,12 @@ pub fn not_ours(ctx: &XdpContext, pkt: &Packet, key: &FlowKey, len: u64) -> (u32
 
 /// A packet of a known flow, either direction.
 #[inline(always)]
-pub fn established(ctx: &XdpContext, pkt: &Packet, ct: *mut CtValue, len: u64) -> (u32, u32) {
+pub fn established<F: Family>(
+    ctx: &XdpContext,
+    pkt: &Packet<F>,
+    ct: *mut CtValueOf<F::A>,
+    len: u64,
+) -> (u32, u32) {
     // Safety: a map value pointer stays valid for the duration of the program.
     let ct = unsafe { &mut *ct };
     metrics::count(&SERVICE_STATS, ct.service_id, len);
@@ -57,7 +67,7 @@ pub fn established(ctx: &XdpContext, pkt: &Packet, ct: *mut CtValue, len: u64) -
     if ct.flags & ct_flags::REPLY == 0 {
         // Towards the backend: its next hop, resolved in advance, unless the backend is gone
         // (its id free or reused by another address) or not resolved yet.
-        if let Some(b) = BACKENDS.get(ct.backend_id) {
+        if let Some(b) = F::backends().get(ct.backend_id) {
             if b.nh_ifindex != 0 && b.addr == ct.daddr {
                 return send(
                     ctx,
@@ -81,15 +91,15 @@ pub fn established(ctx: &XdpContext, pkt: &Packet, ct: *mut CtValue, len: u64) -
 /// TIME_WAIT tuple; a backend that closed first and still holds TIME_WAIT answers the new
 /// SYN by its own rules (RFC 6191 timestamps, or a challenge ACK and a client retry).
 #[inline(always)]
-pub fn closed_flow(rev: &CtValue, proto: u8) -> Option<FlowKey> {
+pub fn closed_flow<F: Family>(rev: &CtValueOf<F::A>, proto: u8) -> Option<FlowKeyOf<F::A>> {
     if proto != PROTO_TCP {
         return None;
     }
-    let fwd_key = packet::flow_key(rev.daddr, rev.saddr, rev.dport, rev.sport, proto);
+    let fwd_key = F::flow_key(rev.daddr, rev.saddr, rev.dport, rev.sport, proto);
     if rev.flags & ct_flags::RST != 0 {
         return Some(fwd_key);
     }
-    match unsafe { CONNTRACK.get(&fwd_key) } {
+    match unsafe { F::conntrack().get(&fwd_key) } {
         None => Some(fwd_key),
         Some(f) if f.flags & ct_flags::RST != 0 => Some(fwd_key),
         Some(f) if f.flags & rev.flags & ct_flags::FIN != 0 => Some(fwd_key),

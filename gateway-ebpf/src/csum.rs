@@ -47,3 +47,17 @@ pub fn pseudo_seed(saddr: u32, daddr: u32, proto: u8, l4_len: u16) -> u16 {
 pub fn seed_replace4(seed: u16, old: u32, new: u32) -> u16 {
     !replace4(!seed, old, new)
 }
+
+/// [`pseudo_seed`] of an IPv6 TCP/UDP packet (RFC 8200 section 8.1: both addresses, the
+/// upper-layer length and the next header; as a one's-complement sum of 16-bit words the
+/// 32-bit fields add the same as their low halves).
+#[inline(always)]
+pub fn pseudo_seed6(saddr: &[u32; 4], daddr: &[u32; 4], proto: u8, l4_len: u16) -> u16 {
+    let mut sum = (proto as u16).to_be() as u32 + l4_len.to_be() as u32;
+    let mut i = 0;
+    while i < 4 {
+        sum += (saddr[i] >> 16) + (saddr[i] & 0xffff) + (daddr[i] >> 16) + (daddr[i] & 0xffff);
+        i += 1;
+    }
+    fold(sum)
+}

@@ -7,9 +7,9 @@ use aya_ebpf::{
     programs::XdpContext,
     EbpfContext,
 };
-use gateway_common::{if_flags, verdict, CtValue, NEXTHOP_TTL_NS};
+use gateway_common::{if_flags, verdict, CtValueOf, NEXTHOP_TTL_NS};
 
-use crate::{fib::fib, maps::IFADDRS, metrics::action_for, packet::Packet};
+use crate::{family::Family, fib::fib, maps::IFADDRS, metrics::action_for, packet::Packet};
 
 /// Ethernet header plus a 1500-byte MTU: shorter frames fit every egress, so they skip the MTU
 /// check.
@@ -17,12 +17,17 @@ const ETH_FRAME_MAX: usize = 14 + 1500;
 
 /// Sends a packet per `ct`'s own next hop, looked up again once it is a second old.
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, pkt: &Packet, ct: &mut CtValue, reason: u32) -> (u32, u32) {
+pub fn forward<F: Family>(
+    ctx: &XdpContext,
+    pkt: &Packet<F>,
+    ct: &mut CtValueOf<F::A>,
+    reason: u32,
+) -> (u32, u32) {
     let now = unsafe { bpf_ktime_get_coarse_ns() };
     if now.wrapping_sub(ct.nh_ts) > NEXTHOP_TTL_NS {
         // Refresh; if the FIB cannot answer (e.g. forwarding disabled on the ingress device for
         // a reply entry), keep the next hop learned when the flow started.
-        if let Err(reason) = fib(ctx, ct, now) {
+        if let Err(reason) = fib::<F>(ctx, ct, now) {
             if ct.nh_ifindex == 0 {
                 return (action_for(reason), reason);
             }
@@ -43,18 +48,19 @@ pub fn forward(ctx: &XdpContext, pkt: &Packet, ct: &mut CtValue, reason: u32) ->
 
 /// Rewrites the packet per `ct` and sends it out of `ifindex` to `dmac`.
 #[inline(always)]
-pub fn send(
+pub fn send<F: Family>(
     ctx: &XdpContext,
-    pkt: &Packet,
-    ct: &CtValue,
+    pkt: &Packet<F>,
+    ct: &CtValueOf<F::A>,
     ifindex: u32,
     smac: &[u8; 6],
     dmac: &[u8; 6],
     reason: u32,
 ) -> (u32, u32) {
     if pkt.ttl() <= 1 {
-        // Forwarding would expire it: the kernel sends the time-exceeded (or delivers it, if
-        // addressed to the node); the fast path never forwards a TTL-0 packet.
+        // Forwarding would expire it (TTL or hop limit): the kernel sends the time-exceeded
+        // (or delivers it, if addressed to the node); the fast path never forwards a TTL-0
+        // packet.
         return (xdp_action::XDP_PASS, verdict::PASS_TTL_EXPIRED);
     }
     // Veths deliver packets whose sender offloaded the L4 checksum (only the pseudo-header sum
@@ -83,13 +89,13 @@ pub fn send(
             // drops it.
             let (own, peer) = (pkt.eth_dst(), pkt.eth_src());
             pkt.rewrite(
-                partial, false, ct.saddr, ct.daddr, ct.sport, ct.dport, &peer, &own,
+                partial, false, &ct.saddr, &ct.daddr, ct.sport, ct.dport, &peer, &own,
             );
             return (xdp_action::XDP_PASS, verdict::PASS_OVERSIZE);
         }
     }
     pkt.rewrite(
-        partial, true, ct.saddr, ct.daddr, ct.sport, ct.dport, smac, dmac,
+        partial, true, &ct.saddr, &ct.daddr, ct.sport, ct.dport, smac, dmac,
     );
     if ifindex == ctx.ingress_ifindex() as u32 {
         return (xdp_action::XDP_TX, reason);

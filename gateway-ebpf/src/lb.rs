@@ -3,42 +3,46 @@
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use gateway_common::{
-    ct_flags, flow_hash, src_hash, svc_flags, verdict, Backend, CtValue, FlowKey, ServiceValue,
-    MAGLEV_RING,
+    ct_flags, svc_flags, verdict, BackendOf, CtValueOf, FlowKeyOf, ServiceValue, MAGLEV_RING,
 };
 
 use crate::{
+    family::{Family, NewFlow},
     fib::fib,
     forward::send,
-    maps::{BACKENDS, BACKEND_STATS, CONNTRACK, MAGLEV, SERVICE_STATS},
+    maps::{BACKEND_STATS, MAGLEV, SERVICE_STATS},
     metrics::{self, action_for},
-    packet::{self, Packet},
+    packet::Packet,
     snat,
 };
 
 /// The backend of `svc`'s Maglev ring for the flow hashed `fhash` (or its source address, per
 /// the service's flags): its id and entry, or None if the slot holds no live backend.
 #[inline(always)]
-fn select(svc: &ServiceValue, key: &FlowKey, fhash: u32) -> Option<(u32, &'static Backend)> {
+fn select<F: Family>(
+    svc: &ServiceValue,
+    key: &FlowKeyOf<F::A>,
+    fhash: u32,
+) -> Option<(u32, &'static BackendOf<F::A>)> {
     let pick = if svc.flags & svc_flags::HASH_SRC_IP != 0 {
-        src_hash(key.saddr)
+        F::src_hash(&key.saddr)
     } else {
         fhash
     };
     let slot = svc.ring * MAGLEV_RING + pick % MAGLEV_RING;
     let backend_id = *MAGLEV.get(slot)?;
-    match BACKENDS.get(backend_id) {
-        Some(b) if b.addr != 0 => Some((backend_id, b)),
+    match F::backends().get(backend_id) {
+        Some(b) if b.addr != F::A::default() => Some((backend_id, b)),
         _ => None,
     }
 }
 
 /// First packet of a flow: Maglev pick, next hop, SNAT port, then both connection entries.
 #[inline(always)]
-pub fn new_flow(
+pub fn new_flow<F: Family>(
     ctx: &XdpContext,
-    pkt: &Packet,
-    key: &FlowKey,
+    pkt: &Packet<F>,
+    key: &FlowKeyOf<F::A>,
     svc: &ServiceValue,
     len: u64,
 ) -> (u32, u32) {
@@ -46,15 +50,29 @@ pub fn new_flow(
         metrics::count(&SERVICE_STATS, svc.id, len);
         return (xdp_action::XDP_DROP, verdict::DROP_NO_BACKEND);
     }
-    let fhash = flow_hash(key.saddr, key.daddr, key.sport, key.dport, key.proto);
-    let Some((backend_id, backend)) = select(svc, key, fhash) else {
+    let fhash = F::flow_hash(key);
+    let Some((backend_id, backend)) = select::<F>(svc, key, fhash) else {
         return (xdp_action::XDP_DROP, verdict::DROP_NO_BACKEND);
     };
 
     let now = unsafe { bpf_ktime_get_coarse_ns() };
+    // Where both entries and the reply key are built: the stack for IPv4, a per-CPU map for
+    // IPv6 (see `Family::SCRATCH`; the unused stack area is optimised away).
+    let mut local = core::mem::MaybeUninit::<NewFlow<F::A>>::uninit();
+    let w = if F::SCRATCH {
+        match F::scratch() {
+            Some(w) => w,
+            None => return (xdp_action::XDP_DROP, verdict::DROP_MALFORMED),
+        }
+    } else {
+        local.as_mut_ptr()
+    };
+    // Safety: either this frame's area or the per-CPU map value, which only this program on
+    // this CPU uses while it runs; every field is written before it is read.
+    let (fwd, rev, rkey) = unsafe { (&mut (*w).fwd, &mut (*w).rev, &mut (*w).rkey) };
     // The backend's next hop, copied into the entry too: it serves the flow if the backend
     // leaves the config while the flow lives.
-    let mut fwd = CtValue {
+    *fwd = CtValueOf {
         saddr: key.saddr,
         daddr: backend.addr,
         sport: key.sport,
@@ -69,13 +87,13 @@ pub fn new_flow(
     };
     if backend.nh_ifindex == 0 {
         // Not resolved yet (a backend added a moment ago): ask the FIB for this flow.
-        if let Err(reason) = fib(ctx, &mut fwd, now) {
+        if let Err(reason) = fib::<F>(ctx, fwd, now) {
             return (action_for(reason), reason);
         }
     }
 
     // Replies go back the way the client's packet came: its ingress interface, MACs swapped.
-    let rev = CtValue {
+    *rev = CtValueOf {
         saddr: key.daddr,
         daddr: key.saddr,
         sport: key.dport,
@@ -88,15 +106,15 @@ pub fn new_flow(
         nh_dmac: pkt.eth_src(),
         nh_ts: now,
     };
-    let mut rkey = packet::flow_key(backend.addr, key.saddr, backend.port, key.sport, key.proto);
+    *rkey = F::flow_key(backend.addr, key.saddr, backend.port, key.sport, key.proto);
 
     if svc.flags & svc_flags::SNAT != 0 {
-        let Some(snat) = snat::source_addr(backend, fwd.nh_ifindex) else {
+        let Some(snat) = snat::source_addr::<F>(backend, fwd.nh_ifindex) else {
             return (xdp_action::XDP_DROP, verdict::DROP_NO_SNAT_ADDR);
         };
         fwd.saddr = snat;
         rkey.daddr = snat;
-        if !snat::take_port(key, &mut rkey, &rev, fhash) {
+        if !snat::take_port::<F>(key, rkey, rev, fhash) {
             // Rare (every candidate port of this backend taken): worth a log line, unlike
             // anything on the per-packet path.
             aya_log_ebpf::warn!(
@@ -107,11 +125,11 @@ pub fn new_flow(
             return (xdp_action::XDP_DROP, verdict::DROP_NAT_EXHAUSTED);
         }
         fwd.sport = rkey.dport;
-    } else if CONNTRACK.insert(&rkey, &rev, 0).is_err() {
+    } else if F::conntrack().insert(&*rkey, &*rev, 0).is_err() {
         return (xdp_action::XDP_DROP, verdict::DROP_CT_FULL);
     }
-    if CONNTRACK.insert(key, &fwd, 0).is_err() {
-        let _ = CONNTRACK.remove(&rkey);
+    if F::conntrack().insert(key, &*fwd, 0).is_err() {
+        let _ = F::conntrack().remove(&*rkey);
         return (xdp_action::XDP_DROP, verdict::DROP_CT_FULL);
     }
     metrics::count(&SERVICE_STATS, svc.id, len);
@@ -119,7 +137,7 @@ pub fn new_flow(
     send(
         ctx,
         pkt,
-        &fwd,
+        &*fwd,
         fwd.nh_ifindex,
         &fwd.nh_smac,
         &fwd.nh_dmac,

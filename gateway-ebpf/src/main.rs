@@ -5,10 +5,12 @@
 //! - `xdp`: `gateway_xdp`, the data path attached to each interface (parse, look up the flow or
 //!   the service, pick a backend, rewrite, forward), and `gateway_xdp_baseline`, the empty program
 //!   benchmarks subtract;
-//! - `resolve`: `gateway_resolve`, run by the agent through BPF_PROG_TEST_RUN to resolve backends'
+//! - `resolve`: `gateway_resolve` and `gateway_resolve6`, run by the agent through BPF_PROG_TEST_RUN to resolve backends'
 //!   next hops into `BACKENDS`.
 //!
-//! Features: `packet` (parsing and the NAT rewrite), `csum` (incremental checksums), `lb` (Maglev
+//! Features: `family` (IPv4 and IPv6 as one trait: their maps, keys, headers and checksums; the
+//! modules below are generic over it), `packet` (parsing and the NAT rewrite), `ipv6` (the IPv6
+//! header and extension-header walk), `csum` (incremental checksums), `lb` (Maglev
 //! backend selection and the new-flow path), `conntrack` (established flows and replies), `snat`
 //! (source address and port search), `fib` (next-hop lookups), `forward` (rewrite and send),
 //! `metrics` (per-CPU counters and the verdict of every return), `maps` (every map, declared once).
@@ -20,8 +22,10 @@
 
 mod conntrack;
 mod csum;
+mod family;
 mod fib;
 mod forward;
+mod ipv6;
 mod lb;
 mod maps;
 mod metrics;

@@ -6,8 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use gateway_common::{
-    Backend, Counters, CtValue, FlowKey, IfAddr, ServiceKey, ServiceValue, CONNTRACK_MAX,
-    MAGLEV_RING, MAX_ADDRS, MAX_BACKENDS, MAX_IFADDRS, MAX_RINGS, MAX_SERVICES,
+    Addr6, Backend, Backend6, Counters, CtValue, CtValue6, FlowKey, FlowKey6, IfAddr, ServiceKey,
+    ServiceKey6, ServiceValue, CONNTRACK6_MAX, CONNTRACK_MAX, MAGLEV_RING, MAX_ADDRS, MAX_BACKENDS,
+    MAX_IFADDRS, MAX_RINGS, MAX_SERVICES,
 };
 
 /// Index `port_index(proto, port)` -> `port_flags` (what uses the port): the first, inlined
@@ -44,3 +45,29 @@ pub static BACKEND_STATS: PerCpuArray<Counters> = PerCpuArray::pinned(MAX_BACKEN
 
 #[map]
 pub static VERDICTS: PerCpuArray<Counters> = PerCpuArray::pinned(gateway_common::verdict::COUNT, 0);
+
+// IPv6: the same roles with IPv6 keys, so the IPv4 maps keep their sizes. Services of both
+// families share the service ids (`SERVICE_STATS`) and `MAGLEV` slots; backends share the id
+// space (`BACKEND_STATS`), each id used in `BACKENDS` or `BACKENDS6`.
+
+/// IPv6 address -> `addr_flags` (the node's own addresses).
+#[map]
+pub static ADDRS6: HashMap<Addr6, u32> = HashMap::pinned(MAX_ADDRS, 0);
+
+#[map]
+pub static SERVICES6: HashMap<ServiceKey6, ServiceValue> = HashMap::pinned(MAX_SERVICES, 0);
+
+#[map]
+pub static BACKENDS6: Array<Backend6> = Array::pinned(MAX_BACKENDS, 0);
+
+#[map]
+pub static CONNTRACK6: LruHashMap<FlowKey6, CtValue6> = LruHashMap::pinned(CONNTRACK6_MAX, 0);
+
+/// Interface index -> its IPv6 SNAT source (a global address; zero: none).
+#[map]
+pub static IFADDRS6: HashMap<u32, Addr6> = HashMap::pinned(MAX_IFADDRS, 0);
+
+/// The IPv6 path's per-CPU work area (new-flow entries, FIB query): too large for its stack.
+/// Not pinned: nothing in it outlives one packet.
+#[map]
+pub static SCRATCH6: PerCpuArray<crate::family::Scratch6> = PerCpuArray::with_max_entries(1, 0);

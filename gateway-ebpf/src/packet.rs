@@ -1,16 +1,23 @@
-//! Ethernet/IPv4/TCP|UDP parsing with verifier-checked bounds, and the NAT rewrite.
+//! Ethernet/IP/TCP|UDP parsing with verifier-checked bounds, and the NAT rewrite, for both
+//! families (`Packet<V4>`, `Packet<V6>`; the IPv6 header walk is in `ipv6`).
 //!
-//! Only IPv4 without options and without fragmentation is parsed; anything else is passed to the
-//! kernel untouched (counted as `pass_unparsed`).
+//! IPv4 is parsed without options; fragments of either family are passed to the kernel
+//! (`pass_fragment`), anything else unparsed untouched (`pass_unparsed`).
+
+use core::marker::PhantomData;
 
 use aya_ebpf::programs::XdpContext;
-use gateway_common::{verdict, FlowKey, PROTO_TCP, PROTO_UDP};
+use gateway_common::{verdict, FlowKeyOf, PROTO_TCP, PROTO_UDP};
 
-use crate::csum;
+use crate::{
+    csum,
+    family::{Family, IpHdr, V4},
+};
 
-const ETH_LEN: usize = 14;
+pub const ETH_LEN: usize = 14;
 const IP_LEN: usize = 20;
-const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
 const TCP_FIN: u8 = 0x01;
 const TCP_RST: u8 = 0x04;
 const TCP_SYN: u8 = 0x02;
@@ -27,24 +34,16 @@ pub fn ptr_at<T>(ctx: &XdpContext, off: usize) -> Option<*mut T> {
     Some((start + off) as *mut T)
 }
 
-/// A `FlowKey` built from four words: a struct literal zeroes the 3-byte padding with a call to
-/// a byte-by-byte `memset` subprogram, on every packet.
+/// The Ethernet type of the frame (host order), or None if it has no whole Ethernet header.
 #[inline(always)]
-pub fn flow_key(saddr: u32, daddr: u32, sport: u16, dport: u16, proto: u8) -> FlowKey {
-    // Little-endian (bpfel): the low half of a word is the field at the lower address.
-    let words = [
-        saddr,
-        daddr,
-        sport as u32 | (dport as u32) << 16,
-        proto as u32,
-    ];
-    // Safety: FlowKey is #[repr(C)], 16 bytes, any bit pattern valid.
-    unsafe { core::mem::transmute::<[u32; 4], FlowKey>(words) }
+pub fn ethertype(ctx: &XdpContext) -> Option<u16> {
+    let ethertype: *const u16 = ptr_at(ctx, 12)?;
+    Some(u16::from_be(unsafe { *ethertype }))
 }
 
-pub struct Packet {
+pub struct Packet<F: Family> {
     eth: *mut [u8; 12],
-    ip: *mut IpHdr,
+    ip: *mut F::Hdr,
     /// Source and destination ports (first 4 bytes of both TCP and UDP).
     ports: *mut [u16; 2],
     /// L4 checksum field; None for UDP without a checksum.
@@ -52,58 +51,64 @@ pub struct Packet {
     proto: u8,
     /// TCP flags byte (0 for UDP).
     tcp_flags: u8,
+    /// Bytes of IPv6 extension headers between the fixed header and the L4 header (0 for IPv4).
+    ext_len: u16,
+    _f: PhantomData<F>,
 }
 
-#[repr(C)]
-pub struct IpHdr {
-    ver_ihl: u8,
-    tos: u8,
-    tot_len: u16,
-    id: u16,
-    frag_off: u16,
-    ttl: u8,
+/// The TCP or UDP header at `l4`: ports, checksum field (None for a UDP datagram without one)
+/// and TCP flags.
+#[inline(always)]
+#[allow(clippy::type_complexity)]
+pub fn parse_l4(
+    ctx: &XdpContext,
+    l4: usize,
     proto: u8,
-    check: u16,
-    saddr: u32,
-    daddr: u32,
+) -> Result<(*mut [u16; 2], Option<*mut u16>, u8), u32> {
+    // One bounds check per header, every field addressed from the checked pointer by a
+    // constant: behind IPv6 extension headers `l4` is variable, and the verifier keeps the
+    // checked range only for pointers derived from the one it checked.
+    let (hdr, l4_check, tcp_flags) = match proto {
+        PROTO_TCP => {
+            // Flags at 13, checksum at 16: require the whole 20-byte header.
+            let hdr: *mut [u8; 20] = ptr_at(ctx, l4).ok_or(verdict::PASS_UNPARSED)?;
+            let flags = unsafe { (*hdr)[13] };
+            let check = unsafe { (hdr as *mut u8).add(16) } as *mut u16;
+            (hdr as *mut u8, Some(check), flags)
+        }
+        PROTO_UDP => {
+            let hdr: *mut [u8; 8] = ptr_at(ctx, l4).ok_or(verdict::PASS_UNPARSED)?;
+            let check = unsafe { (hdr as *mut u8).add(6) } as *mut u16;
+            // A zero UDP checksum means "none" and must stay zero.
+            let c = if unsafe { *check } == 0 {
+                None
+            } else {
+                Some(check)
+            };
+            (hdr as *mut u8, c, 0)
+        }
+        _ => return Err(verdict::PASS_UNPARSED),
+    };
+    let ports = hdr as *mut [u16; 2];
+    Ok((ports, l4_check, tcp_flags))
 }
 
-impl Packet {
+impl Packet<V4> {
+    /// An IPv4 frame (the caller checked the Ethernet type).
     #[inline(always)]
-    pub fn parse(ctx: &XdpContext) -> Result<Packet, u32> {
+    pub fn parse(ctx: &XdpContext) -> Result<Packet<V4>, u32> {
         let eth: *mut [u8; 12] = ptr_at(ctx, 0).ok_or(verdict::PASS_UNPARSED)?;
-        let ethertype: *const u16 = ptr_at(ctx, 12).ok_or(verdict::PASS_UNPARSED)?;
-        if u16::from_be(unsafe { *ethertype }) != ETH_P_IP {
-            return Err(verdict::PASS_UNPARSED);
-        }
         let ip: *mut IpHdr = ptr_at(ctx, ETH_LEN).ok_or(verdict::PASS_UNPARSED)?;
-        let (ver_ihl, frag, proto) = unsafe { ((*ip).ver_ihl, (*ip).frag_off, (*ip).proto) };
-        // Version 4, no options; no fragments (MF set or a non-zero offset).
-        if ver_ihl != 0x45 || u16::from_be(frag) & 0x3fff != 0 {
+        let (ver_ihl, frag, proto) = unsafe { (*ip).parse_fields() };
+        // Version 4, no options.
+        if ver_ihl != 0x45 {
             return Err(verdict::PASS_UNPARSED);
         }
-        let l4 = ETH_LEN + IP_LEN;
-        let (l4_check, tcp_flags) = match proto {
-            PROTO_TCP => {
-                // Flags at 13, checksum at 16: require the whole 20-byte header.
-                let hdr: *mut [u8; 20] = ptr_at(ctx, l4).ok_or(verdict::PASS_UNPARSED)?;
-                let flags = unsafe { (*hdr)[13] };
-                let check: *mut u16 = ptr_at(ctx, l4 + 16).ok_or(verdict::PASS_UNPARSED)?;
-                (Some(check), flags)
-            }
-            PROTO_UDP => {
-                let check: *mut u16 = ptr_at(ctx, l4 + 6).ok_or(verdict::PASS_UNPARSED)?;
-                // A zero UDP checksum means "none" and must stay zero.
-                let c = if unsafe { *check } == 0 {
-                    None
-                } else {
-                    Some(check)
-                };
-                (c, 0)
-            }
-            _ => return Err(verdict::PASS_UNPARSED),
-        };
-        let ports: *mut [u16; 2] = ptr_at(ctx, l4).ok_or(verdict::PASS_UNPARSED)?;
+        // No fragments (MF set or a non-zero offset).
+        if u16::from_be(frag) & 0x3fff != 0 {
+            return Err(verdict::PASS_FRAGMENT);
+        }
+        let (ports, l4_check, tcp_flags) = parse_l4(ctx, ETH_LEN + IP_LEN, proto)?;
         Ok(Packet {
             eth,
             ip,
@@ -111,15 +116,43 @@ impl Packet {
             l4_check,
             proto,
             tcp_flags,
+            ext_len: 0,
+            _f: PhantomData,
         })
+    }
+}
+
+impl<F: Family> Packet<F> {
+    /// A packet of family `F` from its parts (see `parse_l4`).
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_parts(
+        eth: *mut [u8; 12],
+        ip: *mut F::Hdr,
+        ports: *mut [u16; 2],
+        l4_check: Option<*mut u16>,
+        proto: u8,
+        tcp_flags: u8,
+        ext_len: u16,
+    ) -> Packet<F> {
+        Packet {
+            eth,
+            ip,
+            ports,
+            l4_check,
+            proto,
+            tcp_flags,
+            ext_len,
+            _f: PhantomData,
+        }
     }
 
     #[inline(always)]
-    pub fn flow_key(&self) -> FlowKey {
+    pub fn flow_key(&self) -> FlowKeyOf<F::A> {
         unsafe {
-            flow_key(
-                (*self.ip).saddr,
-                (*self.ip).daddr,
+            F::flow_key(
+                *F::saddr(self.ip),
+                *F::daddr(self.ip),
                 (*self.ports)[0],
                 (*self.ports)[1],
                 self.proto,
@@ -146,10 +179,10 @@ impl Packet {
         f
     }
 
-    /// The IPv4 TTL.
+    /// The IPv4 TTL or the IPv6 hop limit.
     #[inline(always)]
     pub fn ttl(&self) -> u8 {
-        unsafe { (*self.ip).ttl }
+        unsafe { F::hops(self.ip) }
     }
 
     /// Whether the L4 checksum field holds just the pseudo-header sum, as a sender offloading
@@ -161,9 +194,8 @@ impl Packet {
             return false;
         };
         unsafe {
-            let ip = &*self.ip;
-            let l4_len = u16::from_be(ip.tot_len).wrapping_sub(IP_LEN as u16);
-            *check == csum::pseudo_seed(ip.saddr, ip.daddr, self.proto, l4_len)
+            let l4_len = F::payload_len(self.ip).wrapping_sub(self.ext_len);
+            *check == F::pseudo_seed(&*F::saddr(self.ip), &*F::daddr(self.ip), self.proto, l4_len)
         }
     }
 
@@ -189,43 +221,25 @@ impl Packet {
         &self,
         partial: bool,
         hop: bool,
-        saddr: u32,
-        daddr: u32,
+        saddr: &F::A,
+        daddr: &F::A,
         sport: u16,
         dport: u16,
         smac: &[u8; 6],
         dmac: &[u8; 6],
     ) {
         unsafe {
-            let ip = &mut *self.ip;
             let ports = &mut *self.ports;
-            let (os, od, osp, odp) = (ip.saddr, ip.daddr, ports[0], ports[1]);
-
-            // A router's hop: TTL down by one (the caller passes TTL <= 1 to the kernel). TTL and
-            // protocol share one 16-bit word of the header checksum.
-            let mut c = ip.check;
-            if hop {
-                let ttl = ip.ttl;
-                c = csum::replace2(
-                    c,
-                    u16::from_ne_bytes([ttl, ip.proto]),
-                    u16::from_ne_bytes([ttl - 1, ip.proto]),
-                );
-                ip.ttl = ttl - 1;
-            }
-            c = csum::replace4(c, os, saddr);
-            c = csum::replace4(c, od, daddr);
-            ip.check = c;
-            ip.saddr = saddr;
-            ip.daddr = daddr;
-
+            let (osp, odp) = (ports[0], ports[1]);
+            // The old addresses are read in place: the L4 checksum first, then the header.
+            let (os, od) = (&*F::saddr(self.ip), &*F::daddr(self.ip));
             if let Some(check) = self.l4_check.filter(|_| partial) {
-                let c = csum::seed_replace4(*check, os, saddr);
-                *check = csum::seed_replace4(c, od, daddr);
+                let c = F::seed_addr(*check, os, saddr);
+                *check = F::seed_addr(c, od, daddr);
             } else if let Some(check) = self.l4_check {
                 // The pseudo-header carries the addresses, so they count here too.
-                let mut c = csum::replace4(*check, os, saddr);
-                c = csum::replace4(c, od, daddr);
+                let mut c = F::csum_addr(*check, os, saddr);
+                c = F::csum_addr(c, od, daddr);
                 c = csum::replace2(c, osp, sport);
                 c = csum::replace2(c, odp, dport);
                 if self.proto == PROTO_UDP && c == 0 {
@@ -235,6 +249,8 @@ impl Packet {
             }
             ports[0] = sport;
             ports[1] = dport;
+            // The caller passes TTL <= 1 to the kernel, so a hop never wraps.
+            F::set_addrs(self.ip, hop, saddr, daddr);
 
             let e = &mut *self.eth;
             e[0..6].copy_from_slice(dmac);

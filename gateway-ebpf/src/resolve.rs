@@ -18,14 +18,25 @@ use aya_ebpf::{
 use gateway_common::{ResolveBatch, PROTO_TCP, RESOLVE_BATCH};
 
 use crate::{
+    family::{Family, V4, V6},
     fib::LOOPBACK_IFINDEX,
-    maps::{BACKENDS, IFADDRS},
     packet,
 };
 
 #[xdp]
 pub fn gateway_resolve(ctx: XdpContext) -> u32 {
-    let Some(batch) = packet::ptr_at::<ResolveBatch>(&ctx, 0) else {
+    resolve::<V4>(&ctx)
+}
+
+/// The resolver of IPv6 backends (`BACKENDS6`, the SNAT source from `IFADDRS6`).
+#[xdp]
+pub fn gateway_resolve6(ctx: XdpContext) -> u32 {
+    resolve::<V6>(&ctx)
+}
+
+#[inline(always)]
+fn resolve<F: Family>(ctx: &XdpContext) -> u32 {
+    let Some(batch) = packet::ptr_at::<ResolveBatch>(ctx, 0) else {
         return xdp_action::XDP_ABORTED;
     };
     // Safety: bounds checked by ptr_at; nothing else holds the test packet.
@@ -35,24 +46,24 @@ pub fn gateway_resolve(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_PASS;
     }
     batch.done = i + 1;
-    let Some(b) = BACKENDS.get_ptr_mut(batch.first.wrapping_add(i)) else {
+    let Some(b) = F::backends().get_ptr_mut(batch.first.wrapping_add(i)) else {
         return xdp_action::XDP_PASS;
     };
     // Safety: a map value pointer stays valid for the duration of the program.
     let b = unsafe { &mut *b };
-    if b.addr == 0 {
+    if b.addr == F::A::default() {
         b.nh_ifindex = 0;
         return xdp_action::XDP_PASS;
     }
     let mut p: aya_ebpf::bindings::bpf_fib_lookup = unsafe { core::mem::zeroed() };
-    p.family = 2; // AF_INET
+    p.family = F::AF;
     p.l4_protocol = PROTO_TCP;
     p.ifindex = LOOPBACK_IFINDEX;
-    p.__bindgen_anon_4.ipv4_dst = b.addr;
+    F::fib_addrs(&mut p, &F::A::default(), &b.addr);
     let size = core::mem::size_of::<aya_ebpf::bindings::bpf_fib_lookup>() as i32;
     let rc = unsafe { bpf_fib_lookup(ctx.as_ptr(), &mut p, size, 0) };
     if rc == BPF_FIB_LKUP_RET_SUCCESS as i64 {
-        b.snat_addr = unsafe { IFADDRS.get(&p.ifindex) }.map_or(0, |a| a.addr);
+        b.snat_addr = F::if_addr(p.ifindex).unwrap_or_default();
         b.nh_smac = p.smac;
         b.nh_dmac = p.dmac;
         b.nh_ifindex = p.ifindex;

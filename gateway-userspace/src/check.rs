@@ -66,7 +66,7 @@ pub fn check(dir: &Path) -> Report {
     let a = config::admit(loaded, load_errors, None, false);
     // Any address: what is checked is the config, not this machine's interfaces.
     let input = CompileInput {
-        vips: vec![std::net::Ipv4Addr::UNSPECIFIED],
+        vips: vec![std::net::Ipv4Addr::UNSPECIFIED.into()],
         ..CompileInput::default()
     };
     let (_, compile_warnings) = config::compile(&a.manifests, &input);

@@ -282,6 +282,15 @@ fn secrets(src: &Sources) -> Table {
     }
 }
 
+/// `addr:port`, or `[addr]:port` for an IPv6 address.
+fn host_port(addr: &str, port: &str) -> String {
+    if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    }
+}
+
 fn bpf(src: &Sources) -> Vec<Table> {
     let mut services = Vec::new();
     for svc in src.config_dump["plan"]["l4"]
@@ -289,10 +298,10 @@ fn bpf(src: &Sources) -> Vec<Table> {
         .into_iter()
         .flatten()
     {
+        // The stats' key: `addr:port/proto`, IPv6 addresses in brackets.
         let key = format!(
-            "{}:{}/{}",
-            s(&svc["vip"]),
-            s(&svc["port"]),
+            "{}/{}",
+            host_port(&s(&svc["vip"]), &s(&svc["port"])),
             s(&svc["proto"]).to_lowercase()
         );
         let c = &src.stats["services"][&key];
@@ -300,7 +309,10 @@ fn bpf(src: &Sources) -> Vec<Table> {
             .as_array()
             .into_iter()
             .flatten()
-            .map(|b| format!("{}:{} ({})", s(&b["addr"]), s(&b["port"]), s(&b["weight"])))
+            .map(|b| {
+                let hp = host_port(&s(&b["addr"]), &s(&b["port"]));
+                format!("{hp} ({})", s(&b["weight"]))
+            })
             .collect();
         services.push(vec![
             key,

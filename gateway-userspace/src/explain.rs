@@ -299,7 +299,7 @@ mod tests {
     fn plan() -> Plan {
         let m = load_str("t.yaml", YAML).unwrap();
         let input = CompileInput {
-            vips: vec![std::net::Ipv4Addr::UNSPECIFIED],
+            vips: vec![std::net::Ipv4Addr::UNSPECIFIED.into()],
             ..CompileInput::default()
         };
         let (plan, warnings) = compile(&m, &input);
@@ -354,10 +354,17 @@ mod tests {
 /// backends, weights and NAT), a port the agent serves itself (HTTP, TLS), or nothing.
 /// The status is 200 when something serves it, 404 when nothing does, 503 for a service
 /// without backends.
-pub fn explain_l4(plan: &Plan, vip: std::net::Ipv4Addr, port: u16, proto: Proto) -> (String, u16) {
+pub fn explain_l4(plan: &Plan, vip: std::net::IpAddr, port: u16, proto: Proto) -> (String, u16) {
     let mut out = String::new();
-    let _ = writeln!(out, "flow: {proto:?} to {vip}:{port}");
-    let matches = |v: std::net::Ipv4Addr| v == vip || v.is_unspecified() || vip.is_unspecified();
+    let _ = writeln!(
+        out,
+        "flow: {proto:?} to {}",
+        std::net::SocketAddr::new(vip, port)
+    );
+    // A wildcard matches any address of its own family (a VIP serves its family's endpoints).
+    let matches = |v: std::net::IpAddr| {
+        v == vip || (v.is_ipv6() == vip.is_ipv6() && (v.is_unspecified() || vip.is_unspecified()))
+    };
     if let Some(s) = plan
         .l4
         .iter()
@@ -365,8 +372,9 @@ pub fn explain_l4(plan: &Plan, vip: std::net::Ipv4Addr, port: u16, proto: Proto)
     {
         let _ = writeln!(
             out,
-            "L4 service {}:{} {:?} (XDP fast path)",
-            s.vip, s.port, s.proto
+            "L4 service {} {:?} (XDP fast path)",
+            std::net::SocketAddr::new(s.vip, s.port),
+            s.proto
         );
         let _ = writeln!(out, "  from: {}", s.origin);
         let _ = writeln!(out, "  NAT: {:?}, hash: {:?}", s.nat, s.hash);
@@ -381,9 +389,8 @@ pub fn explain_l4(plan: &Plan, vip: std::net::Ipv4Addr, port: u16, proto: Proto)
         for b in &s.backends {
             let _ = writeln!(
                 out,
-                "  backend {}:{} weight {} ({:.1}% of the Maglev table)",
-                b.addr,
-                b.port,
+                "  backend {} weight {} ({:.1}% of the Maglev table)",
+                std::net::SocketAddr::new(b.addr, b.port),
                 b.weight,
                 100.0 * f64::from(b.weight) / total.max(1) as f64
             );
@@ -408,7 +415,7 @@ pub fn explain_l4(plan: &Plan, vip: std::net::Ipv4Addr, port: u16, proto: Proto)
         .l4
         .iter()
         .filter(|s| s.proto == proto)
-        .map(|s| format!("{}:{}", s.vip, s.port))
+        .map(|s| std::net::SocketAddr::new(s.vip, s.port).to_string())
         .collect();
     let _ = writeln!(
         out,

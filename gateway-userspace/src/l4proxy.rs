@@ -3,11 +3,12 @@
 //!
 //! The backend choice is the data plane's: the same Maglev ring indexed by the same flow hash, so
 //! a flow lands on the same backend whichever path carries it. Userspace always masquerades (the
-//! kernel picks the source address); `preserve-source` needs the XDP path.
+//! kernel picks the source address); `preserve-source` needs the XDP path. Both families: each
+//! listener is bound on its VIP, IPv4 or IPv6, and its backends are of that family.
 
 use std::{
     collections::HashMap,
-    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -44,24 +45,36 @@ impl Table {
         }
     }
 
-    fn pick(&self, client: SocketAddrV4, vip: SocketAddrV4, proto: Proto) -> Option<SocketAddrV4> {
-        let c = u32::from(*client.ip()).to_be();
-        let h = match self.hash {
-            HashMode::SourceIp => gateway_common::src_hash(c),
-            HashMode::FiveTuple => gateway_common::flow_hash(
-                c,
-                u32::from(*vip.ip()).to_be(),
-                client.port().to_be(),
-                vip.port().to_be(),
-                proto.number(),
-            ),
+    /// The XDP program's choice for this flow: the same hash of the same fields, per family.
+    fn pick(&self, client: SocketAddr, vip: SocketAddr, proto: Proto) -> Option<SocketAddr> {
+        let (sp, dp, n) = (client.port().to_be(), vip.port().to_be(), proto.number());
+        let h = match (client.ip(), vip.ip()) {
+            (IpAddr::V4(c), IpAddr::V4(v)) => {
+                let c = u32::from(c).to_be();
+                match self.hash {
+                    HashMode::SourceIp => gateway_common::src_hash(c),
+                    HashMode::FiveTuple => {
+                        gateway_common::flow_hash(c, u32::from(v).to_be(), sp, dp, n)
+                    }
+                }
+            }
+            (IpAddr::V6(c), IpAddr::V6(v)) => {
+                let c = gateway_common::addr6(c.octets());
+                match self.hash {
+                    HashMode::SourceIp => gateway_common::src_hash6(c),
+                    HashMode::FiveTuple => {
+                        gateway_common::flow_hash6(c, gateway_common::addr6(v.octets()), sp, dp, n)
+                    }
+                }
+            }
+            _ => return None,
         };
         let b = &self.backends[maglev::pick(&self.ring, h)? as usize];
-        Some(SocketAddrV4::new(b.addr, b.port))
+        Some(SocketAddr::new(b.addr, b.port))
     }
 }
 
-type Key = (Ipv4Addr, u16, Proto);
+type Key = (IpAddr, u16, Proto);
 
 struct Listener {
     table: Arc<ArcSwap<Table>>,
@@ -98,7 +111,7 @@ impl L4Proxy {
                 continue;
             }
             let table = Arc::new(ArcSwap::from_pointee(Table::new(svc)));
-            let addr = SocketAddrV4::new(svc.vip, svc.port);
+            let addr = SocketAddr::new(svc.vip, svc.port);
             let task = match svc.proto {
                 Proto::Tcp => match TcpListener::bind(addr).await {
                     Ok(l) => tokio::spawn(serve_tcp(l, addr, table.clone())),
@@ -125,14 +138,19 @@ impl L4Proxy {
     }
 }
 
-fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
+/// `a` with an IPv4-mapped IPv6 address (a dual-stack socket's view of an IPv4 peer) turned
+/// back into IPv4, so the hash sees what the XDP program sees.
+fn canonical(a: SocketAddr) -> SocketAddr {
     match a {
-        SocketAddr::V4(a) => Some(a),
-        SocketAddr::V6(_) => None,
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(v4.into(), v6.port()),
+            None => a,
+        },
+        a => a,
     }
 }
 
-async fn serve_tcp(listener: TcpListener, vip: SocketAddrV4, table: Arc<ArcSwap<Table>>) {
+async fn serve_tcp(listener: TcpListener, vip: SocketAddr, table: Arc<ArcSwap<Table>>) {
     loop {
         let (mut client, peer) = match listener.accept().await {
             Ok(c) => c,
@@ -142,9 +160,9 @@ async fn serve_tcp(listener: TcpListener, vip: SocketAddrV4, table: Arc<ArcSwap<
                 continue;
             }
         };
-        let Some(peer) = v4(peer) else { continue };
+        let peer = canonical(peer);
         // A wildcard listener reports the address the client actually used.
-        let local = client.local_addr().ok().and_then(v4).unwrap_or(vip);
+        let local = client.local_addr().map(canonical).unwrap_or(vip);
         let Some(backend) = table.load().pick(peer, local, Proto::Tcp) else {
             // No backend: close, as Envoy's tcp_proxy does.
             continue;
@@ -177,10 +195,10 @@ struct UdpFlow {
     last_ms: std::sync::atomic::AtomicU64,
 }
 
-async fn serve_udp(sock: Arc<UdpSocket>, vip: SocketAddrV4, table: Arc<ArcSwap<Table>>) {
+async fn serve_udp(sock: Arc<UdpSocket>, vip: SocketAddr, table: Arc<ArcSwap<Table>>) {
     use std::sync::atomic::Ordering::Relaxed;
     // One connected upstream socket per client address; its reply task forwards back.
-    let flows: Arc<Mutex<HashMap<SocketAddrV4, Arc<UdpFlow>>>> = Arc::default();
+    let flows: Arc<Mutex<HashMap<SocketAddr, Arc<UdpFlow>>>> = Arc::default();
     let start = tokio::time::Instant::now();
     let now_ms = move || start.elapsed().as_millis() as u64;
     let mut buf = vec![0u8; 65535];
@@ -192,7 +210,7 @@ async fn serve_udp(sock: Arc<UdpSocket>, vip: SocketAddrV4, table: Arc<ArcSwap<T
                 continue;
             }
         };
-        let Some(peer) = v4(peer) else { continue };
+        let peer = canonical(peer);
         let existing = flows.lock().unwrap().get(&peer).cloned();
         let flow = match existing {
             Some(f) => f,
@@ -200,7 +218,12 @@ async fn serve_udp(sock: Arc<UdpSocket>, vip: SocketAddrV4, table: Arc<ArcSwap<T
                 let Some(backend) = table.load().pick(peer, vip, Proto::Udp) else {
                     continue;
                 };
-                let Ok(up) = UdpSocket::bind("0.0.0.0:0").await else {
+                let any = if backend.is_ipv6() {
+                    "[::]:0"
+                } else {
+                    "0.0.0.0:0"
+                };
+                let Ok(up) = UdpSocket::bind(any).await else {
                     continue;
                 };
                 if up.connect(backend).await.is_err() {

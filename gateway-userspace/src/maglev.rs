@@ -5,16 +5,33 @@
 //! ids, insertion order or the process, so two nodes with the same config pick the same backend
 //! for the same flow.
 
+use std::net::IpAddr;
+
+#[cfg(test)]
 use std::net::Ipv4Addr;
 
 use crate::plan::Backend;
 
-/// Fixed-key hashes of a backend's identity: offset and skip of its permutation.
-fn permutation(addr: Ipv4Addr, port: u16, m: u32) -> (u32, u32) {
-    let a = u32::from(addr).to_be();
+/// Fixed-key hashes of a backend's identity: offset and skip of its permutation (IPv6 addresses
+/// hashed whole, IPv4 ones as before).
+fn permutation(addr: IpAddr, port: u16, m: u32) -> (u32, u32) {
     let p = port.to_be();
-    let h1 = gateway_common::flow_hash(a, 0x5bd1_e995, p, 0, 1);
-    let h2 = gateway_common::flow_hash(a, 0x1b87_3593, p, 0, 2);
+    let (h1, h2) = match addr {
+        IpAddr::V4(a) => {
+            let a = u32::from(a).to_be();
+            (
+                gateway_common::flow_hash(a, 0x5bd1_e995, p, 0, 1),
+                gateway_common::flow_hash(a, 0x1b87_3593, p, 0, 2),
+            )
+        }
+        IpAddr::V6(a) => {
+            let a = gateway_common::addr6(a.octets());
+            (
+                gateway_common::flow_hash6(a, [0x5bd1_e995; 4], p, 0, 1),
+                gateway_common::flow_hash6(a, [0x1b87_3593; 4], p, 0, 2),
+            )
+        }
+    };
     (h1 % m, h2 % (m - 1) + 1)
 }
 
@@ -71,7 +88,7 @@ mod tests {
 
     fn be(n: u8, w: u32) -> Backend {
         Backend {
-            addr: Ipv4Addr::new(198, 18, 1, n),
+            addr: Ipv4Addr::new(198, 18, 1, n).into(),
             port: 8080,
             weight: w,
         }
@@ -110,13 +127,13 @@ mod tests {
         let before = build(&all, 4099);
         let fewer: Vec<Backend> = all
             .iter()
-            .filter(|b| b.addr != Ipv4Addr::new(198, 18, 1, 5))
+            .filter(|b| b.addr != IpAddr::from(Ipv4Addr::new(198, 18, 1, 5)))
             .cloned()
             .collect();
         let after = build(&fewer, 4099);
         let addr = |bs: &[Backend], i: u32| bs[i as usize].addr;
         let moved = (0..4099)
-            .filter(|&s| addr(&all, before[s]) != Ipv4Addr::new(198, 18, 1, 5))
+            .filter(|&s| addr(&all, before[s]) != IpAddr::from(Ipv4Addr::new(198, 18, 1, 5)))
             .filter(|&s| addr(&all, before[s]) != addr(&fewer, after[s]))
             .count();
         // Maglev's promise: slots of surviving backends mostly stay put.
@@ -144,12 +161,12 @@ mod spread {
     fn sequential_ports_spread() {
         let bs = vec![
             Backend {
-                addr: Ipv4Addr::new(198, 18, 11, 2),
+                addr: Ipv4Addr::new(198, 18, 11, 2).into(),
                 port: 9000,
                 weight: 1,
             },
             Backend {
-                addr: Ipv4Addr::new(198, 18, 12, 2),
+                addr: Ipv4Addr::new(198, 18, 12, 2).into(),
                 port: 9000,
                 weight: 1,
             },

@@ -1,7 +1,7 @@
 //! `gateway`: the agent binary. Thin: parses flags and hands over to the library.
 use std::{
     collections::BTreeMap,
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::PathBuf,
     process::ExitCode,
     time::Duration,
@@ -141,9 +141,10 @@ enum Cmd {
         /// userspace sockets.
         #[arg(long = "iface")]
         ifaces: Vec<String>,
-        /// Address the Gateway's servers listen on (repeatable); default: the interfaces' addresses.
+        /// Address the Gateway's servers listen on, IPv4 or IPv6 (repeatable); default: the
+        /// interfaces' addresses (both families, link-local ones left out).
         #[arg(long = "vip")]
-        vips: Vec<Ipv4Addr>,
+        vips: Vec<IpAddr>,
         /// bpffs directory for this agent's pinned maps and links; one per agent.
         #[arg(long, default_value = "/sys/fs/bpf/gateway")]
         pin_root: PathBuf,
@@ -227,10 +228,10 @@ enum Cmd {
         request: Option<String>,
         /// Explain a TCP flow to `VIP:PORT` (the L4 service, backends, NAT) instead.
         #[arg(long, conflicts_with = "udp")]
-        tcp: Option<std::net::SocketAddrV4>,
+        tcp: Option<std::net::SocketAddr>,
         /// Explain a UDP flow to `VIP:PORT`.
         #[arg(long)]
-        udp: Option<std::net::SocketAddrV4>,
+        udp: Option<std::net::SocketAddr>,
         /// Request header, `name: value` (repeatable).
         #[arg(short = 'H', long = "header")]
         headers: Vec<String>,
@@ -239,7 +240,7 @@ enum Cmd {
         sni: Option<String>,
         /// The VIPs the agent would serve (default: any address).
         #[arg(long = "vip")]
-        vips: Vec<Ipv4Addr>,
+        vips: Vec<IpAddr>,
     },
     /// A running agent's live state, as `istioctl proxy-config` and `cilium-dbg bpf lb list`
     /// show theirs: listeners, routes, clusters, endpoints, secrets (sources only), and the XDP
@@ -436,11 +437,12 @@ fn explain(
     what: &Explained,
     headers: &[String],
     sni: Option<String>,
-    vips: Vec<Ipv4Addr>,
+    vips: Vec<IpAddr>,
 ) -> ExitCode {
     let input = config::CompileInput {
+        // Any address of either family: an IPv6 flow is explained with the IPv6 endpoints.
         vips: if vips.is_empty() {
-            vec![Ipv4Addr::UNSPECIFIED]
+            vec![Ipv4Addr::UNSPECIFIED.into(), Ipv6Addr::UNSPECIFIED.into()]
         } else {
             vips
         },
@@ -454,7 +456,7 @@ fn explain(
         return ExitCode::FAILURE;
     };
     let (text, status) = match what {
-        Explained::L4(a, proto) => gateway::explain::explain_l4(&plan, *a.ip(), a.port(), *proto),
+        Explained::L4(a, proto) => gateway::explain::explain_l4(&plan, a.ip(), a.port(), *proto),
         Explained::Http(line) => match gateway::explain::Request::parse(line, headers, sni) {
             Ok(req) => gateway::explain::explain(&plan, &req),
             Err(e) => {
@@ -469,7 +471,7 @@ fn explain(
 
 enum Explained {
     Http(String),
-    L4(std::net::SocketAddrV4, gateway::plan::Proto),
+    L4(std::net::SocketAddr, gateway::plan::Proto),
 }
 
 /// 0 when something answers (a route, a redirect, a direct response, an L4 service); 1 for a

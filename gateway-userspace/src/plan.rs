@@ -3,7 +3,7 @@
 //! `config::compile` produces it from validated manifests; `dataplane` (XDP maps) and `l4proxy`
 //! (the userspace fallback) apply it. It is plain data, so it can be diffed, dumped and tested.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use serde::Serialize;
 
@@ -47,7 +47,8 @@ pub enum HashMode {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Backend {
-    pub addr: Ipv4Addr,
+    /// Of the service's VIP's family (the compiler keeps each family's endpoints apart).
+    pub addr: IpAddr,
     pub port: u16,
     /// Relative share in the Maglev ring (> 0).
     pub weight: u32,
@@ -56,7 +57,8 @@ pub struct Backend {
 /// One L4 service on the fast path: packets to (vip, port, proto) are balanced over `backends`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct L4Service {
-    pub vip: Ipv4Addr,
+    /// IPv4 or IPv6.
+    pub vip: IpAddr,
     pub port: u16,
     pub proto: Proto,
     pub nat: NatMode,
@@ -73,7 +75,7 @@ pub struct L4Service {
 /// to the local stack, and the agent binds a listener.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct LocalPort {
-    pub vip: Ipv4Addr,
+    pub vip: IpAddr,
     pub port: u16,
     pub origin: String,
 }
@@ -598,7 +600,7 @@ pub mod http {
 
     #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
     pub struct Endpoint {
-        pub addr: Ipv4Addr,
+        pub addr: std::net::IpAddr,
         pub port: u16,
         pub weight: u32,
     }

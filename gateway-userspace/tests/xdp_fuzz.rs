@@ -34,7 +34,7 @@ fn sh(args: &str) {
 
 fn svc(port: u16, proto: Proto, nat: NatMode, backends: &[[u8; 4]]) -> L4Service {
     L4Service {
-        vip: Ipv4Addr::from(VIP),
+        vip: Ipv4Addr::from(VIP).into(),
         port,
         proto,
         nat,
@@ -42,7 +42,7 @@ fn svc(port: u16, proto: Proto, nat: NatMode, backends: &[[u8; 4]]) -> L4Service
         backends: backends
             .iter()
             .map(|a| Backend {
-                addr: Ipv4Addr::from(*a),
+                addr: Ipv4Addr::from(*a).into(),
                 port: 9000,
                 weight: 1,
             })
@@ -60,7 +60,7 @@ fn plan() -> Plan {
             svc(5353, Proto::Udp, NatMode::Snat, &[B2]),
         ],
         local: vec![LocalPort {
-            vip: Ipv4Addr::from(VIP),
+            vip: Ipv4Addr::from(VIP).into(),
             port: 80,
             origin: "fuzz".into(),
         }],

@@ -65,7 +65,11 @@ pub fn tcp_hit_here(addr: SocketAddr) -> anyhow::Result<Greeting> {
 
 /// One request/response from the calling thread's namespace; retried (UDP may lose a datagram).
 pub fn udp_request_here(addr: SocketAddr, payload: &[u8]) -> anyhow::Result<Vec<u8>> {
-    let s = UdpSocket::bind("0.0.0.0:0")?;
+    let s = UdpSocket::bind(if addr.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    })?;
     s.set_read_timeout(Some(IO_TIMEOUT))?;
     s.set_write_timeout(Some(IO_TIMEOUT))?;
     s.connect(addr)?;

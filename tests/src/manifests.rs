@@ -3,7 +3,7 @@
 //! version label, and a VirtualService routing both ports.
 
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use crate::topology::{Topology, BACKEND_TCP_PORT, BACKEND_UDP_PORT};
 
@@ -51,7 +51,7 @@ pub struct L4Config {
     /// Gateway TCP server port (a test may set an invalid one).
     pub gateway_tcp_port: i64,
     /// ServiceEntry endpoints: address and `version` label.
-    pub endpoints: Vec<(Ipv4Addr, String)>,
+    pub endpoints: Vec<(IpAddr, String)>,
     /// DestinationRule subsets: name == version label.
     pub subsets: Vec<String>,
     /// Routes of the TCP port (weights as written).
@@ -62,10 +62,10 @@ impl L4Config {
     /// Every backend as an endpoint, backend `bN` labelled `version: vN`, a subset per version,
     /// and the TCP port routed to the whole host.
     pub fn for_topology(topo: &Topology) -> Self {
-        let endpoints: Vec<(Ipv4Addr, String)> = topo
+        let endpoints: Vec<(IpAddr, String)> = topo
             .backends
             .iter()
-            .map(|b| (b.addr, b.name.replacen('b', "v", 1)))
+            .map(|b| (b.addr.into(), b.name.replacen('b', "v", 1)))
             .collect();
         L4Config {
             nat_mode: None,
@@ -92,7 +92,17 @@ impl L4Config {
     }
 
     pub fn without_endpoint(mut self, addr: Ipv4Addr) -> Self {
-        self.endpoints.retain(|(a, _)| *a != addr);
+        self.endpoints.retain(|(a, _)| *a != IpAddr::from(addr));
+        self
+    }
+
+    /// Every backend's IPv6 address as an endpoint too (same labels): a dual-stack service,
+    /// whose IPv6 VIP reaches the IPv6 endpoints and IPv4 VIP the IPv4 ones.
+    pub fn dual_stack(mut self, topo: &Topology) -> Self {
+        for b in &topo.backends {
+            self.endpoints
+                .push((b.addr6.into(), b.name.replacen('b', "v", 1)));
+        }
         self
     }
 
@@ -136,7 +146,7 @@ metadata:
         for (addr, version) in &self.endpoints {
             let _ = write!(
                 eps,
-                "  - address: {addr}\n    labels:\n      version: {version}\n"
+                "  - address: \"{addr}\"\n    labels:\n      version: {version}\n"
             );
         }
         format!(

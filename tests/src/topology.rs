@@ -2,12 +2,17 @@
 //!
 //! ```text
 //!  client 198.18.0.2 --- 198.18.0.1 (VIP) node 198.18.1x.1 --- 198.18.1x.2 backend x (x = 1..n)
+//!  with Opts::ipv6, also:
+//!  client 2001:db8::2 --- 2001:db8::1 (VIP) node 2001:db8:1x::1 --- 2001:db8:1x::2 backend x
 //! ```
 //!
-//! The node has IPv4 forwarding off, so only the XDP program can carry a packet from one of its
-//! interfaces to another: a connection that works proves the XDP path.
+//! The node has IPv4 and IPv6 forwarding off, so only the XDP program can carry a packet from
+//! one of its interfaces to another: a connection that works proves the XDP path.
 
-use std::{net::Ipv4Addr, time::Duration};
+use std::{
+    net::{Ipv4Addr, Ipv6Addr},
+    time::Duration,
+};
 
 use anyhow::Context as _;
 
@@ -16,6 +21,9 @@ use crate::{client::Client, netns::Netns, proc::ChildGuard, test_backend_bin};
 /// The client's address, and the node's client-facing address (the gateway's VIP).
 pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 pub const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// The same with [`Opts::ipv6`].
+pub const CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
 /// Ports every test backend serves.
 pub const BACKEND_TCP_PORT: u16 = 9000;
 pub const BACKEND_UDP_PORT: u16 = 9001;
@@ -36,6 +44,9 @@ pub struct Opts {
     pub static_neighbours: bool,
     /// Also serve HTTP/1.1 on [`BACKEND_HTTP_PORT`] in each backend (see `test-backend --http`).
     pub http_backends: bool,
+    /// Dual stack: every link gets its IPv6 addresses (2001:db8::/32) too, with the same
+    /// routes as IPv4.
+    pub ipv6: bool,
 }
 
 impl Default for Opts {
@@ -45,6 +56,7 @@ impl Default for Opts {
             start_backends: true,
             static_neighbours: false,
             http_backends: false,
+            ipv6: false,
         }
     }
 }
@@ -73,6 +85,11 @@ impl Opts {
             ..Opts::default()
         }
     }
+
+    /// These options with IPv6 as well (dual stack).
+    pub fn dual_stack(self) -> Self {
+        Opts { ipv6: true, ..self }
+    }
 }
 
 pub struct Backend {
@@ -81,6 +98,9 @@ pub struct Backend {
     pub addr: Ipv4Addr,
     /// The node's address on this backend's link (the SNAT source).
     pub node_addr: Ipv4Addr,
+    /// Both, for IPv6 (configured with [`Opts::ipv6`]).
+    pub addr6: Ipv6Addr,
+    pub node_addr6: Ipv6Addr,
     /// The node's interface towards this backend.
     pub node_iface: String,
     // Declared before `ns`: the server dies before its namespace is deleted.
@@ -129,6 +149,8 @@ impl Topology {
                 name: format!("b{i}"),
                 addr: Ipv4Addr::new(198, 18, net, 2),
                 node_addr: Ipv4Addr::new(198, 18, net, 1),
+                addr6: Ipv6Addr::new(0x2001, 0xdb8, 0x10 + i as u16, 0, 0, 0, 0, 2),
+                node_addr6: Ipv6Addr::new(0x2001, 0xdb8, 0x10 + i as u16, 0, 0, 0, 0, 1),
                 node_iface: format!("{prefix}b{i}"),
                 server: None,
                 ns,
@@ -167,11 +189,30 @@ impl Topology {
                 b.ns.ip(&["route", "add", "default", "via", &b.node_addr.to_string()])?;
             }
         }
+        if opts.ipv6 {
+            link6(node, &self.client_iface, &self.client, VIP6, CLIENT_ADDR6)?;
+            self.client
+                .ip(&["-6", "route", "add", "default", "via", &VIP6.to_string()])?;
+            for b in &self.backends {
+                link6(node, &b.node_iface, &b.ns, b.node_addr6, b.addr6)?;
+                if opts.backend_routes {
+                    b.ns.ip(&[
+                        "-6",
+                        "route",
+                        "add",
+                        "default",
+                        "via",
+                        &b.node_addr6.to_string(),
+                    ])?;
+                }
+            }
+        }
         for ns in self.all_ns() {
             ns.ip(&["link", "set", "lo", "up"])?;
         }
         // Only XDP may move packets between the node's interfaces.
         node.exec(&["sysctl", "-q", "-w", "net.ipv4.ip_forward=0"])?;
+        node.exec(&["sysctl", "-q", "-w", "net.ipv6.conf.all.forwarding=0"])?;
         if opts.static_neighbours {
             let mac = mac_of(&self.client, "eth0")?;
             neigh(node, CLIENT_ADDR, &mac, &self.client_iface)?;
@@ -242,6 +283,36 @@ fn link(
     b.ip(&["addr", "add", &format!("{b_addr}/24"), "dev", "eth0"])?;
     a.ip(&["link", "set", local, "up"])?;
     b.ip(&["link", "set", "eth0", "up"])?;
+    Ok(())
+}
+
+/// IPv6 addresses (/64, no duplicate address detection, so usable at once) on the link that
+/// [`link`] made: `local` in `a`, `eth0` in `b`.
+fn link6(
+    a: &Netns,
+    local: &str,
+    b: &Netns,
+    a_addr: Ipv6Addr,
+    b_addr: Ipv6Addr,
+) -> anyhow::Result<()> {
+    a.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{a_addr}/64"),
+        "dev",
+        local,
+        "nodad",
+    ])?;
+    b.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{b_addr}/64"),
+        "dev",
+        "eth0",
+        "nodad",
+    ])?;
     Ok(())
 }
 

@@ -83,3 +83,47 @@ fn userspace_when_xdp_cannot_attach() -> Result<()> {
     ensure!(hit.name == "b1", "hit {hit:?}");
     Ok(())
 }
+
+/// No --iface, an IPv6 VIP beside the IPv4 one: the userspace path listens on both, and each
+/// family's connections go to that family's endpoints of the dual-stack service.
+#[test]
+fn userspace_ipv6_vip() -> Result<()> {
+    use gateway_tests::topology::VIP6;
+    let topo = Topology::new("u6", 2, Opts::default().dual_stack())?;
+    let cfg = L4Config::for_topology(&topo).dual_stack(&topo);
+    let agent = Agent::start_on(
+        &topo,
+        &cfg.files(),
+        &[],
+        &["--vip", &VIP.to_string(), "--vip", &VIP6.to_string()],
+        "userspace",
+    )?;
+    let dump = agent.config_dump()?;
+    ensure!(
+        dump["l4_path_reason"] == "no --iface given",
+        "reason: {}",
+        dump["l4_path_reason"]
+    );
+    let v6 = SocketAddr::new(VIP6.into(), TCP_PORT);
+    let hits = topo.client_api().tcp_hits(v6, 40)?;
+    for h in &hits {
+        let b = topo.backend(&h.name);
+        ensure!(
+            h.peer == std::net::IpAddr::V6(b.node_addr6),
+            "{} saw {} over IPv6",
+            h.name,
+            h.peer
+        );
+    }
+    let hits4 = topo.client_api().tcp_hits(vip(TCP_PORT), 10)?;
+    for h in &hits4 {
+        let b = topo.backend(&h.name);
+        ensure!(h.peer == std::net::IpAddr::V4(b.node_addr), "{h:?}");
+    }
+    let r = topo
+        .client_api()
+        .udp_request(SocketAddr::new(VIP6.into(), UDP_PORT), b"hello6")?;
+    let r = String::from_utf8_lossy(&r);
+    ensure!(r.ends_with(":hello6"), "udp reply {r:?}");
+    Ok(())
+}

@@ -22,7 +22,7 @@ use gateway_tests::{
     client::Greeting,
     manifests::{self, L4Config, TCP_PORT, UDP_PORT},
     test_backend_bin,
-    topology::{start_server, CLIENT_ADDR, VIP},
+    topology::{start_server, CLIENT_ADDR, CLIENT_ADDR6, VIP, VIP6},
     wait_until, Agent, Opts, Topology,
 };
 
@@ -238,11 +238,34 @@ fn preserve_source() -> Result<()> {
 /// (visible from this test's mount namespace) to survive.
 #[test]
 fn restart() -> Result<()> {
-    let topo = Topology::new("rs", 2, Opts::default())?;
-    let cfg = L4Config::for_topology(&topo);
+    restart_on("rs", false)
+}
+
+/// The same over IPv6: the IPv6 maps are pinned and adopted like the IPv4 ones.
+#[test]
+fn ipv6_restart() -> Result<()> {
+    restart_on("6r", true)
+}
+
+fn restart_on(tag: &str, ipv6: bool) -> Result<()> {
+    let opts = if ipv6 {
+        Opts::default().dual_stack()
+    } else {
+        Opts::default()
+    };
+    let topo = Topology::new(tag, 2, opts)?;
+    let mut cfg = L4Config::for_topology(&topo);
+    if ipv6 {
+        cfg = cfg.dual_stack(&topo);
+    }
+    let to = if ipv6 {
+        SocketAddr::new(VIP6.into(), TCP_PORT)
+    } else {
+        vip(TCP_PORT)
+    };
     let mut agent = Agent::start(&topo, &cfg.files())?;
 
-    let mut stream = topo.client_api().open_stream(vip(TCP_PORT))?;
+    let mut stream = topo.client_api().open_stream(to)?;
     let echoed = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(AtomicBool::new(false));
     // Streams a counter, checking each echo byte for byte; any loss or reset ends it with an error.
@@ -291,7 +314,7 @@ fn restart() -> Result<()> {
     let n = pump.join().expect("pump thread panicked")?;
     ensure!(n > 100, "only {n} echoes");
 
-    let hits = topo.client_api().tcp_hits(vip(TCP_PORT), 20)?;
+    let hits = topo.client_api().tcp_hits(to, 20)?;
     ensure!(hits.len() == 20, "new connections after restart");
     Ok(())
 }
@@ -668,5 +691,130 @@ fn bulk_stream_with_gso_packets() -> Result<()> {
     let fwd = agent.verdict_packets("fwd_established")?;
     ensure!(oversize > 0, "no GSO packet seen: is TSO off on the peers?");
     ensure!(fwd > 0, "nothing took the XDP redirect");
+    Ok(())
+}
+
+/// IPv6, SNAT, dual stack: one Gateway and one ServiceEntry with both families' endpoints.
+/// Backends have no route beyond their own links (neither family), so every answer proves the
+/// rewrite to the node's address on the backend's link; IPv6 forwarding is off on the node.
+/// Each VIP's connections reach only endpoints of its own family.
+#[test]
+fn ipv6_snat_dual_stack() -> Result<()> {
+    let topo = Topology::new("6s", 2, Opts::no_backend_routes().dual_stack())?;
+    let cfg = L4Config::for_topology(&topo).dual_stack(&topo);
+    let agent = Agent::start(&topo, &cfg.files())?;
+    let client = topo.client_api();
+
+    let hits6 = client.tcp_hits(SocketAddr::new(VIP6.into(), TCP_PORT), 40)?;
+    for h in &hits6 {
+        let want: IpAddr = topo.backend(&h.name).node_addr6.into();
+        ensure!(
+            h.peer == want,
+            "backend {} saw source {} over IPv6, want the node's {want}",
+            h.name,
+            h.peer
+        );
+    }
+    ensure!(
+        count_by_name(&hits6).len() == 2,
+        "want both backends used over IPv6: {:?}",
+        count_by_name(&hits6)
+    );
+    // The same port over IPv4 at the same time: IPv4 endpoints, IPv4 SNAT.
+    let hits4 = client.tcp_hits(vip(TCP_PORT), 20)?;
+    for h in &hits4 {
+        let want: IpAddr = topo.backend(&h.name).node_addr.into();
+        ensure!(h.peer == want, "IPv4 hit {h:?}: want source {want}");
+    }
+    // A long-lived IPv6 stream echoes both ways (established and reply entries).
+    let mut s = client.open_stream(SocketAddr::new(VIP6.into(), TCP_PORT))?;
+    for i in 0..20 {
+        s.echo(format!("line {i}\n").as_bytes())?;
+    }
+
+    let st = agent.stats()?;
+    let svc = format!("[{VIP6}]:{TCP_PORT}/tcp");
+    ensure!(
+        st["services"][&svc]["packets"].as_u64().unwrap_or(0) > 40,
+        "XDP counted too few packets for {svc}: {st}"
+    );
+    for b in &topo.backends {
+        let k = format!("[{}]:9000", b.addr6);
+        ensure!(
+            st["backends"][&k]["packets"].as_u64().unwrap_or(0) > 0,
+            "no XDP packets counted for {k}: {st}"
+        );
+    }
+    // Nothing reached the kernel's forwarding path: the node has it off for both families.
+    let fwd = topo
+        .node
+        .exec(&["sysctl", "-n", "net.ipv6.conf.all.forwarding"])?;
+    ensure!(fwd.trim() == "0", "IPv6 forwarding on in the node: {fwd}");
+
+    // UDP over IPv6 too.
+    for i in 0..5 {
+        let payload = format!("ping6 {i}");
+        let reply =
+            client.udp_request(SocketAddr::new(VIP6.into(), UDP_PORT), payload.as_bytes())?;
+        let reply = String::from_utf8_lossy(&reply);
+        let (name, echoed) = reply
+            .split_once(':')
+            .with_context(|| format!("bad reply {reply:?}"))?;
+        ensure!(
+            ["b1", "b2"].contains(&name) && echoed == payload,
+            "bad reply {reply:?} to {payload:?}"
+        );
+    }
+    let st = agent.stats()?;
+    let svc = format!("[{VIP6}]:{UDP_PORT}/udp");
+    ensure!(
+        st["services"][&svc]["packets"].as_u64().unwrap_or(0) >= 5,
+        "XDP counted no UDP packets for {svc}: {st}"
+    );
+    Ok(())
+}
+
+/// IPv6, preserve-source: backends see the client's own IPv6 address and route their replies
+/// through the node, whose kernel forwards nothing (the backend is not reachable directly).
+#[test]
+fn ipv6_preserve_source() -> Result<()> {
+    let topo = Topology::new("6p", 2, Opts::default().dual_stack())?;
+    let cfg = L4Config::for_topology(&topo)
+        .dual_stack(&topo)
+        .nat("preserve-source");
+    let agent = Agent::start(&topo, &cfg.files())?;
+    let client = topo.client_api();
+
+    let hits = client.tcp_hits(SocketAddr::new(VIP6.into(), TCP_PORT), 20)?;
+    for h in &hits {
+        ensure!(
+            h.peer == IpAddr::from(CLIENT_ADDR6),
+            "backend {} saw source {}, want client {CLIENT_ADDR6}",
+            h.name,
+            h.peer
+        );
+    }
+    for i in 0..5 {
+        let payload = format!("ps6 {i}");
+        let reply =
+            client.udp_request(SocketAddr::new(VIP6.into(), UDP_PORT), payload.as_bytes())?;
+        ensure!(
+            String::from_utf8_lossy(&reply).ends_with(&payload),
+            "bad UDP reply {reply:?}"
+        );
+    }
+    // The XDP program carried them (both directions count on the service).
+    let st = agent.stats()?;
+    let svc = format!("[{VIP6}]:{TCP_PORT}/tcp");
+    ensure!(
+        st["services"][&svc]["packets"].as_u64().unwrap_or(0) > 40,
+        "XDP counted too few packets for {svc}: {st}"
+    );
+    let direct = SocketAddr::new(topo.backend("b1").addr6.into(), 9000);
+    let r = client.tcp_hit(direct);
+    ensure!(
+        r.is_err(),
+        "client reached {direct} directly: the node's kernel forwards IPv6 ({r:?})"
+    );
     Ok(())
 }

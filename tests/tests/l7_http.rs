@@ -910,3 +910,71 @@ data:
     );
     Ok(())
 }
+
+/// IPv6 on the L7 path: the XDP program hands the IPv6 VIP's HTTP port to the stack, the
+/// wildcard listener's IPv6 twin takes the connection, and routes reach IPv4 and IPv6
+/// upstreams alike (a ServiceEntry of IPv6 endpoints beside the IPv4 one).
+#[test]
+fn http_over_ipv6() -> Result<()> {
+    use gateway_tests::topology::VIP6;
+    let topo = Topology::new("h6", 2, Opts::http_backends().dual_stack())?;
+    let eps6: Vec<String> = topo
+        .backends
+        .iter()
+        .map(|b| format!("{{address: \"{}\"}}", b.addr6))
+        .collect();
+    let se6 = manifests::service_entry(
+        "web6",
+        "default",
+        "web6.example.com",
+        &format!("{{number: {BACKEND_HTTP_PORT}, name: http, protocol: HTTP}}"),
+        &eps6,
+    );
+    let main = vs(
+        "web",
+        "[\"*\"]",
+        &format!("  - route: [{{destination: {{host: {HOST}}}}}]\n"),
+    );
+    let six = vs(
+        "web6",
+        "[six.example.com]",
+        "  - route: [{destination: {host: web6.example.com}}]\n",
+    );
+    let mut f = files(&topo, "", &[&main, &six]);
+    f.push(("service-entry-6.yaml", se6));
+    let agent = Agent::start(&topo, &f)?;
+    let passed_before = agent.verdict_packets("pass_local")?;
+    let c = topo.http_client();
+    let base = format!("http://[{VIP6}]");
+    for _ in 0..4 {
+        let r = c.get(&format!("{base}/a"), &[])?;
+        ensure!(
+            r.status == 200 && ["b1", "b2"].contains(&r.backend()),
+            "IPv6 client, IPv4 upstream: {} {:?}",
+            r.status,
+            r.backend()
+        );
+        let r = c.get(&format!("{base}/b"), &["Host: six.example.com"])?;
+        ensure!(
+            r.status == 200 && ["b1", "b2"].contains(&r.backend()),
+            "IPv6 client, IPv6 upstream: {} {:?}",
+            r.status,
+            r.backend()
+        );
+    }
+    // The IPv4 VIP still works on the same listener.
+    let r = c.get(&url("/c"), &[])?;
+    ensure!(r.status == 200, "IPv4 client: {}", r.status);
+    let passed = agent.verdict_packets("pass_local")?;
+    ensure!(
+        passed > passed_before,
+        "pass_local did not count the IPv6 HTTP packets ({passed_before} -> {passed})"
+    );
+    let st = agent.stats()?;
+    let svc = format!("[{VIP6}]:80/tcp");
+    ensure!(
+        st["services"][&svc]["packets"].as_u64().unwrap_or(0) > 0,
+        "no packets counted for the L7 service {svc}: {st}"
+    );
+    Ok(())
+}

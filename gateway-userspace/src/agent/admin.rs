@@ -286,8 +286,8 @@ fn explain(st: &State, query: &str) -> Resp {
         .map(|a| (a, crate::plan::Proto::Tcp))
         .or_else(|| get("udp").map(|a| (a, crate::plan::Proto::Udp)))
     {
-        match addr.parse::<std::net::SocketAddrV4>() {
-            Ok(a) => explain_l4(&snap.plan, *a.ip(), a.port(), proto),
+        match addr.parse::<std::net::SocketAddr>() {
+            Ok(a) => explain_l4(&snap.plan, a.ip(), a.port(), proto),
             Err(e) => return text(StatusCode::BAD_REQUEST, format!("{addr}: {e}\n")),
         }
     } else {

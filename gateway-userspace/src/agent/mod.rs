@@ -6,7 +6,7 @@ mod admin;
 use std::{
     collections::BTreeMap,
     hash::{Hash, Hasher},
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, SocketAddr},
     path::{Path, PathBuf},
     sync::Arc,
     time::Duration,
@@ -50,7 +50,7 @@ pub struct RunArgs {
     /// The node's name (downward API), for /config_dump.
     pub node_name: Option<String>,
     pub ifaces: Vec<String>,
-    pub vips: Vec<Ipv4Addr>,
+    pub vips: Vec<IpAddr>,
     pub pin_root: PathBuf,
     pub xdp_mode: Mode,
     pub nat_mode: NatMode,
@@ -391,14 +391,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         args.vips.clone()
     } else if !args.ifaces.is_empty() {
         let v = dataplane::addrs_of(&args.ifaces);
-        anyhow::ensure!(
-            !v.is_empty(),
-            "no IPv4 address on {:?}: give --vip",
-            args.ifaces
-        );
+        anyhow::ensure!(!v.is_empty(), "no address on {:?}: give --vip", args.ifaces);
         v
     } else {
-        vec![Ipv4Addr::UNSPECIFIED]
+        vec![Ipv4Addr::UNSPECIFIED.into()]
     };
     let input = CompileInput {
         vips,

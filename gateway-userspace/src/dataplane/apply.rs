@@ -4,7 +4,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap as StdHashMap},
-    net::Ipv4Addr,
+    net::IpAddr,
     os::fd::{AsFd as _, AsRawFd as _, BorrowedFd},
 };
 
@@ -13,12 +13,12 @@ use aya::{
     programs::Xdp,
 };
 use gateway_common::{
-    addr_flags, maps as names, Backend as BpfBackend, Counters, IfAddr, ResolveBatch, MAGLEV_RING,
-    XDP_RESOLVE_PROGRAM,
+    addr6, addr_flags, maps as names, Addr6, Backend as BpfBackend, Backend6 as BpfBackend6,
+    Counters, IfAddr, ResolveBatch, MAGLEV_RING, XDP_RESOLVE6_PROGRAM, XDP_RESOLVE_PROGRAM,
 };
 
 use super::{
-    diff::{self, Op},
+    diff::{self, Op, SvcKey},
     ifmode, interface_addrs, map_err, Dataplane, DataplaneError, DRAIN_PERIOD,
 };
 use crate::plan::Plan;
@@ -33,7 +33,7 @@ impl Dataplane {
         // fresh by the agent's periodic refresh, and priming 100,000 of them at every apply
         // was most of a no-change apply's time.
         prime_addrs(d.ops.iter().filter_map(|op| match op {
-            Op::AddBackend { addr, .. } => Some(Ipv4Addr::from(u32::from_be(*addr))),
+            Op::AddBackend { addr, .. } => Some(*addr),
             _ => None,
         }));
         self.run(d.ops)?;
@@ -60,9 +60,16 @@ impl Dataplane {
     fn exec(&mut self, op: &Op) -> Result<(), DataplaneError> {
         match op {
             Op::AddBackend { id, addr, port } => {
-                self.backends
-                    .set(*id, BpfBackend::new(*addr, *port), 0)
-                    .map_err(map_err(names::BACKENDS))?;
+                match addr {
+                    IpAddr::V4(a) => self
+                        .backends
+                        .set(*id, BpfBackend::new(u32::from(*a).to_be(), port.to_be()), 0)
+                        .map_err(map_err(names::BACKENDS))?,
+                    IpAddr::V6(a) => self
+                        .backends6
+                        .set(*id, BpfBackend6::new(addr6(a.octets()), port.to_be()), 0)
+                        .map_err(map_err(names::BACKENDS6))?,
+                }
                 reset_counter(&mut self.backend_stats, *id)?;
             }
             Op::ResolveNextHops(by_id) => {
@@ -93,39 +100,68 @@ impl Dataplane {
             }
             Op::SetService { key, value, .. } => {
                 // The switch: one map update moves the service to its new ring.
-                self.services
-                    .insert(key, value, 0)
-                    .map_err(map_err(names::SERVICES))?;
+                match key {
+                    SvcKey::V4(k) => self
+                        .services
+                        .insert(k, value, 0)
+                        .map_err(map_err(names::SERVICES))?,
+                    SvcKey::V6(k) => self
+                        .services6
+                        .insert(k, value, 0)
+                        .map_err(map_err(names::SERVICES6))?,
+                }
             }
             Op::RemoveService { key } => {
-                let _ = self.services.remove(key);
+                let _ = match key {
+                    SvcKey::V4(k) => self.services.remove(k),
+                    SvcKey::V6(k) => self.services6.remove(k),
+                };
             }
             Op::StartDrain { .. } | Op::EndDrain { .. } => {}
-            Op::RemoveBackend { id, .. } => {
+            Op::RemoveBackend { id, addr, .. } => {
                 // Established flows carry their own rewrite and keep going.
-                self.backends
-                    .set(*id, BpfBackend::default(), 0)
-                    .map_err(map_err(names::BACKENDS))?;
+                match addr {
+                    IpAddr::V4(_) => self
+                        .backends
+                        .set(*id, BpfBackend::default(), 0)
+                        .map_err(map_err(names::BACKENDS))?,
+                    IpAddr::V6(_) => self
+                        .backends6
+                        .set(*id, BpfBackend6::default(), 0)
+                        .map_err(map_err(names::BACKENDS6))?,
+                }
             }
         }
         Ok(())
     }
 
-    /// Publishes the IPv4 address of every interface (SNAT source per egress interface) and
+    /// Publishes the IPv4 and IPv6 address of every interface (SNAT source per egress interface,
+    /// `IFADDRS` and `IFADDRS6`) and
     /// the checksum handling of each attached one (`if_flags`; an attached interface without an
     /// address gets an entry with address 0, which is never a SNAT source).
     pub fn sync_ifaddrs(&mut self) -> Result<(), DataplaneError> {
         let addrs = interface_addrs();
-        let mut want: BTreeMap<u32, IfAddr> = addrs
-            .iter()
-            .map(|(idx, a)| {
+        let mut want: BTreeMap<u32, IfAddr> = BTreeMap::new();
+        let mut want6: BTreeMap<u32, Addr6> = BTreeMap::new();
+        for (idx, all) in &addrs {
+            if let Some(a) = all.iter().find_map(|a| match a {
+                IpAddr::V4(a) => Some(*a),
+                IpAddr::V6(_) => None,
+            }) {
                 let v = IfAddr {
-                    addr: u32::from(a[0]).to_be(),
+                    addr: u32::from(a).to_be(),
                     flags: 0,
                 };
-                (*idx, v)
-            })
-            .collect();
+                want.insert(*idx, v);
+            }
+            // The first global IPv6 address (link-local ones are left out already).
+            if let Some(a) = all.iter().find_map(|a| match a {
+                IpAddr::V6(a) => Some(*a),
+                IpAddr::V4(_) => None,
+            }) {
+                want6.insert(*idx, addr6(a.octets()));
+            }
+        }
         for m in &self.ifmodes {
             // Looked up again: an interface re-created under the same name has a new index.
             if let Some(idx) = ifmode::ifindex(&m.iface) {
@@ -135,20 +171,25 @@ impl Dataplane {
             }
         }
         sync_hash(&mut self.ifaddrs, &want, names::IFADDRS)?;
+        sync_hash(&mut self.ifaddrs6, &want6, names::IFADDRS6)?;
         self.sync_addrs(&addrs)
     }
 
-    /// Brings `ADDRS` to the node's own addresses (`ifaces`, from `interface_addrs`), removing
-    /// the rest.
-    fn sync_addrs(
-        &mut self,
-        ifaces: &StdHashMap<u32, Vec<Ipv4Addr>>,
-    ) -> Result<(), DataplaneError> {
+    /// Brings `ADDRS` and `ADDRS6` to the node's own addresses (`ifaces`, from
+    /// `interface_addrs`), removing the rest.
+    fn sync_addrs(&mut self, ifaces: &StdHashMap<u32, Vec<IpAddr>>) -> Result<(), DataplaneError> {
         let mut want: BTreeMap<u32, u32> = BTreeMap::new();
+        let mut want6: BTreeMap<Addr6, u32> = BTreeMap::new();
         for a in ifaces.values().flatten() {
-            *want.entry(u32::from(*a).to_be()).or_default() |= addr_flags::NODE;
+            match a {
+                IpAddr::V4(a) => {
+                    *want.entry(u32::from(*a).to_be()).or_default() |= addr_flags::NODE
+                }
+                IpAddr::V6(a) => *want6.entry(addr6(a.octets())).or_default() |= addr_flags::NODE,
+            }
         }
-        sync_hash(&mut self.addrs, &want, names::ADDRS)
+        sync_hash(&mut self.addrs, &want, names::ADDRS)?;
+        sync_hash(&mut self.addrs6, &want6, names::ADDRS6)
     }
 
     /// Resolves every backend's next hop (egress interface, MACs, SNAT address) into `BACKENDS`
@@ -156,8 +197,8 @@ impl Dataplane {
     /// lookup. Called after each apply and about once a second. Returns the backends that could
     /// not be resolved (no route or no neighbour entry yet): the caller primes their neighbours,
     /// and the data path asks the FIB per flow for them meanwhile.
-    pub fn refresh_next_hops(&mut self) -> Result<Vec<Ipv4Addr>, DataplaneError> {
-        let all: BTreeMap<u32, u32> = self
+    pub fn refresh_next_hops(&mut self) -> Result<Vec<IpAddr>, DataplaneError> {
+        let all: BTreeMap<u32, IpAddr> = self
             .state
             .backend_ids
             .iter()
@@ -166,23 +207,43 @@ impl Dataplane {
         self.resolve_next_hops(&all)
     }
 
-    /// Resolves the next hops of the backends `by_id` (id -> address, network order); returns
-    /// the addresses that could not be resolved.
+    /// Resolves the next hops of the backends `by_id` (id -> address), each by its family's
+    /// resolver; returns the addresses that could not be resolved.
     fn resolve_next_hops(
         &mut self,
-        by_id: &BTreeMap<u32, u32>,
-    ) -> Result<Vec<Ipv4Addr>, DataplaneError> {
+        by_id: &BTreeMap<u32, IpAddr>,
+    ) -> Result<Vec<IpAddr>, DataplaneError> {
+        let mut unresolved = BTreeSet::new();
+        for (name, v6) in [(XDP_RESOLVE_PROGRAM, false), (XDP_RESOLVE6_PROGRAM, true)] {
+            let ids: Vec<(u32, IpAddr)> = by_id
+                .iter()
+                .filter(|(_, a)| a.is_ipv6() == v6)
+                .map(|(id, a)| (*id, *a))
+                .collect();
+            if !ids.is_empty() {
+                self.resolve_with(name, &ids, &mut unresolved)?;
+            }
+        }
+        Ok(unresolved.into_iter().collect())
+    }
+
+    /// Runs the resolver program `name` once per backend of `ids`.
+    fn resolve_with(
+        &mut self,
+        name: &'static str,
+        ids: &[(u32, IpAddr)],
+        unresolved: &mut BTreeSet<IpAddr>,
+    ) -> Result<(), DataplaneError> {
         use aya::programs::{TestRun, TestRunOptions};
         let prog: &mut Xdp = self
             .ebpf
-            .program_mut(XDP_RESOLVE_PROGRAM)
+            .program_mut(name)
             .ok_or(DataplaneError::MissingMap("resolver program"))?
             .try_into()?;
-        let mut unresolved = BTreeSet::new();
         // One run per backend, repeat = 1: a run with repeat > 1 swaps the program in and out
         // of the kernel's XDP dispatcher (two live text patches and RCU grace periods per call),
         // which made a refresh of 100,000 backends take tens of seconds.
-        for (id, addr) in by_id {
+        for (id, addr) in ids {
             let batch = ResolveBatch {
                 first: *id,
                 ..Default::default()
@@ -203,21 +264,21 @@ impl Dataplane {
             }
             let bits = u64::from_ne_bytes(out[24..32].try_into().expect("8 bytes"));
             if bits & 1 != 0 {
-                unresolved.insert(Ipv4Addr::from(u32::from_be(*addr)));
+                unresolved.insert(*addr);
             }
         }
-        Ok(unresolved.into_iter().collect())
+        Ok(())
     }
 }
 
 /// Brings the hash map `map` to `want`: changed entries written (errors returned), then the
 /// others removed (errors ignored: an entry already gone is fine).
-fn sync_hash<V: aya::Pod + PartialEq>(
-    map: &mut HashMap<MapData, u32, V>,
-    want: &BTreeMap<u32, V>,
+fn sync_hash<K: aya::Pod + Ord, V: aya::Pod + PartialEq>(
+    map: &mut HashMap<MapData, K, V>,
+    want: &BTreeMap<K, V>,
     name: &'static str,
 ) -> Result<(), DataplaneError> {
-    let have: BTreeMap<u32, V> = map.iter().filter_map(Result::ok).collect();
+    let have: BTreeMap<K, V> = map.iter().filter_map(Result::ok).collect();
     let (upsert, remove) = diff::sync_hash(&have, want);
     for (k, v) in upsert {
         map.insert(k, v, 0).map_err(map_err(name))?;
@@ -246,7 +307,7 @@ fn reset_counter(map: &mut PerCpuArray<MapData, Counters>, id: u32) -> Result<()
 /// Makes the kernel resolve each backend's neighbour entry, which the XDP program's FIB lookup
 /// needs (it cannot trigger ARP itself): one empty UDP datagram to the discard port.
 pub fn prime_neighbours(plan: &Plan) {
-    let addrs: BTreeSet<Ipv4Addr> = plan
+    let addrs: BTreeSet<IpAddr> = plan
         .l4
         .iter()
         .flat_map(|s| s.backends.iter().map(|b| b.addr))
@@ -255,9 +316,12 @@ pub fn prime_neighbours(plan: &Plan) {
 }
 
 /// `prime_neighbours` for the given addresses (e.g. backends whose next hop did not resolve).
-pub fn prime_addrs(addrs: impl IntoIterator<Item = Ipv4Addr>) {
-    if let Ok(sock) = std::net::UdpSocket::bind("0.0.0.0:0") {
-        for a in addrs {
+pub fn prime_addrs(addrs: impl IntoIterator<Item = IpAddr>) {
+    let v4 = std::net::UdpSocket::bind("0.0.0.0:0").ok();
+    let v6 = std::net::UdpSocket::bind("[::]:0").ok();
+    for a in addrs {
+        let sock = if a.is_ipv6() { &v6 } else { &v4 };
+        if let Some(sock) = sock {
             let _ = sock.send_to(&[], (a, 9));
         }
     }

@@ -94,18 +94,45 @@ pub(super) fn attach_one(
 /// ingress device, and the helper requires forwarding on the device it is given. Forwarding on
 /// `lo` lets nothing else through: the kernel checks the flag of the device a packet arrived on.
 pub(super) fn enable_lo_forwarding() -> Result<(), DataplaneError> {
-    let path = "/proc/sys/net/ipv4/conf/lo/forwarding";
-    let cur = std::fs::read_to_string(path).map_err(|source| DataplaneError::Io {
-        what: "reading lo forwarding",
-        source,
-    })?;
+    enable_forwarding_flag(
+        "/proc/sys/net/ipv4/conf/lo/forwarding",
+        "net.ipv4.conf.lo.forwarding",
+        true,
+    )?;
+    // IPv6: the per-device flag is what bpf_fib_lookup checks; the kernel's own IPv6
+    // forwarding follows `conf.all.forwarding` only, which stays as the node has it. A kernel
+    // without IPv6 has no such file: the IPv6 path then finds no route and passes.
+    enable_forwarding_flag(
+        "/proc/sys/net/ipv6/conf/lo/forwarding",
+        "net.ipv6.conf.lo.forwarding",
+        false,
+    )
+}
+
+fn enable_forwarding_flag(path: &str, name: &str, required: bool) -> Result<(), DataplaneError> {
+    let cur = match std::fs::read_to_string(path) {
+        Ok(c) => c,
+        Err(_) if !required => return Ok(()),
+        Err(source) => {
+            return Err(DataplaneError::Io {
+                what: "reading lo forwarding",
+                source,
+            })
+        }
+    };
     if cur.trim() != "1" {
-        std::fs::write(path, "1").map_err(|source| DataplaneError::Io {
-            // A container's /proc/sys is read-only: the node must set it (docs/deploy.md).
-            what: "enabling forwarding on lo (set net.ipv4.conf.lo.forwarding=1 on the node)",
-            source,
-        })?;
-        log::info!("enabled net.ipv4.conf.lo.forwarding for bpf_fib_lookup (forwarding on other devices unchanged)");
+        if let Err(source) = std::fs::write(path, "1") {
+            if !required {
+                log::warn!("cannot enable {name} ({source}): IPv6 backends will not resolve; set {name}=1 on the node");
+                return Ok(());
+            }
+            return Err(DataplaneError::Io {
+                // A container's /proc/sys is read-only: the node must set it (docs/deploy.md).
+                what: "enabling forwarding on lo (set net.ipv4.conf.lo.forwarding=1 on the node)",
+                source,
+            });
+        }
+        log::info!("enabled {name} for bpf_fib_lookup (forwarding on other devices unchanged)");
     }
     Ok(())
 }

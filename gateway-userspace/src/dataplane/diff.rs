@@ -17,18 +17,54 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    net::IpAddr,
     time::{Duration, Instant},
 };
 
 use gateway_common::{
-    port_flags, svc_flags, ServiceKey, ServiceValue, MAGLEV_RING, MAX_BACKENDS, MAX_RINGS,
-    MAX_SERVICES,
+    addr6, port_flags, svc_flags, ServiceKey, ServiceKey6, ServiceValue, MAGLEV_RING, MAX_BACKENDS,
+    MAX_RINGS, MAX_SERVICES,
 };
 
 use crate::{
     maglev,
     plan::{HashMode, L4Service, NatMode, Plan},
 };
+
+/// A service's key in its family's map (`SERVICES` or `SERVICES6`). Both families share the
+/// service ids, the rings and the port filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum SvcKey {
+    V4(ServiceKey),
+    V6(ServiceKey6),
+}
+
+impl SvcKey {
+    pub fn port(&self) -> u16 {
+        match self {
+            SvcKey::V4(k) => u16::from_be(k.port),
+            SvcKey::V6(k) => u16::from_be(k.port),
+        }
+    }
+
+    pub fn proto(&self) -> u8 {
+        match self {
+            SvcKey::V4(k) => k.proto,
+            SvcKey::V6(k) => k.proto,
+        }
+    }
+
+    pub fn addr(&self) -> IpAddr {
+        match self {
+            SvcKey::V4(k) => IpAddr::from(u32::from_be(k.addr).to_be_bytes()),
+            SvcKey::V6(k) => IpAddr::from(gateway_common::addr6_bytes(k.addr)),
+        }
+    }
+}
+
+/// A backend: address and port (host order). Its id indexes `BACKENDS` or `BACKENDS6` by its
+/// family (one id space for both).
+pub type BackendKey = (IpAddr, u16);
 
 /// What the data plane holds for one service, as last applied.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,9 +77,9 @@ pub struct Applied {
 /// What the maps hold, as far as applies are concerned (the connection table is never touched).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct State {
-    pub applied: BTreeMap<ServiceKey, Applied>,
-    /// `(addr, port)` (network order) -> `BACKENDS` index.
-    pub backend_ids: BTreeMap<(u32, u16), u32>,
+    pub applied: BTreeMap<SvcKey, Applied>,
+    /// `(addr, port)` -> `BACKENDS`/`BACKENDS6` index.
+    pub backend_ids: BTreeMap<BackendKey, u32>,
     /// Non-zero `PORTS` entries as last written (`port_flags`).
     pub port_values: BTreeMap<u32, u32>,
     /// L4 ports of removed services, open until their drain period ends.
@@ -53,11 +89,11 @@ pub struct State {
 /// One step of an apply.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// `BACKENDS[id]` = `addr:port` (network order) with no next hop yet; `BACKEND_STATS[id]`
-    /// zeroed.
-    AddBackend { id: u32, addr: u32, port: u16 },
-    /// Resolve the next hops of these backends (id -> address, network order) into `BACKENDS`.
-    ResolveNextHops(BTreeMap<u32, u32>),
+    /// `BACKENDS[id]` (or `BACKENDS6[id]`) = `addr:port` with no next hop yet;
+    /// `BACKEND_STATS[id]` zeroed.
+    AddBackend { id: u32, addr: IpAddr, port: u16 },
+    /// Resolve the next hops of these backends (id -> address) into their family's map.
+    ResolveNextHops(BTreeMap<u32, IpAddr>),
     /// `PORTS[idx]` = `value` (`port_flags`; 0 closes the port).
     SetPort { idx: u32, value: u32 },
     /// `SERVICE_STATS[id]` zeroed: a service id taken for the first time.
@@ -67,19 +103,20 @@ pub enum Op {
     /// `SERVICES[key]` = `value`: the switch to the ring in `value.ring`. `ring` is what that
     /// slot holds (for the state), and `freed` the slot this service leaves, if any.
     SetService {
-        key: ServiceKey,
+        key: SvcKey,
         value: ServiceValue,
         ring: Vec<u32>,
         freed: Option<u32>,
     },
     /// `SERVICES[key]` removed.
-    RemoveService { key: ServiceKey },
+    RemoveService { key: SvcKey },
     /// State only: `PORTS[idx]` stays open for L4 until `since` + the drain period.
     StartDrain { idx: u32, since: Instant },
     /// State only: the drain of `PORTS[idx]` ends (the port is used again, or its period ended).
     EndDrain { idx: u32 },
-    /// `BACKENDS[id]` cleared (established flows carry their own rewrite and keep going).
-    RemoveBackend { id: u32, addr: u32, port: u16 },
+    /// `BACKENDS[id]` (or `BACKENDS6[id]`) cleared (established flows carry their own rewrite
+    /// and keep going).
+    RemoveBackend { id: u32, addr: IpAddr, port: u16 },
 }
 
 /// A limit of the maps reached; nothing was written.
@@ -92,15 +129,15 @@ pub struct Full {
 
 impl State {
     /// The state that pinned maps left by a previous agent describe: `services` as in
-    /// `SERVICES`, `ports` every `PORTS` entry in index order, `backends` every `BACKENDS`
-    /// entry's `(addr, port)` in index order. Ring contents are not read back: a service with
+    /// `SERVICES` and `SERVICES6`, `ports` every `PORTS` entry in index order, `backends` the
+    /// id and `(addr, port)` of every non-empty `BACKENDS` and `BACKENDS6` entry. Ring contents are not read back: a service with
     /// backends gets a ring no plan produces, so the first apply rewrites it once into a spare
     /// slot. Open L4 ports no adopted L4 service uses belong to services removed before the
     /// restart: they get a fresh drain period from `now`.
     pub fn adopt(
-        services: impl IntoIterator<Item = (ServiceKey, ServiceValue)>,
+        services: impl IntoIterator<Item = (SvcKey, ServiceValue)>,
         ports: impl IntoIterator<Item = u32>,
-        backends: impl IntoIterator<Item = (u32, u16)>,
+        backends: impl IntoIterator<Item = (u32, BackendKey)>,
         now: Instant,
     ) -> State {
         let mut st = State::default();
@@ -122,10 +159,8 @@ impl State {
                 st.draining.insert(idx, now);
             }
         }
-        for (i, (addr, port)) in backends.into_iter().enumerate() {
-            if addr != 0 {
-                st.backend_ids.insert((addr, port), i as u32);
-            }
+        for (id, key) in backends {
+            st.backend_ids.insert(key, id);
         }
         st
     }
@@ -231,15 +266,15 @@ pub fn diff(state: &State, plan: &Plan, now: Instant) -> Result<Diff, Full> {
     };
 
     // 1. Backends: keep ids of known (addr, port), allocate the lowest free id for new ones.
-    let wanted: BTreeSet<(u32, u16)> = plan
+    let wanted: BTreeSet<BackendKey> = plan
         .l4
         .iter()
         .flat_map(|s| s.backends.iter())
-        .map(|b| (u32::from(b.addr).to_be(), b.port.to_be()))
+        .map(|b| (b.addr, b.port))
         .collect();
     let mut used: BTreeSet<u32> = state.backend_ids.values().copied().collect();
     let mut backend_cursor = 0;
-    let mut new_backends: BTreeMap<u32, u32> = BTreeMap::new();
+    let mut new_backends: BTreeMap<u32, IpAddr> = BTreeMap::new();
     for key in &wanted {
         if state.backend_ids.contains_key(key) {
             continue;
@@ -361,7 +396,7 @@ pub fn diff(state: &State, plan: &Plan, now: Instant) -> Result<Diff, Full> {
         *want_ports.entry(*idx).or_default() |= port_flags::L4;
     }
     b.ports(&want_ports);
-    let stale: Vec<(u32, u16)> = state
+    let stale: Vec<BackendKey> = state
         .backend_ids
         .keys()
         .filter(|k| !wanted.contains(k))
@@ -421,16 +456,16 @@ pub fn sync_hash<K: Ord + Copy, V: PartialEq + Copy>(
 /// must know every backend of the plan.
 fn desired(
     plan: &Plan,
-    backend_ids: &BTreeMap<(u32, u16), u32>,
-) -> BTreeMap<ServiceKey, (u32, Vec<u32>)> {
-    let mut desired: BTreeMap<ServiceKey, (u32, Vec<u32>)> = BTreeMap::new();
+    backend_ids: &BTreeMap<BackendKey, u32>,
+) -> BTreeMap<SvcKey, (u32, Vec<u32>)> {
+    let mut desired: BTreeMap<SvcKey, (u32, Vec<u32>)> = BTreeMap::new();
     for s in &plan.l4 {
         // Ids looked up once per backend, not once per ring slot (4,099 tree lookups per
         // service were most of a no-change apply).
         let ids: Vec<u32> = s
             .backends
             .iter()
-            .map(|b| backend_ids[&(u32::from(b.addr).to_be(), b.port.to_be())])
+            .map(|b| backend_ids[&(b.addr, b.port)])
             .collect();
         let ring: Vec<u32> = maglev::build(&s.backends, MAGLEV_RING)
             .into_iter()
@@ -465,7 +500,7 @@ fn next_free(used: &BTreeSet<u32>, cursor: &mut u32, max: u32) -> Option<u32> {
 
 /// `PORTS` entries a plan needs: its services' ports (L4 or L7), and the ports of
 /// preserve-source backends, whose replies are recognised by source port.
-fn plan_ports(plan: &Plan, desired: &BTreeMap<ServiceKey, (u32, Vec<u32>)>) -> BTreeMap<u32, u32> {
+fn plan_ports(plan: &Plan, desired: &BTreeMap<SvcKey, (u32, Vec<u32>)>) -> BTreeMap<u32, u32> {
     let mut m: BTreeMap<u32, u32> = BTreeMap::new();
     for (k, (flags, _)) in desired {
         let f = if flags & svc_flags::LOCAL != 0 {
@@ -486,16 +521,25 @@ fn plan_ports(plan: &Plan, desired: &BTreeMap<ServiceKey, (u32, Vec<u32>)>) -> B
 }
 
 /// A service key's index in `PORTS`.
-pub fn port_of(k: &ServiceKey) -> u32 {
-    gateway_common::port_index(k.proto, u16::from_be(k.port))
+pub fn port_of(k: &SvcKey) -> u32 {
+    gateway_common::port_index(k.proto(), k.port())
 }
 
-pub fn service_key(vip: std::net::Ipv4Addr, port: u16, proto: u8) -> ServiceKey {
-    ServiceKey {
-        addr: u32::from(vip).to_be(),
-        port: port.to_be(),
-        proto,
-        _pad: 0,
+/// The key of `vip:port/proto` in its family's services map.
+pub fn service_key(vip: impl Into<IpAddr>, port: u16, proto: u8) -> SvcKey {
+    match vip.into() {
+        IpAddr::V4(a) => SvcKey::V4(ServiceKey {
+            addr: u32::from(a).to_be(),
+            port: port.to_be(),
+            proto,
+            _pad: 0,
+        }),
+        IpAddr::V6(a) => SvcKey::V6(ServiceKey6 {
+            addr: addr6(a.octets()),
+            port: port.to_be(),
+            proto,
+            _pad: 0,
+        }),
     }
 }
 

@@ -14,7 +14,7 @@ const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 
 fn be(i: u8) -> Backend {
     Backend {
-        addr: Ipv4Addr::new(10, 1, 0, i),
+        addr: Ipv4Addr::new(10, 1, 0, i).into(),
         port: 8080,
         weight: 1,
     }
@@ -22,7 +22,7 @@ fn be(i: u8) -> Backend {
 
 fn svc(port: u16, backends: Vec<Backend>) -> L4Service {
     L4Service {
-        vip: VIP,
+        vip: VIP.into(),
         port,
         proto: Proto::Tcp,
         nat: NatMode::Snat,
@@ -38,7 +38,7 @@ fn plan(l4: Vec<L4Service>, local: &[u16]) -> Plan {
         local: local
             .iter()
             .map(|p| LocalPort {
-                vip: VIP,
+                vip: VIP.into(),
                 port: *p,
                 origin: format!("local {p}"),
             })
@@ -47,8 +47,8 @@ fn plan(l4: Vec<L4Service>, local: &[u16]) -> Plan {
     }
 }
 
-fn bkey(b: &Backend) -> (u32, u16) {
-    (u32::from(b.addr).to_be(), b.port.to_be())
+fn bkey(b: &Backend) -> BackendKey {
+    (b.addr, b.port)
 }
 
 fn tcp(port: u16) -> u32 {
@@ -73,7 +73,7 @@ fn pos(ops: &[Op], f: impl Fn(&Op) -> bool) -> usize {
         .unwrap_or_else(|| panic!("no such op in {ops:#?}"))
 }
 
-fn is_set_service(op: &Op, k: &ServiceKey) -> bool {
+fn is_set_service(op: &Op, k: &SvcKey) -> bool {
     matches!(op, Op::SetService { key, .. } if key == k)
 }
 
@@ -445,7 +445,7 @@ fn adopted_state_rewrites_rings_once_and_drains_orphan_ports() {
         ports[*i as usize] = *v;
     }
     ports[tcp(90) as usize] = port_flags::L4;
-    let backends = vec![bkey(&be(1)), (0, 0), (0, 0)];
+    let backends = vec![(0, bkey(&be(1)))];
     let later = now + Duration::from_secs(1);
     let st = State::adopt(services, ports, backends, later);
     assert_eq!(st.backend_ids, d1.next.backend_ids);
@@ -516,4 +516,49 @@ fn sync_hash_upserts_changes_then_removes() {
     let have = BTreeMap::from([(1u32, 10u32), (2, 20), (3, 30)]);
     let want = BTreeMap::from([(2u32, 20u32), (3, 31), (4, 40)]);
     assert_eq!(sync_hash(&have, &want), (vec![(3, 31), (4, 40)], vec![1]));
+}
+
+/// A dual-stack plan: each family's service gets its own key (`SERVICES` / `SERVICES6`), both
+/// share the port filter entry, the service ids and the backend id space; adopting the state
+/// back from both families' maps gives the same ids.
+#[test]
+fn dual_stack_services_share_ids_and_ports() {
+    let now = Instant::now();
+    let v6: IpAddr = "2001:db8::1".parse().unwrap();
+    let b6 = |i: u16| Backend {
+        addr: IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, i)),
+        port: 8080,
+        weight: 1,
+    };
+    let mut s6 = svc(80, vec![b6(1), b6(2)]);
+    s6.vip = v6;
+    let p = plan(vec![svc(80, vec![be(1)]), s6], &[]);
+    let d = run(&State::default(), &p, now);
+    let k4 = service_key(VIP, 80, PROTO_TCP);
+    let k6 = service_key(v6, 80, PROTO_TCP);
+    assert!(matches!(k4, SvcKey::V4(_)) && matches!(k6, SvcKey::V6(_)));
+    let (a4, a6) = (&d.next.applied[&k4], &d.next.applied[&k6]);
+    assert_ne!(a4.value.id, a6.value.id, "one service id space");
+    assert_ne!(a4.value.ring, a6.value.ring, "one ring space");
+    assert_eq!((a4.value.backend_count, a6.value.backend_count), (1, 2));
+    let ids: BTreeSet<u32> = d.next.backend_ids.values().copied().collect();
+    assert_eq!(ids, BTreeSet::from([0, 1, 2]), "one backend id space");
+    assert_eq!(d.next.port_values.get(&tcp(80)), Some(&port_flags::L4));
+    assert_eq!(k6.addr(), v6);
+    assert_eq!(k6.port(), 80);
+
+    let services: Vec<_> = d.next.applied.iter().map(|(k, a)| (*k, a.value)).collect();
+    let mut ports = vec![0u32; 2 * 65536];
+    for (i, v) in &d.next.port_values {
+        ports[*i as usize] = *v;
+    }
+    let backends: Vec<_> = d.next.backend_ids.iter().map(|(k, id)| (*id, *k)).collect();
+    let st = State::adopt(services, ports, backends, now);
+    assert_eq!(st.backend_ids, d.next.backend_ids);
+    let d2 = run(&st, &p, now);
+    assert!(
+        !d2.ops.iter().any(|o| matches!(o, Op::AddBackend { .. })),
+        "adopted ids kept: {:#?}",
+        d2.ops
+    );
 }

@@ -13,7 +13,7 @@
 
 use std::{
     collections::{BTreeMap, HashMap as StdHashMap},
-    net::Ipv4Addr,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
 };
 
@@ -23,8 +23,9 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use gateway_common::{
-    maps as names, Backend as BpfBackend, Counters, IfAddr, ServiceKey, ServiceValue, PIN_ABI,
-    XDP_PROGRAM, XDP_RESOLVE_PROGRAM,
+    maps as names, Addr6, Backend as BpfBackend, Backend6 as BpfBackend6, Counters, IfAddr,
+    ServiceKey, ServiceKey6, ServiceValue, PIN_ABI, XDP_PROGRAM, XDP_RESOLVE6_PROGRAM,
+    XDP_RESOLVE_PROGRAM,
 };
 
 mod apply;
@@ -106,12 +107,16 @@ pub struct Dataplane {
     ebpf: Ebpf,
     logger: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     services: HashMap<MapData, ServiceKey, ServiceValue>,
+    services6: HashMap<MapData, ServiceKey6, ServiceValue>,
     backends: Array<MapData, BpfBackend>,
+    backends6: Array<MapData, BpfBackend6>,
     maglev: Array<MapData, u32>,
     /// `MAGLEV`'s fd (a dup), for batched ring writes (aya has no batch API).
     maglev_fd: std::os::fd::OwnedFd,
     ifaddrs: HashMap<MapData, u32, IfAddr>,
+    ifaddrs6: HashMap<MapData, u32, Addr6>,
     addrs: HashMap<MapData, u32, u32>,
+    addrs6: HashMap<MapData, Addr6, u32>,
     ports: Array<MapData, u32>,
     service_stats: PerCpuArray<MapData, Counters>,
     backend_stats: PerCpuArray<MapData, Counters>,
@@ -169,11 +174,13 @@ impl Dataplane {
             .ok_or(DataplaneError::MissingMap("program"))?
             .try_into()?;
         prog.load()?;
-        let resolver: &mut Xdp = ebpf
-            .program_mut(XDP_RESOLVE_PROGRAM)
-            .ok_or(DataplaneError::MissingMap("resolver program"))?
-            .try_into()?;
-        resolver.load()?;
+        for name in [XDP_RESOLVE_PROGRAM, XDP_RESOLVE6_PROGRAM] {
+            let p: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or(DataplaneError::MissingMap("resolver program"))?
+                .try_into()?;
+            p.load()?;
+        }
         let prog: &mut Xdp = ebpf
             .program_mut(XDP_PROGRAM)
             .ok_or(DataplaneError::MissingMap("program"))?
@@ -226,6 +233,16 @@ impl Dataplane {
                 .map_err(map_err(names::SERVICES))?;
         let backends: Array<MapData, BpfBackend> =
             Array::try_from(take(&mut ebpf, names::BACKENDS)?).map_err(map_err(names::BACKENDS))?;
+        let services6: HashMap<MapData, ServiceKey6, ServiceValue> =
+            HashMap::try_from(take(&mut ebpf, names::SERVICES6)?)
+                .map_err(map_err(names::SERVICES6))?;
+        let backends6: Array<MapData, BpfBackend6> =
+            Array::try_from(take(&mut ebpf, names::BACKENDS6)?)
+                .map_err(map_err(names::BACKENDS6))?;
+        let ifaddrs6 = HashMap::try_from(take(&mut ebpf, names::IFADDRS6)?)
+            .map_err(map_err(names::IFADDRS6))?;
+        let addrs6 =
+            HashMap::try_from(take(&mut ebpf, names::ADDRS6)?).map_err(map_err(names::ADDRS6))?;
         let maglev_map = take(&mut ebpf, names::MAGLEV)?;
         let maglev_fd = match &maglev_map {
             aya::maps::Map::Array(d) => {
@@ -258,11 +275,15 @@ impl Dataplane {
             ebpf,
             logger,
             services,
+            services6,
             backends,
+            backends6,
             maglev,
             maglev_fd,
             ifaddrs,
+            ifaddrs6,
             addrs,
+            addrs6,
             ports,
             service_stats,
             backend_stats,
@@ -280,22 +301,36 @@ impl Dataplane {
 
     /// Rebuilds the id tables from pinned maps left by a previous agent, so ids stay stable.
     fn adopt(&mut self) -> Result<(), DataplaneError> {
-        let services = self
+        let mut services = self
             .services
             .iter()
+            .map(|r| r.map(|(k, v)| (diff::SvcKey::V4(k), v)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(map_err(names::SERVICES))?;
+        for r in self.services6.iter() {
+            let (k, v) = r.map_err(map_err(names::SERVICES6))?;
+            services.push((diff::SvcKey::V6(k), v));
+        }
         let ports = self
             .ports
             .iter()
             .collect::<Result<Vec<_>, _>>()
             .map_err(map_err(names::PORTS))?;
-        let backends = self
-            .backends
-            .iter()
-            .map(|b| b.map(|b| (b.addr, b.port)))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(map_err(names::BACKENDS))?;
+        let mut backends = Vec::new();
+        for (id, b) in self.backends.iter().enumerate() {
+            let b = b.map_err(map_err(names::BACKENDS))?;
+            if b.addr != 0 {
+                let addr = IpAddr::from(Ipv4Addr::from(u32::from_be(b.addr)));
+                backends.push((id as u32, (addr, u16::from_be(b.port))));
+            }
+        }
+        for (id, b) in self.backends6.iter().enumerate() {
+            let b = b.map_err(map_err(names::BACKENDS6))?;
+            if b.addr != [0; 4] {
+                let addr = IpAddr::from(Ipv6Addr::from(gateway_common::addr6_bytes(b.addr)));
+                backends.push((id as u32, (addr, u16::from_be(b.port))));
+            }
+        }
         self.state = diff::State::adopt(services, ports, backends, std::time::Instant::now());
         if !self.state.applied.is_empty() {
             log::info!(
@@ -381,10 +416,9 @@ impl Dataplane {
         let mut st = Stats::default();
         for (key, a) in &self.state.applied {
             let name = format!(
-                "{}:{}/{}",
-                Ipv4Addr::from(u32::from_be(key.addr)),
-                u16::from_be(key.port),
-                if key.proto == gateway_common::PROTO_UDP {
+                "{}/{}",
+                SocketAddr::new(key.addr(), key.port()),
+                if key.proto() == gateway_common::PROTO_UDP {
                     "udp"
                 } else {
                     "tcp"
@@ -394,11 +428,7 @@ impl Dataplane {
                 .insert(name, sum(&self.service_stats, a.value.id)?);
         }
         for ((addr, port), id) in &self.state.backend_ids {
-            let name = format!(
-                "{}:{}",
-                Ipv4Addr::from(u32::from_be(*addr)),
-                u16::from_be(*port)
-            );
+            let name = SocketAddr::new(*addr, *port).to_string();
             st.backends.insert(name, sum(&self.backend_stats, *id)?);
         }
         for (i, name) in gateway_common::verdict::NAMES.iter().enumerate() {
@@ -432,9 +462,11 @@ fn sum(map: &PerCpuArray<MapData, Counters>, id: u32) -> Result<Counters2, Datap
     }))
 }
 
-/// ifindex -> IPv4 addresses of every interface in this network namespace (primary first).
-pub fn interface_addrs() -> StdHashMap<u32, Vec<Ipv4Addr>> {
-    let mut out = StdHashMap::new();
+/// ifindex -> addresses of every interface in this network namespace: IPv4 first (primary
+/// first), then IPv6 without link-local ones (they are neither VIPs nor SNAT sources).
+pub fn interface_addrs() -> StdHashMap<u32, Vec<IpAddr>> {
+    let mut out: StdHashMap<u32, Vec<IpAddr>> = StdHashMap::new();
+    let mut v6: Vec<(u32, IpAddr)> = Vec::new();
     let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
     // Safety: getifaddrs/freeifaddrs pair; pointers only read while the list is alive.
     unsafe {
@@ -444,26 +476,42 @@ pub fn interface_addrs() -> StdHashMap<u32, Vec<Ipv4Addr>> {
         let mut cur = ifap;
         while !cur.is_null() {
             let ifa = &*cur;
-            if !ifa.ifa_addr.is_null() && (*ifa.ifa_addr).sa_family as i32 == libc::AF_INET {
-                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
-                let idx = libc::if_nametoindex(ifa.ifa_name);
-                if idx != 0 {
-                    out.entry(idx)
-                        .or_insert_with(Vec::new)
-                        .push(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)));
-                }
-            }
             cur = ifa.ifa_next;
+            if ifa.ifa_addr.is_null() {
+                continue;
+            }
+            let idx = libc::if_nametoindex(ifa.ifa_name);
+            if idx == 0 {
+                continue;
+            }
+            match (*ifa.ifa_addr).sa_family as i32 {
+                libc::AF_INET => {
+                    let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    let a = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+                    out.entry(idx).or_default().push(a.into());
+                }
+                libc::AF_INET6 => {
+                    let sin6 = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                    let a = Ipv6Addr::from(sin6.sin6_addr.s6_addr);
+                    if !a.is_unicast_link_local() {
+                        v6.push((idx, a.into()));
+                    }
+                }
+                _ => {}
+            }
         }
         libc::freeifaddrs(ifap);
+    }
+    for (idx, a) in v6 {
+        out.entry(idx).or_default().push(a);
     }
     out
 }
 
-/// IPv4 addresses of the named interfaces (the default VIPs).
-pub fn addrs_of(ifaces: &[String]) -> Vec<Ipv4Addr> {
+/// Addresses of the named interfaces, both families (the default VIPs).
+pub fn addrs_of(ifaces: &[String]) -> Vec<IpAddr> {
     let all = interface_addrs();
-    let mut v: Vec<Ipv4Addr> = ifaces
+    let mut v: Vec<IpAddr> = ifaces
         .iter()
         .filter_map(|name| {
             let c = std::ffi::CString::new(name.as_str()).ok()?;

@@ -445,7 +445,7 @@ mod tests {
             http2: false,
             endpoints: (1..=n)
                 .map(|k| p::Endpoint {
-                    addr: Ipv4Addr::new(10, 0, 0, k),
+                    addr: Ipv4Addr::new(10, 0, 0, k).into(),
                     port: 80,
                     weight: 1,
                 })

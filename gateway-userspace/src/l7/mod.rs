@@ -148,7 +148,9 @@ fn workers() -> &'static [Handle] {
 }
 
 /// One listening socket per worker on `addr`, all sharing the port (`SO_REUSEPORT`: the kernel
-/// spreads connections over them); each is registered with its worker's runtime.
+/// spreads connections over them); each is registered with its worker's runtime. A wildcard
+/// `0.0.0.0` listener gets an IPv6 twin on `[::]` (IPV6_V6ONLY, same port): IPv6 clients of an
+/// IPv6 VIP reach the same route table. Without IPv6 in the kernel the twin is left out.
 fn bind_workers(addr: SocketAddr) -> std::io::Result<(SocketAddr, Vec<TcpListener>)> {
     let mut bound = addr;
     let mut out = Vec::new();
@@ -163,7 +165,45 @@ fn bind_workers(addr: SocketAddr) -> std::io::Result<(SocketAddr, Vec<TcpListene
         bound = l.local_addr()?;
         out.push(l);
     }
+    if addr.ip().is_unspecified() {
+        let twin = SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), bound.port());
+        let mut v6 = Vec::new();
+        let res: std::io::Result<()> = workers().iter().try_for_each(|h| {
+            let _ctx = h.enter();
+            let s = TcpSocket::new_v6()?;
+            s.set_reuseaddr(true)?;
+            s.set_reuseport(true)?;
+            set_v6only(&s)?;
+            s.bind(twin)?;
+            v6.push(s.listen(1024)?);
+            Ok(())
+        });
+        match res {
+            Ok(()) => out.extend(v6),
+            Err(e) => log::warn!("HTTP listener {bound}: no IPv6 twin on {twin}: {e}"),
+        }
+    }
     Ok((bound, out))
+}
+
+/// IPV6_V6ONLY on: the socket takes IPv6 only, beside the IPv4 one on the same port.
+fn set_v6only(s: &TcpSocket) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket fd and a c_int option value that outlives the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_V6ONLY,
+            &on as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 impl Default for L7 {
@@ -248,7 +288,8 @@ impl L7 {
             log::info!("HTTP listener on {addr}");
             let tasks = socks
                 .into_iter()
-                .zip(workers())
+                // Each worker gets one socket per family (the IPv6 twins follow the IPv4 ones).
+                .zip(workers().iter().cycle())
                 .map(|(sock, h)| h.spawn(accept_loop(sock, key, self.state.clone())))
                 .collect();
             self.listeners.insert(key, (addr, tasks));

@@ -17,7 +17,7 @@ pub fn input() -> CompileInput {
 /// [`input`] reproducing the given Istio release's version-dependent behaviour.
 pub fn input_as(compat: IstioVersion) -> CompileInput {
     CompileInput {
-        vips: vec![Ipv4Addr::UNSPECIFIED],
+        vips: vec![Ipv4Addr::UNSPECIFIED.into()],
         compat,
         ..CompileInput::default()
     }

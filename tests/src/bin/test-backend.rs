@@ -18,6 +18,8 @@
 //!   chains to that CA (the handshake fails without one). `--h2tls` is the same over HTTP/2
 //!   (ALPN `h2` only; see `h2tls.rs`).
 //!
+//! TCP, UDP and HTTP serve IPv4 and IPv6 clients alike (dual-stack sockets).
+//!
 //! Prints `ready` on stdout once every socket is bound, so the spawner knows when to go on.
 //! Std only, one thread per connection: a handful of connections at a time in tests.
 
@@ -72,8 +74,10 @@ fn main() -> ExitCode {
     }
 
     let mut handles = Vec::new();
+    // TCP, UDP and HTTP on `[::]`: one dual-stack socket serves IPv4 (as mapped addresses,
+    // reported as plain IPv4) and IPv6 clients.
     if let Some(port) = tcp {
-        let l = match TcpListener::bind(("0.0.0.0", port)) {
+        let l = match TcpListener::bind(("::", port)) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("test-backend {name}: tcp bind {port}: {e}");
@@ -89,7 +93,7 @@ fn main() -> ExitCode {
         }));
     }
     if let Some(port) = udp {
-        let s = match UdpSocket::bind(("0.0.0.0", port)) {
+        let s = match UdpSocket::bind(("::", port)) {
             Ok(s) => s,
             Err(e) => {
                 eprintln!("test-backend {name}: udp bind {port}: {e}");
@@ -110,7 +114,7 @@ fn main() -> ExitCode {
         }));
     }
     if let Some(port) = http {
-        let l = match TcpListener::bind(("0.0.0.0", port)) {
+        let l = match TcpListener::bind(("::", port)) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("test-backend {name}: http bind {port}: {e}");
@@ -170,7 +174,7 @@ fn main() -> ExitCode {
 fn serve_tcp(name: &str, mut s: TcpStream) {
     let peer = s
         .peer_addr()
-        .map(|a| a.ip().to_string())
+        .map(|a| a.ip().to_canonical().to_string())
         .unwrap_or_else(|_| "?".into());
     if s.write_all(format!("{name} {peer}\n").as_bytes()).is_err() {
         return;

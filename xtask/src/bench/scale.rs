@@ -82,7 +82,7 @@ struct Timing {
 
 fn time_config(dir: &Path, runs: usize) -> anyhow::Result<Timing> {
     let input = CompileInput {
-        vips: vec![Ipv4Addr::new(198, 18, 0, 1)],
+        vips: vec![Ipv4Addr::new(198, 18, 0, 1).into()],
         ..CompileInput::default()
     };
     let (mut l, mut v, mut c) = (Vec::new(), Vec::new(), Vec::new());
@@ -217,7 +217,7 @@ pub fn run(ctx: &Ctx) -> anyhow::Result<Section> {
         let d = dir.path().to_path_buf();
         let apply = xdp::time_apply(move || {
             let input = CompileInput {
-                vips: vec![Ipv4Addr::new(198, 18, 0, 1)],
+                vips: vec![Ipv4Addr::new(198, 18, 0, 1).into()],
                 ..CompileInput::default()
             };
             config::load_and_compile(&d, &input)

@@ -126,7 +126,7 @@ impl Dp {
 fn backends(n: u8) -> Vec<Backend> {
     (0..n)
         .map(|i| Backend {
-            addr: Ipv4Addr::new(198, 18, 1, i + 2),
+            addr: Ipv4Addr::new(198, 18, 1, i + 2).into(),
             port: BACKEND_PORT,
             weight: 1,
         })
@@ -135,7 +135,7 @@ fn backends(n: u8) -> Vec<Backend> {
 
 fn plan(n_backends: u8) -> Plan {
     let svc = |port, nat| L4Service {
-        vip: Ipv4Addr::from(VIP),
+        vip: Ipv4Addr::from(VIP).into(),
         port,
         proto: Proto::Tcp,
         nat,
@@ -149,7 +149,7 @@ fn plan(n_backends: u8) -> Plan {
             svc(PRESERVE_PORT, NatMode::PreserveSource),
         ],
         local: vec![LocalPort {
-            vip: Ipv4Addr::from(VIP),
+            vip: Ipv4Addr::from(VIP).into(),
             port: L7_PORT,
             origin: "bench".into(),
         }],

@@ -7,10 +7,10 @@ use crate::config::model::{
 use crate::config::names::{resolve_gateway_name, subnet_contains};
 use crate::plan::{Backend, HashMode, L4Service, NatMode};
 use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 impl<'a> Compiler<'a> {
-    pub(super) fn match_passes(m: &L4Match, srv: &Srv<'_>, vip: Ipv4Addr, vs_ns: &str) -> bool {
+    pub(super) fn match_passes(m: &L4Match, srv: &Srv<'_>, vip: IpAddr, vs_ns: &str) -> bool {
         let port_ok = m.port == 0 || m.port == i64::from(srv.port);
         // An unspecified vip (0.0.0.0: listen on every address) has no destination to test, so
         // the match behaves as in Istio, which ignores destinationSubnets at gateways.
@@ -18,7 +18,7 @@ impl<'a> Compiler<'a> {
             || vip.is_unspecified()
             || m.destination_subnets
                 .iter()
-                .any(|s| subnet_contains(s, IpAddr::V4(vip)));
+                .any(|s| subnet_contains(s, vip));
         let gw_ok = m.gateways.is_empty()
             || m.gateways
                 .iter()
@@ -27,7 +27,7 @@ impl<'a> Compiler<'a> {
     }
 
     /// The first passing `tcp` rule for a server on `vip`: (VirtualService index, rule index).
-    fn first_tcp_rule(&self, srv: &Srv<'a>, vip: Ipv4Addr) -> Option<(usize, usize)> {
+    fn first_tcp_rule(&self, srv: &Srv<'a>, vip: IpAddr) -> Option<(usize, usize)> {
         for (vi, vs) in self.vss.iter().enumerate() {
             if !vs.gateways.contains(&srv.gw_key) || !Self::hosts_overlap(srv, vs) {
                 continue;
@@ -53,7 +53,7 @@ impl<'a> Compiler<'a> {
     /// Whether a destination of the server's `tcp` rule has a DestinationRule `tls` of SIMPLE
     /// or MUTUAL: XDP cannot originate TLS, so the agent then serves the port as a stream.
     /// A lookup only: what does not resolve is reported when the route is compiled.
-    pub(super) fn tcp_route_originates(&self, srv: &Srv<'a>, vip: Ipv4Addr) -> bool {
+    pub(super) fn tcp_route_originates(&self, srv: &Srv<'a>, vip: IpAddr) -> bool {
         let Some((vi, ri)) = self.first_tcp_rule(srv, vip) else {
             return false;
         };
@@ -86,7 +86,7 @@ impl<'a> Compiler<'a> {
         })
     }
 
-    pub(super) fn l4_service(&mut self, srv: &Srv<'a>, vip: Ipv4Addr) -> Option<L4Service> {
+    pub(super) fn l4_service(&mut self, srv: &Srv<'a>, vip: IpAddr) -> Option<L4Service> {
         let Some((vi, ri)) = self.first_tcp_rule(srv, vip) else {
             let msg = format!(
                 "no VirtualService tcp route matches {} on {vip}; port not served",
@@ -106,7 +106,7 @@ impl<'a> Compiler<'a> {
                 );
             }
         }
-        let (backends, hash) = self.backends(srv, vs, ri, rule);
+        let (backends, hash) = self.backends(srv, vip, vs, ri, rule);
         let nat = match srv
             .gw
             .metadata
@@ -129,10 +129,13 @@ impl<'a> Compiler<'a> {
         })
     }
 
-    /// The backends of one tcp rule: weighted destinations (§3.9) resolved to endpoints.
+    /// The backends of one tcp rule: weighted destinations (§3.9) resolved to endpoints of
+    /// `vip`'s family (a dual-stack service sends each family to its own endpoints; the data
+    /// path never translates between families).
     pub(super) fn backends(
         &mut self,
         srv: &Srv<'a>,
+        vip: IpAddr,
         vs: &'a VirtualService,
         ri: usize,
         rule: &'a TcpRoute,
@@ -149,7 +152,7 @@ impl<'a> Compiler<'a> {
                 .map(|(k, r)| (k, r, r.weight as u64))
                 .collect()
         };
-        let mut acc: BTreeMap<(Ipv4Addr, u16), u64> = BTreeMap::new();
+        let mut acc: BTreeMap<(IpAddr, u16), u64> = BTreeMap::new();
         let mut source_ip: Vec<bool> = Vec::new();
         let several = active.len() > 1;
         for (k, route, weight) in active {
@@ -166,7 +169,12 @@ impl<'a> Compiler<'a> {
                 continue;
             };
             source_ip.push(self.uses_source_ip(vs, &field, r.dr.as_ref(), r.port.number, r.subset));
-            let eps = r.eps;
+            let family = if vip.is_ipv6() { "IPv6 " } else { "" };
+            let eps: Vec<_> = r
+                .eps
+                .into_iter()
+                .filter(|e| e.addr.is_ipv6() == vip.is_ipv6())
+                .collect();
             if eps.is_empty() {
                 let what = if r.subset.is_some() {
                     format!(
@@ -179,7 +187,7 @@ impl<'a> Compiler<'a> {
                 self.warn(
                     vs,
                     field.clone(),
-                    format!("{what} has no ready endpoints{lost}"),
+                    format!("{what} has no ready {family}endpoints{lost}"),
                 );
                 continue;
             }

@@ -34,14 +34,16 @@ use crate::config::names::{
 };
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use crate::plan::{LocalPort, NatMode, Plan, Proto};
 
 /// Who the agent is: what it serves on and how it matches Gateway selectors.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CompileInput {
-    pub vips: Vec<Ipv4Addr>,
+    /// Both families: an IPv6 VIP serves the IPv6 endpoints of its routes' destinations, an
+    /// IPv4 VIP the IPv4 ones.
+    pub vips: Vec<IpAddr>,
     /// The agent's own labels (Gateway `selector`s are matched against them).
     pub labels: BTreeMap<String, String>,
     /// The agent's namespace: `exportTo` visibility and DestinationRule lookup use it.
@@ -188,7 +190,7 @@ struct Srv<'a> {
     port: u16,
     class: Class,
     /// None = all vips.
-    bind: Option<Ipv4Addr>,
+    bind: Option<IpAddr>,
     gw_key: String,
     /// `Gateway istio-system/gw server tcp-echo:31400`.
     origin: String,
@@ -266,7 +268,7 @@ impl Svc<'_> {
 
 /// An endpoint of a service port.
 pub(super) struct Ep<'a> {
-    pub addr: Ipv4Addr,
+    pub addr: IpAddr,
     pub port: u16,
     pub weight: u64,
     labels: Option<&'a Labels>,
@@ -455,7 +457,7 @@ impl<'a> Compiler<'a> {
                 .map(|s| (s.port, s.class.proto()))
                 .collect();
             for (port, proto) in keys {
-                let on_port = |bind: Option<Ipv4Addr>| -> Vec<&Srv<'a>> {
+                let on_port = |bind: Option<IpAddr>| -> Vec<&Srv<'a>> {
                     servers
                         .iter()
                         .filter(|s| s.port == port && s.class.proto() == proto && s.bind == bind)
@@ -493,7 +495,12 @@ impl<'a> Compiler<'a> {
                     // XDP forwards packets and cannot originate TLS: a TCP server whose route
                     // asks for TLS to its backends is served by the agent, as a stream.
                     Class::Tcp if self.tcp_route_originates(first, vip) => {
-                        let bind = first.bind.unwrap_or(Ipv4Addr::UNSPECIFIED);
+                        // Keyed as the L7 listeners are (an IPv6 bind is served by the
+                        // port's wildcard listener).
+                        let bind = match first.bind {
+                            Some(IpAddr::V4(b)) => b,
+                            _ => Ipv4Addr::UNSPECIFIED,
+                        };
                         self.tls_tcp.insert((bind, port));
                         plan.local.push(LocalPort {
                             vip,
@@ -524,10 +531,17 @@ impl<'a> Compiler<'a> {
         &mut self,
         servers: &[Srv<'a>],
     ) -> (crate::plan::http::HttpPlan, crate::plan::stream::StreamPlan) {
+        // The agent's HTTP listeners: per IPv4 bind (or 0.0.0.0, which serves IPv6 clients too
+        // through its `[::]` twin, see `l7`); a server bound to an IPv6 VIP is served by the
+        // wildcard listener of its port.
+        let l7_bind = |s: &Srv<'a>| match s.bind {
+            Some(IpAddr::V4(b)) => b,
+            _ => Ipv4Addr::UNSPECIFIED,
+        };
         let mut keys: Vec<(Ipv4Addr, u16)> = servers
             .iter()
             .filter(|s| s.class.proto() == Proto::Tcp)
-            .map(|s| (s.bind.unwrap_or(Ipv4Addr::UNSPECIFIED), s.port))
+            .map(|s| (l7_bind(s), s.port))
             .collect();
         keys.sort();
         keys.dedup();
@@ -537,11 +551,7 @@ impl<'a> Compiler<'a> {
         for (bind, port) in keys {
             let on_key: Vec<&Srv<'a>> = servers
                 .iter()
-                .filter(|s| {
-                    s.class.proto() == Proto::Tcp
-                        && s.port == port
-                        && s.bind.unwrap_or(Ipv4Addr::UNSPECIFIED) == bind
-                })
+                .filter(|s| s.class.proto() == Proto::Tcp && s.port == port && l7_bind(s) == bind)
                 .collect();
             let first = on_key[0];
             let server = |s: &&Srv<'a>| super::http::HttpServer {
@@ -634,7 +644,7 @@ impl<'a> Compiler<'a> {
                 let bind = if server.bind.is_empty() {
                     None
                 } else {
-                    match server.bind.parse::<Ipv4Addr>() {
+                    match server.bind.parse::<IpAddr>() {
                         Ok(ip) if self.input.vips.contains(&ip) => Some(ip),
                         _ => {
                             let msg = format!(

@@ -7,7 +7,7 @@ use crate::config::names::{
     host_subset_of, labels_subset, resolve_short_name, CLUSTER_DOMAIN, ROOT_NAMESPACE,
 };
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 impl<'a> Compiler<'a> {
     /// Registry services Istio counts as mesh-internal (Kubernetes Services, ServiceEntries
@@ -156,7 +156,7 @@ impl<'a> Compiler<'a> {
                 for es in sorted(&self.m.endpoint_slices) {
                     if es.namespace() != svc.namespace()
                         || es.service_name() != Some(svc.name())
-                        || es.spec.address_type != "IPv4"
+                        || !matches!(es.spec.address_type.as_str(), "IPv4" | "IPv6")
                     {
                         continue;
                     }
@@ -208,9 +208,9 @@ impl<'a> Compiler<'a> {
                     return out; // validation warned: no DNS here
                 }
                 for (i, e) in se.spec.endpoints().iter().enumerate() {
-                    let Ok(addr) = e.address.parse::<Ipv4Addr>() else {
+                    let Ok(addr) = e.address.parse::<IpAddr>() else {
                         let msg = format!(
-                            "endpoint address {} is not IPv4; not used by this gateway",
+                            "endpoint address {} is not an IP address; not used by this gateway",
                             e.address
                         );
                         self.warn(se, format!("spec.endpoints[{i}].address"), msg);

@@ -6,8 +6,8 @@ use crate::config::model::{Manifests, Warning};
 use crate::config::validate::validate;
 use crate::plan::{Backend, HashMode, L4Service};
 
-const VIP1: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
-const VIP2: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+const VIP1: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
+const VIP2: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));
 
 fn input() -> CompileInput {
     CompileInput {
@@ -144,19 +144,54 @@ fn zero_weight_destination_dropped_and_shared_endpoint_sums() {
 }
 
 #[test]
-fn se_endpoint_ports_target_port_and_ipv6() {
+fn se_endpoint_ports_target_port_and_families() {
     let y = format!(
         "{}{}apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{name: a, namespace: default}}\nspec:\n  hosts: [a.example.com]\n  resolution: STATIC\n  ports: [{{number: 9000, name: tcp, targetPort: 7000}}]\n  endpoints:\n  - {{address: 10.0.0.1, ports: {{tcp: 7001}}}}\n  - {{address: 10.0.0.2}}\n  - {{address: \"2001:db8::1\"}}\n",
         tcp_gw(),
         vs("echo", "default", ROUTE_A)
     );
+    // An IPv4 VIP is served by the IPv4 endpoints only.
     let (p, w) = plan_with(&y, &input());
     assert_eq!(
         p.l4[0].backends,
         [b("10.0.0.1", 7001, 50_000), b("10.0.0.2", 7000, 50_000)]
     );
+    assert!(w.is_empty(), "{w:#?}");
+    // Dual stack: each family's VIP gets its own family's endpoints.
+    let v6: IpAddr = "2001:db8::100".parse().unwrap();
+    let inp = CompileInput {
+        vips: vec![VIP1, v6],
+        ..input()
+    };
+    let (p, w) = plan_with(&y, &inp);
+    let got: Vec<_> = p.l4.iter().map(|s| (s.vip, s.backends.clone())).collect();
+    assert_eq!(
+        got,
+        [
+            (
+                VIP1,
+                vec![b("10.0.0.1", 7001, 50_000), b("10.0.0.2", 7000, 50_000)]
+            ),
+            (v6, vec![b("2001:db8::1", 7000, 100_000)]),
+        ]
+    );
+    assert!(w.is_empty(), "{w:#?}");
+}
+
+#[test]
+fn ipv6_vip_without_ipv6_endpoints_is_reported() {
+    let y = format!("{}{}{}", tcp_gw(), vs("echo", "default", ROUTE_A), se_a());
+    let v6: IpAddr = "2001:db8::100".parse().unwrap();
+    let inp = CompileInput {
+        vips: vec![v6],
+        ..input()
+    };
+    let (p, w) = plan_with(&y, &inp);
+    assert_eq!(p.l4.len(), 1);
+    assert!(p.l4[0].backends.is_empty());
     assert!(
-        w.iter().any(|w| w.field == "spec.endpoints[2].address"),
+        w.iter()
+            .any(|w| w.message.contains("no ready IPv6 endpoints")),
         "{w:#?}"
     );
 }
@@ -225,6 +260,39 @@ metadata: {{name: echo-3, namespace: apps, labels: {{app: echo, version: v2}}}}
 ---
 "#
     )
+}
+
+/// A dual-stack Service: an IPv6 EndpointSlice beside the IPv4 one; each VIP family gets its
+/// own family's endpoints, with the same port mapping and readiness rules.
+#[test]
+fn kube_ipv6_endpoint_slice_serves_the_ipv6_vip() {
+    let route = "  gateways: [istio-system/gw]\n  tcp:\n  - route:\n    - destination: {host: echo, port: {number: 9000}}\n";
+    let v6_slice = "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: echo-y1\n  namespace: apps\n  labels: {kubernetes.io/service-name: echo}\naddressType: IPv6\nports:\n- {name: tcp, port: 5000, protocol: TCP}\nendpoints:\n- addresses: [\"2001:db8:a::1\"]\n- addresses: [\"2001:db8:a::2\"]\n  conditions: {ready: false}\n---\n";
+    let y = format!(
+        "{}{}{}{}",
+        tcp_gw(),
+        vs("echo", "apps", route),
+        kube_echo("false"),
+        v6_slice
+    );
+    let v6: IpAddr = "2001:db8::100".parse().unwrap();
+    let inp = CompileInput {
+        vips: vec![VIP1, v6],
+        ..input()
+    };
+    let (p, w) = plan_with(&y, &inp);
+    assert!(w.is_empty(), "{w:#?}");
+    let got: Vec<_> = p.l4.iter().map(|s| (s.vip, s.backends.clone())).collect();
+    assert_eq!(
+        got,
+        [
+            (
+                VIP1,
+                vec![b("10.1.0.1", 5000, 50_000), b("10.1.0.3", 5000, 50_000)]
+            ),
+            (v6, vec![b("2001:db8:a::1", 5000, 100_000)]),
+        ]
+    );
 }
 
 #[test]
@@ -427,12 +495,12 @@ fn destination_subnets_ignored_on_unspecified_vip() {
     let route = "  gateways: [istio-system/gw]\n  tcp:\n  - match: [{destinationSubnets: [192.0.2.2/32]}]\n    route: [{destination: {host: a.example.com}}]\n";
     let y = format!("{}{}{}", tcp_gw(), vs("echo", "default", route), se_a());
     let inp = CompileInput {
-        vips: vec![Ipv4Addr::UNSPECIFIED],
+        vips: vec![Ipv4Addr::UNSPECIFIED.into()],
         ..input()
     };
     let (p, _) = plan_with(&y, &inp);
     assert_eq!(p.l4.len(), 1);
-    assert_eq!(p.l4[0].vip, Ipv4Addr::UNSPECIFIED);
+    assert_eq!(p.l4[0].vip, IpAddr::from(Ipv4Addr::UNSPECIFIED));
 }
 
 #[test]

@@ -501,7 +501,7 @@ mod tests {
         let (errs, _) = validate(&m);
         assert!(errs.is_empty(), "{errs:#?}");
         let input = CompileInput {
-            vips: vec![Ipv4Addr::new(192, 0, 2, 1)],
+            vips: vec![Ipv4Addr::new(192, 0, 2, 1).into()],
             ..CompileInput::default()
         };
         let (plan, warnings) = compile(&m, &input);

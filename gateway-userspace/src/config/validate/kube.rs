@@ -91,13 +91,10 @@ pub(super) fn endpoint_slice(d: &mut Diag<'_>, es: &EndpointSlice) {
     metadata(d, es);
     let s = &es.spec;
     match s.address_type.as_str() {
-        "IPv4" => {}
-        "IPv6" | "FQDN" => d.warn(
+        "IPv4" | "IPv6" => {}
+        "FQDN" => d.warn(
             "addressType",
-            format!(
-                "addressType {} is not supported (IPv4 only); slice ignored",
-                s.address_type
-            ),
+            "addressType FQDN is not supported (IPv4 and IPv6 only); slice ignored",
         ),
         "" => d.err("addressType", "addressType is required"),
         other => d.err("addressType", format!("invalid addressType {other:?}")),
@@ -134,17 +131,22 @@ pub(super) fn endpoint_slice(d: &mut Diag<'_>, es: &EndpointSlice) {
             );
         }
     }
-    if s.address_type == "IPv4" {
+    let v6 = s.address_type == "IPv6";
+    if v6 || s.address_type == "IPv4" {
         for (i, e) in s.endpoints.iter().enumerate() {
             let at = format!("endpoints[{i}].addresses");
             if e.addresses.is_empty() {
                 d.err(&at, "endpoint must have at least one address");
             }
             for (k, a) in e.addresses.iter().enumerate() {
-                if a.parse::<std::net::Ipv4Addr>().is_err() {
+                let ok = match a.parse::<std::net::IpAddr>() {
+                    Ok(ip) => ip.is_ipv6() == v6,
+                    Err(_) => false,
+                };
+                if !ok {
                     d.err(
                         format!("{at}[{k}]"),
-                        format!("{a} is not a valid IPv4 address"),
+                        format!("{a} is not a valid {} address", s.address_type),
                     );
                 }
             }

@@ -662,8 +662,18 @@ fn kubernetes_shapes() {
         "{errs:#?}"
     );
 
-    let v6 = es.replace("IPv4", "IPv6").replace("99999", "80");
-    let w = warnings_of(&v6);
+    // IPv6 slices are served; their addresses must be IPv6 ones.
+    let v6 = es
+        .replace("IPv4", "IPv6")
+        .replace("99999", "80")
+        .replace("10.0.0.300", "2001:db8::7");
+    assert!(errors_of(&v6).is_empty(), "{:#?}", errors_of(&v6));
+    assert!(warnings_of(&v6).is_empty(), "{:?}", warnings_of(&v6));
+    let mixed = v6.replace("2001:db8::7", "10.0.0.7");
+    let fields: Vec<_> = errors_of(&mixed).into_iter().map(|e| e.field).collect();
+    assert_eq!(fields, ["endpoints[0].addresses[0]"]);
+    let fqdn = es.replace("IPv4", "FQDN").replace("99999", "80");
+    let w = warnings_of(&fqdn);
     assert!(w.iter().any(|w| w.field == "addressType"), "{w:?}");
 }
 

@@ -1,0 +1,682 @@
+//! Packet-level tests of the XDP program's IPv6 path through BPF_PROG_TEST_RUN (a module of
+//! `xdp_prog`, so `cargo xtask kernels` runs them on the other kernels too), as the parent does
+//! for IPv4: build a packet, fill the maps through the agent's own apply
+//! path, run the program once, check the verdict, the output packet (addresses, ports, MACs,
+//! hop limit, the L4 checksum over the IPv6 pseudo-header) and the counters.
+//!
+//! Each test runs in a private network namespace (unshare on its own thread) holding a veth
+//! towards the backends (2001:db8:1::/64) with permanent neighbour entries, so FIB lookups
+//! resolve without any traffic. Needs root; fails (does not skip) without it.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    process::Command,
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use gateway::{
+    dataplane::{Dataplane, Mode},
+    plan::{Backend, HashMode, L4Service, LocalPort, NatMode, Plan, Proto},
+};
+
+const XDP_DROP: u32 = 1;
+const XDP_PASS: u32 = 2;
+const XDP_TX: u32 = 3;
+const XDP_REDIRECT: u32 = 4;
+
+const CLIENT: &str = "2001:db8::2";
+const VIP: &str = "2001:db8::1";
+const NODE_B: &str = "2001:db8:1::1";
+const B1: &str = "2001:db8:1::2";
+const B2: &str = "2001:db8:1::3";
+const VIP4: [u8; 4] = [198, 18, 0, 1];
+const B4: [u8; 4] = [198, 18, 1, 2];
+const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x0c];
+const NODE_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x01];
+
+const SYN: u8 = 0x02;
+const ACK: u8 = 0x10;
+const NEXTHDR_HOP: u8 = 0;
+const NEXTHDR_ROUTING: u8 = 43;
+const NEXTHDR_FRAGMENT: u8 = 44;
+const NEXTHDR_DEST: u8 = 60;
+const NEXTHDR_ESP: u8 = 50;
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+fn a6(s: &str) -> [u8; 16] {
+    s.parse::<Ipv6Addr>().unwrap().octets()
+}
+
+/// A dataplane with no interfaces attached, in a fresh network namespace; pins removed on drop.
+struct Env {
+    dp: Dataplane,
+    pin_root: std::path::PathBuf,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.pin_root);
+    }
+}
+
+fn sh(args: &str) {
+    let st = Command::new("sh").arg("-c").arg(args).status().expect("sh");
+    assert!(st.success(), "command failed: {args}");
+}
+
+fn env(plan: &Plan) -> Env {
+    env_on(plan, &[])
+}
+
+/// [`env`] with XDP attached (mode auto) to `ifaces` of the test namespace.
+fn env_on(plan: &Plan, ifaces: &[&str]) -> Env {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    assert_eq!(euid, 0, "these tests load BPF programs: run them as root");
+    // SAFETY: unshare only affects this test's thread, which owns the namespace until it ends.
+    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "unshare(CLONE_NEWNET)");
+    // IPv6 forwarding stays off in the namespace: only the program forwards. `nodad`: the
+    // address is usable at once (no duplicate address detection).
+    sh(
+        "ip link set lo up && ip link add gwd0 type veth peer name gwd1 && ip link set gwd1 up \
+        && ip link set gwd0 address 02:00:00:00:00:01 \
+        && ip -6 addr add 2001:db8:1::1/64 dev gwd0 nodad && ip addr add 198.18.1.1/24 dev gwd0 \
+        && ip link set gwd0 up \
+        && ip -6 neigh add 2001:db8:1::2 lladdr 02:00:00:00:01:02 dev gwd0 nud permanent \
+        && ip -6 neigh add 2001:db8:1::3 lladdr 02:00:00:00:01:03 dev gwd0 nud permanent \
+        && ip neigh add 198.18.1.2 lladdr 02:00:00:00:01:42 dev gwd0 nud permanent",
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding")
+            .unwrap()
+            .trim(),
+        "0"
+    );
+    let pin_root = std::path::PathBuf::from(format!(
+        "/sys/fs/bpf/gwunit6-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::SeqCst)
+    ));
+    let ifaces: Vec<String> = ifaces.iter().map(|s| s.to_string()).collect();
+    let mut dp = Dataplane::open(&pin_root, &ifaces, Mode::Auto).expect("load the XDP object");
+    dp.apply(plan).expect("apply plan");
+    Env { dp, pin_root }
+}
+
+fn svc(vip: IpAddr, port: u16, proto: Proto, nat: NatMode, backends: &[IpAddr]) -> L4Service {
+    L4Service {
+        vip,
+        port,
+        proto,
+        nat,
+        hash: HashMode::FiveTuple,
+        backends: backends
+            .iter()
+            .map(|a| Backend {
+                addr: *a,
+                port: 9000,
+                weight: 1,
+            })
+            .collect(),
+        origin: "test".into(),
+    }
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn plan() -> Plan {
+    let v = ip(VIP);
+    Plan {
+        l4: vec![
+            svc(v, 31400, Proto::Tcp, NatMode::Snat, &[ip(B1), ip(B2)]),
+            svc(v, 31401, Proto::Tcp, NatMode::PreserveSource, &[ip(B1)]),
+            svc(v, 31402, Proto::Tcp, NatMode::Snat, &[]),
+            svc(v, 5353, Proto::Udp, NatMode::Snat, &[ip(B2)]),
+            // Dual stack: the same port on an IPv4 VIP, with an IPv4 backend.
+            svc(
+                Ipv4Addr::from(VIP4).into(),
+                31400,
+                Proto::Tcp,
+                NatMode::Snat,
+                &[Ipv4Addr::from(B4).into()],
+            ),
+        ],
+        local: vec![LocalPort {
+            vip: v,
+            port: 80,
+            origin: "test".into(),
+        }],
+        ..Default::default()
+    }
+}
+
+// ---- packets ----
+
+fn csum(data: &[u8], init: u32) -> u16 {
+    let mut sum = init;
+    for c in data.chunks(2) {
+        let w = if c.len() == 2 {
+            u16::from_be_bytes([c[0], c[1]])
+        } else {
+            u16::from_be_bytes([c[0], 0])
+        };
+        sum += w as u32;
+    }
+    while sum >> 16 != 0 {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// The IPv6 pseudo-header sum (RFC 8200 8.1), unfolded.
+fn pseudo(src: &[u8], dst: &[u8], proto: u8, len: usize) -> u32 {
+    let mut s = 0u32;
+    for c in src.chunks(2).chain(dst.chunks(2)) {
+        s += u16::from_be_bytes([c[0], c[1]]) as u32;
+    }
+    s + proto as u32 + (len >> 16) as u32 + (len & 0xffff) as u32
+}
+
+/// One extension header: its type and its body after the next-header and length bytes (padded
+/// to a multiple of 8 with the two bytes).
+struct Ext(u8, Vec<u8>);
+
+/// Ethernet + IPv6 (hop limit 64) + extension headers + TCP or UDP with a correct checksum.
+#[allow(clippy::too_many_arguments)]
+fn packet6(
+    proto: u8,
+    src: &str,
+    sport: u16,
+    dst: &str,
+    dport: u16,
+    tcp_flags: u8,
+    payload: &[u8],
+    exts: &[Ext],
+) -> Vec<u8> {
+    let (src, dst) = (a6(src), a6(dst));
+    let mut l4 = Vec::new();
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    let l4_len = if proto == 6 { 20 } else { 8 } + payload.len();
+    if proto == 6 {
+        l4.extend_from_slice(&[
+            0, 0, 0, 1, 0, 0, 0, 0, 0x50, tcp_flags, 0xff, 0xff, 0, 0, 0, 0,
+        ]);
+    } else {
+        l4.extend_from_slice(&(l4_len as u16).to_be_bytes());
+        l4.extend_from_slice(&[0, 0]);
+    }
+    l4.extend_from_slice(payload);
+    let c = csum(&l4, pseudo(&src, &dst, proto, l4_len));
+    let off = if proto == 6 { 16 } else { 6 };
+    l4[off..off + 2].copy_from_slice(&c.to_be_bytes());
+
+    let mut ext = Vec::new();
+    for (i, Ext(_, body)) in exts.iter().enumerate() {
+        let next = exts.get(i + 1).map_or(proto, |e| e.0);
+        assert_eq!((body.len() + 2) % 8, 0, "extension header body padded to 8");
+        ext.push(next);
+        ext.push(((body.len() + 2) / 8 - 1) as u8);
+        ext.extend_from_slice(body);
+    }
+    let first = exts.first().map_or(proto, |e| e.0);
+
+    let mut p = Vec::new();
+    p.extend_from_slice(&NODE_MAC);
+    p.extend_from_slice(&CLIENT_MAC);
+    p.extend_from_slice(&[0x86, 0xdd]);
+    p.extend_from_slice(&[0x60, 0, 0, 0]);
+    p.extend_from_slice(&((ext.len() + l4.len()) as u16).to_be_bytes());
+    p.push(first);
+    p.push(64);
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    p.extend_from_slice(&ext);
+    p.extend_from_slice(&l4);
+    p
+}
+
+fn tcp(src: &str, sport: u16, dst: &str, dport: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    packet6(6, src, sport, dst, dport, flags, payload, &[])
+}
+
+struct Parsed {
+    smac: [u8; 6],
+    dmac: [u8; 6],
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    hop_limit: u8,
+    sport: u16,
+    dport: u16,
+}
+
+/// Parses an output packet (walking its extension headers) and asserts its L4 checksum.
+fn parse(p: &[u8]) -> Parsed {
+    assert_eq!(&p[12..14], &[0x86, 0xdd]);
+    let ip = &p[14..54];
+    assert_eq!(ip[0] >> 4, 6);
+    let payload_len = u16::from_be_bytes([ip[4], ip[5]]) as usize;
+    assert_eq!(payload_len, p.len() - 54, "payload length");
+    let (src, dst): ([u8; 16], [u8; 16]) = (
+        ip[8..24].try_into().unwrap(),
+        ip[24..40].try_into().unwrap(),
+    );
+    let mut next = ip[6];
+    let mut off = 54;
+    while matches!(next, NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST) {
+        next = p[off];
+        off += (p[off + 1] as usize + 1) * 8;
+    }
+    let l4 = &p[off..];
+    let udp_no_csum = next == 17 && l4[6] == 0 && l4[7] == 0;
+    assert!(!udp_no_csum, "IPv6 UDP needs a checksum");
+    assert_eq!(
+        csum(l4, pseudo(&src, &dst, next, l4.len())),
+        0,
+        "L4 checksum invalid"
+    );
+    Parsed {
+        dmac: p[0..6].try_into().unwrap(),
+        smac: p[6..12].try_into().unwrap(),
+        src: src.into(),
+        dst: dst.into(),
+        hop_limit: ip[7],
+        sport: u16::from_be_bytes([l4[0], l4[1]]),
+        dport: u16::from_be_bytes([l4[2], l4[3]]),
+    }
+}
+
+fn v6(s: &str) -> Ipv6Addr {
+    s.parse().unwrap()
+}
+
+fn verdict(e: &Env, name: &str) -> u64 {
+    e.dp.stats().unwrap().verdicts[name].packets
+}
+
+fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    std::thread::spawn(f).join().unwrap()
+}
+
+// ---- tests ----
+
+#[test]
+fn ipv6_not_ours_passes_untouched() {
+    run(|| {
+        let mut e = env(&plan());
+        for pkt in [
+            tcp(CLIENT, 40000, VIP, 22, SYN, b""),
+            packet6(17, CLIENT, 40000, VIP, 53, 0, b"q", &[]),
+            tcp(CLIENT, 40000, "2001:db8::9", 31400, SYN, b""),
+        ] {
+            let (action, out, _) = e.dp.test_run(&pkt).unwrap();
+            assert_eq!(action, XDP_PASS);
+            assert_eq!(out, pkt, "a packet we do not own must not change");
+        }
+        assert_eq!(verdict(&e, "pass_not_ours"), 3);
+    })
+}
+
+#[test]
+fn ipv6_snat_new_flow_reply_and_established() {
+    run(|| {
+        let mut e = env(&plan());
+        let syn = tcp(CLIENT, 40001, VIP, 31400, SYN, b"");
+        let (action, out, _) = e.dp.test_run(&syn).unwrap();
+        assert_eq!(action, XDP_REDIRECT, "out of the backend-facing interface");
+        let o = parse(&out);
+        assert!(
+            o.dst == v6(B1) || o.dst == v6(B2),
+            "backend chosen: {}",
+            o.dst
+        );
+        assert_eq!(o.dport, 9000);
+        assert_eq!(
+            o.src,
+            v6(NODE_B),
+            "snat: the egress interface's IPv6 address"
+        );
+        assert!(
+            o.sport >= gateway_common::NAT_PORT_MIN,
+            "snat port {}",
+            o.sport
+        );
+        assert_eq!(o.hop_limit, 63, "a hop");
+        assert_eq!(o.smac, NODE_MAC);
+        assert_eq!(o.dmac[5], if o.dst == v6(B1) { 2 } else { 3 });
+
+        // A retransmitted SYN: same backend, same port.
+        let (_, out2, _) = e.dp.test_run(&syn).unwrap();
+        let o2 = parse(&out2);
+        assert_eq!((o2.dst, o2.sport), (o.dst, o.sport));
+
+        let data = tcp(CLIENT, 40001, VIP, 31400, ACK, b"hello");
+        let (action, out3, _) = e.dp.test_run(&data).unwrap();
+        assert_eq!(action, XDP_REDIRECT);
+        let o3 = parse(&out3);
+        assert_eq!((o3.dst, o3.sport), (o.dst, o.sport));
+        assert_eq!(&out3[out3.len() - 5..], b"hello");
+
+        // The backend's reply to the NAT port goes back as VIP -> client.
+        let reply = tcp(&o.dst.to_string(), 9000, NODE_B, o.sport, SYN | ACK, b"");
+        let (action, out4, _) = e.dp.test_run(&reply).unwrap();
+        assert_eq!(action, XDP_TX);
+        let r = parse(&out4);
+        assert_eq!(
+            (r.src, r.sport, r.dst, r.dport),
+            (v6(VIP), 31400, v6(CLIENT), 40001)
+        );
+        assert_eq!(r.dmac, CLIENT_MAC);
+        assert_eq!(r.hop_limit, 63);
+
+        let st = e.dp.stats().unwrap();
+        assert_eq!(st.verdicts["fwd_new"].packets, 2);
+        assert_eq!(st.verdicts["fwd_established"].packets, 2);
+        assert_eq!(st.services["[2001:db8::1]:31400/tcp"].packets, 4);
+        assert_eq!(st.backends[&format!("[{}]:9000", o.dst)].packets, 4);
+    })
+}
+
+#[test]
+fn ipv6_preserve_source_keeps_client_address() {
+    run(|| {
+        let mut e = env(&plan());
+        let (action, out, _) =
+            e.dp.test_run(&tcp(CLIENT, 40002, VIP, 31401, SYN, b""))
+                .unwrap();
+        assert_eq!(action, XDP_REDIRECT);
+        let o = parse(&out);
+        assert_eq!(
+            (o.src, o.sport, o.dst, o.dport),
+            (v6(CLIENT), 40002, v6(B1), 9000)
+        );
+        let reply = tcp(B1, 9000, CLIENT, 40002, SYN | ACK, b"");
+        let (action, out, _) = e.dp.test_run(&reply).unwrap();
+        assert_eq!(action, XDP_TX);
+        let r = parse(&out);
+        assert_eq!(
+            (r.src, r.sport, r.dst, r.dport),
+            (v6(VIP), 31401, v6(CLIENT), 40002)
+        );
+    })
+}
+
+#[test]
+fn ipv6_udp_is_translated_both_ways() {
+    run(|| {
+        let mut e = env(&plan());
+        let p = packet6(17, CLIENT, 50000, VIP, 5353, 0, b"query", &[]);
+        let (action, out, _) = e.dp.test_run(&p).unwrap();
+        assert_eq!(action, XDP_REDIRECT);
+        let o = parse(&out);
+        assert_eq!((o.dst, o.dport, o.src), (v6(B2), 9000, v6(NODE_B)));
+        let reply = packet6(17, B2, 9000, NODE_B, o.sport, 0, b"answer", &[]);
+        let (action, out, _) = e.dp.test_run(&reply).unwrap();
+        assert_eq!(action, XDP_TX);
+        let r = parse(&out);
+        assert_eq!(
+            (r.src, r.sport, r.dst, r.dport),
+            (v6(VIP), 5353, v6(CLIENT), 50000)
+        );
+    })
+}
+
+#[test]
+fn ipv6_extension_headers_are_walked_and_kept() {
+    run(|| {
+        let mut e = env(&plan());
+        // Hop-by-hop (a PadN option), a type-0-free routing header with no segments left, and
+        // destination options of 16 bytes: all walked, all kept as they were.
+        let hop = Ext(NEXTHDR_HOP, vec![1, 4, 0, 0, 0, 0]);
+        let routing = Ext(NEXTHDR_ROUTING, vec![4, 0, 0, 0, 0, 0]);
+        let dest = Ext(
+            NEXTHDR_DEST,
+            vec![1, 12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        );
+        for (i, exts) in [vec![hop], vec![routing, dest]].into_iter().enumerate() {
+            let port = 40100 + i as u16;
+            let syn = packet6(6, CLIENT, port, VIP, 31401, SYN, b"", &exts);
+            let (action, out, _) = e.dp.test_run(&syn).unwrap();
+            assert_eq!(action, XDP_REDIRECT, "extension headers {i}");
+            let o = parse(&out);
+            assert_eq!((o.src, o.dst, o.dport), (v6(CLIENT), v6(B1), 9000));
+            assert_eq!(o.hop_limit, 63);
+            let hdrs = 54..out.len() - 20;
+            assert_eq!(
+                &out[hdrs.clone()],
+                &syn[hdrs],
+                "extension headers unchanged"
+            );
+            // The same flow's later packets (and UDP behind the same headers) too.
+            let data = packet6(6, CLIENT, port, VIP, 31401, ACK, b"xyz", &exts);
+            let (action, out, _) = e.dp.test_run(&data).unwrap();
+            assert_eq!(action, XDP_REDIRECT);
+            assert_eq!(parse(&out).dst, v6(B1));
+            let udp = packet6(17, CLIENT, port, VIP, 5353, 0, b"q", &exts);
+            let (action, out, _) = e.dp.test_run(&udp).unwrap();
+            assert_eq!(action, XDP_REDIRECT);
+            assert_eq!(parse(&out).dst, v6(B2));
+        }
+        assert_eq!(verdict(&e, "fwd_new"), 4);
+        assert_eq!(verdict(&e, "fwd_established"), 2);
+    })
+}
+
+#[test]
+fn ipv6_fragments_and_unknown_headers_pass_counted() {
+    run(|| {
+        let mut e = env(&plan());
+        // A first fragment (offset 0, more fragments), directly and behind hop-by-hop.
+        let frag = Ext(NEXTHDR_FRAGMENT, vec![0, 1, 0, 0, 0, 7]);
+        let frag2 = Ext(NEXTHDR_FRAGMENT, vec![0, 1, 0, 0, 0, 8]);
+        let hop = Ext(NEXTHDR_HOP, vec![1, 4, 0, 0, 0, 0]);
+        let esp = Ext(NEXTHDR_ESP, vec![0, 0, 0, 0, 0, 0]);
+        let hops: Vec<Ext> = (0..5)
+            .map(|_| Ext(NEXTHDR_DEST, vec![1, 4, 0, 0, 0, 0]))
+            .collect();
+        let cases = [
+            (
+                packet6(6, CLIENT, 40200, VIP, 31400, SYN, b"", &[frag]),
+                "pass_fragment",
+            ),
+            (
+                packet6(17, CLIENT, 40201, VIP, 5353, 0, b"q", &[hop, frag2]),
+                "pass_fragment",
+            ),
+            (
+                packet6(6, CLIENT, 40202, VIP, 31400, SYN, b"", &[esp]),
+                "pass_unparsed",
+            ),
+            // More extension headers than the parser walks.
+            (
+                packet6(6, CLIENT, 40203, VIP, 31400, SYN, b"", &hops),
+                "pass_unparsed",
+            ),
+        ];
+        for (pkt, _) in &cases {
+            let (action, out, _) = e.dp.test_run(pkt).unwrap();
+            assert_eq!(action, XDP_PASS);
+            assert_eq!(&out, pkt, "passed untouched");
+        }
+        assert_eq!(verdict(&e, "pass_fragment"), 2);
+        assert_eq!(verdict(&e, "pass_unparsed"), 2);
+        // Truncated: cut inside the IPv6 header, inside an extension header, inside TCP.
+        let good = packet6(
+            6,
+            CLIENT,
+            40204,
+            VIP,
+            31400,
+            SYN,
+            b"",
+            &[Ext(NEXTHDR_HOP, vec![1, 4, 0, 0, 0, 0])],
+        );
+        for cut in [30, 56, 70] {
+            let (action, _, _) = e.dp.test_run(&good[..cut]).unwrap();
+            assert_eq!(action, XDP_PASS, "cut at {cut}");
+        }
+        assert_eq!(verdict(&e, "pass_unparsed"), 5);
+        assert_eq!(verdict(&e, "fwd_new"), 0);
+    })
+}
+
+#[test]
+fn ipv6_hop_limit_one_goes_to_the_kernel() {
+    run(|| {
+        let mut e = env(&plan());
+        let with_hops = |mut p: Vec<u8>, h: u8| {
+            p[21] = h;
+            p
+        };
+        let two = with_hops(tcp(CLIENT, 40300, VIP, 31401, SYN, b""), 2);
+        let (action, out, _) = e.dp.test_run(&two).unwrap();
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(parse(&out).hop_limit, 1);
+        for pkt in [
+            with_hops(tcp(CLIENT, 40300, VIP, 31401, ACK, b"a"), 1),
+            with_hops(tcp(CLIENT, 40301, VIP, 31401, SYN, b""), 1),
+            with_hops(packet6(17, CLIENT, 40302, VIP, 5353, 0, b"q", &[]), 0),
+        ] {
+            let (action, out, _) = e.dp.test_run(&pkt).unwrap();
+            assert_eq!(action, XDP_PASS);
+            assert_eq!(out, pkt, "an expiring packet is passed unchanged");
+        }
+        assert_eq!(verdict(&e, "pass_ttl_expired"), 3);
+    })
+}
+
+#[test]
+fn ipv6_empty_service_drops_and_l7_port_goes_local() {
+    run(|| {
+        let mut e = env(&plan());
+        let p = tcp(CLIENT, 40400, VIP, 80, SYN, b"");
+        let (action, out, _) = e.dp.test_run(&p).unwrap();
+        assert_eq!((action, out), (XDP_PASS, p));
+        assert_eq!(verdict(&e, "pass_local"), 1);
+        let (action, _, _) =
+            e.dp.test_run(&tcp(CLIENT, 40401, VIP, 31402, SYN, b""))
+                .unwrap();
+        assert_eq!(action, XDP_DROP);
+        assert_eq!(verdict(&e, "drop_no_backend"), 1);
+    })
+}
+
+#[test]
+fn ipv6_reply_to_unknown_nat_port_of_the_node_is_counted() {
+    run(|| {
+        let mut e = env(&plan());
+        let p = tcp(B1, 9000, NODE_B, 62000, ACK, b"");
+        let (action, out, _) = e.dp.test_run(&p).unwrap();
+        assert_eq!((action, out), (XDP_PASS, p));
+        assert_eq!(verdict(&e, "pass_nat_miss"), 1);
+    })
+}
+
+/// Both families on one port: each VIP's flows reach its own family's backends, through its
+/// own tables, and the IPv4 path is untouched by the IPv6 one.
+#[test]
+fn dual_stack_service_keeps_families_apart() {
+    run(|| {
+        let mut e = env(&plan());
+        let (action, out, _) =
+            e.dp.test_run(&tcp(CLIENT, 40500, VIP, 31400, SYN, b""))
+                .unwrap();
+        assert_eq!(action, XDP_REDIRECT);
+        assert!(parse(&out).dst.segments()[0] == 0x2001);
+        // IPv4 to the same port of the IPv4 VIP (minimal IPv4 SYN, checksums not checked by
+        // the program's parse, only updated).
+        let mut p4 = Vec::new();
+        p4.extend_from_slice(&NODE_MAC);
+        p4.extend_from_slice(&CLIENT_MAC);
+        p4.extend_from_slice(&[0x08, 0x00]);
+        p4.extend_from_slice(&[0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0]);
+        p4.extend_from_slice(&[198, 18, 0, 2]);
+        p4.extend_from_slice(&VIP4);
+        p4.extend_from_slice(&40500u16.to_be_bytes());
+        p4.extend_from_slice(&31400u16.to_be_bytes());
+        p4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, SYN, 0xff, 0xff, 0, 0, 0, 0]);
+        let (action, out, _) = e.dp.test_run(&p4).unwrap();
+        assert_eq!(action, XDP_REDIRECT);
+        assert_eq!(&out[30..34], &B4, "IPv4 VIP -> IPv4 backend");
+        assert_eq!(
+            out[0..6],
+            [2, 0, 0, 0, 1, 0x42],
+            "to the IPv4 backend's neighbour"
+        );
+        let st = e.dp.stats().unwrap();
+        assert_eq!(st.services["[2001:db8::1]:31400/tcp"].packets, 1);
+        assert_eq!(st.services["198.18.0.1:31400/tcp"].packets, 1);
+        assert_eq!(st.verdicts["fwd_new"].packets, 2);
+    })
+}
+
+#[test]
+fn ipv6_backends_resolve_and_unresolved_ones_are_reported() {
+    run(|| {
+        let mut p = plan();
+        p.l4[1] = svc(
+            ip(VIP),
+            31401,
+            Proto::Tcp,
+            NatMode::PreserveSource,
+            &[ip("2001:db8:1::4")],
+        );
+        let mut e = env(&p);
+        assert_eq!(e.dp.refresh_next_hops().unwrap(), vec![ip("2001:db8:1::4")]);
+        let syn = tcp(CLIENT, 40600, VIP, 31401, SYN, b"");
+        let (action, _, _) = e.dp.test_run(&syn).unwrap();
+        assert_eq!(action, XDP_PASS);
+        assert_eq!(verdict(&e, "pass_fib_miss"), 1);
+        sh("ip -6 neigh replace 2001:db8:1::4 lladdr 02:00:00:00:01:04 dev gwd0 nud permanent");
+        let (action, out, _) = e.dp.test_run(&syn).unwrap();
+        assert_eq!(action, XDP_REDIRECT, "the flow's own FIB lookup finds it");
+        let o = parse(&out);
+        assert_eq!(
+            (o.dst, o.dmac[5], o.smac),
+            (v6("2001:db8:1::4"), 0x04, NODE_MAC)
+        );
+        assert!(e.dp.refresh_next_hops().unwrap().is_empty());
+    })
+}
+
+fn ifindex(name: &str) -> u32 {
+    let c = std::ffi::CString::new(name).unwrap();
+    // SAFETY: c is a NUL-terminated name that outlives the call.
+    unsafe { libc::if_nametoindex(c.as_ptr()) }
+}
+
+/// A veth peer with TX checksum offload leaves only the IPv6 pseudo-header sum in the L4
+/// field; in generic mode the rewritten packet must carry the seed of the new pseudo-header.
+#[test]
+fn ipv6_partial_checksums_keep_a_valid_seed_in_generic_mode() {
+    run(|| {
+        let mut e = env_on(&plan(), &["gwd0"]);
+        assert_eq!(e.dp.ifmodes[0].mode, "generic");
+        let gwd0 = ifindex("gwd0");
+        for (proto, port) in [(6u8, 31400u16), (17, 5353)] {
+            let flags = if proto == 6 { SYN } else { 0 };
+            let mut pkt = packet6(proto, CLIENT, 40700, VIP, port, flags, b"data", &[]);
+            let off = 54 + if proto == 6 { 16 } else { 6 };
+            let l4_len = pkt.len() - 54;
+            let seed =
+                |p: &[u8], len: usize| !csum(&[], pseudo(&p[22..38], &p[38..54], proto, len));
+            let s = seed(&pkt, l4_len);
+            pkt[off..off + 2].copy_from_slice(&s.to_be_bytes());
+            let (action, out, _) = e.dp.test_run_on(&pkt, gwd0).unwrap();
+            assert_eq!(action, XDP_TX, "backend behind the ingress veth");
+            assert_eq!(&out[22..38], &a6(NODE_B), "snat");
+            let field = u16::from_be_bytes([out[off], out[off + 1]]);
+            assert_eq!(
+                field,
+                seed(&out, out.len() - 54),
+                "proto {proto}: the seed covers the rewritten pseudo-header"
+            );
+        }
+        assert_eq!(verdict(&e, "pass_csum_partial"), 0);
+        assert_eq!(verdict(&e, "fwd_new"), 2);
+    })
+}
