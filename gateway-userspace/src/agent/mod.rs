@@ -2,6 +2,12 @@
 //! apply, serve admin, watch the config directory, shut down.
 
 mod admin;
+mod process;
+
+use process::{
+    bind_shared, enable_request_migration, forward_bpf_logs, release_free_memory, reload_on_sighup,
+    wait_for_signal,
+};
 
 use std::{
     collections::BTreeMap,
@@ -15,7 +21,6 @@ use std::{
 use anyhow::Context as _;
 use arc_swap::ArcSwap;
 use serde::Serialize;
-use tokio::net::TcpListener;
 
 use crate::{
     config::{self, CompileInput},
@@ -595,68 +600,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Binds an admin, status or metrics port with `SO_REUSEPORT`, as the L7 listeners are: during
-/// a hand-over (the next agent started before this one is stopped, as a surge upgrade does)
-/// both hold the port, so probes and scrapes never meet a refused connection. The kernel lets
-/// only sockets of the same effective uid share a port.
-fn bind_shared(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let s = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    s.set_reuseaddr(true)?;
-    s.set_reuseport(true)?;
-    s.bind(addr)?;
-    s.listen(128)
-}
-
-/// Lets connections waiting in the accept queue of a closing listener move to another listener
-/// of its `SO_REUSEPORT` group (`net.ipv4.tcp_migrate_req`, Linux 5.14): without it, the
-/// connections queued on the old agent's sockets when it closes them at the end of a hand-over
-/// are reset. A per-namespace sysctl; where /proc/sys is read only (a container), say so once.
-fn enable_request_migration() {
-    const KNOB: &str = "/proc/sys/net/ipv4/tcp_migrate_req";
-    match std::fs::read_to_string(KNOB) {
-        Ok(v) if v.trim() == "1" => {}
-        Ok(_) => match std::fs::write(KNOB, "1") {
-            Ok(()) => log::info!("net.ipv4.tcp_migrate_req set to 1: queued connections move to the next agent at a hand-over"),
-            Err(e) => log::warn!(
-                "cannot set net.ipv4.tcp_migrate_req=1 ({e}): connections queued on this agent's listeners when it stops are reset; set the sysctl on the node"
-            ),
-        },
-        Err(e) => log::warn!(
-            "net.ipv4.tcp_migrate_req unavailable ({e}; Linux 5.14 or newer has it): connections queued when the agent stops are reset"
-        ),
-    }
-}
-
-/// Gives the heap pages freed by a load (parsed YAML, the previous plan) back to the kernel.
-/// glibc keeps freed memory in its arenas; after a large config that is most of the RSS
-/// (about a third of it for 10,000 routes), which an operator would read as a leak.
-fn release_free_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only walks glibc's own arenas; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-/// Copies the XDP program's log records (rare events only) into the agent's log.
-async fn forward_bpf_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
-    // Safety: the AsyncFd owns the logger, which owns the fd, so the fd outlives the registration.
-    let Ok(mut fd) = (unsafe { tokio::io::unix::AsyncFd::register(logger) }) else {
-        return;
-    };
-    loop {
-        let Ok(mut guard) = fd.readable_mut().await else {
-            return;
-        };
-        guard.get_inner_mut().flush();
-        guard.clear_ready();
-    }
-}
-
 fn log_revision(r: &Revision) {
     log::info!(
         "applied generation {} (hash {}): parse {} ms, validate+admit {} ms, compile {} ms, apply {} ms",
@@ -667,27 +610,6 @@ fn log_revision(r: &Revision) {
         r.compile_ms,
         r.apply_ms
     );
-}
-
-/// True for SIGTERM (drain first), false for SIGINT (an interactive stop: exit at once).
-async fn wait_for_signal() -> bool {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => false,
-        _ = term.recv() => true,
-    }
-}
-
-/// SIGHUP reloads the config now, whatever the reload interval (and even if no file changed).
-async fn reload_on_sighup(reload: Arc<tokio::sync::Notify>) {
-    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
-        return;
-    };
-    while hup.recv().await.is_some() {
-        log::info!("SIGHUP: reloading the config");
-        reload.notify_one();
-    }
 }
 
 /// A fingerprint of every file under `dir` (if any) and of the certificate files `plan` reads (paths
