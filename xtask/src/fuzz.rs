@@ -9,7 +9,7 @@ use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
 
-pub const TARGETS: [&str; 3] = ["manifest", "path", "client_hello"];
+pub const TARGETS: [&str; 4] = ["manifest", "path", "client_hello", "route"];
 
 const TRIPLE: &str = "x86_64-unknown-linux-gnu";
 

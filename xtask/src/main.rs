@@ -49,7 +49,7 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
-    /// Build the coverage-guided fuzz targets of fuzz/ (manifest, path, client_hello) on the
+    /// Build the coverage-guided fuzz targets of fuzz/ (manifest, path, route, client_hello) on the
     /// stable compiler and run each for SECONDS over its seed corpus (docs/hardening.md).
     Fuzz {
         #[arg(long, default_value = "8")]
