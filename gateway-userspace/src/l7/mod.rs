@@ -65,6 +65,8 @@ static DRAIN: std::sync::LazyLock<tokio::sync::watch::Sender<u8>> =
     std::sync::LazyLock::new(|| tokio::sync::watch::channel(SERVING).0);
 /// The stage, read per request without a lock.
 static STAGE: AtomicU8 = AtomicU8::new(SERVING);
+/// The open-file limit stopped an accept (logged once).
+static FD_CAP_LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 /// Downstream HTTP connections open now (what a shutdown waits for).
 static ACTIVE: AtomicUsize = AtomicUsize::new(0);
 
@@ -332,8 +334,20 @@ async fn accept_loop(sock: TcpListener, key: (Ipv4Addr, u16), state: Arc<ArcSwap
         let (stream, peer) = match sock.accept().await {
             Ok(x) => x,
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                log::warn!("HTTP listener {}:{}: accept: {e}", key.0, key.1);
+                // EMFILE and friends: back off instead of spinning, and say once what caps the
+                // connections (a line per failed accept would flood the log).
+                if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE)) {
+                    if !FD_CAP_LOGGED.swap(true, Ordering::Relaxed) {
+                        log::warn!(
+                            "HTTP listener {}:{}: accept: {e}: the open-file limit caps downstream connections ({} open now); new ones wait in the backlog until some close. Raise the limit (ulimit -n, the pod's nofile), or set --max-connections below it (logged once)",
+                            key.0,
+                            key.1,
+                            limits::downstream_connections()
+                        );
+                    }
+                } else {
+                    log::warn!("HTTP listener {}:{}: accept: {e}", key.0, key.1);
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
