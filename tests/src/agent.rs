@@ -216,7 +216,14 @@ impl Agent {
         let from = fs::metadata(self.log_path())?.len() as usize;
         let mut new = self.launch()?;
         let deadline = Instant::now() + READY_TIMEOUT;
-        while !self.log()[from.min(self.log().len())..].contains("applied generation") {
+        loop {
+            let log = self.log();
+            if log
+                .get(from..)
+                .is_some_and(|l| l.contains("applied generation"))
+            {
+                break;
+            }
             if let Some(st) = new.try_wait()? {
                 self.child = Some(old);
                 bail!(

@@ -204,3 +204,12 @@ impl Drop for ChildGuard {
         self.kill();
     }
 }
+
+/// The resident memory of process `pid`, in KiB (VmRSS from /proc).
+pub fn rss_kib(pid: u32) -> anyhow::Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    s.lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS for pid {pid}"))
+}

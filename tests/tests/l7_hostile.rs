@@ -21,6 +21,7 @@ use std::{
 use anyhow::{ensure, Context as _, Result};
 use gateway_tests::{
     manifests::{service_entry, GATEWAY_HEAD},
+    proc::rss_kib,
     test_backend_bin,
     topology::{start_backend, Topology, BACKEND_HTTP_PORT, VIP},
     wait_until, Agent, ChildGuard, Opts,
@@ -542,14 +543,6 @@ fn normal_h2_request_works(topo: &Topology) -> Result<()> {
         "normal h2 client: {r:#?}"
     );
     Ok(())
-}
-
-fn rss_kib(pid: u32) -> Result<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    s.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .context("no VmRSS")
 }
 
 /// Rapid reset (CVE-2023-44487): HEADERS then RST_STREAM, 5000 times in a row → GOAWAY

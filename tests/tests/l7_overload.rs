@@ -29,16 +29,9 @@ fn demo_agent(topo: &Topology, extra: &[&str]) -> Result<Agent> {
     Agent::start_with(topo, &borrowed, &args)
 }
 
-/// The agent's resident memory, from /proc.
+/// The agent's resident memory, in bytes.
 fn rss_bytes(agent: &Agent) -> Result<u64> {
-    let pid = agent.pid().context("agent pid")?;
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("VmRSS")?;
-    Ok(kb * 1024)
+    Ok(gateway_tests::proc::rss_kib(agent.pid().context("agent pid")?)? * 1024)
 }
 
 const REQUEST: &[u8] = b"GET /x HTTP/1.1\r\nhost: web.demo.local\r\n\r\n";

@@ -5,8 +5,7 @@ mod admin;
 mod process;
 
 use process::{
-    bind_shared, enable_request_migration, forward_bpf_logs, release_free_memory, reload_on_sighup,
-    wait_for_signal,
+    bind_shared, enable_request_migration, forward_bpf_logs, reload_on_sighup, wait_for_signal,
 };
 
 use std::{
@@ -519,7 +518,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
                 health.set_applied();
                 let s = empty.applied(c, t.elapsed());
                 log_revision(&s.revision);
-                release_free_memory();
+                crate::l7::overload::shrink_heap();
                 s
             }
             Err(e) => {
@@ -765,7 +764,7 @@ async fn watch(
                 snapshot.store(Arc::new(next));
                 drop(cur);
                 if changed {
-                    release_free_memory();
+                    crate::l7::overload::shrink_heap();
                 }
             }
         }

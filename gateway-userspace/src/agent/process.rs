@@ -42,17 +42,6 @@ pub(super) fn enable_request_migration() {
     }
 }
 
-/// Gives the heap pages freed by a load (parsed YAML, the previous plan) back to the kernel.
-/// glibc keeps freed memory in its arenas; after a large config that is most of the RSS
-/// (about a third of it for 10,000 routes), which an operator would read as a leak.
-pub(super) fn release_free_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only walks glibc's own arenas; it has no preconditions.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Copies the XDP program's log records (rare events only) into the agent's log.
 pub(super) async fn forward_bpf_logs(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
     // Safety: the AsyncFd owns the logger, which owns the fd, so the fd outlives the registration.

@@ -131,8 +131,9 @@ pub fn start(limit: u64) {
     });
 }
 
-/// Envoy's `shrink_heap`: gives free heap pages back to the kernel.
-fn shrink_heap() {
+/// Envoy's `shrink_heap`: gives free heap pages back to the kernel (glibc keeps freed memory
+/// in its arenas). Also what the agent calls after a load.
+pub fn shrink_heap() {
     #[cfg(target_env = "gnu")]
     // SAFETY: malloc_trim only walks glibc's own arenas; it has no preconditions.
     unsafe {
