@@ -34,6 +34,10 @@ const KUBE_KINDS: [(&str, &str, &str); 4] = [
     ("", "v1", "Secret"),
 ];
 
+/// How often discovery is asked again while Istio's CRDs are not served, so CRDs installed
+/// after the agent started are picked up without a restart (one `GET /apis` per period).
+const ISTIO_REDISCOVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// The newest Istio networking version the API server serves; None when Istio's CRDs are
 /// not installed. Retries until the API server answers.
 async fn istio_version(client: &kube::Client) -> Option<&'static str> {
@@ -47,16 +51,9 @@ async fn istio_version(client: &kube::Client) -> Option<&'static str> {
                     .filter(|g| g.name == ISTIO_GROUP)
                     .flat_map(|g| g.versions.iter().map(|v| v.version.clone()))
                     .collect();
-                let v = ISTIO_VERSIONS
+                return ISTIO_VERSIONS
                     .into_iter()
                     .find(|v| served.iter().any(|s| s == v));
-                match v {
-                    Some(v) => log::info!("Kubernetes: watching {ISTIO_GROUP}/{v}"),
-                    None => log::warn!(
-                        "Kubernetes: {ISTIO_GROUP} is not served (Istio's CRDs not installed?): no Gateway, VirtualService, DestinationRule or ServiceEntry is watched; restart the agent once they are"
-                    ),
-                }
-                return v;
             }
             Err(e) => {
                 if said.elapsed() >= std::time::Duration::from_secs(5) {
@@ -67,6 +64,31 @@ async fn istio_version(client: &kube::Client) -> Option<&'static str> {
             }
         }
     }
+}
+
+/// Istio's CRDs were not served at start: asks discovery again every `ISTIO_REDISCOVERY`
+/// until they are, then starts their watches (the rest of the config kept serving meanwhile).
+async fn await_istio(
+    client: kube::Client,
+    scopes: Vec<Option<String>>,
+    store: Arc<Store>,
+    notify: Arc<tokio::sync::Notify>,
+) {
+    loop {
+        tokio::time::sleep(ISTIO_REDISCOVERY).await;
+        if let Some(v) = istio_version(&client).await {
+            log::info!("Kubernetes: {ISTIO_GROUP}/{v} is served now; watching it");
+            spawn_watches(&client, &scopes, &istio_kinds(v), &store, &notify);
+            return;
+        }
+    }
+}
+
+fn istio_kinds(version: &'static str) -> Vec<(&'static str, &'static str, &'static str)> {
+    ISTIO_KINDS
+        .iter()
+        .map(|k| (ISTIO_GROUP, version, *k))
+        .collect()
 }
 
 /// (kind, namespace, name).
@@ -153,39 +175,64 @@ pub async fn start(
     namespaces: &[String],
     notify: Arc<tokio::sync::Notify>,
 ) -> Arc<Store> {
-    let scopes: Vec<Option<&str>> = if namespaces.is_empty() {
+    let scopes: Vec<Option<String>> = if namespaces.is_empty() {
         vec![None]
     } else {
-        namespaces.iter().map(|n| Some(n.as_str())).collect()
+        namespaces.iter().cloned().map(Some).collect()
     };
-    let mut kinds: Vec<(&str, &str, &'static str)> = Vec::new();
-    if let Some(v) = istio_version(&client).await {
-        kinds.extend(ISTIO_KINDS.iter().map(|k| (ISTIO_GROUP, v, *k)));
-    }
+    let istio = istio_version(&client).await;
+    let mut kinds = match istio {
+        Some(v) => {
+            log::info!("Kubernetes: watching {ISTIO_GROUP}/{v}");
+            istio_kinds(v)
+        }
+        None => {
+            log::warn!(
+                "Kubernetes: {ISTIO_GROUP} is not served (Istio's CRDs not installed?): no Gateway, VirtualService, DestinationRule or ServiceEntry is watched until they are (discovery is asked again every {}s)",
+                ISTIO_REDISCOVERY.as_secs()
+            );
+            Vec::new()
+        }
+    };
     kinds.extend(KUBE_KINDS);
+    // The first plan waits for the kinds served now; Istio's, if they come later, add to a
+    // config that already serves.
     let store = Arc::new(Store {
         watches: kinds.len() * scopes.len(),
         ..Store::default()
     });
+    spawn_watches(&client, &scopes, &kinds, &store, &notify);
+    if istio.is_none() {
+        tokio::spawn(await_istio(client, scopes, store.clone(), notify));
+    }
+    store
+}
+
+/// One watch task per kind and namespace scope.
+fn spawn_watches(
+    client: &kube::Client,
+    scopes: &[Option<String>],
+    kinds: &[(&str, &str, &'static str)],
+    store: &Arc<Store>,
+    notify: &Arc<tokio::sync::Notify>,
+) {
     for scope in scopes {
-        for &(group, version, kind) in &kinds {
+        for &(group, version, kind) in kinds {
             let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));
             let api: Api<DynamicObject> = match scope {
                 Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
                 None => Api::all_with(client.clone(), &ar),
             };
-            let scope = scope.map(str::to_string);
             tokio::spawn(watch_kind(
                 api,
                 ar,
                 kind,
-                scope,
+                scope.clone(),
                 store.clone(),
                 notify.clone(),
             ));
         }
     }
-    store
 }
 
 async fn watch_kind(

@@ -301,6 +301,19 @@ fn serve_conn(
             discovery(&mut out, state)?;
             continue;
         }
+        if !served(state, &coll) {
+            // As the API server answers for a group whose CRDs are not installed.
+            let body = json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+                "status": "Failure", "message": "the server could not find the requested resource",
+                "reason": "NotFound", "code": 404})
+            .to_string();
+            write!(
+                out,
+                "HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )?;
+            continue;
+        }
         if matches!(query_param(query, "watch"), Some("true" | "1")) {
             let from: u64 = query_param(query, "resourceVersion")
                 .and_then(|v| v.parse().ok())
@@ -353,15 +366,31 @@ fn list(
     Ok(())
 }
 
-/// `GET /apis`: the APIGroupList of the groups the gateway reads.
-fn discovery(out: &mut TcpStream, state: &Arc<(Mutex<State>, Condvar)>) -> anyhow::Result<()> {
-    let istio = state
+/// The networking.istio.io versions discovery announces.
+fn istio_versions(state: &Arc<(Mutex<State>, Condvar)>) -> Vec<String> {
+    state
         .0
         .lock()
         .unwrap()
         .istio_versions
         .clone()
-        .unwrap_or_else(|| vec!["v1".into(), "v1beta1".into(), "v1alpha3".into()]);
+        .unwrap_or_else(|| vec!["v1".into(), "v1beta1".into(), "v1alpha3".into()])
+}
+
+/// Whether a collection path is served: Istio's only at the versions discovery announces.
+fn served(state: &Arc<(Mutex<State>, Condvar)>, coll: &str) -> bool {
+    match coll.strip_prefix("/apis/networking.istio.io/") {
+        Some(rest) => {
+            let version = rest.split('/').next().unwrap_or("");
+            istio_versions(state).iter().any(|v| v == version)
+        }
+        None => true,
+    }
+}
+
+/// `GET /apis`: the APIGroupList of the groups the gateway reads.
+fn discovery(out: &mut TcpStream, state: &Arc<(Mutex<State>, Condvar)>) -> anyhow::Result<()> {
+    let istio = istio_versions(state);
     let group = |name: &str, versions: &[String]| {
         let vs: Vec<Value> = versions
             .iter()

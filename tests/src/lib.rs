@@ -12,6 +12,7 @@ pub mod http;
 pub mod manifests;
 pub mod netns;
 pub mod proc;
+pub mod session;
 pub mod tls;
 pub mod topology;
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
 use gateway_tests::apiserver::{fixture, ApiServer};
+use gateway_tests::session::HttpsSession;
 use gateway_tests::tls::{b64, Ca};
 use gateway_tests::{http::HttpClient, wait_until, Agent, Opts, Topology};
 use serde_json::{json, Value};
@@ -265,12 +266,26 @@ fn credential_secrets_from_the_api_rotate() -> Result<()> {
         get(&new_pem).is_err(),
         "trusted by a CA that did not sign it"
     );
+    // A connection established before the rotation, kept alive across it.
+    let addr = "198.18.0.1:443".parse()?;
+    let mut held = HttpsSession::connect(
+        &topo.client_api(),
+        addr,
+        "k8s.example.com",
+        &old_ca.cert.pem(),
+    )?;
+    ensure!(held.get("/")? == (200, "tls".to_string()));
 
     api.apply(tls_secret("gw-cert", &new_ca.leaf("k8s.example.com")?));
     wait_until(WAIT, "the rotated Secret served", || {
         Ok(get(&new_pem).is_ok_and(|r| r.status == 200))
     })?;
     ensure!(get(&old_pem).is_err(), "the old certificate still served");
+    // Established connections continue with the certificate they were opened with.
+    ensure!(
+        held.get("/")? == (200, "tls".to_string()),
+        "the connection opened before the rotation"
+    );
     Ok(())
 }
 
@@ -371,5 +386,35 @@ fn older_istio_api_versions_are_watched() -> Result<()> {
         api.requests("networking.istio.io")
     );
     ensure!(agent.log().contains("watching networking.istio.io/v1beta1"));
+    Ok(())
+}
+
+/// Istio's CRDs installed after the agent started (discovery first said the group is not
+/// served): the agent finds them by asking discovery again and serves their objects, without
+/// a restart, while the Kubernetes kinds kept syncing meanwhile.
+#[test]
+fn istio_crds_installed_later_are_watched() -> Result<()> {
+    let topo = Topology::new("k8c", 1, Opts::http_backends())?;
+    let api = ApiServer::start(&topo.node)?;
+    api.set_istio_versions(&[]);
+    let agent = Agent::start_kubernetes(&topo, &api, &["--vip", "198.18.0.1"])?;
+    ensure!(
+        agent.log().contains("networking.istio.io is not served"),
+        "the missing CRDs are reported"
+    );
+    let http = HttpClient::new(topo.client.name());
+    ensure!(http.get(URL, &[]).is_err(), "no Gateway yet, no listener");
+
+    api.set_istio_versions(&["v1"]);
+    api.apply(fixture("gateway.json")?);
+    let mut vs = fixture("virtualservice.json")?;
+    vs["spec"]["http"] = json!([{"directResponse": {"status": 200, "body": {"string": "late"}}}]);
+    api.apply(vs);
+    wait_until(WAIT, "the Gateway from the late CRDs served", || {
+        Ok(http
+            .get(URL, &[])
+            .is_ok_and(|r| r.status == 200 && r.body == "late"))
+    })?;
+    ensure!(agent.log().contains("networking.istio.io/v1 is served now"));
     Ok(())
 }
