@@ -162,6 +162,11 @@ enum Cmd {
         /// Admin endpoint (keep it local): /config_dump, /stats, /metrics, /ready, /drain.
         #[arg(long, default_value = "127.0.0.1:15000")]
         admin: SocketAddr,
+        /// The admin endpoints also on this Unix socket, which only this agent answers on (the
+        /// TCP ports are shared with the next agent during a hand-over): what the DaemonSet's
+        /// probes and preStop hook use, as `gateway ready|drain --admin unix:PATH`.
+        #[arg(long)]
+        admin_socket: Option<PathBuf>,
         /// Health endpoint for probes: /healthz/ready, /healthz/live.
         #[arg(long, default_value = "0.0.0.0:15021")]
         status: SocketAddr,
@@ -220,9 +225,10 @@ enum Cmd {
         /// The config directory to compile and explain.
         #[arg(long, required_unless_present = "admin", conflicts_with = "admin")]
         config: Option<PathBuf>,
-        /// A running agent's admin address: explain with its live plan instead.
+        /// A running agent's admin address (`ADDR:PORT` or `unix:PATH`): explain with its live
+        /// plan instead.
         #[arg(long)]
-        admin: Option<SocketAddr>,
+        admin: Option<AdminAddr>,
         /// `GET http://host:port/path?query` (the method may be left out).
         #[arg(required_unless_present_any = ["tcp", "udp"])]
         request: Option<String>,
@@ -248,16 +254,29 @@ enum Cmd {
     Dump {
         #[arg(value_enum, default_value = "all")]
         section: gateway::dump::Section,
+        /// `ADDR:PORT` or `unix:PATH`.
         #[arg(long, default_value = "127.0.0.1:15000")]
-        admin: SocketAddr,
+        admin: AdminAddr,
         #[arg(short = 'o', long = "output", default_value = "text")]
         output: CheckOutput,
     },
     /// Ask a running agent to drain (POST /drain on its admin port) and wait until it has: the
     /// Kubernetes preStop hook.
     Drain {
+        /// `ADDR:PORT` or `unix:PATH` (the agent's `--admin-socket`: during a hand-over the
+        /// TCP port may answer for the other agent).
         #[arg(long, default_value = "127.0.0.1:15000")]
-        admin: SocketAddr,
+        admin: AdminAddr,
+    },
+    /// Whether a running agent is ready (`--live`: alive): exit 0 if so, 1 if not, 2 if it
+    /// cannot be reached. The DaemonSet's exec probes, against the agent's own socket.
+    Ready {
+        /// `ADDR:PORT` or `unix:PATH`.
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: AdminAddr,
+        /// Liveness instead of readiness.
+        #[arg(long)]
+        live: bool,
     },
     /// Remove the pins of an agent (detaches its XDP program).
     Cleanup {
@@ -271,12 +290,13 @@ fn main() -> ExitCode {
     gateway::logging::init(cli.log_format);
     match cli.cmd {
         Cmd::Check { dir, output } => check(&dir, output),
-        Cmd::Drain { admin } => drain(admin),
+        Cmd::Drain { admin } => drain(&admin),
+        Cmd::Ready { admin, live } => ready(&admin, live),
         Cmd::Dump {
             section,
             admin,
             output,
-        } => dump(admin, section, output),
+        } => dump(&admin, section, output),
         Cmd::Explain {
             config,
             admin,
@@ -294,7 +314,7 @@ fn main() -> ExitCode {
                 _ => unreachable!("clap requires one"),
             };
             match (admin, config) {
-                (Some(a), _) => explain_live(a, &what, &headers, sni),
+                (Some(a), _) => explain_live(&a, &what, &headers, sni),
                 (None, Some(c)) => explain(&c, &what, &headers, sni, vips),
                 (None, None) => unreachable!("clap requires one"),
             }
@@ -322,6 +342,7 @@ fn main() -> ExitCode {
             labels,
             namespace,
             admin,
+            admin_socket,
             status,
             metrics,
             drain_duration,
@@ -371,6 +392,7 @@ fn main() -> ExitCode {
                 labels: label_map,
                 namespace,
                 admin,
+                admin_socket,
                 status,
                 metrics,
                 drain_for: drain_duration,
@@ -486,7 +508,7 @@ fn explain_status(status: u16) -> ExitCode {
 
 /// `gateway explain --admin`: the running agent explains with its live plan.
 fn explain_live(
-    admin: SocketAddr,
+    admin: &AdminAddr,
     what: &Explained,
     headers: &[String],
     sni: Option<String>,
@@ -524,21 +546,58 @@ fn explain_live(
     }
 }
 
+/// Where a running agent's admin endpoints are: a TCP address, or its `--admin-socket`.
+#[derive(Clone, Debug)]
+enum AdminAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::str::FromStr for AdminAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.strip_prefix("unix:") {
+            Some(p) if !p.is_empty() => Ok(AdminAddr::Unix(PathBuf::from(p))),
+            _ => s
+                .parse()
+                .map(AdminAddr::Tcp)
+                .map_err(|_| format!("{s:?}: expected ADDR:PORT or unix:PATH")),
+        }
+    }
+}
+
+impl std::fmt::Display for AdminAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AdminAddr::Tcp(a) => write!(f, "{a}"),
+            AdminAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
 /// One request on the admin port, without a client library (the agent's image has no curl):
 /// (status, head, body).
 fn admin_request(
-    admin: SocketAddr,
+    admin: &AdminAddr,
     method: &str,
     path: &str,
 ) -> std::io::Result<(u16, String, String)> {
-    use std::io::{Read as _, Write as _};
-    let mut s = std::net::TcpStream::connect_timeout(&admin, Duration::from_secs(2))?;
-    write!(
-        s,
+    fn exchange(mut s: impl std::io::Read + std::io::Write, req: &str) -> std::io::Result<String> {
+        s.write_all(req.as_bytes())?;
+        let mut resp = String::new();
+        s.read_to_string(&mut resp)?;
+        Ok(resp)
+    }
+    let req = format!(
         "{method} {path} HTTP/1.1\r\nHost: gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut resp = String::new();
-    s.read_to_string(&mut resp)?;
+    );
+    let resp = match admin {
+        AdminAddr::Tcp(a) => exchange(
+            std::net::TcpStream::connect_timeout(a, Duration::from_secs(2))?,
+            &req,
+        )?,
+        AdminAddr::Unix(p) => exchange(std::os::unix::net::UnixStream::connect(p)?, &req)?,
+    };
     let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
     let code = head
         .split(' ')
@@ -548,7 +607,26 @@ fn admin_request(
     Ok((code, head.to_ascii_lowercase(), body.to_string()))
 }
 
-fn dump(admin: SocketAddr, section: gateway::dump::Section, output: CheckOutput) -> ExitCode {
+/// `gateway ready`: the agent's readiness (or liveness) as an exit status, for exec probes.
+fn ready(admin: &AdminAddr, live: bool) -> ExitCode {
+    let path = if live { "/healthz/live" } else { "/ready" };
+    match admin_request(admin, "GET", path) {
+        Ok((200, _, body)) => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((code, _, body)) => {
+            println!("{code} {}", body.trim());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("gateway ready: {admin}: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn dump(admin: &AdminAddr, section: gateway::dump::Section, output: CheckOutput) -> ExitCode {
     let get = |path: &str| -> Result<serde_json::Value, String> {
         match admin_request(admin, "GET", path) {
             Ok((200, _, body)) => serde_json::from_str(&body).map_err(|e| format!("{path}: {e}")),
@@ -584,7 +662,7 @@ fn dump(admin: SocketAddr, section: gateway::dump::Section, output: CheckOutput)
 }
 
 /// POST /drain on the admin port; it answers once the drain duration has passed.
-fn drain(admin: SocketAddr) -> ExitCode {
+fn drain(admin: &AdminAddr) -> ExitCode {
     match admin_request(admin, "POST", "/drain") {
         Ok((200, _, _)) => {
             println!("drained");

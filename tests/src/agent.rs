@@ -48,8 +48,12 @@ pub struct Agent {
     /// Read the objects from this API server (`--kubernetes --kubeconfig FILE`) instead of
     /// the config directory.
     kubeconfig: Option<PathBuf>,
+    /// The running process's own admin socket (`--admin-socket`; one per launch, as each pod
+    /// of a surge upgrade has its own emptyDir).
+    socket: PathBuf,
+    launches: u32,
     /// Holds `config/` (watched by the agent), `stage/` (files are written there and renamed in,
-    /// so the agent never reads half a file) and `agent.log`.
+    /// so the agent never reads half a file), `run/` (the admin sockets) and `agent.log`.
     dir: tempfile::TempDir,
 }
 
@@ -99,6 +103,12 @@ impl Agent {
             .tempdir()?;
         fs::create_dir(dir.path().join("config"))?;
         fs::create_dir(dir.path().join("stage"))?;
+        fs::create_dir(dir.path().join("run"))?;
+        {
+            // Writable by an unprivileged agent too (start_unprivileged).
+            use std::os::unix::fs::PermissionsExt as _;
+            fs::set_permissions(dir.path().join("run"), fs::Permissions::from_mode(0o1777))?;
+        }
         let admin = topo
             .node
             .run_in(|| Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?))?;
@@ -115,6 +125,8 @@ impl Agent {
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
             unprivileged: None,
             kubeconfig: None,
+            socket: PathBuf::new(),
+            launches: 0,
             dir,
         };
         agent.write_config(files)?;
@@ -204,7 +216,9 @@ impl Agent {
     /// Starts the process (same flags, same pin root) and waits until it is ready.
     fn spawn(&mut self) -> anyhow::Result<()> {
         anyhow::ensure!(self.child.is_none(), "agent already running");
-        self.child = Some(self.launch()?);
+        let (child, socket) = self.launch_next()?;
+        self.child = Some(child);
+        self.socket = socket;
         self.wait_ready()
     }
 
@@ -214,7 +228,7 @@ impl Agent {
     pub fn replace(&mut self) -> anyhow::Result<()> {
         let mut old = self.child.take().context("agent not running")?;
         let from = fs::metadata(self.log_path())?.len() as usize;
-        let mut new = self.launch()?;
+        let (mut new, socket) = self.launch_next()?;
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             let log = self.log();
@@ -243,6 +257,7 @@ impl Agent {
         old.signal(libc::SIGTERM)?;
         let st = old.wait_timeout(STOP_TIMEOUT)?;
         self.child = Some(new);
+        self.socket = socket;
         anyhow::ensure!(
             st.success(),
             "the old agent exited with {st}; log:\n{}",
@@ -251,8 +266,32 @@ impl Agent {
         self.wait_ready()
     }
 
+    /// Starts the next agent process (same flags, config and pins; its own admin socket)
+    /// beside any running one; does not wait. Returns it and its admin socket.
+    pub fn launch_next(&mut self) -> anyhow::Result<(ChildGuard, PathBuf)> {
+        self.launches += 1;
+        let socket = self
+            .dir
+            .path()
+            .join("run")
+            .join(format!("admin-{}.sock", self.launches));
+        Ok((self.launch(&socket)?, socket))
+    }
+
+    /// Makes `child` (from [`Agent::launch_next`]) the agent this value owns and stops with;
+    /// returns the process it owned before, if any.
+    pub fn adopt(&mut self, child: ChildGuard, socket: PathBuf) -> Option<ChildGuard> {
+        self.socket = socket;
+        self.child.replace(child)
+    }
+
+    /// The running process's own admin socket (`gateway ... --admin unix:PATH`).
+    pub fn own_socket(&self) -> &Path {
+        &self.socket
+    }
+
     /// Starts the agent process; does not wait.
-    fn launch(&self) -> anyhow::Result<ChildGuard> {
+    fn launch(&self, socket: &Path) -> anyhow::Result<ChildGuard> {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -297,6 +336,8 @@ impl Agent {
         cmd.arg("--pin-root")
             .arg(&self.pin_root)
             .args(["--admin", &self.admin.to_string()])
+            .arg("--admin-socket")
+            .arg(socket)
             .args(&self.extra_args);
         if !self.extra_args.iter().any(|a| a == "--reload-ms") {
             cmd.args(["--reload-ms", "200"]);
@@ -367,6 +408,17 @@ impl Agent {
             .arg(&self.bin)
             .args(args)
             .args(["--admin", &self.admin.to_string()])
+            .output()?)
+    }
+
+    /// Runs `gateway ARGS --admin ADMIN` in the agent's network namespace: `ADMIN` is
+    /// `unix:PATH` for one process's own socket (see [`Agent::own_socket`]).
+    pub fn cli_at(&self, admin: &str, args: &[&str]) -> anyhow::Result<std::process::Output> {
+        Ok(Command::new("nsenter")
+            .arg(format!("--net={}", self.node_ns.display()))
+            .arg(&self.bin)
+            .args(args)
+            .args(["--admin", admin])
             .output()?)
     }
 

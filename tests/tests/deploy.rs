@@ -20,7 +20,7 @@ use anyhow::{bail, ensure, Context as _, Result};
 use gateway_tests::agent::{gateway_check, Unprivileged};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, HTTPGetAction, Probe, SecurityContext, Service, ServiceAccount,
+    ConfigMap, Container, Probe, SecurityContext, Service, ServiceAccount,
 };
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -155,13 +155,6 @@ fn one_flag<'a>(args: &'a [String], flag: &str) -> Result<&'a str> {
     }
 }
 
-fn http_get<'a>(p: Option<&'a Probe>, what: &str) -> Result<&'a HTTPGetAction> {
-    p.with_context(|| format!("no {what}"))?
-        .http_get
-        .as_ref()
-        .with_context(|| format!("{what} is not an httpGet"))
-}
-
 fn port_number(p: &IntOrString) -> Option<i32> {
     match p {
         IntOrString::Int(n) => Some(*n),
@@ -225,13 +218,15 @@ fn check_objects(o: &Objects, sys_resource: bool) -> Result<()> {
     let spec = &ds.spec;
     let strategy = spec.update_strategy.as_ref().context("no updateStrategy")?;
     ensure!(strategy.type_.as_deref() == Some("RollingUpdate"));
+    // A surge: the next pod runs beside the old one before it goes (no gap on the node).
+    let rolling = strategy
+        .rolling_update
+        .as_ref()
+        .context("no rollingUpdate")?;
     ensure!(
-        strategy
-            .rolling_update
-            .as_ref()
-            .and_then(|r| r.max_unavailable.as_ref())
-            == Some(&IntOrString::Int(1)),
-        "maxUnavailable {strategy:?}"
+        rolling.max_surge == Some(IntOrString::Int(1))
+            && rolling.max_unavailable == Some(IntOrString::Int(0)),
+        "rollingUpdate {rolling:?}"
     );
     let pod = spec.template.spec.as_ref().context("no pod spec")?;
     let pod_labels = spec
@@ -394,22 +389,32 @@ fn check_objects(o: &Objects, sys_resource: bool) -> Result<()> {
         );
     }
 
-    // Probes on the status port; the preStop hook drains through the local admin port.
-    let ready = http_get(c.readiness_probe.as_ref(), "readinessProbe")?;
+    // Probes and the preStop hook ask the pod's own agent, on its admin socket (the TCP
+    // ports are shared with the other pod during a surge), with the image's own binary.
+    let socket = one_flag(&args, "--admin-socket")?;
+    let own = format!("unix:{socket}");
+    let exec = |p: Option<&Probe>, what: &str| -> Result<Vec<String>> {
+        p.with_context(|| format!("no {what}"))?
+            .exec
+            .as_ref()
+            .and_then(|e| e.command.clone())
+            .with_context(|| format!("{what} is not an exec probe"))
+    };
+    let bin = "/usr/local/bin/gateway";
     ensure!(
-        ready.path.as_deref() == Some("/healthz/ready"),
-        "readiness {ready:?}"
+        exec(c.readiness_probe.as_ref(), "readinessProbe")? == [bin, "ready", "--admin", &own],
+        "readiness {:?}",
+        c.readiness_probe
     );
-    ensure!(
-        port_number(&ready.port) == Some(15021),
-        "readiness {ready:?}"
-    );
-    let live = http_get(c.liveness_probe.as_ref(), "livenessProbe")?;
-    ensure!(
-        live.path.as_deref() == Some("/healthz/live"),
-        "liveness {live:?}"
-    );
-    ensure!(port_number(&live.port) == Some(15021), "liveness {live:?}");
+    for (p, what) in [
+        (c.liveness_probe.as_ref(), "livenessProbe"),
+        (c.startup_probe.as_ref(), "startupProbe"),
+    ] {
+        ensure!(
+            exec(p, what)? == [bin, "ready", "--live", "--admin", &own],
+            "{what} {p:?}"
+        );
+    }
     ensure!(one_flag(&args, "--status")?.ends_with(":15021"), "{args:?}");
     ensure!(
         one_flag(&args, "--metrics")?.ends_with(":15090"),
@@ -420,7 +425,6 @@ fn check_objects(o: &Objects, sys_resource: bool) -> Result<()> {
         admin == "127.0.0.1:15000",
         "--admin {admin}: keep it on loopback"
     );
-    // The hook runs the image's own binary: `gateway drain` POSTs /drain to the admin port.
     let pre_stop = c
         .lifecycle
         .as_ref()
@@ -429,9 +433,28 @@ fn check_objects(o: &Objects, sys_resource: bool) -> Result<()> {
         .and_then(|e| e.command.as_ref())
         .context("no preStop exec")?;
     ensure!(
-        pre_stop.iter().map(String::as_str).collect::<Vec<_>>()
-            == ["/usr/local/bin/gateway", "drain", "--admin", admin],
+        pre_stop.iter().map(String::as_str).collect::<Vec<_>>() == [bin, "drain", "--admin", &own],
         "preStop {pre_stop:?}"
+    );
+    // The socket's directory is the pod's own (an emptyDir), not shared with the other pod.
+    let dir = std::path::Path::new(socket)
+        .parent()
+        .context("socket directory")?;
+    let run_mount = c
+        .volume_mounts
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|m| std::path::Path::new(&m.mount_path) == dir)
+        .with_context(|| format!("no volume mounted at {}", dir.display()))?;
+    ensure!(
+        pod.volumes
+            .as_deref()
+            .unwrap_or_default()
+            .iter()
+            .any(|v| v.name == run_mount.name && v.empty_dir.is_some()),
+        "{} is not an emptyDir",
+        dir.display()
     );
     let drain = gateway::parse_duration_secs(one_flag(&args, "--drain-duration")?)?;
     let grace = pod
@@ -516,8 +539,10 @@ fn check_objects(o: &Objects, sys_resource: bool) -> Result<()> {
         );
     } else {
         ensure!(
-            mounts.iter().all(|m| m.mount_path == "/sys/fs/bpf"),
-            "--kubernetes mounts only bpffs: {mounts:?}"
+            mounts
+                .iter()
+                .all(|m| m.mount_path == "/sys/fs/bpf" || m.mount_path == "/run/gateway"),
+            "--kubernetes mounts only bpffs and the admin socket's emptyDir: {mounts:?}"
         );
     }
     let bpf_mount = mounts
@@ -582,13 +607,12 @@ fn check_objects(o: &Objects, sys_resource: bool) -> Result<()> {
         sspec.selector
     );
     let ports = sspec.ports.as_deref().unwrap_or_default();
-    let container_ports: BTreeSet<i32> = c
-        .ports
-        .as_deref()
-        .unwrap_or_default()
-        .iter()
-        .map(|p| p.container_port)
-        .collect();
+    // Declared ports are host ports under hostNetwork: one pod per node, no surge.
+    ensure!(
+        c.ports.as_deref().unwrap_or_default().is_empty(),
+        "the container declares ports {:?}",
+        c.ports
+    );
     for (name, port, target) in [
         ("status-port", 15021, 15021),
         ("http2", 80, 8080),
@@ -603,19 +627,6 @@ fn check_objects(o: &Objects, sys_resource: bool) -> Result<()> {
             "Service port {p:?}, want {port} -> {target}"
         );
     }
-    for p in ports {
-        let t = p
-            .target_port
-            .as_ref()
-            .and_then(port_number)
-            .unwrap_or(p.port);
-        ensure!(
-            container_ports.contains(&t),
-            "Service port {:?} targets {t}, not a container port {container_ports:?}",
-            p.name
-        );
-    }
-    ensure!(container_ports.contains(&15090), "no metrics containerPort");
     Ok(())
 }
 

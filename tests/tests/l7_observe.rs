@@ -543,3 +543,70 @@ fn sighup_reloads_now() -> Result<()> {
     );
     Ok(())
 }
+
+/// A surge hand-over, as the DaemonSet's `maxSurge` upgrade runs it: the next agent starts
+/// beside the running one and shares its TCP ports (status, admin, L7), so a probe on 15021
+/// may reach either process. Each agent's own `--admin-socket` answers for that agent only:
+/// `gateway ready` (the exec probes) reports each one's own state, and `gateway drain` (the
+/// preStop hook) drains only the one it is pointed at, while the other keeps serving.
+#[test]
+fn hand_over_each_agent_answers_for_itself_on_its_own_socket() -> Result<()> {
+    let topo = Topology::new("sg", 1, Opts::http_backends())?;
+    let files = gateway_tests::manifests::demo_files()?;
+    let files: Vec<(&str, String)> = files.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
+    let mut agent = Agent::start_with(&topo, &files, &["--vip", "198.18.0.1"])?;
+    let http = HttpClient::new(topo.client.name());
+    let url = "http://198.18.0.1:8080/v1/x";
+    let old_socket = format!("unix:{}", agent.own_socket().display());
+    ensure!(
+        ready(&agent, &old_socket)? == 0,
+        "the running agent is ready"
+    );
+
+    let (next, next_socket) = agent.launch_next()?;
+    let next_admin = format!("unix:{}", next_socket.display());
+    wait_until(Duration::from_secs(30), "the next agent ready", || {
+        Ok(next_socket.exists() && ready(&agent, &next_admin)? == 0)
+    })?;
+    // The preStop hook of the old pod: drains the old agent only.
+    let out = agent.cli_at(&old_socket, &["drain"])?;
+    ensure!(
+        out.status.success(),
+        "gateway drain: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        ready(&agent, &old_socket)? == 1,
+        "the drained agent reports not ready"
+    );
+    ensure!(
+        ready(&agent, &next_admin)? == 0,
+        "the next agent is not drained"
+    );
+    let mut old = agent.adopt(next, next_socket).context("the old agent")?;
+    old.signal(libc::SIGTERM)?;
+    ensure!(old.wait_timeout(Duration::from_secs(20))?.success());
+    ensure!(
+        ready(&agent, &agent_admin(&agent))? == 0,
+        "the next agent serves on"
+    );
+    for _ in 0..20 {
+        let r = http.get(url, &[])?;
+        ensure!(r.status == 200, "after the hand-over: {}", r.status);
+    }
+    // Liveness on the socket too (the exec liveness probe).
+    ensure!(agent
+        .cli_at(&agent_admin(&agent), &["ready", "--live"])?
+        .status
+        .success());
+    Ok(())
+}
+
+/// `gateway ready --admin ADMIN`'s exit status.
+fn ready(agent: &Agent, admin: &str) -> Result<i32> {
+    Ok(agent.cli_at(admin, &["ready"])?.status.code().unwrap_or(-1))
+}
+
+fn agent_admin(agent: &Agent) -> String {
+    format!("unix:{}", agent.own_socket().display())
+}

@@ -25,7 +25,10 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
-use tokio::{net::TcpListener, sync::Mutex};
+use tokio::{
+    net::{TcpListener, UnixListener},
+    sync::Mutex,
+};
 
 use super::{L4Path, Snapshot};
 use crate::dataplane;
@@ -117,20 +120,54 @@ pub async fn serve(l: TcpListener, role: Role, state: Arc<State>) {
         let Ok((stream, _)) = l.accept().await else {
             continue;
         };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let svc = service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(role, &state, req).await) }
-            });
-            let mut b = auto::Builder::new(TokioExecutor::new());
-            // Probes and scrapers are well-behaved; a stuck client still must not pin a task.
-            b.http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(5));
-            let _ = b.serve_connection(TokioIo::new(stream), svc).await;
-        });
+        tokio::spawn(serve_conn(stream, role, state.clone()));
     }
+}
+
+/// The admin endpoints on this agent's own Unix socket (`--admin-socket`), until aborted.
+pub async fn serve_unix(l: UnixListener, state: Arc<State>) {
+    loop {
+        let Ok((stream, _)) = l.accept().await else {
+            continue;
+        };
+        tokio::spawn(serve_conn(stream, Role::Admin, state.clone()));
+    }
+}
+
+/// Binds `path`, replacing a socket file left by an agent that is gone (a restarted container
+/// keeps its emptyDir), but never one a live agent still answers on.
+pub fn bind_unix(path: &std::path::Path) -> std::io::Result<UnixListener> {
+    if std::os::unix::net::UnixStream::connect(path).is_ok() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "another agent answers on it",
+        ));
+    }
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let l = UnixListener::bind(path)?;
+    // Only this user (the probes and preStop hook run as the agent's user).
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(l)
+}
+
+async fn serve_conn<I>(io: I, role: Role, state: Arc<State>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(role, &state, req).await) }
+    });
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    // Probes and scrapers are well-behaved; a stuck client still must not pin a task.
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(5));
+    let _ = b.serve_connection(TokioIo::new(io), svc).await;
 }
 
 async fn handle<B>(role: Role, st: &State, req: Request<B>) -> Resp {

@@ -61,6 +61,9 @@ pub struct RunArgs {
     pub labels: BTreeMap<String, String>,
     pub namespace: String,
     pub admin: SocketAddr,
+    /// The admin endpoints also on this Unix socket: this agent's own, where the TCP ports are
+    /// shared with the next agent during a hand-over (probes and preStop of a surged pod).
+    pub admin_socket: Option<PathBuf>,
     /// Readiness and liveness for probes (Istio's 15021).
     pub status: SocketAddr,
     /// Prometheus scrape endpoint (Istio's 15090).
@@ -548,6 +551,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             bind_shared(addr).with_context(|| format!("binding the {role:?} endpoint {addr}"))?;
         log::info!("{role:?} endpoint on {}", l.local_addr()?);
         tokio::spawn(admin::serve(l, role, state.clone()));
+    }
+    if let Some(path) = &args.admin_socket {
+        let l = admin::bind_unix(path)
+            .with_context(|| format!("binding the admin socket {}", path.display()))?;
+        log::info!("Admin endpoint on unix:{}", path.display());
+        tokio::spawn(admin::serve_unix(l, state.clone()));
     }
 
     let watcher = tokio::spawn(watch(
