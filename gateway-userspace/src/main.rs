@@ -141,6 +141,11 @@ enum Cmd {
         /// userspace sockets.
         #[arg(long = "iface")]
         ifaces: Vec<String>,
+        /// The node's addresses (downward API `status.hostIP`; comma-separated or repeated):
+        /// without --iface, XDP attaches to the interfaces that hold them, so one DaemonSet
+        /// spec fits nodes whose interface names differ.
+        #[arg(long = "node-ip", env = "NODE_IP", value_delimiter = ',')]
+        node_ips: Vec<IpAddr>,
         /// Address the Gateway's servers listen on, IPv4 or IPv6 (repeatable); default: the
         /// interfaces' addresses (both families, link-local ones left out).
         #[arg(long = "vip")]
@@ -335,6 +340,7 @@ fn main() -> ExitCode {
             pod_name,
             node_name,
             ifaces,
+            node_ips,
             vips,
             pin_root,
             xdp_mode,
@@ -372,6 +378,20 @@ fn main() -> ExitCode {
                     }
                 }
             }
+            let ifaces = if ifaces.is_empty() && !node_ips.is_empty() {
+                match agent::node::ifaces_holding(&node_ips) {
+                    Ok(found) => {
+                        log::info!("XDP on {found:?}: the interfaces holding the node's addresses {node_ips:?}");
+                        found
+                    }
+                    Err(e) => {
+                        eprintln!("gateway: {e}");
+                        return ExitCode::from(2);
+                    }
+                }
+            } else {
+                ifaces
+            };
             let args = agent::RunArgs {
                 config: config.unwrap_or_default(),
                 kubernetes: kubernetes.then_some(agent::KubeArgs {

@@ -491,6 +491,8 @@ fn check_objects(o: &Objects, sys_resource: bool) -> Result<()> {
         ("POD_NAMESPACE", "metadata.namespace"),
         ("POD_NAME", "metadata.name"),
         ("NODE_NAME", "spec.nodeName"),
+        // --node-ip: XDP on the interface holding the node's address, whatever its name.
+        ("NODE_IP", "status.hostIP"),
     ] {
         ensure!(
             env.iter().any(|e| e.name == name

@@ -2,6 +2,7 @@
 //! apply, serve admin, watch the config directory, shut down.
 
 mod admin;
+pub mod node;
 mod process;
 
 use process::{
