@@ -35,7 +35,7 @@ const NGINX_H2: u16 = 8084;
 const ORIGIN_PORT: u16 = 8080;
 
 /// A process stopped with SIGTERM (so a master can stop its workers), then SIGKILL.
-struct Graceful(Option<ChildGuard>, #[allow(dead_code)] tempfile::TempDir);
+pub(super) struct Graceful(Option<ChildGuard>, #[allow(dead_code)] tempfile::TempDir);
 
 impl Drop for Graceful {
     fn drop(&mut self) {
@@ -74,7 +74,7 @@ fn start_nginx(ns: &Netns, nginx: &str, workers: usize, body: &str) -> anyhow::R
     Ok(Graceful(Some(child), dir))
 }
 
-fn start_haproxy(ns: &Netns, haproxy: &str, cfg: String) -> anyhow::Result<Graceful> {
+pub(super) fn start_haproxy(ns: &Netns, haproxy: &str, cfg: String) -> anyhow::Result<Graceful> {
     let dir = tempfile::Builder::new()
         .prefix("gwbench-haproxy-")
         .tempdir()?;
@@ -169,7 +169,7 @@ fn nginx_proxy_body(routes: usize, topo: &Topology) -> String {
     s
 }
 
-fn cores() -> usize {
+pub(super) fn cores() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1)
@@ -234,7 +234,7 @@ fn wrk(client: &Netns, wrk: &str, port: u16, route: usize, p: &Params) -> anyhow
     })
 }
 
-fn parse_wrk_time(s: &str) -> anyhow::Result<f64> {
+pub(super) fn parse_wrk_time(s: &str) -> anyhow::Result<f64> {
     let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
     let v: f64 = num.parse().with_context(|| format!("wrk time {s:?}"))?;
     Ok(match unit {

@@ -19,6 +19,7 @@ mod l4;
 mod l7;
 mod packet;
 mod scale;
+mod tls;
 mod util;
 pub mod vm;
 mod xdp;
@@ -73,8 +74,8 @@ fn target_dir() -> PathBuf {
 
 pub fn run(quick: bool, only: &[String]) -> Result<()> {
     crate::require_root()?;
-    const SECTIONS: [&str; 8] = [
-        "xdp", "l4", "l4vm", "l7", "scale", "pressure", "router", "observe",
+    const SECTIONS: [&str; 9] = [
+        "xdp", "l4", "l4vm", "l7", "tls", "scale", "pressure", "router", "observe",
     ];
     if let Some(bad) = only.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
         anyhow::bail!(
@@ -196,6 +197,18 @@ pub fn run(quick: bool, only: &[String]) -> Result<()> {
                 sections.push(s);
             }
             Err(e) => sections.push(Section::failed("3. L7 (HTTP/1.1 and HTTP/2)", &e)),
+        }
+        util::check_interrupt()?;
+    }
+
+    if want("tls") {
+        eprintln!("bench: 3b. TLS termination");
+        match tls::run(&ctx) {
+            Ok((s, h)) => {
+                headline.extend(h);
+                sections.push(s);
+            }
+            Err(e) => sections.push(Section::failed("3b. TLS termination", &e)),
         }
         util::check_interrupt()?;
     }
