@@ -282,6 +282,54 @@ fn secrets(src: &Sources) -> Table {
     }
 }
 
+/// Every loaded CRL (the admin's `/certs` `revocation_lists`): whose certificates it checks
+/// (`client`: a MUTUAL server's clients; `upstream`: a cluster's upstream), where it came from,
+/// its issuer, this and next update, how many serials it revokes, who uses it.
+fn revocation_lists(src: &Sources) -> Table {
+    let rows = src.certs["revocation_lists"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| {
+            let mut source = s(&c["source"]);
+            if c["index"].as_u64().is_some_and(|i| i > 0) {
+                source = format!("{source} [{}]", s(&c["index"]));
+            }
+            let mut days = s(&c["days_until_next_update"]);
+            if c["expired"].as_bool() == Some(true) {
+                days += " (expired)";
+            }
+            vec![
+                s(&c["kind"]),
+                source,
+                s(&c["issuer"]),
+                s(&c["this_update"]),
+                s(&c["next_update"]),
+                days,
+                s(&c["revoked_certificates"]),
+                c["used_by"]
+                    .as_array()
+                    .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    Table {
+        title: "REVOCATION LISTS",
+        columns: &[
+            "KIND",
+            "SOURCE",
+            "ISSUER",
+            "THIS UPDATE",
+            "NEXT UPDATE",
+            "DAYS LEFT",
+            "REVOKED",
+            "USED BY",
+        ],
+        rows,
+    }
+}
+
 /// `addr:port`, or `[addr]:port` for an IPv6 address.
 fn host_port(addr: &str, port: &str) -> String {
     if addr.contains(':') {
@@ -355,7 +403,7 @@ fn tables(src: &Sources, section: Section) -> Vec<Table> {
         Section::Routes => vec![routes(src)],
         Section::Clusters => vec![clusters(src)],
         Section::Endpoints => vec![endpoints(src)],
-        Section::Secrets => vec![secrets(src)],
+        Section::Secrets => vec![secrets(src), revocation_lists(src)],
         Section::Bpf => bpf(src),
         Section::All => {
             let mut t = vec![
@@ -364,6 +412,7 @@ fn tables(src: &Sources, section: Section) -> Vec<Table> {
                 clusters(src),
                 endpoints(src),
                 secrets(src),
+                revocation_lists(src),
             ];
             t.extend(bpf(src));
             t
@@ -455,7 +504,10 @@ mod tests {
             stats: json!({"services": {"198.18.0.1:31400/tcp": {"packets": 7, "bytes": 420}}, "backends": {}, "verdicts": {"tx": {"packets": 7, "bytes": 420}}}),
             certs: json!({"certificates": [{"kind": "server", "source": "/etc/certs/a.pem", "index": 1, "subject": "CN=a",
                 "subject_alt_names": ["DNS:a.example.com"], "serial_number": "1234", "valid_from": "2026-01-01T00:00:00.000Z",
-                "expiration_time": "2027-01-01T00:00:00.000Z", "days_until_expiration": 25, "used_by": ["Gateway default/gw spec.servers[0].tls"]}]}),
+                "expiration_time": "2027-01-01T00:00:00.000Z", "days_until_expiration": 25, "used_by": ["Gateway default/gw spec.servers[0].tls"]}],
+                "revocation_lists": [{"kind": "client", "source": "/etc/certs/ca.crl", "index": 0, "issuer": "CN=ca",
+                "this_update": "2026-12-01T00:00:00.000Z", "next_update": "2026-12-06T00:00:00.000Z", "days_until_next_update": -2,
+                "expired": true, "revoked_certificates": 3, "used_by": ["Gateway default/gw spec.servers[0].tls"]}]}),
         }
     }
 
@@ -488,6 +540,14 @@ mod tests {
                 && l.contains("DNS:a.example.com")
                 && l.contains(" 25 ")
                 && l.ends_with("  Gateway default/gw spec.servers[0].tls")),
+            "{t}"
+        );
+        assert!(
+            t.lines().any(|l| l.starts_with("client")
+                && l.contains("/etc/certs/ca.crl")
+                && l.contains("CN=ca")
+                && l.contains("-2 (expired)")
+                && l.contains(" 3 ")),
             "{t}"
         );
         let j = json(&src, Section::Endpoints);

@@ -209,6 +209,11 @@ enum Cmd {
         /// serving). Default: only the invalid objects are left out, as Istio does.
         #[arg(long)]
         strict: bool,
+        /// A CRL (`caCrl`, a Secret's `ca.crl`) past its nextUpdate: `enforce` refuses every
+        /// certificate it covers, as Envoy (BoringSSL's CRL_HAS_EXPIRED); `ignore` keeps using
+        /// it (its revoked serials stay refused).
+        #[arg(long, value_enum, default_value = "enforce")]
+        crl_expiration: gateway::l7::tls::CrlExpiration,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -359,9 +364,11 @@ fn main() -> ExitCode {
             access_log_format,
             istio_compat,
             strict,
+            crl_expiration,
             limits,
         } => {
             gateway::l7::limits::set(limits.limits());
+            gateway::l7::tls::set_crl_expiration(crl_expiration);
             match gateway::l7::limits::raise_nofile() {
                 Ok(cap) => log::info!("open files: soft limit raised to the hard limit, {cap} (about {} proxied connections)", cap / 2),
                 Err(e) => log::warn!("open files: raising the soft limit: {e}"),

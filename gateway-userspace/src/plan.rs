@@ -576,6 +576,10 @@ pub mod http {
         /// The trust anchors; None: the system roots (webpki-roots), unless `insecure`.
         #[serde(skip_serializing_if = "Option::is_none")]
         pub ca_certificates: Option<Pem>,
+        /// `caCrl` (or the credential's `ca.crl`): a revoked upstream certificate fails the
+        /// handshake like an untrusted one.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub ca_crl: Option<Pem>,
         /// MUTUAL: the client certificate chain and its key.
         #[serde(skip_serializing_if = "Option::is_none")]
         pub client_certificate: Option<Pem>,

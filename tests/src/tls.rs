@@ -44,6 +44,44 @@ impl Ca {
     }
 }
 
+impl Ca {
+    /// A CRL this CA signs, revoking the certificates (PEM) in `revoked`: its `nextUpdate` is
+    /// `next_update_in` seconds from now (negative: already expired), its `thisUpdate` a minute
+    /// ago or, for an expired one, an hour before its `nextUpdate`.
+    pub fn crl(&self, revoked: &[&str], next_update_in: i64) -> Result<String> {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs() as i64;
+        // rcgen takes `time` dates: the epoch plus seconds, without naming the crate.
+        let at = |unix: i64| {
+            rcgen::date_time_ymd(1970, 1, 1) + std::time::Duration::from_secs(unix.max(0) as u64)
+        };
+        let next = now + next_update_in;
+        let this = (now - 60).min(next - 3600);
+        let mut revoked_certs = Vec::new();
+        for pem in revoked {
+            let (_, p) = x509_parser::pem::parse_x509_pem(pem.as_bytes())?;
+            let cert = p.parse_x509()?;
+            revoked_certs.push(rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from_slice(cert.raw_serial()),
+                revocation_time: at(this),
+                reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            });
+        }
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: at(this),
+            next_update: at(next),
+            crl_number: rcgen::SerialNumber::from(now as u64),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.cert, &self.key)?;
+        Ok(crl.pem()?)
+    }
+}
+
 /// Standard base64, as Kubernetes Secrets carry data.
 pub fn b64(s: &str) -> String {
     use base64::Engine as _;

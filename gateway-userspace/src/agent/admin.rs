@@ -306,11 +306,21 @@ fn clusters(st: &State, json: bool) -> Resp {
 /// Envoy's `/certs`, flattened: one object per loaded certificate with its source and users.
 fn certs(st: &State) -> Resp {
     let now = crate::l7::certs::now();
-    let list: Vec<serde_json::Value> = st.l7.load().certs.iter().map(|c| c.to_json(now)).collect();
+    let rt = st.l7.load();
+    let list: Vec<serde_json::Value> = rt
+        .certs
+        .certificates
+        .iter()
+        .map(|c| c.to_json(now))
+        .collect();
+    let crls: Vec<serde_json::Value> = rt.certs.crls.iter().map(|c| c.to_json(now)).collect();
     reply(
         StatusCode::OK,
         "application/json",
-        serde_json::to_vec_pretty(&serde_json::json!({ "certificates": list })).unwrap_or_default(),
+        serde_json::to_vec_pretty(
+            &serde_json::json!({ "certificates": list, "revocation_lists": crls }),
+        )
+        .unwrap_or_default(),
     )
 }
 
@@ -371,7 +381,7 @@ async fn metrics(st: &State) -> Resp {
 fn prometheus(
     st: Option<&dataplane::Stats>,
     snap: &Snapshot,
-    certs: &[crate::l7::certs::CertInfo],
+    inventory: &crate::l7::certs::Inventory,
 ) -> String {
     use crate::metrics::Pairs;
     use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
@@ -470,6 +480,7 @@ fn prometheus(
     );
     // Computed at scrape time, so it counts down between reloads.
     let now = crate::l7::certs::now();
+    let certs = &inventory.certificates;
     let expiry: Family<Pairs, Gauge> = Family::default();
     for c in certs {
         expiry
@@ -492,6 +503,34 @@ fn prometheus(
             "envoy_server_days_until_first_cert_expiring",
             "Days until the first loaded certificate expires",
             gauge(first),
+        );
+    }
+    // A CRL past its nextUpdate refuses every certificate it covers (--crl-expiration=enforce).
+    let crl_expiry: Family<Pairs, Gauge> = Family::default();
+    let crl_revoked: Family<Pairs, Gauge> = Family::default();
+    for c in &inventory.crls {
+        let labels = Pairs(vec![
+            ("kind", c.kind.to_string()),
+            ("source", c.source.clone()),
+            ("issuer", c.issuer.clone()),
+        ]);
+        if let Some(days) = c.days_left(now) {
+            crl_expiry.get_or_create(&labels).set(days);
+        }
+        crl_revoked
+            .get_or_create(&labels)
+            .set(i64::try_from(c.revoked).unwrap_or(i64::MAX));
+    }
+    if !inventory.crls.is_empty() {
+        reg.register(
+            "gateway_crl_expiration_days",
+            "Whole days until each loaded CRL's nextUpdate (negative: expired)",
+            crl_expiry,
+        );
+        reg.register(
+            "gateway_crl_revoked_certificates",
+            "Serials each loaded CRL revokes",
+            crl_revoked,
         );
     }
     if let Some(st) = st {

@@ -1,9 +1,10 @@
 //! The certificate inventory of the serving plan: every certificate the agent loaded (HTTPS and
 //! `TLS` server certificates with their chains, client CAs, and the DestinationRules' upstream
 //! CAs and client certificates), with what an operator asks about one: subject, SANs, serial,
-//! validity, where it came from (file or Secret, never the key) and who uses it. Built on each
-//! apply from the same files the listeners and clusters read; shown by the admin's `/certs`,
-//! `gateway dump secrets` and `gateway_certificate_expiration_days`.
+//! validity, where it came from (file or Secret, never the key) and who uses it; and every CRL
+//! they check against (issuer, this/next update, revoked serials). Built on each apply from the
+//! same files the listeners and clusters read; shown by the admin's `/certs`, `gateway dump
+//! secrets`, `gateway_certificate_expiration_days` and `gateway_crl_expiration_days`.
 
 use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -85,24 +86,116 @@ pub fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-fn time(unix: i64) -> String {
+pub(crate) fn time(unix: i64) -> String {
     let t = UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64);
     super::observe::iso8601(t)
 }
 
-/// Every certificate of the plan, once per (kind, source, position), with all its users.
-/// A PEM that cannot be read here was already refused by the listener or logged by the
-/// cluster; it is left out.
-pub fn inventory(http: &p::HttpPlan, streams: &sp::StreamPlan) -> Vec<CertInfo> {
+/// One CRL of one PEM source (`caCrl`, a Secret's `ca.crl`).
+#[derive(Clone, Debug)]
+pub struct CrlInfo {
+    /// `client` (a server checks its clients' certificates) or `upstream` (a cluster checks
+    /// its upstream's).
+    pub kind: &'static str,
+    pub source: String,
+    pub index: usize,
+    pub issuer: String,
+    /// `thisUpdate`.
+    pub this_update: i64,
+    /// `nextUpdate`; None: the CRL never expires.
+    pub next_update: Option<i64>,
+    pub revoked: usize,
+    pub used_by: Vec<String>,
+}
+
+impl CrlInfo {
+    /// Whole days until `nextUpdate` (negative once expired).
+    pub fn days_left(&self, now: i64) -> Option<i64> {
+        self.next_update.map(|n| (n - now).div_euclid(86_400))
+    }
+
+    pub fn to_json(&self, now: i64) -> Value {
+        json!({
+            "kind": self.kind,
+            "source": self.source,
+            "index": self.index,
+            "issuer": self.issuer,
+            "this_update": time(self.this_update),
+            "next_update": self.next_update.map(time),
+            "days_until_next_update": self.days_left(now),
+            "expired": self.next_update.is_some_and(|n| n < now),
+            "revoked_certificates": self.revoked,
+            "used_by": self.used_by,
+        })
+    }
+}
+
+/// What the plan loaded: its certificates and its CRLs.
+#[derive(Clone, Debug, Default)]
+pub struct Inventory {
+    pub certificates: Vec<CertInfo>,
+    pub crls: Vec<CrlInfo>,
+}
+
+/// Issuer, thisUpdate, nextUpdate and the number of revoked serials of a DER CRL (`kind`,
+/// `source`, `index` and `used_by` left empty).
+pub(crate) fn parse_crl(der: &[u8]) -> Option<CrlInfo> {
+    let (_, crl) = x509_parser::parse_x509_crl(der).ok()?;
+    Some(CrlInfo {
+        kind: "",
+        source: String::new(),
+        index: 0,
+        issuer: crl.issuer().to_string(),
+        this_update: crl.last_update().timestamp(),
+        next_update: crl.next_update().map(|t| t.timestamp()),
+        revoked: crl.iter_revoked_certificates().count(),
+        used_by: Vec::new(),
+    })
+}
+
+fn source_of(pem: &p::Pem) -> String {
+    match pem {
+        p::Pem::File { path, .. } => path.display().to_string(),
+        p::Pem::Secret { origin, .. } => origin.clone(),
+    }
+}
+
+/// Every certificate of the plan, once per (kind, source, position), with all its users, and
+/// every CRL the same way. A PEM that cannot be read here was already refused by the listener
+/// or logged by the cluster; it is left out.
+pub fn inventory(http: &p::HttpPlan, streams: &sp::StreamPlan) -> Inventory {
+    let mut crls: BTreeMap<(&'static str, String, usize), CrlInfo> = BTreeMap::new();
+    let mut add_crl = |kind: &'static str, pem: &p::Pem, user: &str| {
+        let Ok((ders, _)) = super::tls::read_crls(pem) else {
+            return;
+        };
+        let source = source_of(pem);
+        for (index, der) in ders.iter().enumerate() {
+            let key = (kind, source.clone(), index);
+            if let Some(c) = crls.get_mut(&key) {
+                if !c.used_by.iter().any(|u| u == user) {
+                    c.used_by.push(user.to_string());
+                }
+                continue;
+            }
+            if let Some(c) = parse_crl(der) {
+                let c = CrlInfo {
+                    kind,
+                    source: source.clone(),
+                    index,
+                    used_by: vec![user.to_string()],
+                    ..c
+                };
+                crls.insert(key, c);
+            }
+        }
+    };
     let mut seen: BTreeMap<(Kind, String, usize), CertInfo> = BTreeMap::new();
     let mut add = |kind: Kind, pem: &p::Pem, user: &str| {
         let Ok(ders) = super::tls::certs(pem) else {
             return;
         };
-        let source = match pem {
-            p::Pem::File { path, .. } => path.display().to_string(),
-            p::Pem::Secret { origin, .. } => origin.clone(),
-        };
+        let source = source_of(pem);
         for (index, der) in ders.iter().enumerate() {
             let key = (kind, source.clone(), index);
             if let Some(c) = seen.get_mut(&key) {
@@ -122,6 +215,9 @@ pub fn inventory(http: &p::HttpPlan, streams: &sp::StreamPlan) -> Vec<CertInfo> 
         }
         if let Some(ca) = &s.ca_certificates {
             add(Kind::ClientCa, ca, user);
+            if let Some(crl) = &s.ca_crl {
+                add_crl("client", crl, user);
+            }
         }
     };
     for l in &http.listeners {
@@ -145,11 +241,17 @@ pub fn inventory(http: &p::HttpPlan, streams: &sp::StreamPlan) -> Vec<CertInfo> 
         {
             add(Kind::UpstreamCa, ca, &c.name);
         }
+        if let Some(crl) = t.ca_crl.as_ref().filter(|_| !t.insecure_skip_verify) {
+            add_crl("upstream", crl, &c.name);
+        }
         if let Some(cert) = &t.client_certificate {
             add(Kind::UpstreamClient, cert, &c.name);
         }
     }
-    seen.into_values().collect()
+    Inventory {
+        certificates: seen.into_values().collect(),
+        crls: crls.into_values().collect(),
+    }
 }
 
 fn parse(kind: Kind, source: &str, index: usize, der: &[u8], user: &str) -> Option<CertInfo> {
@@ -232,6 +334,7 @@ mod tests {
                 sni: None,
                 destination: "a".into(),
                 ca_certificates: Some(pem(cert.pem())),
+                ca_crl: None,
                 client_certificate: None,
                 private_key: None,
                 subject_alt_names: Vec::new(),
@@ -245,7 +348,7 @@ mod tests {
             clusters: vec![upstream("outbound|443||a"), upstream("outbound|443||b")],
             ..Default::default()
         };
-        let inv = inventory(&plan, &sp::StreamPlan::default());
+        let inv = inventory(&plan, &sp::StreamPlan::default()).certificates;
         assert_eq!(inv.len(), 1, "one certificate, two users: {inv:?}");
         let c = &inv[0];
         assert_eq!(c.kind, Kind::UpstreamCa);

@@ -33,8 +33,8 @@ pub struct Runtime {
     pub clusters: Vec<Arc<Cluster>>,
     /// HTTPS listeners' certificates and SNI chains, by (bind, port).
     pub tls: std::collections::HashMap<(std::net::Ipv4Addr, u16), Arc<super::tls::TlsListener>>,
-    /// Every certificate those listeners and the clusters loaded (`/certs`).
-    pub certs: Vec<super::certs::CertInfo>,
+    /// Every certificate and CRL those listeners and the clusters loaded (`/certs`).
+    pub certs: super::certs::Inventory,
 }
 
 impl Runtime {
@@ -49,7 +49,7 @@ impl Runtime {
             table,
             clusters,
             tls: Default::default(),
-            certs: Vec::new(),
+            certs: Default::default(),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! and CRL (WebPKI), then SAN and SPKI/hash pins; several server certificates are chosen by the
 //! client's signature schemes.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -79,13 +80,75 @@ pub(crate) fn key(pem: &p::Pem) -> Result<PrivateKeyDer<'static>, String> {
         .map_err(|e| format!("{what}: no usable PEM private key: {e}"))
 }
 
-fn crls(pem: &p::Pem) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+/// What a CRL past its `nextUpdate` does to the certificates it covers (`gateway run
+/// --crl-expiration`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum CrlExpiration {
+    /// Envoy's behaviour: BoringSSL fails the verification with `CRL_HAS_EXPIRED`, so every
+    /// certificate the CRL covers is refused, revoked or not, until a fresh CRL is loaded.
+    #[default]
+    Enforce,
+    /// The expired CRL is still used: its revoked serials stay refused, the others pass.
+    Ignore,
+}
+
+static CRL_EXPIRATION_IGNORED: AtomicBool = AtomicBool::new(false);
+
+/// Sets the policy (before serving; it applies to the TLS configs built afterwards).
+pub fn set_crl_expiration(e: CrlExpiration) {
+    CRL_EXPIRATION_IGNORED.store(e == CrlExpiration::Ignore, Ordering::Relaxed);
+}
+
+pub fn crl_expiration() -> CrlExpiration {
+    if CRL_EXPIRATION_IGNORED.load(Ordering::Relaxed) {
+        CrlExpiration::Ignore
+    } else {
+        CrlExpiration::Enforce
+    }
+}
+
+/// The CRLs of a `caCrl` file or `ca.crl` key, each checked to be an X.509 CRL.
+pub(crate) fn read_crls(
+    pem: &p::Pem,
+) -> Result<(Vec<CertificateRevocationListDer<'static>>, String), String> {
     let (data, what) = read_pem(pem)?;
     let crls = CertificateRevocationListDer::pem_slice_iter(&data)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{what}: bad PEM CRL: {e}"))?;
     if crls.is_empty() {
         return Err(format!("{what}: no PEM X509 CRL found"));
+    }
+    if let Some(i) = crls
+        .iter()
+        .position(|der| super::certs::parse_crl(der).is_none())
+    {
+        return Err(format!("{what}: CRL {i} is not a valid X.509 CRL"));
+    }
+    Ok((crls, what))
+}
+
+/// [`read_crls`] for a verifier: one already past its `nextUpdate` is logged, saying what it
+/// does under the policy in force.
+pub(crate) fn crls(pem: &p::Pem) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+    let (crls, what) = read_crls(pem)?;
+    let now = super::certs::now();
+    for (i, der) in crls.iter().enumerate() {
+        let Some(c) = super::certs::parse_crl(der) else {
+            continue;
+        };
+        if let Some(next) = c.next_update.filter(|n| *n < now) {
+            let effect = match crl_expiration() {
+                CrlExpiration::Enforce => {
+                    "every certificate it covers is refused (--crl-expiration=enforce, as Envoy)"
+                }
+                CrlExpiration::Ignore => "still used (--crl-expiration=ignore)",
+            };
+            log::warn!(
+                "{what}: CRL {i} of {} expired at {}: {effect}",
+                c.issuer,
+                super::certs::time(next)
+            );
+        }
     }
     Ok(crls)
 }
@@ -345,6 +408,10 @@ pub(crate) fn server_config(s: &p::TlsSettings, origin: &str) -> Result<ServerCo
                 // Envoy: with a CRL, every certificate of the chain needs a verdict from one;
                 // rustls' default (whole chain, unknown status refused) is the same.
                 v = v.with_crls(crls(crl)?);
+                // rustls' default ignores nextUpdate; Envoy's BoringSSL does not.
+                if crl_expiration() == CrlExpiration::Enforce {
+                    v = v.enforce_revocation_expiration();
+                }
             }
             let v = v
                 .build()

@@ -16,6 +16,7 @@ use hyper::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::WebPkiServerVerifier;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use tokio::net::TcpStream;
@@ -152,7 +153,7 @@ fn fallback_config() -> ClientConfig {
         .expect("ring supports the default versions")
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(Verifier {
-            roots: Arc::new(RootCertStore::empty()),
+            webpki: None,
             names: Names::Any,
         }))
         .with_no_client_auth()
@@ -162,6 +163,22 @@ fn fallback_config() -> ClientConfig {
 /// certificate must be valid for the SNI (Envoy's auto_san_validation, which Istio sets when
 /// `sni` is unset).
 fn verifier(t: &p::UpstreamTls, auto_san: bool) -> Result<Verifier, String> {
+    let names = if t.insecure_skip_verify {
+        return Ok(Verifier {
+            webpki: None,
+            names: Names::Any,
+        });
+    } else if !t.subject_alt_names.is_empty() {
+        let sans = p::ClientPins {
+            subject_alt_names: t.subject_alt_names.clone(),
+            ..Default::default()
+        };
+        Names::Sans(super::tls::Pins::parse(&sans).map_err(|e| e.join("; "))?)
+    } else if auto_san {
+        Names::ServerName
+    } else {
+        Names::ChainOnly
+    };
     let roots = match &t.ca_certificates {
         Some(pem) => {
             let mut roots = RootCertStore::empty();
@@ -174,20 +191,28 @@ fn verifier(t: &p::UpstreamTls, auto_san: bool) -> Result<Verifier, String> {
         }
         None => system_roots(),
     };
-    let names = if t.insecure_skip_verify {
-        Names::Any
-    } else if !t.subject_alt_names.is_empty() {
-        let sans = p::ClientPins {
-            subject_alt_names: t.subject_alt_names.clone(),
-            ..Default::default()
-        };
-        Names::Sans(super::tls::Pins::parse(&sans).map_err(|e| e.join("; "))?)
-    } else if auto_san {
-        Names::ServerName
-    } else {
-        Names::ChainOnly
-    };
-    Ok(Verifier { roots, names })
+    if roots.is_empty() {
+        return Err("no trust anchors: caCertificates is unset and the system trust store (/etc/ssl/certs) has none".into());
+    }
+    let mut b = WebPkiServerVerifier::builder_with_provider(roots, provider());
+    if let Some(crl) = &t.ca_crl {
+        // As Envoy with a CRL: every certificate of the chain needs a verdict (rustls'
+        // default depth and unknown-status policy), and an expired CRL per --crl-expiration.
+        b = b.with_crls(super::tls::crls(crl)?);
+        if super::tls::crl_expiration() == super::tls::CrlExpiration::Enforce {
+            b = b.enforce_revocation_expiration();
+        }
+    }
+    let webpki = b.build().map_err(|e| match &t.ca_crl {
+        Some(p::Pem::File { origin, .. } | p::Pem::Secret { origin, .. }) => {
+            format!("{origin}: {e}")
+        }
+        None => format!("caCertificates: {e}"),
+    })?;
+    Ok(Verifier {
+        webpki: Some(webpki),
+        names,
+    })
 }
 
 /// The client config of `t` (see [`verifier`] for `auto_san`).
@@ -225,7 +250,8 @@ enum Names {
 /// The upstream certificate check (Envoy's `CertificateValidationContext` as Istio fills it).
 #[derive(Debug)]
 struct Verifier {
-    roots: Arc<RootCertStore>,
+    /// Chain, validity and revocation (CRLs); None with `insecureSkipVerify`.
+    webpki: Option<Arc<WebPkiServerVerifier>>,
     names: Names,
 }
 
@@ -235,29 +261,27 @@ impl ServerCertVerifier for Verifier {
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         server_name: &ServerName<'_>,
-        _ocsp: &[u8],
+        ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        if matches!(self.names, Names::Any) {
+        let Some(webpki) = &self.webpki else {
             return Ok(ServerCertVerified::assertion());
+        };
+        // rustls checks the chain (with revocation) first and the name last, so a name error
+        // means the chain passed; only the auto-SAN check wants that name.
+        match webpki.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+            Ok(_) => {}
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
+            )) if !matches!(self.names, Names::ServerName) => {}
+            Err(e) => return Err(e),
         }
-        let cert = rustls::server::ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            provider().signature_verification_algorithms.all,
-        )?;
-        match &self.names {
-            Names::Any | Names::ChainOnly => {}
-            Names::ServerName => rustls::client::verify_server_name(&cert, server_name)?,
-            Names::Sans(want) => {
-                if want.check(end_entity.as_ref()).is_err() {
-                    return Err(rustls::Error::InvalidCertificate(
-                        rustls::CertificateError::NotValidForName,
-                    ));
-                }
+        if let Names::Sans(want) = &self.names {
+            if want.check(end_entity.as_ref()).is_err() {
+                return Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::NotValidForName,
+                ));
             }
         }
         Ok(ServerCertVerified::assertion())
@@ -325,14 +349,36 @@ impl TlsError {
     }
 
     fn from_io(e: io::Error) -> TlsError {
-        let code = match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
+        use rustls::CertificateError as C;
+        let rustls_error = e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>());
+        let code = match rustls_error {
             Some(rustls::Error::InvalidCertificate(_)) => "CERTIFICATE_VERIFY_FAILED",
             Some(rustls::Error::AlertReceived(_)) => "TLS_ALERT_RECEIVED",
             Some(rustls::Error::NoApplicationProtocol) => "NO_APPLICATION_PROTOCOL",
             Some(_) => "HANDSHAKE_FAILURE",
             None => "CONNECTION_CLOSED",
         };
-        TlsError::new(code, &e.to_string())
+        // Errors that carry the time of the handshake would make a new reason each time:
+        // BoringSSL's words for them instead.
+        let fixed = match rustls_error {
+            Some(rustls::Error::InvalidCertificate(c)) => match c {
+                C::ExpiredRevocationList | C::ExpiredRevocationListContext { .. } => {
+                    Some("invalid peer certificate: CRL has expired")
+                }
+                C::Expired | C::ExpiredContext { .. } => {
+                    Some("invalid peer certificate: certificate has expired")
+                }
+                C::NotValidYet | C::NotValidYetContext { .. } => {
+                    Some("invalid peer certificate: certificate is not yet valid")
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        match fixed {
+            Some(msg) => TlsError::new(code, msg),
+            None => TlsError::new(code, &e.to_string()),
+        }
     }
 }
 
@@ -529,6 +575,7 @@ mod tests {
             sni: sni.map(Into::into),
             destination: "dest.internal".into(),
             ca_certificates: Some(ca),
+            ca_crl: None,
             client_certificate: None,
             private_key: None,
             subject_alt_names: sans.iter().map(|s| s.to_string()).collect(),
@@ -573,6 +620,90 @@ mod tests {
         // insecureSkipVerify: anything.
         let any = verifier(&settings(other_ca, None, &[], true), true).expect("cfg");
         assert!(verifies(&any, &leaf, "whatever.internal"));
+    }
+
+    /// A CA, a leaf it signed for `name`, and a CRL of that CA revoking `revoked` (DERs),
+    /// whose nextUpdate is `next_in` seconds from now.
+    fn crl_case(next_in: i64, revoke_leaf: bool) -> (p::Pem, CertificateDer<'static>, p::Pem) {
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "crl unit CA");
+        let ca = ca.self_signed(&ca_key).expect("ca");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let leaf = rcgen::CertificateParams::new(vec!["a.internal".to_string()])
+            .expect("params")
+            .signed_by(&key, &ca, &ca_key)
+            .expect("leaf");
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf.der()).expect("leaf");
+        let now = super::super::certs::now();
+        let at =
+            |t: i64| rcgen::date_time_ymd(1970, 1, 1) + std::time::Duration::from_secs(t as u64);
+        let this = (now - 60).min(now + next_in - 3600);
+        let revoked_certs = if revoke_leaf {
+            vec![rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from_slice(parsed.raw_serial()),
+                revocation_time: at(this),
+                reason_code: None,
+                invalidity_date: None,
+            }]
+        } else {
+            Vec::new()
+        };
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: at(this),
+            next_update: at(now + next_in),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs,
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&ca, &ca_key)
+        .expect("crl");
+        let secret = |what: &str, data: String| p::Pem::Secret {
+            origin: format!("Secret istio-system/ca key {what}"),
+            data: data.into_bytes(),
+        };
+        (
+            secret("ca.crt", ca.pem()),
+            leaf.der().clone(),
+            secret("ca.crl", crl.pem().expect("pem")),
+        )
+    }
+
+    #[test]
+    fn crls_refuse_revoked_upstreams_and_expired_lists() {
+        for (next_in, revoke, ok) in [
+            (86_400, false, true),
+            (86_400, true, false),
+            (-3600, false, false),
+        ] {
+            let (ca, leaf, crl) = crl_case(next_in, revoke);
+            let mut t = settings(ca, Some("x"), &[], false);
+            t.ca_crl = Some(crl);
+            // Chain only (sni set), auto-SAN and SANs all go through the revocation check.
+            for (auto, sans) in [
+                (false, vec![]),
+                (true, vec![]),
+                (true, vec!["a.internal".to_string()]),
+            ] {
+                let mut t = t.clone();
+                t.subject_alt_names = sans.clone();
+                let v = verifier(&t, auto).expect("verifier");
+                assert_eq!(
+                    verifies(&v, &leaf, "a.internal"),
+                    ok,
+                    "next_in {next_in}, revoked {revoke}, auto {auto}, sans {sans:?}"
+                );
+            }
+        }
+        // A CRL that is not one is refused when the cluster is built, naming where it came from.
+        let (ca, _, _) = crl_case(86_400, false);
+        let mut t = settings(ca.clone(), None, &[], false);
+        t.ca_crl = Some(ca);
+        let e = verifier(&t, true).unwrap_err();
+        assert!(e.contains("Secret istio-system/ca key ca.crt"), "{e}");
     }
 
     #[test]

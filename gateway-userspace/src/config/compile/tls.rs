@@ -305,7 +305,7 @@ pub(super) fn secret_pem(s: &Secret, keys: &[&str]) -> Result<Option<p::Pem>, St
 }
 
 /// A Secret's client CA and the CRL that goes with it.
-fn secret_ca(s: &Secret) -> Result<Option<ClientCa>, String> {
+pub(super) fn secret_ca(s: &Secret) -> Result<Option<ClientCa>, String> {
     let Some(ca) = secret_pem(s, &["ca.crt", "cacert"])? else {
         return Ok(None);
     };
@@ -352,6 +352,7 @@ pub fn resolve_paths(plan: &mut crate::plan::Plan, config_dir: &Path) {
     for t in upstream {
         for pem in [
             &mut t.ca_certificates,
+            &mut t.ca_crl,
             &mut t.client_certificate,
             &mut t.private_key,
         ]
@@ -404,9 +405,14 @@ pub fn file_paths(plan: &crate::plan::Plan) -> Vec<PathBuf> {
         .chain(plan.streams.clusters.iter())
         .filter_map(|c| c.tls.as_ref());
     for t in upstream {
-        for pem in [&t.ca_certificates, &t.client_certificate, &t.private_key]
-            .into_iter()
-            .flatten()
+        for pem in [
+            &t.ca_certificates,
+            &t.ca_crl,
+            &t.client_certificate,
+            &t.private_key,
+        ]
+        .into_iter()
+        .flatten()
         {
             if let p::Pem::File { path, .. } = pem {
                 out.push(path.clone());

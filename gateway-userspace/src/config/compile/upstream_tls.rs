@@ -7,7 +7,7 @@
 use serde::Deserialize;
 use serde_yaml::Value;
 
-use super::tls::secret_pem;
+use super::tls::{secret_ca, secret_pem};
 use super::Compiler;
 use crate::config::model::{Kind, Resource, TrafficPolicy};
 use crate::plan::http as p;
@@ -128,6 +128,7 @@ impl<'a> Compiler<'a> {
             sni: t.sni.clone().filter(|s| !s.is_empty()),
             destination: host.trim_start_matches("*.").to_string(),
             ca_certificates: file(&t.ca_certificates, "caCertificates"),
+            ca_crl: file(&t.ca_crl, "caCrl"),
             client_certificate: None,
             private_key: None,
             subject_alt_names: t
@@ -140,13 +141,6 @@ impl<'a> Compiler<'a> {
             origin: origin.clone(),
             error: None,
         };
-        if t.ca_crl.as_deref().is_some_and(|c| !c.is_empty()) {
-            self.warn(
-                user,
-                user_field.to_string(),
-                format!("{origin}.caCrl: not checked on upstream certificates; connections to {host} are verified without it"),
-            );
-        }
         if mode == "MUTUAL" {
             out.client_certificate = file(&t.client_certificate, "clientCertificate");
             out.private_key = file(&t.private_key, "privateKey");
@@ -157,8 +151,9 @@ impl<'a> Compiler<'a> {
                 Ok((cert, key, ca)) => {
                     out.client_certificate = cert;
                     out.private_key = key;
-                    if ca.is_some() {
-                        out.ca_certificates = ca;
+                    if let Some((ca, crl)) = ca {
+                        out.ca_certificates = Some(ca);
+                        out.ca_crl = crl;
                     }
                 }
                 Err(msg) => {
@@ -175,22 +170,30 @@ impl<'a> Compiler<'a> {
     }
 
     /// A `credentialName` Secret in the agent's namespace: `tls.crt`/`tls.key` (MUTUAL) and
-    /// `ca.crt` (or `cert`/`key`/`cacert`); the CA may also come from `<name>-cacert`.
+    /// `ca.crt` with its `ca.crl` (or `cert`/`key`/`cacert`/`crl`); the CA (and its CRL) may
+    /// also come from `<name>-cacert`, as istiod asks SDS for it.
     #[allow(clippy::type_complexity)]
     fn upstream_credential(
         &self,
         name: &str,
         mutual: bool,
-    ) -> Result<(Option<p::Pem>, Option<p::Pem>, Option<p::Pem>), String> {
+    ) -> Result<
+        (
+            Option<p::Pem>,
+            Option<p::Pem>,
+            Option<(p::Pem, Option<p::Pem>)>,
+        ),
+        String,
+    > {
         let ns = &self.input.namespace;
         let Some(secret) = self.secret(name) else {
             return Err(format!(
                 "Secret {ns}/{name} not found (credentialName looks in the gateway's namespace {ns})"
             ));
         };
-        let mut ca = secret_pem(secret, &["ca.crt", "cacert"])?;
+        let mut ca = secret_ca(secret)?;
         if let Some(cs) = self.secret(&format!("{name}-cacert")) {
-            ca = secret_pem(cs, &["ca.crt", "cacert"])?.or(ca);
+            ca = secret_ca(cs)?.or(ca);
         }
         if !mutual {
             return Ok((None, None, ca));
