@@ -291,8 +291,8 @@ fn log_line(log: &Path, path: &str) -> Result<String> {
 
 /// DestinationRule `caCrl` (a file, or `ca.crl` in the `credentialName` Secret): a backend whose
 /// certificate the CRL revokes fails as an untrusted one (503 UF, TLS_error details in the
-/// access log), the others are served; an expired CRL fails every backend it covers unless
-/// `--crl-expiration ignore`.
+/// access log), the others are served; the CRL rotated on disk takes effect for new
+/// connections; an expired CRL fails every backend it covers unless `--crl-expiration ignore`.
 #[test]
 fn upstream_simple_revoked_and_expired_crls() -> Result<()> {
     let topo = Topology::new("crlu", 2, Opts::http_backends())?;
@@ -462,6 +462,21 @@ spec:
                     ]))),
         "{certs:#}"
     );
+
+    // Rotated on disk: the new CRL revokes b2 too; the cluster is rebuilt, so the next
+    // connection (a new pool) is checked against it.
+    write(d, "ca.crl", &ca.crl(&[&r_crt, &g_crt], DAY)?)?;
+    gateway_tests::wait_until(Duration::from_secs(20), "the rotated upstream CRL", || {
+        Ok(get("good", "/rotated").is_ok_and(|r| r.status == 503))
+    })?;
+    expect(
+        &get("good", "/rotated2")?,
+        503,
+        "",
+        "revoked by the rotated CRL",
+    )?;
+    let l = log_line(&log, "/rotated2")?;
+    ensure!(l.contains("_Revoked:TLS_error_end}"), "rotated: {l}");
 
     // --crl-expiration ignore: the expired CRL still revokes b1, and b2 is served.
     agent.set_extra_args(&["--access-log", &log_s, "--crl-expiration", "ignore"]);
