@@ -209,7 +209,16 @@ fn wrk(client: &Netns, wrk: &str, port: u16, route: usize, p: &Params) -> anyhow
         ]),
         Duration::from_secs(p.secs as u64 + 30),
     )?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (rps, p50_ms, p99_ms) = parse_wrk(&String::from_utf8_lossy(&out.stdout))?;
+    Ok(Load {
+        rps,
+        p50_ms,
+        p99_ms,
+    })
+}
+
+/// wrk's `--latency` report: (requests/s, p50 ms, p99 ms); any non-2xx response is an error.
+pub(super) fn parse_wrk(text: &str) -> anyhow::Result<(f64, f64, f64)> {
     let rps = text
         .lines()
         .find(|l| l.starts_with("Requests/sec:"))
@@ -227,14 +236,10 @@ fn wrk(client: &Netns, wrk: &str, port: u16, route: usize, p: &Params) -> anyhow
             .with_context(|| format!("wrk output without {want} latency: {text}"))?;
         parse_wrk_time(l.split_whitespace().nth(1).unwrap_or(""))
     };
-    Ok(Load {
-        rps,
-        p50_ms: pct("50%")?,
-        p99_ms: pct("99%")?,
-    })
+    Ok((rps, pct("50%")?, pct("99%")?))
 }
 
-pub(super) fn parse_wrk_time(s: &str) -> anyhow::Result<f64> {
+fn parse_wrk_time(s: &str) -> anyhow::Result<f64> {
     let (num, unit) = s.split_at(s.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(s.len()));
     let v: f64 = num.parse().with_context(|| format!("wrk time {s:?}"))?;
     Ok(match unit {

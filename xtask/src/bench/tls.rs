@@ -15,7 +15,7 @@ use gateway_tests::{
 };
 
 use super::{
-    l7::{cores, parse_wrk_time, start_haproxy},
+    l7::{cores, parse_wrk, start_haproxy},
     util::{self, check_interrupt, median},
     Ctx, Section,
 };
@@ -167,26 +167,11 @@ fn wrk(
     }
     cmd.arg(&url);
     let out = output_timeout(&mut cmd, Duration::from_secs(secs as u64 + 30))?;
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    anyhow::ensure!(!text.contains("Non-2xx"), "non-2xx responses: {text}");
-    let rps = text
-        .lines()
-        .find(|l| l.starts_with("Requests/sec:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("wrk output without Requests/sec: {text}"))?;
-    let p99 = text
-        .lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("99%"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .with_context(|| format!("wrk output without a 99% latency: {text}"))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (rps, _, p99_ms) = parse_wrk(&text)?;
     // A server that refuses every handshake gives wrk connect errors and no requests.
     anyhow::ensure!(rps > 0.0, "no request completed: {text}");
-    Ok(Load {
-        rps,
-        p99_ms: parse_wrk_time(p99)?,
-    })
+    Ok(Load { rps, p99_ms })
 }
 
 /// `openssl s_client` against `port`: the negotiated version, so each row is what it says.
