@@ -112,14 +112,32 @@ pub fn state_of(proto: u8, confirmed: bool, a: u32, b: u32) -> CtState {
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct CtCounts {
     /// Entries left after the collection, by (family, table, state); table "main" or "new".
+    #[serde(serialize_with = "joined3")]
     pub entries: BTreeMap<(&'static str, &'static str, &'static str), u64>,
     /// Entries deleted, by (family, reason), since the agent started.
+    #[serde(serialize_with = "joined2")]
     pub deleted: BTreeMap<(&'static str, &'static str), u64>,
     /// TCP connections of confirmed flows the collector ended without a close seen (idle), per
     /// service id: added to the program's closed count.
     pub idle_closed: BTreeMap<u32, u64>,
     /// Flows whose other entry was missing (evicted by the LRU), since the agent started.
     pub orphans: u64,
+}
+
+/// JSON object keys are strings: `ipv4/main/established`.
+fn joined3<S: serde::Serializer>(
+    m: &BTreeMap<(&'static str, &'static str, &'static str), u64>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(m.iter().map(|((a, b, c), n)| (format!("{a}/{b}/{c}"), n)))
+}
+
+/// As `joined3`: `ipv4/closed`.
+fn joined2<S: serde::Serializer>(
+    m: &BTreeMap<(&'static str, &'static str), u64>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    s.collect_map(m.iter().map(|((a, b), n)| (format!("{a}/{b}"), n)))
 }
 
 /// The monotonic clock the program's `bpf_ktime_get_coarse_ns` reads.
@@ -236,5 +254,15 @@ mod tests {
         assert_eq!(state_of(PROTO_TCP, true, FIN, REPLY), CtState::HalfClosed);
         assert_eq!(state_of(PROTO_TCP, true, FIN, REPLY | FIN), CtState::Closed);
         assert_eq!(state_of(PROTO_TCP, true, RST, REPLY), CtState::Closed);
+    }
+
+    #[test]
+    fn counts_serialize_with_string_keys() {
+        let mut c = CtCounts::default();
+        c.entries.insert(("ipv4", "main", "established"), 2);
+        c.deleted.insert(("ipv6", "closed"), 4);
+        let j = serde_json::to_value(&c).unwrap();
+        assert_eq!(j["entries"]["ipv4/main/established"], 2);
+        assert_eq!(j["deleted"]["ipv6/closed"], 4);
     }
 }
