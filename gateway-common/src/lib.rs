@@ -22,6 +22,10 @@ pub mod maps {
     pub const CONNTRACK6: &str = "CONNTRACK6";
     pub const IFADDRS6: &str = "IFADDRS6";
     pub const ADDRS6: &str = "ADDRS6";
+    pub const CONNTRACK_NEW: &str = "CONNTRACK_NEW";
+    pub const CONNTRACK6_NEW: &str = "CONNTRACK6_NEW";
+    pub const SERVICE_FLOWS: &str = "SERVICE_FLOWS";
+    pub const SNAT_POOLS: &str = "SNAT_POOLS";
 }
 
 /// Name of the XDP program in the object.
@@ -54,6 +58,19 @@ pub const CONNTRACK_MAX: u32 = 262144;
 /// IPv6 connection-table entries (`CONNTRACK6`, its own map: an IPv6 entry is 112 bytes against
 /// 64, and the IPv4 table keeps its size and its 16-byte key).
 pub const CONNTRACK6_MAX: u32 = 131072;
+/// Unconfirmed flows' entries (`CONNTRACK_NEW`, `CONNTRACK6_NEW`): a flow whose client has sent
+/// only its first packet (a SYN, or one UDP datagram) lives here, in a table of its own an
+/// eighth the size of the main one, and moves to the main table on the client's second packet.
+/// A SYN flood (or spoofed one-packet UDP) only churns this table's LRU: it can never evict an
+/// established flow.
+pub const CONNTRACK_NEW_MAX: u32 = CONNTRACK_MAX / 8;
+pub const CONNTRACK6_NEW_MAX: u32 = CONNTRACK6_MAX / 8;
+/// A connection entry's `seen` is rewritten only once it is this old (nanoseconds of the coarse
+/// clock), so an established flow's packets do not each write to the shared entry (Cilium's
+/// report interval plays the same role); idle timeouts are therefore exact to a second.
+pub const SEEN_REFRESH_NS: u64 = 1_000_000_000;
+/// Addresses in one interface's SNAT pool (`SNAT_POOLS`).
+pub const SNAT_POOL_ADDRS: u32 = 8;
 /// Interface index -> IPv4 address, for the SNAT source address of the egress interface.
 pub const MAX_IFADDRS: u32 = 256;
 
@@ -71,6 +88,9 @@ pub mod port_flags {
     /// Source port of a preserve-source backend: its replies are addressed to the client, so they
     /// are recognised by their source port, then by their `CONNTRACK` entry.
     pub const PS_SRC: u32 = 1 << 2;
+    /// A port of a SNAT pool's range (`SNAT_POOLS`) outside `NAT_PORT_MIN..=NAT_PORT_MAX`:
+    /// backends' replies to it are looked up in the connection tables.
+    pub const NAT: u32 = 1 << 3;
 }
 
 /// Index into `PORTS` for a port in host order.
@@ -121,6 +141,13 @@ pub mod ct_flags {
     pub const FIN: u32 = 1 << 1;
     /// This direction sent a TCP RST.
     pub const RST: u32 = 1 << 2;
+}
+
+/// Whether a TCP flow whose two entries carry `a` and `b` (`ct_flags`) is over: a RST either
+/// way, or a FIN both ways.
+#[inline(always)]
+pub fn ct_closed(a: u32, b: u32) -> bool {
+    (a | b) & ct_flags::RST != 0 || a & b & ct_flags::FIN != 0
 }
 
 /// An IPv6 address as it sits in the packet: four words read in native order from network-order
@@ -285,6 +312,56 @@ pub struct CtValueOf<A> {
     pub nh_dmac: [u8; 6],
     /// bpf_ktime_get_ns() of the cached lookup; 0 = none.
     pub nh_ts: u64,
+    /// bpf_ktime_get_coarse_ns() of this direction's latest packet, to within
+    /// `SEEN_REFRESH_NS` (the agent's garbage collector expires idle flows by it).
+    pub seen: u64,
+}
+
+/// Per-service flow counters (`SERVICE_FLOWS`, per CPU): TCP connections opened (the client's
+/// first packet after its SYN moved the flow to the main table) and closed (the RST, or the
+/// second FIN, of an opened connection), and bytes (whole frames, as `Counters`) each way.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlowCounters {
+    pub opened: u64,
+    pub closed: u64,
+    /// Client -> backend (Istio's received bytes).
+    pub rx_bytes: u64,
+    /// Backend -> client (Istio's sent bytes).
+    pub tx_bytes: u64,
+}
+
+/// Value of `SNAT_POOLS` (IPv4; interface index -> pool): masqueraded flows leaving by that
+/// interface take their source from `addrs[..count]` and ports `port_min..=port_max` (host
+/// order) instead of the interface's address and `NAT_PORT_MIN..=NAT_PORT_MAX`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnatPool {
+    /// Network order.
+    pub addrs: [u32; SNAT_POOL_ADDRS as usize],
+    /// 1..=SNAT_POOL_ADDRS.
+    pub count: u32,
+    pub port_min: u16,
+    pub port_max: u16,
+}
+
+impl SnatPool {
+    /// The source of attempt `attempt` of a flow hashed `flow_hash`: (address, port in host
+    /// order); deterministic, as `nat_port`, so a retransmitted SYN gets what its first copy got.
+    #[inline(always)]
+    pub fn pick(&self, flow_hash: u32, attempt: u32) -> (u32, u16) {
+        let h = fmix(flow_hash.wrapping_add(attempt.wrapping_mul(0x9e37_79b9)));
+        let range = (self.port_max.wrapping_sub(self.port_min)) as u32 + 1;
+        // checked_rem: no division-by-zero panic path for the BPF build to reject (neither
+        // divisor can be zero).
+        let port = self
+            .port_min
+            .wrapping_add(h.checked_rem(range).unwrap_or(0) as u16);
+        // The address from a second mix of the hash: flows spread over every (address, port)
+        // pair.
+        let a = fmix(h ^ 0x85eb_ca6b).checked_rem(self.count).unwrap_or(0);
+        (self.addrs[(a & (SNAT_POOL_ADDRS - 1)) as usize], port)
+    }
 }
 
 /// Value of `IFADDRS`.
@@ -362,7 +439,11 @@ pub mod verdict {
     /// Passed: an IPv4 or IPv6 fragment (the kernel reassembles; the fast path never sees
     /// fragments' ports).
     pub const PASS_FRAGMENT: u32 = 16;
-    pub const COUNT: u32 = 17;
+    /// Dropped: every (address, port) tried in the egress interface's SNAT pool is held by
+    /// another live flow (`drop_nat_exhausted` is the same without a pool: one address, the
+    /// default port range).
+    pub const DROP_NAT_POOL_EXHAUSTED: u32 = 17;
+    pub const COUNT: u32 = 18;
     pub const NAMES: [&str; COUNT as usize] = [
         "pass_not_ours",
         "pass_local",
@@ -381,6 +462,7 @@ pub mod verdict {
         "pass_ttl_expired",
         "pass_oversize",
         "pass_fragment",
+        "drop_nat_pool_exhausted",
     ];
 }
 
@@ -466,17 +548,19 @@ const _: () = assert!(core::mem::size_of::<ServiceValue>() == 16);
 const _: () = assert!(core::mem::size_of::<Backend>() == 32);
 const _: () = assert!(core::mem::size_of::<ResolveBatch>() == 32);
 const _: () = assert!(core::mem::size_of::<FlowKey>() == 16);
-const _: () = assert!(core::mem::size_of::<CtValue>() == 48);
+const _: () = assert!(core::mem::size_of::<CtValue>() == 56);
+const _: () = assert!(core::mem::size_of::<FlowCounters>() == 32);
+const _: () = assert!(core::mem::size_of::<SnatPool>() == 40);
 const _: () = assert!(core::mem::size_of::<IfAddr>() == 8);
 const _: () = assert!(core::mem::size_of::<ServiceKey6>() == 20);
 const _: () = assert!(core::mem::size_of::<Backend6>() == 56);
 const _: () = assert!(core::mem::size_of::<FlowKey6>() == 40);
-const _: () = assert!(core::mem::size_of::<CtValue6>() == 72);
+const _: () = assert!(core::mem::size_of::<CtValue6>() == 80);
 const _: () = assert!(core::mem::size_of::<Counters>() == 16);
 
 /// Version of the pinned-map layout. The agent keeps pins in a directory named after it, so an
 /// agent with another layout never adopts incompatible maps.
-pub const PIN_ABI: u32 = 8;
+pub const PIN_ABI: u32 = 9;
 
 #[cfg(feature = "user")]
 mod pod {
@@ -504,6 +588,11 @@ mod pod {
     unsafe impl aya::Pod for CtValue {}
     // SAFETY: as CtValue (size asserted above, no padding).
     unsafe impl aya::Pod for CtValue6 {}
+    // SAFETY: FlowCounters is #[repr(C)], holds only integers, has no padding (size asserted
+    // above) and every bit pattern is a valid value, which is what aya::Pod requires.
+    unsafe impl aya::Pod for FlowCounters {}
+    // SAFETY: as FlowCounters (size asserted above, no padding).
+    unsafe impl aya::Pod for SnatPool {}
     // SAFETY: IfAddr is #[repr(C)], holds only integers, has no padding (size asserted above)
     // and every bit pattern is a valid value, which is what aya::Pod requires.
     unsafe impl aya::Pod for IfAddr {}

@@ -10,14 +10,14 @@ use aya_ebpf::{
 };
 use gateway_common::{
     flow_hash, flow_hash6, src_hash, src_hash6, Addr6, Address, BackendOf, CtValueOf, FlowKey,
-    FlowKey6, FlowKeyOf, ServiceKeyOf, ServiceValue,
+    FlowKey6, FlowKeyOf, ServiceKeyOf, ServiceValue, SnatPool,
 };
 
 use crate::{
     csum,
     maps::{
-        ADDRS, ADDRS6, BACKENDS, BACKENDS6, CONNTRACK, CONNTRACK6, IFADDRS, IFADDRS6, SCRATCH6,
-        SERVICES, SERVICES6,
+        ADDRS, ADDRS6, BACKENDS, BACKENDS6, CONNTRACK, CONNTRACK6, CONNTRACK6_NEW, CONNTRACK_NEW,
+        IFADDRS, IFADDRS6, SCRATCH6, SERVICES, SERVICES6, SNAT_POOLS,
     },
 };
 
@@ -38,6 +38,14 @@ pub trait Family: 'static {
     fn services() -> &'static HashMap<ServiceKeyOf<Self::A>, ServiceValue>;
     fn backends() -> &'static Array<BackendOf<Self::A>>;
     fn conntrack() -> &'static LruHashMap<FlowKeyOf<Self::A>, CtValueOf<Self::A>>;
+    /// The unconfirmed flows' table (`CONNTRACK_NEW`, `CONNTRACK6_NEW`).
+    fn conntrack_new() -> &'static LruHashMap<FlowKeyOf<Self::A>, CtValueOf<Self::A>>;
+    /// Whether the family has SNAT pools (`SNAT_POOLS` is IPv4 only).
+    const POOLS: bool;
+    /// The SNAT pool of interface `ifindex` (IPv4 only: None for IPv6).
+    fn snat_pool(ifindex: u32) -> Option<&'static SnatPool>;
+    /// An address of a `SnatPool` as this family's address (IPv4 only).
+    fn pool_addr(a: u32) -> Self::A;
     /// Whether `addr` is one of the node's own addresses (`ADDRS`, `ADDRS6`).
     fn is_node(addr: &Self::A) -> bool;
     /// The SNAT source of interface `ifindex` (`IFADDRS`, `IFADDRS6`), if it has one.
@@ -141,6 +149,7 @@ impl Family for V4 {
     type Hdr = IpHdr;
     const AF: u8 = 2;
     const SCRATCH: bool = false;
+    const POOLS: bool = true;
     #[inline(always)]
     fn scratch() -> Option<*mut NewFlow<u32>> {
         None
@@ -161,6 +170,18 @@ impl Family for V4 {
     #[inline(always)]
     fn conntrack() -> &'static LruHashMap<FlowKeyOf<u32>, CtValueOf<u32>> {
         &CONNTRACK
+    }
+    #[inline(always)]
+    fn conntrack_new() -> &'static LruHashMap<FlowKeyOf<u32>, CtValueOf<u32>> {
+        &CONNTRACK_NEW
+    }
+    #[inline(always)]
+    fn snat_pool(ifindex: u32) -> Option<&'static SnatPool> {
+        unsafe { SNAT_POOLS.get(&ifindex) }
+    }
+    #[inline(always)]
+    fn pool_addr(a: u32) -> u32 {
+        a
     }
     #[inline(always)]
     fn is_node(addr: &u32) -> bool {
@@ -260,6 +281,7 @@ impl Family for V6 {
     type Hdr = Ip6Hdr;
     const AF: u8 = 10;
     const SCRATCH: bool = true;
+    const POOLS: bool = false;
     #[inline(always)]
     fn scratch() -> Option<*mut NewFlow<Addr6>> {
         SCRATCH6
@@ -284,6 +306,18 @@ impl Family for V6 {
     #[inline(always)]
     fn conntrack() -> &'static LruHashMap<FlowKeyOf<Addr6>, CtValueOf<Addr6>> {
         &CONNTRACK6
+    }
+    #[inline(always)]
+    fn conntrack_new() -> &'static LruHashMap<FlowKeyOf<Addr6>, CtValueOf<Addr6>> {
+        &CONNTRACK6_NEW
+    }
+    #[inline(always)]
+    fn snat_pool(_ifindex: u32) -> Option<&'static SnatPool> {
+        None
+    }
+    #[inline(always)]
+    fn pool_addr(_a: u32) -> Addr6 {
+        [0; 4]
     }
     #[inline(always)]
     fn is_node(addr: &Addr6) -> bool {

@@ -1,5 +1,5 @@
 //! Load balancing: the Maglev pick of a backend for a new flow, and the new-flow path (next hop,
-//! SNAT, both connection entries, then the first packet sent).
+//! SNAT, both connection entries in the unconfirmed table, then the first packet sent).
 
 use aya_ebpf::{bindings::xdp_action, helpers::bpf_ktime_get_coarse_ns, programs::XdpContext};
 use gateway_common::{
@@ -84,6 +84,7 @@ pub fn new_flow<F: Family>(
         nh_smac: backend.nh_smac,
         nh_dmac: backend.nh_dmac,
         nh_ts: now,
+        seen: now,
     };
     if backend.nh_ifindex == 0 {
         // Not resolved yet (a backend added a moment ago): ask the FIB for this flow.
@@ -105,16 +106,26 @@ pub fn new_flow<F: Family>(
         nh_smac: pkt.eth_dst(),
         nh_dmac: pkt.eth_src(),
         nh_ts: now,
+        seen: now,
     };
     *rkey = F::flow_key(backend.addr, key.saddr, backend.port, key.sport, key.proto);
 
+    // Both entries go to the unconfirmed table; the client's next packet moves them to the main
+    // one (`conntrack::confirm`). An older flow of the same tuple in the main table (the client
+    // reused its port) would catch that packet first: its forward entry goes now.
+    let unconfirmed = F::conntrack_new();
+    if pkt.is_syn() {
+        let _ = F::conntrack().remove(key);
+    }
     if svc.flags & svc_flags::SNAT != 0 {
-        let Some(snat) = snat::source_addr::<F>(backend, fwd.nh_ifindex) else {
-            return (xdp_action::XDP_DROP, verdict::DROP_NO_SNAT_ADDR);
-        };
-        fwd.saddr = snat;
-        rkey.daddr = snat;
-        if !snat::take_port::<F>(key, rkey, rev, fhash) {
+        let (pool, pooled) = snat::pool_of::<F>(fwd.nh_ifindex);
+        if !pooled {
+            let Some(snat) = snat::source_addr::<F>(backend, fwd.nh_ifindex) else {
+                return (xdp_action::XDP_DROP, verdict::DROP_NO_SNAT_ADDR);
+            };
+            rkey.daddr = snat;
+        }
+        if !snat::take_port::<F>(key, rkey, rev, fhash, &pool, pooled) {
             // Rare (every candidate port of this backend taken): worth a log line, unlike
             // anything on the per-packet path.
             aya_log_ebpf::warn!(
@@ -122,16 +133,23 @@ pub fn new_flow<F: Family>(
                 "SNAT ports exhausted towards backend id {}",
                 backend_id
             );
-            return (xdp_action::XDP_DROP, verdict::DROP_NAT_EXHAUSTED);
+            let reason = if pooled {
+                verdict::DROP_NAT_POOL_EXHAUSTED
+            } else {
+                verdict::DROP_NAT_EXHAUSTED
+            };
+            return (xdp_action::XDP_DROP, reason);
         }
+        fwd.saddr = rkey.daddr;
         fwd.sport = rkey.dport;
-    } else if F::conntrack().insert(&*rkey, &*rev, 0).is_err() {
+    } else if unconfirmed.insert(&*rkey, &*rev, 0).is_err() {
         return (xdp_action::XDP_DROP, verdict::DROP_CT_FULL);
     }
-    if F::conntrack().insert(key, &*fwd, 0).is_err() {
-        let _ = F::conntrack().remove(&*rkey);
+    if unconfirmed.insert(key, &*fwd, 0).is_err() {
+        let _ = unconfirmed.remove(&*rkey);
         return (xdp_action::XDP_DROP, verdict::DROP_CT_FULL);
     }
+    metrics::count_flow(svc.id, false, len);
     metrics::count(&SERVICE_STATS, svc.id, len);
     metrics::count(&BACKEND_STATS, backend_id, len);
     send(

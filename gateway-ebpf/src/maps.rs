@@ -6,9 +6,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use gateway_common::{
-    Addr6, Backend, Backend6, Counters, CtValue, CtValue6, FlowKey, FlowKey6, IfAddr, ServiceKey,
-    ServiceKey6, ServiceValue, CONNTRACK6_MAX, CONNTRACK_MAX, MAGLEV_RING, MAX_ADDRS, MAX_BACKENDS,
-    MAX_IFADDRS, MAX_RINGS, MAX_SERVICES,
+    Addr6, Backend, Backend6, Counters, CtValue, CtValue6, FlowCounters, FlowKey, FlowKey6, IfAddr,
+    ServiceKey, ServiceKey6, ServiceValue, SnatPool, CONNTRACK6_MAX, CONNTRACK6_NEW_MAX,
+    CONNTRACK_MAX, CONNTRACK_NEW_MAX, MAGLEV_RING, MAX_ADDRS, MAX_BACKENDS, MAX_IFADDRS, MAX_RINGS,
+    MAX_SERVICES,
 };
 
 /// Index `port_index(proto, port)` -> `port_flags` (what uses the port): the first, inlined
@@ -34,8 +35,21 @@ pub static MAGLEV: Array<u32> = Array::pinned(MAX_RINGS * MAGLEV_RING, 0);
 #[map]
 pub static CONNTRACK: LruHashMap<FlowKey, CtValue> = LruHashMap::pinned(CONNTRACK_MAX, 0);
 
+/// Unconfirmed flows (both entries of a flow whose client sent one packet so far): a table of
+/// their own, so that a SYN flood never evicts an established flow from `CONNTRACK`.
+#[map]
+pub static CONNTRACK_NEW: LruHashMap<FlowKey, CtValue> = LruHashMap::pinned(CONNTRACK_NEW_MAX, 0);
+
 #[map]
 pub static IFADDRS: HashMap<u32, IfAddr> = HashMap::pinned(MAX_IFADDRS, 0);
+
+/// Interface index -> its SNAT pool (IPv4), set by `--snat-pool`.
+#[map]
+pub static SNAT_POOLS: HashMap<u32, SnatPool> = HashMap::pinned(MAX_IFADDRS, 0);
+
+/// Per service: TCP connections opened and closed, bytes each way.
+#[map]
+pub static SERVICE_FLOWS: PerCpuArray<FlowCounters> = PerCpuArray::pinned(MAX_SERVICES, 0);
 
 #[map]
 pub static SERVICE_STATS: PerCpuArray<Counters> = PerCpuArray::pinned(MAX_SERVICES, 0);
@@ -62,6 +76,10 @@ pub static BACKENDS6: Array<Backend6> = Array::pinned(MAX_BACKENDS, 0);
 
 #[map]
 pub static CONNTRACK6: LruHashMap<FlowKey6, CtValue6> = LruHashMap::pinned(CONNTRACK6_MAX, 0);
+
+#[map]
+pub static CONNTRACK6_NEW: LruHashMap<FlowKey6, CtValue6> =
+    LruHashMap::pinned(CONNTRACK6_NEW_MAX, 0);
 
 /// Interface index -> its IPv6 SNAT source (a global address; zero: none).
 #[map]

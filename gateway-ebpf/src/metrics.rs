@@ -4,6 +4,8 @@
 use aya_ebpf::{bindings::xdp_action, maps::PerCpuArray};
 use gateway_common::{verdict, Counters};
 
+use crate::maps::SERVICE_FLOWS;
+
 /// Adds one packet of `len` bytes to counter `index` (per CPU, so no atomics needed).
 #[inline(always)]
 pub fn count(map: &PerCpuArray<Counters>, index: u32, len: u64) {
@@ -12,6 +14,20 @@ pub fn count(map: &PerCpuArray<Counters>, index: u32, len: u64) {
         let c = unsafe { &mut *c };
         c.packets += 1;
         c.bytes += len;
+    }
+}
+
+/// Adds `len` bytes to service `id`'s flow bytes of one direction (`reply`: backend -> client).
+#[inline(always)]
+pub fn count_flow(id: u32, reply: bool, len: u64) {
+    if let Some(c) = SERVICE_FLOWS.get_ptr_mut(id) {
+        // Safety: per-CPU value, only this CPU writes it while the program runs.
+        let c = unsafe { &mut *c };
+        if reply {
+            c.tx_bytes += len;
+        } else {
+            c.rx_bytes += len;
+        }
     }
 }
 

@@ -101,8 +101,8 @@ fn handle<F: Family>(ctx: &XdpContext, pkt: &Packet<F>) -> (u32, u32) {
         // A SYN always takes a fresh decision (Katran does the same): a reused 5-tuple must not
         // inherit a stale entry whose backend may be gone.
         if !pkt.is_syn() {
-            if let Some(ct) = F::conntrack().get_ptr_mut(&key) {
-                return conntrack::established(ctx, pkt, ct, len);
+            if let Some(r) = conntrack::known(ctx, pkt, &key, len) {
+                return r;
             }
         }
     } else if ports & port_flags::LOCAL == 0 {

@@ -87,6 +87,34 @@ fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{s:?}: too large"))
 }
 
+/// The XDP path's connection tables: per-state idle timeouts (Cilium's defaults; IPVS's in
+/// brackets) and SNAT pools.
+#[derive(clap::Args)]
+struct CtArgs {
+    /// Idle timeout of an established TCP flow (Cilium --bpf-ct-timeout-regular-tcp; IPVS 900s).
+    #[arg(long, default_value = "6h", value_parser = parse_duration)]
+    ct_timeout_tcp: Duration,
+    /// How long a TCP flow whose client sent only its SYN keeps its entries (Cilium
+    /// --bpf-ct-timeout-regular-tcp-syn; IPVS 120s).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    ct_timeout_tcp_syn: Duration,
+    /// How long a closed TCP flow (a RST, or a FIN each way) keeps its entries (Cilium
+    /// --bpf-ct-timeout-regular-tcp-fin; IPVS 120s).
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    ct_timeout_tcp_fin: Duration,
+    /// Idle timeout of a UDP flow (Cilium --bpf-ct-timeout-regular-any; IPVS 300s).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    ct_timeout_any: Duration,
+    /// How often the agent's garbage collector walks the connection tables.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    ct_gc_interval: Duration,
+    /// SNAT pool of an egress interface, IFACE=ADDR[,ADDR..][:PORTMIN-PORTMAX] (repeatable;
+    /// IPv4, up to 8 node addresses, ports default 61000-65535): masqueraded flows leaving by
+    /// IFACE take their source from it.
+    #[arg(long = "snat-pool", value_parser = gateway::dataplane::snat_pool::parse)]
+    snat_pools: Vec<gateway::dataplane::snat_pool::PoolSpec>,
+}
+
 impl LimitArgs {
     fn limits(&self) -> gateway::l7::limits::Limits {
         gateway::l7::limits::Limits {
@@ -216,6 +244,8 @@ enum Cmd {
         crl_expiration: gateway::l7::tls::CrlExpiration,
         #[command(flatten)]
         limits: LimitArgs,
+        #[command(flatten)]
+        ct: CtArgs,
     },
     /// Analyze manifests without touching the kernel, as `istioctl analyze` reports: one line
     /// per finding (`Error [IST0106] (VirtualService ns/name file:line) field: message`); exit
@@ -366,7 +396,12 @@ fn main() -> ExitCode {
             strict,
             crl_expiration,
             limits,
+            ct,
         } => {
+            if ct.ct_gc_interval.is_zero() {
+                eprintln!("gateway: --ct-gc-interval: must be above zero");
+                return ExitCode::from(2);
+            }
             gateway::l7::limits::set(limits.limits());
             gateway::l7::tls::set_crl_expiration(crl_expiration);
             match gateway::l7::limits::raise_nofile() {
@@ -430,6 +465,14 @@ fn main() -> ExitCode {
                 access_log_format,
                 istio_compat,
                 strict,
+                ct_timeouts: gateway::dataplane::conntrack::CtTimeouts {
+                    tcp: ct.ct_timeout_tcp,
+                    tcp_syn: ct.ct_timeout_tcp_syn,
+                    tcp_fin: ct.ct_timeout_tcp_fin,
+                    any: ct.ct_timeout_any,
+                    gc_interval: ct.ct_gc_interval,
+                },
+                snat_pools: ct.snat_pools,
             };
             let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
             match rt.block_on(agent::run(args)) {

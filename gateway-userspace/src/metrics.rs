@@ -294,6 +294,43 @@ pub fn tcp_closed(labels: &Labels, sent: u64, received: u64) {
     m.tcp_received.get_or_create(labels).inc_by(received);
 }
 
+/// The XDP path's TCP connection counters (read from the kernel at a scrape) added to Istio's
+/// `istio_tcp_*` series, labelled by each service's destination: only what grew since the last
+/// scrape is added, so the series stay counters across scrapes; a counter that went down (its
+/// service id was reused) counts from zero again.
+pub fn xdp_tcp(
+    flows: &std::collections::BTreeMap<String, crate::dataplane::FlowStats>,
+    dests: &std::collections::BTreeMap<String, crate::plan::L4Dest>,
+) {
+    use std::collections::HashMap;
+    static LAST: LazyLock<std::sync::Mutex<HashMap<String, crate::dataplane::FlowStats>>> =
+        LazyLock::new(Default::default);
+    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+    let m = &*ISTIO;
+    for (name, f) in flows.iter().filter(|(n, _)| n.ends_with("/tcp")) {
+        let dst = match dests.get(name) {
+            Some(d) if !d.cluster.is_empty() => Dest::from_cluster(&d.cluster, &d.namespace),
+            _ => unknown_dest(),
+        };
+        let labels = Labels::tcp(dst, "-");
+        let prev = last.get(name).copied().unwrap_or_default();
+        let grow = |now: u64, before: u64| if now >= before { now - before } else { now };
+        let d = (
+            grow(f.opened, prev.opened),
+            grow(f.closed, prev.closed),
+            grow(f.sent_bytes, prev.sent_bytes),
+            grow(f.received_bytes, prev.received_bytes),
+        );
+        if d != (0, 0, 0, 0) || !last.contains_key(name) {
+            m.tcp_opened.get_or_create(&labels).inc_by(d.0);
+            m.tcp_closed.get_or_create(&labels).inc_by(d.1);
+            m.tcp_sent.get_or_create(&labels).inc_by(d.2);
+            m.tcp_received.get_or_create(&labels).inc_by(d.3);
+        }
+        last.insert(name.clone(), *f);
+    }
+}
+
 /// Registers the process-wide families into a scrape's registry.
 pub fn register(reg: &mut Registry) {
     let m = &*ISTIO;

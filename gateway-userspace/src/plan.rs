@@ -91,6 +91,29 @@ pub struct Plan {
     /// TLS connections the agent proxies as byte streams (see [`stream`]).
     #[serde(skip_serializing_if = "stream::StreamPlan::is_empty")]
     pub streams: stream::StreamPlan,
+    /// The destination of each L4 service (by [`l4_name`]), for Istio's labels on the XDP
+    /// path's `istio_tcp_*` series.
+    #[serde(skip)]
+    pub l4_dests: std::collections::BTreeMap<String, L4Dest>,
+}
+
+/// An L4 service's destination as Istio names it: the cluster of its tcp route's first
+/// destination (`outbound|port|subset|host`) and that service's namespace. A route split over
+/// several destinations is labelled by the first: the program does not know which one a
+/// backend came from.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct L4Dest {
+    pub cluster: String,
+    pub namespace: String,
+}
+
+/// An L4 service's name in the data plane's counters: `vip:port/tcp` or `/udp`.
+pub fn l4_name(vip: IpAddr, port: u16, proto: Proto) -> String {
+    let p = match proto {
+        Proto::Tcp => "tcp",
+        Proto::Udp => "udp",
+    };
+    format!("{}/{p}", std::net::SocketAddr::new(vip, port))
 }
 
 impl Plan {

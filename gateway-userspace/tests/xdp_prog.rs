@@ -17,6 +17,8 @@ use gateway::{
     plan::{Backend, HashMode, L4Service, LocalPort, NatMode, Plan, Proto},
 };
 
+#[path = "xdp_prog/conntrack.rs"]
+mod conntrack;
 #[path = "xdp_prog/ipv6.rs"]
 mod ipv6;
 

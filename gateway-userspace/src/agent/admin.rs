@@ -385,6 +385,10 @@ fn prometheus(
 ) -> String {
     use crate::metrics::Pairs;
     use prometheus_client::metrics::{counter::Counter, family::Family, gauge::Gauge};
+    if let Some(st) = st {
+        // Before the registry takes its copy of the istio_* families.
+        crate::metrics::xdp_tcp(&st.flows, &snap.plan.l4_dests);
+    }
     let mut reg = prometheus_client::registry::Registry::default();
     crate::metrics::register(&mut reg);
     let gauge = |v: i64| {
@@ -547,6 +551,44 @@ fn prometheus(
         );
         packets_and_bytes(&mut reg, "service", &st.services);
         packets_and_bytes(&mut reg, "backend", &st.backends);
+        // The connection tables as the garbage collector last saw them.
+        let entries: Family<Pairs, Gauge> = Family::default();
+        for ((family, table, state), n) in &st.conntrack.entries {
+            entries
+                .get_or_create(&Pairs(vec![
+                    ("family", family.to_string()),
+                    ("table", table.to_string()),
+                    ("state", state.to_string()),
+                ]))
+                .set(*n as i64);
+        }
+        reg.register(
+            "gateway_conntrack_entries",
+            "Connection-table entries (two per flow) at the last garbage collection, by family, \
+             table (main: confirmed flows; new: the client's first packet only) and state",
+            entries,
+        );
+        let deleted: Family<Pairs, Counter> = Family::default();
+        for ((family, reason), n) in &st.conntrack.deleted {
+            deleted
+                .get_or_create(&Pairs(vec![
+                    ("family", family.to_string()),
+                    ("reason", reason.to_string()),
+                ]))
+                .inc_by(*n);
+        }
+        reg.register(
+            "gateway_conntrack_deleted_entries",
+            "Connection-table entries the garbage collector deleted, by family and reason",
+            deleted,
+        );
+        let orphans: Counter = Counter::default();
+        orphans.inc_by(st.conntrack.orphans);
+        reg.register(
+            "gateway_conntrack_orphan_flows",
+            "Flows the collector found with one entry only (the other evicted by the LRU)",
+            orphans,
+        );
     }
     crate::metrics::encode(&reg)
 }

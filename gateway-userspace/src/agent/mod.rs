@@ -83,6 +83,10 @@ pub struct RunArgs {
     /// Any invalid object rejects the whole set (the last good set keeps serving), instead of
     /// leaving out only the invalid objects.
     pub strict: bool,
+    /// The connection tables' per-state timeouts and garbage-collection interval.
+    pub ct_timeouts: crate::dataplane::conntrack::CtTimeouts,
+    /// `--snat-pool`: per egress interface, the addresses and ports masqueraded flows take.
+    pub snat_pools: Vec<crate::dataplane::snat_pool::PoolSpec>,
 }
 
 /// What the admin endpoints show: one immutable snapshot, replaced whole.
@@ -467,6 +471,8 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     } else {
         match Dataplane::open(&args.pin_root, &args.ifaces, args.xdp_mode) {
             Ok(mut dp) => {
+                dp.ct_timeouts = args.ct_timeouts;
+                dp.set_snat_pools(args.snat_pools.clone())?;
                 if let Some(logger) = dp.take_logger() {
                     tokio::spawn(forward_bpf_logs(logger));
                 }
@@ -691,6 +697,7 @@ async fn watch(
     let mut last_prime = std::time::Instant::now();
     let mut last_check = std::time::Instant::now();
     let mut next_refresh = std::time::Instant::now();
+    let mut next_gc = std::time::Instant::now();
     // Backends' next hops are refreshed at least once a second, whatever the config interval.
     let mut tick = tokio::time::interval(every.min(NEXTHOP_REFRESH));
     loop {
@@ -715,6 +722,12 @@ async fn watch(
                 }
                 if let Err(e) = dp.expire_drains() {
                     log::warn!("closing drained ports: {e}");
+                }
+                if std::time::Instant::now() >= next_gc {
+                    if let Err(e) = dp.collect_conntrack() {
+                        log::warn!("connection-table garbage collection: {e}");
+                    }
+                    next_gc = std::time::Instant::now() + dp.ct_timeouts.gc_interval;
                 }
                 dp.warn_oversize();
                 // Neighbour entries the kernel does not use itself age out; keep backends'.

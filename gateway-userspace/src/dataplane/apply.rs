@@ -14,7 +14,7 @@ use aya::{
 };
 use gateway_common::{
     addr6, addr_flags, maps as names, Addr6, Backend as BpfBackend, Backend6 as BpfBackend6,
-    Counters, IfAddr, ResolveBatch, MAGLEV_RING, XDP_RESOLVE6_PROGRAM, XDP_RESOLVE_PROGRAM,
+    IfAddr, ResolveBatch, MAGLEV_RING, XDP_RESOLVE6_PROGRAM, XDP_RESOLVE_PROGRAM,
 };
 
 use super::{
@@ -80,7 +80,11 @@ impl Dataplane {
                     .set(*idx, *value, 0)
                     .map_err(map_err(names::PORTS))?;
             }
-            Op::ResetServiceStats { id } => reset_counter(&mut self.service_stats, *id)?,
+            Op::ResetServiceStats { id } => {
+                reset_counter(&mut self.service_stats, *id)?;
+                reset_counter(&mut self.service_flows, *id)?;
+                self.ct_counts.idle_closed.remove(id);
+            }
             Op::WriteRing { slot, ring } => {
                 // One BPF_MAP_UPDATE_BATCH per ring instead of a syscall per slot (4,099 of
                 // them per ring); element by element where the kernel has no batch ops.
@@ -172,6 +176,7 @@ impl Dataplane {
         }
         sync_hash(&mut self.ifaddrs, &want, names::IFADDRS)?;
         sync_hash(&mut self.ifaddrs6, &want6, names::IFADDRS6)?;
+        self.sync_snat_pools()?;
         self.sync_addrs(&addrs)
     }
 
@@ -273,7 +278,7 @@ impl Dataplane {
 
 /// Brings the hash map `map` to `want`: changed entries written (errors returned), then the
 /// others removed (errors ignored: an entry already gone is fine).
-fn sync_hash<K: aya::Pod + Ord, V: aya::Pod + PartialEq>(
+pub(super) fn sync_hash<K: aya::Pod + Ord, V: aya::Pod + PartialEq>(
     map: &mut HashMap<MapData, K, V>,
     want: &BTreeMap<K, V>,
     name: &'static str,
@@ -289,18 +294,20 @@ fn sync_hash<K: aya::Pod + Ord, V: aya::Pod + PartialEq>(
     Ok(())
 }
 
-fn reset_counter(map: &mut PerCpuArray<MapData, Counters>, id: u32) -> Result<(), DataplaneError> {
+fn reset_counter<T: aya::Pod + Default + Clone>(
+    map: &mut PerCpuArray<MapData, T>,
+    id: u32,
+) -> Result<(), DataplaneError> {
     let n = aya::util::nr_cpus().map_err(|(_, source)| DataplaneError::Io {
         what: "reading possible CPUs",
         source,
     })?;
-    let zeros =
-        aya::maps::PerCpuValues::try_from(vec![Counters::default(); n]).map_err(|source| {
-            DataplaneError::Io {
-                what: "per-CPU counter values",
-                source,
-            }
-        })?;
+    let zeros = aya::maps::PerCpuValues::try_from(vec![T::default(); n]).map_err(|source| {
+        DataplaneError::Io {
+            what: "per-CPU counter values",
+            source,
+        }
+    })?;
     map.set(id, zeros, 0).map_err(map_err("stats"))
 }
 

@@ -84,6 +84,9 @@ pub struct State {
     pub port_values: BTreeMap<u32, u32>,
     /// L4 ports of removed services, open until their drain period ends.
     pub draining: BTreeMap<u32, Instant>,
+    /// SNAT pools' port ranges (`--snat-pool`), whose ports get `port_flags::NAT` where they
+    /// lie outside the default range: set by the agent, not by an apply.
+    pub nat_ranges: Vec<(u16, u16)>,
 }
 
 /// One step of an apply.
@@ -311,6 +314,7 @@ pub fn diff(state: &State, plan: &Plan, now: Instant) -> Result<Diff, Full> {
         .map(|(k, _)| port_of(k))
         .collect();
     let mut want_ports = plan_ports(plan, &desired);
+    nat_ports(&state.nat_ranges, &mut want_ports);
     let mut opening = b.st.port_values.clone();
     for (idx, f) in &want_ports {
         *opening.entry(*idx).or_default() |= f;
@@ -518,6 +522,20 @@ fn plan_ports(plan: &Plan, desired: &BTreeMap<SvcKey, (u32, Vec<u32>)>) -> BTree
         }
     }
     m
+}
+
+/// `port_flags::NAT` on every port of `ranges` outside `NAT_PORT_MIN..=NAT_PORT_MAX`, for TCP
+/// and UDP: backends' replies to them are looked up in the connection tables.
+fn nat_ports(ranges: &[(u16, u16)], m: &mut BTreeMap<u32, u32>) {
+    let default = gateway_common::NAT_PORT_MIN..=gateway_common::NAT_PORT_MAX;
+    for &(lo, hi) in ranges {
+        for port in (lo..=hi).filter(|p| !default.contains(p)) {
+            for proto in [gateway_common::PROTO_TCP, gateway_common::PROTO_UDP] {
+                let idx = gateway_common::port_index(proto, port);
+                *m.entry(idx).or_default() |= port_flags::NAT;
+            }
+        }
+    }
 }
 
 /// A service key's index in `PORTS`.

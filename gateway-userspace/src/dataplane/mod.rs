@@ -23,16 +23,18 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use gateway_common::{
-    maps as names, Addr6, Backend as BpfBackend, Backend6 as BpfBackend6, Counters, IfAddr,
-    ServiceKey, ServiceKey6, ServiceValue, PIN_ABI, XDP_PROGRAM, XDP_RESOLVE6_PROGRAM,
-    XDP_RESOLVE_PROGRAM,
+    maps as names, Addr6, Backend as BpfBackend, Backend6 as BpfBackend6, Counters, CtValue,
+    CtValue6, FlowCounters, FlowKey, FlowKey6, IfAddr, ServiceKey, ServiceKey6, ServiceValue,
+    SnatPool, PIN_ABI, XDP_PROGRAM, XDP_RESOLVE6_PROGRAM, XDP_RESOLVE_PROGRAM,
 };
 
 mod apply;
 mod attach;
 pub mod bpffs;
+pub mod conntrack;
 pub mod diff;
 pub mod ifmode;
+pub mod snat_pool;
 
 pub use apply::{prime_addrs, prime_neighbours};
 pub use ifmode::IfMode;
@@ -77,6 +79,8 @@ pub enum DataplaneError {
     },
     #[error("next-hop resolver: {0}")]
     Resolver(String),
+    #[error("{0}")]
+    SnatPool(String),
     #[error("{what}: limit of {limit} reached")]
     Full { what: &'static str, limit: u32 },
 }
@@ -121,6 +125,17 @@ pub struct Dataplane {
     service_stats: PerCpuArray<MapData, Counters>,
     backend_stats: PerCpuArray<MapData, Counters>,
     verdicts: PerCpuArray<MapData, Counters>,
+    service_flows: PerCpuArray<MapData, FlowCounters>,
+    conntrack: HashMap<MapData, FlowKey, CtValue>,
+    conntrack6: HashMap<MapData, FlowKey6, CtValue6>,
+    conntrack_new: HashMap<MapData, FlowKey, CtValue>,
+    conntrack6_new: HashMap<MapData, FlowKey6, CtValue6>,
+    snat_pools: HashMap<MapData, u32, SnatPool>,
+    /// The garbage collector's timeouts and what its collections counted.
+    pub ct_timeouts: conntrack::CtTimeouts,
+    ct_counts: conntrack::CtCounts,
+    /// `--snat-pool`, by interface name (resolved to indexes at each address sync).
+    pools: Vec<snat_pool::PoolSpec>,
     /// What the maps hold, as far as applies are concerned.
     state: diff::State,
     /// Keeps pinned links open; dropping them does not detach (the pin holds them).
@@ -139,6 +154,22 @@ pub struct Stats {
     pub services: BTreeMap<String, Counters2>,
     pub backends: BTreeMap<String, Counters2>,
     pub verdicts: BTreeMap<&'static str, Counters2>,
+    /// Per service (named as `services`): TCP connections opened and closed, bytes each way.
+    pub flows: BTreeMap<String, FlowStats>,
+    /// The connection tables as of the garbage collector's latest run.
+    pub conntrack: conntrack::CtCounts,
+}
+
+/// A service's flow counters, summed over CPUs; `closed` includes the idle connections the
+/// garbage collector ended.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize, PartialEq, Eq)]
+pub struct FlowStats {
+    pub opened: u64,
+    pub closed: u64,
+    /// Client -> backend (Istio's `istio_tcp_received_bytes_total`).
+    pub received_bytes: u64,
+    /// Backend -> client (Istio's `istio_tcp_sent_bytes_total`).
+    pub sent_bytes: u64,
 }
 
 #[derive(Clone, Copy, Debug, Default, serde::Serialize, PartialEq, Eq)]
@@ -270,6 +301,18 @@ impl Dataplane {
             .map_err(map_err(names::BACKEND_STATS))?;
         let verdicts = PerCpuArray::try_from(take(&mut ebpf, names::VERDICTS)?)
             .map_err(map_err(names::VERDICTS))?;
+        let service_flows = PerCpuArray::try_from(take(&mut ebpf, names::SERVICE_FLOWS)?)
+            .map_err(map_err(names::SERVICE_FLOWS))?;
+        let conntrack = HashMap::try_from(take(&mut ebpf, names::CONNTRACK)?)
+            .map_err(map_err(names::CONNTRACK))?;
+        let conntrack6 = HashMap::try_from(take(&mut ebpf, names::CONNTRACK6)?)
+            .map_err(map_err(names::CONNTRACK6))?;
+        let conntrack_new = HashMap::try_from(take(&mut ebpf, names::CONNTRACK_NEW)?)
+            .map_err(map_err(names::CONNTRACK_NEW))?;
+        let conntrack6_new = HashMap::try_from(take(&mut ebpf, names::CONNTRACK6_NEW)?)
+            .map_err(map_err(names::CONNTRACK6_NEW))?;
+        let snat_pools = HashMap::try_from(take(&mut ebpf, names::SNAT_POOLS)?)
+            .map_err(map_err(names::SNAT_POOLS))?;
 
         let mut dp = Dataplane {
             ebpf,
@@ -288,6 +331,15 @@ impl Dataplane {
             service_stats,
             backend_stats,
             verdicts,
+            service_flows,
+            conntrack,
+            conntrack6,
+            conntrack_new,
+            conntrack6_new,
+            snat_pools,
+            ct_timeouts: conntrack::CtTimeouts::default(),
+            ct_counts: conntrack::CtCounts::default(),
+            pools: Vec::new(),
             state: diff::State::default(),
             _links: links,
             attached,
@@ -425,7 +477,23 @@ impl Dataplane {
                 }
             );
             st.services
-                .insert(name, sum(&self.service_stats, a.value.id)?);
+                .insert(name.clone(), sum(&self.service_stats, a.value.id)?);
+            let f = sum_flows(&self.service_flows, a.value.id)?;
+            let idle = self
+                .ct_counts
+                .idle_closed
+                .get(&a.value.id)
+                .copied()
+                .unwrap_or(0);
+            st.flows.insert(
+                name,
+                FlowStats {
+                    opened: f.opened,
+                    closed: f.closed + idle,
+                    received_bytes: f.rx_bytes,
+                    sent_bytes: f.tx_bytes,
+                },
+            );
         }
         for ((addr, port), id) in &self.state.backend_ids {
             let name = SocketAddr::new(*addr, *port).to_string();
@@ -434,8 +502,71 @@ impl Dataplane {
         for (i, name) in gateway_common::verdict::NAMES.iter().enumerate() {
             st.verdicts.insert(name, sum(&self.verdicts, i as u32)?);
         }
+        st.conntrack = self.ct_counts.clone();
         Ok(st)
     }
+
+    /// One run of the connection tables' garbage collector (both families, both tables):
+    /// deletes the flows idle past their state's timeout (`ct_timeouts`), both entries of each.
+    pub fn collect_conntrack(&mut self) -> Result<(), DataplaneError> {
+        let t = self.ct_timeouts;
+        let now = conntrack::now_ns();
+        let mut c = std::mem::take(&mut self.ct_counts);
+        c.entries.clear();
+        let r = (|| {
+            conntrack::collect(
+                &mut self.conntrack,
+                names::CONNTRACK,
+                "ipv4",
+                true,
+                &t,
+                now,
+                &mut c,
+            )?;
+            conntrack::collect(
+                &mut self.conntrack_new,
+                names::CONNTRACK_NEW,
+                "ipv4",
+                false,
+                &t,
+                now,
+                &mut c,
+            )?;
+            conntrack::collect(
+                &mut self.conntrack6,
+                names::CONNTRACK6,
+                "ipv6",
+                true,
+                &t,
+                now,
+                &mut c,
+            )?;
+            conntrack::collect(
+                &mut self.conntrack6_new,
+                names::CONNTRACK6_NEW,
+                "ipv6",
+                false,
+                &t,
+                now,
+                &mut c,
+            )
+        })();
+        self.ct_counts = c;
+        r
+    }
+}
+
+fn sum_flows(
+    map: &PerCpuArray<MapData, FlowCounters>,
+    id: u32,
+) -> Result<FlowCounters, DataplaneError> {
+    let v = map.get(&id, 0).map_err(map_err(names::SERVICE_FLOWS))?;
+    Ok(v.iter().fold(FlowCounters::default(), |a, c| FlowCounters {
+        opened: a.opened + c.opened,
+        closed: a.closed + c.closed,
+        rx_bytes: a.rx_bytes + c.rx_bytes,
+        tx_bytes: a.tx_bytes + c.tx_bytes,
+    }))
 }
 
 /// Removes every pin under `pin_root` (links first, so the programs detach), for `--cleanup`.

@@ -5,7 +5,7 @@ use crate::config::model::{
     L4Match, RouteDestination, Subset, TcpRoute, VirtualService, NAT_MODE_ANNOTATION,
 };
 use crate::config::names::{resolve_gateway_name, subnet_contains};
-use crate::plan::{Backend, HashMode, L4Service, NatMode};
+use crate::plan::{Backend, HashMode, L4Dest, L4Service, NatMode};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -86,7 +86,7 @@ impl<'a> Compiler<'a> {
         })
     }
 
-    pub(super) fn l4_service(&mut self, srv: &Srv<'a>, vip: IpAddr) -> Option<L4Service> {
+    pub(super) fn l4_service(&mut self, srv: &Srv<'a>, vip: IpAddr) -> Option<(L4Service, L4Dest)> {
         let Some((vi, ri)) = self.first_tcp_rule(srv, vip) else {
             let msg = format!(
                 "no VirtualService tcp route matches {} on {vip}; port not served",
@@ -106,7 +106,7 @@ impl<'a> Compiler<'a> {
                 );
             }
         }
-        let (backends, hash) = self.backends(srv, vip, vs, ri, rule);
+        let (backends, hash, dest) = self.backends(srv, vip, vs, ri, rule);
         let nat = match srv
             .gw
             .metadata
@@ -118,7 +118,7 @@ impl<'a> Compiler<'a> {
             Some("preserve-source") => NatMode::PreserveSource,
             _ => self.input.default_nat,
         };
-        Some(L4Service {
+        let svc = L4Service {
             vip,
             port: srv.port,
             proto: srv.class.proto(),
@@ -126,7 +126,8 @@ impl<'a> Compiler<'a> {
             hash,
             backends,
             origin: format!("{} -> {} tcp[{ri}]", srv.origin, vs.id()),
-        })
+        };
+        Some((svc, dest))
     }
 
     /// The backends of one tcp rule: weighted destinations (§3.9) resolved to endpoints of
@@ -139,7 +140,7 @@ impl<'a> Compiler<'a> {
         vs: &'a VirtualService,
         ri: usize,
         rule: &'a TcpRoute,
-    ) -> (Vec<Backend>, HashMode) {
+    ) -> (Vec<Backend>, HashMode, L4Dest) {
         // One destination takes everything whatever its weight; with several, weight 0 (or
         // absent) gets nothing.
         let active: Vec<(usize, &RouteDestination, u64)> = if rule.route.len() == 1 {
@@ -154,6 +155,7 @@ impl<'a> Compiler<'a> {
         };
         let mut acc: BTreeMap<(IpAddr, u16), u64> = BTreeMap::new();
         let mut source_ip: Vec<bool> = Vec::new();
+        let mut first: Option<L4Dest> = None;
         let several = active.len() > 1;
         for (k, route, weight) in active {
             let field = format!("spec.tcp[{ri}].route[{k}].destination");
@@ -169,6 +171,13 @@ impl<'a> Compiler<'a> {
                 continue;
             };
             source_ip.push(self.uses_source_ip(vs, &field, r.dr.as_ref(), r.port.number, r.subset));
+            if first.is_none() {
+                let host = crate::config::names::resolve_short_name(&dest.host, vs.namespace());
+                first = Some(L4Dest {
+                    cluster: format!("outbound|{}|{}|{host}", r.port.number, dest.subset),
+                    namespace: r.namespace.to_string(),
+                });
+            }
             let family = if vip.is_ipv6() { "IPv6 " } else { "" };
             let eps: Vec<_> = r
                 .eps
@@ -220,7 +229,7 @@ impl<'a> Compiler<'a> {
                 weight: u32::try_from(w).unwrap_or(u32::MAX),
             })
             .collect();
-        (backends, hash)
+        (backends, hash, first.unwrap_or_default())
     }
 
     pub(super) fn uses_source_ip(

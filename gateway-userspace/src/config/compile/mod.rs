@@ -509,7 +509,9 @@ impl<'a> Compiler<'a> {
                         });
                     }
                     Class::Tcp | Class::Udp => {
-                        if let Some(svc) = self.l4_service(first, vip) {
+                        if let Some((svc, dest)) = self.l4_service(first, vip) {
+                            let name = crate::plan::l4_name(svc.vip, svc.port, svc.proto);
+                            plan.l4_dests.insert(name, dest);
                             plan.l4.push(svc);
                         }
                     }
