@@ -102,6 +102,8 @@ pub const NEXTHOP_TTL_NS: u64 = 1_000_000_000;
 
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_ICMPV6: u8 = 58;
 
 /// Service flags.
 pub mod svc_flags {
@@ -352,8 +354,8 @@ pub mod verdict {
     /// Passed: a partial (offloaded) L4 checksum arrived on an interface whose XDP mode cannot
     /// keep it through a redirect (a veth in native mode, `if_flags::CSUM_LOST`).
     pub const PASS_CSUM_PARTIAL: u32 = 13;
-    /// Passed: a packet to forward arrived with TTL 0 or 1; the kernel, not the fast path,
-    /// answers it (ICMP time exceeded where it routes, local delivery for the node's address).
+    /// Passed: an ICMP error about a flow arrived with TTL 0 or 1 (no error is sent about an
+    /// error): the kernel gets it (and drops it where it does not route).
     pub const PASS_TTL_EXPIRED: u32 = 14;
     /// Passed, rewritten but with its MACs kept: longer than the egress interface's MTU (a GSO
     /// packet from a veth peer with TSO on, seen whole in generic mode), which an XDP redirect
@@ -362,7 +364,21 @@ pub mod verdict {
     /// Passed: an IPv4 or IPv6 fragment (the kernel reassembles; the fast path never sees
     /// fragments' ports).
     pub const PASS_FRAGMENT: u32 = 16;
-    pub const COUNT: u32 = 17;
+    /// Sent back (XDP_TX): the ICMP time exceeded (ICMPv6 for IPv6) a router sends for a packet
+    /// whose TTL or hop limit forwarding would expire.
+    pub const TX_TIME_EXCEEDED: u32 = 17;
+    /// Forwarded: an ICMP or ICMPv6 error (destination unreachable, fragmentation needed or
+    /// packet too big, time exceeded, parameter problem) about a flow in the connection table,
+    /// translated as a packet of that flow (outer and quoted headers, every checksum).
+    pub const FWD_ICMP_ERROR: u32 = 18;
+    /// Passed: a frame with an 802.1Q or 802.1ad (QinQ) VLAN tag. The fast path serves untagged
+    /// frames only; the kernel (its VLAN devices) takes tagged ones.
+    pub const PASS_VLAN: u32 = 19;
+    /// Dropped: a packet to forward expired (TTL or hop limit 0 or 1) while this CPU's budget of
+    /// time-exceeded messages was spent (1,000 a second, bursts of 50: the kernel's ICMP
+    /// defaults), or the message could not be built.
+    pub const DROP_TTL_EXPIRED: u32 = 20;
+    pub const COUNT: u32 = 21;
     pub const NAMES: [&str; COUNT as usize] = [
         "pass_not_ours",
         "pass_local",
@@ -381,6 +397,10 @@ pub mod verdict {
         "pass_ttl_expired",
         "pass_oversize",
         "pass_fragment",
+        "tx_time_exceeded",
+        "fwd_icmp_error",
+        "pass_vlan",
+        "drop_ttl_expired",
     ];
 }
 
@@ -476,7 +496,7 @@ const _: () = assert!(core::mem::size_of::<Counters>() == 16);
 
 /// Version of the pinned-map layout. The agent keeps pins in a directory named after it, so an
 /// agent with another layout never adopts incompatible maps.
-pub const PIN_ABI: u32 = 8;
+pub const PIN_ABI: u32 = 9;
 
 #[cfg(feature = "user")]
 mod pod {
