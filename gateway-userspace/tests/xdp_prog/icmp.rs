@@ -347,9 +347,12 @@ fn time_exceeded_comes_from_the_ingress_address_and_is_rate_limited() {
         }
         let ms = start.elapsed().as_millis() as u64;
         let cpus = std::thread::available_parallelism().unwrap().get() as u64;
+        // At most a burst per CPU the thread ran on plus what the time since earned; on a
+        // fast machine (600 calls in a few ms) that is well below 600, so some were dropped.
+        let bound = cpus * (50 + ms + 1);
         assert!(
-            sent < n && sent <= cpus * (50 + ms + 1),
-            "{sent} of {n} sent in {ms} ms"
+            sent <= bound,
+            "{sent} of {n} sent in {ms} ms (at most {bound})"
         );
         assert_eq!(verdict(&e, "tx_time_exceeded"), sent);
         assert_eq!(verdict(&e, "drop_ttl_expired"), n + 1 - sent);
