@@ -122,6 +122,8 @@ pub const NEXTHOP_TTL_NS: u64 = 1_000_000_000;
 
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMP: u8 = 1;
+pub const PROTO_ICMPV6: u8 = 58;
 
 /// Service flags.
 pub mod svc_flags {
@@ -429,8 +431,8 @@ pub mod verdict {
     /// Passed: a partial (offloaded) L4 checksum arrived on an interface whose XDP mode cannot
     /// keep it through a redirect (a veth in native mode, `if_flags::CSUM_LOST`).
     pub const PASS_CSUM_PARTIAL: u32 = 13;
-    /// Passed: a packet to forward arrived with TTL 0 or 1; the kernel, not the fast path,
-    /// answers it (ICMP time exceeded where it routes, local delivery for the node's address).
+    /// Passed: an ICMP error about a flow arrived with TTL 0 or 1 (no error is sent about an
+    /// error): the kernel gets it (and drops it where it does not route).
     pub const PASS_TTL_EXPIRED: u32 = 14;
     /// Passed, rewritten but with its MACs kept: longer than the egress interface's MTU (a GSO
     /// packet from a veth peer with TSO on, seen whole in generic mode), which an XDP redirect
@@ -443,7 +445,21 @@ pub mod verdict {
     /// another live flow (`drop_nat_exhausted` is the same without a pool: one address, the
     /// default port range).
     pub const DROP_NAT_POOL_EXHAUSTED: u32 = 17;
-    pub const COUNT: u32 = 18;
+    /// Sent back (XDP_TX): the ICMP time exceeded (ICMPv6 for IPv6) a router sends for a packet
+    /// whose TTL or hop limit forwarding would expire.
+    pub const TX_TIME_EXCEEDED: u32 = 18;
+    /// Forwarded: an ICMP or ICMPv6 error (destination unreachable, fragmentation needed or
+    /// packet too big, time exceeded, parameter problem) about a flow in the connection table,
+    /// translated as a packet of that flow (outer and quoted headers, every checksum).
+    pub const FWD_ICMP_ERROR: u32 = 19;
+    /// Passed: a frame with an 802.1Q or 802.1ad (QinQ) VLAN tag. The fast path serves untagged
+    /// frames only; the kernel (its VLAN devices) takes tagged ones.
+    pub const PASS_VLAN: u32 = 20;
+    /// Dropped: a packet to forward expired (TTL or hop limit 0 or 1) while this CPU's budget of
+    /// time-exceeded messages was spent (1,000 a second, bursts of 50: the kernel's ICMP
+    /// defaults), or the message could not be built.
+    pub const DROP_TTL_EXPIRED: u32 = 21;
+    pub const COUNT: u32 = 22;
     pub const NAMES: [&str; COUNT as usize] = [
         "pass_not_ours",
         "pass_local",
@@ -463,6 +479,10 @@ pub mod verdict {
         "pass_oversize",
         "pass_fragment",
         "drop_nat_pool_exhausted",
+        "tx_time_exceeded",
+        "fwd_icmp_error",
+        "pass_vlan",
+        "drop_ttl_expired",
     ];
 }
 
@@ -560,7 +580,7 @@ const _: () = assert!(core::mem::size_of::<Counters>() == 16);
 
 /// Version of the pinned-map layout. The agent keeps pins in a directory named after it, so an
 /// agent with another layout never adopts incompatible maps.
-pub const PIN_ABI: u32 = 9;
+pub const PIN_ABI: u32 = 10;
 
 #[cfg(feature = "user")]
 mod pod {

@@ -7,7 +7,7 @@
 /// Folds a 32-bit accumulator to 16 bits. A fixed number of folds: a `while` loop here is
 /// rejected by the verifier as too complex.
 #[inline(always)]
-fn fold(mut sum: u32) -> u16 {
+pub fn fold(mut sum: u32) -> u16 {
     sum = (sum & 0xffff) + (sum >> 16);
     sum = (sum & 0xffff) + (sum >> 16);
     sum as u16

@@ -9,7 +9,9 @@ use aya_ebpf::{
 };
 use gateway_common::{if_flags, verdict, CtValueOf, NEXTHOP_TTL_NS};
 
-use crate::{family::Family, fib::fib, maps::IFADDRS, metrics::action_for, packet::Packet};
+use crate::{
+    family::Family, fib::fib, icmp, maps::IFADDRS, metrics::action_for, packet::Packet,
+};
 
 /// Ethernet header plus a 1500-byte MTU: shorter frames fit every egress, so they skip the MTU
 /// check.
@@ -58,10 +60,9 @@ pub fn send<F: Family>(
     reason: u32,
 ) -> (u32, u32) {
     if pkt.ttl() <= 1 {
-        // Forwarding would expire it (TTL or hop limit): the kernel sends the time-exceeded
-        // (or delivers it, if addressed to the node); the fast path never forwards a TTL-0
-        // packet.
-        return (xdp_action::XDP_PASS, verdict::PASS_TTL_EXPIRED);
+        // Forwarding would expire it (TTL or hop limit): the time exceeded a router sends, built
+        // by the ICMP step once this subprogram returns (the packet is left as it came).
+        return (icmp::ACT_TIME_EXCEEDED, verdict::TX_TIME_EXCEEDED);
     }
     // Veths deliver packets whose sender offloaded the L4 checksum (only the pseudo-header sum
     // in the field). The agent marks the interfaces where that happens; elsewhere (real NICs)

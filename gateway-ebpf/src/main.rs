@@ -25,6 +25,7 @@ mod csum;
 mod family;
 mod fib;
 mod forward;
+mod icmp;
 mod ipv6;
 mod lb;
 mod maps;

@@ -89,3 +89,8 @@ pub static IFADDRS6: HashMap<u32, Addr6> = HashMap::pinned(MAX_IFADDRS, 0);
 /// Not pinned: nothing in it outlives one packet.
 #[map]
 pub static SCRATCH6: PerCpuArray<crate::family::Scratch6> = PerCpuArray::with_max_entries(1, 0);
+
+/// The per-CPU token bucket limiting the time-exceeded messages the program sends (`icmp`).
+/// Not pinned: a restarted agent starts with a full bucket.
+#[map]
+pub static ICMP_BUCKET: PerCpuArray<crate::icmp::IcmpBucket> = PerCpuArray::with_max_entries(1, 0);

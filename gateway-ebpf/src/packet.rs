@@ -7,7 +7,7 @@
 use core::marker::PhantomData;
 
 use aya_ebpf::programs::XdpContext;
-use gateway_common::{verdict, FlowKeyOf, PROTO_TCP, PROTO_UDP};
+use gateway_common::{verdict, FlowKeyOf, PROTO_ICMP, PROTO_ICMPV6, PROTO_TCP, PROTO_UDP};
 
 use crate::{
     csum,
@@ -15,9 +15,13 @@ use crate::{
 };
 
 pub const ETH_LEN: usize = 14;
-const IP_LEN: usize = 20;
+pub const IP_LEN: usize = 20;
+/// What the parsers return for an ICMP or ICMPv6 packet: not a verdict, the ICMP step's turn.
+pub const TO_ICMP: u32 = 0x100;
 pub const ETH_P_IP: u16 = 0x0800;
 pub const ETH_P_IPV6: u16 = 0x86dd;
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
 const TCP_FIN: u8 = 0x01;
 const TCP_RST: u8 = 0x04;
 const TCP_SYN: u8 = 0x02;
@@ -87,6 +91,8 @@ pub fn parse_l4(
             };
             (hdr as *mut u8, c, 0)
         }
+        // Not a verdict: the ICMP step (`icmp`) takes the packet.
+        PROTO_ICMP | PROTO_ICMPV6 => return Err(TO_ICMP),
         _ => return Err(verdict::PASS_UNPARSED),
     };
     let ports = hdr as *mut [u16; 2];

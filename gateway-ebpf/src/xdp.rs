@@ -13,7 +13,7 @@ use aya_ebpf::{
 use gateway_common::{port_flags, port_index, svc_flags, verdict, ServiceKeyOf};
 
 use crate::{
-    conntrack,
+    conntrack, icmp,
     family::{Family, V4, V6},
     lb,
     maps::{PORTS, SERVICE_STATS, VERDICTS},
@@ -34,9 +34,25 @@ use crate::{
 #[unsafe(link_section = "xdp")]
 pub fn gateway_xdp(ctx: *mut xdp_md) -> u32 {
     let ctx = XdpContext::new(ctx);
+    // The ICMP steps run here, after the family's path returned, so that each has a frame of
+    // its own beside it rather than on top of it.
     match packet::ethertype(&ctx) {
-        Some(packet::ETH_P_IPV6) => process6(&ctx),
-        e => process4(&ctx, e == Some(packet::ETH_P_IP)),
+        Some(packet::ETH_P_IPV6) => match process6(&ctx) {
+            icmp::ACT_ICMP => icmp::error6(&ctx),
+            icmp::ACT_TIME_EXCEEDED => icmp::time_exceeded6(&ctx),
+            action => action,
+        },
+        Some(packet::ETH_P_8021Q | packet::ETH_P_8021AD) => {
+            // Tagged frames are the kernel's (its VLAN devices): see `verdict::PASS_VLAN`.
+            let len = (ctx.data_end() - ctx.data()) as u64;
+            metrics::count(&VERDICTS, verdict::PASS_VLAN, len);
+            xdp_action::XDP_PASS
+        }
+        e => match process4(&ctx, e == Some(packet::ETH_P_IP)) {
+            icmp::ACT_ICMP => icmp::error4(&ctx),
+            icmp::ACT_TIME_EXCEEDED => icmp::time_exceeded4(&ctx),
+            action => action,
+        },
     }
 }
 
@@ -60,8 +76,7 @@ fn process4(ctx: &XdpContext, ip: bool) -> u32 {
         Ok(p) => handle(ctx, &p),
         Err(reason) => verdict_of(reason),
     };
-    metrics::count(&VERDICTS, reason, len);
-    action
+    count(reason, action, len)
 }
 
 /// IPv6: the action, the verdict counted.
@@ -72,14 +87,25 @@ fn process6(ctx: &XdpContext) -> u32 {
         Ok(p) => handle(ctx, &p),
         Err(reason) => verdict_of(reason),
     };
-    metrics::count(&VERDICTS, reason, len);
+    count(reason, action, len)
+}
+
+/// Counts the verdict and returns the action, unless the action hands over to an ICMP step
+/// (which counts its own).
+#[inline(always)]
+fn count(reason: u32, action: u32, len: u64) -> u32 {
+    if action != icmp::ACT_ICMP && action != icmp::ACT_TIME_EXCEEDED {
+        metrics::count(&VERDICTS, reason, len);
+    }
     action
 }
 
 /// The action for a packet the parser refused (`reason`).
 #[inline(always)]
 fn verdict_of(reason: u32) -> (u32, u32) {
-    let action = if reason == verdict::DROP_MALFORMED {
+    let action = if reason == packet::TO_ICMP {
+        icmp::ACT_ICMP
+    } else if reason == verdict::DROP_MALFORMED {
         xdp_action::XDP_DROP
     } else {
         xdp_action::XDP_PASS

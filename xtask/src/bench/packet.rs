@@ -1,5 +1,6 @@
-//! Test packets: Ethernet + IPv4 (no options) + TCP or UDP, with valid checksums. The same shape
-//! the XDP program's unit tests use, built here so the bench owns its inputs.
+//! Test packets: Ethernet + IPv4 (no options) or IPv6 (no extension headers) + TCP or UDP, with
+//! valid checksums. The same shape the XDP program's unit tests use, built here so the bench owns
+//! its inputs.
 
 pub const TCP: u8 = 6;
 pub const SYN: u8 = 0x02;
@@ -88,4 +89,42 @@ pub fn dst_of(p: &[u8]) -> Option<([u8; 4], u16)> {
         p[30..34].try_into().ok()?,
         u16::from_be_bytes([p[36], p[37]]),
     ))
+}
+
+/// [`build`] for IPv6 (hop limit 64): a TCP or UDP packet from `src:sport` to `dst:dport`.
+pub fn build6(
+    proto: u8,
+    src: [u8; 16],
+    sport: u16,
+    dst: [u8; 16],
+    dport: u16,
+    tcp_flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let l4_len = if proto == TCP { 20 } else { 8 } + payload.len();
+    let mut p = Vec::with_capacity(54 + l4_len);
+    p.extend_from_slice(&NODE_MAC);
+    p.extend_from_slice(&CLIENT_MAC);
+    p.extend_from_slice(&[0x86, 0xdd]);
+    p.extend_from_slice(&[0x60, 0, 0, 0, (l4_len >> 8) as u8, l4_len as u8, proto, 64]);
+    p.extend_from_slice(&src);
+    p.extend_from_slice(&dst);
+    let mut l4 = Vec::with_capacity(l4_len);
+    l4.extend_from_slice(&sport.to_be_bytes());
+    l4.extend_from_slice(&dport.to_be_bytes());
+    if proto == TCP {
+        l4.extend_from_slice(&[
+            0, 0, 0, 1, 0, 0, 0, 0, 0x50, tcp_flags, 0xff, 0xff, 0, 0, 0, 0,
+        ]);
+    } else {
+        l4.extend_from_slice(&(l4_len as u16).to_be_bytes());
+        l4.extend_from_slice(&[0, 0]);
+    }
+    l4.extend_from_slice(payload);
+    let pseudo = sum16(&dst, sum16(&src, 0)) + proto as u32 + l4_len as u32;
+    let c = fold(sum16(&l4, pseudo));
+    let off = if proto == TCP { 16 } else { 6 };
+    l4[off..off + 2].copy_from_slice(&c.to_be_bytes());
+    p.extend_from_slice(&l4);
+    p
 }
