@@ -87,3 +87,17 @@ pub fn b64(s: &str) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(s)
 }
+
+/// A `kubernetes.io/tls` Secret `name` in istio-system (where a Gateway's `credentialName` and
+/// a DestinationRule's look), carrying a PEM certificate chain and key; `ca` adds `ca.crt`.
+pub fn tls_secret(name: &str, (cert, key): (&str, &str), ca: Option<&str>) -> String {
+    let mut s = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: istio-system}}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
+        b64(cert),
+        b64(key)
+    );
+    if let Some(ca) = ca {
+        s.push_str(&format!("  ca.crt: {}\n", b64(ca)));
+    }
+    s
+}

@@ -19,7 +19,7 @@ use gateway_tests::{
     http::{expect, Response},
     manifests::{self, GATEWAY_HEAD},
     test_backend_bin,
-    tls::{b64, Ca},
+    tls::{b64, tls_secret, Ca},
     topology::{start_backend, Topology, BACKEND_HTTP_PORT, CLIENT_ADDR, VIP},
     wait_until, Agent, ChildGuard, Opts,
 };
@@ -785,16 +785,8 @@ fn https_termination_with_curl() -> Result<()> {
     hosts: [{HOST}]
     tls: {{httpsRedirect: true}}
 ---
-apiVersion: v1
-kind: Secret
-metadata: {{name: web-cert, namespace: istio-system}}
-type: kubernetes.io/tls
-data:
-  tls.crt: {}
-  tls.key: {}
-",
-        b64(&cert),
-        b64(&key)
+{}",
+        tls_secret("web-cert", (&cert, &key), None)
     );
     let mut cfg = files(
         &topo,

@@ -11,7 +11,7 @@ use gateway_tests::{
     http::{expect, CurlError},
     manifests::{self, GATEWAY_HEAD},
     test_backend_bin,
-    tls::{b64, Ca},
+    tls::{tls_secret, Ca},
     topology::{Topology, BACKEND_HTTP_PORT, VIP},
     Agent, ChildGuard, Opts,
 };
@@ -39,16 +39,8 @@ fn manifests(topo: &Topology, t_cert: &(String, String)) -> Vec<(&'static str, S
   - port: {{number: 80, name: http, protocol: HTTP}}
     hosts: [\"*\"]
 ---
-apiVersion: v1
-kind: Secret
-metadata: {{name: t-cert, namespace: istio-system}}
-type: kubernetes.io/tls
-data:
-  tls.crt: {}
-  tls.key: {}
-",
-        b64(&t_cert.0),
-        b64(&t_cert.1)
+{}",
+        tls_secret("t-cert", (&t_cert.0, &t_cert.1), None)
     );
     // ServiceEntry NAME in NAMESPACE for HOST: port (number, name, protocol) to the backend's
     // `target` port at `addr`.

@@ -9,7 +9,7 @@ use anyhow::{ensure, Context as _, Result};
 use gateway_tests::{
     manifests::GATEWAY_HEAD,
     proc::output_timeout,
-    tls::{b64, Ca},
+    tls::{tls_secret, Ca},
     topology::{Topology, VIP},
     Agent, Opts,
 };
@@ -25,11 +25,7 @@ fn https_gateway(servers: &[(&str, &str)], cert: &(String, String)) -> Vec<(&'st
         ));
     }
     let hosts: Vec<&str> = servers.iter().map(|(h, _)| *h).collect();
-    let secret = format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: cert, namespace: istio-system}}\ntype: kubernetes.io/tls\ndata:\n  tls.crt: {}\n  tls.key: {}\n",
-        b64(&cert.0),
-        b64(&cert.1)
-    );
+    let secret = tls_secret("cert", (&cert.0, &cert.1), None);
     let vs = format!(
         "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {{name: ok, namespace: default}}\nspec:\n  hosts: [{}]\n  gateways: [gw]\n  http:\n  - directResponse: {{status: 200, body: {{string: ok}}}}\n",
         hosts.join(", ")

@@ -11,7 +11,7 @@ use gateway_tests::{
     http::{expect, Response},
     manifests::{self, GATEWAY_HEAD},
     test_backend_bin,
-    tls::{b64, Ca},
+    tls::{tls_secret, Ca},
     topology::{Topology, BACKEND_HTTP_PORT, VIP},
     Agent, ChildGuard, Opts,
 };
@@ -167,18 +167,8 @@ fn simple_mutual_sni_san_h2_and_failures() -> Result<()> {
         "{GATEWAY_HEAD}  - port: {{number: 80, name: http, protocol: HTTP}}
     hosts: [\"*\"]
 ---
-apiVersion: v1
-kind: Secret
-metadata: {{name: m-client, namespace: istio-system}}
-type: kubernetes.io/tls
-data:
-  tls.crt: {}
-  tls.key: {}
-  ca.crt: {}
-",
-        b64(&sec_crt),
-        b64(&sec_key),
-        b64(&ca.cert.pem())
+{}",
+        tls_secret("m-client", (&sec_crt, &sec_key), Some(&ca.cert.pem()))
     );
     let services = [
         service("a.internal", "HTTP", TLS_PORT, b1),
@@ -504,16 +494,8 @@ fn tls_server_terminates_then_originates_on_tcp_routes() -> Result<()> {
   - port: {{number: 31400, name: tcp, protocol: TCP}}
     hosts: [\"*\"]
 ---
-apiVersion: v1
-kind: Secret
-metadata: {{name: t-cert, namespace: istio-system}}
-type: kubernetes.io/tls
-data:
-  tls.crt: {}
-  tls.key: {}
-",
-        b64(&gw_cert.0),
-        b64(&gw_cert.1)
+{}",
+        tls_secret("t-cert", (&gw_cert.0, &gw_cert.1), None)
     );
     let services = [
         service("a.internal", "TLS", TLS_PORT, topo.backend("b1").addr),

@@ -11,15 +11,7 @@ use tokio::net::TcpListener;
 /// both hold the port, so probes and scrapes never meet a refused connection. The kernel lets
 /// only sockets of the same effective uid share a port.
 pub(super) fn bind_shared(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let s = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    s.set_reuseaddr(true)?;
-    s.set_reuseport(true)?;
-    s.bind(addr)?;
-    s.listen(128)
+    crate::l7::listener::bind_reuseport(addr, false, 128)
 }
 
 /// Lets connections waiting in the accept queue of a closing listener move to another listener

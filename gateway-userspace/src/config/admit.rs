@@ -164,7 +164,9 @@ impl Rejections {
 #[cfg(test)]
 mod tests {
     use super::super::load::load_str;
-    use super::*;
+    use super::admit;
+    use crate::config::ConfigError;
+    use crate::config::Manifests;
 
     const GW: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 8080, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n";
 

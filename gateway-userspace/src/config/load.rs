@@ -392,8 +392,12 @@ fn ignored_path(p: &serde_ignored::Path) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::config::load_dir;
+    use crate::config::load_str;
     use crate::config::model::IntOrString;
+    use std::fs;
+    use std::path::Path;
+    use std::path::PathBuf;
 
     const GW: &str = r#"
 apiVersion: networking.istio.io/v1

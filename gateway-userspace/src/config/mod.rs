@@ -20,7 +20,19 @@ use std::path::Path;
 pub use admit::{admit, Admission};
 pub use compile::{compile, http, tls, CompileInput, IstioVersion};
 pub use load::{load_dir, load_dir_partial, load_str, load_texts};
-pub use model::*;
+pub use model::{
+    Accepted, ConfigError, ConnectionPool, ConsistentHash, CorsPolicy, Delegate, Destination,
+    DestinationRule, DestinationRuleSpec, EndpointConditions, EndpointSlice, EndpointSliceSpec,
+    FaultAbort, FaultDelay, Gateway, GatewaySpec, HeaderOperations, Headers, HttpBody,
+    HttpDirectResponse, HttpFault, HttpMatch, HttpMirrorPolicy, HttpPool, HttpRedirect, HttpRetry,
+    HttpRewrite, HttpRoute, HttpRouteDestination, IntOrString, Kind, L4Match, Labels, LoadBalancer,
+    Manifests, ObjectMeta, ObjectReference, OutlierDetection, Percent, Pod, PodInfo, PortSelector,
+    PortTrafficPolicy, Protocol, RegexRewrite, Resource, RouteDestination, Secret, SecretSpec,
+    Server, ServerPort, ServerTls, Service, ServiceEntry, ServiceEntryPort, ServiceEntrySpec,
+    ServicePort, ServiceSpec, SliceEndpoint, SlicePort, Source, StringMatch, Subset, TcpPool,
+    TcpRoute, TlsCertificate, TlsMatch, TlsRoute, TrafficPolicy, VirtualService,
+    VirtualServiceSpec, Warning, WorkloadEntry, NAT_MODE_ANNOTATION, SERVICE_NAME_LABEL,
+};
 pub use names::{CLUSTER_DOMAIN, ROOT_NAMESPACE};
 pub use validate::validate;
 
@@ -118,7 +130,7 @@ fn base_dir(dir: &Path) -> &Path {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{load_and_compile, CompileInput};
     use std::fs;
 
     #[test]

@@ -250,7 +250,12 @@ fn validate_label_key(k: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{
+        host_matches, host_subset_of, is_dns1123_label, resolve_gateway_name, resolve_short_name,
+        subnet_contains, validate_ip_subnet, validate_labels, validate_partial_wildcard,
+        validate_wildcard_domain,
+    };
+    use crate::config::Labels;
 
     #[test]
     fn dns_labels() {

@@ -435,8 +435,12 @@ pub fn try_acquire(c: &AtomicU32, limit: u32) -> Option<Counted<'_>> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{fnv, now_ms, try_acquire, Cluster, Outcome};
+    use crate::plan::http as p;
     use std::net::Ipv4Addr;
+    use std::sync::atomic::AtomicU32;
+    use std::sync::atomic::Ordering::Relaxed;
+    use std::time::Duration;
 
     fn cluster(lb: p::Lb, n: u8, outlier: Option<p::Outlier>) -> Cluster {
         Cluster::new(&p::Cluster {

@@ -340,7 +340,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Tracked<I> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{raise_nofile, Limits};
+    use std::time::Duration;
 
     #[test]
     fn defaults_are_envoys() {

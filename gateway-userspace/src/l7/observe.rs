@@ -696,7 +696,9 @@ pub fn bench_observe(n: usize) -> (f64, f64, f64) {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{iso8601, sample_line, Line};
+    use std::time::Duration;
+    use std::time::SystemTime;
 
     #[test]
     fn timestamps() {

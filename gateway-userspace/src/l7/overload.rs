@@ -143,7 +143,7 @@ pub fn shrink_heap() {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{heap_in_use, level, KEEPALIVE_OFF, NORMAL, REFUSING};
 
     #[test]
     fn levels_follow_envoys_thresholds() {

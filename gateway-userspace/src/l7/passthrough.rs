@@ -621,7 +621,10 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{hp, parse_client_hello, parse_subnet, pick_route, select, Hello, Match, Parsed};
+    use crate::l7::cluster::Cluster;
+    use std::net::IpAddr;
+    use std::sync::Arc;
 
     /// A real ClientHello, written by rustls for `sni` offering `alpn`.
     fn client_hello(sni: &str, alpn: &[&str]) -> Vec<u8> {

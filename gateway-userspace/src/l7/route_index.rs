@@ -330,7 +330,8 @@ impl TrieBuilder {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::RouteIndex;
+    use crate::plan::http as p;
 
     fn ids(idx: &RouteIndex, path: &str) -> Vec<usize> {
         // Every candidate, in the order the index offers them.

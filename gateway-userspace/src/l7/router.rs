@@ -734,7 +734,7 @@ pub fn bench_router(n_routes: usize, lookups: usize, kind: BenchTable, strategy:
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{bench_router, normalize_path, query_value, strip_port, BenchTable, Strategy};
 
     #[test]
     fn normalizes_dot_segments_only() {

@@ -1,10 +1,22 @@
 //! Compiler tests: manifests in, plan and warnings out.
 
-use super::*;
+use crate::config::CompileInput;
+
+use super::compile;
+
+use crate::plan::NatMode;
+
+use crate::plan::Plan;
+
+use crate::plan::Proto;
+
+use std::net::IpAddr;
+
 use crate::config::load::load_str;
 use crate::config::model::{Manifests, Warning};
 use crate::config::validate::validate;
 use crate::plan::{Backend, HashMode, L4Service};
+use std::net::Ipv4Addr;
 
 const VIP1: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1));
 const VIP2: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2));

@@ -467,9 +467,10 @@ fn validate_workload_entry(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::config::load::load_str;
     use crate::config::validate::validate;
+    use crate::config::validate::Findings;
+    use crate::config::WorkloadEntry;
 
     /// (errors, warnings) of one ServiceEntry through `validate`, the path `gateway check`
     /// takes. `meta` is extra metadata YAML (labels).

@@ -1,5 +1,8 @@
 use super::super::load::load_str;
-use super::*;
+use super::validate;
+use crate::config::ConfigError;
+use crate::config::Warning;
+use std::path::PathBuf;
 
 pub(super) fn errors_of(yaml: &str) -> Vec<ConfigError> {
     let m = load_str("t.yaml", yaml).expect("loads");

@@ -5,11 +5,13 @@
 use serde::de::DeserializeOwned;
 
 use super::http::HttpRouteType;
-use super::*;
 use crate::config::model::{
     CorsPolicy, Destination, FaultAbort, FaultDelay, HttpDirectResponse, HttpFault, HttpRedirect,
     HttpRetry, HttpRoute, RegexRewrite, StringMatch,
 };
+use crate::config::validate::Findings;
+use crate::config::TcpRoute;
+use crate::config::VirtualServiceSpec;
 
 #[track_caller]
 fn parse<T: DeserializeOwned>(src: &str) -> T {
@@ -340,7 +342,7 @@ fn validate_http_route_conflict() {
             super::http::validate_http_route_conflict(f, "r", r, t)
         }
     };
-    use HttpRouteType::*;
+    use HttpRouteType::{Delegate, Independent, Root};
     for (t, name, src, msg) in [
         (Root, "root with redirect", "{name: r1, delegate: {name: d}, redirect: {uri: /}}", Some("root HTTP route r1 must not specify redirect")),
         (Root, "root with route", "{delegate: {name: d}, route: [{destination: {host: a}}]}", Some("root HTTP route  must not specify route")),
