@@ -26,8 +26,9 @@ pub const KERNELS: &[&str] = &[
 /// Kernel modules the tests need (`ip link add ... type veth`); their dependencies are added.
 const MODULES: &[&str] = &["veth"];
 
-/// Wall-clock limit for one boot plus test run; TCG is slow.
-const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+/// Wall-clock limit for one boot plus test run; TCG is slow (45 fixtures took 4-5 min on a
+/// loaded 2-core machine).
+const BOOT_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The line /init prints after the tests, followed by their exit code.
 const MARKER: &str = "XTASK-KERNELS-EXIT=";
