@@ -600,3 +600,15 @@ pub fn gateway_check(dir: &Path) -> anyhow::Result<(bool, String, String)> {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     ))
 }
+
+/// The `rejected` list of a `/config_dump`: one string per object admission left out.
+pub fn rejected(dump: &Value) -> Vec<String> {
+    dump["rejected"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
