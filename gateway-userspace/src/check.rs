@@ -255,7 +255,7 @@ impl LineIndex {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::check;
 
     #[test]
     fn findings_read_as_istioctl_analyze() {

@@ -291,7 +291,7 @@ fn action(out: &mut String, table: &Table, r: &Route) -> u16 {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{explain, Plan, Request};
     use crate::config::{compile, load_str, CompileInput};
 
     const YAML: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {name: gw, namespace: istio-system}\nspec:\n  selector: {istio: ingressgateway}\n  servers:\n  - port: {number: 8080, name: http, protocol: HTTP}\n    hosts: [\"*\"]\n---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: web, namespace: demo}\nspec:\n  hosts: [web.demo.local]\n  resolution: STATIC\n  ports: [{number: 8000, name: http, protocol: HTTP}]\n  endpoints: [{address: 198.18.11.2}]\n---\napiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: web, namespace: demo}\nspec:\n  hosts: [web.example.com]\n  gateways: [istio-system/gw]\n  http:\n  - name: canary\n    match: [{headers: {x-canary: {exact: \"true\"}}}]\n    directResponse: {status: 299}\n  - match: [{uri: {prefix: /api/}}]\n    route: [{destination: {host: web.demo.local}}]\n";
@@ -473,7 +473,7 @@ pub fn query_pairs(q: &str) -> Vec<(String, String)> {
 
 #[cfg(test)]
 mod query_tests {
-    use super::*;
+    use super::{query_encode, query_pairs};
 
     #[test]
     fn query_round_trip() {

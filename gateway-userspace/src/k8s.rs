@@ -373,7 +373,7 @@ fn is_certificate_secret(o: &DynamicObject) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{entry, ApiResource, DynamicObject, GroupVersionKind};
 
     fn store_text(group: &str, version: &str, kind: &'static str, json: &str) -> (String, String) {
         let ar = ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind));

@@ -447,7 +447,7 @@ pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{encode, record_http, register, unknown_dest, Dest, HttpSample, Labels, Registry};
 
     #[test]
     fn destination_labels_from_cluster_names() {

@@ -600,3 +600,29 @@ pub fn gateway_check(dir: &Path) -> anyhow::Result<(bool, String, String)> {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     ))
 }
+
+/// The `rejected` list of a `/config_dump`: one string per object admission left out.
+pub fn rejected(dump: &Value) -> Vec<String> {
+    dump["rejected"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits for the access log line of the request to `path` in `log` and returns it.
+pub fn access_log_line(log: &Path, path: &str) -> anyhow::Result<String> {
+    let needle = format!("\"GET {path} HTTP/1.1\"");
+    let mut found = None;
+    crate::wait_until(Duration::from_secs(5), "the access log line", || {
+        found = std::fs::read_to_string(log)?
+            .lines()
+            .find(|l| l.contains(&needle))
+            .map(str::to_string);
+        Ok(found.is_some())
+    })?;
+    found.context("access log line")
+}

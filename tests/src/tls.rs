@@ -1,6 +1,11 @@
-//! Certificates made at test time (rcgen) for the TLS tests, and base64 for Secrets.
+//! Certificates made at test time (rcgen) for the TLS tests, base64 for Secrets, PEM files and
+//! TLS backends.
 
-use anyhow::Result;
+use std::{fs, path::Path, time::Duration};
+
+use anyhow::{Context as _, Result};
+
+use crate::{test_backend_bin, ChildGuard, Topology};
 
 /// A certificate authority: a self-signed certificate that signs the leaf certificates.
 pub struct Ca {
@@ -100,4 +105,26 @@ pub fn tls_secret(name: &str, (cert, key): (&str, &str), ca: Option<&str>) -> St
         s.push_str(&format!("  ca.crt: {}\n", b64(ca)));
     }
     s
+}
+
+/// Writes `pem` to `dir/name` (write and rename, as a secret mount does, so the agent never
+/// reads half a file) and returns the path as a string.
+pub fn write_pem(dir: &Path, name: &str, pem: &str) -> Result<String> {
+    let p = dir.join(name);
+    let tmp = dir.join(format!(".{name}.new"));
+    fs::write(&tmp, pem)?;
+    fs::rename(&tmp, &p)?;
+    Ok(p.to_str().context("non-UTF-8 temp path")?.to_string())
+}
+
+/// `test-backend --name NAME` in backend `b`'s namespace with these extra (TLS) arguments,
+/// once it says it is ready.
+pub fn tls_backend(topo: &Topology, b: &str, args: &[&str]) -> Result<ChildGuard> {
+    let bin = test_backend_bin()?;
+    let bin = bin.to_str().context("non-UTF-8 path")?;
+    let mut a = vec!["--name", b];
+    a.extend_from_slice(args);
+    let mut child = topo.backend(b).ns.spawn(bin, &a, true)?;
+    child.wait_for_line("ready", Duration::from_secs(10))?;
+    Ok(child)
 }

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
+use gateway_tests::agent::rejected;
 use gateway_tests::{http::HttpClient, wait_until, Agent, Opts, Topology};
 use serde_json::Value;
 
@@ -34,17 +35,6 @@ fn demo_with(extra: &[(&str, String)]) -> Result<Vec<(String, String)>> {
 
 fn borrowed(files: &[(String, String)]) -> Vec<(&str, String)> {
     files.iter().map(|(n, c)| (n.as_str(), c.clone())).collect()
-}
-
-fn rejected(dump: &Value) -> Vec<String> {
-    dump["rejected"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]

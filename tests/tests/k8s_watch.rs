@@ -9,6 +9,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use anyhow::{ensure, Context as _, Result};
+use gateway_tests::agent::rejected;
 use gateway_tests::apiserver::{fixture, ApiServer};
 use gateway_tests::session::HttpsSession;
 use gateway_tests::tls::{b64, Ca};
@@ -49,17 +50,6 @@ fn answering(http: &HttpClient, n: usize) -> Result<BTreeSet<String>> {
 
 fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
-}
-
-fn rejected(dump: &Value) -> Vec<String> {
-    dump["rejected"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 #[test]

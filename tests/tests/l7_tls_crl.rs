@@ -11,27 +11,17 @@ use std::{fs, path::Path, time::Duration};
 
 use anyhow::{ensure, Context as _, Result};
 use gateway_tests::{
+    agent::access_log_line,
     http::{expect, CurlError, HttpClient, Response},
     manifests::{self, GATEWAY_HEAD},
-    test_backend_bin,
-    tls::{b64, Ca},
+    tls::{b64, tls_backend, write_pem, Ca},
     topology::{Topology, VIP},
-    Agent, ChildGuard, Opts,
+    Agent, Opts,
 };
 
 /// A valid CRL's nextUpdate from now: whole days left is 1 wherever the test is in its run.
 const VALID: i64 = 2 * 86_400 - 600;
 const HOUR: i64 = 3_600;
-
-/// Writes `pem` to `dir/name` (write and rename, as a secret mount does, so the agent never
-/// reads half a file) and returns the path as a string.
-fn write(dir: &Path, name: &str, pem: &str) -> Result<String> {
-    let p = dir.join(name);
-    let tmp = dir.join(format!(".{name}.new"));
-    fs::write(&tmp, pem)?;
-    fs::rename(&tmp, &p)?;
-    Ok(p.to_str().context("non-UTF-8 temp path")?.to_string())
-}
 
 /// A client certificate's files.
 struct Client {
@@ -44,8 +34,8 @@ struct Client {
 fn client(ca: &Ca, dir: &Path, name: &str) -> Result<Client> {
     let (pem, key) = ca.leaf(&format!("{name}.client.internal"))?;
     Ok(Client {
-        crt: write(dir, &format!("{name}.crt"), &pem)?,
-        key: write(dir, &format!("{name}.key"), &key)?,
+        crt: write_pem(dir, &format!("{name}.crt"), &pem)?,
+        key: write_pem(dir, &format!("{name}.key"), &key)?,
         pem,
     })
 }
@@ -92,19 +82,19 @@ fn ingress_mutual_revoked_expired_and_rotated_crls() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let d = dir.path();
     let ca = Ca::new("crl client CA")?;
-    let ca_pem = write(d, "ca.pem", &ca.cert.pem())?;
+    let ca_pem = write_pem(d, "ca.pem", &ca.cert.pem())?;
     let (srv_crt, srv_key) = ca.leaf_for(&[
         "file.example.com",
         "secret.example.com",
         "expired.example.com",
     ])?;
-    let srv_crt_f = write(d, "srv.crt", &srv_crt)?;
-    let srv_key_f = write(d, "srv.key", &srv_key)?;
+    let srv_crt_f = write_pem(d, "srv.crt", &srv_crt)?;
+    let srv_key_f = write_pem(d, "srv.key", &srv_key)?;
     let good = client(&ca, d, "good")?;
     let revoked = client(&ca, d, "revoked")?;
     let later = client(&ca, d, "later")?;
-    let crl = write(d, "ca.crl", &ca.crl(&[&revoked.pem], VALID)?)?;
-    let expired = write(d, "expired.crl", &ca.crl(&[&revoked.pem], -HOUR)?)?;
+    let crl = write_pem(d, "ca.crl", &ca.crl(&[&revoked.pem], VALID)?)?;
+    let expired = write_pem(d, "expired.crl", &ca.crl(&[&revoked.pem], -HOUR)?)?;
     let mutual = |extra: &str| {
         format!("{{mode: MUTUAL, serverCertificate: {srv_crt_f}, privateKey: {srv_key_f}, caCertificates: {ca_pem}{extra}}}")
     };
@@ -237,7 +227,7 @@ spec:
     );
 
     // Rotated on disk: the new CRL also revokes `later`, for the next handshakes.
-    write(d, "ca.crl", &ca.crl(&[&revoked.pem, &later.pem], VALID)?)?;
+    write_pem(d, "ca.crl", &ca.crl(&[&revoked.pem, &later.pem], VALID)?)?;
     gateway_tests::wait_until(Duration::from_secs(20), "the rotated CRL", || {
         Ok(refused(get(&c, &ca_pem, "file.example.com", &later)).0)
     })?;
@@ -268,33 +258,6 @@ spec:
     Ok(())
 }
 
-/// `test-backend --name NAME --tls 8443` in backend `b`'s namespace with this certificate.
-fn tls_backend(topo: &Topology, b: &str, crt: &str, key: &str) -> Result<ChildGuard> {
-    let bin = test_backend_bin()?;
-    let bin = bin.to_str().context("non-UTF-8 path")?;
-    let mut child = topo.backend(b).ns.spawn(
-        bin,
-        &["--name", b, "--tls", "8443", "--cert", crt, "--key", key],
-        true,
-    )?;
-    child.wait_for_line("ready", Duration::from_secs(10))?;
-    Ok(child)
-}
-
-/// Waits for the access log line of the request to `path` and returns it.
-fn log_line(log: &Path, path: &str) -> Result<String> {
-    let needle = format!("\"GET {path} HTTP/1.1\"");
-    let mut found = None;
-    gateway_tests::wait_until(Duration::from_secs(5), "the access log line", || {
-        found = fs::read_to_string(log)?
-            .lines()
-            .find(|l| l.contains(&needle))
-            .map(str::to_string);
-        Ok(found.is_some())
-    })?;
-    found.context("access log line")
-}
-
 /// DestinationRule `caCrl` (a file, or `ca.crl` in the `credentialName` Secret): a backend whose
 /// certificate the CRL revokes fails as an untrusted one (503 UF, TLS_error details in the
 /// access log), the others are served; the CRL rotated on disk takes effect for new
@@ -305,25 +268,37 @@ fn upstream_simple_revoked_and_expired_crls() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let d = dir.path();
     let ca = Ca::new("crl upstream CA")?;
-    let ca_pem = write(d, "ca.pem", &ca.cert.pem())?;
+    let ca_pem = write_pem(d, "ca.pem", &ca.cert.pem())?;
     // b1's certificate is revoked, b2's is not.
     let (r_crt, r_key) = ca.leaf("b1.internal")?;
     let (g_crt, g_key) = ca.leaf("b2.internal")?;
     let _b1 = tls_backend(
         &topo,
         "b1",
-        &write(d, "b1.crt", &r_crt)?,
-        &write(d, "b1.key", &r_key)?,
+        &[
+            "--tls",
+            "8443",
+            "--cert",
+            &write_pem(d, "b1.crt", &r_crt)?,
+            "--key",
+            &write_pem(d, "b1.key", &r_key)?,
+        ],
     )?;
     let _b2 = tls_backend(
         &topo,
         "b2",
-        &write(d, "b2.crt", &g_crt)?,
-        &write(d, "b2.key", &g_key)?,
+        &[
+            "--tls",
+            "8443",
+            "--cert",
+            &write_pem(d, "b2.crt", &g_crt)?,
+            "--key",
+            &write_pem(d, "b2.key", &g_key)?,
+        ],
     )?;
     let crl_pem = ca.crl(&[&r_crt], VALID)?;
-    let crl = write(d, "ca.crl", &crl_pem)?;
-    let expired = write(d, "expired.crl", &ca.crl(&[&r_crt], -HOUR)?)?;
+    let crl = write_pem(d, "ca.crl", &crl_pem)?;
+    let expired = write_pem(d, "expired.crl", &ca.crl(&[&r_crt], -HOUR)?)?;
     let (b1, b2) = (topo.backend("b1").addr, topo.backend("b2").addr);
     let service = |host: &str, addr| {
         manifests::service_entry(
@@ -439,7 +414,7 @@ spec:
             r.body.contains("transport failure reason: TLS_error:|CERTIFICATE_VERIFY_FAILED:invalid_peer_certificate:_Revoked:TLS_error_end"),
             "{r:#?}"
         );
-        let l = log_line(&log, path)?;
+        let l = access_log_line(&log, path)?;
         ensure!(
             l.contains(" 503 UF,URX upstream_reset_before_response_started{connection_failure,TLS_error:|CERTIFICATE_VERIFY_FAILED:invalid_peer_certificate:_Revoked:TLS_error_end}"),
             "access log: {l}"
@@ -449,7 +424,7 @@ spec:
     for (name, path) in [("old", "/old"), ("oldrevoked", "/oldrevoked")] {
         expect(&get(name, path)?, 503, "", name)?;
         ensure!(
-            log_line(&log, path)?.contains(
+            access_log_line(&log, path)?.contains(
                 "TLS_error:|CERTIFICATE_VERIFY_FAILED:invalid_peer_certificate:_CRL_has_expired:TLS_error_end"
             ),
             "{name}"
@@ -471,7 +446,7 @@ spec:
 
     // Rotated on disk: the new CRL revokes b2 too; the cluster is rebuilt, so the next
     // connection (a new pool) is checked against it.
-    write(d, "ca.crl", &ca.crl(&[&r_crt, &g_crt], VALID)?)?;
+    write_pem(d, "ca.crl", &ca.crl(&[&r_crt, &g_crt], VALID)?)?;
     gateway_tests::wait_until(Duration::from_secs(20), "the rotated upstream CRL", || {
         Ok(get("good", "/rotated").is_ok_and(|r| r.status == 503))
     })?;
@@ -481,7 +456,7 @@ spec:
         "",
         "revoked by the rotated CRL",
     )?;
-    let l = log_line(&log, "/rotated2")?;
+    let l = access_log_line(&log, "/rotated2")?;
     ensure!(l.contains("_Revoked:TLS_error_end}"), "rotated: {l}");
 
     // --crl-expiration ignore: the expired CRL still revokes b1, and b2 is served.

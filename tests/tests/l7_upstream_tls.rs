@@ -4,39 +4,21 @@
 //! Each backend reports the SNI, ALPN and client certificate it saw, so the assertions are about
 //! what really went over the wire.
 
-use std::{fs, path::Path, time::Duration};
+use std::{fs, time::Duration};
 
 use anyhow::{ensure, Context as _, Result};
 use gateway_tests::{
+    agent::access_log_line,
     http::{expect, Response},
     manifests::{self, GATEWAY_HEAD},
-    test_backend_bin,
-    tls::{tls_secret, Ca},
+    tls::{tls_backend, tls_secret, write_pem, Ca},
     topology::{Topology, BACKEND_HTTP_PORT, VIP},
-    Agent, ChildGuard, Opts,
+    Agent, Opts,
 };
 
 /// Port of each backend's HTTP/1.1-over-TLS server, and of b1's HTTP/2-over-TLS one.
 const TLS_PORT: u16 = 8443;
 const H2_PORT: u16 = 8444;
-
-/// Writes `pem` to `dir/name` and returns the path as a string.
-fn write(dir: &Path, name: &str, pem: &str) -> Result<String> {
-    let p = dir.join(name);
-    fs::write(&p, pem)?;
-    Ok(p.to_str().context("non-UTF-8 temp path")?.to_string())
-}
-
-/// `test-backend --name NAME` in backend `b`'s namespace with these extra TLS arguments.
-fn tls_backend(topo: &Topology, b: &str, args: &[&str]) -> Result<ChildGuard> {
-    let bin = test_backend_bin()?;
-    let bin = bin.to_str().context("non-UTF-8 path")?;
-    let mut a = vec!["--name", b];
-    a.extend_from_slice(args);
-    let mut child = topo.backend(b).ns.spawn(bin, &a, true)?;
-    child.wait_for_line("ready", Duration::from_secs(10))?;
-    Ok(child)
-}
 
 /// A VirtualService sending every request for `host` to `dest` (`{host: x, subset: y}`).
 fn route(name: &str, host: &str, dest: &str) -> String {
@@ -81,20 +63,6 @@ spec:
     )
 }
 
-/// Waits for the access log line of the request to `path` and returns it.
-fn log_line(log: &Path, path: &str) -> Result<String> {
-    let needle = format!("\"GET {path} HTTP/1.1\"");
-    let mut found = None;
-    gateway_tests::wait_until(Duration::from_secs(5), "the access log line", || {
-        found = fs::read_to_string(log)?
-            .lines()
-            .find(|l| l.contains(&needle))
-            .map(str::to_string);
-        Ok(found.is_some())
-    })?;
-    found.context("access log line")
-}
-
 /// SIMPLE and MUTUAL origination over HTTP/1.1 and HTTP/2: SNI (auto and set), SAN checks,
 /// file and Secret credentials, insecureSkipVerify, per-subset settings, DISABLE; untrusted or
 /// mismatched upstream certificates give 503 UF with Envoy's TLS_error details and count toward
@@ -105,12 +73,12 @@ fn simple_mutual_sni_san_h2_and_failures() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let ca = Ca::new("upstream e2e CA")?;
     let rogue = Ca::new("rogue CA")?;
-    let ca_pem = write(dir.path(), "ca.pem", &ca.cert.pem())?;
+    let ca_pem = write_pem(dir.path(), "ca.pem", &ca.cert.pem())?;
     let leaf = |ca: &Ca, names: &[&str], file: &str| -> Result<(String, String)> {
         let (c, k) = ca.leaf_for(names)?;
         Ok((
-            write(dir.path(), &format!("{file}.crt"), &c)?,
-            write(dir.path(), &format!("{file}.key"), &k)?,
+            write_pem(dir.path(), &format!("{file}.crt"), &c)?,
+            write_pem(dir.path(), &format!("{file}.key"), &k)?,
         ))
     };
     // Auto-SNI is the request's Host, so the backends' certificates name the public hosts
@@ -350,7 +318,7 @@ fn simple_mutual_sni_san_h2_and_failures() -> Result<()> {
         r.body.starts_with("upstream connect error or disconnect/reset before headers. retried and the latest reset reason: connection failure, transport failure reason: TLS_error:|CERTIFICATE_VERIFY_FAILED:invalid_peer_certificate:_certificate_not_valid_for_name_autosni.example.com"),
         "{r:#?}"
     );
-    let l = log_line(&log, "/autosni")?;
+    let l = access_log_line(&log, "/autosni")?;
     ensure!(
         l.contains(" 503 UF,URX upstream_reset_before_response_started{connection_failure,TLS_error:|CERTIFICATE_VERIFY_FAILED:")
             && l.contains(":TLS_error_end}"),
@@ -371,7 +339,7 @@ fn simple_mutual_sni_san_h2_and_failures() -> Result<()> {
     let r = get("badsan", "/badsan")?;
     expect(&r, 503, "", "SAN mismatch")?;
     ensure!(
-        log_line(&log, "/badsan")?.contains(" 503 UF,URX "),
+        access_log_line(&log, "/badsan")?.contains(" 503 UF,URX "),
         "badsan"
     );
 
@@ -381,7 +349,7 @@ fn simple_mutual_sni_san_h2_and_failures() -> Result<()> {
     let r = get("nofile", "/nofile")?;
     expect(&r, 503, "", "unreadable caCertificates")?;
     ensure!(
-        log_line(&log, "/nofile")?.contains("TLS_error:|CONFIGURATION:"),
+        access_log_line(&log, "/nofile")?.contains("TLS_error:|CONFIGURATION:"),
         "nofile"
     );
     ensure!(
@@ -414,7 +382,7 @@ fn simple_mutual_sni_san_h2_and_failures() -> Result<()> {
     // retries make the three consecutive errors).
     let r = get("untrusted", "/untrusted")?;
     expect(&r, 503, "", "untrusted upstream")?;
-    let l = log_line(&log, "/untrusted")?;
+    let l = access_log_line(&log, "/untrusted")?;
     ensure!(
         l.contains(" 503 UF,URX upstream_reset_before_response_started{connection_failure,TLS_error:|CERTIFICATE_VERIFY_FAILED:invalid_peer_certificate:_UnknownIssuer:TLS_error_end}"),
         "access log: {l}"
@@ -464,17 +432,17 @@ fn tls_server_terminates_then_originates_on_tcp_routes() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let ca = Ca::new("upstream tcp CA")?;
     let rogue = Ca::new("rogue tcp CA")?;
-    let ca_pem = write(dir.path(), "ca.pem", &ca.cert.pem())?;
+    let ca_pem = write_pem(dir.path(), "ca.pem", &ca.cert.pem())?;
     let (a_crt, a_key) = ca.leaf("a.internal")?;
     let (u_crt, u_key) = rogue.leaf("u.internal")?;
     let tls = TLS_PORT.to_string();
     let (a_crt, a_key) = (
-        write(dir.path(), "a.crt", &a_crt)?,
-        write(dir.path(), "a.key", &a_key)?,
+        write_pem(dir.path(), "a.crt", &a_crt)?,
+        write_pem(dir.path(), "a.key", &a_key)?,
     );
     let (u_crt, u_key) = (
-        write(dir.path(), "u.crt", &u_crt)?,
-        write(dir.path(), "u.key", &u_key)?,
+        write_pem(dir.path(), "u.crt", &u_crt)?,
+        write_pem(dir.path(), "u.key", &u_key)?,
     );
     let _b1 = tls_backend(
         &topo,
@@ -536,7 +504,7 @@ spec:
         ],
     )?;
     let c = topo.http_client();
-    let gw_ca = write(dir.path(), "gw-ca.pem", &ca.cert.pem())?;
+    let gw_ca = write_pem(dir.path(), "gw-ca.pem", &ca.cert.pem())?;
     let https = || {
         c.curl(&[
             "--http1.1",

@@ -38,7 +38,7 @@ pub fn ifaces_holding(addrs: &[IpAddr]) -> anyhow::Result<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::ifaces_holding;
 
     #[test]
     fn loopback_holds_127_0_0_1_and_unknown_addresses_are_named() {

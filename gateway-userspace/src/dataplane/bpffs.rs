@@ -166,7 +166,7 @@ pub fn is_bpffs(p: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{locate, Location, Path};
 
     #[test]
     fn a_root_outside_sys_fs_bpf_is_used_as_is() {

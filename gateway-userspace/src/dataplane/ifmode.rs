@@ -252,7 +252,7 @@ pub fn attached_mode(ifindex: u32) -> io::Result<Option<XdpMode>> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{attached_mode, choose, driver, if_flags, IfMode, Mode, XdpMode, VETH};
 
     #[test]
     fn auto_takes_generic_on_veth_and_native_elsewhere() {

@@ -300,7 +300,7 @@ fn parse(kind: Kind, source: &str, index: usize, der: &[u8], user: &str) -> Opti
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{inventory, p, sp, Kind};
 
     fn pem(data: String) -> p::Pem {
         p::Pem::Secret {

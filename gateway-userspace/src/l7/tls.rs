@@ -644,7 +644,7 @@ fn url_encoded_pem(der: &[u8]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{dns_match, p, xfcc, Pins};
 
     #[test]
     fn xfcc_carries_the_url_encoded_certificate() {

@@ -548,7 +548,10 @@ impl Write for Conn {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{
+        connection_failure_details, p, verifier, CertificateDer, Origination, ServerCertVerifier,
+        ServerName, TlsError, UnixTime, Verifier,
+    };
 
     /// A CA and a leaf it signed for `names` (DER), and the CA as a Secret-held PEM.
     fn ca_and_leaf(names: &[&str]) -> (p::Pem, CertificateDer<'static>) {

@@ -208,7 +208,7 @@ impl<'a> Compiler<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{alpn_for, effective_tls, p, TrafficPolicy, Value};
 
     fn tp(s: &str) -> TrafficPolicy {
         serde_yaml::from_str(s).expect("policy")
