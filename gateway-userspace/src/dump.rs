@@ -1,8 +1,9 @@
 //! `gateway dump`: a running agent's live state as `istioctl proxy-config` and
 //! `cilium-dbg bpf lb list` show theirs: listeners, routes, clusters, endpoints, secrets (what
 //! each server reads, never the key material), and the XDP path's services, backends and
-//! verdict counters. Built from the admin's `/config_dump`, `/clusters?format=json`, `/stats`
-//! and `/certs`, so the CLI needs nothing but the admin port.
+//! verdict counters, connection-table entries and SNAT ports in use. Built from the admin's
+//! `/config_dump`, `/clusters?format=json`, `/stats`, `/certs` and `/conntrack?limit=N`, so the
+//! CLI needs nothing but the admin port.
 
 use serde_json::{json, Value};
 
@@ -26,6 +27,8 @@ pub struct Sources {
     pub stats: Value,
     /// `/certs`.
     pub certs: Value,
+    /// `/conntrack?limit=N` (Null when the section does not show it).
+    pub conntrack: Value,
 }
 
 /// One table: a title, column names, rows (for text) and the same rows as objects (for JSON).
@@ -378,6 +381,63 @@ fn bpf(src: &Sources) -> Vec<Table> {
             .map(|(k, c)| vec![k.clone(), s(&c["packets"]), s(&c["bytes"])])
             .collect()
     };
+    let ct = &src.conntrack;
+    let entries: Vec<Vec<String>> = ct["entries"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, n)| {
+            // `family/table/state`
+            let mut r: Vec<String> = k.splitn(3, '/').map(str::to_string).collect();
+            r.resize(3, "-".into());
+            r.push(s(n));
+            r
+        })
+        .collect();
+    let flows: Vec<Vec<String>> = ct["flows"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            vec![
+                s(&f["proto"]).to_uppercase(),
+                s(&f["client"]),
+                s(&f["vip"]),
+                s(&f["backend"]),
+                s(&f["snat"]),
+                s(&f["state"]),
+                s(&f["idle_s"]),
+                format!(
+                    "{}{}",
+                    s(&f["table"]),
+                    if f["paired"] == Value::Bool(false) {
+                        " (one entry)"
+                    } else {
+                        ""
+                    }
+                ),
+            ]
+        })
+        .collect();
+    let snat: Vec<Vec<String>> = ct["snat"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|u| {
+            vec![
+                s(&u["iface"]),
+                s(&u["addr"]),
+                if u["pool"] == Value::Bool(true) {
+                    "pool".into()
+                } else {
+                    "interface".into()
+                },
+                s(&u["flows"]),
+                format!("{}/{}", s(&u["ports_used"]), s(&u["capacity"])),
+                format!("{}/{}", s(&u["busiest_backend"]), s(&u["capacity"])),
+            ]
+        })
+        .collect();
     vec![
         Table {
             title: "XDP SERVICES",
@@ -394,7 +454,40 @@ fn bpf(src: &Sources) -> Vec<Table> {
             columns: &["VERDICT", "PACKETS", "BYTES"],
             rows: counters("verdicts"),
         },
+        Table {
+            title: "XDP CONNTRACK ENTRIES",
+            columns: &["FAMILY", "TABLE", "STATE", "ENTRIES"],
+            rows: entries,
+        },
+        Table {
+            title: "XDP CONNTRACK FLOWS",
+            columns: &[
+                "PROTO", "CLIENT", "VIP", "BACKEND", "SNAT", "STATE", "IDLE S", "TABLE",
+            ],
+            rows: flows,
+        },
+        Table {
+            title: "XDP SNAT PORTS",
+            columns: &[
+                "IFACE",
+                "ADDRESS",
+                "SOURCE",
+                "FLOWS",
+                "PORTS USED",
+                "BUSIEST BACKEND",
+            ],
+            rows: snat,
+        },
     ]
+}
+
+/// How many flows the listing left out (`--limit`), after the flows table.
+fn flows_left_out(src: &Sources, title: &str) -> Option<(u64, u64)> {
+    if title != "XDP CONNTRACK FLOWS" {
+        return None;
+    }
+    let ct = &src.conntrack;
+    Some((ct["flows_total"].as_u64()?, ct["left_out"].as_u64()?))
 }
 
 fn tables(src: &Sources, section: Section) -> Vec<Table> {
@@ -454,6 +547,11 @@ pub fn text(src: &Sources, section: Section) -> String {
         for r in &t.rows {
             out.push_str(&line(r.iter().map(String::as_str).collect()));
         }
+        if let Some((total, left)) = flows_left_out(src, t.title).filter(|(_, l)| *l > 0) {
+            out.push_str(&format!(
+                "({left} of {total} flows left out: raise --limit)\n"
+            ));
+        }
     }
     out
 }
@@ -476,7 +574,12 @@ pub fn json(src: &Sources, section: Section) -> Value {
                 Value::Object(m)
             })
             .collect();
-        o.insert(t.title.to_lowercase().replace(' ', "_"), Value::Array(rows));
+        let key = t.title.to_lowercase().replace(' ', "_");
+        if let Some((total, left)) = flows_left_out(src, t.title) {
+            o.insert(format!("{key}_total"), json!(total));
+            o.insert(format!("{key}_left_out"), json!(left));
+        }
+        o.insert(key, Value::Array(rows));
     }
     Value::Object(o)
 }
@@ -508,6 +611,10 @@ mod tests {
                 "revocation_lists": [{"kind": "client", "source": "/etc/certs/ca.crl", "index": 0, "issuer": "CN=ca",
                 "this_update": "2026-12-01T00:00:00.000Z", "next_update": "2026-12-06T00:00:00.000Z", "days_until_next_update": -2,
                 "expired": true, "revoked_certificates": 3, "used_by": ["Gateway default/gw spec.servers[0].tls"]}]}),
+            conntrack: json!({"entries": {"ipv4/main/established": 2, "ipv6/new/syn_sent": 1}, "flows_total": 3, "left_out": 2,
+                "flows": [{"family": "ipv4", "table": "main", "proto": "tcp", "client": "198.18.2.1:40000", "vip": "198.18.0.1:31400",
+                    "backend": "198.18.11.2:9000", "snat": "198.18.1.10:20001", "state": "established", "idle_s": 4, "paired": true}],
+                "snat": [{"iface": "eth1", "addr": "198.18.1.10", "pool": true, "flows": 1, "ports_used": 1, "capacity": 10000, "busiest_backend": 1}]}),
         }
     }
 
@@ -550,6 +657,39 @@ mod tests {
                 && l.contains(" 3 ")),
             "{t}"
         );
+        assert!(
+            t.lines()
+                .any(|l| l.split_whitespace().eq(["ipv6", "new", "syn_sent", "1"])),
+            "{t}"
+        );
+        assert!(
+            t.lines().any(|l| l.split_whitespace().eq([
+                "TCP",
+                "198.18.2.1:40000",
+                "198.18.0.1:31400",
+                "198.18.11.2:9000",
+                "198.18.1.10:20001",
+                "established",
+                "4",
+                "main"
+            ])),
+            "{t}"
+        );
+        assert!(t.contains("(2 of 3 flows left out: raise --limit)"), "{t}");
+        assert!(
+            t.lines().any(|l| l.split_whitespace().eq([
+                "eth1",
+                "198.18.1.10",
+                "pool",
+                "1",
+                "1/10000",
+                "1/10000"
+            ])),
+            "{t}"
+        );
+        let j = json(&src, Section::Bpf);
+        assert_eq!(j["xdp_conntrack_flows_left_out"], 2, "{j}");
+        assert_eq!(j["xdp_snat_ports"][0]["ports used"], "1/10000", "{j}");
         let j = json(&src, Section::Endpoints);
         assert_eq!(j["endpoints"][0]["status"], "healthy", "{j}");
     }

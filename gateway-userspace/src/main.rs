@@ -299,6 +299,9 @@ enum Cmd {
         admin: AdminAddr,
         #[arg(short = 'o', long = "output", default_value = "text")]
         output: CheckOutput,
+        /// Connection-table flows listed by the `bpf` section (the counts cover them all).
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
     /// Ask a running agent to drain (POST /drain on its admin port) and wait until it has: the
     /// Kubernetes preStop hook.
@@ -336,7 +339,8 @@ fn main() -> ExitCode {
             section,
             admin,
             output,
-        } => dump(&admin, section, output),
+            limit,
+        } => dump(&admin, section, output, limit),
         Cmd::Explain {
             config,
             admin,
@@ -696,7 +700,12 @@ fn ready(admin: &AdminAddr, live: bool) -> ExitCode {
     }
 }
 
-fn dump(admin: &AdminAddr, section: gateway::dump::Section, output: CheckOutput) -> ExitCode {
+fn dump(
+    admin: &AdminAddr,
+    section: gateway::dump::Section,
+    output: CheckOutput,
+    limit: usize,
+) -> ExitCode {
     let get = |path: &str| -> Result<serde_json::Value, String> {
         match admin_request(admin, "GET", path) {
             Ok((200, _, body)) => serde_json::from_str(&body).map_err(|e| format!("{path}: {e}")),
@@ -710,6 +719,15 @@ fn dump(admin: &AdminAddr, section: gateway::dump::Section, output: CheckOutput)
             clusters: get("/clusters?format=json")?,
             stats: get("/stats")?,
             certs: get("/certs")?,
+            // A walk of every connection entry: only for the sections that show it.
+            conntrack: if matches!(
+                section,
+                gateway::dump::Section::Bpf | gateway::dump::Section::All
+            ) {
+                get(&format!("/conntrack?limit={limit}"))?
+            } else {
+                serde_json::Value::Null
+            },
         })
     })();
     match src {

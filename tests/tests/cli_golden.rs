@@ -74,7 +74,8 @@ fn explain() -> Result<()> {
 }
 
 /// `gateway dump` against a running agent on the demo config: the live plan's listeners,
-/// routes, clusters and endpoints, as `istioctl proxy-config` shows them.
+/// routes, clusters and endpoints, as `istioctl proxy-config` shows them, and the layout of the
+/// XDP section's connection tables.
 #[test]
 fn dump_of_a_running_agent() -> Result<()> {
     use gateway_tests::{Agent, Opts, Topology};
@@ -91,6 +92,18 @@ fn dump_of_a_running_agent() -> Result<()> {
             String::from_utf8_lossy(&out.stdout)
         );
     }
+    // The XDP section's connection-table part (counters above it vary with the kernel's own
+    // traffic; with no client yet the tables are empty, the layout is what is checked).
+    let out = agent.cli(&["dump", "bpf"])?;
+    ensure!(out.status.success(), "gateway dump bpf: {out:?}");
+    let bpf = String::from_utf8_lossy(&out.stdout);
+    let ct = bpf
+        .find("XDP CONNTRACK ENTRIES")
+        .with_context(|| format!("no conntrack section in:\n{bpf}"))?;
+    got += &format!(
+        "$ gateway dump bpf (from XDP CONNTRACK ENTRIES)\n{}",
+        &bpf[ct..]
+    );
     // The apply time is the one thing that changes from run to run.
     let got: String = got
         .lines()

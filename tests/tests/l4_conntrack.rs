@@ -1,7 +1,8 @@
 //! The XDP path's connection tables through the real binary: closed flows' entries are deleted
 //! by the agent's garbage collector within seconds (counted on the scrape), Istio's TCP
-//! connection series count XDP-served connections, and a SNAT pool gives one backend more than
-//! one source address. Needs root; fails (does not skip) without it.
+//! connection series count XDP-served connections, a SNAT pool gives one backend more than
+//! one source address, and `gateway dump bpf` lists the open flows and the pool's ports in use.
+//! Needs root; fails (does not skip) without it.
 
 use std::{collections::BTreeSet, net::SocketAddr, time::Duration};
 
@@ -123,6 +124,80 @@ fn closed_flows_expire_and_a_snat_pool_spreads_sources() -> Result<()> {
     ensure!(
         dump["conntrack"]["deleted"]["ipv4/closed"].as_u64() >= Some(2 * N as u64),
         "/stats has the collector's counts: {dump}"
+    );
+
+    // Open flows as `gateway dump bpf` lists them: each with its client, VIP, backend, the
+    // pool source the backend saw, and state; the pool's ports in use per address.
+    const OPEN: usize = 3;
+    let vip = SocketAddr::new(VIP.into(), TCP_PORT);
+    let mut streams = Vec::new();
+    for _ in 0..OPEN {
+        let mut s = topo.client_api().open_stream(vip)?;
+        // A packet after the handshake: the flow is confirmed (main table), established.
+        s.echo(b"ping")?;
+        streams.push(s);
+    }
+    let out = agent.cli(&["dump", "bpf", "-o", "json", "--limit", "2"])?;
+    ensure!(out.status.success(), "gateway dump bpf: {out:?}");
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let entries: u64 = j["xdp_conntrack_entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|e| e["family"] == "ipv4" && e["table"] == "main" && e["state"] == "established")
+        .filter_map(|e| e["entries"].as_str()?.parse::<u64>().ok())
+        .sum();
+    ensure!(
+        entries == 2 * OPEN as u64,
+        "{OPEN} open flows: want {} established main-table entries: {j:#}",
+        2 * OPEN
+    );
+    ensure!(
+        j["xdp_conntrack_flows_total"] == OPEN as u64
+            && j["xdp_conntrack_flows_left_out"] == (OPEN - 2) as u64
+            && j["xdp_conntrack_flows"].as_array().map(Vec::len) == Some(2),
+        "--limit 2 of {OPEN} flows: {j:#}"
+    );
+    let text = agent.cli(&["dump", "bpf"])?;
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    for s in &streams {
+        let client = s.stream.local_addr()?.to_string();
+        let row = text
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(client.as_str()))
+            .with_context(|| format!("no flow of client {client} in:\n{text}"))?;
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        let snat_ip = cells[4].rsplit_once(':').map(|(a, _)| a).unwrap_or("");
+        ensure!(
+            cells[0] == "TCP"
+                && cells[2] == vip.to_string()
+                && cells[3].starts_with(&b.addr.to_string())
+                && snat_ip == s.greeting.peer.to_string()
+                && cells[5] == "established"
+                && cells[7] == "main",
+            "flow of {client} (backend saw {}): {row}",
+            s.greeting.peer
+        );
+    }
+    let used: u64 = pool
+        .iter()
+        .map(|a| {
+            let row = text
+                .lines()
+                .find(|l| {
+                    l.split_whitespace()
+                        .take(3)
+                        .eq([b.node_iface.as_str(), a, "pool"])
+                })
+                .with_context(|| format!("no SNAT row for pool address {a}:\n{text}"))?;
+            let cells: Vec<&str> = row.split_whitespace().collect();
+            ensure!(cells[4].ends_with("/4536"), "default range: {row}");
+            Ok(cells[3].parse::<u64>()?)
+        })
+        .sum::<Result<u64>>()?;
+    ensure!(
+        used == OPEN as u64,
+        "pool flows {used}, want {OPEN}:\n{text}"
     );
     Ok(())
 }

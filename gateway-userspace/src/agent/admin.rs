@@ -1,6 +1,7 @@
 //! The agent's own HTTP endpoints, on the ports an Istio operator knows:
-//! - admin (default 127.0.0.1:15000, like Envoy's): /config_dump, /stats, /metrics, /ready, and
-//!   POST /drain, POST /logging?level=; local only, since it shows the whole config and can
+//! - admin (default 127.0.0.1:15000, like Envoy's): /config_dump, /stats, /conntrack?limit=N
+//!   (the connection tables, for `gateway dump bpf`), /metrics, /ready, and POST /drain,
+//!   POST /logging?level=; local only, since it shows the whole config and can
 //!   start a drain. What changes state is POST only (GET answers 405), as in Envoy's admin;
 //! - status (default 0.0.0.0:15021, like istio-proxy's): /healthz/ready and /healthz/live, for
 //!   kubelet probes and load balancers' health checks;
@@ -205,6 +206,29 @@ async fn handle<B>(role: Role, st: &State, req: Request<B>) -> Resp {
             },
             L4Path::User(_) => reply(StatusCode::OK, "application/json", "{}"),
         },
+        (Role::Admin, "/conntrack") => {
+            // `?limit=N`: flows listed (100 by default); the counts always cover every entry.
+            let limit = req
+                .uri()
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .find_map(|kv| kv.strip_prefix("limit="))
+                .map(str::parse::<usize>);
+            let limit = match limit {
+                None => 100,
+                Some(Ok(n)) => n,
+                Some(Err(_)) => return text(StatusCode::BAD_REQUEST, "expected ?limit=N\n"),
+            };
+            match &*st.path.lock().await {
+                L4Path::Xdp(dp) => reply(
+                    StatusCode::OK,
+                    "application/json",
+                    serde_json::to_string_pretty(&dp.conntrack_dump(limit)).unwrap_or_default(),
+                ),
+                L4Path::User(_) => reply(StatusCode::OK, "application/json", "{}"),
+            }
+        }
         (Role::Admin, "/drain" | "/logging") if req.method() != Method::POST => {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "use POST\n");
             r.headers_mut()

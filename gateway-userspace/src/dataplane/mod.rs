@@ -32,6 +32,7 @@ mod apply;
 mod attach;
 pub mod bpffs;
 pub mod conntrack;
+pub mod ct_dump;
 pub mod diff;
 pub mod ifmode;
 pub mod snat_pool;

@@ -21,6 +21,13 @@ pub struct PoolSpec {
     pub ports: (u16, u16),
 }
 
+impl PoolSpec {
+    /// The pool's addresses.
+    pub fn ip_addrs(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.addrs.iter().map(|a| IpAddr::V4(*a))
+    }
+}
+
 /// Parses `IFACE=ADDR[,ADDR..][:PORTMIN-PORTMAX]` (ports default to 61000-65535).
 pub fn parse(s: &str) -> Result<PoolSpec, String> {
     let (iface, rest) = s
