@@ -14,10 +14,16 @@
 //! the [`State`] once it succeeded ([`State::record`]), so a failed write leaves the state
 //! describing what the maps hold. Ids are stable: a known backend `(addr, port)` or service key
 //! keeps its id; new ones take the lowest free id.
+//!
+//! Ring cache: each applied service remembers what its ring was built from (its backends with
+//! their weights and ids, in plan order). A service whose list is unchanged reuses its ring
+//! without running Maglev again, and is neither rewritten nor switched. Adopted services have no
+//! such record (ring contents are not read back), so their first apply rebuilds them.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
     net::IpAddr,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -28,7 +34,7 @@ use gateway_common::{
 
 use crate::{
     maglev,
-    plan::{HashMode, L4Service, NatMode, Plan},
+    plan::{Backend, HashMode, L4Service, NatMode, Plan},
 };
 
 /// A service's key in its family's map (`SERVICES` or `SERVICES6`). Both families share the
@@ -71,8 +77,15 @@ pub type BackendKey = (IpAddr, u16);
 pub struct Applied {
     pub value: ServiceValue,
     /// Backend ids in ring order (empty for local ports and services without backends).
-    pub ring: Vec<u32>,
+    /// Shared, so that cloning the state or an op copies no ring.
+    pub ring: Arc<[u32]>,
+    /// What `ring` was built from (the ring cache's key); `None` when unknown (adopted state).
+    pub built_from: Option<RingSource>,
 }
+
+/// A service's backends in plan order, each with its weight (in `Backend`) and its id: the ring
+/// Maglev builds from them is a function of exactly this.
+pub type RingSource = Arc<[(Backend, u32)]>;
 
 /// What the maps hold, as far as applies are concerned (the connection table is never touched).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -102,13 +115,15 @@ pub enum Op {
     /// `SERVICE_STATS[id]` zeroed: a service id taken for the first time.
     ResetServiceStats { id: u32 },
     /// `MAGLEV[slot * MAGLEV_RING ..]` = `ring`.
-    WriteRing { slot: u32, ring: Vec<u32> },
+    WriteRing { slot: u32, ring: Arc<[u32]> },
     /// `SERVICES[key]` = `value`: the switch to the ring in `value.ring`. `ring` is what that
-    /// slot holds (for the state), and `freed` the slot this service leaves, if any.
+    /// slot holds and `built_from` what it was built from (both for the state), and `freed` the
+    /// slot this service leaves, if any.
     SetService {
         key: SvcKey,
         value: ServiceValue,
-        ring: Vec<u32>,
+        ring: Arc<[u32]>,
+        built_from: Option<RingSource>,
         freed: Option<u32>,
     },
     /// `SERVICES[key]` removed.
@@ -145,12 +160,19 @@ impl State {
     ) -> State {
         let mut st = State::default();
         for (k, v) in services {
-            let ring = if v.backend_count > 0 {
-                vec![u32::MAX]
+            let ring: Arc<[u32]> = if v.backend_count > 0 {
+                Arc::from([u32::MAX])
             } else {
-                Vec::new()
+                Arc::from([])
             };
-            st.applied.insert(k, Applied { value: v, ring });
+            st.applied.insert(
+                k,
+                Applied {
+                    value: v,
+                    ring,
+                    built_from: None,
+                },
+            );
         }
         let used = st.l4_ports();
         for (idx, v) in ports.into_iter().enumerate() {
@@ -186,6 +208,7 @@ impl State {
                 key,
                 value,
                 ref ring,
+                ref built_from,
                 ..
             } => {
                 self.applied.insert(
@@ -193,6 +216,7 @@ impl State {
                     Applied {
                         value,
                         ring: ring.clone(),
+                        built_from: built_from.clone(),
                     },
                 );
             }
@@ -295,8 +319,8 @@ pub fn diff(state: &State, plan: &Plan, now: Instant) -> Result<Diff, Full> {
         new_backends.insert(id, key.0);
     }
 
-    // 2. Services: desired entries with their rings.
-    let desired = desired(plan, &b.st.backend_ids);
+    // 2. Services: desired entries with their rings (unchanged ones taken from the cache).
+    let desired = desired(plan, &b.st.backend_ids, &state.applied);
 
     // New backends get their next hop before any service points at them (known ones are kept
     // fresh by the agent's periodic refresh). Those not resolved yet are looked up per flow
@@ -310,7 +334,7 @@ pub fn diff(state: &State, plan: &Plan, now: Instant) -> Result<Diff, Full> {
     let ports_before = state.l4_ports();
     let ports_after: BTreeSet<u32> = desired
         .iter()
-        .filter(|(_, (f, _))| f & svc_flags::LOCAL == 0)
+        .filter(|(_, w)| w.flags & svc_flags::LOCAL == 0)
         .map(|(k, _)| port_of(k))
         .collect();
     let mut want_ports = plan_ports(plan, &desired);
@@ -329,10 +353,12 @@ pub fn diff(state: &State, plan: &Plan, now: Instant) -> Result<Diff, Full> {
         .map(|a| a.value.ring)
         .collect();
     let (mut id_cursor, mut ring_cursor) = (0, 0);
-    for (key, (flags, ring)) in desired.iter() {
+    for (key, w) in desired.iter() {
+        let (flags, ring) = (&w.flags, &w.ring);
         let old = state.applied.get(key);
         if let Some(o) = old {
-            if o.value.flags == *flags && &o.ring == ring {
+            // A cached ring is the same allocation: no 4,099-slot comparison for it.
+            if o.value.flags == *flags && (Arc::ptr_eq(&o.ring, ring) || o.ring == *ring) {
                 continue;
             }
         }
@@ -375,6 +401,7 @@ pub fn diff(state: &State, plan: &Plan, now: Instant) -> Result<Diff, Full> {
             key: *key,
             value,
             ring: ring.clone(),
+            built_from: w.built_from.clone(),
             freed,
         });
     }
@@ -456,34 +483,61 @@ pub fn sync_hash<K: Ord + Copy, V: PartialEq + Copy>(
     (upsert, remove)
 }
 
-/// Service key -> (`svc_flags`, ring of backend ids) for every service of `plan`; `backend_ids`
-/// must know every backend of the plan.
+/// What one service of a plan should be in the maps.
+struct Want {
+    flags: u32,
+    ring: Arc<[u32]>,
+    built_from: Option<RingSource>,
+}
+
+/// Service key -> what it should be, for every service of `plan`; `backend_ids` must know every
+/// backend of the plan. A service whose backends, weights and ids are those its applied ring
+/// was built from (`applied`) reuses that ring: Maglev runs only for new or changed services.
 fn desired(
     plan: &Plan,
     backend_ids: &BTreeMap<BackendKey, u32>,
-) -> BTreeMap<SvcKey, (u32, Vec<u32>)> {
-    let mut desired: BTreeMap<SvcKey, (u32, Vec<u32>)> = BTreeMap::new();
+    applied: &BTreeMap<SvcKey, Applied>,
+) -> BTreeMap<SvcKey, Want> {
+    let mut desired: BTreeMap<SvcKey, Want> = BTreeMap::new();
     for s in &plan.l4 {
+        let key = service_key(s.vip, s.port, s.proto.number());
         // Ids looked up once per backend, not once per ring slot (4,099 tree lookups per
         // service were most of a no-change apply).
-        let ids: Vec<u32> = s
+        let src: Vec<(Backend, u32)> = s
             .backends
             .iter()
-            .map(|b| backend_ids[&(b.addr, b.port)])
+            .map(|b| (b.clone(), backend_ids[&(b.addr, b.port)]))
             .collect();
-        let ring: Vec<u32> = maglev::build(&s.backends, MAGLEV_RING)
-            .into_iter()
-            .map(|i| ids[i as usize])
-            .collect();
+        let cached = applied.get(&key).and_then(|a| {
+            a.built_from
+                .as_ref()
+                .filter(|f| ***f == *src)
+                .map(|f| (a.ring.clone(), f.clone()))
+        });
+        let (ring, built_from) = cached.unwrap_or_else(|| {
+            let ring: Arc<[u32]> = maglev::build(&s.backends, MAGLEV_RING)
+                .into_iter()
+                .map(|i| src[i as usize].1)
+                .collect();
+            (ring, Arc::from(src))
+        });
         desired.insert(
-            service_key(s.vip, s.port, s.proto.number()),
-            (l4_flags(s), ring),
+            key,
+            Want {
+                flags: l4_flags(s),
+                ring,
+                built_from: Some(built_from),
+            },
         );
     }
     for l in &plan.local {
         desired
             .entry(service_key(l.vip, l.port, gateway_common::PROTO_TCP))
-            .or_insert((svc_flags::LOCAL, Vec::new()));
+            .or_insert(Want {
+                flags: svc_flags::LOCAL,
+                ring: Arc::from([]),
+                built_from: None,
+            });
     }
     desired
 }
@@ -504,10 +558,10 @@ fn next_free(used: &BTreeSet<u32>, cursor: &mut u32, max: u32) -> Option<u32> {
 
 /// `PORTS` entries a plan needs: its services' ports (L4 or L7), and the ports of
 /// preserve-source backends, whose replies are recognised by source port.
-fn plan_ports(plan: &Plan, desired: &BTreeMap<SvcKey, (u32, Vec<u32>)>) -> BTreeMap<u32, u32> {
+fn plan_ports(plan: &Plan, desired: &BTreeMap<SvcKey, Want>) -> BTreeMap<u32, u32> {
     let mut m: BTreeMap<u32, u32> = BTreeMap::new();
-    for (k, (flags, _)) in desired {
-        let f = if flags & svc_flags::LOCAL != 0 {
+    for (k, w) in desired {
+        let f = if w.flags & svc_flags::LOCAL != 0 {
             port_flags::LOCAL
         } else {
             port_flags::L4

@@ -454,8 +454,8 @@ fn adopted_state_rewrites_rings_once_and_drains_orphan_ports() {
         vec![tcp(90)]
     );
     assert_eq!(
-        st.applied[&service_key(VIP, 80, PROTO_TCP)].ring,
-        vec![u32::MAX]
+        *st.applied[&service_key(VIP, 80, PROTO_TCP)].ring,
+        [u32::MAX]
     );
 
     // The first apply rewrites the L4 service's ring into a spare slot (ids kept), leaves the
@@ -488,7 +488,8 @@ fn full_maps_fail_before_any_write() {
                     flags: 0,
                     backend_count: 1,
                 },
-                ring: vec![u32::MAX],
+                ring: Arc::from([u32::MAX]),
+                built_from: None,
             },
         );
     }
@@ -561,4 +562,139 @@ fn dual_stack_services_share_ids_and_ports() {
         "adopted ids kept: {:#?}",
         d2.ops
     );
+}
+
+/// The ring `backends` get from Maglev with the ids of `st`: what a cache hit must equal.
+fn fresh_ring(st: &State, backends: &[Backend]) -> Vec<u32> {
+    maglev::build(backends, MAGLEV_RING)
+        .into_iter()
+        .map(|i| st.backend_ids[&bkey(&backends[i as usize])])
+        .collect()
+}
+
+#[test]
+fn an_unchanged_service_reuses_its_cached_ring_and_is_not_rewritten() {
+    let now = Instant::now();
+    let (k80, k81) = (
+        service_key(VIP, 80, PROTO_TCP),
+        service_key(VIP, 81, PROTO_TCP),
+    );
+    let kept = vec![be(3), be(4)];
+    let d1 = run(
+        &State::default(),
+        &plan(
+            vec![svc(80, vec![be(1), be(2)]), svc(81, kept.clone())],
+            &[],
+        ),
+        now,
+    );
+    let d2 = run(
+        &d1.next,
+        &plan(
+            vec![svc(80, vec![be(1), be(5)]), svc(81, kept.clone())],
+            &[],
+        ),
+        now,
+    );
+    // Only the changed service gets a ring and a switch.
+    let written: Vec<&Op> = d2
+        .ops
+        .iter()
+        .filter(|o| matches!(o, Op::WriteRing { .. } | Op::SetService { .. }))
+        .collect();
+    assert_eq!(written.len(), 2, "{written:#?}");
+    assert!(is_set_service(written[1], &k80));
+    // The unchanged one is the cached ring itself (not rebuilt), equal to a fresh build.
+    assert!(Arc::ptr_eq(
+        &d1.next.applied[&k81].ring,
+        &d2.next.applied[&k81].ring
+    ));
+    assert_eq!(*d2.next.applied[&k81].ring, *fresh_ring(&d2.next, &kept));
+    assert_eq!(
+        *d2.next.applied[&k80].ring,
+        *fresh_ring(&d2.next, &[be(1), be(5)])
+    );
+    // Proof that Maglev did not run for it: a cached ring that no build gives (every slot one
+    // backend) is kept as it is, not rebuilt and rewritten.
+    let mut st = d2.next.clone();
+    let mut doctored = st.applied[&k81].clone();
+    doctored.ring = vec![doctored.ring[0]; MAGLEV_RING as usize].into();
+    st.applied.insert(k81, doctored.clone());
+    let d3 = run(
+        &st,
+        &plan(vec![svc(80, vec![be(1), be(5)]), svc(81, kept)], &[]),
+        now,
+    );
+    assert_eq!(d3.ops, vec![]);
+    assert_eq!(d3.next.applied[&k81], doctored);
+}
+
+#[test]
+fn a_weight_change_misses_the_ring_cache() {
+    let now = Instant::now();
+    let key = service_key(VIP, 80, PROTO_TCP);
+    let d1 = run(
+        &State::default(),
+        &plan(vec![svc(80, vec![be(1), be(2)])], &[]),
+        now,
+    );
+    let heavy = Backend { weight: 3, ..be(2) };
+    let d2 = run(
+        &d1.next,
+        &plan(vec![svc(80, vec![be(1), heavy.clone()])], &[]),
+        now,
+    );
+    assert!(d2.ops.iter().any(|o| matches!(o, Op::WriteRing { .. })));
+    assert_eq!(
+        *d2.next.applied[&key].ring,
+        *fresh_ring(&d2.next, &[be(1), heavy])
+    );
+}
+
+#[test]
+fn a_cached_ring_whose_backend_ids_changed_is_rebuilt() {
+    // A cache entry recorded with other ids than the state now gives (not reachable through
+    // applies, which keep known backends' ids): it must miss, never hand out stale ids.
+    let now = Instant::now();
+    let key = service_key(VIP, 80, PROTO_TCP);
+    let bs = vec![be(1), be(2)];
+    let d1 = run(
+        &State::default(),
+        &plan(vec![svc(80, bs.clone())], &[]),
+        now,
+    );
+    let mut st = d1.next.clone();
+    st.backend_ids.insert(bkey(&be(1)), 7);
+    let d2 = run(&st, &plan(vec![svc(80, bs.clone())], &[]), now);
+    assert!(d2.ops.iter().any(|o| matches!(o, Op::WriteRing { .. })));
+    assert_eq!(*d2.next.applied[&key].ring, *fresh_ring(&st, &bs));
+    assert!(d2.next.applied[&key].ring.contains(&7));
+}
+
+#[test]
+fn an_adopted_state_has_an_empty_cache_that_the_first_apply_fills() {
+    let now = Instant::now();
+    let key = service_key(VIP, 80, PROTO_TCP);
+    let p = plan(vec![svc(80, vec![be(1), be(2)])], &[]);
+    let d1 = run(&State::default(), &p, now);
+    let services: Vec<_> = d1.next.applied.iter().map(|(k, a)| (*k, a.value)).collect();
+    let mut ports = vec![0u32; 2 * 65536];
+    for (i, v) in &d1.next.port_values {
+        ports[*i as usize] = *v;
+    }
+    let backends: Vec<_> = d1
+        .next
+        .backend_ids
+        .iter()
+        .map(|(k, id)| (*id, *k))
+        .collect();
+    let st = State::adopt(services, ports, backends, now);
+    assert_eq!(st.applied[&key].built_from, None);
+    // Rebuilt from nothing (the same ring as before the restart, into a spare slot)...
+    let d2 = run(&st, &p, now);
+    assert!(d2.ops.iter().any(|o| matches!(o, Op::WriteRing { .. })));
+    assert_eq!(d2.next.applied[&key].ring, d1.next.applied[&key].ring);
+    // ...after which the cache holds and the same plan writes nothing.
+    let d3 = run(&d2.next, &p, now);
+    assert_eq!(d3.ops, vec![]);
 }

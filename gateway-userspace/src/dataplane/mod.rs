@@ -440,6 +440,30 @@ impl Dataplane {
         Ok((r.return_value, out, r.duration))
     }
 
+    /// `repeat` runs of the attached program on `packet` in one BPF_PROG_TEST_RUN call, as
+    /// Katran's tester times its program: returns the last run's XDP action and the kernel's
+    /// mean run time (total / repeat). The runs share one buffer, so a program that rewrites
+    /// the packet runs on its own output from the second run on.
+    pub fn test_run_repeat(
+        &mut self,
+        packet: &[u8],
+        repeat: u32,
+    ) -> Result<(u32, std::time::Duration), DataplaneError> {
+        use aya::programs::{TestRun, TestRunOptions};
+        let prog: &mut Xdp = self
+            .ebpf
+            .program_mut(XDP_PROGRAM)
+            .ok_or(DataplaneError::MissingMap("program"))?
+            .try_into()?;
+        let mut out = vec![0u8; packet.len() + 256];
+        let mut opts = TestRunOptions::new();
+        opts.data_in = Some(packet);
+        opts.data_out = Some(&mut out);
+        opts.repeat = repeat;
+        let r = prog.test_run(opts)?;
+        Ok((r.return_value, r.duration))
+    }
+
     /// Logs (at most once a minute) when packets were too long for an XDP redirect since the
     /// last call: they depend on the kernel's forwarding, which a node may have off.
     pub fn warn_oversize(&mut self) {

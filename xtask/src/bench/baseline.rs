@@ -100,13 +100,19 @@ impl Baseline {
 
     /// One BPF_PROG_TEST_RUN call on `packet` (repeat = 1): (action, kernel-measured duration).
     pub fn run(&mut self, packet: &[u8]) -> anyhow::Result<(u32, Duration)> {
+        self.run_repeat(packet, 1)
+    }
+
+    /// One BPF_PROG_TEST_RUN call of `repeat` runs on `packet`: (action, the kernel's mean
+    /// duration per run, total / repeat in whole ns).
+    pub fn run_repeat(&mut self, packet: &[u8], repeat: u32) -> anyhow::Result<(u32, Duration)> {
         let mut attr = TestRun {
             prog_fd: self.fd.as_raw_fd() as u32,
             data_size_in: packet.len() as u32,
             data_size_out: self.out.len() as u32,
             data_in: packet.as_ptr() as u64,
             data_out: self.out.as_mut_ptr() as u64,
-            repeat: 1,
+            repeat,
             ..Default::default()
         };
         // Safety: bpf(2) with buffers that outlive the call and sizes that match them.

@@ -141,12 +141,14 @@ pub fn run(quick: bool, only: &[String]) -> Result<()> {
         xdp::Opts {
             packets: 200,
             rounds: 2,
+            repeat: 1000,
             fill: false,
         }
     } else {
         xdp::Opts {
             packets: 5000,
             rounds: 7,
+            repeat: 1_000_000,
             fill: true,
         }
     };

@@ -47,6 +47,9 @@ pub struct Opts {
     /// Packets timed per case and round.
     pub packets: usize,
     pub rounds: usize,
+    /// Runs of the one BPF_PROG_TEST_RUN call per case and round whose kernel-measured mean is
+    /// reported beside the medians (10^6, as Katran's tester does).
+    pub repeat: u32,
     /// Run the connection-table fill (part 5) to 1.5 x its capacity.
     pub fill: bool,
 }
@@ -260,6 +263,58 @@ struct Timed {
     base: f64,
     wrong_action: usize,
     verdict_ok: bool,
+    /// Every single-call duration (program and baseline), for the clock's resolution.
+    durations: Vec<u64>,
+}
+
+/// One call of `repeat` runs on one packet: the kernel's mean per run for the program and for
+/// the empty program, and the program's verdicts over the runs.
+struct Repeated {
+    prog: f64,
+    base: f64,
+    /// Verdict counter deltas over the runs: which packets the mean is of (the runs share one
+    /// buffer, so a program that rewrites the packet sees its own output from the second run on).
+    verdicts: BTreeMap<&'static str, u64>,
+}
+
+/// Times `repeat` runs of `packet` in one BPF_PROG_TEST_RUN call each for the program and the
+/// empty one, as Katran's tester does.
+fn time_repeated(
+    d: &mut Dp,
+    base: &mut Baseline,
+    packet: &[u8],
+    repeat: u32,
+) -> anyhow::Result<Repeated> {
+    let before = d.verdicts()?;
+    let (_, prog) = d.dp.test_run_repeat(packet, repeat)?;
+    let after = d.verdicts()?;
+    let (_, bl) = base.run_repeat(packet, repeat)?;
+    let verdicts = after
+        .iter()
+        .map(|(k, v)| (*k, v - before.get(k).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    Ok(Repeated {
+        prog: prog.as_nanos() as f64,
+        base: bl.as_nanos() as f64,
+        verdicts,
+    })
+}
+
+/// The smallest step between distinct durations seen: what the clock behind single
+/// BPF_PROG_TEST_RUN calls can tell apart (None with fewer than two distinct values).
+fn resolution(durations: &[u64]) -> Option<u64> {
+    let mut v = durations.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    v.windows(2).map(|w| w[1] - w[0]).min()
+}
+
+/// The kernel's clock source (/sys), which BPF_PROG_TEST_RUN's timer reads through ktime.
+fn clocksource() -> String {
+    std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// Times `packets` one BPF_PROG_TEST_RUN call each, interleaving program and baseline on the
@@ -274,6 +329,7 @@ fn time_packets(
     let mut prog = Vec::with_capacity(packets.len());
     let mut bl = Vec::with_capacity(packets.len());
     let mut wrong = 0;
+    let mut durations = Vec::with_capacity(2 * packets.len());
     for p in packets {
         let (action, _out, dur) = d.dp.test_run(p)?;
         if action != case.action() {
@@ -282,6 +338,7 @@ fn time_packets(
         prog.push(dur.as_nanos() as f64);
         let (_, bdur) = base.run(p)?;
         bl.push(bdur.as_nanos() as f64);
+        durations.extend([dur.as_nanos() as u64, bdur.as_nanos() as u64]);
     }
     let after = d.verdicts()?;
     let delta = after[case.verdict()] - before[case.verdict()];
@@ -290,6 +347,7 @@ fn time_packets(
         base: median(&bl),
         wrong_action: wrong,
         verdict_ok: delta == packets.len() as u64,
+        durations,
     })
 }
 
@@ -301,11 +359,14 @@ pub struct PerPacket {
 
 /// Part 1.
 pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
-    let (packets, rounds) = (opts.packets, opts.rounds);
+    let (packets, rounds, repeat) = (opts.packets, opts.rounds, opts.repeat);
     in_private_netns(8, move || {
         let mut base = Baseline::load()?;
         // results[(mode, case)] = per-round (prog, base) medians
         let mut results: BTreeMap<(&'static str, Case), Vec<(f64, f64)>> = BTreeMap::new();
+        // repeated[(mode, case)] = per-round means of `repeat` runs
+        let mut repeated: BTreeMap<(&'static str, Case), Vec<Repeated>> = BTreeMap::new();
+        let mut durations: Vec<u64> = Vec::new();
         let mut problems = Vec::new();
         let mut flow = 0usize;
         for round in 0..rounds {
@@ -352,21 +413,40 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
                         packet::build6(TCP, src, sport, vip6, port, SYN, b"")
                     })
                     .collect();
+                // The repeated call's packet: the case's own, a SYN of one more new flow for the
+                // new-flow cases.
+                let (src, sport) = flow_src(flow);
+                let (src6, sport6) = flow_src6(flow);
+                flow += 1;
+                let rep_syn = packet::build(TCP, src, sport, VIP, port, SYN, b"");
+                let rep_syn6 = packet::build6(TCP, src6, sport6, vip6, port, SYN, b"");
                 let cases = [
-                    (Case::Established, est),
-                    (Case::NewFlow, syns),
-                    (Case::Established6, est6),
-                    (Case::NewFlow6, syns6),
-                    (Case::NotOurs, (0..packets).map(|_| other.clone()).collect()),
+                    (Case::Established, ack.clone(), est),
+                    (Case::NewFlow, rep_syn, syns),
+                    (Case::Established6, ack6.clone(), est6),
+                    (Case::NewFlow6, rep_syn6, syns6),
+                    (
+                        Case::NotOurs,
+                        other.clone(),
+                        (0..packets).map(|_| other.clone()).collect(),
+                    ),
                     (
                         Case::NotOursSyn,
+                        other_syn.clone(),
                         (0..packets).map(|_| other_syn.clone()).collect(),
                     ),
-                    (Case::L7Port, (0..packets).map(|_| l7.clone()).collect()),
+                    (
+                        Case::L7Port,
+                        l7.clone(),
+                        (0..packets).map(|_| l7.clone()).collect(),
+                    ),
                 ];
-                for (case, pkts) in cases {
+                for (case, rep_pkt, pkts) in cases {
                     check_interrupt()?;
                     let t = time_packets(&mut d, &mut base, case, &pkts)?;
+                    durations.extend_from_slice(&t.durations);
+                    let r = time_repeated(&mut d, &mut base, &rep_pkt, repeat)?;
+                    repeated.entry((mode, case)).or_default().push(r);
                     if t.wrong_action > 0 || !t.verdict_ok {
                         problems.push(format!(
                             "round {round}, {mode}, {}: {} packets with an unexpected action, verdict counter {}",
@@ -396,9 +476,36 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
         );
         let _ = writeln!(
             body,
-            "| case | NAT mode | net ns/packet (median of rounds) | rounds min-max | program ns | empty ns | Katran net ns | ours / Katran |"
+            "*Mean over {repeat} runs* (the last three columns): per case and round, one more \
+             `BPF_PROG_TEST_RUN` call with repeat = {repeat} for the program and one for the empty \
+             program, each on the case's packet (a SYN of one more new flow for the new-flow cases); \
+             the kernel reports total time / repeat. *net* = program mean - empty mean, median over the \
+             rounds. The runs of one call share one packet buffer, so a program that rewrites its \
+             packet sees its own output from the second run on: the last column gives the verdicts \
+             counted over the runs of the last round, i.e. which packets the mean is of. Katran's \
+             tester (repeat = 10^6 on each fixture packet) has the same property for the packets it \
+             encapsulates.\n"
         );
-        let _ = writeln!(body, "|---|---|---:|---:|---:|---:|---:|---:|");
+        let res = resolution(&durations);
+        let _ = writeln!(
+            body,
+            "Clock: the kernel times test runs with ktime (clock source `{}` here). Over the {} \
+             single-call durations of this run (program and empty), the smallest step between \
+             distinct values was {}, so single-call figures are quantised to that; the repeated \
+             calls' means are whole ns of a total over {repeat} runs.\n",
+            clocksource(),
+            durations.len(),
+            res.map(|r| format!("{r} ns"))
+                .unwrap_or_else(|| "not seen (one value only)".into())
+        );
+        let _ = writeln!(
+            body,
+            "| case | NAT mode | net ns/packet (median of rounds) | rounds min-max | program ns | empty ns | Katran net ns | ours / Katran | net ns, mean of {repeat} runs | program / empty ns, mean of {repeat} runs | verdicts over the {repeat} runs |"
+        );
+        let _ = writeln!(
+            body,
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+        );
         let mut headline = Vec::new();
         for ((mode, case), v) in &results {
             let nets: Vec<f64> = v.iter().map(|(p, b)| p - b).collect();
@@ -411,9 +518,34 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
                 Some(k) => (format!("{k}"), format!("{:.2}", net / k)),
                 None => ("n/a".into(), "n/a".into()),
             };
+            let (rnet, rprog, rbase, rverd) = match repeated.get(&(*mode, *case)) {
+                Some(r) if !r.is_empty() => {
+                    let nets: Vec<f64> = r.iter().map(|x| x.prog - x.base).collect();
+                    let last = &r[r.len() - 1];
+                    let verd = last
+                        .verdicts
+                        .iter()
+                        .map(|(k, n)| format!("{k} {n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    (
+                        format!("{:.0}", median(&nets)),
+                        format!(
+                            "{:.0}",
+                            median(&r.iter().map(|x| x.prog).collect::<Vec<_>>())
+                        ),
+                        format!(
+                            "{:.0}",
+                            median(&r.iter().map(|x| x.base).collect::<Vec<_>>())
+                        ),
+                        verd,
+                    )
+                }
+                _ => Default::default(),
+            };
             let _ = writeln!(
                 body,
-                "| {} | {mode} | {net:.0} | {lo:.0}-{hi:.0} | {prog:.0} | {bl:.0} | {k} | {ratio} |",
+                "| {} | {mode} | {net:.0} | {lo:.0}-{hi:.0} | {prog:.0} | {bl:.0} | {k} | {ratio} | {rnet} | {rprog} / {rbase} | {rverd} |",
                 case.label()
             );
             if let Some(k) = case.katran() {
