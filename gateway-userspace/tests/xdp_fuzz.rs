@@ -264,23 +264,24 @@ fn random_and_mutated_packets_get_an_accounted_verdict() {
             counted, n,
             "every packet must be counted in exactly one verdict: {verdicts:?}"
         );
-        // Each action agrees with its verdicts: redirect + tx = fwd_* (a backend behind the
-        // ingress interface is a hairpin, XDP_TX), drop = drop_*, pass = pass_*.
+        // Each action agrees with its verdicts: redirect + tx = fwd_* + tx_* (a backend behind
+        // the ingress interface is a hairpin, XDP_TX, counted fwd_*; a time exceeded sent back
+        // is tx_*), drop = drop_*, pass = pass_*.
         let tx = actions.get("tx").copied().unwrap_or(0);
-        for (action, prefix, extra) in [
-            ("redirect", "fwd_", tx),
-            ("drop", "drop_", 0),
-            ("pass", "pass_", 0),
+        for (action, prefixes, extra) in [
+            ("redirect", &["fwd_", "tx_"][..], tx),
+            ("drop", &["drop_"][..], 0),
+            ("pass", &["pass_"][..], 0),
         ] {
             let by_verdict: u64 = verdicts
                 .iter()
-                .filter(|(k, _)| k.starts_with(prefix))
+                .filter(|(k, _)| prefixes.iter().any(|p| k.starts_with(p)))
                 .map(|(_, v)| v)
                 .sum();
             assert_eq!(
                 actions.get(action).copied().unwrap_or(0) + extra,
                 by_verdict,
-                "{action} vs {prefix}* verdicts: {actions:?} {verdicts:?}"
+                "{action} vs {prefixes:?} verdicts: {actions:?} {verdicts:?}"
             );
         }
         // The mutations reach every action the program has.
