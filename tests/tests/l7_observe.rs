@@ -266,7 +266,8 @@ fn status_metrics_ports_and_drain() -> Result<()> {
         "/logging: {code} {body}"
     );
     // At debug, a request is logged inside its connection's span (peer and listener port).
-    ensure!(http.get("http://198.18.0.1:8080/debug-me", &[])?.status == 200);
+    let dbg = http.get("http://198.18.0.1:8080/debug-me", &[])?;
+    ensure!(dbg.status == 200, "{dbg:#?}");
     wait_until(Duration::from_secs(5), "the request's debug line", || {
         Ok(agent
             .log()
