@@ -199,5 +199,46 @@ fn closed_flows_expire_and_a_snat_pool_spreads_sources() -> Result<()> {
         used == OPEN as u64,
         "pool flows {used}, want {OPEN}:\n{text}"
     );
+
+    // The same fill on the scrape, as of the collector's next pass (every second here).
+    let iface = format!("interface=\"{}\"", b.node_iface);
+    let on_scrape = wait_until(Duration::from_secs(5), "SNAT fill scraped", || {
+        last = scrape(&agent)?;
+        Ok(sample(&last, "gateway_snat_flows", &[&iface, "pool=\"true\""]) == OPEN as f64)
+    });
+    let snat_lines = || {
+        last.lines()
+            .filter(|l| l.starts_with("gateway_snat"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    ensure!(
+        on_scrape.is_ok(),
+        "{on_scrape:?}: want {OPEN} pool flows in gateway_snat_flows:\n{}",
+        snat_lines()
+    );
+    for a in &pool {
+        let addr = format!("address=\"{a}\"");
+        let cap = sample(&last, "gateway_snat_port_capacity", &[&iface, &addr]);
+        ensure!(cap == 4536.0, "capacity of {a}: {cap}:\n{}", snat_lines());
+    }
+    let ports = sample(
+        &last,
+        "gateway_snat_ports_in_use",
+        &[&iface, "pool=\"true\""],
+    );
+    let busiest = sample(&last, "gateway_snat_busiest_backend_flows", &[&iface]);
+    ensure!(
+        ports == used as f64 && busiest == used as f64,
+        "one backend, {OPEN} flows: ports in use {ports}, busiest backend {busiest}:\n{}",
+        snat_lines()
+    );
+    let cap = sample(
+        &last,
+        "gateway_conntrack_capacity_entries",
+        &["family=\"ipv4\"", "table=\"main\""],
+    );
+    ensure!(cap > 0.0, "gateway_conntrack_capacity_entries: {cap}");
+    drop(streams);
     Ok(())
 }

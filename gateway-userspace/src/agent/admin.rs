@@ -613,8 +613,74 @@ fn prometheus(
             "Flows the collector found with one entry only (the other evicted by the LRU)",
             orphans,
         );
+        // What the tables can hold, so that fill is entries / capacity.
+        let capacity: Family<Pairs, Gauge> = Family::default();
+        for (family, table, n) in [
+            ("ipv4", "main", gateway_common::CONNTRACK_MAX),
+            ("ipv4", "new", gateway_common::CONNTRACK_NEW_MAX),
+            ("ipv6", "main", gateway_common::CONNTRACK6_MAX),
+            ("ipv6", "new", gateway_common::CONNTRACK6_NEW_MAX),
+        ] {
+            capacity
+                .get_or_create(&Pairs(vec![
+                    ("family", family.to_string()),
+                    ("table", table.to_string()),
+                ]))
+                .set(i64::from(n));
+        }
+        reg.register(
+            "gateway_conntrack_capacity_entries",
+            "Entries each connection table holds before its LRU evicts",
+            capacity,
+        );
+        snat_series(&mut reg, &st.conntrack.snat);
     }
     crate::metrics::encode(&reg)
+}
+
+/// The SNAT sources' fill at the last garbage collection, per egress interface and address:
+/// a backend runs out when its flows on one address reach that address's port range.
+fn snat_series(
+    reg: &mut prometheus_client::registry::Registry,
+    snat: &[dataplane::ct_dump::SnatUse],
+) {
+    use crate::metrics::Pairs;
+    use prometheus_client::metrics::{family::Family, gauge::Gauge};
+    type Get = fn(&dataplane::ct_dump::SnatUse) -> u64;
+    let series: [(&str, &str, Get); 4] = [
+        (
+            "gateway_snat_flows",
+            "Flows masqueraded to this source address",
+            |u| u.flows,
+        ),
+        (
+            "gateway_snat_ports_in_use",
+            "Distinct source ports those flows hold",
+            |u| u.ports_used,
+        ),
+        (
+            "gateway_snat_port_capacity",
+            "Ports of the address's range: the flows one backend can take from it",
+            |u| u.capacity,
+        ),
+        (
+            "gateway_snat_busiest_backend_flows",
+            "Flows of the backend holding the most on this address (it exhausts first)",
+            |u| u.busiest_backend,
+        ),
+    ];
+    for (name, help, get) in series {
+        let fam: Family<Pairs, Gauge> = Family::default();
+        for u in snat {
+            fam.get_or_create(&Pairs(vec![
+                ("interface", u.iface.clone()),
+                ("address", u.addr.to_string()),
+                ("pool", u.pool.to_string()),
+            ]))
+            .set(get(u) as i64);
+        }
+        reg.register(name, help, fam);
+    }
 }
 
 /// `gateway_{what}_packets_total` and `gateway_{what}_bytes_total`, labelled `{what}`.

@@ -14,13 +14,17 @@
 use std::{
     collections::{BTreeMap, HashMap as StdHashMap},
     hash::Hash,
+    net::SocketAddr,
     time::Duration,
 };
 
 use aya::maps::{HashMap, MapData};
 use gateway_common::{ct_closed, ct_flags, Address, CtValueOf, FlowKeyOf, PROTO_TCP};
 
-use super::{map_err, DataplaneError};
+use super::{
+    ct_dump::{IpOf, SnatUse},
+    map_err, DataplaneError,
+};
 
 /// Per-state idle timeouts and how often the collector runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -122,6 +126,29 @@ pub struct CtCounts {
     pub idle_closed: BTreeMap<u32, u64>,
     /// Flows whose other entry was missing (evicted by the LRU), since the agent started.
     pub orphans: u64,
+    /// The SNAT sources of the flows left, per egress interface and address (the
+    /// `gateway_snat_*` series; `gateway dump bpf` computes the same from its own walk).
+    pub snat: Vec<SnatUse>,
+    /// (SNAT source, backend) of each flow left, gathered during a collection for `snat`.
+    #[serde(skip)]
+    pub snat_flows: Vec<(SocketAddr, SocketAddr)>,
+}
+
+/// The SNAT source and backend of the flow `k`/`v` is an entry of, if it is masqueraded. A
+/// forward entry (client -> VIP) rewrites to SNAT source -> backend; a reply entry (backend ->
+/// SNAT source) rewrites to VIP -> client.
+pub fn snat_of<A: Address + IpOf>(
+    k: &FlowKeyOf<A>,
+    v: &CtValueOf<A>,
+) -> Option<(SocketAddr, SocketAddr)> {
+    let sock = |a: A, p: u16| SocketAddr::new(a.ip(), u16::from_be(p));
+    if v.flags & ct_flags::REPLY == 0 {
+        (v.saddr != k.saddr || v.sport != k.sport)
+            .then(|| (sock(v.saddr, v.sport), sock(v.daddr, v.dport)))
+    } else {
+        (v.daddr != k.daddr || v.dport != k.dport)
+            .then(|| (sock(k.daddr, k.dport), sock(k.saddr, k.sport)))
+    }
 }
 
 /// JSON object keys are strings: `ipv4/main/established`.
@@ -176,7 +203,7 @@ pub fn collect<A>(
     counts: &mut CtCounts,
 ) -> Result<(), DataplaneError>
 where
-    A: Address + Eq + Hash + aya::Pod,
+    A: Address + Eq + Hash + aya::Pod + IpOf,
     FlowKeyOf<A>: aya::Pod,
     CtValueOf<A>: aya::Pod,
 {
@@ -218,6 +245,7 @@ where
                 .entries
                 .entry((family, table, state.name()))
                 .or_default() += n;
+            counts.snat_flows.extend(snat_of(k, v));
         }
     }
     for (k, pk, state) in expired {
@@ -254,6 +282,66 @@ mod tests {
         assert_eq!(state_of(PROTO_TCP, true, FIN, REPLY), CtState::HalfClosed);
         assert_eq!(state_of(PROTO_TCP, true, FIN, REPLY | FIN), CtState::Closed);
         assert_eq!(state_of(PROTO_TCP, true, RST, REPLY), CtState::Closed);
+    }
+
+    #[test]
+    fn snat_source_and_backend_from_either_entry() {
+        // Client 198.18.0.1:1000 -> VIP 198.18.0.100:80, masqueraded to 198.18.0.2:30000 towards
+        // backend 198.18.1.1:8080.
+        let ip = |a: [u8; 4]| u32::from_ne_bytes(a);
+        let (client, vip, src, be) = (
+            ip([198, 18, 0, 1]),
+            ip([198, 18, 0, 100]),
+            ip([198, 18, 0, 2]),
+            ip([198, 18, 1, 1]),
+        );
+        let (cp, vp, sp, bp) = (
+            1000u16.to_be(),
+            80u16.to_be(),
+            30000u16.to_be(),
+            8080u16.to_be(),
+        );
+        let key = |saddr, sport, daddr, dport| FlowKeyOf {
+            saddr,
+            daddr,
+            sport,
+            dport,
+            proto: PROTO_TCP,
+            _pad: [0; 3],
+        };
+        let val = |saddr, sport, daddr, dport, flags| CtValueOf {
+            saddr,
+            daddr,
+            sport,
+            dport,
+            service_id: 1,
+            backend_id: 1,
+            flags,
+            nh_ifindex: 0,
+            nh_smac: [0; 6],
+            nh_dmac: [0; 6],
+            nh_ts: 0,
+            seen: 0,
+        };
+        let want = Some((
+            "198.18.0.2:30000".parse().unwrap(),
+            "198.18.1.1:8080".parse().unwrap(),
+        ));
+        let fwd = (key(client, cp, vip, vp), val(src, sp, be, bp, 0));
+        assert_eq!(snat_of(&fwd.0, &fwd.1), want);
+        let reply = (
+            key(be, bp, src, sp),
+            val(vip, vp, client, cp, ct_flags::REPLY),
+        );
+        assert_eq!(snat_of(&reply.0, &reply.1), want);
+        // Preserve-source: the backend sees the client itself.
+        let fwd = (key(client, cp, vip, vp), val(client, cp, be, bp, 0));
+        assert_eq!(snat_of(&fwd.0, &fwd.1), None);
+        let reply = (
+            key(be, bp, client, cp),
+            val(vip, vp, client, cp, ct_flags::REPLY),
+        );
+        assert_eq!(snat_of(&reply.0, &reply.1), None);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use gateway_common::{
 };
 
 use super::{
-    conntrack::{now_ns, state_of},
+    conntrack::{now_ns, snat_of, state_of},
     interface_addrs, Dataplane,
 };
 
@@ -147,7 +147,7 @@ fn walk<A>(
             .entry(format!("{family}/{table}/{state}"))
             .or_default() += 1 + u64::from(peer.is_some());
         let seen = peer.map_or(v.seen, |p| p.seen.max(v.seen));
-        let snat = (fv.saddr != fk.saddr || fv.sport != fk.sport).then(|| sock(fv.saddr, fv.sport));
+        let snat = snat_of(k, v).map(|(s, _)| s);
         out.push(CtFlow {
             family,
             table,
@@ -168,7 +168,7 @@ type Used = (BTreeSet<u16>, BTreeMap<SocketAddr, u64>, u64);
 
 /// Per (interface, address) in use or configured: what `SnatUse` says.
 pub fn snat_use(
-    flows: &[CtFlow],
+    flows: impl IntoIterator<Item = (SocketAddr, SocketAddr)>,
     pools: &[super::snat_pool::PoolSpec],
     if_addrs: &StdHashMap<u32, Vec<IpAddr>>,
 ) -> Vec<SnatUse> {
@@ -191,8 +191,7 @@ pub fn snat_use(
     }
     let default_cap = u64::from(NAT_PORT_MAX - NAT_PORT_MIN) + 1;
     let mut used: BTreeMap<(String, IpAddr), Used> = BTreeMap::new();
-    for f in flows {
-        let Some(s) = f.snat else { continue };
+    for (s, backend) in flows {
         let key = want
             .keys()
             .find(|(_, a)| *a == s.ip())
@@ -201,7 +200,7 @@ pub fn snat_use(
         want.entry(key.clone()).or_insert((false, default_cap));
         let u = used.entry(key).or_default();
         u.0.insert(s.port());
-        *u.1.entry(f.backend).or_default() += 1;
+        *u.1.entry(backend).or_default() += 1;
         u.2 += 1;
     }
     want.into_iter()
@@ -270,7 +269,8 @@ impl Dataplane {
             &mut d.entries,
             &mut flows,
         );
-        d.snat = snat_use(&flows, &self.pools, &interface_addrs());
+        let pairs = flows.iter().filter_map(|f| f.snat.map(|s| (s, f.backend)));
+        d.snat = snat_use(pairs, &self.pools, &interface_addrs());
         flows.sort_by(|a, b| (a.family, a.vip, a.client).cmp(&(b.family, b.vip, b.client)));
         d.flows_total = flows.len() as u64;
         d.left_out = flows.len().saturating_sub(limit) as u64;
@@ -305,7 +305,7 @@ mod tests {
             vec![
                 super::super::snat_pool::parse("eth9=198.18.1.10,198.18.1.11:20000-20009").unwrap(),
             ];
-        let flows = vec![
+        let flows = [
             flow(
                 "198.18.2.1:1000",
                 "198.18.3.1:80",
@@ -324,7 +324,8 @@ mod tests {
             flow("198.18.2.1:1003", "198.18.3.1:80", Some("198.18.4.1:61000")),
             flow("198.18.2.1:1004", "198.18.3.1:80", None),
         ];
-        let u = snat_use(&flows, &pools, &StdHashMap::new());
+        let pairs = flows.iter().filter_map(|f| f.snat.map(|s| (s, f.backend)));
+        let u = snat_use(pairs, &pools, &StdHashMap::new());
         assert_eq!(u.len(), 3, "{u:?}");
         let a = u
             .iter()

@@ -538,6 +538,7 @@ impl Dataplane {
         let now = conntrack::now_ns();
         let mut c = std::mem::take(&mut self.ct_counts);
         c.entries.clear();
+        c.snat_flows.clear();
         let r = (|| {
             conntrack::collect(
                 &mut self.conntrack,
@@ -576,6 +577,7 @@ impl Dataplane {
                 &mut c,
             )
         })();
+        c.snat = ct_dump::snat_use(c.snat_flows.drain(..), &self.pools, &interface_addrs());
         self.ct_counts = c;
         r
     }
