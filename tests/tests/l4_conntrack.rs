@@ -233,12 +233,36 @@ fn closed_flows_expire_and_a_snat_pool_spreads_sources() -> Result<()> {
         "one backend, {OPEN} flows: ports in use {ports}, busiest backend {busiest}:\n{}",
         snat_lines()
     );
+    // Through a Prometheus text parser: gauges, with their labels.
+    let scrape = prometheus_parse::Scrape::parse(last.lines().map(|l| Ok(l.to_string())))?;
+    for name in [
+        "gateway_snat_flows",
+        "gateway_snat_ports_in_use",
+        "gateway_snat_port_capacity",
+        "gateway_snat_busiest_backend_flows",
+        "gateway_conntrack_capacity_entries",
+    ] {
+        let samples: Vec<_> = scrape.samples.iter().filter(|s| s.metric == name).collect();
+        let labels: &[&str] = if name.starts_with("gateway_snat") {
+            &["interface", "address", "pool"]
+        } else {
+            &["family", "table"]
+        };
+        ensure!(
+            !samples.is_empty()
+                && samples.iter().all(|s| {
+                    matches!(s.value, prometheus_parse::Value::Gauge(_))
+                        && labels.iter().all(|l| s.labels.get(l).is_some())
+                }),
+            "{name}: want gauges labelled {labels:?}: {samples:?}"
+        );
+    }
     let cap = sample(
         &last,
         "gateway_conntrack_capacity_entries",
         &["family=\"ipv4\"", "table=\"main\""],
     );
-    ensure!(cap > 0.0, "gateway_conntrack_capacity_entries: {cap}");
+    ensure!(cap == 262144.0, "gateway_conntrack_capacity_entries: {cap}");
     drop(streams);
     Ok(())
 }
