@@ -22,7 +22,7 @@ use aya::maps::{HashMap, MapData};
 use gateway_common::{ct_closed, ct_flags, Address, CtValueOf, FlowKeyOf, PROTO_TCP};
 
 use super::{
-    ct_dump::{IpOf, SnatUse},
+    ct_dump::{sock, IpOf, SnatUse},
     map_err, DataplaneError,
 };
 
@@ -129,9 +129,6 @@ pub struct CtCounts {
     /// The SNAT sources of the flows left, per egress interface and address (the
     /// `gateway_snat_*` series; `gateway dump bpf` computes the same from its own walk).
     pub snat: Vec<SnatUse>,
-    /// (SNAT source, backend) of each flow left, gathered during a collection for `snat`.
-    #[serde(skip)]
-    pub snat_flows: Vec<(SocketAddr, SocketAddr)>,
 }
 
 /// The SNAT source and backend of the flow `k`/`v` is an entry of, if it is masqueraded. A
@@ -141,7 +138,6 @@ pub fn snat_of<A: Address + IpOf>(
     k: &FlowKeyOf<A>,
     v: &CtValueOf<A>,
 ) -> Option<(SocketAddr, SocketAddr)> {
-    let sock = |a: A, p: u16| SocketAddr::new(a.ip(), u16::from_be(p));
     if v.flags & ct_flags::REPLY == 0 {
         (v.saddr != k.saddr || v.sport != k.sport)
             .then(|| (sock(v.saddr, v.sport), sock(v.daddr, v.dport)))
@@ -190,7 +186,8 @@ fn peer_key<A: Address>(v: &CtValueOf<A>, proto: u8) -> FlowKeyOf<A> {
     }
 }
 
-/// One table's collection: deletes the expired flows (both entries), counts what stays.
+/// One table's collection: deletes the expired flows (both entries), counts what stays, and
+/// adds the (SNAT source, backend) of each masqueraded flow that stays to `snat`.
 /// `confirmed`: the main table (else the unconfirmed one).
 #[allow(clippy::too_many_arguments)]
 pub fn collect<A>(
@@ -201,6 +198,7 @@ pub fn collect<A>(
     t: &CtTimeouts,
     now: u64,
     counts: &mut CtCounts,
+    snat: &mut Vec<(SocketAddr, SocketAddr)>,
 ) -> Result<(), DataplaneError>
 where
     A: Address + Eq + Hash + aya::Pod + IpOf,
@@ -245,7 +243,7 @@ where
                 .entries
                 .entry((family, table, state.name()))
                 .or_default() += n;
-            counts.snat_flows.extend(snat_of(k, v));
+            snat.extend(snat_of(k, v));
         }
     }
     for (k, pk, state) in expired {

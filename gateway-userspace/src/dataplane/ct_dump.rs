@@ -85,7 +85,8 @@ pub struct CtDump {
     pub snat: Vec<SnatUse>,
 }
 
-fn sock<A: IpOf>(a: A, port: u16) -> SocketAddr {
+/// A map address and network-order port as a socket address.
+pub(super) fn sock<A: IpOf>(a: A, port: u16) -> SocketAddr {
     SocketAddr::new(a.ip(), u16::from_be(port))
 }
 

@@ -538,7 +538,7 @@ impl Dataplane {
         let now = conntrack::now_ns();
         let mut c = std::mem::take(&mut self.ct_counts);
         c.entries.clear();
-        c.snat_flows.clear();
+        let mut snat = Vec::new();
         let r = (|| {
             conntrack::collect(
                 &mut self.conntrack,
@@ -548,6 +548,7 @@ impl Dataplane {
                 &t,
                 now,
                 &mut c,
+                &mut snat,
             )?;
             conntrack::collect(
                 &mut self.conntrack_new,
@@ -557,6 +558,7 @@ impl Dataplane {
                 &t,
                 now,
                 &mut c,
+                &mut snat,
             )?;
             conntrack::collect(
                 &mut self.conntrack6,
@@ -566,6 +568,7 @@ impl Dataplane {
                 &t,
                 now,
                 &mut c,
+                &mut snat,
             )?;
             conntrack::collect(
                 &mut self.conntrack6_new,
@@ -575,9 +578,10 @@ impl Dataplane {
                 &t,
                 now,
                 &mut c,
+                &mut snat,
             )
         })();
-        c.snat = ct_dump::snat_use(c.snat_flows.drain(..), &self.pools, &interface_addrs());
+        c.snat = ct_dump::snat_use(snat, &self.pools, &interface_addrs());
         self.ct_counts = c;
         r
     }
