@@ -579,8 +579,9 @@ const _: () = assert!(core::mem::size_of::<CtValue6>() == 80);
 const _: () = assert!(core::mem::size_of::<Counters>() == 16);
 
 /// Version of the pinned-map layout. The agent keeps pins in a directory named after it, so an
-/// agent with another layout never adopts incompatible maps.
-pub const PIN_ABI: u32 = 10;
+/// agent with another layout never adopts incompatible maps. 11: IPv6 SNAT pools, the GSO
+/// handoff slot and the mmapable Maglev array.
+pub const PIN_ABI: u32 = 11;
 
 #[cfg(feature = "user")]
 mod pod {
