@@ -15,6 +15,7 @@ use gateway::{
     dataplane::{Dataplane, Mode},
     plan::{Backend, HashMode, L4Service, LocalPort, NatMode, Plan, Proto},
 };
+use gateway_testpkt::v4;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 
 const XDP_ACTIONS: [&str; 5] = ["aborted", "drop", "pass", "tx", "redirect"];
@@ -24,8 +25,6 @@ const VIP: [u8; 4] = [198, 18, 0, 1];
 const NODE_B: [u8; 4] = [198, 18, 1, 1];
 const B1: [u8; 4] = [198, 18, 1, 2];
 const B2: [u8; 4] = [198, 18, 1, 3];
-const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x0c];
-const NODE_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x01];
 
 fn sh(args: &str) {
     let st = Command::new("sh").arg("-c").arg(args).status().expect("sh");
@@ -68,69 +67,9 @@ fn plan() -> Plan {
     }
 }
 
-fn csum(data: &[u8], init: u32) -> u16 {
-    let mut sum = init;
-    for c in data.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from_be_bytes([c[0], 0])
-        };
-        sum += w as u32;
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// Ethernet + IPv4 + TCP or UDP with valid checksums.
+/// Ethernet + IPv4 + TCP or UDP with valid checksums and a 4-byte payload.
 fn packet(proto: u8, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8) -> Vec<u8> {
-    let payload = b"fuzz";
-    let l4_len = if proto == 6 { 20 } else { 8 } + payload.len();
-    let mut p = Vec::new();
-    p.extend_from_slice(&NODE_MAC);
-    p.extend_from_slice(&CLIENT_MAC);
-    p.extend_from_slice(&[0x08, 0x00]);
-    let tot = (20 + l4_len) as u16;
-    let mut ip = vec![
-        0x45,
-        0,
-        (tot >> 8) as u8,
-        tot as u8,
-        0,
-        1,
-        0x40,
-        0,
-        64,
-        proto,
-        0,
-        0,
-    ];
-    ip.extend_from_slice(&src);
-    ip.extend_from_slice(&dst);
-    let c = csum(&ip, 0);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    p.extend_from_slice(&ip);
-    let mut l4 = Vec::new();
-    l4.extend_from_slice(&sport.to_be_bytes());
-    l4.extend_from_slice(&dport.to_be_bytes());
-    if proto == 6 {
-        l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    } else {
-        l4.extend_from_slice(&(l4_len as u16).to_be_bytes());
-        l4.extend_from_slice(&[0, 0]);
-    }
-    l4.extend_from_slice(payload);
-    let mut s = 0u32;
-    for c in src.chunks(2).chain(dst.chunks(2)) {
-        s += u16::from_be_bytes([c[0], c[1]]) as u32;
-    }
-    let c = csum(&l4, s + proto as u32 + l4_len as u32);
-    let off = if proto == 6 { 16 } else { 6 };
-    l4[off..off + 2].copy_from_slice(&c.to_be_bytes());
-    p.extend_from_slice(&l4);
-    p
+    v4::packet(proto, src, sport, dst, dport, flags, b"fuzz")
 }
 
 /// Valid packets of every kind the program tells apart.

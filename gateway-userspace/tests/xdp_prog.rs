@@ -16,6 +16,12 @@ use gateway::{
     dataplane::{Dataplane, Mode},
     plan::{Backend, HashMode, L4Service, LocalPort, NatMode, Plan, Proto},
 };
+// The frames, for this file and its modules.
+use gateway_testpkt::{
+    csum, seed,
+    v4::{packet, parse, partial, with_ttl},
+    ACK, CLIENT_MAC, NODE_MAC, SYN,
+};
 
 #[path = "xdp_prog/conntrack.rs"]
 mod conntrack;
@@ -34,8 +40,6 @@ const VIP: [u8; 4] = [198, 18, 0, 1];
 const NODE_B: [u8; 4] = [198, 18, 1, 1];
 const B1: [u8; 4] = [198, 18, 1, 2];
 const B2: [u8; 4] = [198, 18, 1, 3];
-const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x0c];
-const NODE_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x01];
 
 static SEQ: AtomicU32 = AtomicU32::new(0);
 
@@ -116,126 +120,6 @@ fn plan() -> Plan {
             origin: "test".into(),
         }],
         ..Default::default()
-    }
-}
-
-// ---- packets ----
-
-fn csum(data: &[u8], init: u32) -> u16 {
-    let mut sum = init;
-    for c in data.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from_be_bytes([c[0], 0])
-        };
-        sum += w as u32;
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-fn pseudo(src: &[u8], dst: &[u8], proto: u8, len: usize) -> u32 {
-    let mut s = 0u32;
-    for c in src.chunks(2).chain(dst.chunks(2)) {
-        s += u16::from_be_bytes([c[0], c[1]]) as u32;
-    }
-    s + proto as u32 + len as u32
-}
-
-/// Ethernet + IPv4 (no options) + TCP or UDP with correct checksums.
-fn packet(
-    proto: u8,
-    src: [u8; 4],
-    sport: u16,
-    dst: [u8; 4],
-    dport: u16,
-    tcp_flags: u8,
-    payload: &[u8],
-) -> Vec<u8> {
-    let l4_len = if proto == 6 { 20 } else { 8 } + payload.len();
-    let mut p = Vec::new();
-    p.extend_from_slice(&NODE_MAC);
-    p.extend_from_slice(&CLIENT_MAC);
-    p.extend_from_slice(&[0x08, 0x00]);
-    let tot = (20 + l4_len) as u16;
-    let mut ip = vec![
-        0x45,
-        0,
-        (tot >> 8) as u8,
-        tot as u8,
-        0,
-        1,
-        0x40,
-        0,
-        64,
-        proto,
-        0,
-        0,
-    ];
-    ip.extend_from_slice(&src);
-    ip.extend_from_slice(&dst);
-    let c = csum(&ip, 0);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    p.extend_from_slice(&ip);
-    let mut l4 = Vec::new();
-    l4.extend_from_slice(&sport.to_be_bytes());
-    l4.extend_from_slice(&dport.to_be_bytes());
-    if proto == 6 {
-        l4.extend_from_slice(&[
-            0, 0, 0, 1, 0, 0, 0, 0, 0x50, tcp_flags, 0xff, 0xff, 0, 0, 0, 0,
-        ]);
-    } else {
-        l4.extend_from_slice(&(l4_len as u16).to_be_bytes());
-        l4.extend_from_slice(&[0, 0]);
-    }
-    l4.extend_from_slice(payload);
-    let c = csum(&l4, pseudo(&src, &dst, proto, l4_len));
-    let off = if proto == 6 { 16 } else { 6 };
-    l4[off..off + 2].copy_from_slice(&c.to_be_bytes());
-    p.extend_from_slice(&l4);
-    p
-}
-
-const SYN: u8 = 0x02;
-const ACK: u8 = 0x10;
-
-struct Parsed {
-    smac: [u8; 6],
-    dmac: [u8; 6],
-    src: [u8; 4],
-    dst: [u8; 4],
-    sport: u16,
-    dport: u16,
-}
-
-/// Parses an output packet and asserts both checksums are valid.
-fn parse(p: &[u8]) -> Parsed {
-    let ip = &p[14..34];
-    assert_eq!(csum(ip, 0), 0, "IPv4 header checksum invalid");
-    let proto = ip[9];
-    let l4 = &p[34..];
-    let (src, dst): ([u8; 4], [u8; 4]) = (
-        ip[12..16].try_into().unwrap(),
-        ip[16..20].try_into().unwrap(),
-    );
-    let udp_no_csum = proto == 17 && l4[6] == 0 && l4[7] == 0;
-    if !udp_no_csum {
-        assert_eq!(
-            csum(l4, pseudo(&src, &dst, proto, l4.len())),
-            0,
-            "L4 checksum invalid"
-        );
-    }
-    Parsed {
-        dmac: p[0..6].try_into().unwrap(),
-        smac: p[6..12].try_into().unwrap(),
-        src,
-        dst,
-        sport: u16::from_be_bytes([l4[0], l4[1]]),
-        dport: u16::from_be_bytes([l4[2], l4[3]]),
     }
 }
 
@@ -757,21 +641,6 @@ fn snat_ports_of_closed_flows_are_reused() {
     }
 }
 
-/// The folded pseudo-header sum a sender offloading its checksum leaves in the field.
-fn seed(src: &[u8], dst: &[u8], proto: u8, len: usize) -> u16 {
-    !csum(&[], pseudo(src, dst, proto, len))
-}
-
-/// A packet as a veth peer with TX checksum offload sends it: the L4 field holds the seed only.
-fn partial(mut p: Vec<u8>) -> Vec<u8> {
-    let proto = p[23];
-    let (src, dst) = (p[26..30].to_vec(), p[30..34].to_vec());
-    let l4_len = p.len() - 34;
-    let off = 34 + if proto == 6 { 16 } else { 6 };
-    p[off..off + 2].copy_from_slice(&seed(&src, &dst, proto, l4_len).to_be_bytes());
-    p
-}
-
 fn ifindex(name: &str) -> u32 {
     let c = std::ffi::CString::new(name).unwrap();
     // SAFETY: c is a NUL-terminated name that outlives the call.
@@ -840,15 +709,6 @@ fn partial_checksums_on_a_native_veth_are_passed_not_forwarded_broken() {
     })
     .join()
     .unwrap();
-}
-
-/// `p` with its IPv4 TTL set to `ttl` (header checksum recomputed).
-fn with_ttl(mut p: Vec<u8>, ttl: u8) -> Vec<u8> {
-    p[22] = ttl;
-    p[24..26].copy_from_slice(&[0, 0]);
-    let c = csum(&p[14..34], 0);
-    p[24..26].copy_from_slice(&c.to_be_bytes());
-    p
 }
 
 #[test]

@@ -17,9 +17,10 @@ use gateway::{
     plan::{Backend, HashMode, L4Service, LocalPort, NatMode, Plan, Proto},
 };
 
+use gateway_testpkt::{v4, v6, ACK, SYN, TCP};
+
 use super::{
     baseline::Baseline,
-    packet::{self, ACK, SYN, TCP},
     util::{check_interrupt, median},
     Section,
 };
@@ -377,40 +378,40 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
                 // (a) established: prime the flow with a SYN, then time ACKs of it.
                 let (src, sport) = flow_src(flow);
                 flow += 1;
-                let syn = packet::build(TCP, src, sport, VIP, port, SYN, b"");
+                let syn = v4::packet(TCP, src, sport, VIP, port, SYN, b"");
                 let (a, _, _) = d.dp.test_run(&syn)?;
                 anyhow::ensure!(a == XDP_REDIRECT, "priming SYN not forwarded (action {a})");
-                let ack = packet::build(TCP, src, sport, VIP, port, ACK, b"");
+                let ack = v4::packet(TCP, src, sport, VIP, port, ACK, b"");
                 let est: Vec<Vec<u8>> = (0..packets).map(|_| ack.clone()).collect();
                 // (b) SYNs of distinct new flows.
                 let syns: Vec<Vec<u8>> = (0..packets)
                     .map(|_| {
                         let (src, sport) = flow_src(flow);
                         flow += 1;
-                        packet::build(TCP, src, sport, VIP, port, SYN, b"")
+                        v4::packet(TCP, src, sport, VIP, port, SYN, b"")
                     })
                     .collect();
                 // (c) not ours: a port no service has. (d) an L7 port.
-                let other = packet::build(TCP, CLIENT, 40000, VIP, 22, ACK, b"");
-                let other_syn = packet::build(TCP, CLIENT, 40000, VIP, 22, SYN, b"");
-                let l7 = packet::build(TCP, CLIENT, 40000, VIP, L7_PORT, ACK, b"");
+                let other = v4::packet(TCP, CLIENT, 40000, VIP, 22, ACK, b"");
+                let other_syn = v4::packet(TCP, CLIENT, 40000, VIP, 22, SYN, b"");
+                let l7 = v4::packet(TCP, CLIENT, 40000, VIP, L7_PORT, ACK, b"");
                 // (e) and (f): (a) and (b) for IPv6.
                 let vip6 = VIP6.parse::<Ipv6Addr>()?.octets();
                 let (src6, sport6) = flow_src6(flow);
                 flow += 1;
-                let syn6 = packet::build6(TCP, src6, sport6, vip6, port, SYN, b"");
+                let syn6 = v6::packet(TCP, src6, sport6, vip6, port, SYN, b"", &[]);
                 let (a, _, _) = d.dp.test_run(&syn6)?;
                 anyhow::ensure!(
                     a == XDP_REDIRECT,
                     "priming IPv6 SYN not forwarded (action {a})"
                 );
-                let ack6 = packet::build6(TCP, src6, sport6, vip6, port, ACK, b"");
+                let ack6 = v6::packet(TCP, src6, sport6, vip6, port, ACK, b"", &[]);
                 let est6: Vec<Vec<u8>> = (0..packets).map(|_| ack6.clone()).collect();
                 let syns6: Vec<Vec<u8>> = (0..packets)
                     .map(|_| {
                         let (src, sport) = flow_src6(flow);
                         flow += 1;
-                        packet::build6(TCP, src, sport, vip6, port, SYN, b"")
+                        v6::packet(TCP, src, sport, vip6, port, SYN, b"", &[])
                     })
                     .collect();
                 // The repeated call's packet: the case's own, a SYN of one more new flow for the
@@ -418,8 +419,8 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
                 let (src, sport) = flow_src(flow);
                 let (src6, sport6) = flow_src6(flow);
                 flow += 1;
-                let rep_syn = packet::build(TCP, src, sport, VIP, port, SYN, b"");
-                let rep_syn6 = packet::build6(TCP, src6, sport6, vip6, port, SYN, b"");
+                let rep_syn = v4::packet(TCP, src, sport, VIP, port, SYN, b"");
+                let rep_syn6 = v6::packet(TCP, src6, sport6, vip6, port, SYN, b"", &[]);
                 let cases = [
                     (Case::Established, ack.clone(), est),
                     (Case::NewFlow, rep_syn, syns),
@@ -685,10 +686,10 @@ pub fn pressure(opts: &Opts) -> anyhow::Result<Section> {
             let mut bl = Vec::new();
             for _ in 0..per_step {
                 let (src, sport) = flow_src(sent);
-                let syn = packet::build(TCP, src, sport, VIP, PRESERVE_PORT, SYN, b"");
+                let syn = v4::packet(TCP, src, sport, VIP, PRESERVE_PORT, SYN, b"");
                 let (a, out, dur) = d.dp.test_run(&syn)?;
                 first_backend.push(if a == XDP_REDIRECT {
-                    packet::dst_of(&out).map(|x| x.0).unwrap_or([0; 4])
+                    v4::dst_of(&out).map(|x| x.0).unwrap_or([0; 4])
                 } else {
                     [0; 4]
                 });
@@ -724,9 +725,9 @@ pub fn pressure(opts: &Opts) -> anyhow::Result<Section> {
             let mut same = 0;
             for i in range {
                 let (src, sport) = flow_src(i);
-                let ack = packet::build(TCP, src, sport, VIP, PRESERVE_PORT, ACK, b"x");
+                let ack = v4::packet(TCP, src, sport, VIP, PRESERVE_PORT, ACK, b"x");
                 let (_, out, _) = d.dp.test_run(&ack)?;
-                if packet::dst_of(&out).map(|x| x.0) == Some(first_backend[i]) {
+                if v4::dst_of(&out).map(|x| x.0) == Some(first_backend[i]) {
                     same += 1;
                 }
             }
@@ -772,7 +773,7 @@ pub fn pressure(opts: &Opts) -> anyhow::Result<Section> {
             let mut bl = Vec::new();
             for _ in 0..per_step {
                 let (src, sport) = flow_src(sent);
-                let syn = packet::build(TCP, src, sport, VIP, SNAT_PORT, SYN, b"");
+                let syn = v4::packet(TCP, src, sport, VIP, SNAT_PORT, SYN, b"");
                 let (_, _, dur) = d.dp.test_run(&syn)?;
                 prog.push(dur.as_nanos() as f64);
                 if sent.is_multiple_of(8) {
@@ -788,10 +789,10 @@ pub fn pressure(opts: &Opts) -> anyhow::Result<Section> {
                     let bport = u16::from_be_bytes([out[36], out[37]]);
                     closed
                         .dp
-                        .test_run(&packet::build(TCP, src, sport, VIP, SNAT_PORT, fin, b""))?;
-                    closed.dp.test_run(&packet::build(
-                        TCP, backend, bport, snat, nat_port, fin, b"",
-                    ))?;
+                        .test_run(&v4::packet(TCP, src, sport, VIP, SNAT_PORT, fin, b""))?;
+                    closed
+                        .dp
+                        .test_run(&v4::packet(TCP, backend, bport, snat, nat_port, fin, b""))?;
                 }
                 sent += 1;
             }
