@@ -9,63 +9,18 @@
 //! run: `XDP_FUZZ_PACKETS=1000000 cargo test -p gateway-userspace --test xdp_fuzz -- --nocapture`),
 //! `XDP_FUZZ_SEED` the seed (default: fixed, so a failure reproduces). Needs root.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, process::Command};
+use std::collections::BTreeMap;
 
-use gateway::{
-    dataplane::{Dataplane, Mode},
-    plan::{Backend, HashMode, L4Service, LocalPort, NatMode, Plan, Proto},
-};
 use gateway_testpkt::v4;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 
 const XDP_ACTIONS: [&str; 5] = ["aborted", "drop", "pass", "tx", "redirect"];
 
-const CLIENT: [u8; 4] = [198, 18, 0, 2];
-const VIP: [u8; 4] = [198, 18, 0, 1];
-const NODE_B: [u8; 4] = [198, 18, 1, 1];
-const B1: [u8; 4] = [198, 18, 1, 2];
-const B2: [u8; 4] = [198, 18, 1, 3];
+// The xdp_prog fixture: its namespace, its plan and addresses.
+#[path = "xdp_prog/fixture.rs"]
+mod fixture;
 
-fn sh(args: &str) {
-    let st = Command::new("sh").arg("-c").arg(args).status().expect("sh");
-    assert!(st.success(), "command failed: {args}");
-}
-
-fn svc(port: u16, proto: Proto, nat: NatMode, backends: &[[u8; 4]]) -> L4Service {
-    L4Service {
-        vip: Ipv4Addr::from(VIP).into(),
-        port,
-        proto,
-        nat,
-        hash: HashMode::FiveTuple,
-        backends: backends
-            .iter()
-            .map(|a| Backend {
-                addr: Ipv4Addr::from(*a).into(),
-                port: 9000,
-                weight: 1,
-            })
-            .collect(),
-        origin: "fuzz".into(),
-    }
-}
-
-fn plan() -> Plan {
-    Plan {
-        l4: vec![
-            svc(31400, Proto::Tcp, NatMode::Snat, &[B1, B2]),
-            svc(31401, Proto::Tcp, NatMode::PreserveSource, &[B1]),
-            svc(31402, Proto::Tcp, NatMode::Snat, &[]),
-            svc(5353, Proto::Udp, NatMode::Snat, &[B2]),
-        ],
-        local: vec![LocalPort {
-            vip: Ipv4Addr::from(VIP).into(),
-            port: 80,
-            origin: "fuzz".into(),
-        }],
-        ..Default::default()
-    }
-}
+use fixture::{env, plan, B1, B2, CLIENT, NODE_B, VIP};
 
 /// Ethernet + IPv4 + TCP or UDP with valid checksums and a 4-byte payload.
 fn packet(proto: u8, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8) -> Vec<u8> {
@@ -139,25 +94,8 @@ fn mutate(rng: &mut SmallRng, seeds: &[Vec<u8>]) -> Vec<u8> {
 #[test]
 fn random_and_mutated_packets_get_an_accounted_verdict() {
     std::thread::spawn(|| {
-        // SAFETY: geteuid has no preconditions.
-        assert_eq!(unsafe { libc::geteuid() }, 0, "needs root (loads BPF)");
-        // SAFETY: unshare only affects this thread, which owns the namespace until it ends.
-        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
-        sh("ip link set lo up && ip link add gwf0 type veth peer name gwf1 && ip link set gwf1 up && ip link set gwf0 address 02:00:00:00:00:01 \
-            && ip addr add 198.18.1.1/24 dev gwf0 && ip link set gwf0 up \
-            && ip neigh add 198.18.1.2 lladdr 02:00:00:00:01:02 dev gwf0 nud permanent \
-            && ip neigh add 198.18.1.3 lladdr 02:00:00:00:01:03 dev gwf0 nud permanent");
-        let pin_root =
-            std::path::PathBuf::from(format!("/sys/fs/bpf/gwfuzz-{}", std::process::id()));
-        struct Pins(std::path::PathBuf);
-        impl Drop for Pins {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
-        let _pins = Pins(pin_root.clone());
-        let mut dp = Dataplane::open(&pin_root, &[], Mode::Auto).expect("load the XDP object");
-        dp.apply(&plan()).expect("apply");
+        let mut e = env(&plan());
+        let dp = &mut e.dp;
 
         let n: u64 = std::env::var("XDP_FUZZ_PACKETS")
             .ok()
@@ -198,7 +136,9 @@ fn random_and_mutated_packets_get_an_accounted_verdict() {
             }
             counted += d;
         }
-        println!("{n} packets (seed {seed}) in {took:?}: actions {actions:?}, verdicts {verdicts:?}");
+        println!(
+            "{n} packets (seed {seed}) in {took:?}: actions {actions:?}, verdicts {verdicts:?}"
+        );
         assert_eq!(
             counted, n,
             "every packet must be counted in exactly one verdict: {verdicts:?}"

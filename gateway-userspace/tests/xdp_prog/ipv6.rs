@@ -6,28 +6,25 @@
 //!
 //! Each test runs in a private network namespace (unshare on its own thread) holding a veth
 //! towards the backends (2001:db8:1::/64) with permanent neighbour entries, so FIB lookups
-//! resolve without any traffic. Needs root; fails (does not skip) without it.
+//! resolve without any traffic (the fixture's [`Net::Dual`]). Needs root; fails (does not
+//! skip) without it.
 
-use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    process::Command,
-    sync::atomic::{AtomicU32, Ordering},
-};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use gateway::{
-    dataplane::{Dataplane, Mode},
-    plan::{Backend, HashMode, L4Service, LocalPort, NatMode, Plan, Proto},
+    dataplane::Mode,
+    plan::{L4Service, LocalPort, NatMode, Plan, Proto},
 };
 use gateway_testpkt::{seed, v6 as frame6};
+
+use super::{ifindex, service, sh, Env, Net, PinDir};
+pub(super) use super::{run, verdict};
 pub(super) use gateway_testpkt::{
     v6::{parse, Ext, NEXTHDR_DEST, NEXTHDR_ESP, NEXTHDR_FRAGMENT, NEXTHDR_HOP, NEXTHDR_ROUTING},
     ACK, CLIENT_MAC, NODE_MAC, SYN,
 };
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-const XDP_REDIRECT: u32 = 4;
+use super::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
 
 pub(super) const CLIENT: &str = "2001:db8::2";
 pub(super) const VIP: &str = "2001:db8::1";
@@ -37,69 +34,21 @@ pub(super) const B2: &str = "2001:db8:1::3";
 const VIP4: [u8; 4] = [198, 18, 0, 1];
 const B4: [u8; 4] = [198, 18, 1, 2];
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
 pub(super) fn a6(s: &str) -> [u8; 16] {
     s.parse::<Ipv6Addr>().unwrap().octets()
 }
 
-/// A dataplane with no interfaces attached, in a fresh network namespace; pins removed on drop.
-pub(super) struct Env {
-    pub(super) dp: Dataplane,
-    pin_root: std::path::PathBuf,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.pin_root);
-    }
-}
-
-fn sh(args: &str) {
-    let st = Command::new("sh").arg("-c").arg(args).status().expect("sh");
-    assert!(st.success(), "command failed: {args}");
-}
-
+/// [`Net::Dual`], nothing attached.
 pub(super) fn env(plan: &Plan) -> Env {
     env_on(plan, &[])
 }
 
 /// [`env`] with XDP attached (mode auto) to `ifaces` of the test namespace.
 pub(super) fn env_on(plan: &Plan, ifaces: &[&str]) -> Env {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "these tests load BPF programs: run them as root");
-    // SAFETY: unshare only affects this test's thread, which owns the namespace until it ends.
-    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "unshare(CLONE_NEWNET)");
-    // IPv6 forwarding stays off in the namespace: only the program forwards. `nodad`: the
-    // address is usable at once (no duplicate address detection).
-    sh(
-        "ip link set lo up && ip link add gwd0 type veth peer name gwd1 && ip link set gwd1 up \
-        && ip link set gwd0 address 02:00:00:00:00:01 \
-        && ip -6 addr add 2001:db8:1::1/64 dev gwd0 nodad && ip addr add 198.18.1.1/24 dev gwd0 \
-        && ip link set gwd0 up \
-        && ip -6 neigh add 2001:db8:1::2 lladdr 02:00:00:00:01:02 dev gwd0 nud permanent \
-        && ip -6 neigh add 2001:db8:1::3 lladdr 02:00:00:00:01:03 dev gwd0 nud permanent \
-        && ip neigh add 198.18.1.2 lladdr 02:00:00:00:01:42 dev gwd0 nud permanent",
-    );
-    assert_eq!(
-        std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding")
-            .unwrap()
-            .trim(),
-        "0"
-    );
-    let pin_root = std::path::PathBuf::from(format!(
-        "/sys/fs/bpf/gwunit6-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::SeqCst)
-    ));
-    let ifaces: Vec<String> = ifaces.iter().map(|s| s.to_string()).collect();
-    let mut dp = Dataplane::open(&pin_root, &ifaces, Mode::Auto).expect("load the XDP object");
-    dp.apply(plan).expect("apply plan");
-    Env { dp, pin_root }
+    Env::open(Net::Dual, PinDir::new("gwunit6"), plan, ifaces, Mode::Auto)
 }
 
+/// [`super::service`] with backends of weight 1.
 pub(super) fn svc(
     vip: IpAddr,
     port: u16,
@@ -107,22 +56,8 @@ pub(super) fn svc(
     nat: NatMode,
     backends: &[IpAddr],
 ) -> L4Service {
-    L4Service {
-        vip,
-        port,
-        proto,
-        nat,
-        hash: HashMode::FiveTuple,
-        backends: backends
-            .iter()
-            .map(|a| Backend {
-                addr: *a,
-                port: 9000,
-                weight: 1,
-            })
-            .collect(),
-        origin: "test".into(),
-    }
+    let backends: Vec<(IpAddr, u32)> = backends.iter().map(|&a| (a, 1)).collect();
+    service(vip, port, proto, nat, &backends)
 }
 
 pub(super) fn ip(s: &str) -> IpAddr {
@@ -197,14 +132,6 @@ pub(super) fn tcp(
 
 pub(super) fn v6(s: &str) -> Ipv6Addr {
     s.parse().unwrap()
-}
-
-pub(super) fn verdict(e: &Env, name: &str) -> u64 {
-    e.dp.stats().unwrap().verdicts[name].packets
-}
-
-pub(super) fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(f).join().unwrap()
 }
 
 // ---- tests ----
@@ -514,12 +441,6 @@ fn ipv6_backends_resolve_and_unresolved_ones_are_reported() {
         );
         assert!(e.dp.refresh_next_hops().unwrap().is_empty());
     })
-}
-
-fn ifindex(name: &str) -> u32 {
-    let c = std::ffi::CString::new(name).unwrap();
-    // SAFETY: c is a NUL-terminated name that outlives the call.
-    unsafe { libc::if_nametoindex(c.as_ptr()) }
 }
 
 /// A veth peer with TX checksum offload leaves only the IPv6 pseudo-header sum in the L4
