@@ -19,7 +19,7 @@ use std::{
 use anyhow::{ensure, Context as _, Result};
 use gateway_tests::{
     agent::gateway_check,
-    client::Greeting,
+    client::{Client, Greeting},
     manifests::{self, L4Config, TCP_PORT, UDP_PORT},
     test_backend_bin,
     topology::{start_server, CLIENT_ADDR, CLIENT_ADDR6, VIP, VIP6},
@@ -49,6 +49,37 @@ fn backend_packets(agent: &Agent, addr: &str) -> Result<u64> {
     st["backends"][addr]["packets"]
         .as_u64()
         .with_context(|| format!("no backend {addr} in /stats: {st}"))
+}
+
+/// `n` UDP requests to `to` (payloads `{tag} {i}`), each answered by b1 or b2 with its name and
+/// the payload; then XDP has counted at least `n` packets for the service (`to` as the stats
+/// key names it).
+fn udp_round_trips(
+    client: &Client,
+    agent: &Agent,
+    to: SocketAddr,
+    tag: &str,
+    n: u64,
+) -> Result<()> {
+    for i in 0..n {
+        let payload = format!("{tag} {i}");
+        let reply = client.udp_request(to, payload.as_bytes())?;
+        let reply = String::from_utf8_lossy(&reply);
+        let (name, echoed) = reply
+            .split_once(':')
+            .with_context(|| format!("bad reply {reply:?}"))?;
+        ensure!(
+            ["b1", "b2"].contains(&name) && echoed == payload,
+            "bad reply {reply:?} to {payload:?}"
+        );
+    }
+    let st = agent.stats()?;
+    let svc = format!("{to}/udp");
+    ensure!(
+        st["services"][&svc]["packets"].as_u64().unwrap_or(0) >= n,
+        "XDP counted no UDP packets for {svc}: {st}"
+    );
+    Ok(())
 }
 
 /// (a) Weighted routes: 80/20 over two subsets.
@@ -358,26 +389,7 @@ fn udp() -> Result<()> {
     let cfg = L4Config::for_topology(&topo);
     let agent = Agent::start(&topo, &cfg.files())?;
     let client = topo.client_api();
-
-    for i in 0..10 {
-        let payload = format!("ping {i}");
-        let reply = client.udp_request(vip(UDP_PORT), payload.as_bytes())?;
-        let reply = String::from_utf8_lossy(&reply);
-        let (name, echoed) = reply
-            .split_once(':')
-            .with_context(|| format!("bad reply {reply:?}"))?;
-        ensure!(
-            ["b1", "b2"].contains(&name) && echoed == payload,
-            "bad reply {reply:?} to {payload:?}"
-        );
-    }
-    let st = agent.stats()?;
-    let svc = format!("{VIP}:{UDP_PORT}/udp");
-    ensure!(
-        st["services"][&svc]["packets"].as_u64().unwrap_or(0) >= 10,
-        "XDP counted no UDP packets for {svc}: {st}"
-    );
-    Ok(())
+    udp_round_trips(&client, &agent, vip(UDP_PORT), "ping", 10)
 }
 
 /// (i) Invalid manifests: `gateway check` names file, resource and field; the running agent
@@ -546,26 +558,13 @@ fn ipv6_snat_dual_stack() -> Result<()> {
     ensure!(fwd.trim() == "0", "IPv6 forwarding on in the node: {fwd}");
 
     // UDP over IPv6 too.
-    for i in 0..5 {
-        let payload = format!("ping6 {i}");
-        let reply =
-            client.udp_request(SocketAddr::new(VIP6.into(), UDP_PORT), payload.as_bytes())?;
-        let reply = String::from_utf8_lossy(&reply);
-        let (name, echoed) = reply
-            .split_once(':')
-            .with_context(|| format!("bad reply {reply:?}"))?;
-        ensure!(
-            ["b1", "b2"].contains(&name) && echoed == payload,
-            "bad reply {reply:?} to {payload:?}"
-        );
-    }
-    let st = agent.stats()?;
-    let svc = format!("[{VIP6}]:{UDP_PORT}/udp");
-    ensure!(
-        st["services"][&svc]["packets"].as_u64().unwrap_or(0) >= 5,
-        "XDP counted no UDP packets for {svc}: {st}"
-    );
-    Ok(())
+    udp_round_trips(
+        &client,
+        &agent,
+        SocketAddr::new(VIP6.into(), UDP_PORT),
+        "ping6",
+        5,
+    )
 }
 
 /// IPv6, preserve-source: backends see the client's own IPv6 address and route their replies
