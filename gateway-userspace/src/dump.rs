@@ -563,7 +563,7 @@ pub fn json(src: &Sources, section: Section) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{json, text, Section, Sources};
 
     fn sources() -> Sources {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo");
