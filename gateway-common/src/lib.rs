@@ -585,7 +585,10 @@ pub const PIN_ABI: u32 = 11;
 
 #[cfg(feature = "user")]
 mod pod {
-    use super::*;
+    use super::{
+        Backend, Backend6, Counters, CtValue, CtValue6, FlowCounters, FlowKey, FlowKey6, IfAddr,
+        ResolveBatch, ServiceKey, ServiceKey6, ServiceValue, SnatPool,
+    };
     // SAFETY: ServiceKey is #[repr(C)], holds only integers, has no padding (size asserted above)
     // and every bit pattern is a valid value, which is what aya::Pod requires.
     unsafe impl aya::Pod for ServiceKey {}

@@ -46,10 +46,47 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// The elements of `v` if it is an array, none otherwise (a part the agent left out).
+fn items(v: &Value) -> impl Iterator<Item = &Value> {
+    v.as_array().into_iter().flatten()
+}
+
+/// The elements of the array `v` in one cell, joined by `,` (`None` if `v` is no array).
+fn joined(v: &Value) -> Option<String> {
+    v.as_array()
+        .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
+}
+
+/// Where a certificate or CRL came from, with its place in the file when not the first.
+fn source(c: &Value) -> String {
+    let source = s(&c["source"]);
+    if c["index"].as_u64().is_some_and(|i| i > 0) {
+        format!("{source} [{}]", s(&c["index"]))
+    } else {
+        source
+    }
+}
+
+impl Table {
+    /// One row per element of the array `list`, made by `row`.
+    fn of(
+        title: &'static str,
+        columns: &'static [&'static str],
+        list: &Value,
+        row: impl Fn(&Value) -> Vec<String>,
+    ) -> Table {
+        Table {
+            title,
+            columns,
+            rows: items(list).map(row).collect(),
+        }
+    }
+}
+
 fn listeners(src: &Sources) -> Table {
     let plan = &src.config_dump["plan"];
     let mut rows = Vec::new();
-    for l in plan["http"]["listeners"].as_array().into_iter().flatten() {
+    for l in items(&plan["http"]["listeners"]) {
         let addr = format!("{}:{}", s(&l["bind"]), s(&l["port"]));
         let chains = l["tls"].as_array().map_or(0, Vec::len);
         if chains == 0 {
@@ -60,10 +97,8 @@ fn listeners(src: &Sources) -> Table {
                 s(&l["origin"]),
             ]);
         }
-        for c in l["tls"].as_array().into_iter().flatten() {
-            let sni = c["server_names"]
-                .as_array()
-                .map(|v| v.iter().map(s).collect::<Vec<_>>().join(","))
+        for c in items(&l["tls"]) {
+            let sni = joined(&c["server_names"])
                 .filter(|v| !v.is_empty())
                 .unwrap_or_else(|| "*".into());
             rows.push(vec![
@@ -74,11 +109,7 @@ fn listeners(src: &Sources) -> Table {
             ]);
         }
     }
-    for l in plan["streams"]["listeners"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
+    for l in items(&plan["streams"]["listeners"]) {
         rows.push(vec![
             format!("{}:{}", s(&l["bind"]), s(&l["port"])),
             // A plain one is a TCP server kept off XDP because its route originates TLS.
@@ -91,7 +122,7 @@ fn listeners(src: &Sources) -> Table {
             s(&l["origin"]),
         ]);
     }
-    for svc in plan["l4"].as_array().into_iter().flatten() {
+    for svc in items(&plan["l4"]) {
         rows.push(vec![
             format!("{}:{}", s(&svc["vip"]), s(&svc["port"])),
             s(&svc["proto"]).to_uppercase(),
@@ -131,10 +162,7 @@ fn match_summary(m: &Value) -> String {
 
 fn action_summary(a: &Value) -> String {
     if let Some(f) = a.get("forward") {
-        let cs: Vec<String> = f["clusters"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let cs: Vec<String> = items(&f["clusters"])
             .map(|c| format!("{} ({})", s(&c["cluster"]), s(&c["weight"])))
             .collect();
         return cs.join(", ");
@@ -150,19 +178,15 @@ fn action_summary(a: &Value) -> String {
 
 fn routes(src: &Sources) -> Table {
     let mut rows = Vec::new();
-    for l in src.config_dump["plan"]["http"]["listeners"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
+    for l in items(&src.config_dump["plan"]["http"]["listeners"]) {
         let port = s(&l["port"]);
         let mut tables: Vec<(String, &Value)> = vec![(port.clone(), &l["vhosts"])];
-        for c in l["tls"].as_array().into_iter().flatten() {
+        for c in items(&l["tls"]) {
             tables.push((format!("{port} (https)"), &c["vhosts"]));
         }
         for (at, vhosts) in tables {
-            for vh in vhosts.as_array().into_iter().flatten() {
-                for r in vh["routes"].as_array().into_iter().flatten() {
+            for vh in items(vhosts) {
+                for r in items(&vh["routes"]) {
                     rows.push(vec![
                         at.clone(),
                         s(&vh["domain"]),
@@ -182,16 +206,13 @@ fn routes(src: &Sources) -> Table {
 }
 
 fn clusters(src: &Sources) -> Table {
-    let rows = src.clusters["clusters"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| {
+    Table::of(
+        "CLUSTERS",
+        &["NAME", "LB", "HEALTHY", "RQ_ACTIVE"],
+        &src.clusters["clusters"],
+        |c| {
             let hosts = c["hosts"].as_array().map_or(0, Vec::len);
-            let healthy = c["hosts"]
-                .as_array()
-                .into_iter()
-                .flatten()
+            let healthy = items(&c["hosts"])
                 .filter(|h| h["health"] == "healthy")
                 .count();
             vec![
@@ -200,19 +221,14 @@ fn clusters(src: &Sources) -> Table {
                 format!("{healthy}/{hosts}"),
                 s(&c["rq_active"]),
             ]
-        })
-        .collect();
-    Table {
-        title: "CLUSTERS",
-        columns: &["NAME", "LB", "HEALTHY", "RQ_ACTIVE"],
-        rows,
-    }
+        },
+    )
 }
 
 fn endpoints(src: &Sources) -> Table {
     let mut rows = Vec::new();
-    for c in src.clusters["clusters"].as_array().into_iter().flatten() {
-        for h in c["hosts"].as_array().into_iter().flatten() {
+    for c in items(&src.clusters["clusters"]) {
+        for h in items(&c["hosts"]) {
             rows.push(vec![
                 s(&h["address"]),
                 s(&h["health"]),
@@ -241,36 +257,13 @@ fn endpoints(src: &Sources) -> Table {
 /// a Secret, never key material), its names, serial, validity and who uses it.
 fn secrets(src: &Sources) -> Table {
     let join = |v: &Value| {
-        v.as_array()
-            .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
+        joined(v)
             .filter(|j| !j.is_empty())
             .unwrap_or_else(|| "-".into())
     };
-    let rows = src.certs["certificates"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| {
-            let mut source = s(&c["source"]);
-            if c["index"].as_u64().is_some_and(|i| i > 0) {
-                source = format!("{source} [{}]", s(&c["index"]));
-            }
-            vec![
-                s(&c["kind"]),
-                source,
-                s(&c["subject"]),
-                join(&c["subject_alt_names"]),
-                s(&c["serial_number"]),
-                s(&c["valid_from"]),
-                s(&c["expiration_time"]),
-                s(&c["days_until_expiration"]),
-                join(&c["used_by"]),
-            ]
-        })
-        .collect();
-    Table {
-        title: "SECRETS",
-        columns: &[
+    Table::of(
+        "SECRETS",
+        &[
             "KIND",
             "SOURCE",
             "SUBJECT",
@@ -281,45 +274,30 @@ fn secrets(src: &Sources) -> Table {
             "DAYS LEFT",
             "USED BY",
         ],
-        rows,
-    }
+        &src.certs["certificates"],
+        |c| {
+            vec![
+                s(&c["kind"]),
+                source(c),
+                s(&c["subject"]),
+                join(&c["subject_alt_names"]),
+                s(&c["serial_number"]),
+                s(&c["valid_from"]),
+                s(&c["expiration_time"]),
+                s(&c["days_until_expiration"]),
+                join(&c["used_by"]),
+            ]
+        },
+    )
 }
 
 /// Every loaded CRL (the admin's `/certs` `revocation_lists`): whose certificates it checks
 /// (`client`: a MUTUAL server's clients; `upstream`: a cluster's upstream), where it came from,
 /// its issuer, this and next update, how many serials it revokes, who uses it.
 fn revocation_lists(src: &Sources) -> Table {
-    let rows = src.certs["revocation_lists"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|c| {
-            let mut source = s(&c["source"]);
-            if c["index"].as_u64().is_some_and(|i| i > 0) {
-                source = format!("{source} [{}]", s(&c["index"]));
-            }
-            let mut days = s(&c["days_until_next_update"]);
-            if c["expired"].as_bool() == Some(true) {
-                days += " (expired)";
-            }
-            vec![
-                s(&c["kind"]),
-                source,
-                s(&c["issuer"]),
-                s(&c["this_update"]),
-                s(&c["next_update"]),
-                days,
-                s(&c["revoked_certificates"]),
-                c["used_by"]
-                    .as_array()
-                    .map(|a| a.iter().map(s).collect::<Vec<_>>().join(","))
-                    .unwrap_or_else(|| "-".into()),
-            ]
-        })
-        .collect();
-    Table {
-        title: "REVOCATION LISTS",
-        columns: &[
+    Table::of(
+        "REVOCATION LISTS",
+        &[
             "KIND",
             "SOURCE",
             "ISSUER",
@@ -329,8 +307,24 @@ fn revocation_lists(src: &Sources) -> Table {
             "REVOKED",
             "USED BY",
         ],
-        rows,
-    }
+        &src.certs["revocation_lists"],
+        |c| {
+            let mut days = s(&c["days_until_next_update"]);
+            if c["expired"].as_bool() == Some(true) {
+                days += " (expired)";
+            }
+            vec![
+                s(&c["kind"]),
+                source(c),
+                s(&c["issuer"]),
+                s(&c["this_update"]),
+                s(&c["next_update"]),
+                days,
+                s(&c["revoked_certificates"]),
+                joined(&c["used_by"]).unwrap_or_else(|| "-".into()),
+            ]
+        },
+    )
 }
 
 /// `addr:port`, or `[addr]:port` for an IPv6 address.
@@ -344,11 +338,7 @@ fn host_port(addr: &str, port: &str) -> String {
 
 fn bpf(src: &Sources) -> Vec<Table> {
     let mut services = Vec::new();
-    for svc in src.config_dump["plan"]["l4"]
-        .as_array()
-        .into_iter()
-        .flatten()
-    {
+    for svc in items(&src.config_dump["plan"]["l4"]) {
         // The stats' key: `addr:port/proto`, IPv6 addresses in brackets.
         let key = format!(
             "{}/{}",
@@ -356,10 +346,7 @@ fn bpf(src: &Sources) -> Vec<Table> {
             s(&svc["proto"]).to_lowercase()
         );
         let c = &src.stats["services"][&key];
-        let backends: Vec<String> = svc["backends"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        let backends: Vec<String> = items(&svc["backends"])
             .map(|b| {
                 let hp = host_port(&s(&b["addr"]), &s(&b["port"]));
                 format!("{hp} ({})", s(&b["weight"]))
@@ -394,50 +381,6 @@ fn bpf(src: &Sources) -> Vec<Table> {
             r
         })
         .collect();
-    let flows: Vec<Vec<String>> = ct["flows"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|f| {
-            vec![
-                s(&f["proto"]).to_uppercase(),
-                s(&f["client"]),
-                s(&f["vip"]),
-                s(&f["backend"]),
-                s(&f["snat"]),
-                s(&f["state"]),
-                s(&f["idle_s"]),
-                format!(
-                    "{}{}",
-                    s(&f["table"]),
-                    if f["paired"] == Value::Bool(false) {
-                        " (one entry)"
-                    } else {
-                        ""
-                    }
-                ),
-            ]
-        })
-        .collect();
-    let snat: Vec<Vec<String>> = ct["snat"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|u| {
-            vec![
-                s(&u["iface"]),
-                s(&u["addr"]),
-                if u["pool"] == Value::Bool(true) {
-                    "pool".into()
-                } else {
-                    "interface".into()
-                },
-                s(&u["flows"]),
-                format!("{}/{}", s(&u["ports_used"]), s(&u["capacity"])),
-                format!("{}/{}", s(&u["busiest_backend"]), s(&u["capacity"])),
-            ]
-        })
-        .collect();
     vec![
         Table {
             title: "XDP SERVICES",
@@ -459,16 +402,36 @@ fn bpf(src: &Sources) -> Vec<Table> {
             columns: &["FAMILY", "TABLE", "STATE", "ENTRIES"],
             rows: entries,
         },
-        Table {
-            title: "XDP CONNTRACK FLOWS",
-            columns: &[
+        Table::of(
+            "XDP CONNTRACK FLOWS",
+            &[
                 "PROTO", "CLIENT", "VIP", "BACKEND", "SNAT", "STATE", "IDLE S", "TABLE",
             ],
-            rows: flows,
-        },
-        Table {
-            title: "XDP SNAT PORTS",
-            columns: &[
+            &ct["flows"],
+            |f| {
+                vec![
+                    s(&f["proto"]).to_uppercase(),
+                    s(&f["client"]),
+                    s(&f["vip"]),
+                    s(&f["backend"]),
+                    s(&f["snat"]),
+                    s(&f["state"]),
+                    s(&f["idle_s"]),
+                    format!(
+                        "{}{}",
+                        s(&f["table"]),
+                        if f["paired"] == Value::Bool(false) {
+                            " (one entry)"
+                        } else {
+                            ""
+                        }
+                    ),
+                ]
+            },
+        ),
+        Table::of(
+            "XDP SNAT PORTS",
+            &[
                 "IFACE",
                 "ADDRESS",
                 "SOURCE",
@@ -476,8 +439,22 @@ fn bpf(src: &Sources) -> Vec<Table> {
                 "PORTS USED",
                 "BUSIEST BACKEND",
             ],
-            rows: snat,
-        },
+            &ct["snat"],
+            |u| {
+                vec![
+                    s(&u["iface"]),
+                    s(&u["addr"]),
+                    if u["pool"] == Value::Bool(true) {
+                        "pool".into()
+                    } else {
+                        "interface".into()
+                    },
+                    s(&u["flows"]),
+                    format!("{}/{}", s(&u["ports_used"]), s(&u["capacity"])),
+                    format!("{}/{}", s(&u["busiest_backend"]), s(&u["capacity"])),
+                ]
+            },
+        ),
     ]
 }
 
@@ -586,7 +563,7 @@ pub fn json(src: &Sources, section: Section) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{json, text, Section, Sources};
 
     fn sources() -> Sources {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/demo");

@@ -7,9 +7,6 @@
 
 use std::net::IpAddr;
 
-#[cfg(test)]
-use std::net::Ipv4Addr;
-
 use crate::plan::Backend;
 
 /// Fixed-key hashes of a backend's identity: offset and skip of its permutation (IPv6 addresses
@@ -84,7 +81,9 @@ pub fn pick(ring: &[u32], hash: u32) -> Option<u32> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use super::{build, pick, Backend};
 
     fn be(n: u8, w: u32) -> Backend {
         Backend {
@@ -154,7 +153,9 @@ mod tests {
 
 #[cfg(test)]
 mod spread {
-    use super::*;
+    use std::net::Ipv4Addr;
+
+    use super::{build, pick, Backend};
 
     /// Sequential client ports (what a Linux client uses) must still spread evenly.
     #[test]

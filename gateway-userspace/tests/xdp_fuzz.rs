@@ -9,128 +9,22 @@
 //! run: `XDP_FUZZ_PACKETS=1000000 cargo test -p gateway-userspace --test xdp_fuzz -- --nocapture`),
 //! `XDP_FUZZ_SEED` the seed (default: fixed, so a failure reproduces). Needs root.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, process::Command};
+use std::collections::BTreeMap;
 
-use gateway::{
-    dataplane::{Dataplane, Mode},
-    plan::{Backend, HashMode, L4Service, LocalPort, NatMode, Plan, Proto},
-};
+use gateway_testpkt::v4;
 use rand::{rngs::SmallRng, Rng, SeedableRng};
 
 const XDP_ACTIONS: [&str; 5] = ["aborted", "drop", "pass", "tx", "redirect"];
 
-const CLIENT: [u8; 4] = [198, 18, 0, 2];
-const VIP: [u8; 4] = [198, 18, 0, 1];
-const NODE_B: [u8; 4] = [198, 18, 1, 1];
-const B1: [u8; 4] = [198, 18, 1, 2];
-const B2: [u8; 4] = [198, 18, 1, 3];
-const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x0c];
-const NODE_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x01];
+// The xdp_prog fixture: its namespace, its plan and addresses.
+#[path = "xdp_prog/fixture.rs"]
+mod fixture;
 
-fn sh(args: &str) {
-    let st = Command::new("sh").arg("-c").arg(args).status().expect("sh");
-    assert!(st.success(), "command failed: {args}");
-}
+use fixture::{env, plan, B1, B2, CLIENT, NODE_B, VIP};
 
-fn svc(port: u16, proto: Proto, nat: NatMode, backends: &[[u8; 4]]) -> L4Service {
-    L4Service {
-        vip: Ipv4Addr::from(VIP).into(),
-        port,
-        proto,
-        nat,
-        hash: HashMode::FiveTuple,
-        backends: backends
-            .iter()
-            .map(|a| Backend {
-                addr: Ipv4Addr::from(*a).into(),
-                port: 9000,
-                weight: 1,
-            })
-            .collect(),
-        origin: "fuzz".into(),
-    }
-}
-
-fn plan() -> Plan {
-    Plan {
-        l4: vec![
-            svc(31400, Proto::Tcp, NatMode::Snat, &[B1, B2]),
-            svc(31401, Proto::Tcp, NatMode::PreserveSource, &[B1]),
-            svc(31402, Proto::Tcp, NatMode::Snat, &[]),
-            svc(5353, Proto::Udp, NatMode::Snat, &[B2]),
-        ],
-        local: vec![LocalPort {
-            vip: Ipv4Addr::from(VIP).into(),
-            port: 80,
-            origin: "fuzz".into(),
-        }],
-        ..Default::default()
-    }
-}
-
-fn csum(data: &[u8], init: u32) -> u16 {
-    let mut sum = init;
-    for c in data.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from_be_bytes([c[0], 0])
-        };
-        sum += w as u32;
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// Ethernet + IPv4 + TCP or UDP with valid checksums.
+/// Ethernet + IPv4 + TCP or UDP with valid checksums and a 4-byte payload.
 fn packet(proto: u8, src: [u8; 4], sport: u16, dst: [u8; 4], dport: u16, flags: u8) -> Vec<u8> {
-    let payload = b"fuzz";
-    let l4_len = if proto == 6 { 20 } else { 8 } + payload.len();
-    let mut p = Vec::new();
-    p.extend_from_slice(&NODE_MAC);
-    p.extend_from_slice(&CLIENT_MAC);
-    p.extend_from_slice(&[0x08, 0x00]);
-    let tot = (20 + l4_len) as u16;
-    let mut ip = vec![
-        0x45,
-        0,
-        (tot >> 8) as u8,
-        tot as u8,
-        0,
-        1,
-        0x40,
-        0,
-        64,
-        proto,
-        0,
-        0,
-    ];
-    ip.extend_from_slice(&src);
-    ip.extend_from_slice(&dst);
-    let c = csum(&ip, 0);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    p.extend_from_slice(&ip);
-    let mut l4 = Vec::new();
-    l4.extend_from_slice(&sport.to_be_bytes());
-    l4.extend_from_slice(&dport.to_be_bytes());
-    if proto == 6 {
-        l4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
-    } else {
-        l4.extend_from_slice(&(l4_len as u16).to_be_bytes());
-        l4.extend_from_slice(&[0, 0]);
-    }
-    l4.extend_from_slice(payload);
-    let mut s = 0u32;
-    for c in src.chunks(2).chain(dst.chunks(2)) {
-        s += u16::from_be_bytes([c[0], c[1]]) as u32;
-    }
-    let c = csum(&l4, s + proto as u32 + l4_len as u32);
-    let off = if proto == 6 { 16 } else { 6 };
-    l4[off..off + 2].copy_from_slice(&c.to_be_bytes());
-    p.extend_from_slice(&l4);
-    p
+    v4::packet(proto, src, sport, dst, dport, flags, b"fuzz")
 }
 
 /// Valid packets of every kind the program tells apart.
@@ -200,25 +94,8 @@ fn mutate(rng: &mut SmallRng, seeds: &[Vec<u8>]) -> Vec<u8> {
 #[test]
 fn random_and_mutated_packets_get_an_accounted_verdict() {
     std::thread::spawn(|| {
-        // SAFETY: geteuid has no preconditions.
-        assert_eq!(unsafe { libc::geteuid() }, 0, "needs root (loads BPF)");
-        // SAFETY: unshare only affects this thread, which owns the namespace until it ends.
-        assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
-        sh("ip link set lo up && ip link add gwf0 type veth peer name gwf1 && ip link set gwf1 up && ip link set gwf0 address 02:00:00:00:00:01 \
-            && ip addr add 198.18.1.1/24 dev gwf0 && ip link set gwf0 up \
-            && ip neigh add 198.18.1.2 lladdr 02:00:00:00:01:02 dev gwf0 nud permanent \
-            && ip neigh add 198.18.1.3 lladdr 02:00:00:00:01:03 dev gwf0 nud permanent");
-        let pin_root =
-            std::path::PathBuf::from(format!("/sys/fs/bpf/gwfuzz-{}", std::process::id()));
-        struct Pins(std::path::PathBuf);
-        impl Drop for Pins {
-            fn drop(&mut self) {
-                let _ = std::fs::remove_dir_all(&self.0);
-            }
-        }
-        let _pins = Pins(pin_root.clone());
-        let mut dp = Dataplane::open(&pin_root, &[], Mode::Auto).expect("load the XDP object");
-        dp.apply(&plan()).expect("apply");
+        let mut e = env(&plan());
+        let dp = &mut e.dp;
 
         let n: u64 = std::env::var("XDP_FUZZ_PACKETS")
             .ok()
@@ -259,7 +136,9 @@ fn random_and_mutated_packets_get_an_accounted_verdict() {
             }
             counted += d;
         }
-        println!("{n} packets (seed {seed}) in {took:?}: actions {actions:?}, verdicts {verdicts:?}");
+        println!(
+            "{n} packets (seed {seed}) in {took:?}: actions {actions:?}, verdicts {verdicts:?}"
+        );
         assert_eq!(
             counted, n,
             "every packet must be counted in exactly one verdict: {verdicts:?}"

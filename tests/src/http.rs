@@ -216,7 +216,7 @@ impl HttpClient {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::parse_response;
 
     #[test]
     fn parses_curl_output() {

@@ -8,23 +8,9 @@ use gateway_tests::{http::HttpClient, wait_until, Agent, Opts, Topology};
 
 #[test]
 fn access_log_and_metrics() -> Result<()> {
-    let topo = Topology::new(
-        "ob",
-        3,
-        Opts {
-            http_backends: true,
-            ..Opts::default()
-        },
-    )?;
     let log = tempfile::NamedTempFile::new()?;
     let log_path = log.path().to_string_lossy().to_string();
-    let files = gateway_tests::manifests::demo_files()?;
-    let files: Vec<(&str, String)> = files.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
-    let agent = Agent::start_with(
-        &topo,
-        &files,
-        &["--vip", "198.18.0.1", "--access-log", &log_path],
-    )?;
+    let (topo, agent) = demo_agent("ob", 3, &["--access-log", &log_path])?;
 
     let http = HttpClient::new(topo.client.name());
     let ok = http.get("http://198.18.0.1:8080/v1/x", &["user-agent: observe-test"])?;
@@ -218,21 +204,7 @@ fn wait_lines(path: &std::path::Path, n: usize) -> Result<String> {
 fn status_metrics_ports_and_drain() -> Result<()> {
     // Three backends: the demo's default route sends 10% to v2 (198.18.13.2), and with fewer
     // backends that endpoint does not exist, so /debug-me below got a 503 one time in ten.
-    let topo = Topology::new(
-        "pr",
-        3,
-        Opts {
-            http_backends: true,
-            ..Opts::default()
-        },
-    )?;
-    let files = gateway_tests::manifests::demo_files()?;
-    let files: Vec<(&str, String)> = files.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
-    let agent = Agent::start_with(
-        &topo,
-        &files,
-        &["--vip", "198.18.0.1", "--drain-duration", "700ms"],
-    )?;
+    let (topo, agent) = demo_agent("pr", 3, &["--drain-duration", "700ms"])?;
     let http = HttpClient::new(topo.client.name());
     let ready = http.get("http://198.18.0.1:15021/healthz/ready", &[])?;
     ensure!(
@@ -315,27 +287,10 @@ fn status_metrics_ports_and_drain() -> Result<()> {
 /// the shutdown timeout.
 #[test]
 fn sigterm_drains_requests_in_flight() -> Result<()> {
-    let topo = Topology::new(
+    let (topo, mut agent) = demo_agent(
         "st",
         3,
-        Opts {
-            http_backends: true,
-            ..Opts::default()
-        },
-    )?;
-    let files = gateway_tests::manifests::demo_files()?;
-    let files: Vec<(&str, String)> = files.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
-    let mut agent = Agent::start_with(
-        &topo,
-        &files,
-        &[
-            "--vip",
-            "198.18.0.1",
-            "--drain-duration",
-            "1s",
-            "--shutdown-timeout",
-            "8s",
-        ],
+        &["--drain-duration", "1s", "--shutdown-timeout", "8s"],
     )?;
     let http = HttpClient::new(topo.client.name());
     ensure!(http.get("http://198.18.0.1:8080/x", &[])?.status == 200);
@@ -431,28 +386,7 @@ fn sigterm_drains_requests_in_flight() -> Result<()> {
 /// right after the signal.
 #[test]
 fn sighup_reloads_now() -> Result<()> {
-    let topo = Topology::new(
-        "hu",
-        3,
-        Opts {
-            http_backends: true,
-            ..Opts::default()
-        },
-    )?;
-    let files = gateway_tests::manifests::demo_files()?;
-    let files: Vec<(&str, String)> = files.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
-    let agent = Agent::start_with(
-        &topo,
-        &files,
-        &[
-            "--vip",
-            "198.18.0.1",
-            "--reload-ms",
-            "3600000",
-            "--log-format",
-            "json",
-        ],
-    )?;
+    let (topo, agent) = demo_agent("hu", 3, &["--reload-ms", "3600000", "--log-format", "json"])?;
     // --log-format json: every line of the agent's own log is one JSON object.
     let log = agent.log();
     ensure!(
@@ -479,9 +413,10 @@ fn sighup_reloads_now() -> Result<()> {
             && first["compile_ms"].as_f64().is_some_and(|ms| ms > 0.0),
         "revision: {first}"
     );
+    let files = gateway_tests::manifests::demo_files()?;
     let changed: Vec<(&str, String)> = files
         .iter()
-        .map(|(n, c)| (*n, c.replace("status: 418", "status: 419")))
+        .map(|(n, c)| (n.as_str(), c.replace("status: 418", "status: 419")))
         .collect();
     ensure!(changed.iter().any(|(_, c)| c.contains("status: 419")));
     agent.write_config(&changed)?;
@@ -554,10 +489,7 @@ fn sighup_reloads_now() -> Result<()> {
 /// preStop hook) drains only the one it is pointed at, while the other keeps serving.
 #[test]
 fn hand_over_each_agent_answers_for_itself_on_its_own_socket() -> Result<()> {
-    let topo = Topology::new("sg", 1, Opts::http_backends())?;
-    let files = gateway_tests::manifests::demo_files()?;
-    let files: Vec<(&str, String)> = files.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
-    let mut agent = Agent::start_with(&topo, &files, &["--vip", "198.18.0.1"])?;
+    let (topo, mut agent) = demo_agent("sg", 1, &[])?;
     let http = HttpClient::new(topo.client.name());
     let url = "http://198.18.0.1:8080/v1/x";
     let old_socket = format!("unix:{}", agent.own_socket().display());
@@ -612,4 +544,16 @@ fn ready(agent: &Agent, admin: &str) -> Result<i32> {
 
 fn agent_admin(agent: &Agent) -> String {
     format!("unix:{}", agent.own_socket().display())
+}
+
+/// A topology `tag` with `backends` HTTP backends, and an agent on the demo config for the VIP
+/// 198.18.0.1 with the flags `extra`.
+fn demo_agent(tag: &str, backends: usize, extra: &[&str]) -> Result<(Topology, Agent)> {
+    let topo = Topology::new(tag, backends, Opts::http_backends())?;
+    let files = gateway_tests::manifests::demo_files()?;
+    let files: Vec<(&str, String)> = files.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
+    let mut args = vec!["--vip", "198.18.0.1"];
+    args.extend_from_slice(extra);
+    let agent = Agent::start_with(&topo, &files, &args)?;
+    Ok((topo, agent))
 }

@@ -268,7 +268,7 @@ where
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{ct_flags, snat_of, state_of, CtCounts, CtState, CtValueOf, FlowKeyOf, PROTO_TCP};
 
     #[test]
     fn states_follow_flags_and_table() {

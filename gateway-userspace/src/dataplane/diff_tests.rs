@@ -1,14 +1,21 @@
 //! Unit tests of the pure apply diff: no root, no maps.
 
 use std::{
-    net::Ipv4Addr,
+    collections::{BTreeMap, BTreeSet},
+    net::{IpAddr, Ipv4Addr},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use gateway_common::{port_flags, svc_flags, MAGLEV_RING, PROTO_TCP, PROTO_UDP};
+use gateway_common::{port_flags, svc_flags, ServiceValue, MAGLEV_RING, PROTO_TCP, PROTO_UDP};
 
-use super::*;
-use crate::plan::{Backend, HashMode, L4Service, LocalPort, NatMode, Plan, Proto};
+use super::{
+    diff, expire, port_ops, service_key, sync_hash, Applied, BackendKey, Diff, Op, State, SvcKey,
+};
+use crate::{
+    maglev,
+    plan::{Backend, HashMode, L4Service, LocalPort, NatMode, Plan, Proto},
+};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 

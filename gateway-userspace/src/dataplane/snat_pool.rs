@@ -153,7 +153,7 @@ impl Dataplane {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{parse, NAT_PORT_MAX, NAT_PORT_MIN};
 
     #[test]
     fn parses_pools_and_names_what_is_wrong() {

@@ -10,16 +10,12 @@ use gateway::{
 };
 
 use super::{
-    env, packet, parse, plan, sh, svc, verdict, Env, ACK, B1, NODE_B, SYN, VIP, XDP_REDIRECT,
+    env, packet, parse, plan, run, sh, svc, verdict, Env, ACK, B1, NODE_B, SYN, VIP, XDP_REDIRECT,
     XDP_TX,
 };
 
 const FIN: u8 = 0x01;
 const RST: u8 = 0x04;
-
-fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(f).join().unwrap()
-}
 
 fn entries(e: &Env, table: &str, state: &str) -> u64 {
     let st = e.dp.stats().unwrap();

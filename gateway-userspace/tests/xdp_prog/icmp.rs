@@ -8,10 +8,15 @@ use std::net::Ipv6Addr;
 
 use super::ipv6 as v6;
 use super::{
-    csum, env, env_on, ifindex, packet, parse, plan, pseudo, verdict, with_ttl, ACK, B1, B2,
-    CLIENT, CLIENT_MAC, NODE_B, NODE_MAC, SYN, VIP, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX,
+    env, env_on, ifindex, packet, parse, plan, verdict, with_ttl, ACK, B1, B2, CLIENT, CLIENT_MAC,
+    NODE_B, NODE_MAC, SYN, VIP, XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX,
 };
 use gateway::dataplane::Mode;
+use gateway_testpkt::{
+    v4::{icmp as icmp4, parse_icmp as parse_icmp4, quoted as quoted4},
+    v6::{self as frame6, parse_icmp as parse_icmp6, quoted as quoted6},
+    vlan,
+};
 
 /// A router on the backends' side, and one on the clients' side.
 const R: [u8; 4] = [198, 18, 1, 9];
@@ -23,110 +28,6 @@ const MTU4: [u8; 4] = [0, 0, 0x05, 0x78];
 const MTU6: [u8; 4] = [0, 0, 0x05, 0x00];
 
 // ---- IPv4 ----
-
-/// Ethernet + IPv4 (TTL `ttl`) from `src` to `dst` + ICMP `ty`/`code`/`rest` + `quote`.
-fn icmp4(
-    src: [u8; 4],
-    dst: [u8; 4],
-    ttl: u8,
-    ty: u8,
-    code: u8,
-    rest: [u8; 4],
-    quote: &[u8],
-) -> Vec<u8> {
-    let tot = (20 + 8 + quote.len()) as u16;
-    let mut p = Vec::new();
-    p.extend_from_slice(&NODE_MAC);
-    p.extend_from_slice(&CLIENT_MAC);
-    p.extend_from_slice(&[0x08, 0x00]);
-    let mut ip = vec![
-        0x45,
-        0,
-        (tot >> 8) as u8,
-        tot as u8,
-        0,
-        2,
-        0,
-        0,
-        ttl,
-        1,
-        0,
-        0,
-    ];
-    ip.extend_from_slice(&src);
-    ip.extend_from_slice(&dst);
-    let c = csum(&ip, 0);
-    ip[10..12].copy_from_slice(&c.to_be_bytes());
-    p.extend_from_slice(&ip);
-    let mut m = vec![ty, code, 0, 0];
-    m.extend_from_slice(&rest);
-    m.extend_from_slice(quote);
-    let c = csum(&m, 0);
-    m[2..4].copy_from_slice(&c.to_be_bytes());
-    p.extend_from_slice(&m);
-    p
-}
-
-#[derive(Debug)]
-struct Msg<A> {
-    smac: [u8; 6],
-    dmac: [u8; 6],
-    src: A,
-    dst: A,
-    hops: u8,
-    ty: u8,
-    code: u8,
-    rest: [u8; 4],
-    quote: Vec<u8>,
-}
-
-/// An ICMP message out of the program, its IPv4 header checksum and ICMP checksum checked.
-fn parse_icmp4(p: &[u8]) -> Msg<[u8; 4]> {
-    assert_eq!(&p[12..14], &[0x08, 0x00]);
-    let ip = &p[14..34];
-    assert_eq!(csum(ip, 0), 0, "IPv4 header checksum invalid");
-    assert_eq!((ip[0], ip[9]), (0x45, 1), "IPv4 without options, ICMP");
-    assert_eq!(
-        u16::from_be_bytes([ip[2], ip[3]]) as usize,
-        p.len() - 14,
-        "total length"
-    );
-    let m = &p[34..];
-    assert_eq!(csum(m, 0), 0, "ICMP checksum invalid");
-    Msg {
-        dmac: p[0..6].try_into().unwrap(),
-        smac: p[6..12].try_into().unwrap(),
-        src: ip[12..16].try_into().unwrap(),
-        dst: ip[16..20].try_into().unwrap(),
-        hops: ip[8],
-        ty: m[0],
-        code: m[1],
-        rest: m[4..8].try_into().unwrap(),
-        quote: m[8..].to_vec(),
-    }
-}
-
-/// The quoted IPv4 packet's addresses and ports; its header checksum is checked, and its L4
-/// checksum too when the quote holds the whole segment.
-fn quoted4(q: &[u8]) -> ([u8; 4], u16, [u8; 4], u16) {
-    assert_eq!(csum(&q[..20], 0), 0, "quoted IPv4 header checksum invalid");
-    let (src, dst): ([u8; 4], [u8; 4]) =
-        (q[12..16].try_into().unwrap(), q[16..20].try_into().unwrap());
-    let l4 = &q[20..];
-    if u16::from_be_bytes([q[2], q[3]]) as usize == q.len() {
-        assert_eq!(
-            csum(l4, pseudo(&src, &dst, q[9], l4.len())),
-            0,
-            "quoted L4 checksum invalid"
-        );
-    }
-    (
-        src,
-        u16::from_be_bytes([l4[0], l4[1]]),
-        dst,
-        u16::from_be_bytes([l4[2], l4[3]]),
-    )
-}
 
 #[test]
 fn icmp_errors_about_a_snat_flow_are_translated_both_ways() {
@@ -366,15 +267,8 @@ fn vlan_tagged_frames_pass_counted() {
     std::thread::spawn(|| {
         let mut e = env(&plan());
         let plain = packet(6, CLIENT, 40300, VIP, 31400, SYN, b"");
-        let tag = |tpid: [u8; 2], inner: &[u8]| {
-            let mut f = inner[..12].to_vec();
-            f.extend_from_slice(&tpid);
-            f.extend_from_slice(&[0x00, 0x64]); // VLAN 100
-            f.extend_from_slice(&inner[12..]);
-            f
-        };
-        let dot1q = tag([0x81, 0x00], &plain);
-        let qinq = tag([0x88, 0xa8], &dot1q);
+        let dot1q = vlan([0x81, 0x00], &plain);
+        let qinq = vlan([0x88, 0xa8], &dot1q);
         for f in [&dot1q, &qinq] {
             let (action, got, _) = e.dp.test_run(f).unwrap();
             assert_eq!((action, &got), (XDP_PASS, f));
@@ -388,73 +282,9 @@ fn vlan_tagged_frames_pass_counted() {
 
 // ---- IPv6 ----
 
-/// Ethernet + IPv6 (hop limit `hops`) from `src` to `dst` + ICMPv6 `ty`/`code`/`rest` + `quote`.
+/// [`frame6::icmp`] with the addresses written as text.
 fn icmp6(src: &str, dst: &str, hops: u8, ty: u8, code: u8, rest: [u8; 4], quote: &[u8]) -> Vec<u8> {
-    let (s, d) = (v6::a6(src), v6::a6(dst));
-    let len = 8 + quote.len();
-    let mut p = Vec::new();
-    p.extend_from_slice(&v6::NODE_MAC);
-    p.extend_from_slice(&v6::CLIENT_MAC);
-    p.extend_from_slice(&[0x86, 0xdd]);
-    p.extend_from_slice(&[0x60, 0, 0, 0, (len >> 8) as u8, len as u8, 58, hops]);
-    p.extend_from_slice(&s);
-    p.extend_from_slice(&d);
-    let mut m = vec![ty, code, 0, 0];
-    m.extend_from_slice(&rest);
-    m.extend_from_slice(quote);
-    let c = v6::csum(&m, v6::pseudo(&s, &d, 58, len));
-    m[2..4].copy_from_slice(&c.to_be_bytes());
-    p.extend_from_slice(&m);
-    p
-}
-
-/// An ICMPv6 message out of the program, its checksum (pseudo-header included) checked.
-fn parse_icmp6(p: &[u8]) -> Msg<Ipv6Addr> {
-    assert_eq!(&p[12..14], &[0x86, 0xdd]);
-    let ip = &p[14..54];
-    assert_eq!((ip[0] >> 4, ip[6]), (6, 58));
-    assert_eq!(u16::from_be_bytes([ip[4], ip[5]]) as usize, p.len() - 54);
-    let (s, d): ([u8; 16], [u8; 16]) = (
-        ip[8..24].try_into().unwrap(),
-        ip[24..40].try_into().unwrap(),
-    );
-    let m = &p[54..];
-    assert_eq!(
-        v6::csum(m, v6::pseudo(&s, &d, 58, m.len())),
-        0,
-        "ICMPv6 checksum invalid"
-    );
-    Msg {
-        dmac: p[0..6].try_into().unwrap(),
-        smac: p[6..12].try_into().unwrap(),
-        src: s.into(),
-        dst: d.into(),
-        hops: ip[7],
-        ty: m[0],
-        code: m[1],
-        rest: m[4..8].try_into().unwrap(),
-        quote: m[8..].to_vec(),
-    }
-}
-
-/// The quoted IPv6 packet's addresses and ports, its L4 checksum checked when whole.
-fn quoted6(q: &[u8]) -> (Ipv6Addr, u16, Ipv6Addr, u16) {
-    let (s, d): ([u8; 16], [u8; 16]) =
-        (q[8..24].try_into().unwrap(), q[24..40].try_into().unwrap());
-    let l4 = &q[40..];
-    if u16::from_be_bytes([q[4], q[5]]) as usize == l4.len() {
-        assert_eq!(
-            v6::csum(l4, v6::pseudo(&s, &d, q[6], l4.len())),
-            0,
-            "quoted L4 checksum invalid"
-        );
-    }
-    (
-        s.into(),
-        u16::from_be_bytes([l4[0], l4[1]]),
-        d.into(),
-        u16::from_be_bytes([l4[2], l4[3]]),
-    )
+    frame6::icmp(v6::a6(src), v6::a6(dst), hops, ty, code, rest, quote)
 }
 
 fn a(s: &str) -> Ipv6Addr {

@@ -6,23 +6,25 @@
 //!
 //! Each test runs in a private network namespace (unshare on its own thread) holding a veth
 //! towards the backends (2001:db8:1::/64) with permanent neighbour entries, so FIB lookups
-//! resolve without any traffic. Needs root; fails (does not skip) without it.
+//! resolve without any traffic (the fixture's [`Net::Dual`]). Needs root; fails (does not
+//! skip) without it.
 
-use std::{
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    process::Command,
-    sync::atomic::{AtomicU32, Ordering},
-};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use gateway::{
-    dataplane::{Dataplane, Mode},
-    plan::{Backend, HashMode, L4Service, LocalPort, NatMode, Plan, Proto},
+    dataplane::Mode,
+    plan::{L4Service, LocalPort, NatMode, Plan, Proto},
+};
+use gateway_testpkt::{seed, v6 as frame6};
+
+use super::{ifindex, service, sh, Env, Net, PinDir};
+pub(super) use super::{run, verdict};
+pub(super) use gateway_testpkt::{
+    v6::{parse, Ext, NEXTHDR_DEST, NEXTHDR_ESP, NEXTHDR_FRAGMENT, NEXTHDR_HOP, NEXTHDR_ROUTING},
+    ACK, CLIENT_MAC, NODE_MAC, SYN,
 };
 
-const XDP_DROP: u32 = 1;
-const XDP_PASS: u32 = 2;
-const XDP_TX: u32 = 3;
-const XDP_REDIRECT: u32 = 4;
+use super::{XDP_DROP, XDP_PASS, XDP_REDIRECT, XDP_TX};
 
 pub(super) const CLIENT: &str = "2001:db8::2";
 pub(super) const VIP: &str = "2001:db8::1";
@@ -31,80 +33,22 @@ pub(super) const B1: &str = "2001:db8:1::2";
 pub(super) const B2: &str = "2001:db8:1::3";
 const VIP4: [u8; 4] = [198, 18, 0, 1];
 const B4: [u8; 4] = [198, 18, 1, 2];
-pub(super) const CLIENT_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x0c];
-pub(super) const NODE_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x01];
-
-pub(super) const SYN: u8 = 0x02;
-pub(super) const ACK: u8 = 0x10;
-const NEXTHDR_HOP: u8 = 0;
-const NEXTHDR_ROUTING: u8 = 43;
-const NEXTHDR_FRAGMENT: u8 = 44;
-const NEXTHDR_DEST: u8 = 60;
-const NEXTHDR_ESP: u8 = 50;
-
-static SEQ: AtomicU32 = AtomicU32::new(0);
 
 pub(super) fn a6(s: &str) -> [u8; 16] {
     s.parse::<Ipv6Addr>().unwrap().octets()
 }
 
-/// A dataplane with no interfaces attached, in a fresh network namespace; pins removed on drop.
-pub(super) struct Env {
-    pub(super) dp: Dataplane,
-    pin_root: std::path::PathBuf,
-}
-
-impl Drop for Env {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.pin_root);
-    }
-}
-
-fn sh(args: &str) {
-    let st = Command::new("sh").arg("-c").arg(args).status().expect("sh");
-    assert!(st.success(), "command failed: {args}");
-}
-
+/// [`Net::Dual`], nothing attached.
 pub(super) fn env(plan: &Plan) -> Env {
     env_on(plan, &[])
 }
 
 /// [`env`] with XDP attached (mode auto) to `ifaces` of the test namespace.
 pub(super) fn env_on(plan: &Plan, ifaces: &[&str]) -> Env {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    assert_eq!(euid, 0, "these tests load BPF programs: run them as root");
-    // SAFETY: unshare only affects this test's thread, which owns the namespace until it ends.
-    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(rc, 0, "unshare(CLONE_NEWNET)");
-    // IPv6 forwarding stays off in the namespace: only the program forwards. `nodad`: the
-    // address is usable at once (no duplicate address detection).
-    sh(
-        "ip link set lo up && ip link add gwd0 type veth peer name gwd1 && ip link set gwd1 up \
-        && ip link set gwd0 address 02:00:00:00:00:01 \
-        && ip -6 addr add 2001:db8:1::1/64 dev gwd0 nodad && ip addr add 198.18.1.1/24 dev gwd0 \
-        && ip link set gwd0 up \
-        && ip -6 neigh add 2001:db8:1::2 lladdr 02:00:00:00:01:02 dev gwd0 nud permanent \
-        && ip -6 neigh add 2001:db8:1::3 lladdr 02:00:00:00:01:03 dev gwd0 nud permanent \
-        && ip neigh add 198.18.1.2 lladdr 02:00:00:00:01:42 dev gwd0 nud permanent",
-    );
-    assert_eq!(
-        std::fs::read_to_string("/proc/sys/net/ipv6/conf/all/forwarding")
-            .unwrap()
-            .trim(),
-        "0"
-    );
-    let pin_root = std::path::PathBuf::from(format!(
-        "/sys/fs/bpf/gwunit6-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::SeqCst)
-    ));
-    let ifaces: Vec<String> = ifaces.iter().map(|s| s.to_string()).collect();
-    let mut dp = Dataplane::open(&pin_root, &ifaces, Mode::Auto).expect("load the XDP object");
-    dp.apply(plan).expect("apply plan");
-    Env { dp, pin_root }
+    Env::open(Net::Dual, PinDir::new("gwunit6"), plan, ifaces, Mode::Auto)
 }
 
+/// [`super::service`] with backends of weight 1.
 pub(super) fn svc(
     vip: IpAddr,
     port: u16,
@@ -112,22 +56,8 @@ pub(super) fn svc(
     nat: NatMode,
     backends: &[IpAddr],
 ) -> L4Service {
-    L4Service {
-        vip,
-        port,
-        proto,
-        nat,
-        hash: HashMode::FiveTuple,
-        backends: backends
-            .iter()
-            .map(|a| Backend {
-                addr: *a,
-                port: 9000,
-                weight: 1,
-            })
-            .collect(),
-        origin: "test".into(),
-    }
+    let backends: Vec<(IpAddr, u32)> = backends.iter().map(|&a| (a, 1)).collect();
+    service(vip, port, proto, nat, &backends)
 }
 
 pub(super) fn ip(s: &str) -> IpAddr {
@@ -162,37 +92,11 @@ pub(super) fn plan() -> Plan {
 
 // ---- packets ----
 
-pub(super) fn csum(data: &[u8], init: u32) -> u16 {
-    let mut sum = init;
-    for c in data.chunks(2) {
-        let w = if c.len() == 2 {
-            u16::from_be_bytes([c[0], c[1]])
-        } else {
-            u16::from_be_bytes([c[0], 0])
-        };
-        sum += w as u32;
-    }
-    while sum >> 16 != 0 {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
-/// The IPv6 pseudo-header sum (RFC 8200 8.1), unfolded.
-pub(super) fn pseudo(src: &[u8], dst: &[u8], proto: u8, len: usize) -> u32 {
-    let mut s = 0u32;
-    for c in src.chunks(2).chain(dst.chunks(2)) {
-        s += u16::from_be_bytes([c[0], c[1]]) as u32;
-    }
-    s + proto as u32 + (len >> 16) as u32 + (len & 0xffff) as u32
-}
-
-/// One extension header: its type and its body after the next-header and length bytes (padded
-/// to a multiple of 8 with the two bytes).
-pub(super) struct Ext(u8, Vec<u8>);
-
-/// Ethernet + IPv6 (hop limit 64) + extension headers + TCP or UDP with a correct checksum.
-#[allow(clippy::too_many_arguments)]
+/// [`frame6::packet`] with the addresses written as text.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the fields of the frame, in the order a packet lists them"
+)]
 pub(super) fn packet6(
     proto: u8,
     src: &str,
@@ -203,47 +107,16 @@ pub(super) fn packet6(
     payload: &[u8],
     exts: &[Ext],
 ) -> Vec<u8> {
-    let (src, dst) = (a6(src), a6(dst));
-    let mut l4 = Vec::new();
-    l4.extend_from_slice(&sport.to_be_bytes());
-    l4.extend_from_slice(&dport.to_be_bytes());
-    let l4_len = if proto == 6 { 20 } else { 8 } + payload.len();
-    if proto == 6 {
-        l4.extend_from_slice(&[
-            0, 0, 0, 1, 0, 0, 0, 0, 0x50, tcp_flags, 0xff, 0xff, 0, 0, 0, 0,
-        ]);
-    } else {
-        l4.extend_from_slice(&(l4_len as u16).to_be_bytes());
-        l4.extend_from_slice(&[0, 0]);
-    }
-    l4.extend_from_slice(payload);
-    let c = csum(&l4, pseudo(&src, &dst, proto, l4_len));
-    let off = if proto == 6 { 16 } else { 6 };
-    l4[off..off + 2].copy_from_slice(&c.to_be_bytes());
-
-    let mut ext = Vec::new();
-    for (i, Ext(_, body)) in exts.iter().enumerate() {
-        let next = exts.get(i + 1).map_or(proto, |e| e.0);
-        assert_eq!((body.len() + 2) % 8, 0, "extension header body padded to 8");
-        ext.push(next);
-        ext.push(((body.len() + 2) / 8 - 1) as u8);
-        ext.extend_from_slice(body);
-    }
-    let first = exts.first().map_or(proto, |e| e.0);
-
-    let mut p = Vec::new();
-    p.extend_from_slice(&NODE_MAC);
-    p.extend_from_slice(&CLIENT_MAC);
-    p.extend_from_slice(&[0x86, 0xdd]);
-    p.extend_from_slice(&[0x60, 0, 0, 0]);
-    p.extend_from_slice(&((ext.len() + l4.len()) as u16).to_be_bytes());
-    p.push(first);
-    p.push(64);
-    p.extend_from_slice(&src);
-    p.extend_from_slice(&dst);
-    p.extend_from_slice(&ext);
-    p.extend_from_slice(&l4);
-    p
+    frame6::packet(
+        proto,
+        a6(src),
+        sport,
+        a6(dst),
+        dport,
+        tcp_flags,
+        payload,
+        exts,
+    )
 }
 
 pub(super) fn tcp(
@@ -257,62 +130,8 @@ pub(super) fn tcp(
     packet6(6, src, sport, dst, dport, flags, payload, &[])
 }
 
-pub(super) struct Parsed {
-    pub(super) smac: [u8; 6],
-    pub(super) dmac: [u8; 6],
-    pub(super) src: Ipv6Addr,
-    pub(super) dst: Ipv6Addr,
-    pub(super) hop_limit: u8,
-    pub(super) sport: u16,
-    pub(super) dport: u16,
-}
-
-/// Parses an output packet (walking its extension headers) and asserts its L4 checksum.
-pub(super) fn parse(p: &[u8]) -> Parsed {
-    assert_eq!(&p[12..14], &[0x86, 0xdd]);
-    let ip = &p[14..54];
-    assert_eq!(ip[0] >> 4, 6);
-    let payload_len = u16::from_be_bytes([ip[4], ip[5]]) as usize;
-    assert_eq!(payload_len, p.len() - 54, "payload length");
-    let (src, dst): ([u8; 16], [u8; 16]) = (
-        ip[8..24].try_into().unwrap(),
-        ip[24..40].try_into().unwrap(),
-    );
-    let mut next = ip[6];
-    let mut off = 54;
-    while matches!(next, NEXTHDR_HOP | NEXTHDR_ROUTING | NEXTHDR_DEST) {
-        next = p[off];
-        off += (p[off + 1] as usize + 1) * 8;
-    }
-    let l4 = &p[off..];
-    let udp_no_csum = next == 17 && l4[6] == 0 && l4[7] == 0;
-    assert!(!udp_no_csum, "IPv6 UDP needs a checksum");
-    assert_eq!(
-        csum(l4, pseudo(&src, &dst, next, l4.len())),
-        0,
-        "L4 checksum invalid"
-    );
-    Parsed {
-        dmac: p[0..6].try_into().unwrap(),
-        smac: p[6..12].try_into().unwrap(),
-        src: src.into(),
-        dst: dst.into(),
-        hop_limit: ip[7],
-        sport: u16::from_be_bytes([l4[0], l4[1]]),
-        dport: u16::from_be_bytes([l4[2], l4[3]]),
-    }
-}
-
 pub(super) fn v6(s: &str) -> Ipv6Addr {
     s.parse().unwrap()
-}
-
-pub(super) fn verdict(e: &Env, name: &str) -> u64 {
-    e.dp.stats().unwrap().verdicts[name].packets
-}
-
-pub(super) fn run<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    std::thread::spawn(f).join().unwrap()
 }
 
 // ---- tests ----
@@ -577,16 +396,9 @@ fn dual_stack_service_keeps_families_apart() {
         assert!(parse(&out).dst.segments()[0] == 0x2001);
         // IPv4 to the same port of the IPv4 VIP (minimal IPv4 SYN, checksums not checked by
         // the program's parse, only updated).
-        let mut p4 = Vec::new();
-        p4.extend_from_slice(&NODE_MAC);
-        p4.extend_from_slice(&CLIENT_MAC);
-        p4.extend_from_slice(&[0x08, 0x00]);
-        p4.extend_from_slice(&[0x45, 0, 0, 40, 0, 1, 0x40, 0, 64, 6, 0, 0]);
-        p4.extend_from_slice(&[198, 18, 0, 2]);
-        p4.extend_from_slice(&VIP4);
-        p4.extend_from_slice(&40500u16.to_be_bytes());
-        p4.extend_from_slice(&31400u16.to_be_bytes());
-        p4.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0x50, SYN, 0xff, 0xff, 0, 0, 0, 0]);
+        let mut p4 = gateway_testpkt::v4::packet(6, [198, 18, 0, 2], 40500, VIP4, 31400, SYN, b"");
+        p4[24..26].copy_from_slice(&[0, 0]);
+        p4[50..52].copy_from_slice(&[0, 0]);
         let (action, out, _) = e.dp.test_run(&p4).unwrap();
         assert_eq!(action, XDP_REDIRECT);
         assert_eq!(&out[30..34], &B4, "IPv4 VIP -> IPv4 backend");
@@ -631,12 +443,6 @@ fn ipv6_backends_resolve_and_unresolved_ones_are_reported() {
     })
 }
 
-fn ifindex(name: &str) -> u32 {
-    let c = std::ffi::CString::new(name).unwrap();
-    // SAFETY: c is a NUL-terminated name that outlives the call.
-    unsafe { libc::if_nametoindex(c.as_ptr()) }
-}
-
 /// A veth peer with TX checksum offload leaves only the IPv6 pseudo-header sum in the L4
 /// field; in generic mode the rewritten packet must carry the seed of the new pseudo-header.
 #[test]
@@ -650,8 +456,7 @@ fn ipv6_partial_checksums_keep_a_valid_seed_in_generic_mode() {
             let mut pkt = packet6(proto, CLIENT, 40700, VIP, port, flags, b"data", &[]);
             let off = 54 + if proto == 6 { 16 } else { 6 };
             let l4_len = pkt.len() - 54;
-            let seed =
-                |p: &[u8], len: usize| !csum(&[], pseudo(&p[22..38], &p[38..54], proto, len));
+            let seed = |p: &[u8], len: usize| seed(&p[22..38], &p[38..54], proto, len);
             let s = seed(&pkt, l4_len);
             pkt[off..off + 2].copy_from_slice(&s.to_be_bytes());
             let (action, out, _) = e.dp.test_run_on(&pkt, gwd0).unwrap();

@@ -17,7 +17,6 @@
 mod baseline;
 mod l4;
 mod l7;
-mod packet;
 mod scale;
 mod tls;
 mod util;
