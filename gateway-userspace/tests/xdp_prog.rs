@@ -23,6 +23,8 @@ mod conntrack;
 mod icmp;
 #[path = "xdp_prog/ipv6.rs"]
 mod ipv6;
+#[path = "xdp_prog/maglev_mmap.rs"]
+mod maglev_mmap;
 
 const XDP_DROP: u32 = 1;
 const XDP_PASS: u32 = 2;
