@@ -8,7 +8,7 @@ use aya_ebpf::{
 use gateway_common::{
     Addr6, Backend, Backend6, Counters, CtValue, CtValue6, FlowCounters, FlowKey, FlowKey6, IfAddr,
     ServiceKey, ServiceKey6, ServiceValue, SnatPool, CONNTRACK6_MAX, CONNTRACK6_NEW_MAX,
-    CONNTRACK_MAX, CONNTRACK_NEW_MAX, MAGLEV_RING, MAX_ADDRS, MAX_BACKENDS, MAX_IFADDRS, MAX_RINGS,
+    CONNTRACK_MAX, CONNTRACK_NEW_MAX, MAGLEV_MAP_FLAGS, MAGLEV_RING, MAX_ADDRS, MAX_BACKENDS, MAX_IFADDRS, MAX_RINGS,
     MAX_SERVICES,
 };
 
@@ -27,9 +27,10 @@ pub static SERVICES: HashMap<ServiceKey, ServiceValue> = HashMap::pinned(MAX_SER
 #[map]
 pub static BACKENDS: Array<Backend> = Array::pinned(MAX_BACKENDS, 0);
 
-/// Rings of `MAGLEV_RING` backend ids, `MAX_RINGS` of them back to back.
+/// Rings of `MAGLEV_RING` backend ids, `MAX_RINGS` of them back to back. Mmapable: the agent
+/// writes rings through a shared mapping (`MAGLEV_MAP_FLAGS`).
 #[map]
-pub static MAGLEV: Array<u32> = Array::pinned(MAX_RINGS * MAGLEV_RING, 0);
+pub static MAGLEV: Array<u32> = Array::pinned(MAX_RINGS * MAGLEV_RING, MAGLEV_MAP_FLAGS);
 
 /// Shared (not per-CPU): a flow's reply may arrive on another CPU than its request.
 #[map]

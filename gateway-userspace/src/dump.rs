@@ -381,7 +381,42 @@ fn bpf(src: &Sources) -> Vec<Table> {
             r
         })
         .collect();
+    // The program's verifier figures (absent on the userspace path, whose stats are empty).
+    let p = &src.stats["program"];
+    let program: Vec<Vec<String>> = if p.is_object() {
+        let limit = p["verifier_limit"].as_u64().unwrap_or(0);
+        let headroom = match p["verified_insns"].as_u64() {
+            Some(n) if limit > 0 => format!(
+                "{} ({:.1}%)",
+                limit.saturating_sub(n),
+                100.0 * limit.saturating_sub(n) as f64 / limit as f64
+            ),
+            _ => "-".into(),
+        };
+        vec![vec![
+            s(&p["name"]),
+            s(&p["verified_insns"]),
+            s(&p["verifier_limit"]),
+            headroom,
+            s(&p["insns"]),
+            s(&p["jited_bytes"]),
+        ]]
+    } else {
+        Vec::new()
+    };
     vec![
+        Table {
+            title: "XDP PROGRAM",
+            columns: &[
+                "PROGRAM",
+                "VERIFIED INSNS",
+                "LIMIT",
+                "HEADROOM",
+                "INSNS",
+                "JITED BYTES",
+            ],
+            rows: program,
+        },
         Table {
             title: "XDP SERVICES",
             columns: &["SERVICE", "NAT", "BACKENDS (WEIGHT)", "PACKETS", "BYTES"],
@@ -581,7 +616,8 @@ mod tests {
             }),
             clusters: json!({"clusters": [{"name": "outbound|8000|v1|web.demo.local", "lb": "LeastRequest", "rq_active": 0,
                 "hosts": [{"address": "198.18.11.2:8000", "weight": 1, "rq_active": 0, "health": "healthy", "ejections": 0}]}]}),
-            stats: json!({"services": {"198.18.0.1:31400/tcp": {"packets": 7, "bytes": 420}}, "backends": {}, "verdicts": {"tx": {"packets": 7, "bytes": 420}}}),
+            stats: json!({"services": {"198.18.0.1:31400/tcp": {"packets": 7, "bytes": 420}}, "backends": {}, "verdicts": {"tx": {"packets": 7, "bytes": 420}},
+                "program": {"name": "gateway_xdp", "verified_insns": 250000, "verifier_limit": 1000000, "insns": 9000, "jited_bytes": 50000}}),
             certs: json!({"certificates": [{"kind": "server", "source": "/etc/certs/a.pem", "index": 1, "subject": "CN=a",
                 "subject_alt_names": ["DNS:a.example.com"], "serial_number": "1234", "valid_from": "2026-01-01T00:00:00.000Z",
                 "expiration_time": "2027-01-01T00:00:00.000Z", "days_until_expiration": 25, "used_by": ["Gateway default/gw spec.servers[0].tls"]}],
@@ -664,7 +700,20 @@ mod tests {
             ])),
             "{t}"
         );
+        assert!(
+            t.lines().any(|l| l.split_whitespace().eq([
+                "gateway_xdp",
+                "250000",
+                "1000000",
+                "750000",
+                "(75.0%)",
+                "9000",
+                "50000"
+            ])),
+            "{t}"
+        );
         let j = json(&src, Section::Bpf);
+        assert_eq!(j["xdp_program"][0]["verified insns"], "250000", "{j}");
         assert_eq!(j["xdp_conntrack_flows_left_out"], 2, "{j}");
         assert_eq!(j["xdp_snat_ports"][0]["ports used"], "1/10000", "{j}");
         let j = json(&src, Section::Endpoints);

@@ -22,6 +22,8 @@ mod forward;
 mod icmp;
 #[path = "xdp_prog/ipv6.rs"]
 mod ipv6;
+#[path = "xdp_prog/maglev_mmap.rs"]
+mod maglev_mmap;
 #[path = "xdp_prog/offload.rs"]
 mod offload;
 #[path = "xdp_prog/pin_guard.rs"]

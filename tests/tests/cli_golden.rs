@@ -97,6 +97,17 @@ fn dump_of_a_running_agent() -> Result<()> {
     let out = agent.cli(&["dump", "bpf"])?;
     ensure!(out.status.success(), "gateway dump bpf: {out:?}");
     let bpf = String::from_utf8_lossy(&out.stdout);
+    // The program's verifier count varies with the build and the kernel: its presence is checked.
+    ensure!(
+        bpf.lines().any(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.first() == Some(&"gateway_xdp")
+                && f.get(1)
+                    .and_then(|n| n.parse::<u32>().ok())
+                    .is_some_and(|n| n > 0)
+        }),
+        "no XDP PROGRAM row with the verifier's count in:\n{bpf}"
+    );
     let ct = bpf
         .find("XDP CONNTRACK ENTRIES")
         .with_context(|| format!("no conntrack section in:\n{bpf}"))?;

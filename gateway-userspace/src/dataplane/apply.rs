@@ -19,7 +19,7 @@ use gateway_common::{
 
 use super::{
     diff::{self, Op, SvcKey},
-    ifmode, interface_addrs, map_err, Dataplane, DataplaneError, DRAIN_PERIOD,
+    ifmode, interface_addrs, map_err, ring_map, Dataplane, DataplaneError, DRAIN_PERIOD,
 };
 use crate::plan::Plan;
 
@@ -49,9 +49,53 @@ impl Dataplane {
 
     /// Executes `ops` in order; each is recorded in the state once its writes succeeded. A run
     /// of consecutive new backends is written with batched map updates (their order among
-    /// themselves does not matter: no service points at them yet).
+    /// themselves does not matter: no service points at them yet). The rings the ops write are
+    /// mapped for the duration of the run only (see `ring_map`).
     fn run(&mut self, ops: Vec<Op>) -> Result<(), DataplaneError> {
-        let mut rest = &ops[..];
+        self.ring_window = self.map_rings(&ops);
+        let r = self.run_ops(&ops);
+        self.ring_window = None;
+        r
+    }
+
+    /// A mapping of `MAGLEV` covering every ring `ops` writes, or None (no ring written, the map
+    /// is not mmapable, or the kernel refused: the rings then go by syscall).
+    fn map_rings(&self, ops: &[Op]) -> Option<ring_map::RingMap> {
+        if !self.maglev_mmapable || !self.ring_mapping {
+            return None;
+        }
+        let slots = ops.iter().filter_map(|op| match op {
+            Op::WriteRing { slot, .. } => Some(*slot),
+            _ => None,
+        });
+        let (lo, hi) = slots.fold(None, |acc: Option<(u32, u32)>, s| match acc {
+            None => Some((s, s)),
+            Some((lo, hi)) => Some((lo.min(s), hi.max(s))),
+        })?;
+        match ring_map::RingMap::map(
+            self.maglev_fd.as_fd(),
+            4,
+            self.maglev_entries,
+            lo * MAGLEV_RING,
+            (hi + 1) * MAGLEV_RING,
+        ) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                static SAID: std::sync::atomic::AtomicBool =
+                    std::sync::atomic::AtomicBool::new(false);
+                if !SAID.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                    log::warn!(
+                        "mapping {} failed ({e}): Maglev rings written with map updates",
+                        names::MAGLEV
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    fn run_ops(&mut self, ops: &[Op]) -> Result<(), DataplaneError> {
+        let mut rest = ops;
         while let Some(op) = rest.first() {
             let n = rest
                 .iter()
@@ -148,9 +192,18 @@ impl Dataplane {
                 self.ct_counts.idle_closed.remove(id);
             }
             Op::WriteRing { slot, ring } => {
+                let first = slot * MAGLEV_RING;
+                if let Some(w) = self.ring_window.as_mut() {
+                    w.write(first, ring).map_err(|source| DataplaneError::Io {
+                        what: "writing a Maglev ring through the mapping of MAGLEV",
+                        source,
+                    })?;
+                    self.ring_writes.mapped += 1;
+                    return Ok(());
+                }
                 // One BPF_MAP_UPDATE_BATCH per ring instead of a syscall per slot (4,099 of
                 // them per ring); element by element where the kernel has no batch ops.
-                let first = slot * MAGLEV_RING;
+                self.ring_writes.syscall += 1;
                 let keys: Vec<u32> = (first..first + ring.len() as u32).collect();
                 if let Err(e) = update_array_batch(self.maglev_fd.as_fd(), &keys, ring) {
                     warn_unbatched(&e);
@@ -162,7 +215,9 @@ impl Dataplane {
                 }
             }
             Op::SetService { key, value, .. } => {
-                // The switch: one map update moves the service to its new ring.
+                // The switch: one map update moves the service to its new ring, whose stores
+                // through the mapping are ordered before it.
+                ring_map::publish();
                 match key {
                     SvcKey::V4(k) => self
                         .services

@@ -9,7 +9,8 @@
 //!
 //! Layout: `mod.rs` loads the object, takes the maps and reads counters; `attach` attaches the
 //! program per interface (`ifmode` picks the mode, `bpffs` finds a lasting pin root); `diff`
-//! computes, purely, the map writes of an apply (tested without root); `apply` executes them.
+//! computes, purely, the map writes of an apply (tested without root); `apply` executes them,
+//! Maglev rings through a shared mapping of `MAGLEV` (`ring_map`).
 
 use std::{
     collections::{BTreeMap, HashMap as StdHashMap},
@@ -18,7 +19,7 @@ use std::{
 };
 
 use aya::{
-    maps::{Array, HashMap, MapData, PerCpuArray},
+    maps::{Array, HashMap, IterableMap, MapData, PerCpuArray},
     programs::{links::PinnedLink, Xdp},
     Ebpf, EbpfLoader,
 };
@@ -35,6 +36,7 @@ pub mod conntrack;
 pub mod ct_dump;
 pub mod diff;
 pub mod ifmode;
+mod ring_map;
 pub mod snat_pool;
 
 pub use apply::{prime_addrs, prime_neighbours};
@@ -116,8 +118,20 @@ pub struct Dataplane {
     backends: Array<MapData, BpfBackend>,
     backends6: Array<MapData, BpfBackend6>,
     maglev: Array<MapData, u32>,
-    /// `MAGLEV`'s fd (a dup), for batched ring writes (aya has no batch API).
+    /// `MAGLEV`'s fd (a dup), for mapping it and for batched ring writes (aya has neither).
     maglev_fd: std::os::fd::OwnedFd,
+    /// Whether `MAGLEV` is mmapable (a pin of an older agent may not be): rings are then written
+    /// through a mapping, else with one BPF_MAP_UPDATE_BATCH each.
+    maglev_mmapable: bool,
+    /// False: rings go by syscall even so (`set_ring_mapping`).
+    ring_mapping: bool,
+    /// `MAGLEV`'s size in elements, as the kernel has it.
+    maglev_entries: u32,
+    /// The mapping of the rings the running apply writes (see `Dataplane::run`).
+    ring_window: Option<ring_map::RingMap>,
+    ring_writes: RingWrites,
+    /// The XDP program as the kernel verified it.
+    program: ProgramStats,
     ifaddrs: HashMap<MapData, u32, IfAddr>,
     ifaddrs6: HashMap<MapData, u32, Addr6>,
     addrs: HashMap<MapData, u32, u32>,
@@ -159,6 +173,36 @@ pub struct Stats {
     pub flows: BTreeMap<String, FlowStats>,
     /// The connection tables as of the garbage collector's latest run.
     pub conntrack: conntrack::CtCounts,
+    /// The XDP program as loaded: the verifier's work on it and its size.
+    pub program: ProgramStats,
+}
+
+/// The verifier's processed-instruction count of the XDP program and its headroom under the
+/// kernel's limit, kept visible because every feature added to the data path spends some.
+#[derive(Clone, Debug, Default, serde::Serialize, PartialEq, Eq)]
+pub struct ProgramStats {
+    pub name: &'static str,
+    /// Instructions the verifier processed (`bpf_prog_info.verified_insns`, Linux 5.16+; None
+    /// on older kernels).
+    pub verified_insns: Option<u32>,
+    /// The kernel's limit on processed instructions per program (`BPF_COMPLEXITY_LIMIT_INSNS`).
+    pub verifier_limit: u32,
+    /// Instructions of the program after the verifier's rewrites (`xlated_prog_len` / 8).
+    pub insns: Option<u32>,
+    /// Size of the JIT-compiled code (0 without the JIT).
+    pub jited_bytes: u32,
+}
+
+/// `BPF_COMPLEXITY_LIMIT_INSNS` (Linux 5.2+, for privileged loaders).
+pub const VERIFIER_LIMIT: u32 = 1_000_000;
+
+/// Maglev rings written since the dataplane was opened, by path.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RingWrites {
+    /// Through the shared mapping of `MAGLEV`.
+    pub mapped: u64,
+    /// With BPF_MAP_UPDATE_BATCH (or element by element where that is refused).
+    pub syscall: u64,
 }
 
 /// A service's flow counters, summed over CPUs; `closed` includes the idle connections the
@@ -217,6 +261,22 @@ impl Dataplane {
             .program_mut(XDP_PROGRAM)
             .ok_or(DataplaneError::MissingMap("program"))?
             .try_into()?;
+        let program = program_stats(prog)?;
+        match program.verified_insns {
+            Some(n) => log::info!(
+                "XDP program {XDP_PROGRAM}: {n} instructions processed by the verifier ({:.1}% of \
+                 the kernel's {VERIFIER_LIMIT}), {} instructions, {} bytes JIT-compiled",
+                100.0 * n as f64 / VERIFIER_LIMIT as f64,
+                program.insns.unwrap_or(0),
+                program.jited_bytes
+            ),
+            None => log::info!(
+                "XDP program {XDP_PROGRAM}: {} instructions, {} bytes JIT-compiled (this kernel \
+                 does not report the verifier's count: Linux 5.16+)",
+                program.insns.unwrap_or(0),
+                program.jited_bytes
+            ),
+        }
         let mut links = Vec::new();
         let mut attached = Vec::new();
         let mut ifmodes = Vec::new();
@@ -289,7 +349,26 @@ impl Dataplane {
             }
             _ => return Err(DataplaneError::MissingMap(names::MAGLEV)),
         };
-        let maglev = Array::try_from(maglev_map).map_err(map_err(names::MAGLEV))?;
+        let maglev: Array<MapData, u32> =
+            Array::try_from(maglev_map).map_err(map_err(names::MAGLEV))?;
+        let maglev_info = IterableMap::map(&maglev)
+            .info()
+            .map_err(map_err(names::MAGLEV))?;
+        let maglev_mmapable = maglev_info.map_flags() & gateway_common::MAGLEV_MAP_FLAGS != 0
+            && maglev_info.value_size() == 4;
+        if maglev_mmapable {
+            log::info!(
+                "{}: Maglev rings written through a shared mapping",
+                names::MAGLEV
+            );
+        } else {
+            log::warn!(
+                "{}: the pinned map is not mmapable (flags {:#x}, left by an older agent?): Maglev \
+                 rings written with one map update per ring, about 1.5 ms each",
+                names::MAGLEV,
+                maglev_info.map_flags()
+            );
+        }
         let ifaddrs =
             HashMap::try_from(take(&mut ebpf, names::IFADDRS)?).map_err(map_err(names::IFADDRS))?;
         let ports =
@@ -324,6 +403,12 @@ impl Dataplane {
             backends6,
             maglev,
             maglev_fd,
+            maglev_mmapable,
+            ring_mapping: true,
+            maglev_entries: maglev_info.max_entries(),
+            ring_window: None,
+            ring_writes: RingWrites::default(),
+            program,
             ifaddrs,
             ifaddrs6,
             addrs,
@@ -528,7 +613,26 @@ impl Dataplane {
             st.verdicts.insert(name, sum(&self.verdicts, i as u32)?);
         }
         st.conntrack = self.ct_counts.clone();
+        st.program = self.program.clone();
         Ok(st)
+    }
+
+    /// The XDP program as loaded (verifier count, size).
+    pub fn program(&self) -> &ProgramStats {
+        &self.program
+    }
+
+    /// Whether rings are written through the mapping of `MAGLEV` (`on`, the default, and the map
+    /// is mmapable) or by syscall; returns which is now in effect. Off: the bench's same-run
+    /// comparison and the tests of the syscall path.
+    pub fn set_ring_mapping(&mut self, on: bool) -> bool {
+        self.ring_mapping = on;
+        on && self.maglev_mmapable
+    }
+
+    /// How many Maglev rings were written through the mapping and how many by syscall.
+    pub fn ring_writes(&self) -> RingWrites {
+        self.ring_writes
     }
 
     /// One run of the connection tables' garbage collector (both families, both tables):
@@ -686,4 +790,16 @@ pub fn addrs_of(ifaces: &[String]) -> Vec<IpAddr> {
     v.sort();
     v.dedup();
     v
+}
+
+/// What the kernel reports of the loaded program `prog`.
+fn program_stats(prog: &Xdp) -> Result<ProgramStats, DataplaneError> {
+    let info = prog.info()?;
+    Ok(ProgramStats {
+        name: XDP_PROGRAM,
+        verified_insns: info.verified_instruction_count(),
+        verifier_limit: VERIFIER_LIMIT,
+        insns: info.size_translated().map(|b| b / 8),
+        jited_bytes: info.size_jitted(),
+    })
 }

@@ -373,10 +373,12 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
         let mut durations: Vec<u64> = Vec::new();
         let mut problems = Vec::new();
         let mut flow = 0usize;
+        let mut program = None;
         for round in 0..rounds {
             check_interrupt()?;
             // A fresh dataplane per round: new flows of earlier rounds never fill SNAT ports.
             let mut d = Dp::open(&plan(8))?;
+            program.get_or_insert_with(|| d.dp.program().clone());
             for (mode, port) in [("snat", SNAT_PORT), ("preserve-source", PRESERVE_PORT)] {
                 // (a) established: prime the flow with a SYN, then time ACKs of it.
                 let (src, sport) = flow_src(flow);
@@ -502,6 +504,27 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
             res.map(|r| format!("{r} ns"))
                 .unwrap_or_else(|| "not seen (one value only)".into())
         );
+        if let Some(p) = &program {
+            let _ = writeln!(
+                body,
+                "Program: `{}`, {}; {} instructions after the verifier's rewrites, {} bytes \
+                 JIT-compiled (`bpf_prog_info`, as the agent logs at load and shows in `gateway dump \
+                 bpf`).\n",
+                p.name,
+                match p.verified_insns {
+                    Some(n) => format!(
+                        "the verifier processed {n} instructions of the kernel's limit of {} \
+                         ({:.1}% used, headroom {})",
+                        p.verifier_limit,
+                        100.0 * n as f64 / p.verifier_limit as f64,
+                        p.verifier_limit.saturating_sub(n)
+                    ),
+                    None => "no verifier count from this kernel (Linux 5.16+)".into(),
+                },
+                p.insns.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+                p.jited_bytes
+            );
+        }
         let _ = writeln!(
             body,
             "| case | NAT mode | net ns/packet (median of rounds) | rounds min-max | program ns | empty ns | Katran net ns | ours / Katran | net ns, mean of {repeat} runs | program / empty ns, mean of {repeat} runs | verdicts over the {repeat} runs |"
@@ -638,19 +661,49 @@ pub fn per_packet(opts: &Opts) -> anyhow::Result<PerPacket> {
     })
 }
 
-/// Times `Dataplane::apply` of the plan `make` returns, in a private namespace: (first apply ms,
-/// the same plan again ms).
+/// What `time_apply` measures, in ms.
+pub struct ApplyTimes {
+    /// The first apply to a fresh dataplane (Maglev rings through the mapping of `MAGLEV`).
+    pub first: f64,
+    /// The same plan again.
+    pub again: f64,
+    /// The first apply to another fresh dataplane with the rings written by syscall (one
+    /// BPF_MAP_UPDATE_BATCH per ring), for the same-run comparison; None if the plan has no ring.
+    pub first_by_syscall: Option<f64>,
+    /// Whether `first` really went through the mapping (false: the map was not mmapable).
+    pub mapped: bool,
+}
+
+/// Times `Dataplane::apply` of the plan `make` returns, in a private namespace.
 pub fn time_apply(
     make: impl FnOnce() -> anyhow::Result<Plan> + Send + 'static,
-) -> anyhow::Result<(f64, f64)> {
+) -> anyhow::Result<ApplyTimes> {
     in_private_netns(0, move || {
         let plan = make()?;
         let mut d = Dp::open(&Plan::default())?;
+        let before = d.dp.ring_writes();
         let t = std::time::Instant::now();
         d.dp.apply(&plan).context("apply")?;
         let first = t.elapsed().as_secs_f64() * 1e3;
+        let after = d.dp.ring_writes();
         let t = std::time::Instant::now();
         d.dp.apply(&plan).context("apply (again)")?;
-        Ok((first, t.elapsed().as_secs_f64() * 1e3))
+        let again = t.elapsed().as_secs_f64() * 1e3;
+        drop(d);
+        let first_by_syscall = if after.mapped + after.syscall > before.mapped + before.syscall {
+            let mut d = Dp::open(&Plan::default())?;
+            d.dp.set_ring_mapping(false);
+            let t = std::time::Instant::now();
+            d.dp.apply(&plan).context("apply (rings by syscall)")?;
+            Some(t.elapsed().as_secs_f64() * 1e3)
+        } else {
+            None
+        };
+        Ok(ApplyTimes {
+            first,
+            again,
+            first_by_syscall,
+            mapped: after.syscall == before.syscall,
+        })
     })
 }
