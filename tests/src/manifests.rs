@@ -249,3 +249,17 @@ pub fn demo_files() -> anyhow::Result<Vec<(String, String)>> {
     files.sort();
     Ok(files)
 }
+
+/// The demo's `web.yaml` among `files` (from [`demo_files`]), as (name, text); checks that it
+/// still has the `default` route that reload tests rewrite.
+pub fn demo_web(files: &[(String, String)]) -> anyhow::Result<(&str, &str)> {
+    let (name, web) = files
+        .iter()
+        .find(|(n, _)| n == "web.yaml")
+        .ok_or_else(|| anyhow::anyhow!("demo web.yaml"))?;
+    anyhow::ensure!(
+        web.contains("  - name: default\n    route:\n"),
+        "demo default route"
+    );
+    Ok((name, web))
+}

@@ -47,14 +47,7 @@ fn clients_lose_nothing_across_reloads_and_restarts() -> Result<()> {
     let borrowed: Vec<(&str, String)> =
         files.iter().map(|(n, c)| (n.as_str(), c.clone())).collect();
     let mut agent = Agent::start_with(&topo, &borrowed, &["--vip", VIP, "--reload-ms", "50"])?;
-    let (web_name, web) = files
-        .iter()
-        .find(|(n, _)| n == "web.yaml")
-        .context("demo web.yaml")?;
-    ensure!(
-        web.contains("  - name: default\n    route:\n"),
-        "demo default route"
-    );
+    let (web_name, web) = gateway_tests::manifests::demo_web(&files)?;
 
     let counts = Arc::new(Counts::default());
     let h2_stats = Arc::new(H2Stats::default());
@@ -182,7 +175,7 @@ fn clients_lose_nothing_across_reloads_and_restarts() -> Result<()> {
                 "  - name: default\n    headers: {{response: {{set: {{x-revision: \"{i}\"}}}}}}\n    route:\n"
             ),
         );
-        agent.write_config(&[(web_name.as_str(), changed)])?;
+        agent.write_config(&[(web_name, changed)])?;
         thread::sleep(Duration::from_millis(110));
     }
     let applied = agent.generation()? - g0;

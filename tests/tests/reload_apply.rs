@@ -99,14 +99,7 @@ fn reloads_under_load_drop_nothing() -> Result<()> {
     let http = HttpClient::new(topo.client.name());
     ensure!(http.get("http://198.18.0.1:8080/x", &[])?.status == 200);
     let g0 = agent.generation()?;
-    let (web_name, web) = files
-        .iter()
-        .find(|(n, _)| n == "web.yaml")
-        .context("demo web.yaml")?;
-    ensure!(
-        web.contains("  - name: default\n    route:\n"),
-        "demo default route"
-    );
+    let (web_name, web) = gateway_tests::manifests::demo_web(&files)?;
 
     let secs = "14";
     let wrk = topo.client.spawn(
@@ -136,7 +129,7 @@ fn reloads_under_load_drop_nothing() -> Result<()> {
                 "  - name: default\n    headers: {{response: {{set: {{x-revision: \"{i}\"}}}}}}\n    route:\n"
             ),
         );
-        agent.write_config(&[(web_name.as_str(), changed)])?;
+        agent.write_config(&[(web_name, changed)])?;
         std::thread::sleep(Duration::from_millis(110));
     }
     let applied = agent.generation()? - g0;
